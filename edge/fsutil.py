@@ -1,0 +1,59 @@
+"""Atomic file and folder writes: a reader never sees a half-written artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int = 1) -> None:
+    """Serialise `obj` as UTF-8 JSON and write it atomically (keys kept in order)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_dir(final: PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside `final`; rename it to `final` only if the block succeeds.
+
+    `final` must not exist or be an empty folder: an existing data set is never
+    overwritten. On any error the temp folder is removed and `final` is untouched.
+    """
+    from .errors import FodError
+
+    final = Path(final)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise FodError(f"{final}: output exists and is not an empty folder; refusing to overwrite")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            final.rmdir()
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

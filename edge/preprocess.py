@@ -1,0 +1,73 @@
+"""Letterbox: fit an image into the model's input size, keeping its aspect ratio.
+
+The device, the calibration set and ONNX evaluation all go through these
+functions, so the pixels the model sees on the workstation are those it sees on
+the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114  # mid-grey padding, as the model was trained with
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source image maps into the model input: model = source * scale + pad."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    src_w: int
+    src_h: int
+    dst_w: int
+    dst_h: int
+
+
+def letterbox_params(src_wh: Tuple[int, int], dst_wh: Tuple[int, int]) -> Letterbox:
+    """Scale to fit `dst_wh` (up or down), centred, padding the rest."""
+    src_w, src_h = src_wh
+    dst_w, dst_h = dst_wh
+    if min(src_w, src_h, dst_w, dst_h) <= 0:
+        raise ValueError(f"letterbox sizes must be positive, got {src_wh} -> {dst_wh}")
+    scale = min(dst_w / src_w, dst_h / src_h)
+    new_w, new_h = round(src_w * scale), round(src_h * scale)
+    return Letterbox(scale, (dst_w - new_w) // 2, (dst_h - new_h) // 2, src_w, src_h, dst_w, dst_h)
+
+
+def letterbox(
+    image: np.ndarray, dst_wh: Tuple[int, int], pad_value: int = PAD_VALUE
+) -> Tuple[np.ndarray, Letterbox]:
+    """Resize `image` (H, W[, C]) into `dst_wh` with borders; returns the image and its mapping."""
+    h, w = image.shape[:2]
+    lb = letterbox_params((w, h), dst_wh)
+    new_w, new_h = round(w * lb.scale), round(h * lb.scale)
+    if (new_w, new_h) != (w, h):
+        interp = cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    out = np.full((lb.dst_h, lb.dst_w, *image.shape[2:]), pad_value, dtype=image.dtype)
+    out[lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w] = image
+    return out, lb
+
+
+def boxes_to_model(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Source-pixel xyxy boxes (N, 4) -> model-input pixels."""
+    out = boxes.astype(np.float32) * lb.scale
+    out[:, [0, 2]] += lb.pad_x
+    out[:, [1, 3]] += lb.pad_y
+    return out
+
+
+def boxes_to_source(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Model-input xyxy boxes (N, 4) -> source pixels, clipped to the source image."""
+    out = boxes.astype(np.float32).copy()
+    out[:, [0, 2]] = (out[:, [0, 2]] - lb.pad_x) / lb.scale
+    out[:, [1, 3]] = (out[:, [1, 3]] - lb.pad_y) / lb.scale
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, lb.src_w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, lb.src_h)
+    return out

@@ -1,0 +1,3 @@
+from fod.cli import main
+
+raise SystemExit(main())

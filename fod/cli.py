@@ -1,0 +1,54 @@
+"""`fod`: one console script, one verb per workflow step (DESIGN.md section 9).
+
+Each verb group lives in its own module and imports its stage package lazily, so a
+Jetson without torch runs every edge verb. User errors (`FodError`) become one line
+on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from fod import __version__
+from fod import data as data_verbs
+
+log = logging.getLogger("fod")
+
+# Verb groups: each registers its sub-commands and sets `func` on them.
+_GROUPS = (data_verbs,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fod",
+        description="pharma-fod: foreign-particle detection for liquid injectables.",
+    )
+    p.add_argument("--version", action="version", version=f"pharma-fod {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for group in _GROUPS:
+        group.register(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from edge.errors import FodError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except FodError as e:
+        print(f"fod {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fod {args.verb}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,48 @@
+"""`training.data` and `edge` import without torch: the Jetson has none."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_data_and_edge_import_with_torch_blocked() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+
+        class BlockTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "torchvision"):
+                    raise ImportError("torch is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, BlockTorch())
+        import edge.errors, edge.fsutil, edge.preprocess
+        import training.data.augment, training.data.coco, training.data.dataset
+        import training.data.importers, training.data.noise, training.data.synth
+        import training.data.synth_writer, training.data.preview
+        import fod.cli
+        fod.cli.build_parser()
+        assert "torch" not in sys.modules
+        print("ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_blocker_really_blocks() -> None:
+    # The test above is only worth something if importing torch under the blocker fails.
+    code = (
+        "import sys\n"
+        "class B:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, B())\n"
+        "import torch\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "blocked" in r.stderr

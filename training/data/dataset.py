@@ -1,0 +1,61 @@
+"""A COCO detection set read as numpy: RGB uint8 images, xyxy float32 boxes, 0-based labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError
+
+from .coco import CocoSet, load_coco
+
+_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # the pixels annotators saw
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # [H, W, 3] uint8, RGB
+    boxes: np.ndarray  # [N, 4] float32, xyxy pixels
+    labels: np.ndarray  # [N] int64, 0-based index into the set's class names
+    image_id: int
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read any image OpenCV decodes (grey too) as [H, W, 3] uint8 RGB."""
+    img = cv2.imread(str(path), _READ_FLAGS)
+    if img is None:
+        raise DataError(f"{path}: missing or not a decodable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class CocoDetection:
+    """Indexable COCO set in our layout (`root/annotations.json`, `root/images/`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
+        self.coco: CocoSet = load_coco(self.root)
+        self.class_names: List[str] = [c.name for c in self.coco.categories]
+        self._label = {c.id: i for i, c in enumerate(self.coco.categories)}
+
+    def __len__(self) -> int:
+        return len(self.coco.images)
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.coco.images[index]
+        image = read_rgb(self.root / "images" / rec.file_name)
+        if image.shape[:2] != (rec.height, rec.width):
+            raise DataError(
+                f"{self.root / 'images' / rec.file_name}: is {image.shape[1]}x{image.shape[0]}, "
+                f"annotations say {rec.width}x{rec.height}"
+            )
+        anns = self.coco.annotations.get(rec.id, [])
+        boxes = np.array([a.bbox for a in anns], dtype=np.float32).reshape(-1, 4)  # [N, 4] xywh
+        boxes[:, 2:] += boxes[:, :2]  # -> xyxy
+        labels = np.array([self._label[a.category_id] for a in anns], dtype=np.int64)
+        return Sample(image, boxes, labels, rec.id)

@@ -1,0 +1,123 @@
+"""`fod import`: validate a real set and copy it into our layout (annotations.json + images/).
+
+Everything is checked before anything is written (JSON, ids, categories, boxes,
+and every image file decoded), and the output folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import cv2
+from tqdm import tqdm
+
+from edge.errors import DataError
+from edge.fsutil import atomic_write_json, staged_dir
+
+from .coco import CocoSet, parse_coco, read_json
+
+TIANCHI_BACKGROUND = "背景"  # "background": the Tianchi set's no-defect category
+# Decode at 1/8 scale: JPEG skips most of the IDCT, yet the whole stream is read.
+_PROBE_FLAGS = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def _locate(src: Path) -> Tuple[Path, Path]:
+    """(annotation JSON, image folder) of a source given as a folder or as its JSON file."""
+    if not src.exists():
+        raise DataError(f"{src}: no such file or folder")
+    if src.is_file():
+        ann = src
+    else:
+        ann = src / "annotations.json"
+        if not ann.is_file():
+            found = sorted(src.glob("*.json"))
+            if len(found) != 1:
+                raise DataError(
+                    f"{src}: expected annotations.json or exactly one *.json, found {len(found)}"
+                )
+            ann = found[0]
+    images = ann.parent / "images"
+    return ann, images if images.is_dir() else ann.parent
+
+
+def _probe(path: Path, width: int, height: int) -> Optional[str]:
+    """None if `path` decodes to width x height, else what is wrong with it."""
+    if not path.is_file():
+        return "image file missing"
+    img = cv2.imread(str(path), _PROBE_FLAGS)
+    if img is None:
+        return "image file unreadable (not a decodable image)"
+    want = (math.ceil(height / 8), math.ceil(width / 8))
+    if abs(img.shape[0] - want[0]) > 1 or abs(img.shape[1] - want[1]) > 1:
+        got = f"{img.shape[1] * 8}x{img.shape[0] * 8}"
+        return f"image is about {got}, annotations say {width}x{height}"
+    return None
+
+
+def _check_files(coco: CocoSet, images: Path, workers: int = 4) -> None:
+    jobs = [(images / r.file_name, r.width, r.height) for r in coco.images]
+    with ThreadPoolExecutor(workers) as ex:  # OpenCV decodes without the GIL
+        results = ex.map(lambda j: _probe(*j), jobs)
+        progress = tqdm(
+            zip(jobs, coco.images, results),
+            total=len(jobs),
+            desc="checking images",
+            leave=False,
+            disable=None,
+        )  # None: no bar when stderr is not a terminal
+        for (path, _, _), rec, problem in progress:
+            if problem is not None:
+                raise DataError(f"{path}: image id {rec.id}: {problem}")
+
+
+def _write(coco: CocoSet, images: Path, out: Path, info: Dict[str, str]) -> Dict[str, int]:
+    with staged_dir(out) as tmp:
+        for rec in tqdm(coco.images, desc="copying", leave=False, disable=None):
+            dst = tmp / "images" / rec.file_name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(images / rec.file_name, dst)
+        atomic_write_json(tmp / "annotations.json", coco.to_json(info))
+    return {
+        "images": len(coco.images),
+        "annotations": coco.num_annotations,
+        "negatives": sum(1 for r in coco.images if not coco.annotations.get(r.id)),
+        "categories": len(coco.categories),
+    }
+
+
+def import_coco(src: Path, out: Path) -> Dict[str, int]:
+    """Import a COCO detection set as it is."""
+    ann, images = _locate(src)
+    coco = parse_coco(read_json(ann), ann)
+    _check_files(coco, images)
+    return _write(coco, images, out, {"source": str(ann), "format": "coco"})
+
+
+def import_tianchi(src: Path, out: Path) -> Dict[str, int]:
+    """Import the Tianchi liquor-bottle set: drop the background category, keep its images.
+
+    1145 of its images hold only `背景` boxes, which mark "no defect": they become
+    negatives, which the detector needs as much as the defects.
+    """
+    ann, images = _locate(src)
+    coco = parse_coco(read_json(ann), ann)
+    bg = [c.id for c in coco.categories if c.name == TIANCHI_BACKGROUND]
+    if not bg:
+        raise DataError(
+            f"{ann}: no {TIANCHI_BACKGROUND!r} (background) category: is this the Tianchi set?"
+        )
+    coco = replace(
+        coco,
+        categories=[c for c in coco.categories if c.id not in bg],
+        annotations={
+            iid: [a for a in anns if a.category_id not in bg]
+            for iid, anns in coco.annotations.items()
+        },
+    )
+    _check_files(coco, images)
+    return _write(coco, images, out, {"source": str(ann), "format": "tianchi"})
