@@ -1,0 +1,1 @@
+"""INT8 calibration, the accuracy metrics shared by every evaluation path (no torch)."""

@@ -1,0 +1,175 @@
+"""Model verbs: `fod info`, `fod train`, `fod eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fod.args import positive_int, size_wh
+
+ARCH_CHOICES = ("gfl-r18", "gfl-r50", "gfl-r101")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters and GMACs of an architecture")
+    p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
+    p.add_argument("--teacher", action="store_true", help="the teacher's FPN (CARAFE upsampling)")
+    p.add_argument("--num-classes", type=positive_int, default=3)
+    p.add_argument("--size", type=size_wh, default=(1280, 800), help="WxH (default 1280x800)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a GFL detector (torchrun for several GPUs or nodes)")
+    p.add_argument(
+        "--data", type=Path, required=True, help="training set (annotations.json + images/)"
+    )
+    p.add_argument("--val", type=Path, help="validation set, evaluated each --eval-interval epochs")
+    p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder: checkpoints, TensorBoard, metrics"
+    )
+    p.add_argument(
+        "--size", type=size_wh, default=(1280, 800), help="model input WxH (default 1280x800)"
+    )
+    p.add_argument(
+        "--crop",
+        type=size_wh,
+        help="train on native-resolution crops WxH (tiny particles keep pixels)",
+    )
+    p.add_argument("--epochs", type=positive_int, default=12)
+    p.add_argument("--batch", type=positive_int, default=2, help="images per process (default 2)")
+    p.add_argument("--lr", type=float, help="base lr (default 0.01 x global batch / 16)")
+    p.add_argument("--warmup-iters", type=int, default=500)
+    p.add_argument("--grad-clip", type=float, help="max gradient norm (default: none)")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision (default: on with CUDA)",
+    )
+    p.add_argument("--resume", type=Path, help="continue from a last.pt")
+    p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet state dict")
+    p.add_argument(
+        "--fpn-channels", type=positive_int, default=256, help="FPN/head width (multiple of 32)"
+    )
+    p.add_argument("--stacked-convs", type=positive_int, default=4, help="convs per head tower")
+    p.add_argument(
+        "--max-iters", type=positive_int, help="stop after this many iterations (smoke runs)"
+    )
+    p.add_argument(
+        "--eval-interval", type=positive_int, default=1, help="epochs between validations"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval", help="AP50, AP, AP_small, AR, AR_small of a checkpoint on a COCO set"
+    )
+    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt)")
+    p.add_argument("--data", type=Path, required=True, help="COCO set to evaluate on")
+    p.add_argument("--size", type=size_wh, help="model input WxH (default: the training size)")
+    p.add_argument("--out", type=Path, help="folder for PR curves and the detection grid (PNG)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from training.complexity import measure
+    from training.models.config import arch_config
+
+    c = measure(arch_config(args.arch, args.num_classes, teacher=args.teacher), args.size)
+    res = {
+        "arch": args.arch,
+        "teacher": args.teacher,
+        "size": list(args.size),
+        "params_total": c.params_total,
+        "params_trainable": c.params_trainable,
+        "gmacs": round(c.gmacs, 3),
+    }
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"{args.arch}{' (teacher, CARAFE FPN)' if args.teacher else ''} "
+            f"at {args.size[0]}x{args.size[1]}: "
+            f"{c.params_total / 1e6:.2f} M params ({c.params_trainable / 1e6:.2f} M trainable), "
+            f"{c.gmacs:.1f} GMACs"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.engine.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data,
+        out=args.out,
+        val=args.val,
+        arch=args.arch,
+        size=args.size,
+        crop=args.crop,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        warmup_iters=args.warmup_iters,
+        grad_clip=args.grad_clip,
+        workers=args.workers,
+        seed=args.seed,
+        amp=args.amp,
+        device=args.device,
+        resume=args.resume,
+        backbone_weights=args.backbone_weights,
+        fpn_channels=args.fpn_channels,
+        stacked_convs=args.stacked_convs,
+        max_iters=args.max_iters,
+        eval_interval=args.eval_interval,
+    )
+    s = train(cfg)
+    if s["rank"] != 0:  # under torchrun, one summary: rank 0's
+        return 0
+    if args.json:
+        print(json.dumps({k: v for k, v in s.items() if k not in ("history", "config", "rank")}))
+    else:
+        m = s["metrics"]
+        tail = " ".join(f"{k}={v:.4f}" for k, v in m.items()) if m else "no validation set"
+        print(
+            f"trained {s['arch']} for {s['iterations']} iterations "
+            f"on {s['world_size']} process(es); {tail}; "
+            f"checkpoints in {args.out}"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge.errors import FodError
+    from training.checkpoint import load_detector
+    from training.data.dataset import CocoDetection
+    from training.engine.distributed import _pick_device
+    from training.evaluation import evaluate_model
+    from training.postprocess import GFLPostprocess
+
+    if args.weights.suffix == ".onnx":
+        raise FodError(
+            f"{args.weights}: ONNX evaluation arrives with `fod export`; pass a .pt checkpoint"
+        )
+    data = CocoDetection(args.data)
+    model, cfg, names, ckpt = load_detector(args.weights, num_classes=len(data.class_names))
+    if names != data.class_names:
+        raise FodError(
+            f"{args.weights}: trained on classes {names}, {args.data} has {data.class_names}"
+        )
+    size = args.size or tuple(ckpt.get("train_config", {}).get("size") or (1280, 800))
+    if size[0] % 32 or size[1] % 32:
+        raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
+    device = _pick_device(args.device, 0)
+    m = evaluate_model(model.to(device), GFLPostprocess(cfg.head), data, size, device, args.out)
+    if args.json:
+        print(json.dumps(m.to_dict()))
+    else:
+        print(" ".join(f"{k}={v:.4f}" for k, v in m.to_dict().items()))
+    return 0

@@ -1,0 +1,100 @@
+"""Checkpoints (DESIGN.md section 5): state dict, config, class names; atomic, weights_only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from edge.errors import FodError
+
+from .models.config import DetectorConfig
+from .models.gfl import GFL
+
+FORMAT = "pharma-fod/gfl-checkpoint/1"
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    cfg: DetectorConfig,
+    arch: str,
+    class_names: List[str],
+    **extra: Any,
+) -> None:
+    """Write to a temp file beside `path`, then rename: a crash never leaves half a checkpoint."""
+    state = {
+        "format": FORMAT,
+        "arch": arch,
+        "model_config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path) -> Dict[str, Any]:
+    """Load with weights_only=True (no pickled code runs) and check it is ours."""
+    if not path.is_file():
+        raise FodError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a corrupt or foreign file
+        raise FodError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise FodError(f"{path}: not a pharma-fod GFL checkpoint (format {FORMAT!r} expected)")
+    return ckpt
+
+
+def load_detector(path: Path, arch: Optional[str] = None, num_classes: Optional[int] = None):
+    """(model in eval mode, config, class names, checkpoint dict) from a checkpoint.
+
+    `arch` and `num_classes`, when given, must match the checkpoint.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = DetectorConfig.from_dict(ckpt["model_config"])
+    if arch is not None and ckpt["arch"] != arch:
+        raise FodError(f"{path}: checkpoint is {ckpt['arch']}, expected {arch}")
+    if num_classes is not None and cfg.head.num_classes != num_classes:
+        raise FodError(
+            f"{path}: checkpoint has {cfg.head.num_classes} classes, the data has {num_classes}"
+        )
+    model = GFL(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise FodError(
+            f"{path}: weights do not fit its own config: {str(e).splitlines()[0]}"
+        ) from None
+    return model.eval(), cfg, list(ckpt["class_names"]), ckpt
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 over the parameters and buffers: equal on every DDP rank after a step."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

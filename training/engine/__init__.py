@@ -1,0 +1,1 @@
+"""Training engine: data loading, schedule, the loop (single process or torchrun/DDP)."""

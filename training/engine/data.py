@@ -1,0 +1,60 @@
+"""torch views of the numpy data pipeline: seeded per (epoch, index), so runs are repeatable."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edge.preprocess import Letterbox, letterbox
+
+from ..data.augment import AugmentConfig, augment
+from ..data.dataset import CocoDetection
+
+
+class TrainSet(Dataset):
+    """Augmented training views; the draw depends on (seed, epoch, index) only."""
+
+    def __init__(self, coco: CocoDetection, aug: AugmentConfig, seed: int = 0) -> None:
+        self.coco, self.aug, self.seed, self.epoch = coco, aug, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        s = augment(self.coco[i], self.aug, rng)
+        image = torch.from_numpy(
+            np.ascontiguousarray(s.image.transpose(2, 0, 1))
+        )  # [3, H, W] uint8
+        return image, {"boxes": torch.from_numpy(s.boxes), "labels": torch.from_numpy(s.labels)}
+
+
+class EvalSet(Dataset):
+    """Whole images letterboxed to the model size, as the device sees them."""
+
+    def __init__(self, coco: CocoDetection, size: Tuple[int, int]) -> None:
+        self.coco, self.size = coco, size
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, Letterbox]:
+        s = self.coco[i]
+        img, lb = letterbox(s.image, self.size)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), s.image_id, lb
+
+
+def collate_train(batch: List) -> Tuple[torch.Tensor, List[Dict[str, torch.Tensor]]]:
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)  # [N, 3, H, W] uint8
+
+
+def collate_eval(batch: List) -> Tuple[torch.Tensor, List[int], List[Letterbox]]:
+    images, ids, lbs = zip(*batch)
+    return torch.stack(images), list(ids), list(lbs)

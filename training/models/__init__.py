@@ -1,0 +1,17 @@
+"""Detector builder: model, criterion and postprocess are three modules built together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .config import DetectorConfig
+
+
+def build_detector(cfg: DetectorConfig, backbone_weights: Optional[Path] = None) -> Tuple:
+    """(GFL model, GFLCriterion, GFLPostprocess) for `cfg`."""
+    from ..criterion import GFLCriterion
+    from ..postprocess import GFLPostprocess
+    from .gfl import GFL
+
+    return GFL(cfg, backbone_weights), GFLCriterion(cfg.head), GFLPostprocess(cfg.head)
