@@ -67,9 +67,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "eval", help="AP50, AP, AP_small, AR, AR_small of a checkpoint on a COCO set"
+        "export", help="checkpoint -> ONNX (raw-pixel input, dense boxes and scores)"
     )
     p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--size", type=size_wh, default=(1280, 800), help="input WxH (default 1280x800)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "eval", help="AP50, AP, AP_small, AR, AR_small of a checkpoint or ONNX model"
+    )
+    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt) or exported .onnx")
     p.add_argument("--data", type=Path, required=True, help="COCO set to evaluate on")
     p.add_argument("--size", type=size_wh, help="model input WxH (default: the training size)")
     p.add_argument("--out", type=Path, help="folder for PR curves and the detection grid (PNG)")
@@ -145,19 +155,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_onnx
+
+    info = export_onnx(args.weights, args.out, args.size, args.opset, simplify=not args.no_simplify)
+    print(
+        f"wrote {args.out}: {info.arch}, {len(info.class_names)} classes, "
+        f"input {args.size[0]}x{args.size[1]}, {sum(info.level_counts)} anchors"
+    )
+    return 0
+
+
+def _print_metrics(m, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(m.to_dict()))
+    else:
+        print(" ".join(f"{k}={v:.4f}" for k, v in m.to_dict().items()))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from training.checkpoint import load_detector
     from training.data.dataset import CocoDetection
     from training.engine.distributed import _pick_device
-    from training.evaluation import evaluate_model
+    from training.evaluation import evaluate_model, evaluate_onnx
     from training.postprocess import GFLPostprocess
 
-    if args.weights.suffix == ".onnx":
-        raise FodError(
-            f"{args.weights}: ONNX evaluation arrives with `fod export`; pass a .pt checkpoint"
-        )
     data = CocoDetection(args.data)
+    if args.weights.suffix == ".onnx":
+        _print_metrics(evaluate_onnx(args.weights, data, args.out), args.json)
+        return 0
     model, cfg, names, ckpt = load_detector(args.weights, num_classes=len(data.class_names))
     if names != data.class_names:
         raise FodError(
@@ -168,8 +195,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
     device = _pick_device(args.device, 0)
     m = evaluate_model(model.to(device), GFLPostprocess(cfg.head), data, size, device, args.out)
-    if args.json:
-        print(json.dumps(m.to_dict()))
-    else:
-        print(" ".join(f"{k}={v:.4f}" for k, v in m.to_dict().items()))
+    _print_metrics(m, args.json)
     return 0

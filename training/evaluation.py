@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from calibration.metrics import Metrics, coco_metrics, load_gt
 from calibration.plots import detection_grid, plot_pr_curves
+from edge.errors import FodError
 from edge.preprocess import boxes_to_source
 
 from .data.dataset import CocoDetection
@@ -47,6 +48,43 @@ def predict(
                     }
                 )
     return out
+
+
+def predict_onnx(
+    path: Path, data: CocoDetection, threads: Optional[int] = None
+) -> List[Dict[str, Any]]:
+    """COCO-format detections of an exported (FP32 or Q/DQ INT8) ONNX model, through the edge
+    pipeline: letterbox, ONNX Runtime, numpy postprocess. What is measured here is what the
+    device computes."""
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.detector import EdgeDetector
+
+    backend = OnnxRuntimeBackend(path, threads=threads)
+    if backend.info.class_names != data.class_names:
+        raise FodError(
+            f"{path}: classes {backend.info.class_names} differ from "
+            f"{data.root}'s {data.class_names}"
+        )
+    det = EdgeDetector(backend, backend.info)
+    cat_ids = [c.id for c in data.coco.categories]
+    out: List[Dict[str, Any]] = []
+    for i in range(len(data)):
+        s = data[i]
+        d = det.detect([s.image])[0]
+        for b, score, lab in zip(d.boxes, d.scores, d.labels):
+            out.append(
+                {
+                    "image_id": s.image_id,
+                    "category_id": cat_ids[int(lab)],
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                    "score": float(score),
+                }
+            )
+    return out
+
+
+def evaluate_onnx(path: Path, data: CocoDetection, out_dir: Optional[Path] = None) -> Metrics:
+    return evaluate_detections(data, predict_onnx(path, data), out_dir)
 
 
 def evaluate_detections(

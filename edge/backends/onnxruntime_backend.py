@@ -1,0 +1,57 @@
+"""ONNX Runtime backend: FP32 or Q/DQ INT8 ONNX, on CPU (or any provider given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import FodError
+from ..model_info import ModelInfo
+
+
+class OnnxRuntimeBackend:
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: Optional[int] = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads is not None:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=list(providers))
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+            raise FodError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != "images" or len(inputs[0].shape) != 4:
+            raise FodError(
+                f"{path}: expected one input 'images' of rank 4, got {[i.name for i in inputs]}"
+            )
+        outs = [o.name for o in self.session.get_outputs()]
+        if outs != ["boxes", "scores"]:
+            raise FodError(f"{path}: expected outputs ['boxes', 'scores'], got {outs}")
+        self.info = ModelInfo.from_metadata(
+            self.session.get_modelmeta().custom_metadata_map, str(path)
+        )
+        self.path = path
+
+    def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """images [N, H, W, 3] uint8 RGB -> boxes [N, A, 4], scores [N, A, C] (float32)."""
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)  # [N, 3, H, W]
+        boxes, scores = self.session.run(["boxes", "scores"], {"images": x})
+        return boxes, scores
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+    def __enter__(self) -> OnnxRuntimeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,64 @@
+"""Detections from the dense ONNX outputs, in numpy + OpenCV (the device has no torch).
+
+Same rule as training/postprocess.py, which the tests hold it to: per pyramid level
+the `nms_pre` best (anchor, class) pairs above the score threshold, then class-wise
+NMS over all levels (OpenCV's NMSBoxesBatched), then the best `max_per_image`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    nms_pre: int = 1000  # candidates kept per level before NMS
+    score_threshold: float = 0.05
+    nms_iou: float = 0.6  # class-wise
+    max_per_image: int = 100
+
+
+@dataclass
+class Detections:
+    """One image's detections."""
+
+    boxes: np.ndarray  # [K, 4] float32 xyxy
+    scores: np.ndarray  # [K] float32
+    labels: np.ndarray  # [K] int64, 0-based class index
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def select_per_image(
+    boxes: np.ndarray, scores: np.ndarray, counts: Sequence[int], cfg: PostprocessConfig
+) -> Detections:
+    """boxes [A, 4] xyxy and scores [A, C] of one image -> its detections."""
+    num_classes = scores.shape[1]
+    kb, ks, kl = [], [], []
+    start = 0
+    for n in counts:
+        s = scores[start : start + n].reshape(-1)  # [n*C]
+        keep = np.flatnonzero(s > cfg.score_threshold)
+        if keep.size > cfg.nms_pre:
+            keep = keep[np.argpartition(-s[keep], cfg.nms_pre - 1)[: cfg.nms_pre]]
+        kb.append(boxes[keep // num_classes + start])
+        ks.append(s[keep])
+        kl.append(keep % num_classes)
+        start += n
+    b = np.concatenate(kb).astype(np.float32).reshape(-1, 4)
+    s = np.concatenate(ks).astype(np.float32)
+    lab = np.concatenate(kl).astype(np.int64)
+    if s.size == 0:
+        return Detections(b, s, lab)
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).astype(np.float64)
+    idx = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), s.tolist(), lab.astype(np.int32).tolist(), 0.0, cfg.nms_iou
+    )
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    idx = idx[np.argsort(-s[idx], kind="stable")][: cfg.max_per_image]
+    return Detections(b[idx], s[idx], lab[idx])

@@ -1,0 +1,167 @@
+"""ONNX export parity with PyTorch, the numpy postprocess against torch's, eval through ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.errors import FodError
+from edge.postprocess import PostprocessConfig, select_per_image
+from fod.cli import main
+from training.checkpoint import save_checkpoint
+from training.data.dataset import CocoDetection
+from training.evaluation import predict, predict_onnx
+from training.export import ExportModel
+from training.models import build_detector
+from training.models.config import arch_config
+from training.postprocess import GFLPostprocess
+from training.postprocess import PostprocessConfig as TorchPostCfg
+from training.postprocess import select_per_image as torch_select
+
+SIZE = (320, 256)
+BOX_ATOL = 1e-3  # px: float32 graph vs eager, different kernels and op order
+SCORE_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """A small random-weight detector whose scores spread over (0, 1), exported to ONNX."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    cfg = arch_config("gfl-r18", 3, channels=32, stacked_convs=1)
+    model, _, post = build_detector(cfg)
+    with torch.no_grad():  # lively scores and boxes instead of the 0.01 prior
+        model.head.gfl_cls.bias.uniform_(-2.0, 1.0)
+        model.head.gfl_cls.weight.mul_(30)
+        model.head.gfl_reg.weight.mul_(30)
+    ckpt = root / "m.pt"
+    save_checkpoint(ckpt, model, cfg, "gfl-r18", ["fiber", "particle", "glass_flake"])
+    onnx_path = root / "m.onnx"
+    assert (
+        main(["export", "--weights", str(ckpt), "--out", str(onnx_path), "--size", "320x256"]) == 0
+    )
+    return model.eval(), post, ckpt, onnx_path
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_matches_pytorch(exported, batch: int) -> None:
+    model, _, _, path = exported
+    x = torch.rand(batch, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(batch)) * 255
+    backend = OnnxRuntimeBackend(path)
+    ob, os_ = backend.infer(x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy())
+    with torch.no_grad():  # the backend takes uint8 pixels: compare on the same rounded input
+        boxes, scores = ExportModel(model)(x.round().clamp(0, 255))
+    assert ob.shape == tuple(boxes.shape) and os_.shape == tuple(scores.shape)
+    np.testing.assert_allclose(ob, boxes.numpy(), atol=BOX_ATOL, rtol=1e-4)
+    np.testing.assert_allclose(os_, scores.numpy(), atol=SCORE_ATOL)
+    assert 0.05 < float((os_ > 0.5).mean()) < 0.95  # the comparison covers live scores
+
+
+def test_metadata(exported) -> None:
+    _, _, ckpt, path = exported
+    info = OnnxRuntimeBackend(path).info
+    assert info.class_names == ["fiber", "particle", "glass_flake"]
+    assert (
+        info.input_size == SIZE
+        and sum(info.level_counts) == 40 * 32 + 20 * 16 + 10 * 8 + 5 * 4 + 3 * 2
+    )
+    from training.checkpoint import file_sha256
+
+    assert info.checkpoint_sha256 == file_sha256(ckpt)
+    m = onnx.load(str(path))
+    assert [i.name for i in m.graph.input] == ["images"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+
+def test_numpy_postprocess_matches_torch() -> None:
+    g = torch.Generator().manual_seed(3)
+    counts = [300, 80, 20]
+    xy = torch.rand(400, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + 4 + torch.rand(400, 2, generator=g) * 30], dim=1)
+    scores = torch.rand(400, 3, generator=g) ** 3
+    want = torch_select(boxes, scores, counts, TorchPostCfg(nms_pre=50))
+    got = select_per_image(boxes.numpy(), scores.numpy(), counts, PostprocessConfig(nms_pre=50))
+    assert len(got) == len(want["scores"]) > 10
+    np.testing.assert_allclose(got.scores, want["scores"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got.boxes, want["boxes"].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got.labels, want["labels"].numpy())
+
+
+def test_eval_onnx_equals_pytorch(exported, small_set: Path, capsys: pytest.CaptureFixture) -> None:
+    model, post, ckpt, path = exported
+    data = CocoDetection(small_set)
+    pt = predict(model, post, data, SIZE, torch.device("cpu"))
+    ox = predict_onnx(path, data)
+    assert len(pt) == len(ox) > 0
+    metrics = []
+    for w in (ckpt, path):
+        assert (
+            main(
+                ["eval", "--weights", str(w), "--data", str(small_set), "--json", "--device", "cpu"]
+            )
+            == 0
+        )
+        metrics.append(json.loads(capsys.readouterr().out))
+    assert set(metrics[0]) == {"ap50", "ap", "ap_small", "ar", "ar_small"}
+    for k in metrics[0]:
+        assert metrics[1][k] == pytest.approx(metrics[0][k], abs=1e-3)
+
+
+def test_foreign_onnx_refused(tmp_path: Path) -> None:
+    x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
+    g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["input"], ["y"])], "g", [x], [y])
+    p = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(g), str(p))
+    with pytest.raises(FodError, match=r"foreign\.onnx: expected one input 'images'"):
+        OnnxRuntimeBackend(p)
+
+
+def test_missing_metadata_refused(exported, tmp_path: Path) -> None:
+    m = onnx.load(str(exported[3]))
+    del m.metadata_props[:]
+    p = tmp_path / "nometa.onnx"
+    onnx.save(m, str(p))
+    with pytest.raises(FodError, match=r"nometa\.onnx: not a pharma-fod detector"):
+        OnnxRuntimeBackend(p)
+
+
+def test_export_bad_size(exported, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(
+        [
+            "export",
+            "--weights",
+            str(exported[2]),
+            "--out",
+            str(tmp_path / "x.onnx"),
+            "--size",
+            "300x256",
+        ]
+    )
+    assert rc == 2 and "divisible by 32" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_postprocess_uses_same_rule_in_torch(exported) -> None:
+    # GFLPostprocess (torch, training) and edge postprocess agree on one real image's outputs
+    model, post, _, path = exported
+    x = (
+        torch.rand(1, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(9))
+        .mul(255)
+        .round()
+    )
+    with torch.no_grad():
+        want = post(*model(x), (SIZE[1], SIZE[0]))[0]
+    b, s = OnnxRuntimeBackend(path).infer(x.permute(0, 2, 3, 1).to(torch.uint8).numpy())
+    got = select_per_image(
+        b[0], s[0], OnnxRuntimeBackend(path).info.level_counts, PostprocessConfig()
+    )
+    assert isinstance(post, GFLPostprocess)
+    assert len(got) == len(want["scores"])
+    np.testing.assert_allclose(got.scores, want["scores"].numpy(), atol=1e-5)

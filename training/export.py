@@ -1,0 +1,108 @@
+"""`fod export`: checkpoint -> ONNX with raw-pixel input and dense decoded outputs.
+
+Input `images` float32 [N, 3, H, W] RGB 0-255 (normalised inside); outputs `boxes`
+[N, A, 4] xyxy input pixels and `scores` [N, A, C] after sigmoid; batch dynamic;
+NMS stays outside (edge/postprocess.py). The legacy TorchScript exporter is used: the
+dynamo exporter needs onnxscript, and the traced graph is plain Conv/Softmax/MatMul
+that TensorRT 8.5 to 11 parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from edge.errors import FodError
+from edge.model_info import ModelInfo
+
+from .checkpoint import file_sha256, load_detector
+from .postprocess import decode_dense
+
+
+class ExportModel(nn.Module):
+    """The detector plus its dense decode: what the ONNX graph computes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        cls, reg = self.model(images)
+        boxes, scores, _ = decode_dense(
+            cls, reg, self.model.cfg.head, (images.shape[2], images.shape[3])
+        )
+        return boxes, scores  # [N, A, 4], [N, A, C]
+
+
+def export_onnx(
+    weights: Path, out: Path, size: Tuple[int, int], opset: int = 17, simplify: bool = True
+) -> ModelInfo:
+    """Write `out` atomically; returns the metadata stored in it."""
+    import onnx
+
+    if size[0] % 32 or size[1] % 32:
+        raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
+    model, cfg, names, _ = load_detector(weights)
+    wrapper = ExportModel(model).eval()
+    x = torch.rand(1, 3, size[1], size[0]) * 255
+    with torch.no_grad():
+        _, _, counts = decode_dense(*model(x), cfg.head, (size[1], size[0]))
+    info = ModelInfo(names, size, counts, file_sha256(weights), cfg_arch(cfg))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter on purpose
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                tmp,
+                input_names=["images"],
+                output_names=["boxes", "scores"],
+                dynamic_axes={"images": {0: "N"}, "boxes": {0: "N"}, "scores": {0: "N"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        proto = onnx.load(tmp)
+        if simplify:
+            import onnxsim
+
+            with _quiet_fds():  # onnxsim's C++ prints a line per dynamic-shape op it skips
+                proto, ok = onnxsim.simplify(proto)
+            if not ok:
+                raise FodError(f"{weights}: onnxsim could not validate the simplified graph")
+        onnx.helper.set_model_props(proto, info.to_metadata())
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return info
+
+
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Silence native stdout/stderr (not only Python's) for the duration."""
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as null:
+        try:
+            for fd in (1, 2):
+                os.dup2(null.fileno(), fd)
+            yield
+        finally:
+            for fd, s in zip((1, 2), saved):
+                os.dup2(s, fd)
+                os.close(s)
+
+
+def cfg_arch(cfg) -> str:
+    return f"gfl-r{cfg.backbone.depth}"
