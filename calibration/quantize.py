@@ -1,0 +1,148 @@
+"""INT8 post-training quantization to a Q/DQ ONNX with ONNX Runtime's own tools (DESIGN.md 5).
+
+Explicit quantization (QuantizeLinear/DequantizeLinear pairs) is the one INT8 path
+TensorRT 8.5, 10 and 11 all accept. Symmetric int8 activations and weights (zero
+points 0, as TensorRT requires), per-channel weights, a dedicated Q/DQ pair per
+consumer. The head's last convs and everything after them (DFL softmax and integral,
+sigmoid, box decode) stay float by default: small particles are what INT8 loses first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Set
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from edge.errors import FodError
+
+METHODS = {
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+    "minmax": CalibrationMethod.MinMax,
+}
+HEAD_OUTPUT_CONVS = ("gfl_cls", "gfl_reg")  # the last cls/reg convs of the GFL head
+
+
+class StreamingReader(CalibrationDataReader):
+    """Feeds calibration inputs one at a time from a generator factory: 500 letterboxed
+    1280x800 frames would be 6 GB as float32, so nothing is held."""
+
+    def __init__(self, make: Callable[[], Iterator[np.ndarray]]) -> None:
+        self._make = make
+        self._it = make()
+
+    def get_next(self) -> Optional[dict]:
+        img = next(self._it, None)
+        if img is None:
+            return None
+        x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)  # [1, 3, H, W]
+        return {"images": x}
+
+    def rewind(self) -> None:
+        self._it = self._make()
+
+
+def name_all_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name: exclusion lists and reports need names."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+
+
+def float_tail(model: onnx.ModelProto, heads: Sequence[str] = HEAD_OUTPUT_CONVS) -> List[str]:
+    """Names of the head's output convs and every node downstream of them."""
+    convs = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv" and any(h in (n.name + " " + " ".join(n.input)) for h in heads)
+    ]
+    if not convs:
+        raise FodError(
+            f"no Conv of {', '.join(heads)} in the graph: is this a pharma-fod GFL export?"
+        )
+    consumers = {}
+    for n in model.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    seen: Set[str] = set()
+    stack = list(convs)
+    while stack:
+        n = stack.pop()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        for t in n.output:
+            stack.extend(consumers.get(t, []))
+    return [n.name for n in model.graph.node if n.name in seen]  # graph order
+
+
+def quantize_qdq(
+    fp32: Path,
+    out: Path,
+    reader: CalibrationDataReader,
+    method: str = "entropy",
+    exclude: Optional[Sequence[str]] = None,
+) -> List[str]:
+    """Write the Q/DQ INT8 model to `out` (atomically); returns the nodes kept in float."""
+    if method not in METHODS:
+        raise FodError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    model = onnx.load(str(fp32))
+    name_all_nodes(model)
+    keep_float = list(float_tail(model)) if exclude is None else list(exclude)
+    unknown = set(keep_float) - {n.name for n in model.graph.node}
+    if unknown:
+        raise FodError(f"{fp32}: no node named {sorted(unknown)[0]!r} to keep in float")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    os.close(fd)
+    with tempfile.TemporaryDirectory() as work:
+        named = Path(work) / "named.onnx"
+        onnx.save(model, str(named))
+        # ORT's recommended pre-pass: shape inference and constant folding, so every conv
+        # bias is an initializer the quantizer can handle.
+        prepped = Path(work) / "prepped.onnx"
+        quant_pre_process(str(named), str(prepped), skip_symbolic_shape=True)
+        named = prepped
+        try:
+            quantize_static(
+                str(named),
+                tmp,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_float,
+                calibrate_method=METHODS[method],
+                extra_options={
+                    "ActivationSymmetric": True,  # zero point 0: TensorRT's explicit INT8
+                    "WeightSymmetric": True,
+                    "DedicatedQDQPair": True,
+                },
+            )
+            qdq = onnx.load(tmp)
+            # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.
+            onnx.helper.set_model_props(qdq, {p.key: p.value for p in model.metadata_props})
+            onnx.save(qdq, tmp)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return keep_float

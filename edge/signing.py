@@ -1,0 +1,65 @@
+"""Ed25519 signatures of bundle manifests (`cryptography`): hashes catch corruption, a
+signature catches someone who rewrote the manifest too."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple
+
+from .errors import FodError
+from .fsutil import atomic_write_bytes
+
+
+def generate_keypair(out_dir: Path, name: str = "fod_signing") -> Tuple[Path, Path]:
+    """Write `<name>.key` (PKCS8 PEM, mode 0600) and `<name>.pub` (PEM); refuse to overwrite."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise FodError(f"{p}: exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write_bytes(key_path, pem)
+    os.chmod(key_path, 0o600)
+    atomic_write_bytes(pub_path, pub)
+    return key_path, pub_path
+
+
+def sign(data: bytes, key_path: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise FodError(f"{key_path}: not a readable PEM private key: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise FodError(f"{key_path}: not an Ed25519 private key")
+    return key.sign(data)
+
+
+def verify(data: bytes, signature: bytes, pub_path: Path, what: str) -> None:
+    """Raise FodError naming `what` unless `signature` is valid for `data` under the public key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        pub = serialization.load_pem_public_key(pub_path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise FodError(f"{pub_path}: not a readable PEM public key: {e}") from None
+    if not isinstance(pub, Ed25519PublicKey):
+        raise FodError(f"{pub_path}: not an Ed25519 public key")
+    try:
+        pub.verify(signature, data)
+    except InvalidSignature:
+        raise FodError(f"{what}: signature does not match the manifest under {pub_path}") from None

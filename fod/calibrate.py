@@ -1,0 +1,110 @@
+"""Glue for `fod calibrate` and `fod bundle`: the CLI is the one place allowed to join
+training.data (images, student noise) to calibration (no torch) and edge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+
+
+def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
+    import onnx
+
+    from calibration.latency import ort_latency
+    from calibration.quantize import StreamingReader, quantize_qdq
+    from calibration.report import build_report, write_report
+    from calibration.trt_cache import write_cache
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.errors import DataError
+    from edge.fsutil import atomic_write_json, staged_dir
+    from edge.preprocess import letterbox
+    from training.data.augment import noisy_letterboxed
+    from training.data.dataset import CocoDetection
+    from training.data.noise import NoiseConfig
+    from training.evaluation import evaluate_onnx
+
+    info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
+    data = CocoDetection(args.data)
+    if len(data) == 0:
+        raise DataError(f"{args.data}: no images to calibrate with")
+    if len(data) < args.images:
+        raise DataError(f"{args.data}: {len(data)} images, fewer than --images {args.images}")
+    val = CocoDetection(args.val) if args.val is not None else data
+    chosen = np.random.default_rng(args.seed).permutation(len(data))[: args.images]
+    noise = NoiseConfig()
+    records: List[Dict[str, Any]] = []
+
+    def images() -> Iterator[np.ndarray]:
+        for k, i in enumerate(chosen):
+            # One seed per calibration image: the set is reproducible from (seed, k) alone.
+            rng = np.random.default_rng(np.random.SeedSequence([args.seed, int(k)]))
+            img, draw = noisy_letterboxed(data[int(i)].image, info.input_size, noise, rng)
+            if len(records) < len(chosen):
+                records.append(
+                    {
+                        "file": data.coco.images[int(i)].file_name,
+                        "seed": [args.seed, int(k)],
+                        "noise": draw.__dict__,
+                    }
+                )
+            yield img
+
+    with staged_dir(args.out) as tmp:
+        int8 = tmp / "model.int8.onnx"
+        keep = None if args.keep_float is None else list(args.keep_float)
+        float_nodes = quantize_qdq(args.onnx, int8, StreamingReader(images), args.method, keep)
+        n_cache = write_cache(tmp / "calib.cache", onnx.load(str(int8)), args.trt_version)
+        fp32_m = evaluate_onnx(args.onnx, val).to_dict()
+        int8_m = evaluate_onnx(int8, val).to_dict()
+        probe, _ = letterbox(val[0].image, info.input_size)
+        report = build_report(
+            fp32_m,
+            int8_m,
+            ort_latency(args.onnx, probe).to_dict(),
+            ort_latency(int8, probe).to_dict(),
+            float_nodes,
+            {
+                "method": args.method,
+                "images": len(chosen),
+                "data": str(args.data),
+                "val": str(val.root),
+                "seed": args.seed,
+                "noise": noise.__dict__,
+                "cache_tensors": n_cache,
+                "source_onnx": str(args.onnx),
+            },
+        )
+        atomic_write_json(tmp / "calibration_set.json", {"images": records})
+        write_report(tmp, report)
+    return report
+
+
+def bundle_meta(name: str, version: str, fp32: Path, report: Optional[Path]) -> Dict[str, Any]:
+    """Manifest fields: what the unit needs to run the model and what it was measured at."""
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.errors import FodError
+    from edge.postprocess import PostprocessConfig
+    from fod import __version__
+
+    info = OnnxRuntimeBackend(fp32).info
+    metrics = None
+    if report is not None:
+        try:
+            metrics = json.loads(report.read_text(encoding="utf-8"))["metrics"]
+        except (OSError, ValueError, KeyError) as e:
+            raise FodError(f"{report}: not a calibration report: {e}") from None
+    return {
+        "name": name,
+        "version": version,
+        "made_by": f"pharma-fod {__version__}",
+        "classes": info.class_names,
+        "input_size": list(info.input_size),
+        "level_counts": info.level_counts,
+        "thresholds": PostprocessConfig().__dict__,
+        "metrics": metrics,
+        "source_checkpoint_sha256": info.checkpoint_sha256,
+    }

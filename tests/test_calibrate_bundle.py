@@ -1,0 +1,234 @@
+"""INT8 Q/DQ model, the TensorRT cache format, the report, bundles and their signatures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from calibration.trt_cache import format_cache, hex_to_scale, parse_cache, scale_to_hex
+from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.bundle import open_bundle
+from edge.detector import EdgeDetector
+from edge.errors import FodError
+from edge.preprocess import letterbox
+from fod.cli import main
+from training.data.dataset import CocoDetection
+
+from .test_export import exported  # noqa: F401  (module fixture: a small exported detector)
+
+
+def test_scale_hex_worked_by_hand() -> None:
+    # amax 127.0 -> scale 1.0 = 0x3F800000; amax 2.54 -> scale 0.02 = 0x3CA3D70A (IEEE-754).
+    assert scale_to_hex(127.0 / 127) == "3f800000"
+    assert scale_to_hex(np.float32(2.54) / np.float32(127)) == "3ca3d70a"
+    assert hex_to_scale("3ca3d70a") == pytest.approx(0.02, rel=1e-7)
+    text = format_cache({"images": 1.0, "/model/Div_output_0": 0.02}, 8501)
+    assert text.splitlines()[0] == "TRT-8501-EntropyCalibration2"
+    assert "images: 3f800000" in text.splitlines()
+    header, scales = parse_cache(text)
+    assert header == "TRT-8501-EntropyCalibration2"
+    assert scales["images"] == 1.0 and scales["/model/Div_output_0"] == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        parse_cache("not a cache")
+
+
+@pytest.fixture(scope="module")
+def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("cal") / "cal"
+    rc = main(
+        [
+            "calibrate",
+            "--onnx",
+            str(exported[3]),
+            "--data",
+            str(small_set),
+            "--out",
+            str(out),
+            "--images",
+            "6",
+            "--method",
+            "minmax",
+            "--seed",
+            "3",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_qdq_model_is_explicit_symmetric_int8(calibrated: Path) -> None:
+    m = onnx.load(str(calibrated / "model.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert q and dq
+    for n in q + dq:  # every zero point is 0: int8, or int32 for conv biases
+        zp = inits[n.input[2]]
+        assert not zp.any()
+        assert zp.dtype == np.int8 or (zp.dtype == np.int32 and n.op_type == "DequantizeLinear")
+    assert sum(inits[n.input[2]].dtype == np.int8 for n in q + dq) > 10
+    conv_weights = [n for n in dq if n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert conv_weights and all(inits[n.input[1]].size > 1 for n in conv_weights)  # per-channel
+    # The head's output convs stay float: their weights reach them without a DequantizeLinear.
+    produced_by_dq = {o for n in dq for o in n.output}
+    heads = [
+        n
+        for n in m.graph.node
+        if n.op_type == "Conv" and ("gfl_cls" in n.name or "gfl_reg" in n.name)
+    ]
+    assert len(heads) == 10
+    assert all(h.input[1] not in produced_by_dq for h in heads)
+    assert all(n.op_type != "QuantizeLinear" for n in m.graph.node if "Softmax" in n.name)
+    assert {p.key for p in m.metadata_props} >= {"format", "class_names", "level_counts"}
+
+
+def test_int8_outputs_agree_with_fp32(exported, calibrated: Path, small_set: Path) -> None:  # noqa: F811
+    """Stated tolerance on a random-weight model (a trained one agrees far better): scores
+    correlate > 0.9 with mean |diff| < 0.1, median box corner shift < 3 px. A broken
+    quantization (wrong scales, wrong zero points) lands near correlation 0."""
+    data = CocoDetection(small_set)
+    fp = OnnxRuntimeBackend(exported[3])
+    q = OnnxRuntimeBackend(calibrated / "model.int8.onnx")
+    for i in range(3):
+        img, _ = letterbox(data[i].image, fp.info.input_size)
+        fb, fs = fp.infer(img[None])
+        qb, qs = q.infer(img[None])
+        assert np.corrcoef(fs.ravel(), qs.ravel())[0, 1] > 0.9
+        assert np.abs(fs - qs).mean() < 0.1
+        assert np.median(np.abs(fb - qb)) < 3.0
+    d_q = EdgeDetector(q, q.info).detect([data[0].image])[0]
+    assert len(d_q) > 0
+
+
+def test_cache_and_report(calibrated: Path) -> None:
+    header, scales = parse_cache((calibrated / "calib.cache").read_text())
+    assert header == "TRT-8501-EntropyCalibration2"
+    assert len(scales) > 20 and all(s > 0 for s in scales.values())
+    # minmax: the normalised input spans (0 - mean) / std .. (255 - mean) / std; the widest
+    # channel is blue, (255 - 103.53) / 57.375 = 2.640 (salt noise reaches 255), scale = amax / 127.
+    assert scales["/model/Div_output_0"] == pytest.approx((255 - 103.53) / 57.375 / 127, rel=1e-3)
+    r = json.loads((calibrated / "report.json").read_text())
+    assert set(r["metrics"]["fp32"]) == {"ap50", "ap", "ap_small", "ar", "ar_small"}
+    assert r["latency_ms"]["int8"]["median_ms"] > 0 and r["speedup"] > 0
+    assert any("gfl_cls" in n for n in r["float_nodes"])
+    cal = json.loads((calibrated / "calibration_set.json").read_text())["images"]
+    assert len(cal) == 6 and cal[0]["seed"] == [3, 0] and "file" in cal[0]
+    assert "| ap50 |" in (calibrated / "report.md").read_text()
+
+
+def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    rc = main(
+        [
+            "calibrate",
+            "--onnx",
+            str(exported[3]),
+            "--data",
+            str(small_set),
+            "--out",
+            str(tmp_path / "c"),
+            "--images",
+            "500",
+        ]
+    )
+    assert rc == 2 and "fewer than --images 500" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    rc = main(
+        [
+            "calibrate",
+            "--onnx",
+            str(exported[3]),
+            "--data",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert rc == 2 and "annotations.json" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:  # noqa: F811
+    return main(
+        [
+            "bundle",
+            "--onnx",
+            str(exported[3]),
+            "--int8",
+            str(calibrated / "model.int8.onnx"),
+            "--cache",
+            str(calibrated / "calib.cache"),
+            "--report",
+            str(calibrated / "report.json"),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    b = tmp_path / "b"
+    assert _bundle(exported, calibrated, b) == 0
+    assert main(["bundle", "verify", str(b)]) == 0
+    with open_bundle(b) as bundle:
+        m = bundle.manifest
+        assert m["classes"] == ["fiber", "particle", "glass_flake"] and m["input_size"] == [
+            320,
+            256,
+        ]
+        assert m["metrics"]["fp32"] and set(m["thresholds"]) >= {"score_threshold", "nms_iou"}
+        assert bundle.file("int8").name == "model.int8.onnx"
+    capsys.readouterr()
+    for name in sorted(p.name for p in b.iterdir() if p.name != "manifest.json"):
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(b, bad)
+        data = bytearray((bad / name).read_bytes())
+        data[len(data) // 2] ^= 0x01  # one flipped bit
+        (bad / name).write_bytes(bytes(data))
+        assert main(["bundle", "verify", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: sha256 does not match" in err
+    missing = tmp_path / "missing"
+    shutil.copytree(b, missing)
+    (missing / "calib.cache").unlink()
+    assert main(["bundle", "verify", str(missing)]) == 2
+    assert "calib.cache: listed in the manifest but missing" in capsys.readouterr().err
+    (missing / "calib.cache").write_text("x")
+    (missing / "notes.txt").write_text("x")
+    with pytest.raises(FodError, match=r"notes\.txt: extra file"), open_bundle(missing):
+        pass
+
+
+def test_signed_bundle_tar(exported, calibrated: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
+    key, pub = tmp_path / "keys" / "fod_signing.key", tmp_path / "keys" / "fod_signing.pub"
+    assert _bundle(exported, calibrated, tmp_path / "s", "--sign", str(key), "--tar") == 0
+    tar = tmp_path / "s.tar.gz"
+    assert main(["bundle", "verify", str(tar), "--public-key", str(pub)]) == 0
+    # Unsigned bundle on a unit that holds a key: refused.
+    assert _bundle(exported, calibrated, tmp_path / "u") == 0
+    assert main(["bundle", "verify", str(tmp_path / "u"), "--public-key", str(pub)]) == 2
+    assert "unsigned bundle" in capsys.readouterr().err
+    # Manifest rewritten with matching hashes (an attacker's move): the signature catches it.
+    assert _bundle(exported, calibrated, tmp_path / "s2", "--sign", str(key)) == 0
+    man = tmp_path / "s2" / "manifest.json"
+    m = json.loads(man.read_text())
+    m["thresholds"]["score_threshold"] = 0.99
+    man.write_text(json.dumps(m, indent=1))
+    assert main(["bundle", "verify", str(tmp_path / "s2")]) == 0  # hashes alone still pass
+    assert main(["bundle", "verify", str(tmp_path / "s2"), "--public-key", str(pub)]) == 2
+    assert "signature does not match" in capsys.readouterr().err
+    # Another key pair: refused too.
+    assert main(["keygen", "--out", str(tmp_path / "other")]) == 0
+    rc = main(
+        ["bundle", "verify", str(tar), "--public-key", str(tmp_path / "other" / "fod_signing.pub")]
+    )
+    assert rc == 2
+    assert struct.calcsize(">f") == 4
