@@ -99,8 +99,17 @@ def quantize_qdq(
     reader: CalibrationDataReader,
     method: str = "entropy",
     exclude: Optional[Sequence[str]] = None,
+    for_tensorrt: bool = True,
+    ranges: Optional[Path] = None,
 ) -> List[str]:
-    """Write the Q/DQ INT8 model to `out` (atomically); returns the nodes kept in float."""
+    """Write a Q/DQ INT8 model to `out` (atomically); returns the nodes kept in float.
+
+    `for_tensorrt`: symmetric int8 activations (zero point 0), what TensorRT requires.
+    Otherwise uint8 asymmetric activations: ONNX Runtime's fast x86 path (its S8S8 convs
+    run partly in float by default, and slower than float when forced). `ranges`: ORT's
+    calibration-range cache; when it exists the calibration is not run again, so both
+    variants come from one calibration.
+    """
     if method not in METHODS:
         raise FodError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     model = onnx.load(str(fp32))
@@ -127,15 +136,16 @@ def quantize_qdq(
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=keep_float,
                 calibrate_method=METHODS[method],
                 extra_options={
-                    "ActivationSymmetric": True,  # zero point 0: TensorRT's explicit INT8
+                    "ActivationSymmetric": for_tensorrt,  # zero point 0: TensorRT's explicit INT8
                     "WeightSymmetric": True,
-                    "DedicatedQDQPair": True,
+                    "DedicatedQDQPair": for_tensorrt,
                 },
+                calibration_cache_path=str(ranges) if ranges is not None else None,
             )
             qdq = onnx.load(tmp)
             # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.

@@ -24,7 +24,7 @@ from .fsutil import atomic_write_bytes, staged_dir
 FORMAT = "pharma-fod/bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"  # raw 64-byte Ed25519 signature of manifest.json's bytes
-ROLES = ("fp32", "int8", "cache", "report")  # what each bundled file is for
+ROLES = ("fp32", "int8", "int8_cpu", "cache", "report")  # what each bundled file is for
 
 
 def sha256_file(path: Path) -> str:

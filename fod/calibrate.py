@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -53,19 +54,21 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
                 )
             yield img
 
-    with staged_dir(args.out) as tmp:
-        int8 = tmp / "model.int8.onnx"
+    with staged_dir(args.out) as tmp, tempfile.TemporaryDirectory() as work:
+        int8, cpu = tmp / "model.int8.onnx", tmp / "model.int8-cpu.onnx"
         keep = None if args.keep_float is None else list(args.keep_float)
-        float_nodes = quantize_qdq(args.onnx, int8, StreamingReader(images), args.method, keep)
+        ranges = Path(work) / "ranges"  # one calibration pass, two quantized variants
+        reader = StreamingReader(images)
+        float_nodes = quantize_qdq(args.onnx, int8, reader, args.method, keep, True, ranges)
+        quantize_qdq(args.onnx, cpu, reader, args.method, keep, False, ranges)
         n_cache = write_cache(tmp / "calib.cache", onnx.load(str(int8)), args.trt_version)
-        fp32_m = evaluate_onnx(args.onnx, val).to_dict()
-        int8_m = evaluate_onnx(int8, val).to_dict()
+        models = {"fp32": args.onnx, "int8": int8, "int8_cpu": cpu}
+        metrics = {k: evaluate_onnx(p, val).to_dict() for k, p in models.items()}
         probe, _ = letterbox(val[0].image, info.input_size)
+        latency = {k: ort_latency(p, probe).to_dict() for k, p in models.items()}
         report = build_report(
-            fp32_m,
-            int8_m,
-            ort_latency(args.onnx, probe).to_dict(),
-            ort_latency(int8, probe).to_dict(),
+            metrics,
+            latency,
             float_nodes,
             {
                 "method": args.method,

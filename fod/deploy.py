@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--onnx", type=Path, help="FP32 ONNX")
     p.add_argument("--int8", type=Path, help="Q/DQ INT8 ONNX from `fod calibrate`")
+    p.add_argument("--int8-cpu", type=Path, help="uint8-activation INT8 ONNX (ONNX Runtime on CPU)")
     p.add_argument("--cache", type=Path, help="TensorRT calibration cache")
     p.add_argument("--report", type=Path, help="report.json from `fod calibrate`")
     p.add_argument("--out", type=Path, help="bundle folder (or with --tar, B.tar.gz)")
@@ -101,7 +102,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from fod.calibrate import bundle_meta
 
     files = {"fp32": args.onnx}
-    for role, p in (("int8", args.int8), ("cache", args.cache), ("report", args.report)):
+    extra = (
+        ("int8", args.int8),
+        ("int8_cpu", args.int8_cpu),
+        ("cache", args.cache),
+        ("report", args.report),
+    )
+    for role, p in extra:
         if p is not None:
             files[role] = p
     meta = bundle_meta(args.name, args.bundle_version, args.onnx, args.report)

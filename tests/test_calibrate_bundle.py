@@ -118,6 +118,12 @@ def test_cache_and_report(calibrated: Path) -> None:
     assert set(r["metrics"]["fp32"]) == {"ap50", "ap", "ap_small", "ar", "ar_small"}
     assert r["latency_ms"]["int8"]["median_ms"] > 0 and r["speedup"] > 0
     assert any("gfl_cls" in n for n in r["float_nodes"])
+    assert set(r["metrics"]) == set(r["latency_ms"]) == {"fp32", "int8", "int8_cpu"}
+    assert r["speedup_cpu"] > 0 and set(r["drop_points_cpu"]) == set(r["drop_points"])
+    cpu = onnx.load(str(calibrated / "model.int8-cpu.onnx"))
+    zps = {i.name: numpy_helper.to_array(i) for i in cpu.graph.initializer}
+    act_q = [n for n in cpu.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps]
+    assert act_q and all(zps[n.input[2]].dtype == np.uint8 for n in act_q)  # uint8 activations
     cal = json.loads((calibrated / "calibration_set.json").read_text())["images"]
     assert len(cal) == 6 and cal[0]["seed"] == [3, 0] and "file" in cal[0]
     assert "| ap50 |" in (calibrated / "report.md").read_text()
@@ -162,6 +168,8 @@ def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:  # noqa:
             str(exported[3]),
             "--int8",
             str(calibrated / "model.int8.onnx"),
+            "--int8-cpu",
+            str(calibrated / "model.int8-cpu.onnx"),
             "--cache",
             str(calibrated / "calib.cache"),
             "--report",
