@@ -1,0 +1,154 @@
+"""The audit trail: hash chain catches edits and deletions, rotation carries the chain,
+disk budget and disk-full behaviour, and SIGKILL at random points leaves a sound DB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.audit import AuditConfig, AuditError, AuditLog, AuditUnavailable, ContainerRecord, verify
+
+
+def _rec(i: int, decision: str = "accept") -> ContainerRecord:
+    return ContainerRecord(
+        f"c{i}",
+        1000 * i,
+        1000 * i + 500,
+        decision,
+        "clean",
+        None,
+        [[[1.0, 2.0, 3.0, 4.0, 0.9, 1.0]]],
+        "m" * 64,
+        "c" * 64,
+    )
+
+
+def _write(folder: Path, n: int, **cfg) -> None:
+    with AuditLog(AuditConfig(folder, min_free_bytes=0, **cfg)) as log:
+        for i in range(n):
+            log.record(_rec(i))
+
+
+def test_chain_verifies(tmp_path: Path) -> None:
+    _write(tmp_path, 10)
+    r = verify(tmp_path)
+    assert (r.files, r.rows, r.first_seq, r.last_seq) == (1, 10, 1, 10)
+
+
+def test_edit_is_caught(tmp_path: Path) -> None:
+    _write(tmp_path, 10)
+    db = sqlite3.connect(str(tmp_path / "audit-000001.db"))
+    db.execute("UPDATE containers SET decision = 'accept', reason = 'x' WHERE seq = 4")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="row seq 4 was edited"):
+        verify(tmp_path)
+
+
+def test_delete_is_caught(tmp_path: Path) -> None:
+    _write(tmp_path, 10)
+    db = sqlite3.connect(str(tmp_path / "audit-000001.db"))
+    db.execute("DELETE FROM containers WHERE seq = 7")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="row seq 7 missing"):
+        verify(tmp_path)
+
+
+def test_rotation_carries_chain_and_reopen_continues(tmp_path: Path) -> None:
+    _write(tmp_path, 5, rotate_bytes=1)  # every container starts a new file
+    _write(tmp_path, 3, rotate_bytes=1)  # a restart continues the same chain
+    r = verify(tmp_path)
+    assert r.rows == 8 and r.files == 8 and r.last_seq == 8
+    # Dropping a middle file breaks the link between its neighbours.
+    (tmp_path / "audit-000004.db").unlink()
+    with pytest.raises(AuditError, match=r"audit-000005\.db: does not continue the chain"):
+        verify(tmp_path)
+
+
+def test_daily_rotation(tmp_path: Path) -> None:
+    cfg = AuditConfig(tmp_path, min_free_bytes=0)
+    day = dt.datetime(2026, 11, 25, 23, 59, tzinfo=dt.timezone.utc)
+    with AuditLog(cfg) as log:
+        log.record(_rec(0), now=day)
+        log.record(_rec(1), now=day)
+        log.record(_rec(2), now=day + dt.timedelta(minutes=2))
+    assert [p.name for p in sorted(tmp_path.glob("audit-*.db"))] == [
+        "audit-000001.db",
+        "audit-000002.db",
+    ]
+    assert verify(tmp_path).rows == 3
+
+
+def test_disk_full_refuses_to_record(tmp_path: Path) -> None:
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=2**62)) as log, pytest.raises(
+        AuditUnavailable, match="bytes free"
+    ):
+        log.record(_rec(0))
+
+
+def test_reject_images_within_budget(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 64), dtype=np.uint8)  # ~4 KB as PNG
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0, image_budget_bytes=10_000)) as log:
+        for i in range(6):
+            log.record(_rec(i, "reject"), image=img)
+    kept = sorted((tmp_path / "images").glob("*.png"))
+    assert 1 <= len(kept) <= 3 and kept[-1].name.startswith("000000006-")
+    assert sum(p.stat().st_size for p in kept) <= 10_000
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from edge.audit import AuditConfig, AuditLog, ContainerRecord
+    log = AuditLog(AuditConfig(Path(sys.argv[1]), min_free_bytes=0, rotate_bytes=int(sys.argv[2])))
+    i = 0
+    while True:
+        rec = ContainerRecord(f"c{i}", i, i + 1, "accept", "clean", None, [[]], "m", "c")
+        seq = log.record(rec)
+        print(seq, flush=True)  # printed only after the commit returned
+        i += 1
+    """
+)
+
+
+def test_sigkill_at_random_points_leaves_sound_db(tmp_path: Path) -> None:
+    rnd = random.Random(0)
+    folder = tmp_path / "audit"
+    committed = 0
+    for trial in range(20):
+        p = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(rnd.choice([4096, 10**9]))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 0.2 + rnd.random() * 0.6
+        last = 0
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            last = int(line)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        rest = p.stdout.read().split()
+        last = int(rest[-1]) if rest else last
+        p.stdout.close()
+        r = verify(folder)  # opens and verifies after every kill
+        assert r.last_seq >= last, f"trial {trial}: committed seq {last} lost"
+        assert r.last_seq >= committed
+        committed = r.last_seq
+    assert committed > 20
