@@ -126,7 +126,8 @@ class AuditLog:
 
     def _open(self, path: Path) -> None:
         new = not path.exists()
-        db = sqlite3.connect(str(path), isolation_level=None)
+        # One writer thread at a time (the actuation thread, then close() after it stopped).
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed container survives power loss too
         db.executescript(_SCHEMA)

@@ -30,7 +30,7 @@ class DecisionConfig:
     static_weight: float = 0.5  # ... a static mark's this much (scratch on the glass)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: tracks are matched by object, not by their arrays
 class Track:
     frames: List[int]  # frame indices where it was seen
     centres: List[np.ndarray]  # [2] per sighting

@@ -74,6 +74,7 @@ class PulseScheduler:
         self._stop = threading.Event()
         self.fired: List[Tuple[float, float]] = []  # (scheduled, actual) monotonic times
         self.errors = 0
+        self._active = 0  # 1 while a pulse is on
         self._thread = threading.Thread(target=self._run, name="ejector", daemon=True)
         self._thread.start()
 
@@ -84,7 +85,14 @@ class PulseScheduler:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._heap)
+            return len(self._heap) + self._active
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every scheduled pulse has fired and ended."""
+        end = self.clock() + timeout
+        while self.pending() and self.clock() < end:
+            self._stop.wait(0.005)
+        return not self.pending()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -101,6 +109,7 @@ class PulseScheduler:
                 continue
             with self._lock:
                 at, _ = heapq.heappop(self._heap)
+                self._active = 1
             try:
                 self.device.on()
                 self.fired.append((at, self.clock()))
@@ -108,6 +117,9 @@ class PulseScheduler:
                 self.device.off()
             except Exception:  # a GPIO fault must not kill the thread: counted, alarm upstream
                 self.errors += 1
+            finally:
+                with self._lock:
+                    self._active = 0
 
     def close(self) -> None:
         """Cancel pending pulses, end the thread, leave the output off. Idempotent."""

@@ -15,12 +15,13 @@ from typing import List, Optional
 from fod import __version__
 from fod import data as data_verbs
 from fod import deploy as deploy_verbs
+from fod import line as line_verbs
 from fod import model as model_verbs
 
 log = logging.getLogger("fod")
 
 # Verb groups: each registers its sub-commands and sets `func` on them.
-_GROUPS = (data_verbs, model_verbs, deploy_verbs)
+_GROUPS = (data_verbs, model_verbs, deploy_verbs, line_verbs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,3 +74,15 @@ def test_tracks_split_by_distance_and_gap() -> None:
 def test_no_detections_is_clean() -> None:
     d = decide(_frames([None] * 12), NAMES, DecisionConfig())
     assert not d.reject and d.tracks == 0 and d.reason.startswith("clean")
+
+
+def test_many_tracks_in_one_frame() -> None:
+    # Several simultaneous detections: association must not compare tracks by value.
+    frames = []
+    for t in range(4):
+        boxes = np.array(
+            [[10 + 100 * k, 10 + 3 * t, 16 + 100 * k, 16 + 3 * t] for k in range(5)], np.float32
+        )
+        frames.append(Detections(boxes, np.full(5, 0.9, np.float32), np.ones(5, np.int64)))
+    tracks = link_tracks(frames, NAMES, DecisionConfig())
+    assert len(tracks) == 5 and all(len(tr.frames) == 4 for tr in tracks)

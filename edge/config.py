@@ -1,0 +1,174 @@
+"""The line configuration: dataclasses loaded from TOML, validated with errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Type, TypeVar
+
+from .audit import AuditConfig
+from .decision import DecisionConfig
+from .errors import FodError
+from .gpio import GpioConfig
+from .postprocess import PostprocessConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - JetPack's Python 3.8/3.10
+    import tomli as tomllib
+
+
+class ConfigError(FodError):
+    """A line configuration is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = "sim"  # sim | file:<video or PNG folder> | v4l2:<index> | gst:<pipeline>
+    frames: int = 12  # frames taken of each container after spin-stop
+    frame_timeout_ms: float = 200.0  # a frame later than this counts as missing
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    bundle: str = "models/demo"  # bundle folder or .tar.gz
+    public_key: Optional[str] = None  # set: the bundle must be signed by this key
+    backend: str = "onnxruntime"  # onnxruntime | tensorrt
+    precision: str = "fp32"  # fp32 | int8 (which bundled model)
+    threads: Optional[int] = None  # ONNX Runtime intra-op threads
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    decision_margin_ms: float = 100.0  # a decision must be ready this long before the gate
+    queue_depth: int = 4  # containers waiting for inference before overflow rejects them
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 9108  # Prometheus text endpoint, 127.0.0.1 only; 0 = off
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    audit: AuditConfig = field(default_factory=lambda: AuditConfig(Path("audit")))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def digest(self) -> str:
+        """sha256 of the effective configuration, recorded with every container."""
+
+        def enc(o: Any) -> Any:
+            return str(o) if isinstance(o, Path) else o
+
+        text = json.dumps(dataclasses.asdict(self), default=enc, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+T = TypeVar("T")
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _build(cls: Type[T], data: Any, where: str, source: str) -> T:
+    """cls(**data), checking every key and value type against the field defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{where}] must be a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: Dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {where}.{key}")
+        default = _default(known[key])
+        name = f"{where}.{key}"
+        if key == "folder":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {name} must be a path string, got {value!r}")
+            value = Path(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or (isinstance(default, int) and not isinstance(value, int)):
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"{source}: {name} must not be negative, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, dict) and not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name} must be a table, got {value!r}")
+        elif (isinstance(default, str) or key.endswith("_pin")) and not isinstance(
+            value, (str, type(None))
+        ):
+            raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: [{where}]: {e}") from None
+
+
+def parse_config(data: Dict[str, Any], source: str = "<config>") -> LineConfig:
+    sections = {f.name: f for f in fields(LineConfig)}
+    for key in data:
+        if key not in sections:
+            raise ConfigError(f"{source}: unknown section [{key}]")
+    kw: Dict[str, Any] = {}
+    types = {
+        "camera": CameraConfig,
+        "model": ModelConfig,
+        "decision": DecisionConfig,
+        "postprocess": PostprocessConfig,
+        "gpio": GpioConfig,
+        "timing": TimingConfig,
+        "audit": AuditConfig,
+        "metrics": MetricsConfig,
+    }
+    for name, section in data.items():
+        if name == "audit" and "folder" not in section:
+            section = dict(section, folder="audit")
+        kw[name] = _build(types[name], section, name, source)
+    cfg = LineConfig(**kw)
+    _check(cfg, source)
+    return cfg
+
+
+def _check(cfg: LineConfig, source: str) -> None:
+    if cfg.camera.frames < 1:
+        raise ConfigError(f"{source}: camera.frames must be >= 1")
+    if cfg.gpio.energise_to not in ("reject", "accept"):
+        raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
+    if cfg.model.precision not in ("fp32", "int8"):
+        raise ConfigError(f"{source}: model.precision must be 'fp32' or 'int8'")
+    if cfg.model.backend not in ("onnxruntime", "tensorrt"):
+        raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
+    if cfg.timing.decision_margin_ms >= cfg.gpio.delay_ms:
+        raise ConfigError(f"{source}: timing.decision_margin_ms must be below gpio.delay_ms")
+    if not 0 < cfg.metrics.port < 65536 and cfg.metrics.port != 0:
+        raise ConfigError(f"{source}: metrics.port must be 0 (off) or a TCP port")
+
+
+def load_config(path: Path) -> LineConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: line config not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, str(path))

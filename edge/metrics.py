@@ -1,0 +1,50 @@
+"""Prometheus metrics of the runtime, served on 127.0.0.1 only (never on the line network)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_STAGE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class RuntimeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "fod_stage_seconds",
+            "Latency per stage",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.containers = Counter(
+            "fod_containers_total", "Containers by decision", ["decision"], registry=self.registry
+        )
+        self.faults = Counter(
+            "fod_faults_total", "Fail-safe rejects by fault", ["fault"], registry=self.registry
+        )
+        self.queue = Gauge(
+            "fod_queue_depth", "Items waiting per queue", ["queue"], registry=self.registry
+        )
+        self.alarm = Gauge(
+            "fod_alarm", "1 while the alarm output is raised", registry=self.registry
+        )
+        self._server: Optional[Any] = None
+
+    def serve(self, port: int) -> None:
+        """Start the text endpoint on 127.0.0.1:`port` (0 = off)."""
+        if port:
+            server = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+            self._server = server[0] if isinstance(server, tuple) else server
+
+    @property
+    def address(self) -> Optional[tuple]:
+        return self._server.server_address if self._server is not None else None
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

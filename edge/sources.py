@@ -1,0 +1,74 @@
+"""Camera sources behind one small interface: `read()` gives an RGB frame or None.
+
+Video files and PNG-frame folders (OpenCV), V4L2 devices and GStreamer pipelines
+(`cv2.VideoCapture`, e.g. `nvarguscamerasrc` for CSI cameras on a Jetson).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+
+from .errors import FodError
+
+
+class SourceError(FodError):
+    """A camera source could not be opened."""
+
+
+class CaptureSource:
+    """Anything cv2.VideoCapture opens; frames come back RGB."""
+
+    def __init__(self, target: object, api: int = cv2.CAP_ANY, what: str = "") -> None:
+        self.cap = cv2.VideoCapture(target, api)
+        if not self.cap.isOpened():
+            raise SourceError(f"{what or target}: cannot open camera source")
+
+    def read(self) -> Optional[np.ndarray]:
+        ok, frame = self.cap.read()
+        if not ok or frame is None:
+            return None
+        if frame.ndim == 2:
+            return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class FolderSource:
+    """PNG frames of a folder in name order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files: List[Path] = sorted(folder.glob("*.png"))
+        if not self.files:
+            raise SourceError(f"{folder}: no PNG frames")
+        self.i = 0
+
+    def read(self) -> Optional[np.ndarray]:
+        if self.i >= len(self.files):
+            return None
+        img = cv2.imread(str(self.files[self.i]), cv2.IMREAD_COLOR)
+        self.i += 1
+        return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self.i = len(self.files)
+
+
+def open_source(spec: str) -> CaptureSource | FolderSource:
+    """`file:<video or folder>`, `v4l2:<index>`, `gst:<pipeline>`, or a bare path."""
+    kind, _, rest = spec.partition(":")
+    if kind == "v4l2":
+        return CaptureSource(int(rest), cv2.CAP_V4L2, spec)
+    if kind == "gst":
+        return CaptureSource(rest, cv2.CAP_GSTREAMER, spec)
+    path = Path(rest if kind == "file" else spec)
+    if path.is_dir():
+        return FolderSource(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such video file or frame folder")
+    return CaptureSource(str(path), cv2.CAP_ANY, str(path))
