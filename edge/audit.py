@@ -111,20 +111,20 @@ class AuditLog:
         self._last_seq, self._last_hash = 0, GENESIS
         files = _files(cfg.folder)
         if files:
-            self._open(files[-1])
-            row = self._db.execute(
+            db = self._open(files[-1])
+            row = db.execute(
                 "SELECT seq, row_hash FROM containers ORDER BY seq DESC LIMIT 1"
             ).fetchone()
             if row is not None:
                 self._last_seq, self._last_hash = int(row[0]), str(row[1])
             else:
-                chain = dict(self._db.execute("SELECT key, value FROM chain"))
+                chain = dict(db.execute("SELECT key, value FROM chain"))
                 self._last_seq = int(chain.get("first_seq", "1")) - 1
                 self._last_hash = chain.get("prev_hash", GENESIS)
         self._images = sorted((cfg.folder / "images").glob("*.png"))
         self._image_bytes = sum(p.stat().st_size for p in self._images)
 
-    def _open(self, path: Path) -> None:
+    def _open(self, path: Path) -> sqlite3.Connection:
         new = not path.exists()
         # One writer thread at a time (the actuation thread, then close() after it stopped).
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -148,6 +148,7 @@ class AuditLog:
         self._day = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).strftime(
             "%Y%m%d"
         )
+        return db
 
     def _rotate_if_due(self, today: str) -> None:
         if self._db is None or self._path is None:

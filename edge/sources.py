@@ -7,7 +7,7 @@ Video files and PNG-frame folders (OpenCV), V4L2 devices and GStreamer pipelines
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import cv2
 import numpy as np
@@ -22,15 +22,16 @@ class SourceError(FodError):
 class CaptureSource:
     """Anything cv2.VideoCapture opens; frames come back RGB."""
 
-    def __init__(self, target: object, api: int = cv2.CAP_ANY, what: str = "") -> None:
-        self.cap = cv2.VideoCapture(target, api)
+    def __init__(self, target: Union[str, int], api: int = cv2.CAP_ANY, what: str = "") -> None:
+        self.cap = cv2.VideoCapture(target, api)  # type: ignore[call-overload]  # str or int
         if not self.cap.isOpened():
             raise SourceError(f"{what or target}: cannot open camera source")
 
     def read(self) -> Optional[np.ndarray]:
-        ok, frame = self.cap.read()
-        if not ok or frame is None:
+        ok, raw = self.cap.read()
+        if not ok or raw is None:
             return None
+        frame = np.asarray(raw)
         if frame.ndim == 2:
             return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

@@ -46,3 +46,21 @@ def test_blocker_really_blocks() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "blocked" in r.stderr
+
+
+def test_edge_imports_no_other_stage() -> None:
+    """edge/ installs alone on a Jetson: it never imports training, calibration, fod or torch."""
+    import ast
+    from pathlib import Path
+
+    forbidden = {"training", "calibration", "fod", "torch", "torchvision"}
+    root = Path(__file__).resolve().parent.parent / "edge"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in forbidden, f"{path.name} imports {n}"
