@@ -127,6 +127,20 @@ def summarize(outcomes: List[Outcome], pulses_late_ms: List[float]) -> Dict[str,
     }
 
 
+def noisy_reader(
+    read: Callable[[], Optional[np.ndarray]], sigma: float, rng: np.random.Generator
+) -> Callable[[], Optional[np.ndarray]]:
+    """Fresh sensor noise on every frame: a re-inspection never sees identical pixels."""
+
+    def wrapped() -> Optional[np.ndarray]:
+        f = read()
+        if f is None or sigma <= 0:
+            return f
+        return np.clip(f + rng.normal(0, sigma, f.shape), 0, 255).astype(np.uint8)
+
+    return wrapped
+
+
 def run_line(
     runtime: Runtime,
     containers: List[Container],
@@ -135,8 +149,12 @@ def run_line(
     open_reader: Callable[[str], Any],
     faults: Dict[str, float],
     seed: int = 0,
+    noise_sigma: float = 0.0,
 ) -> None:
-    """Trigger `count` containers at the line rate and wait until each is finished."""
+    """Trigger `count` containers at the line rate and wait until each is finished.
+
+    Container i is containers[i % len(containers)]: a count above the number of
+    containers re-inspects each of them (with fresh sensor noise if `noise_sigma`)."""
     rng = random.Random(seed)
     period = 60.0 / rate_per_min
     start = time.monotonic() + 0.05
@@ -149,8 +167,9 @@ def run_line(
             time.sleep(t - now)
         src = open_reader(f"file:{c.video}")
         sources.append(src)
+        read = noisy_reader(src.read, noise_sigma, np.random.default_rng([seed, i]))
         runtime.submit(
-            _job(f"{c.id}-{i}", time.monotonic(), faulty_reader(src.read, faults, rng), c.label)
+            _job(f"{c.id}-{i}", time.monotonic(), faulty_reader(read, faults, rng), c.label)
         )
     runtime.drain(timeout=120 + count * 10)
     for s in sources:

@@ -1,0 +1,161 @@
+"""Knapp-style container-level study: every container inspected R times, its rejection
+probability, the zones, reject-zone efficiency and false-reject rate.
+
+Zones follow the Knapp convention: p >= 0.7 reject zone (must reject), 0.3 < p < 0.7
+grey, p <= 0.3 accept zone. With known truth, the reject-zone efficiency is the share of
+truly defective containers whose rejection probability lies in the reject zone, and
+the false-reject rate the mean rejection probability of the good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import FodError
+from .fsutil import atomic_write_bytes
+
+REJECT_ZONE, ACCEPT_ZONE = 0.7, 0.3
+
+
+@dataclass(frozen=True)
+class KnappResult:
+    per_container: Dict[str, Tuple[str, int, int]]  # id -> (truth, rejects, inspections)
+    reject_zone_efficiency: float  # defective containers with p >= 0.7, share
+    detection_probability: float  # mean p over defective containers
+    false_reject_rate: float  # mean p over good containers
+    zones: Dict[str, Dict[str, int]]  # truth -> zone -> count
+
+    def to_dict(self) -> dict:
+        return {
+            "reject_zone_efficiency": self.reject_zone_efficiency,
+            "detection_probability": self.detection_probability,
+            "false_reject_rate": self.false_reject_rate,
+            "zones": self.zones,
+            "containers": {
+                k: {"truth": t, "rejects": r, "inspections": n}
+                for k, (t, r, n) in sorted(self.per_container.items())
+            },
+        }
+
+
+def zone(p: float) -> str:
+    return "reject" if p >= REJECT_ZONE else ("accept" if p <= ACCEPT_ZONE else "grey")
+
+
+def knapp(decisions: List[Tuple[str, bool]], truth: Dict[str, str]) -> KnappResult:
+    """`decisions`: (container id, rejected) per inspection; ids map to `truth` labels."""
+    counts: Dict[str, List[int]] = {}
+    for cid, rej in decisions:
+        if cid not in truth:
+            raise FodError(f"container {cid!r} has no truth label")
+        c = counts.setdefault(cid, [0, 0])
+        c[0] += int(rej)
+        c[1] += 1
+    if not counts:
+        raise FodError("no inspections to study")
+    per = {k: (truth[k], r, n) for k, (r, n) in counts.items()}
+    bad = [r / n for t, r, n in per.values() if t == "reject"]
+    good = [r / n for t, r, n in per.values() if t == "accept"]
+    zones: Dict[str, Dict[str, int]] = {
+        t: {"reject": 0, "grey": 0, "accept": 0} for t in ("reject", "accept")
+    }
+    for t, r, n in per.values():
+        zones[t][zone(r / n)] += 1
+    return KnappResult(
+        per,
+        float(np.mean([p >= REJECT_ZONE for p in bad])) if bad else float("nan"),
+        float(np.mean(bad)) if bad else float("nan"),
+        float(np.mean(good)) if good else float("nan"),
+        zones,
+    )
+
+
+def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
+    """(container, rejected) per audited inspection; ids 'c000001-17' -> 'c000001'."""
+    out = []
+    for path in sorted(folder.glob("audit-*.db")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for cid, decision in db.execute(
+            "SELECT container_id, decision FROM containers ORDER BY seq"
+        ):
+            out.append((cid.split("-")[0], decision == "reject"))
+        db.close()
+    if not out:
+        raise FodError(f"{folder}: no audited containers")
+    return out
+
+
+def truth_from_sequences(path: Path) -> Dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {f"c{c['id']:06d}": c["label"] for c in data["containers"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FodError(f"{path}: not a sequences file from `fod synth`: {e}") from None
+
+
+def write_report(res: KnappResult, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(
+        out_dir / "knapp.json", (json.dumps(res.to_dict(), indent=1) + "\n").encode()
+    )
+    lines = [
+        "# Knapp study",
+        "",
+        f"Reject-zone efficiency (defective containers with p >= {REJECT_ZONE}): "
+        f"{res.reject_zone_efficiency:.3f}",
+        f"Detection probability (mean p, defective): {res.detection_probability:.3f}",
+        f"False-reject rate (mean p, good): {res.false_reject_rate:.3f}",
+        "",
+        "| truth | reject zone | grey | accept zone |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t} | {z['reject']} | {z['grey']} | {z['accept']} |" for t, z in res.zones.items()
+    ]
+    lines += [
+        "",
+        "| container | truth | rejects / inspections | p | zone |",
+        "|---|---|---|---|---|",
+    ]
+    for k, (t, r, n) in sorted(res.per_container.items()):
+        lines.append(f"| {k} | {t} | {r}/{n} | {r / n:.2f} | {zone(r / n)} |")
+    atomic_write_bytes(out_dir / "knapp.md", ("\n".join(lines) + "\n").encode())
+    _plot(res, out_dir / "knapp.png")
+
+
+def _plot(res: KnappResult, out: Path) -> None:
+    """Bars of rejection probability per container (red: defective, green: good), zone lines."""
+    items = sorted(res.per_container.items(), key=lambda kv: (kv[1][0] != "reject", kv[0]))
+    w, h, left, top, bottom = max(400, 24 * len(items) + 80), 320, 50, 30, 40
+    img = np.full((h, w, 3), 255, np.uint8)
+    plot_h = h - top - bottom
+
+    def y(p: float) -> int:
+        return int(top + (1 - p) * plot_h)
+
+    for p, label in ((REJECT_ZONE, "0.7"), (ACCEPT_ZONE, "0.3"), (1.0, "1"), (0.0, "0")):
+        cv2.line(img, (left, y(p)), (w - 10, y(p)), (200, 200, 200), 1)
+        cv2.putText(img, label, (8, y(p) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for i, (_, (t, r, n)) in enumerate(items):
+        x = left + 10 + i * 24
+        colour = (40, 40, 220) if t == "reject" else (40, 170, 40)
+        cv2.rectangle(img, (x, y(r / n)), (x + 16, y(0.0)), colour, -1)
+    cv2.putText(
+        img,
+        "rejection probability per container (red: defective, green: good)",
+        (left, 18),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+    )
+    ok, buf = cv2.imencode(".png", img)
+    if ok:
+        atomic_write_bytes(out, buf.tobytes())

@@ -1,0 +1,72 @@
+"""Knapp study: zones, efficiency and false-reject rate on hand-made inspections; from an audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.audit import AuditConfig, AuditLog, ContainerRecord
+from edge.errors import FodError
+from edge.knapp import knapp
+from fod.cli import main
+
+
+def test_knapp_hand_made() -> None:
+    truth = {"a": "reject", "b": "reject", "c": "accept", "d": "accept"}
+    # a rejected 10/10, b 5/10 (grey), c 1/10, d 4/10 (grey)
+    dec = [("a", True)] * 10 + [("b", i < 5) for i in range(10)] + [("c", i < 1) for i in range(10)]
+    dec += [("d", i < 4) for i in range(10)]
+    r = knapp(dec, truth)
+    assert r.reject_zone_efficiency == 0.5
+    assert r.detection_probability == pytest.approx(0.75)
+    assert r.false_reject_rate == pytest.approx(0.25)
+    assert r.zones == {
+        "reject": {"reject": 1, "grey": 1, "accept": 0},
+        "accept": {"reject": 0, "grey": 1, "accept": 1},
+    }
+    with pytest.raises(FodError, match="no truth"):
+        knapp([("x", True)], truth)
+
+
+def test_fod_knapp_from_audit(tmp_path: Path, capsys) -> None:
+    with AuditLog(AuditConfig(tmp_path / "audit", min_free_bytes=0)) as log:
+        for i in range(4):
+            for cid, rej in (("c000001", True), ("c000002", i == 0)):
+                log.record(
+                    ContainerRecord(
+                        f"{cid}-{i}",
+                        i,
+                        i + 1,
+                        "reject" if rej else "accept",
+                        "r",
+                        None,
+                        [],
+                        "m",
+                        "c",
+                    )
+                )
+    seq = tmp_path / "sequences.json"
+    seq.write_text(
+        json.dumps({"containers": [{"id": 1, "label": "reject"}, {"id": 2, "label": "accept"}]})
+    )
+    assert (
+        main(
+            [
+                "knapp",
+                "--audit",
+                str(tmp_path / "audit"),
+                "--truth",
+                str(seq),
+                "--out",
+                str(tmp_path / "k"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    r = json.loads(capsys.readouterr().out)
+    assert r["reject_zone_efficiency"] == 1.0 and r["false_reject_rate"] == 0.25
+    assert (tmp_path / "k" / "knapp.png").stat().st_size > 0
+    assert "| c000002 | accept | 1/4 | 0.25 | accept |" in (tmp_path / "k" / "knapp.md").read_text()
