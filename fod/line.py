@@ -51,6 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_knapp)
 
+    p = sub.add_parser(
+        "run", help="run the line: camera, triggers, model, ejector (until Ctrl-C/SIGTERM)"
+    )
+    p.add_argument(
+        "--config", type=Path, required=True, help="line config TOML (see edge/line.example.toml)"
+    )
+    p.add_argument(
+        "--rate", type=float, help="timer triggers per minute when there is no trigger pin"
+    )
+    p.add_argument(
+        "--max-containers", type=positive_int, help="stop after this many (commissioning, tests)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("audit", help="`fod audit verify DB_FOLDER`: check the hash chain")
     p.add_argument("action", choices=["verify"])
     p.add_argument("folder", type=Path, help="audit folder (audit-*.db)")
@@ -142,6 +157,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"deadline misses {summary['deadline_misses']}; "
             f"audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
         )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge.app import run_forever
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # systemd stops with SIGTERM: finish, release, exit
+        signal.signal(sig, lambda *_: stop.set())
+    rt = run_forever(cfg, stop, args.rate, args.max_containers)
+    counts = {
+        "containers": len(rt.outcomes),
+        "rejected": sum(o.reject for o in rt.outcomes),
+        "faults": sum(o.fault is not None for o in rt.outcomes),
+        "alarm": rt.alarm,
+    }
+    human = (
+        f"{counts['containers']} containers, {counts['rejected']} rejected, "
+        f"{counts['faults']} faults"
+    )
+    print(json.dumps(counts) if args.json else human)
     return 0
 
 

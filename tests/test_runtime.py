@@ -217,3 +217,24 @@ def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, 
     assert s["containers"] == 4 and s["rejected"] == 4 and s["faults"] == {"camera_drop": 4}
     assert (out / "timeline.png").stat().st_size > 0
     assert main(["audit", "verify", str(out / "audit")]) == 0
+
+
+def test_fod_run_with_video_camera_and_timer(
+    bundle: Path, tmp_path: Path, small_set: Path, capsys
+) -> None:
+    video = sorted((small_set / "sequences").glob("*.avi"))[0]
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(
+        f'[camera]\nsource = "file:{video}"\nframes = 2\n[model]\nbundle = "{bundle}"\n'
+        f'[audit]\nfolder = "{tmp_path / "audit"}"\nmin_free_bytes = 0\n[metrics]\nport = 0\n'
+        "[gpio]\ndelay_ms = 400.0\n"
+    )
+    assert (
+        main(["run", "--config", str(cfg), "--rate", "240", "--max-containers", "2", "--json"]) == 0
+    )
+    r = json.loads(capsys.readouterr().out)
+    assert r["containers"] == 2
+    assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
+    cfg.write_text('[camera]\nsource = "sim"\n')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "fod simulate" in capsys.readouterr().err
