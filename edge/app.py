@@ -94,7 +94,7 @@ def run_forever(
                 if max_containers and n > max_containers:
                     return
                 rt.submit(Job(f"n{n:09d}", t, camera.read))
-                if submitted is not None and n >= max_containers:
+                if submitted is not None and max_containers is not None and n >= max_containers:
                     submitted.set()
 
             if cfg.gpio.trigger_pin is not None and rt.io.trigger is not None:
