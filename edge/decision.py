@@ -10,7 +10,7 @@ runtime, the simulator and the tests share them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -69,28 +69,33 @@ def _keep(d: Detections, names: Sequence[str], cfg: DecisionConfig) -> np.ndarra
 def link_tracks(
     frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig
 ) -> List[Track]:
-    """Greedy nearest-centre association across frames (strongest detections first)."""
+    """Greedy nearest-centre association across frames (closest pairs first), vectorised."""
     tracks: List[Track] = []
     for t, d in enumerate(frames):
         keep = _keep(d, names, cfg)
         boxes, scores, labels = d.boxes[keep], d.scores[keep], d.labels[keep]
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
-        free = [tr for tr in tracks if t - tr.frames[-1] <= cfg.max_gap + 1]
-        for i in np.argsort(-scores):
-            best: Optional[Track] = None
-            best_d = cfg.match_distance
-            for tr in free:
-                dist = float(np.linalg.norm(tr.centres[-1] - centres[i]))
-                if dist <= best_d:
-                    best, best_d = tr, dist
-            if best is None:
-                tracks.append(Track([t], [centres[i]], [int(labels[i])], [float(scores[i])]))
+        live = [tr for tr in tracks if t - tr.frames[-1] <= cfg.max_gap + 1]
+        matched = np.full(len(centres), -1)
+        if live and len(centres):
+            last = np.stack([tr.centres[-1] for tr in live])  # [T, 2]
+            dist = np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2)  # [T, K]
+            pairs = np.argwhere(dist <= cfg.match_distance)
+            order = np.argsort(dist[pairs[:, 0], pairs[:, 1]], kind="stable")
+            used_t = np.zeros(len(live), bool)
+            for ti, ki in pairs[order]:
+                if not used_t[ti] and matched[ki] < 0:
+                    used_t[ti] = True
+                    matched[ki] = ti
+        for k in range(len(centres)):
+            if matched[k] >= 0:
+                tr = live[matched[k]]
+                tr.frames.append(t)
+                tr.centres.append(centres[k])
+                tr.labels.append(int(labels[k]))
+                tr.scores.append(float(scores[k]))
             else:
-                free.remove(best)
-                best.frames.append(t)
-                best.centres.append(centres[i])
-                best.labels.append(int(labels[i]))
-                best.scores.append(float(scores[i]))
+                tracks.append(Track([t], [centres[k]], [int(labels[k])], [float(scores[k])]))
     return tracks
 
 

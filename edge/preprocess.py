@@ -46,6 +46,8 @@ def letterbox(
     """Resize `image` (H, W[, C]) into `dst_wh` with borders; returns the image and its mapping."""
     h, w = image.shape[:2]
     lb = letterbox_params((w, h), dst_wh)
+    if (w, h) == tuple(dst_wh):
+        return image, lb  # already the model size (the usual case on the line): no copy
     new_w, new_h = round(w * lb.scale), round(h * lb.scale)
     if (new_w, new_h) != (w, h):
         interp = cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR
