@@ -38,7 +38,11 @@ def line_runtime(
                 f"model.backend {cfg.model.backend!r}: only 'onnxruntime' is in this build "
                 "(the TensorRT backend has its own issue)"
             )
-        roles = ("fp32",) if cfg.model.precision == "fp32" else ("int8_cpu", "int8")
+        roles = {
+            "fp32": ("fp32",),
+            "int8": ("int8_cpu", "int8"),
+            "auto": ("fp32", "int8_cpu", "int8"),
+        }[cfg.model.precision]
         path = next((bundle.file(r) for r in roles if bundle.file(r) is not None), None)
         if path is None:
             raise FodError(f"{cfg.model.bundle}: no {cfg.model.precision} model in the bundle")

@@ -38,7 +38,7 @@ class ModelConfig:
     bundle: str = "models/demo"  # bundle folder or .tar.gz
     public_key: Optional[str] = None  # set: the bundle must be signed by this key
     backend: str = "onnxruntime"  # onnxruntime | tensorrt
-    precision: str = "fp32"  # fp32 | int8 (which bundled model)
+    precision: str = "auto"  # fp32 | int8 | auto (fp32 if bundled, else int8)
     threads: Optional[int] = None  # ONNX Runtime intra-op threads
 
 
@@ -154,8 +154,8 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: camera.frames must be >= 1")
     if cfg.gpio.energise_to not in ("reject", "accept"):
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
-    if cfg.model.precision not in ("fp32", "int8"):
-        raise ConfigError(f"{source}: model.precision must be 'fp32' or 'int8'")
+    if cfg.model.precision not in ("fp32", "int8", "auto"):
+        raise ConfigError(f"{source}: model.precision must be 'fp32', 'int8' or 'auto'")
     if cfg.model.backend not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
     if cfg.timing.decision_margin_ms >= cfg.gpio.delay_ms:

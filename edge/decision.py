@@ -82,7 +82,7 @@ def link_tracks(
             dist = np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2)  # [T, K]
             pairs = np.argwhere(dist <= cfg.match_distance)
             order = np.argsort(dist[pairs[:, 0], pairs[:, 1]], kind="stable")
-            used_t = np.zeros(len(live), bool)
+            used_t: np.ndarray = np.zeros(len(live), dtype=bool)
             for ti, ki in pairs[order]:
                 if not used_t[ti] and matched[ki] < 0:
                     used_t[ti] = True

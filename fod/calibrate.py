@@ -86,14 +86,14 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
-def bundle_meta(name: str, version: str, fp32: Path, report: Optional[Path]) -> Dict[str, Any]:
+def bundle_meta(name: str, version: str, model: Path, report: Optional[Path]) -> Dict[str, Any]:
     """Manifest fields: what the unit needs to run the model and what it was measured at."""
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge.errors import FodError
     from edge.postprocess import PostprocessConfig
     from fod import __version__
 
-    info = OnnxRuntimeBackend(fp32).info
+    info = OnnxRuntimeBackend(model).info
     metrics = None
     if report is not None:
         try:

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--public-key", type=Path, help="with verify: require a signature by this key")
     p.add_argument("--tar", action="store_true", help="write one .tar.gz")
+    p.add_argument(
+        "--recipe", action="append", metavar="CMD", help="a command that made it (repeatable)"
+    )
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
@@ -97,12 +100,14 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             signed = " and its signature" if args.public_key else ""
             print(f"{args.verify[1]}: {len(b.manifest['files'])} files match the manifest{signed}")
         return 0
-    if args.onnx is None or args.out is None:
-        raise FodError("making a bundle needs --onnx and --out (or: fod bundle verify B)")
+    models = [p for p in (args.onnx, args.int8_cpu, args.int8) if p is not None]
+    if not models or args.out is None:
+        raise FodError("making a bundle needs --out and a model (--onnx, --int8 or --int8-cpu)")
     from fod.calibrate import bundle_meta
 
-    files = {"fp32": args.onnx}
+    files = {}
     extra = (
+        ("fp32", args.onnx),
         ("int8", args.int8),
         ("int8_cpu", args.int8_cpu),
         ("cache", args.cache),
@@ -111,7 +116,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     for role, p in extra:
         if p is not None:
             files[role] = p
-    meta = bundle_meta(args.name, args.bundle_version, args.onnx, args.report)
+    meta = bundle_meta(args.name, args.bundle_version, models[0], args.report)
+    if args.recipe:
+        meta["recipe"] = list(args.recipe)  # the commands that made it, for the record
     path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
     print(f"wrote {path}: {', '.join(sorted(files))}{' (signed)' if args.sign else ''}")
     return 0

@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frames", type=positive_int, default=8, help="frames per container (default 8)"
     )
     p.add_argument(
+        "--delay-ms",
+        type=float,
+        help="trigger-to-gate delay in ms (default: the config's 600, set for a Jetson)",
+    )
+    p.add_argument(
         "--faults", help="e.g. camera_drop=0.02,corrupt=0.02,backend_error=0.02,slow=0.02"
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
@@ -113,7 +118,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         base,
         camera=dataclasses.replace(base.camera, frames=args.frames),
         model=dataclasses.replace(base.model, bundle=str(args.bundle)),
-        gpio=dataclasses.replace(base.gpio, pin_factory="mock"),
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=args.delay_ms or base.gpio.delay_ms
+        ),
         audit=dataclasses.replace(base.audit, folder=args.out / "audit", min_free_bytes=0),
         metrics=dataclasses.replace(
             base.metrics, port=0 if args.config is None else base.metrics.port
