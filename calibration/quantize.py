@@ -26,6 +26,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge.errors import FodError
+from edge.fsutil import FILE_MODE
 
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
@@ -151,6 +152,7 @@ def quantize_qdq(
             # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.
             onnx.helper.set_model_props(qdq, {p.key: p.value for p in model.metadata_props})
             onnx.save(qdq, tmp)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

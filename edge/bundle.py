@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from . import signing
 from .errors import FodError
-from .fsutil import atomic_write_bytes, staged_dir
+from .fsutil import FILE_MODE, atomic_write_bytes, staged_dir
 
 FORMAT = "pharma-fod/bundle/1"
 MANIFEST = "manifest.json"
@@ -97,6 +98,7 @@ def _write_tar(folder: Path, target: Path) -> None:
         with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tf:
             for p in sorted(folder.iterdir()):
                 tf.add(p, arcname=f"bundle/{p.name}", recursive=False)
+        os.chmod(tmp, FILE_MODE)
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

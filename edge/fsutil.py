@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+FILE_MODE = 0o644  # mkstemp makes 0600: artifacts are read by other users (the line service)
+DIR_MODE = 0o755
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -22,6 +24,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -51,6 +54,7 @@ def staged_dir(final: PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, DIR_MODE)
         if final.exists():
             final.rmdir()
         os.replace(tmp, final)

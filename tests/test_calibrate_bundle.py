@@ -185,6 +185,10 @@ def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path
     b = tmp_path / "b"
     assert _bundle(exported, calibrated, b) == 0
     assert main(["bundle", "verify", str(b)]) == 0
+    # Readable by the line service's user: not mkstemp's 0600.
+    assert b.stat().st_mode & 0o777 == 0o755
+    assert (b / "manifest.json").stat().st_mode & 0o777 == 0o644
+    assert (calibrated / "model.int8.onnx").stat().st_mode & 0o777 == 0o644
     with open_bundle(b) as bundle:
         m = bundle.manifest
         assert m["classes"] == ["fiber", "particle", "glass_flake"] and m["input_size"] == [

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edge.errors import FodError
+from edge.fsutil import FILE_MODE
 
 from .models.config import DetectorConfig
 from .models.gfl import GFL
@@ -41,6 +42,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         torch.save(state, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

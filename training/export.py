@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from edge.errors import FodError
+from edge.fsutil import FILE_MODE
 from edge.model_info import ModelInfo
 
 from .checkpoint import file_sha256, load_detector
@@ -82,6 +83,7 @@ def export_onnx(
         onnx.helper.set_model_props(proto, info.to_metadata())
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
