@@ -9,7 +9,6 @@ sigmoid, box decode) stay float by default: small particles are what INT8 loses 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Set
@@ -26,7 +25,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge.errors import FodError
-from edge.fsutil import FILE_MODE
+from edge.fsutil import atomic_output
 
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
@@ -119,42 +118,32 @@ def quantize_qdq(
     unknown = set(keep_float) - {n.name for n in model.graph.node}
     if unknown:
         raise FodError(f"{fp32}: no node named {sorted(unknown)[0]!r} to keep in float")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, atomic_output(out, suffix=".tmp.onnx") as tmp:
         named = Path(work) / "named.onnx"
         onnx.save(model, str(named))
         # ORT's recommended pre-pass: shape inference and constant folding, so every conv
         # bias is an initializer the quantizer can handle.
         prepped = Path(work) / "prepped.onnx"
         quant_pre_process(str(named), str(prepped), skip_symbolic_shape=True)
-        named = prepped
-        try:
-            quantize_static(
-                str(named),
-                tmp,
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=keep_float,
-                calibrate_method=METHODS[method],
-                extra_options={
-                    "ActivationSymmetric": for_tensorrt,  # zero point 0: TensorRT's explicit INT8
-                    "WeightSymmetric": True,
-                    "DedicatedQDQPair": for_tensorrt,
-                },
-                calibration_cache_path=str(ranges) if ranges is not None else None,
-            )
-            qdq = onnx.load(tmp)
-            # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.
-            onnx.helper.set_model_props(qdq, {p.key: p.value for p in model.metadata_props})
-            onnx.save(qdq, tmp)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        quantize_static(
+            str(prepped),
+            str(tmp),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_float,
+            calibrate_method=METHODS[method],
+            extra_options={
+                "ActivationSymmetric": for_tensorrt,  # zero point 0: TensorRT's explicit INT8
+                "WeightSymmetric": True,
+                "DedicatedQDQPair": for_tensorrt,
+            },
+            calibration_cache_path=str(ranges) if ranges is not None else None,
+        )
+        qdq = onnx.load(str(tmp))
+        # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.
+        onnx.helper.set_model_props(qdq, {p.key: p.value for p in model.metadata_props})
+        onnx.save(qdq, str(tmp))
     return keep_float

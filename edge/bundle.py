@@ -8,7 +8,6 @@ wrongly signed manifest. Engines are not bundled: they are built on the unit.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -20,20 +19,12 @@ from typing import Any, Dict, Iterator, Optional
 
 from . import signing
 from .errors import FodError
-from .fsutil import FILE_MODE, atomic_write_bytes, staged_dir
+from .fsutil import FILE_MODE, atomic_write_bytes, sha256_file, staged_dir
 
 FORMAT = "pharma-fod/bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"  # raw 64-byte Ed25519 signature of manifest.json's bytes
 ROLES = ("fp32", "int8", "int8_cpu", "cache", "report")  # what each bundled file is for
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -15,21 +16,38 @@ FILE_MODE = 0o644  # mkstemp makes 0600: artifacts are read by other users (the 
 DIR_MODE = 0o755
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_output(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path beside `path` for a writer (torch.save, onnx.save, ...); on success
+    it becomes `path` (mode 0644) by rename, on any error it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sha256_file(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync and a rename."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 1) -> None:

@@ -71,9 +71,9 @@ def test_metadata(exported) -> None:
         info.input_size == SIZE
         and sum(info.level_counts) == 40 * 32 + 20 * 16 + 10 * 8 + 5 * 4 + 3 * 2
     )
-    from training.checkpoint import file_sha256
+    from edge.fsutil import sha256_file
 
-    assert info.checkpoint_sha256 == file_sha256(ckpt)
+    assert info.checkpoint_sha256 == sha256_file(ckpt)
     m = onnx.load(str(path))
     assert [i.name for i in m.graph.input] == ["images"]
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +10,7 @@ import torch
 from torch import nn
 
 from edge.errors import FodError
-from edge.fsutil import FILE_MODE
+from edge.fsutil import atomic_output
 
 from .models.config import DetectorConfig
 from .models.gfl import GFL
@@ -37,16 +35,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(state, tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_checkpoint(path: Path) -> Dict[str, Any]:
@@ -83,14 +73,6 @@ def load_detector(path: Path, arch: Optional[str] = None, num_classes: Optional[
             f"{path}: weights do not fit its own config: {str(e).splitlines()[0]}"
         ) from None
     return model.eval(), cfg, list(ckpt["class_names"]), ckpt
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_digest(model: nn.Module) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator, Tuple
@@ -20,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from edge.errors import FodError
-from edge.fsutil import FILE_MODE
+from edge.fsutil import atomic_output, sha256_file
 from edge.model_info import ModelInfo
 
-from .checkpoint import file_sha256, load_detector
+from .checkpoint import load_detector
 from .postprocess import decode_dense
 
 
@@ -55,24 +54,21 @@ def export_onnx(
     x = torch.rand(1, 3, size[1], size[0]) * 255
     with torch.no_grad():
         _, _, counts = decode_dense(*model(x), cfg.head, (size[1], size[0]))
-    info = ModelInfo(names, size, counts, file_sha256(weights), cfg_arch(cfg))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    info = ModelInfo(names, size, counts, sha256_file(weights), cfg_arch(cfg))
+    with atomic_output(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter on purpose
             torch.onnx.export(
                 wrapper,
                 (x,),
-                tmp,
+                str(tmp),
                 input_names=["images"],
                 output_names=["boxes", "scores"],
                 dynamic_axes={"images": {0: "N"}, "boxes": {0: "N"}, "scores": {0: "N"}},
                 opset_version=opset,
                 dynamo=False,
             )
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         if simplify:
             import onnxsim
 
@@ -82,12 +78,7 @@ def export_onnx(
                 raise FodError(f"{weights}: onnxsim could not validate the simplified graph")
         onnx.helper.set_model_props(proto, info.to_metadata())
         onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        onnx.save(proto, str(tmp))
     return info
 
 

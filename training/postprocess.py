@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
+
+from edge.postprocess import PostprocessConfig  # one rule, shared with the device
 
 from .box_ops import distance2bbox, grid_points, integral
 from .criterion import flatten_levels
@@ -31,14 +32,6 @@ def decode_dense(
     dist = integral(reg.float(), head.reg_max) * strides[None, :, None]  # [N, A, 4] px
     boxes = distance2bbox(points[None], dist, max_shape=image_hw)  # [N, A, 4]
     return boxes, cls.float().sigmoid(), counts
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    nms_pre: int = 1000  # candidates kept per level before NMS
-    score_threshold: float = 0.05
-    nms_iou: float = 0.6  # class-wise
-    max_per_image: int = 100
 
 
 def select_per_image(
@@ -66,9 +59,9 @@ def select_per_image(
 class GFLPostprocess(nn.Module):
     """Raw head outputs -> detections per image (input-pixel xyxy, score, 0-based label)."""
 
-    def __init__(self, head: HeadConfig, cfg: PostprocessConfig = PostprocessConfig()) -> None:
+    def __init__(self, head: HeadConfig, cfg: Optional[PostprocessConfig] = None) -> None:
         super().__init__()
-        self.head, self.cfg = head, cfg
+        self.head, self.cfg = head, cfg if cfg is not None else PostprocessConfig()
 
     @torch.no_grad()
     def forward(
