@@ -95,6 +95,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         raise FodError(f"--rate must be positive, got {args.rate}")
     base = load_config(args.config) if args.config else LineConfig()
+    if args.bundle == DEMO_BUNDLE and not DEMO_BUNDLE.exists():
+        raise FodError(
+            f"{DEMO_BUNDLE}: no demo bundle in this checkout yet (waits for a converged student); "
+            "pass --bundle B from `fod bundle`"
+        )
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     args.out.mkdir(parents=True, exist_ok=True)
