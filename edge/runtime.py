@@ -202,7 +202,11 @@ class Runtime:
                 return
             job, frames, fault, reason, captured = item
             out = Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured)
-            if fault is None:
+            if fault is None and self.clock() > self._deadline(job.trigger_t):
+                # Already too late: reject without spending the model on it, so an overload
+                # drains instead of making every following container late as well.
+                out.fault, out.reason = "late", "deadline passed while queued; not inferred"
+            if fault is None and out.fault is None:
                 t0 = self.clock()
                 try:
                     dets = [self.detector.detect([f])[0] for f in frames]

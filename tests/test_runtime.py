@@ -238,3 +238,21 @@ def test_fod_run_with_video_camera_and_timer(
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["run", "--config", str(cfg)]) == 2
     assert "fod simulate" in capsys.readouterr().err
+
+
+def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def count(be):
+        class Counting:
+            def infer(self, images):
+                calls["n"] += 1
+                return be.infer(images)
+
+        return Counting()
+
+    with line_runtime(_cfg(bundle, tmp_path), MockFactory(), count) as rt:
+        rt.submit(Job("old", time.monotonic() - 1.0, _frames()))  # its gate passed a while ago
+        assert rt.drain(10)
+        o = rt.outcomes[0]
+    assert o.reject and o.fault == "late" and "not inferred" in o.reason and calls["n"] == 0
