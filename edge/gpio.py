@@ -73,6 +73,9 @@ class PulseScheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.fired: List[Tuple[float, float]] = []  # (scheduled, actual) monotonic times
+        self.missed: List[
+            float
+        ] = []  # scheduled times already past by more than a pulse: not fired
         self.errors = 0
         self._active = 0  # 1 while a pulse is on
         self._thread = threading.Thread(target=self._run, name="ejector", daemon=True)
@@ -109,6 +112,10 @@ class PulseScheduler:
                 continue
             with self._lock:
                 at, _ = heapq.heappop(self._heap)
+                if self.clock() - at > self.pulse_s:
+                    # The container is past the gate: a pulse now would hit the next one.
+                    self.missed.append(at)
+                    continue
                 self._active = 1
             try:
                 self.device.on()

@@ -141,10 +141,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rt.io.pulses.wait_idle(timeout=cfg.gpio.delay_ms / 1000 + 2)  # let scheduled pulses land
         outcomes = list(rt.outcomes)
         fired = list(rt.io.pulses.fired)
+        missed = len(rt.io.pulses.missed)
     lateness = [(a - s) * 1000 for s, a in fired]
     summary = summarize(outcomes, lateness)
     summary["rate_per_min"] = args.rate
     summary["frames"] = args.frames
+    summary["pulses_missed_gate"] = missed  # decided after the gate: the container went past
     if args.knapp:
         from edge.knapp import knapp, truth_from_sequences, write_report
 

@@ -79,3 +79,12 @@ def test_bad_config() -> None:
     with pytest.raises(GpioError, match="no gpiozero pin factory 'nosuch'"):
         load_pin_factory("nosuch")
     assert load_pin_factory("mock") is not None
+
+
+def test_stale_pulse_is_not_fired() -> None:
+    f = MockFactory()
+    with LineIO(GpioConfig(delay_ms=0, pulse_ms=10), f) as io:
+        io.pulses.schedule(time.monotonic() - 0.5)  # the container passed the gate 0.5 s ago
+        time.sleep(0.1)
+        assert io.pulses.fired == [] and len(io.pulses.missed) == 1
+        assert [s.state for s in f.pin(GpioConfig().ejector_pin).states] == [False]
