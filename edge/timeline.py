@@ -40,7 +40,7 @@ def draw_timeline(
         cv2.putText(
             img, f"{s}s", (x(t0 + s) - 8, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1
         )
-    fired = sorted(a for _, a in pulses)
+    by_gate = {round(s, 6): a for s, a in pulses}  # scheduled (= trigger + delay) -> actual
     for i, o in enumerate(rows):
         y = _TOP + i * _ROW + _ROW // 2
         cv2.putText(
@@ -55,10 +55,9 @@ def draw_timeline(
         cv2.circle(img, (x(o.decided_t), y), 4, colour, -1)
         if o.fault:
             cv2.circle(img, (x(o.decided_t), y), 7, (0, 0, 220), 1)
-        for a in fired:
-            if o.pulse and abs(a - gate) < 0.5 * delay_s:
-                cv2.rectangle(img, (x(a), y - 5), (x(a) + 3, y + 5), (0, 140, 255), -1)  # pulse
-                break
+        a = by_gate.get(round(gate, 6))
+        if o.pulse and a is not None:
+            cv2.rectangle(img, (x(a), y - 5), (x(a) + 3, y + 5), (0, 140, 255), -1)  # pulse
     cv2.putText(
         img,
         "blue: trigger  grey: capture  dot: decision (green accept, red reject, ring: fault)"
