@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-from edge.fsutil import atomic_write_bytes
+from edge.fsutil import write_png
 
 
 def plot_pr_curves(ev: Optional[COCOeval], class_names: Sequence[str], out: Path) -> None:
@@ -107,7 +107,4 @@ def detection_grid(
         1,
         cv2.LINE_AA,
     )
-    ok, buf = cv2.imencode(".png", sheet)
-    if not ok:
-        raise RuntimeError(f"{out}: PNG encoding failed")
-    atomic_write_bytes(out, buf.tobytes())
+    write_png(out, sheet)

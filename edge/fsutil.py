@@ -9,7 +9,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Iterator, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PathLike = Union[str, "os.PathLike[str]"]
 FILE_MODE = 0o644  # mkstemp makes 0600: artifacts are read by other users (the line service)
@@ -48,6 +51,16 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_png(path: PathLike, image: np.ndarray) -> None:
+    """Encode `image` (grey or BGR uint8) as PNG and write it atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 1) -> None:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import FodError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, write_png
 
 REJECT_ZONE, ACCEPT_ZONE = 0.7, 0.3
 
@@ -93,6 +93,7 @@ def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
 
 
 def truth_from_sequences(path: Path) -> Dict[str, str]:
+    """Container id -> accept/reject; only ids and labels are needed (no videos)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {f"c{c['id']:06d}": c["label"] for c in data["containers"]}
@@ -156,6 +157,4 @@ def _plot(res: KnappResult, out: Path) -> None:
         (0, 0, 0),
         1,
     )
-    ok, buf = cv2.imencode(".png", img)
-    if ok:
-        atomic_write_bytes(out, buf.tobytes())
+    write_png(out, img)

@@ -109,16 +109,7 @@ class Runtime:
         try:
             self._capture_q.put_nowait(job)
         except queue.Full:
-            self._to_act(
-                Outcome(
-                    job.container_id,
-                    job.trigger_t,
-                    True,
-                    "capture queue full",
-                    "queue_overflow",
-                    job.truth,
-                )
-            )
+            self._to_act(self._overflow(job, "capture"))
         self.metrics.queue.labels("capture").set(self._capture_q.qsize())
 
     def drain(self, timeout: float = 60.0) -> bool:
@@ -138,6 +129,19 @@ class Runtime:
             t.join(timeout=10.0)
 
     # --- stages -------------------------------------------------------------------------
+    @staticmethod
+    def _overflow(job: Job, stage: str, captured_t: float = 0.0) -> Outcome:
+        """The fail-safe outcome of a container that found the `stage` queue full."""
+        return Outcome(
+            job.container_id,
+            job.trigger_t,
+            True,
+            f"{stage} queue full",
+            "queue_overflow",
+            job.truth,
+            captured_t,
+        )
+
     def _deadline(self, trigger_t: float) -> float:
         return trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000
 
@@ -181,17 +185,7 @@ class Runtime:
             try:
                 self._infer_q.put_nowait((job, frames, fault, reason, captured))
             except queue.Full:
-                self._to_act(
-                    Outcome(
-                        job.container_id,
-                        job.trigger_t,
-                        True,
-                        "inference queue full",
-                        "queue_overflow",
-                        job.truth,
-                        captured,
-                    )
-                )
+                self._to_act(self._overflow(job, "inference", captured))
             self.metrics.queue.labels("inference").set(self._infer_q.qsize())
 
     def _infer_loop(self) -> None:

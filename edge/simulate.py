@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .errors import FodError
-from .runtime import Outcome, Runtime
+from .runtime import Job, Outcome, Runtime
 
 FAULT_KINDS = ("camera_drop", "corrupt", "backend_error", "slow")
 
@@ -169,14 +169,8 @@ def run_line(
         sources.append(src)
         read = noisy_reader(src.read, noise_sigma, np.random.default_rng([seed, i]))
         runtime.submit(
-            _job(f"{c.id}-{i}", time.monotonic(), faulty_reader(read, faults, rng), c.label)
+            Job(f"{c.id}-{i}", time.monotonic(), faulty_reader(read, faults, rng), c.label)
         )
     runtime.drain(timeout=120 + count * 10)
     for s in sources:
         s.close()
-
-
-def _job(cid: str, t: float, read: Callable[[], Optional[np.ndarray]], truth: str):
-    from .runtime import Job
-
-    return Job(cid, t, read, truth)

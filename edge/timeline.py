@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .fsutil import atomic_write_bytes
+from .fsutil import write_png
 from .runtime import Outcome
 
 _W, _ROW, _LEFT, _TOP = 1200, 16, 140, 40
@@ -68,6 +68,4 @@ def draw_timeline(
         (0, 0, 0),
         1,
     )
-    ok, buf = cv2.imencode(".png", img)
-    if ok:
-        atomic_write_bytes(out, buf.tobytes())
+    write_png(out, img)

@@ -148,11 +148,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     summary["frames"] = args.frames
     summary["pulses_missed_gate"] = missed  # decided after the gate: the container went past
     if args.knapp:
-        from edge.knapp import knapp, truth_from_sequences, write_report
+        from edge.knapp import knapp, write_report
 
         res = knapp(
             [(o.container_id.split("-")[0], o.reject) for o in outcomes],
-            truth_from_sequences(seq_dir / "sequences.json"),
+            {c.id: c.label for c in containers},  # already read: no second parse
         )
         write_report(res, args.out)
         summary["knapp"] = {k: v for k, v in res.to_dict().items() if k != "containers"}

@@ -19,6 +19,21 @@ from .engine.data import EvalSet, collate_eval
 from .postprocess import GFLPostprocess
 
 
+def coco_detections(
+    image_id: int, boxes: Any, scores: Any, labels: Any, cat_ids: List[int]
+) -> List[Dict[str, Any]]:
+    """One image's detections (xyxy boxes, scores, 0-based labels) as COCO result records."""
+    return [
+        {
+            "image_id": image_id,
+            "category_id": cat_ids[int(lab)],
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            "score": float(score),
+        }
+        for b, score, lab in zip(boxes, scores, labels)
+    ]
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -38,15 +53,9 @@ def predict(
         cls, reg = model(x)
         for det, image_id, lb in zip(post(cls, reg, (size[1], size[0])), ids, lbs):
             boxes = boxes_to_source(det["boxes"].cpu().numpy(), lb)  # [K, 4] xyxy source px
-            for b, s, lab in zip(boxes, det["scores"].tolist(), det["labels"].tolist()):
-                out.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": cat_ids[lab],
-                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                        "score": float(s),
-                    }
-                )
+            out += coco_detections(
+                image_id, boxes, det["scores"].tolist(), det["labels"].tolist(), cat_ids
+            )
     return out
 
 
@@ -71,15 +80,7 @@ def predict_onnx(
     for i in range(len(data)):
         s = data[i]
         d = det.detect([s.image])[0]
-        for b, score, lab in zip(d.boxes, d.scores, d.labels):
-            out.append(
-                {
-                    "image_id": s.image_id,
-                    "category_id": cat_ids[int(lab)],
-                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                    "score": float(score),
-                }
-            )
+        out += coco_detections(s.image_id, d.boxes, d.scores, d.labels, cat_ids)
     return out
 
 

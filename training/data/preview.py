@@ -99,7 +99,7 @@ def write_coco_preview(root: Path, out: Path, limit: int = 8) -> None:
     """Preview of the first `limit` images of the COCO set at `root` (annotations.json, images/)."""
     import json
 
-    from edge.fsutil import atomic_write_bytes
+    from edge.fsutil import write_png
 
     data = json.loads((root / "annotations.json").read_text(encoding="utf-8"))
     names = {c["id"]: c["name"] for c in data["categories"]}
@@ -110,7 +110,4 @@ def write_coco_preview(root: Path, out: Path, limit: int = 8) -> None:
     recs = sorted(data["images"], key=lambda r: (r["id"] not in by_image, r["id"]))[:limit]
     imgs = [cv2.imread(str(root / "images" / r["file_name"]), cv2.IMREAD_UNCHANGED) for r in recs]
     sheet = contact_sheet(imgs, [by_image.get(r["id"], []) for r in recs], names)
-    ok, buf = cv2.imencode(".png", sheet)
-    if not ok:
-        raise RuntimeError(f"{out}: PNG encoding failed")
-    atomic_write_bytes(out, buf.tobytes())
+    write_png(out, sheet)
