@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, List, Optional
 
 import numpy as np
 
@@ -294,7 +294,3 @@ class Runtime:
                 len(self._fault_times),
                 self.cfg.gpio.alarm_window_s,
             )
-
-
-def percentile_ms(values: Sequence[float], q: float) -> Optional[float]:
-    return float(np.percentile(np.asarray(values) * 1000, q)) if len(values) else None

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -96,9 +96,11 @@ def load_sequences(folder: Path) -> List[Container]:
     return out
 
 
-def summarize(outcomes: List[Outcome], pulses_late_ms: List[float]) -> Dict[str, Any]:
-    from .runtime import percentile_ms
+def percentile_ms(values: Sequence[float], q: float) -> Optional[float]:
+    return float(np.percentile(np.asarray(values) * 1000, q)) if len(values) else None
 
+
+def summarize(outcomes: List[Outcome], pulses_late_ms: List[float]) -> Dict[str, Any]:
     n = len(outcomes)
     rej = [o for o in outcomes if o.reject]
     truth_rej = [o for o in outcomes if o.truth == "reject"]

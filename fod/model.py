@@ -177,7 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from training.checkpoint import load_detector
     from training.data.dataset import CocoDetection
-    from training.engine.distributed import _pick_device
+    from training.engine.distributed import pick_device
     from training.evaluation import evaluate_model, evaluate_onnx
     from training.postprocess import GFLPostprocess
 
@@ -193,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     size = args.size or tuple(ckpt.get("train_config", {}).get("size") or (1280, 800))
     if size[0] % 32 or size[1] % 32:
         raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
-    device = _pick_device(args.device, 0)
+    device = pick_device(args.device, 0)
     m = evaluate_model(model.to(device), GFLPostprocess(cfg.head), data, size, device, args.out)
     _print_metrics(m, args.json)
     return 0
