@@ -59,6 +59,18 @@ def test_frozen_stages_and_bn_eval() -> None:
     assert bns and not any(m.training for m in bns)
 
 
+def test_from_scratch_trains_every_stage_with_batch_statistics() -> None:
+    # Without ImageNet weights a frozen stem is random noise and frozen BN normalises nothing.
+    cfg = arch_config("gfl-r18", 3, pretrained=False, channels=32, stacked_convs=1)
+    model, _, _ = build_detector(cfg)
+    model.train()
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.training for m in bns)
+    model.eval()
+    assert not any(m.training for m in bns)
+
+
 def test_carafe_uniform_kernels_are_a_box_filter() -> None:
     # With a zero encoder the kernels are uniform 1/25: each output pixel is the 5x5 mean
     # (zero padded) around its source pixel.

@@ -30,6 +30,12 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BN running statistics are per rank on CPU)."""
+        if self.distributed:
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+
     def all_gather(self, obj: Any) -> List[Any]:
         if not self.distributed:
             return [obj]

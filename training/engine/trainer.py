@@ -108,9 +108,16 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Dict[str, Any]:
     amp = dev.type == "cuda" if cfg.amp is None else cfg.amp and dev.type == "cuda"
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts them anyway)
     mcfg = arch_config(
-        cfg.arch, len(data.class_names), channels=cfg.fpn_channels, stacked_convs=cfg.stacked_convs
+        cfg.arch,
+        len(data.class_names),
+        pretrained=cfg.backbone_weights is not None,
+        channels=cfg.fpn_channels,
+        stacked_convs=cfg.stacked_convs,
     )
     model, criterion, post = build_detector(mcfg, cfg.backbone_weights)
+    if ctx.distributed and dev.type == "cuda" and not mcfg.backbone.norm_eval:
+        # Batch statistics over the global batch; SyncBatchNorm runs on CUDA only.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(dev)
 
     aug = AugmentConfig(size=cfg.size, crop=cfg.crop)
@@ -212,6 +219,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Dict[str, Any]:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
                 if it % (cfg.log_interval * 10) == 0:  # a trace in logs where no bar is drawn
                     log.info("iteration %d/%d loss %.4f lr %.2e", it, stop, loss.item(), lr)
+        ctx.sync_buffers(model)  # evaluate and save rank 0's running statistics on every rank
         last = it >= stop or epoch + 1 == cfg.epochs
         metrics = None
         if ctx.is_main and val is not None and (last or (epoch + 1) % cfg.eval_interval == 0):

@@ -56,9 +56,17 @@ ARCHS = {
 
 
 def arch_config(
-    arch: str, num_classes: int, teacher: bool = False, **fpn_head: Any
+    arch: str,
+    num_classes: int,
+    teacher: bool = False,
+    pretrained: bool = True,
+    **fpn_head: Any,
 ) -> DetectorConfig:
-    """The config of a named architecture; `teacher` switches the FPN to CARAFE upsampling."""
+    """The config of a named architecture; `teacher` switches the FPN to CARAFE upsampling.
+
+    `pretrained=False` (no ImageNet state dict) trains the whole backbone with batch statistics:
+    frozen random filters are noise, and BN frozen at its initial statistics normalises nothing.
+    """
     if arch not in ARCHS:
         raise FodError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
     if num_classes < 1:
@@ -71,4 +79,9 @@ def arch_config(
     head = HeadConfig(
         num_classes=num_classes, **{k: v for k, v in fpn_head.items() if k not in fpn_keys}
     )
-    return DetectorConfig(BackboneConfig(depth=ARCHS[arch]), fpn, head)
+    backbone = (
+        BackboneConfig(depth=ARCHS[arch])
+        if pretrained
+        else BackboneConfig(depth=ARCHS[arch], frozen_stages=-1, norm_eval=False)
+    )
+    return DetectorConfig(backbone, fpn, head)
