@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from calibration.quantize import StreamingReader, chunk_size
 from calibration.trt_cache import format_cache, hex_to_scale, parse_cache, scale_to_hex
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import open_bundle
@@ -39,6 +40,22 @@ def test_scale_hex_worked_by_hand() -> None:
         parse_cache("not a cache")
 
 
+def test_streaming_reader_chunks() -> None:
+    frames = [np.full((4, 4, 3), k, np.uint8) for k in range(6)]
+    reader = StreamingReader(lambda: iter(frames), len(frames))
+    assert len(reader) == 6 and chunk_size(6) == 6 and chunk_size(300) == 6
+    assert chunk_size(7) == 7 and chunk_size(11) == 1 and chunk_size(10, most=4) == 2
+    got = []
+    for start in range(0, 6, 4):
+        reader.set_range(start, start + 4)
+        while (x := reader.get_next()) is not None:
+            assert x["images"].shape == (1, 3, 4, 4) and x["images"].dtype == np.float32
+            got.append(int(x["images"][0, 0, 0, 0]))
+    assert got == list(range(6))
+    with pytest.raises(FodError):
+        reader.set_range(2, 4)  # out of order
+
+
 @pytest.fixture(scope="module")
 def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("cal") / "cal"
@@ -52,7 +69,7 @@ def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFacto
             "--out",
             str(out),
             "--images",
-            "6",
+            "10",  # two chunks of 5: histograms and ranges fold chunk by chunk
             "--method",
             "minmax",
             "--seed",
@@ -125,7 +142,7 @@ def test_cache_and_report(calibrated: Path) -> None:
     act_q = [n for n in cpu.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps]
     assert act_q and all(zps[n.input[2]].dtype == np.uint8 for n in act_q)  # uint8 activations
     cal = json.loads((calibrated / "calibration_set.json").read_text())["images"]
-    assert len(cal) == 6 and cal[0]["seed"] == [3, 0] and "file" in cal[0]
+    assert len(cal) == 10 and cal[0]["seed"] == [3, 0] and "file" in cal[0]
     assert "| ap50 |" in (calibrated / "report.md").read_text()
 
 
