@@ -60,6 +60,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
         ranges = Path(work) / "ranges"  # one calibration pass, two quantized variants
         reader = StreamingReader(images, len(chosen))
         float_nodes = quantize_qdq(args.onnx, int8, reader, args.method, keep, True, ranges)
+        reader.close()
         quantize_qdq(args.onnx, cpu, reader, args.method, keep, False, ranges)
         n_cache = write_cache(tmp / "calib.cache", onnx.load(str(int8)), args.trt_version)
         models = {"fp32": args.onnx, "int8": int8, "int8_cpu": cpu}

@@ -43,8 +43,8 @@ def test_scale_hex_worked_by_hand() -> None:
 def test_streaming_reader_chunks() -> None:
     frames = [np.full((4, 4, 3), k, np.uint8) for k in range(6)]
     reader = StreamingReader(lambda: iter(frames), len(frames))
-    assert len(reader) == 6 and chunk_size(6) == 6 and chunk_size(300) == 6
-    assert chunk_size(7) == 7 and chunk_size(11) == 1 and chunk_size(10, most=4) == 2
+    assert len(reader) == 6 and chunk_size(6) == 3 and chunk_size(300) == 4
+    assert chunk_size(7) == 1 and chunk_size(11) == 1 and chunk_size(10, most=8) == 5
     got = []
     for start in range(0, 6, 4):
         reader.set_range(start, start + 4)
@@ -69,7 +69,7 @@ def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFacto
             "--out",
             str(out),
             "--images",
-            "10",  # two chunks of 5: histograms and ranges fold chunk by chunk
+            "10",  # five chunks of 2: histograms and ranges fold chunk by chunk
             "--method",
             "minmax",
             "--seed",
