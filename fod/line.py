@@ -97,8 +97,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else LineConfig()
     if args.bundle == DEMO_BUNDLE and not DEMO_BUNDLE.exists():
         raise FodError(
-            f"{DEMO_BUNDLE}: no demo bundle in this checkout yet (waits for a converged student); "
-            "pass --bundle B from `fod bundle`"
+            f"{DEMO_BUNDLE}: the demo bundle ships with a source checkout (models/demo), "
+            "not with a wheel; pass --bundle B from `fod bundle`"
         )
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
