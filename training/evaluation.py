@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from calibration.metrics import Metrics, coco_metrics, load_gt
 from calibration.plots import detection_grid, plot_pr_curves
@@ -48,7 +49,7 @@ def predict(
     cat_ids = [c.id for c in data.coco.categories]
     loader = DataLoader(EvalSet(data, size), batch_size=batch, collate_fn=collate_eval)
     out: List[Dict[str, Any]] = []
-    for images, ids, lbs in loader:
+    for images, ids, lbs in tqdm(loader, desc="eval", unit="batch", disable=None):
         x = images.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255
         cls, reg = model(x)
         for det, image_id, lb in zip(post(cls, reg, (size[1], size[0])), ids, lbs):
@@ -77,7 +78,7 @@ def predict_onnx(
     det = EdgeDetector(backend, backend.info)
     cat_ids = [c.id for c in data.coco.categories]
     out: List[Dict[str, Any]] = []
-    for i in range(len(data)):
+    for i in tqdm(range(len(data)), desc=f"eval {path.name}", unit="img", disable=None):
         s = data[i]
         d = det.detect([s.image])[0]
         out += coco_detections(s.image_id, d.boxes, d.scores, d.labels, cat_ids)
