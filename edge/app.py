@@ -86,7 +86,7 @@ def run_forever(
         raise FodError(
             "no gpio.trigger_pin in the line config: give a timer rate (--rate) to run without one"
         )
-    camera = open_source(cfg.camera.source)
+    camera = open_source(cfg.camera.source, cfg.camera.mono)
     counter = itertools.count(1)
     submitted = threading.Event() if max_containers else None
     try:

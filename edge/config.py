@@ -31,6 +31,7 @@ class CameraConfig:
     source: str = "sim"  # sim | file:<video or PNG folder> | v4l2:<index> | gst:<pipeline>
     frames: int = 12  # frames taken of each container after spin-stop
     frame_timeout_ms: float = 200.0  # a frame later than this counts as missing
+    mono: bool = False  # monochrome camera: frames stay grey until the backend widens them
 
 
 @dataclass(frozen=True)

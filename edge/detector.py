@@ -20,7 +20,8 @@ class EdgeDetector:
         self.cfg = cfg if cfg is not None else PostprocessConfig()
 
     def detect(self, frames: Sequence[np.ndarray]) -> List[Detections]:
-        """RGB uint8 frames [H, W, 3] of any size -> detections in each frame's pixels."""
+        """uint8 frames, RGB [H, W, 3] or grey [H, W], of any size -> detections in each
+        frame's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in frames))
         boxes, scores = self.backend.infer(np.stack(boxed))
         out = []

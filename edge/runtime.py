@@ -167,8 +167,7 @@ class Runtime:
                     fault, reason = "camera_drop", f"frame {i} of {self.cfg.camera.frames} missing"
                     break
                 if (
-                    f.ndim != 3
-                    or f.shape[2] != 3
+                    not (f.ndim == 2 or (f.ndim == 3 and f.shape[2] == 3))  # grey or RGB
                     or f.dtype != np.uint8
                     or min(f.shape[:2]) < 32
                     or (shape is not None and f.shape != shape)

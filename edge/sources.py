@@ -1,4 +1,8 @@
-"""Camera sources behind one small interface: `read()` gives an RGB frame or None.
+"""Camera sources behind one small interface: `read()` gives a frame or None.
+
+Frames are RGB [H, W, 3] uint8, or grey [H, W] uint8 from a `mono` source: lamp
+inspection cameras are monochrome, and a grey frame costs a third of the memory
+traffic on its way into the model (the backend widens it to three planes).
 
 Video files and PNG-frame folders (OpenCV), V4L2 devices and GStreamer pipelines
 (`cv2.VideoCapture`, e.g. `nvarguscamerasrc` for CSI cameras on a Jetson).
@@ -20,18 +24,26 @@ class SourceError(FodError):
 
 
 class CaptureSource:
-    """Anything cv2.VideoCapture opens; frames come back RGB."""
+    """Anything cv2.VideoCapture opens; frames come back RGB, or grey when `mono`."""
 
-    def __init__(self, target: Union[str, int], api: int = cv2.CAP_ANY, what: str = "") -> None:
+    def __init__(
+        self, target: Union[str, int], api: int = cv2.CAP_ANY, what: str = "", mono: bool = False
+    ) -> None:
         self.cap = cv2.VideoCapture(target, api)  # type: ignore[call-overload]  # str or int
         if not self.cap.isOpened():
             raise SourceError(f"{what or target}: cannot open camera source")
+        self.mono = mono
+        if mono:  # GRAY8 stays GRAY8 (FFmpeg and V4L2 backends) instead of becoming BGR
+            self.cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
 
     def read(self) -> Optional[np.ndarray]:
         ok, raw = self.cap.read()
         if not ok or raw is None:
             return None
         frame = np.asarray(raw)
+        if self.mono:
+            # A backend that ignored the request still gives BGR: convert rather than fail.
+            return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if frame.ndim == 2:
             return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
@@ -43,33 +55,36 @@ class CaptureSource:
 class FolderSource:
     """PNG frames of a folder in name order."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, mono: bool = False) -> None:
         self.files: List[Path] = sorted(folder.glob("*.png"))
         if not self.files:
             raise SourceError(f"{folder}: no PNG frames")
-        self.i = 0
+        self.i, self.mono = 0, mono
 
     def read(self) -> Optional[np.ndarray]:
         if self.i >= len(self.files):
             return None
-        img = cv2.imread(str(self.files[self.i]), cv2.IMREAD_COLOR)
+        path = str(self.files[self.i])
         self.i += 1
+        if self.mono:
+            return cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
         return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
         self.i = len(self.files)
 
 
-def open_source(spec: str) -> CaptureSource | FolderSource:
+def open_source(spec: str, mono: bool = False) -> CaptureSource | FolderSource:
     """`file:<video or folder>`, `v4l2:<index>`, `gst:<pipeline>`, or a bare path."""
     kind, _, rest = spec.partition(":")
     if kind == "v4l2":
-        return CaptureSource(int(rest), cv2.CAP_V4L2, spec)
+        return CaptureSource(int(rest), cv2.CAP_V4L2, spec, mono)
     if kind == "gst":
-        return CaptureSource(rest, cv2.CAP_GSTREAMER, spec)
+        return CaptureSource(rest, cv2.CAP_GSTREAMER, spec, mono)
     path = Path(rest if kind == "file" else spec)
     if path.is_dir():
-        return FolderSource(path)
+        return FolderSource(path, mono)
     if not path.is_file():
         raise SourceError(f"{path}: no such video file or frame folder")
-    return CaptureSource(str(path), cv2.CAP_ANY, str(path))
+    return CaptureSource(str(path), cv2.CAP_ANY, str(path), mono)

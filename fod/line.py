@@ -78,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import functools
     import random
 
     from gpiozero.pins.mock import MockFactory
@@ -121,7 +122,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     containers = load_sequences(seq_dir)
     cfg = dataclasses.replace(
         base,
-        camera=dataclasses.replace(base.camera, frames=args.frames),
+        # Synthetic containers are monochrome, like the line's camera.
+        camera=dataclasses.replace(base.camera, frames=args.frames, mono=True),
         model=dataclasses.replace(base.model, bundle=str(args.bundle)),
         gpio=dataclasses.replace(
             base.gpio, pin_factory="mock", delay_ms=args.delay_ms or base.gpio.delay_ms
@@ -137,7 +139,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     count = args.knapp * len(containers) if args.knapp else args.containers
     with line_runtime(cfg, MockFactory(), wrap) as rt:
         noise = 2.0 if args.knapp else 0.0  # grey levels: re-inspections see fresh sensor noise
-        run_line(rt, containers, count, args.rate, open_source, faults, args.seed, noise)
+        reader = functools.partial(open_source, mono=cfg.camera.mono)
+        run_line(rt, containers, count, args.rate, reader, faults, args.seed, noise)
         rt.io.pulses.wait_idle(timeout=cfg.gpio.delay_ms / 1000 + 2)  # let scheduled pulses land
         outcomes = list(rt.outcomes)
         fired = list(rt.io.pulses.fired)

@@ -91,8 +91,9 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
         rt.submit(Job("late", time.monotonic(), _frames()))
         rt.drain(10)
         rt.submit(Job("drop", time.monotonic(), _frames(n=1)))
-        rt.submit(Job("corrupt", time.monotonic(), _frames(shape=(256, 320))))
+        rt.submit(Job("corrupt", time.monotonic(), _frames(shape=(256, 320, 4))))
         rt.submit(Job("camera_raises", time.monotonic(), lambda: 1 / 0))
+        rt.submit(Job("grey", time.monotonic(), _frames(shape=(256, 320))))  # mono camera: fine
         assert rt.drain(10)
         assert rt.alarm  # >= 3 faults within the window
         outcomes = {o.container_id: o for o in rt.outcomes}
@@ -107,8 +108,8 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
     for cid, fault in expect.items():
         assert outcomes[cid].reject and outcomes[cid].fault == fault
         assert rows[cid][0] == "reject" and rows[cid][1] == fault and rows[cid][2]
-    assert rows["ok"][1] is None
-    assert verify(tmp_path / "audit").rows == 6
+    assert rows["ok"][1] is None and rows["grey"][1] is None
+    assert verify(tmp_path / "audit").rows == 7
 
 
 def test_queue_overflow_rejects(bundle: Path, tmp_path: Path) -> None:
@@ -256,3 +257,25 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
         assert rt.drain(10)
         o = rt.outcomes[0]
     assert o.reject and o.fault == "late" and "not inferred" in o.reason and calls["n"] == 0
+
+
+def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:  # noqa: F811
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.sources import open_source
+
+    # A mono source hands over GRAY8 frames: the same pixels as the RGB path's channels.
+    video = sorted((small_set / "sequences").glob("*.avi"))[0]
+    rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
+    rgb, grey = rgb_src.read(), grey_src.read()
+    rgb_src.close(), grey_src.close()
+    assert rgb is not None and grey is not None
+    assert (
+        grey.ndim == 2 and np.array_equal(grey, rgb[:, :, 0]) and np.array_equal(grey, rgb[:, :, 2])
+    )
+    # The backend widens grey to three equal planes: bit-identical outputs.
+    with OnnxRuntimeBackend(exported[3], threads=1) as be:
+        w, h = be.info.input_size
+        frames = np.random.default_rng(1).integers(0, 255, (2, h, w), dtype=np.uint8)
+        b1, s1 = be.infer(frames)
+        b3, s3 = be.infer(np.repeat(frames[..., None], 3, axis=3))
+    assert np.array_equal(b1, b3) and np.array_equal(s1, s3)

@@ -16,7 +16,8 @@ class Backend(Protocol):
     """Runs the exported graph: images [N, H, W, 3] uint8 RGB at the model size."""
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """-> boxes [N, A, 4] float32 xyxy model pixels, scores [N, A, C] float32."""
+        """images [N, H, W, 3] uint8 RGB or [N, H, W] uint8 grey at the model size
+        -> boxes [N, A, 4] float32 xyxy model pixels, scores [N, A, C] float32."""
         ...
 
     def close(self) -> None: ...

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import FodError
 from ..model_info import ModelInfo
+from ..preprocess import nchw_float
 
 
 class OnnxRuntimeBackend:
@@ -42,8 +43,8 @@ class OnnxRuntimeBackend:
         self.path = path
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """images [N, H, W, 3] uint8 RGB -> boxes [N, A, 4], scores [N, A, C] (float32)."""
-        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)  # [N, 3, H, W]
+        """images [N, H, W, 3] uint8 RGB or [N, H, W] grey -> boxes [N, A, 4], scores [N, A, C]."""
+        x = nchw_float(images)
         boxes, scores = self.session.run(["boxes", "scores"], {"images": x})
         return boxes, scores
 
