@@ -9,6 +9,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from edge.preprocess import nchw_float
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -36,7 +38,7 @@ def ort_latency(
     if threads is not None:
         so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+    x = nchw_float(image[None])  # the ONNX Runtime backend's own input
     for _ in range(warmup):
         sess.run(None, {"images": x})
     times = []

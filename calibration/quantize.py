@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from edge.errors import FodError
 from edge.fsutil import atomic_output
+from edge.preprocess import nchw_float
 
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
@@ -70,8 +71,7 @@ class StreamingReader(CalibrationDataReader):
             return None
         self._pos += 1
         self._bar.update()
-        x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)  # [1, 3, H, W]
-        return {"images": x}
+        return {"images": nchw_float(img[None])}  # [1, 3, H, W], as the ORT backend builds it
 
     def rewind(self) -> None:
         self._it, self._pos, self._stop = self._make(), 0, self._count
