@@ -80,11 +80,12 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
         dets = []
         for _ in range(n):
             t0 = time.perf_counter()
-            frame = src.read()
-            if frame is None:
+            got = src.read()
+            if got is None:
                 src.close()
                 src = open_source(f"file:{video}", mono)
-                frame = src.read()
+                got = src.read()
+            frame = got.image
             t1 = time.perf_counter()
             boxed, lb = letterbox(frame, (W, H))
             x = nchw_float(boxed[None])  # the model input, as the ONNX Runtime backend makes it

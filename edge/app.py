@@ -1,22 +1,65 @@
 """Assemble the runtime from a line config: bundle -> backend -> detector, GPIO, audit, metrics.
 
-One context manager owns every resource and releases them on any exit path.
+One context manager owns every resource and releases them on any exit path; the gate
+output is driven to its safe state (off: no release) on each of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
+import re
 import threading
-from typing import Any, Callable, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .audit import AuditLog
 from .bundle import open_bundle
-from .config import LineConfig
+from .config import LineConfig, check_classes
 from .detector import EdgeDetector
 from .errors import FodError
+from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
-from .runtime import Job, Runtime
+from .runtime import Job, Outcome, Runtime
+
+log = logging.getLogger(__name__)
+LAST_BUNDLE = "last-bundle.json"  # beside the audit files: the newest version this unit ran
+
+
+def _version_key(v: str) -> Tuple[Any, ...]:
+    """'2026.11.25' -> (2026, 11, 25); numeric parts compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+]", v))
+
+
+def check_rollback(manifest: dict, folder: Path, allow: bool) -> None:
+    """Refuse a bundle older than the newest one this unit ran (unless told), then record it."""
+    path = folder / LAST_BUNDLE
+    version = str(manifest.get("version", ""))
+    try:
+        last: Dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as e:
+        raise FodError(f"{path}: unreadable: {e}") from None
+    same = bool(last) and last.get("name") == manifest.get("name")
+    if same and _version_key(version) < _version_key(str(last.get("version", ""))):
+        if not allow:
+            raise FodError(
+                f"bundle {manifest.get('name')} {version} is older than {last['version']}, "
+                "which this unit ran last: pass --allow-rollback to roll back on purpose"
+            )
+        log.warning(
+            "rolling back bundle %s %s -> %s", manifest.get("name"), last["version"], version
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"name": manifest.get("name"), "version": version})
+
+
+def _frame_shape(cfg: LineConfig, input_size: Tuple[int, int]) -> Tuple[int, ...]:
+    w = cfg.camera.width or input_size[0]
+    h = cfg.camera.height or input_size[1]
+    return (h, w) if cfg.camera.mono else (h, w, 3)
 
 
 @contextlib.contextmanager
@@ -24,13 +67,22 @@ def line_runtime(
     cfg: LineConfig,
     pin_factory: Any = None,
     wrap_backend: Optional[Callable[[Any], Any]] = None,
+    on_outcome: Optional[Callable[[Outcome], None]] = None,
+    allow_rollback: bool = False,
+    audit_authorizer: Optional[Callable[..., int]] = None,
 ) -> Iterator[Runtime]:
-    """Yield a running Runtime; `wrap_backend` lets simulation inject faults into inference."""
-    from pathlib import Path
-
+    """Yield a running Runtime; `wrap_backend` and `audit_authorizer` let simulation inject
+    faults where they happen (the backend call, the SQLite INSERT)."""
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
+    if cfg.model.public_key is None and not cfg.model.allow_unsigned:
+        raise FodError(
+            "model.public_key is not set: the unit must verify the bundle's signature "
+            "(or set model.allow_unsigned = true for commissioning)"
+        )
     pk = Path(cfg.model.public_key) if cfg.model.public_key else None
+    if pk is None:
+        log.warning("running an UNSIGNED bundle (model.allow_unsigned = true)")
     with contextlib.ExitStack() as stack:
         bundle = stack.enter_context(open_bundle(Path(cfg.model.bundle), pk))
         if cfg.model.backend != "onnxruntime":
@@ -46,17 +98,41 @@ def line_runtime(
         path = next((bundle.file(r) for r in roles if bundle.file(r) is not None), None)
         if path is None:
             raise FodError(f"{cfg.model.bundle}: no {cfg.model.precision} model in the bundle")
-        backend = stack.enter_context(OnnxRuntimeBackend(path, threads=cfg.model.threads))
-        model_hash = bundle.manifest["files"][path.name]["sha256"]
+        data = path.read_bytes()  # hash what is loaded, load what was hashed
+        model_hash = hashlib.sha256(data).hexdigest()
+        if model_hash != bundle.manifest["files"][path.name]["sha256"]:
+            raise FodError(f"{path}: changed after the bundle was verified")
+        backend = stack.enter_context(
+            OnnxRuntimeBackend(path, threads=cfg.model.threads, model_bytes=data)
+        )
+        check_classes(cfg, backend.info.class_names, "line config")
+        check_rollback(bundle.manifest, cfg.audit.folder, allow_rollback)
         detector = EdgeDetector(
             wrap_backend(backend) if wrap_backend else backend, backend.info, cfg.postprocess
         )
         io = stack.enter_context(LineIO(cfg.gpio, pin_factory))
-        audit = stack.enter_context(AuditLog(cfg.audit))
+        if cfg.gpio.energise_to == "reject":
+            log.warning(
+                "gpio.energise_to = 'reject': a dead or hung process fires no reject pulse and "
+                "containers PASS; the machine needs its own interlock on the alarm/watchdog"
+            )
+        audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
         metrics = RuntimeMetrics()
-        metrics.serve(cfg.metrics.port)
+        try:
+            metrics.serve(cfg.metrics.port)
+        except OSError as e:
+            raise FodError(f"metrics.port {cfg.metrics.port}: cannot listen: {e}") from None
         stack.callback(metrics.close)
-        runtime = Runtime(cfg, detector, io, audit, metrics, model_hash)
+        runtime = Runtime(
+            cfg,
+            detector,
+            io,
+            audit,
+            metrics,
+            model_hash,
+            _frame_shape(cfg, backend.info.input_size),
+            on_outcome=on_outcome,
+        )
         stack.callback(runtime.close)
         yield runtime
 
@@ -67,12 +143,11 @@ def run_forever(
     rate_per_min: Optional[float] = None,
     max_containers: Optional[int] = None,
     pin_factory: Any = None,
+    allow_rollback: bool = False,
 ) -> Runtime:
-    """The production loop: one camera, triggers from the GPIO input (or a timer), until `stop`.
-
-    The trigger callback only timestamps and submits: capture, inference and actuation
-    run on the runtime's own threads.
-    """
+    """The production loop: one camera, triggers from the GPIO input (or a timer), until `stop`
+    or a failed stage. The trigger handler only timestamps and submits: capture,
+    inference and the audit run on the runtime's own threads."""
     import itertools
     import time
 
@@ -90,10 +165,9 @@ def run_forever(
     counter = itertools.count(1)
     submitted = threading.Event() if max_containers else None
     try:
-        with line_runtime(cfg, pin_factory) as rt:
+        with line_runtime(cfg, pin_factory, allow_rollback=allow_rollback) as rt:
 
-            def trigger() -> None:
-                t = time.monotonic()  # first thing: the edge's time, before any other work
+            def trigger(t: float) -> None:
                 n = next(counter)
                 if max_containers and n > max_containers:
                     return
@@ -101,19 +175,20 @@ def run_forever(
                 if submitted is not None and max_containers is not None and n >= max_containers:
                     submitted.set()
 
-            if cfg.gpio.trigger_pin is not None and rt.io.trigger is not None:
-                rt.io.trigger.when_activated = trigger
+            if cfg.gpio.trigger_pin is not None:
+                rt.io.on_trigger(trigger)
             period = 60.0 / rate_per_min if rate_per_min else None
             nxt = time.monotonic()
-            while not stop.is_set() and not (submitted is not None and submitted.is_set()):
+            while not stop.is_set() and rt.failed is None:
+                if submitted is not None and submitted.is_set():
+                    break
                 if period is None:
                     stop.wait(0.5)
                     continue
                 nxt += period
-                trigger()
+                trigger(time.monotonic())
                 stop.wait(max(0.0, nxt - time.monotonic()))
             rt.drain(timeout=30)
-            rt.io.pulses.wait_idle(timeout=cfg.gpio.delay_ms / 1000 + 1)
             return rt
     finally:
         camera.close()

@@ -1,10 +1,17 @@
 """The audit trail: one SQLite row per container, hash-chained, rotated, within a disk budget.
 
-Each row carries the hash of the row before it (across rotated files too), so a
-deleted or edited row breaks the chain at a place `verify` names. WAL journal with
-synchronous=FULL and one transaction per container: a killed process leaves every
-committed container readable. When the disk is too full to record, `record` raises
-`AuditUnavailable` and the runtime rejects everything: no decision without a record.
+Each row carries the hash of the row before it (across rotated files too) and the
+sha256 of its evidence PNG, so a deleted or edited row, or a swapped image, breaks the
+chain at a place `verify` names. After each commit the head (last seq and hash) is
+written to `anchor.json`, so a cut tail or a deleted newest file shows too; with a
+signing key, every `checkpoint_every` rows an Ed25519-signed checkpoint of the head
+goes to `checkpoints.jsonl`, so a chain recomputed after an edit shows as well.
+
+WAL journal with synchronous=FULL and one transaction per container: a killed process
+leaves every committed container readable. A new file is built under a temporary
+name with its schema and chain link, then renamed: a file is complete or absent.
+A failed transaction is rolled back and raises `AuditUnavailable` (the container is
+rejected); the next record works. One thread writes (the runtime's audit stage).
 """
 
 from __future__ import annotations
@@ -12,18 +19,25 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .errors import FodError
+from .fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+ANCHOR = "anchor.json"
+CHECKPOINTS = "checkpoints.jsonl"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
     seq INTEGER PRIMARY KEY,       -- sequence number, continuous across rotated files
@@ -37,13 +51,14 @@ CREATE TABLE IF NOT EXISTS containers (
     detections TEXT NOT NULL,      -- JSON: per frame, [[x0, y0, x1, y1, score, label], ...]
     model_hash TEXT NOT NULL,
     config_hash TEXT NOT NULL,
-    image TEXT,                    -- saved reject image, relative to the audit folder
+    image TEXT,                    -- saved evidence image, relative to the audit folder
+    image_sha256 TEXT,             -- its bytes' hash: part of the row hash
     prev_hash TEXT NOT NULL,
     row_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chain (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_FIELDS = (
+FIELDS = (
     "seq",
     "container_id",
     "trigger_ns",
@@ -56,11 +71,12 @@ _FIELDS = (
     "model_hash",
     "config_hash",
     "image",
+    "image_sha256",
 )
 
 
 class AuditError(FodError):
-    """The audit trail is broken: a gap, an edit, or an unreadable file."""
+    """The audit trail is broken: a gap, an edit, a cut tail, or an unreadable file."""
 
 
 class AuditUnavailable(FodError):
@@ -74,6 +90,8 @@ class AuditConfig:
     rotate_daily: bool = True  # ... or when the UTC date changes
     image_budget_bytes: int = 2 * 2**30  # reject images kept, oldest deleted first
     min_free_bytes: int = 200 * 2**20  # below this free space: AuditUnavailable
+    signing_key: str = ""  # Ed25519 private key (PEM): signed checkpoints of the head
+    checkpoint_every: int = 100  # rows between signed checkpoints
 
 
 @dataclass
@@ -90,48 +108,112 @@ class ContainerRecord:
 
 
 def row_hash(prev: str, fields: Dict[str, Any]) -> str:
-    payload = json.dumps([fields[k] for k in _FIELDS], separators=(",", ":"), ensure_ascii=False)
+    payload = json.dumps([fields[k] for k in FIELDS], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev + payload).encode("utf-8")).hexdigest()
 
 
-def _files(folder: Path) -> List[Path]:
+def audit_files(folder: Path) -> List[Path]:
     return sorted(folder.glob("audit-*.db"))
 
 
-class AuditLog:
-    """Append-only writer; a context manager, `close()` is idempotent."""
+def read_anchor(folder: Path) -> Optional[Tuple[int, str]]:
+    """(seq, hash) of the last committed row, or None before the first."""
+    try:
+        data = json.loads((folder / ANCHOR).read_text(encoding="utf-8"))
+        return int(data["seq"]), str(data["hash"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AuditError(f"{folder / ANCHOR}: unreadable: {e}") from None
 
-    def __init__(self, cfg: AuditConfig) -> None:
+
+def checkpoint_payload(seq: int, head: str) -> bytes:
+    return f"pharma-fod audit checkpoint {seq} {head}".encode()
+
+
+def _last_row(path: Path) -> Tuple[int, str]:
+    """(seq, hash) at the end of one file (its chain link when it has no rows)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT seq, row_hash FROM containers ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+        chain = dict(db.execute("SELECT key, value FROM chain"))
+        return int(chain["first_seq"]) - 1, chain["prev_hash"]
+    finally:
+        db.close()
+
+
+class AuditLog:
+    """Append-only writer; a context manager, `close()` is idempotent.
+
+    `chain_fault` is set when the files on disk end before the anchor (a cut tail):
+    recording continues after the anchor's seq, never reusing a number, and the
+    runtime raises the alarm."""
+
+    def __init__(
+        self,
+        cfg: AuditConfig,
+        authorizer: Optional[Callable[..., int]] = None,
+    ) -> None:
         self.cfg = cfg
+        self._authorizer = authorizer  # fault injection at the SQLite layer (simulation)
         cfg.folder.mkdir(parents=True, exist_ok=True)
         (cfg.folder / "images").mkdir(exist_ok=True)
         self._db: Optional[sqlite3.Connection] = None
         self._path: Optional[Path] = None
         self._day = ""
         self._last_seq, self._last_hash = 0, GENESIS
-        files = _files(cfg.folder)
+        self.chain_fault: Optional[str] = None
+        self._key = None
+        if cfg.signing_key:
+            from .signing import load_private_key
+
+            self._key = load_private_key(Path(cfg.signing_key))
+        files = audit_files(cfg.folder)
+        anchor = read_anchor(cfg.folder)
+        try:
+            if files:
+                self._last_seq, self._last_hash = _last_row(files[-1])
+        except (sqlite3.Error, KeyError, ValueError) as e:
+            raise AuditError(f"{files[-1]}: unreadable: {e}") from None
+        if anchor is not None and anchor[0] > self._last_seq:
+            self.chain_fault = (
+                f"{cfg.folder}: the trail ends at seq {self._last_seq} but its anchor is at "
+                f"seq {anchor[0]}: rows were cut; continuing after the anchor"
+            )
+            log.error(self.chain_fault)
+            self._last_seq, self._last_hash = anchor
+            files = []  # start a new file that links to the anchor
+        elif anchor is not None and anchor[0] == self._last_seq and anchor[1] != self._last_hash:
+            self.chain_fault = f"{cfg.folder}: the last row does not match the anchor (edited)"
+            log.error(self.chain_fault)
         if files:
-            db = self._open(files[-1])
-            row = db.execute(
-                "SELECT seq, row_hash FROM containers ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if row is not None:
-                self._last_seq, self._last_hash = int(row[0]), str(row[1])
-            else:
-                chain = dict(db.execute("SELECT key, value FROM chain"))
-                self._last_seq = int(chain.get("first_seq", "1")) - 1
-                self._last_hash = chain.get("prev_hash", GENESIS)
+            self._open(files[-1])
         self._images = sorted((cfg.folder / "images").glob("*.png"))
         self._image_bytes = sum(p.stat().st_size for p in self._images)
 
-    def _open(self, path: Path) -> sqlite3.Connection:
-        new = not path.exists()
-        # One writer thread at a time (the actuation thread, then close() after it stopped).
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed container survives power loss too
-        db.executescript(_SCHEMA)
-        if new:
+        if self._authorizer is not None:
+            db.set_authorizer(self._authorizer)
+        return db
+
+    def _create(self, path: Path) -> None:
+        """Schema and chain link in a temp file, then rename: complete or absent."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        db = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
             db.execute("BEGIN")
             db.executemany(
                 "INSERT INTO chain VALUES (?, ?)",
@@ -142,44 +224,58 @@ class AuditLog:
                 ],
             )
             db.execute("COMMIT")
+        finally:
+            db.close()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(str(path.parent), os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the rename itself survives a power loss
+        finally:
+            os.close(dfd)
+
+    def _open(self, path: Path) -> None:
+        if not path.exists():
+            self._create(path)
+        db = self._connect(path)
         if self._db is not None:
             self._db.close()
         self._db, self._path = db, path
         self._day = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).strftime(
             "%Y%m%d"
         )
-        return db
 
     def _rotate_if_due(self, today: str) -> None:
         if self._db is None or self._path is None:
-            self._open(self.cfg.folder / "audit-000001.db")
+            files = audit_files(self.cfg.folder)
+            n = int(files[-1].stem.split("-")[1]) + 1 if files else 1
+            self._open(self.cfg.folder / f"audit-{n:06d}.db")
             self._day = today
             return
-        size = self._path.stat().st_size + (
-            self._path.with_name(self._path.name + "-wal").stat().st_size
-            if self._path.with_name(self._path.name + "-wal").exists()
-            else 0
-        )
+        wal = self._path.with_name(self._path.name + "-wal")
+        size = self._path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
         if size >= self.cfg.rotate_bytes or (self.cfg.rotate_daily and today != self._day):
             n = int(self._path.stem.split("-")[1]) + 1
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._open(self.cfg.folder / f"audit-{n:06d}.db")
             self._day = today
 
-    def _save_image(self, seq: int, container_id: str, image: np.ndarray) -> str:
+    def _save_image(self, seq: int, container_id: str, image: np.ndarray) -> Tuple[str, str]:
         rel = f"images/{seq:09d}-{container_id}.png"
         # Fast compression: 19 ms for a grey 1280x800 frame at level 1, 31 ms at the default.
         ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise AuditUnavailable(f"{rel}: PNG encoding failed")
-        (self.cfg.folder / rel).write_bytes(buf.tobytes())
+        data = buf.tobytes()
+        atomic_write_bytes(self.cfg.folder / rel, data)
         self._images.append(self.cfg.folder / rel)
-        self._image_bytes += len(buf)
+        self._image_bytes += len(data)
         while self._image_bytes > self.cfg.image_budget_bytes and len(self._images) > 1:
             old = self._images.pop(0)
             self._image_bytes -= old.stat().st_size
             old.unlink()
-        return rel
+        return rel, hashlib.sha256(data).hexdigest()
 
     def record(
         self,
@@ -196,7 +292,11 @@ class AuditLog:
                 )
             self._rotate_if_due(now.strftime("%Y%m%d"))
             seq = self._last_seq + 1
-            img = self._save_image(seq, rec.container_id, image) if image is not None else None
+            img, img_sha = (
+                self._save_image(seq, rec.container_id, image)
+                if image is not None
+                else (None, None)
+            )
             fields = {
                 "seq": seq,
                 "container_id": rec.container_id,
@@ -210,20 +310,51 @@ class AuditLog:
                 "model_hash": rec.model_hash,
                 "config_hash": rec.config_hash,
                 "image": img,
+                "image_sha256": img_sha,
             }
             h = row_hash(self._last_hash, fields)
-            assert self._db is not None
-            self._db.execute("BEGIN")
-            self._db.execute(
-                f"INSERT INTO containers ({', '.join(_FIELDS)}, prev_hash, row_hash) "
-                f"VALUES ({', '.join('?' * (len(_FIELDS) + 2))})",
-                [fields[k] for k in _FIELDS] + [self._last_hash, h],
-            )
-            self._db.execute("COMMIT")
-        except (OSError, sqlite3.Error) as e:
+            if self._db is None:
+                raise AuditUnavailable(f"{self.cfg.folder}: the audit log is closed")
+            self._insert(fields, h)
+        except (OSError, sqlite3.Error, ValueError) as e:
             raise AuditUnavailable(f"{self.cfg.folder}: cannot record: {e}") from None
         self._last_seq, self._last_hash = seq, h
+        self._write_head(seq, h)
         return seq
+
+    def _insert(self, fields: Dict[str, Any], h: str) -> None:
+        assert self._db is not None  # checked by the caller; narrows the type for mypy
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute(
+                f"INSERT INTO containers ({', '.join(FIELDS)}, prev_hash, row_hash) "
+                f"VALUES ({', '.join('?' * (len(FIELDS) + 2))})",
+                [fields[k] for k in FIELDS] + [self._last_hash, h],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # never leave a transaction open for the next record
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _write_head(self, seq: int, h: str) -> None:
+        """The anchor after every commit; a signed checkpoint every `checkpoint_every` rows.
+        The row is committed already: a failure here is logged and alarmed, not a reject."""
+        try:
+            text = json.dumps(
+                {"seq": seq, "hash": h, "file": self._path.name if self._path else ""}
+            )
+            atomic_write_bytes(self.cfg.folder / ANCHOR, text.encode())
+            if self._key is not None and seq % max(1, self.cfg.checkpoint_every) == 0:
+                sig = self._key.sign(checkpoint_payload(seq, h)).hex()
+                line = json.dumps({"seq": seq, "hash": h, "sig": sig}) + "\n"
+                with open(self.cfg.folder / CHECKPOINTS, "a", encoding="utf-8") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as e:
+            self.chain_fault = f"{self.cfg.folder}: cannot write the anchor: {e}"
+            log.error(self.chain_fault)
 
     def close(self) -> None:
         if self._db is not None:
@@ -235,49 +366,3 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    files: int
-    rows: int
-    first_seq: int
-    last_seq: int
-
-
-def verify(folder: Path) -> VerifyReport:
-    """Walk every file and row; raise AuditError at the first gap, edit or broken link."""
-    files = _files(folder)
-    if not files:
-        raise AuditError(f"{folder}: no audit-*.db files")
-    expect_hash: Optional[str] = None
-    expect_seq: Optional[int] = None
-    rows = 0
-    first = None
-    for path in files:
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            chain = dict(db.execute("SELECT key, value FROM chain"))
-            data = db.execute(
-                f"SELECT {', '.join(_FIELDS)}, prev_hash, row_hash FROM containers ORDER BY seq"
-            ).fetchall()
-            db.close()
-        except sqlite3.Error as e:
-            raise AuditError(f"{path}: unreadable: {e}") from None
-        if (
-            expect_hash is None
-        ):  # the oldest file kept: its link to older, pruned files is taken as is
-            expect_hash, expect_seq = chain["prev_hash"], int(chain["first_seq"])
-        elif chain["prev_hash"] != expect_hash or int(chain["first_seq"]) != expect_seq:
-            raise AuditError(f"{path}: does not continue the chain of the file before it")
-        for r in data:
-            fields = dict(zip(_FIELDS, r[: len(_FIELDS)]))
-            seq = int(fields["seq"])
-            first = seq if first is None else first
-            if seq != expect_seq:
-                raise AuditError(f"{path}: row seq {expect_seq} missing (next row is {seq}): a gap")
-            if r[-2] != expect_hash or row_hash(expect_hash, fields) != r[-1]:
-                raise AuditError(f"{path}: row seq {seq} was edited (its hash does not match)")
-            expect_hash, expect_seq = r[-1], seq + 1
-            rows += 1
-    return VerifyReport(len(files), rows, first or 0, (expect_seq or 1) - 1)

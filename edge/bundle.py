@@ -103,14 +103,20 @@ def open_bundle(path: Path, public_key: Optional[Path] = None) -> Iterator[Bundl
         raise FodError(f"{path}: bundle not found")
     if path.is_file():
         with tempfile.TemporaryDirectory() as work:
-            with tarfile.open(path) as tf:
-                for m in tf.getmembers():
-                    parts = Path(m.name).parts
-                    if not m.isfile() or len(parts) != 2 or parts[0] != "bundle" or ".." in parts:
-                        raise FodError(f"{path}: unexpected member {m.name!r} in bundle tarball")
-                    src = tf.extractfile(m)
-                    assert src is not None  # isfile() above
-                    (Path(work) / parts[1]).write_bytes(src.read())
+            try:
+                with tarfile.open(path) as tf:
+                    for m in tf.getmembers():
+                        parts = Path(m.name).parts
+                        if not m.isfile() or len(parts) != 2 or parts[0] != "bundle":
+                            raise FodError(
+                                f"{path}: unexpected member {m.name!r} in bundle tarball"
+                            )
+                        src = tf.extractfile(m)
+                        if src is None:
+                            raise FodError(f"{path}: member {m.name!r} cannot be read")
+                        (Path(work) / parts[1]).write_bytes(src.read())
+            except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+                raise FodError(f"{path}: not a readable bundle tarball: {e}") from None
             yield verify_bundle(Path(work), public_key, label=str(path))
         return
     yield verify_bundle(path, public_key)
@@ -137,6 +143,10 @@ def verify_bundle(
     for name in sorted(present - set(manifest["files"])):
         raise FodError(f"{label}/{name}: extra file not in the manifest")
     for name, entry in sorted(manifest["files"].items()):
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise FodError(f"{label}/{MANIFEST}: entry {name!r} has no sha256")
+        if not isinstance(entry.get("role"), str):
+            raise FodError(f"{label}/{MANIFEST}: entry {name!r} has no role")
         if sha256_file(root / name) != entry["sha256"]:
             raise FodError(
                 f"{label}/{name}: sha256 does not match the manifest (corrupt or altered)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,12 +33,15 @@ class CameraConfig:
     frames: int = 12  # frames taken of each container after spin-stop
     frame_timeout_ms: float = 200.0  # a frame later than this counts as missing
     mono: bool = False  # monochrome camera: frames stay grey until the backend widens them
+    width: int = 0  # px of every frame; 0: the model's input width (a frame of another size is
+    height: int = 0  # corrupt, however it compares with the container's other frames)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     bundle: str = "models/demo"  # bundle folder or .tar.gz
-    public_key: Optional[str] = None  # set: the bundle must be signed by this key
+    public_key: Optional[str] = None  # the bundle must be signed by this key (fod run needs it)
+    allow_unsigned: bool = False  # run an unsigned bundle (commissioning only; logged)
     backend: str = "onnxruntime"  # onnxruntime | tensorrt
     precision: str = "auto"  # fp32 | int8 | auto (fp32 if bundled, else int8)
     threads: Optional[int] = None  # ONNX Runtime intra-op threads
@@ -47,6 +51,7 @@ class ModelConfig:
 class TimingConfig:
     decision_margin_ms: float = 100.0  # a decision must be ready this long before the gate
     queue_depth: int = 4  # containers waiting for inference before overflow rejects them
+    max_restarts: int = 3  # a stage that crashed more often stays down: fod run exits non-zero
 
 
 @dataclass(frozen=True)
@@ -150,19 +155,58 @@ def parse_config(data: Dict[str, Any], source: str = "<config>") -> LineConfig:
     return cfg
 
 
+def _finite(obj: Any, where: str, source: str) -> None:
+    """Every number in the config must be finite: `inf` and `nan` break timers and compares."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: {where}.{f.name} must be a finite number, got {v!r}")
+
+
 def _check(cfg: LineConfig, source: str) -> None:
+    for name in ("camera", "decision", "postprocess", "gpio", "timing"):
+        _finite(getattr(cfg, name), name, source)
     if cfg.camera.frames < 1:
         raise ConfigError(f"{source}: camera.frames must be >= 1")
+    if cfg.timing.queue_depth < 1:
+        raise ConfigError(f"{source}: timing.queue_depth must be >= 1 (0 would be unbounded)")
+    if not cfg.gpio.delay_ms > 0 or cfg.gpio.delay_ms > 60_000:
+        raise ConfigError(f"{source}: gpio.delay_ms must be in (0, 60000], got {cfg.gpio.delay_ms}")
+    if not 0 < cfg.gpio.pulse_ms < cfg.gpio.delay_ms:
+        raise ConfigError(f"{source}: gpio.pulse_ms must be in (0, gpio.delay_ms)")
+    d = cfg.decision
+    for key in ("score_threshold", "moving_weight", "static_weight"):
+        if not 0 <= getattr(d, key) <= (1 if key == "score_threshold" else 100):
+            raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
+    for name, thr in d.class_thresholds.items():
+        if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
+            raise ConfigError(
+                f"{source}: decision.class_thresholds.{name} must be a number in [0, 1], "
+                f"got {thr!r}"
+            )
     if cfg.gpio.energise_to not in ("reject", "accept"):
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
     if cfg.model.precision not in ("fp32", "int8", "auto"):
         raise ConfigError(f"{source}: model.precision must be 'fp32', 'int8' or 'auto'")
     if cfg.model.backend not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
+    if not 0 < cfg.postprocess.score_threshold <= 1 or not 0 < cfg.postprocess.nms_iou <= 1:
+        raise ConfigError(f"{source}: postprocess thresholds must lie in (0, 1]")
     if cfg.timing.decision_margin_ms >= cfg.gpio.delay_ms:
         raise ConfigError(f"{source}: timing.decision_margin_ms must be below gpio.delay_ms")
     if not 0 < cfg.metrics.port < 65536 and cfg.metrics.port != 0:
         raise ConfigError(f"{source}: metrics.port must be 0 (off) or a TCP port")
+
+
+def check_classes(cfg: LineConfig, class_names: Any, source: str) -> None:
+    """decision.class_thresholds may name only the model's classes (a typo would silently
+    fall back to the default threshold)."""
+    unknown = sorted(set(cfg.decision.class_thresholds) - set(class_names))
+    if unknown:
+        raise ConfigError(
+            f"{source}: decision.class_thresholds: unknown class(es) {unknown}; "
+            f"the model's classes are {list(class_names)}"
+        )
 
 
 def load_config(path: Path) -> LineConfig:

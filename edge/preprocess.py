@@ -83,7 +83,7 @@ def boxes_to_model(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
 
 def boxes_to_source(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
     """Model-input xyxy boxes (N, 4) -> source pixels, clipped to the source image."""
-    out = boxes.astype(np.float32).copy()
+    out: np.ndarray = boxes.astype(np.float32).copy()
     out[:, [0, 2]] = (out[:, [0, 2]] - lb.pad_x) / lb.scale
     out[:, [1, 3]] = (out[:, [1, 3]] - lb.pad_y) / lb.scale
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, lb.src_w)

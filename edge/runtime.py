@@ -1,10 +1,15 @@
-"""The per-container pipeline: capture -> inference + decision -> audit -> actuation.
+"""The per-container pipeline: capture -> inference + decision -> audit + release.
 
-Three threads joined by bounded queues; times from the monotonic clock. Whatever
-prevents a sure accept (missing or corrupt frame, backend error, a decision later
-than its deadline, a full queue, a GPIO or audit failure) rejects the container,
-counts a fault with its reason and, after `alarm_faults` faults within
-`alarm_window_s`, raises the alarm output. Nothing is dropped silently.
+Positive release: a container leaves through the good path only on a positive,
+recorded, in-time accept. Each container is registered at its trigger with a decision
+deadline (gate - margin). Whatever prevents a sure accept - missing, corrupt, black,
+frozen or mis-sized frame, non-finite output, backend error, stall, crashed stage, late
+decision, queue overflow, GPIO or audit error - rejects it, is audited with its fault
+named, and repeated faults raise the alarm. A container still undecided at its deadline
+is finalised as a reject by the supervisor, whatever the stage holding it is doing.
+Stages run under one supervised loop skeleton (edge.supervise) with heartbeats; the
+audit has one writer thread, which also releases accepts after their row is committed.
+Memory is bounded: counters and a rolling window, never a per-container history.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -23,28 +28,36 @@ from .audit import AuditLog, AuditUnavailable, ContainerRecord
 from .config import LineConfig
 from .decision import decide
 from .detector import EdgeDetector
-from .gpio import LineIO
+from .gpio import LineIO, Pulse
+from .health import BadOutput, frame_fault
 from .metrics import RuntimeMetrics
+from .sources import Frame
+from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 
 FAULTS = (
     "camera_drop",
     "corrupt_frame",
+    "frame_health",
+    "bad_output",
     "backend_error",
     "late",
+    "stall",
+    "thread_crash",
     "queue_overflow",
     "gpio_error",
     "audit_unavailable",
+    "shutdown",
 )
-_STOP = object()
+_TICK = 0.05  # s: how often idle stages beat and the supervisor looks at deadlines
 
 
 @dataclass
 class Job:
     container_id: str
     trigger_t: float  # monotonic seconds at the trigger edge
-    read_frame: Callable[[], Optional[np.ndarray]]  # the camera, for this container's frames
+    read_frame: Callable[[], Any]  # the camera: a Frame, a bare image (stamped on return), None
     truth: Optional[str] = None  # accept | reject, known in simulation only
 
 
@@ -58,9 +71,19 @@ class Outcome:
     truth: Optional[str]
     captured_t: float = 0.0
     decided_t: float = 0.0
-    pulse: bool = False  # an ejector pulse was scheduled
+    released: bool = False  # an accept was released to the gate
     detections: List[List[List[float]]] = field(default_factory=list)
     image: Optional[np.ndarray] = None  # a reject's evidence frame, saved with its audit row
+    amends: bool = False  # a later row correcting this container's earlier one
+
+
+@dataclass(eq=False)
+class _InFlight:
+    job: Job
+    deadline: float  # decisions after this are late: gate - margin
+    armed: Optional[Pulse]  # reject wiring: the pulse only a recorded accept cancels
+    stage: str = "capture queue"
+    done: bool = False
 
 
 class Runtime:
@@ -72,7 +95,10 @@ class Runtime:
         audit: AuditLog,
         metrics: RuntimeMetrics,
         model_hash: str,
+        frame_shape: Tuple[int, ...],
         clock: Callable[[], float] = time.monotonic,
+        on_outcome: Optional[Callable[[Outcome], None]] = None,
+        notify: Callable[[str], bool] = sd_notify,
     ) -> None:
         self.cfg, self.detector, self.io, self.audit, self.metrics = (
             cfg,
@@ -82,191 +108,265 @@ class Runtime:
             metrics,
         )
         self.model_hash, self.config_hash, self.clock = model_hash, cfg.digest(), clock
+        self.frame_shape, self.on_outcome = tuple(frame_shape), on_outcome
         self.names = detector.info.class_names
+        self.decide = decide  # the decision rule (simulation injects a crash here)
         depth = cfg.timing.queue_depth
-        self._capture_q: queue.Queue[Any] = queue.Queue(depth)
-        self._infer_q: queue.Queue[Any] = queue.Queue(depth)
-        self._act_q: queue.Queue[Any] = queue.Queue(1024)
+        self._capture_q: queue.Queue[Job] = queue.Queue(depth)
+        self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
+        self._audit_q: queue.Queue[Outcome] = queue.Queue(4096)
+        self._inflight: Dict[str, _InFlight] = {}
         self._fault_times: Deque[float] = collections.deque()
-        self._audit_down = False
-        self.alarm = False
-        self.outcomes: List[Outcome] = []
-        self._pending = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._threads = [
-            threading.Thread(target=self._capture_loop, name="capture", daemon=True),
-            threading.Thread(target=self._infer_loop, name="inference", daemon=True),
-            threading.Thread(target=self._act_loop, name="actuation", daemon=True),
+        self._pending = 0  # finalised or in flight, not yet through the audit stage
+        self.alarm = False
+        self.alarm_reasons: Deque[str] = collections.deque(maxlen=32)
+        self.failed: Optional[str] = None  # a stage that stays down: the process must exit
+        self.counts: Dict[str, int] = collections.Counter()
+        self.recent: Deque[Outcome] = collections.deque(maxlen=256)  # a rolling window
+        self._stopping = threading.Event()
+        self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
+        self._armed: Dict[str, Pulse] = {}  # reject wiring: container -> its armed pulse
+        io.pulses.on_done = self._pulse_done
+        self.stages = [
+            Stage("capture", self._capture_step, self._crashed, clock),
+            Stage("inference", self._infer_step, self._crashed, clock),
+            Stage("audit", self._audit_step, self._crashed, clock),
+            Stage("supervisor", self._supervise_step, self._crashed, clock),
         ]
-        for t in self._threads:
-            t.start()
+        stall_s = cfg.gpio.delay_ms / 1000  # a step longer than the gate delay is a stall
+        self.watchdog = Watchdog([*self.stages, io.pulses.stage], stall_s, notify, clock)
+        self._pet_every = min(watchdog_interval_s(), stall_s)
+        self._last_pet = 0.0
+        self._stale_alarmed: set = set()
+        if audit.chain_fault:
+            self.raise_alarm(audit.chain_fault)
+        for s in self.stages:
+            s.start()
 
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:
         """Called at the trigger edge; never blocks. A full queue rejects the container."""
+        c = _InFlight(
+            job,
+            job.trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000,
+            self.io.arm(job.container_id, job.trigger_t),
+        )
         with self._lock:
             self._pending += 1
+            self._inflight[job.container_id] = c
+            if c.armed is not None:
+                self._armed[job.container_id] = c.armed
         try:
             self._capture_q.put_nowait(job)
         except queue.Full:
-            self._to_act(self._overflow(job, "capture"))
+            self._finalize(self._fail(job, "queue_overflow", "capture queue full"))
         self.metrics.queue.labels("capture").set(self._capture_q.qsize())
 
     def drain(self, timeout: float = 60.0) -> bool:
-        """Wait until every submitted container is decided, audited and actuated."""
+        """Wait until every submitted container is decided, audited and released."""
         end = self.clock() + timeout
         with self._idle:
             while self._pending:
                 left = end - self.clock()
                 if left <= 0:
                     return False
-                self._idle.wait(left)
+                self._idle.wait(min(left, _TICK))
         return True
 
     def close(self) -> None:
-        self._capture_q.put(_STOP)
-        for t in self._threads:
-            t.join(timeout=10.0)
-
-    # --- stages -------------------------------------------------------------------------
-    @staticmethod
-    def _overflow(job: Job, stage: str, captured_t: float = 0.0) -> Outcome:
-        """The fail-safe outcome of a container that found the `stage` queue full."""
-        return Outcome(
-            job.container_id,
-            job.trigger_t,
-            True,
-            f"{stage} queue full",
-            "queue_overflow",
-            job.truth,
-            captured_t,
+        """Stop every stage without ever hanging: what is still in flight is rejected
+        ("shutdown") and audited while the audit stage still runs. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for s in self.stages[:2]:
+            s.stop()
+        with self._lock:
+            left = [c for c in self._inflight.values() if not c.done]
+        for c in left:
+            self._finalize(self._fail(c.job, "shutdown", "runtime stopped before a decision"))
+        self.drain(timeout=5.0)
+        # Released accepts still need their pulse at the gate: let them land (bounded).
+        self.io.pulses.wait_idle(
+            timeout=(self.cfg.gpio.delay_ms + self.cfg.gpio.pulse_ms) / 1000 + 0.5
         )
+        for s in self.stages:
+            s.stop()
+        for s in self.stages:
+            if not s.join(timeout=2.0):
+                log.error("stage %s did not stop (stuck in a call); left as a daemon", s.name)
 
-    def _deadline(self, trigger_t: float) -> float:
-        return trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000
+    # --- outcomes -----------------------------------------------------------------------
+    @staticmethod
+    def _fail(job: Job, fault: str, reason: str, captured_t: float = 0.0) -> Outcome:
+        return Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured_t)
 
-    def _capture_loop(self) -> None:
-        while True:
-            job = self._capture_q.get()
-            if job is _STOP:
-                self._infer_q.put(_STOP)
-                return
-            frames: List[np.ndarray] = []
-            fault, reason = None, ""
-            shape = None
-            for i in range(self.cfg.camera.frames):
-                t = self.clock()
-                try:
-                    f = job.read_frame()
-                except Exception as e:  # a camera driver fails in its own ways
-                    f, fault, reason = None, "camera_drop", f"frame {i}: camera error: {e}"
-                late = (self.clock() - t) * 1000 > self.cfg.camera.frame_timeout_ms
-                if fault:
-                    break
-                if f is None or late:
-                    fault, reason = "camera_drop", f"frame {i} of {self.cfg.camera.frames} missing"
-                    break
-                if (
-                    not (f.ndim == 2 or (f.ndim == 3 and f.shape[2] == 3))  # grey or RGB
-                    or f.dtype != np.uint8
-                    or min(f.shape[:2]) < 32
-                    or (shape is not None and f.shape != shape)
-                ):
-                    fault, reason = (
-                        "corrupt_frame",
-                        f"frame {i} corrupt (shape {f.shape}, {f.dtype})",
-                    )
-                    break
-                shape = f.shape
-                frames.append(f)
-            captured = self.clock()
-            self.metrics.latency.labels("capture").observe(captured - job.trigger_t)
-            try:
-                self._infer_q.put_nowait((job, frames, fault, reason, captured))
-            except queue.Full:
-                self._to_act(self._overflow(job, "inference", captured))
-            self.metrics.queue.labels("inference").set(self._infer_q.qsize())
+    def _live(self, container_id: str, stage: str) -> Optional[_InFlight]:
+        """The container if it is still undecided (the supervisor may have finalised it)."""
+        with self._lock:
+            c = self._inflight.get(container_id)
+            if c is not None:
+                c.stage = stage
+            return c
 
-    def _infer_loop(self) -> None:
-        while True:
-            item = self._infer_q.get()
-            if item is _STOP:
-                self._act_q.put(_STOP)
-                return
-            job, frames, fault, reason, captured = item
-            out = Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured)
-            if fault is None and self.clock() > self._deadline(job.trigger_t):
-                # Already too late: reject without spending the model on it, so an overload
-                # drains instead of making every following container late as well.
-                out.fault, out.reason = "late", "deadline passed while queued; not inferred"
-            if fault is None and out.fault is None:
-                t0 = self.clock()
-                try:
-                    dets = [self.detector.detect([f])[0] for f in frames]
-                    d = decide(dets, self.names, self.cfg.decision)
-                    out.reject, out.reason = d.reject, d.reason
-                    if d.reject:  # keep the frame with the strongest detection
-                        top = [float(x.scores.max()) if len(x) else -1.0 for x in dets]
-                        out.image = frames[int(np.argmax(top))]
-                    out.detections = [
-                        [
-                            [*map(float, b), float(s), float(lab)]
-                            for b, s, lab in zip(x.boxes, x.scores, x.labels)
-                        ]
-                        for x in dets
-                    ]
-                except Exception as e:  # any backend failure is a reject, never an accept
-                    out.reject, out.fault, out.reason = True, "backend_error", f"backend error: {e}"
-                self.metrics.latency.labels("inference").observe(self.clock() - t0)
-            out.decided_t = self.clock()
-            if out.fault is None and out.decided_t > self._deadline(job.trigger_t):
-                late_ms = (out.decided_t - self._deadline(job.trigger_t)) * 1000
-                out.reject, out.fault = True, "late"
-                out.reason = f"decision {late_ms:.0f} ms past its deadline ({out.reason})"
-            if out.fault is None and self._audit_down:
-                out.reject, out.fault, out.reason = (
-                    True,
-                    "audit_unavailable",
-                    "audit trail unavailable",
-                )
-            self._to_act(out)
-
-    def _to_act(self, out: Outcome) -> None:
-        try:
-            self._act_q.put_nowait(out)
-        except queue.Full:  # last resort: actuate from here, still fail-safe
-            self._actuate(out)
-
-    def _act_loop(self) -> None:
-        while True:
-            out = self._act_q.get()
-            if out is _STOP:
-                return
-            self._actuate(out)
-
-    def _record(self, out: Outcome, rec: ContainerRecord) -> None:
-        try:
-            self.audit.record(rec, out.image if out.reject else None)
-            self._audit_down = False
-        except AuditUnavailable as e:
-            self._audit_down = True
-            if not out.reject or out.fault is None:
-                out.reject, out.fault = True, "audit_unavailable"
-                out.reason = f"not recorded ({e}); {out.reason}"
-            log.error("container %s: %s", out.container_id, e)
-        out.image = None  # recorded: the frame need not outlive the audit row
-
-    def _pulse(self, out: Outcome) -> None:
-        try:
-            out.pulse = self.io.act(out.trigger_t, out.reject)
-        except Exception as e:  # a GPIO failure: counted and alarmed; the wiring decides the rest
-            out.fault = out.fault or "gpio_error"
-            log.error("container %s: GPIO error: %s", out.container_id, e)
-
-    def _actuate(self, out: Outcome) -> None:
+    def _finalize(self, out: Outcome) -> bool:
+        """The first outcome of a container wins; later ones (a stage that woke up after
+        its deadline) are counted and dropped. Every outcome goes to the audit stage."""
+        with self._lock:
+            c = self._inflight.pop(out.container_id, None)
+            if c is None or c.done:
+                self.counts["superseded"] += 1
+                return False
+            c.done = True
         if out.decided_t == 0.0:
             out.decided_t = self.clock()
+        self._enqueue_audit(out)
+        return True
+
+    def _enqueue_audit(self, out: Outcome) -> None:
+        try:
+            self._audit_q.put_nowait(out)
+        except queue.Full:  # the writer is stuck: no record, so no release: a reject
+            self.counts["unaudited"] += 1
+            self._count_fault("audit_unavailable")
+            log.error("container %s: audit queue full; rejected unrecorded", out.container_id)
+            self._done(out)
+        self.metrics.queue.labels("audit").set(self._audit_q.qsize())
+
+    def _done(self, out: Outcome) -> None:
+        if not out.amends:
+            with self._lock:
+                self._armed.pop(out.container_id, None)  # a reject keeps its pulse armed
+            self.counts["reject" if out.reject else "accept"] += 1
+            self.metrics.containers.labels("reject" if out.reject else "accept").inc()
+            self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
+        if out.fault is not None:
+            self._count_fault(out.fault)
+        out.image = None  # recorded: the frame need not outlive the audit row
+        self.recent.append(out)
+        if self.on_outcome is not None:
+            self.on_outcome(out)
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    # --- stages -------------------------------------------------------------------------
+    def _get(self, q: queue.Queue[Any], stage: str) -> Any:
+        if self._stopping.is_set() and stage != "audit":
+            raise StopStage
+        try:
+            item = q.get(timeout=_TICK)  # short waits: an idle stage still beats
+        except queue.Empty:
+            if self._stopping.is_set() and stage == "audit":
+                raise StopStage from None
+            return None
+        self.metrics.queue.labels(stage).set(q.qsize())
+        return item
+
+    def _read(self, job: Job, i: int, prev: Optional[np.ndarray]) -> Tuple[Any, ...]:
+        """Frames until one usable frame taken after the trigger: (frame, fault, reason)."""
+        for _ in range(4 + 2 * self.cfg.camera.frames):  # stale buffered frames are skipped
+            t = self.clock()
+            raw = job.read_frame()
+            if raw is None:
+                return None, "camera_drop", f"frame {i} of {self.cfg.camera.frames} missing"
+            f = raw if isinstance(raw, Frame) else Frame(raw, self.clock())
+            if (self.clock() - t) * 1000 > self.cfg.camera.frame_timeout_ms:
+                return (
+                    None,
+                    "camera_drop",
+                    f"frame {i} later than {self.cfg.camera.frame_timeout_ms} ms",
+                )
+            if f.t < job.trigger_t:  # buffered before this container's trigger: not its image
+                self.counts["stale_frames"] += 1
+                continue
+            bad = frame_fault(f.image, self.frame_shape, prev)
+            if bad is not None:
+                return None, bad[0], f"frame {i}: {bad[1]}"
+            return f.image, None, ""
+        return None, "camera_drop", f"frame {i}: only frames from before the trigger"
+
+    def _capture_step(self) -> None:
+        job = self._get(self._capture_q, "capture")
+        if job is None or self._live(job.container_id, "capture") is None:
+            return
+        self._holding["capture"] = job.container_id
+        frames: List[np.ndarray] = []
+        fault, reason = None, ""
+        for i in range(self.cfg.camera.frames):
+            try:
+                img, fault, reason = self._read(job, i, frames[-1] if frames else None)
+            except Exception as e:  # a camera driver fails in its own ways
+                fault, reason = "camera_drop", f"frame {i}: camera error: {type(e).__name__}: {e}"
+            if fault:
+                break
+            frames.append(img)
+        captured = self.clock()
+        self.metrics.latency.labels("capture").observe(captured - job.trigger_t)
+        try:
+            self._infer_q.put_nowait((job, frames, fault, reason, captured))
+        except queue.Full:
+            self._finalize(self._fail(job, "queue_overflow", "inference queue full", captured))
+        self.metrics.queue.labels("inference").set(self._infer_q.qsize())
+        self._holding["capture"] = None
+
+    def _infer_step(self) -> None:
+        item = self._get(self._infer_q, "inference")
+        if item is None:
+            return
+        job, frames, fault, reason, captured = item
+        c = self._live(job.container_id, "inference")
+        if c is None:
+            return
+        self._holding["inference"] = job.container_id
+        out = Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured)
+        if fault is None and self.clock() > c.deadline:
+            # Already too late: reject without spending the model on it, so an overload
+            # drains instead of making every following container late as well.
+            out.fault, out.reason = "late", "deadline passed while queued; not inferred"
+        if out.fault is None:
+            self._decide(out, frames)
+        out.decided_t = self.clock()
+        if out.fault is None and out.decided_t > c.deadline:
+            late_ms = (out.decided_t - c.deadline) * 1000
+            out.reject, out.fault = True, "late"
+            out.reason = f"decision {late_ms:.0f} ms past its deadline ({out.reason})"
+        self._holding["inference"] = None
+        self._finalize(out)
+
+    def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
+        t0 = self.clock()
+        try:
+            dets = [self.detector.detect([f])[0] for f in frames]
+        except BadOutput as e:
+            out.reject, out.fault, out.reason = True, "bad_output", str(e)
+            return
+        except Exception as e:  # any backend failure is a reject, never an accept
+            out.reject, out.fault = True, "backend_error"
+            out.reason = f"backend error: {type(e).__name__}: {e}"
+            return
+        finally:
+            self.metrics.latency.labels("inference").observe(self.clock() - t0)
+        d = self.decide(dets, self.names, self.cfg.decision)
+        out.reject, out.reason = d.reject, d.reason
+        if d.reject:  # keep the frame with the strongest detection
+            top = [float(x.scores.max()) if len(x) else -1.0 for x in dets]
+            out.image = frames[int(np.argmax(top))]
+        out.detections = [
+            [
+                [*map(float, b), float(s), float(lab)]
+                for b, s, lab in zip(x.boxes, x.scores, x.labels)
+            ]
+            for x in dets
+        ]
+
+    def _audit_step(self) -> None:
+        out = self._get(self._audit_q, "audit")
+        if out is None:
+            return
+        self._holding["audit"] = out.container_id
         rec = ContainerRecord(
             out.container_id,
             int(out.trigger_t * 1e9),
@@ -278,33 +378,118 @@ class Runtime:
             self.model_hash,
             self.config_hash,
         )
-        if out.reject:  # a reject's pulse never waits on the disk (its PNG takes 20-40 ms)
-            self._pulse(out)
-            self._record(out, rec)
-        else:  # an accept is recorded first: if it cannot be, it becomes a reject
-            self._record(out, rec)
-            self._pulse(out)
-        if out.fault is not None:
-            self._count_fault(out.fault)
-        self.metrics.containers.labels("reject" if out.reject else "accept").inc()
-        self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
-        with self._idle:
-            self.outcomes.append(out)
-            self._pending -= 1
-            self._idle.notify_all()
+        try:
+            self.audit.record(rec, out.image if out.reject else None)
+        except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
+            log.error("container %s: %s", out.container_id, e)
+            if not out.reject:
+                out.reject, out.fault = True, "audit_unavailable"
+                out.reason = f"accept not recorded ({e}): rejected"
+            else:
+                self._count_fault("audit_unavailable")
+        else:
+            if not out.reject and not out.amends:
+                self._release(out)
+        self._holding["audit"] = None
+        self._done(out)
+
+    def _release(self, out: Outcome) -> None:
+        """Only now, with the accept committed, may the container pass."""
+        with self._lock:
+            armed = self._armed.pop(out.container_id, None)
+        try:
+            out.released = self.io.release(out.container_id, out.trigger_t, armed)
+        except Exception as e:  # the output failed: no release, so a reject
+            self._amend(out, "gpio_error", f"release failed: {type(e).__name__}: {e}")
+            return
+        if not out.released:
+            self._amend(out, "late", "accept recorded but its release missed the gate")
+
+    def _amend(self, out: Outcome, fault: str, reason: str, passed: bool = False) -> None:
+        """A second row for a container whose physical outcome differs from its recorded one."""
+        fix = Outcome(
+            out.container_id,
+            out.trigger_t,
+            not passed,
+            reason,
+            fault,
+            out.truth,
+            out.captured_t,
+            self.clock(),
+            amends=True,
+        )
+        with self._lock:
+            self._pending += 1
+        self._enqueue_audit(fix)
+
+    def _pulse_done(self, p: Pulse) -> None:
+        """From the pulse thread: a pulse that did not happen changes the physical outcome."""
+        if p.state not in ("missed", "error"):
+            return
+        fault = "gpio_error" if p.state == "error" else "late"
+        what = p.error or "the pulse thread woke after the gate"
+        stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)
+        if self.cfg.gpio.energise_to == "accept":
+            self._amend(stub, fault, f"accept pulse {p.state} ({what}): rejected at the gate")
+        else:  # the reject pulse did not happen: the container went through the good path
+            self._amend(stub, fault, f"reject pulse {p.state} ({what}): PASSED the gate", True)
+            self.raise_alarm(f"container {p.tag}: reject pulse {p.state}; it passed")
+
+    def _supervise_step(self) -> None:
+        if self._stopping.is_set():
+            raise StopStage
+        now = self.clock()
+        with self._lock:
+            due = [c for c in self._inflight.values() if not c.done and now > c.deadline]
+        for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
+            self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
+        for name in self.watchdog.healthy():
+            if name not in self._stale_alarmed:
+                self._stale_alarmed.add(name)
+                self.raise_alarm(f"stage {name} is stuck (no heartbeat)")
+        if now - self._last_pet >= self._pet_every:
+            self._last_pet = now
+            self.watchdog.tick()
+        self._stopping.wait(_TICK)
+
+    def _crashed(self, stage: Stage, exc: BaseException) -> bool:
+        """An exception escaped a stage: reject what it held, alarm, restart or fail."""
+        cid = self._holding.get(stage.name)
+        self._holding[stage.name] = None
+        if cid is not None:
+            with self._lock:
+                c = self._inflight.get(cid)
+            if c is not None:
+                self._finalize(
+                    self._fail(c.job, "thread_crash", f"{stage.name} stage crashed: {exc!r}")
+                )
+        self.raise_alarm(f"stage {stage.name} crashed: {exc!r}")
+        if stage.crashes > self.cfg.timing.max_restarts:
+            self.failed = f"stage {stage.name} crashed {stage.crashes} times"
+            log.critical("%s: the runtime stops deciding", self.failed)
+            return False
+        return not self._stopping.is_set()
+
+    # --- faults and the alarm -----------------------------------------------------------
+    def raise_alarm(self, reason: str) -> None:
+        self.alarm_reasons.append(reason)
+        if not self.alarm:
+            self.alarm = True
+            self.metrics.alarm.set(1)
+            log.error("alarm raised: %s", reason)
+            try:
+                self.io.set_alarm(True)
+            except Exception as e:  # the alarm output itself failed: the log is all that is left
+                log.critical("alarm output failed: %s", e)
 
     def _count_fault(self, fault: str) -> None:
         now = self.clock()
+        self.counts[f"fault:{fault}"] += 1
         self.metrics.faults.labels(fault).inc()
-        self._fault_times.append(now)
-        while self._fault_times and now - self._fault_times[0] > self.cfg.gpio.alarm_window_s:
-            self._fault_times.popleft()
-        if len(self._fault_times) >= self.cfg.gpio.alarm_faults and not self.alarm:
-            self.alarm = True
-            self.metrics.alarm.set(1)
-            self.io.set_alarm(True)
-            log.error(
-                "alarm raised: %d faults within %.0f s",
-                len(self._fault_times),
-                self.cfg.gpio.alarm_window_s,
-            )
+        with self._lock:
+            self._fault_times.append(now)
+            while self._fault_times and now - self._fault_times[0] > self.cfg.gpio.alarm_window_s:
+                self._fault_times.popleft()
+            n = len(self._fault_times)
+        if n >= self.cfg.gpio.alarm_faults and not self.alarm:
+            self.raise_alarm(f"{n} faults within {self.cfg.gpio.alarm_window_s:.0f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Tuple
 
 from .errors import FodError
 from .fsutil import atomic_write_bytes
@@ -28,13 +28,22 @@ def generate_keypair(out_dir: Path, name: str = "fod_signing") -> Tuple[Path, Pa
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write_bytes(key_path, pem)
-    os.chmod(key_path, 0o600)
+    # The private key is 0600 from its first byte: created with that mode, never widened.
+    fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        key_path.unlink()  # nothing half-written
+        raise
     atomic_write_bytes(pub_path, pub)
     return key_path, pub_path
 
 
-def sign(data: bytes, key_path: Path) -> bytes:
+def load_private_key(key_path: Path) -> Any:
+    """The Ed25519 private key in a PEM file, or FodError naming the file."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -44,12 +53,11 @@ def sign(data: bytes, key_path: Path) -> bytes:
         raise FodError(f"{key_path}: not a readable PEM private key: {e}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise FodError(f"{key_path}: not an Ed25519 private key")
-    return key.sign(data)
+    return key
 
 
-def verify(data: bytes, signature: bytes, pub_path: Path, what: str) -> None:
-    """Raise FodError naming `what` unless `signature` is valid for `data` under the public key."""
-    from cryptography.exceptions import InvalidSignature
+def load_public_key(pub_path: Path) -> Any:
+    """The Ed25519 public key in a PEM file, or FodError naming the file."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -59,6 +67,18 @@ def verify(data: bytes, signature: bytes, pub_path: Path, what: str) -> None:
         raise FodError(f"{pub_path}: not a readable PEM public key: {e}") from None
     if not isinstance(pub, Ed25519PublicKey):
         raise FodError(f"{pub_path}: not an Ed25519 public key")
+    return pub
+
+
+def sign(data: bytes, key_path: Path) -> bytes:
+    return load_private_key(key_path).sign(data)
+
+
+def verify(data: bytes, signature: bytes, pub_path: Path, what: str) -> None:
+    """Raise FodError naming `what` unless `signature` is valid for `data` under the public key."""
+    from cryptography.exceptions import InvalidSignature
+
+    pub = load_public_key(pub_path)
     try:
         pub.verify(signature, data)
     except InvalidSignature:

@@ -1,36 +1,60 @@
-"""The simulated line: containers with known truth through the real runtime, in real time.
+"""The simulated line: containers with known truth through the real runtime, in real time,
+judged by what physically happened at the gate.
 
-Sequences come from a folder in `fod synth`'s layout (`sequences.json` + videos);
-triggers from a timer at the line rate; GPIO is gpiozero's MockFactory; the model
-is a verified bundle on ONNX Runtime. Faults can be injected per frame or per call
-to measure that every one of them ends in a reject.
+A line thread plays the machine: for each container it shows the container to the
+camera, drives the trigger input (gpiozero MockPin, so the runtime's own edge handler
+and debounce run), and moves on at the line rate. The gate model then reads the gate
+output's pin history (not the runtime's records) at each container's gate time to decide
+whether it physically passed, and compares that with the truth and with the audit DB.
+
+Faults are injected where they really happen: in the camera (drop, corrupt, black,
+frozen, stall), the backend call (error, NaN, slow), the decision code (a crash of the
+inference stage), the gate output pin (`gpio_error`), the trigger input (`bounce`) and
+the SQLite INSERT (`audit_error`).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from gpiozero.pins.mock import MockPin
 
+from .audit import audit_files
 from .errors import FodError
-from .runtime import Job, Outcome, Runtime
+from .sources import Frame
 
-FAULT_KINDS = ("camera_drop", "corrupt", "backend_error", "slow")
+FAULT_KINDS = (
+    "camera_drop",
+    "corrupt",
+    "black",
+    "frozen",
+    "stall",  # the camera
+    "nan",
+    "backend_error",
+    "slow",  # the backend call
+    "thread_crash",  # the decision code raises in the inference stage
+    "gpio_error",  # the gate output pin raises
+    "bounce",  # the trigger input bounces
+    "audit_error",  # an INSERT fails in SQLite
+)
 
 
 def parse_faults(spec: Optional[str]) -> Dict[str, float]:
-    """'camera_drop=0.02,corrupt=0.02,backend_error=0.02,slow=0.02' -> probabilities."""
+    """'camera_drop=0.02,nan=0.05' or 'all=0.05' -> probabilities per container."""
     out: Dict[str, float] = {}
     for part in filter(None, (spec or "").split(",")):
         name, _, value = part.partition("=")
-        if name not in FAULT_KINDS:
+        if name not in (*FAULT_KINDS, "all"):
             raise FodError(
-                f"--faults: unknown fault {name!r}; choose from {', '.join(FAULT_KINDS)}"
+                f"--faults: unknown fault {name!r}; choose from all, {', '.join(FAULT_KINDS)}"
             )
         try:
             p = float(value)
@@ -38,41 +62,130 @@ def parse_faults(spec: Optional[str]) -> Dict[str, float]:
             raise FodError(f"--faults: {name} needs a probability, got {value!r}") from None
         if not 0 <= p <= 1:
             raise FodError(f"--faults: {name}={p} is not a probability")
-        out[name] = p
+        for k in FAULT_KINDS if name == "all" else (name,):
+            out[k] = p
     return out
 
 
+class Injector:
+    """Which faults hit the current container: drawn once per container, seeded; each
+    drawn fault fires once, at the first place it can happen, and is counted then."""
+
+    def __init__(self, faults: Dict[str, float], seed: int) -> None:
+        self.faults, self.rng = faults, random.Random(seed)
+        self.active: Dict[str, bool] = {}
+        self.injected: Dict[str, int] = {k: 0 for k in faults}
+        self._lock = threading.Lock()  # stages of several threads take from it
+
+    def draw(self) -> None:
+        with self._lock:
+            self.active = {k: self.rng.random() < p for k, p in self.faults.items()}
+
+    def take(self, kind: str) -> bool:
+        with self._lock:
+            if self.active.get(kind):
+                self.active[kind] = False
+                self.injected[kind] += 1
+                return True
+        return False
+
+
+class FaultyPin(MockPin):
+    """A MockPin whose writes raise when the injector says so (a GPIO driver error)."""
+
+    injector: Optional[Injector] = None
+
+    def _set_state(self, value: Any) -> None:
+        if value and self.injector is not None and self.injector.take("gpio_error"):
+            raise OSError(f"injected GPIO fault on {self.info.name}")
+        super()._set_state(value)
+
+
 class FaultyBackend:
-    """Wraps a backend: raises or stalls with the given probabilities (seeded)."""
+    """Wraps a backend: raises, returns NaN or stalls, as the injector says."""
 
-    def __init__(
-        self, inner: Any, faults: Dict[str, float], stall_s: float, rng: random.Random
-    ) -> None:
-        self.inner, self.faults, self.stall_s, self.rng = inner, faults, stall_s, rng
+    def __init__(self, inner: Any, injector: Injector, slow_s: float) -> None:
+        self.inner, self.injector, self.slow_s = inner, injector, slow_s
 
-    def infer(self, images: np.ndarray):
-        if self.rng.random() < self.faults.get("backend_error", 0.0):
+    def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self.injector.take("backend_error"):
             raise RuntimeError("injected backend error")
-        if self.rng.random() < self.faults.get("slow", 0.0):
-            time.sleep(self.stall_s)
-        return self.inner.infer(images)
+        if self.injector.take("slow"):
+            time.sleep(self.slow_s)
+        boxes, scores = self.inner.infer(images)
+        if self.injector.take("nan"):
+            scores = np.full_like(scores, np.nan)
+        return boxes, scores
 
     def close(self) -> None:
         self.inner.close()
 
 
-def faulty_reader(
-    read: Callable[[], Optional[np.ndarray]], faults: Dict[str, float], rng: random.Random
-) -> Callable[[], Optional[np.ndarray]]:
-    def wrapped() -> Optional[np.ndarray]:
-        frame = read()
-        if rng.random() < faults.get("camera_drop", 0.0):
-            return None
-        if frame is not None and rng.random() < faults.get("corrupt", 0.0):
-            return frame[: frame.shape[0] // 2]  # a truncated frame
-        return frame
+class SimCamera:
+    """The station's camera: frames of the container in front of it, each stamped when
+    taken. Like a real driver it hands out one buffered frame from before the trigger
+    first (the runtime must drop it)."""
 
-    return wrapped
+    def __init__(
+        self,
+        open_reader: Callable[[str], Any],
+        injector: Injector,
+        stall_s: float,
+        noise: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.open_reader, self.injector, self.stall_s = open_reader, injector, stall_s
+        self.noise, self.rng = noise, np.random.default_rng(seed)
+        self._src: Any = None
+        self._last: Optional[np.ndarray] = None
+        self._stale: Optional[Frame] = None
+
+    def show(self, video: Path) -> None:
+        if self._src is not None:
+            self._src.close()
+        if self._last is not None:
+            self._stale = Frame(self._last, time.monotonic() - 0.05)
+        self._src = self.open_reader(f"file:{video}")
+
+    def read(self) -> Optional[Frame]:
+        if self._stale is not None:
+            stale, self._stale = self._stale, None
+            return stale
+        if self.injector.take("stall"):
+            time.sleep(self.stall_s)  # a hung driver call, past the gate delay
+        got = self._src.read() if self._src is not None else None
+        if got is None or self.injector.take("camera_drop"):
+            return None
+        img = got.image
+        if self.noise > 0:  # a re-inspection never sees identical pixels
+            img = np.clip(img + self.rng.normal(0, self.noise, img.shape), 0, 255).astype(np.uint8)
+        if self.injector.take("frozen") and self._last is not None:
+            img = self._last.copy()  # the driver repeats its last buffer
+        elif self.injector.take("black"):
+            img = np.zeros_like(img)  # lamp off
+        elif self.injector.take("corrupt"):
+            img = img[: img.shape[0] // 2]  # a truncated transfer
+        self._last = img
+        return Frame(img, time.monotonic())
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+
+
+def audit_authorizer(injector: Injector) -> Callable[..., int]:
+    """SQLite authorizer that denies the container INSERT when `audit_error` is drawn."""
+
+    def auth(action: int, arg1: Any, *rest: Any) -> int:
+        if (
+            action == sqlite3.SQLITE_INSERT
+            and arg1 == "containers"
+            and injector.take("audit_error")
+        ):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    return auth
 
 
 @dataclass(frozen=True)
@@ -96,83 +209,130 @@ def load_sequences(folder: Path) -> List[Container]:
     return out
 
 
-def percentile_ms(values: Sequence[float], q: float) -> Optional[float]:
-    return float(np.percentile(np.asarray(values) * 1000, q)) if len(values) else None
+@dataclass
+class Physical:
+    """One container as the machine saw it."""
+
+    id: str
+    truth: str
+    edge_t: float  # monotonic time the machine raised the trigger
+    passed: Optional[bool] = None  # from the gate output's pin history
+    audit: Optional[str] = None  # the last audit row's decision
+    faulted: bool = False  # any of its audit rows names a fault
 
 
-def summarize(outcomes: List[Outcome], pulses_late_ms: List[float]) -> Dict[str, Any]:
-    n = len(outcomes)
-    rej = [o for o in outcomes if o.reject]
-    truth_rej = [o for o in outcomes if o.truth == "reject"]
-    truth_ok = [o for o in outcomes if o.truth == "accept"]
-    faults: Dict[str, int] = {}
-    for o in outcomes:
-        if o.fault:
-            faults[o.fault] = faults.get(o.fault, 0) + 1
-    capture = [o.captured_t - o.trigger_t for o in outcomes if o.captured_t]
-    decide = [o.decided_t - o.trigger_t for o in outcomes if o.decided_t]
+def drive_trigger(pin: MockPin, bounce: bool) -> float:
+    """One rising edge on the trigger input (with contact bounce if asked); its time."""
+    t = time.monotonic()
+    pin.drive_high()
+    if bounce:  # the contact chatters for ~0.5 ms: extra edges well inside the debounce
+        for _ in range(3):
+            pin.drive_low()
+            pin.drive_high()
+    time.sleep(0.001)
+    pin.drive_low()
+    return t
+
+
+def pin_intervals(pin: MockPin, t_clear: float) -> List[Tuple[float, float]]:
+    """(on, off) monotonic intervals from a MockPin history (deltas since the previous change)."""
+    t, on_at, out = t_clear, None, []
+    for s in pin.states[1:]:
+        t += s.timestamp
+        if s.state and on_at is None:
+            on_at = t
+        elif not s.state and on_at is not None:
+            out.append((on_at, t))
+            on_at = None
+    if on_at is not None:
+        out.append((on_at, float("inf")))
+    return out
+
+
+def gate_model(
+    containers: List[Physical],
+    gate_on: List[Tuple[float, float]],
+    delay_s: float,
+    pulse_s: float,
+    energise_to: str,
+) -> None:
+    """Set `passed` for each container: the gate samples its output from the gate time for a
+    pulse length (plus 5 ms of lead); energised means pass (accept wiring) or eject."""
+    for c in containers:
+        g0, g1 = c.edge_t + delay_s - 0.005, c.edge_t + delay_s + pulse_s
+        energised = any(a < g1 and b > g0 for a, b in gate_on)
+        c.passed = energised if energise_to == "accept" else not energised
+
+
+def attach_audit(containers: List[Physical], folder: Path, tol_s: float = 0.003) -> int:
+    """Each container's last audit row (matched by trigger time); returns audit rows that
+    match no physical container (ghost containers)."""
+    rows: List[Tuple[int, int, str, Optional[str]]] = []
+    for path in audit_files(folder):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        rows += db.execute("SELECT seq, trigger_ns, decision, fault FROM containers").fetchall()
+        db.close()
+    edges = np.array([c.edge_t for c in containers])
+    ghosts = set()
+    for _seq, trig_ns, decision, fault in sorted(rows):
+        i = int(np.argmin(np.abs(edges - trig_ns / 1e9))) if len(edges) else -1
+        if i < 0 or abs(edges[i] - trig_ns / 1e9) > tol_s:
+            ghosts.add(trig_ns)
+            continue
+        containers[i].audit = decision  # rows in seq order: the last one stands
+        containers[i].faulted |= fault is not None
+    return len(ghosts)
+
+
+def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
+    rej = [c for c in containers if c.truth == "reject"]
+    ok = [c for c in containers if c.truth == "accept"]
     return {
-        "containers": n,
-        "accepted": n - len(rej),
-        "rejected": len(rej),
-        "faults": faults,
-        "detection_rate": sum(o.reject for o in truth_rej) / len(truth_rej) if truth_rej else None,
-        "false_reject_rate": sum(o.reject for o in truth_ok) / len(truth_ok) if truth_ok else None,
-        "latency_ms": {
-            "capture_p50": percentile_ms(capture, 50),
-            "capture_p99": percentile_ms(capture, 99),
-            "decision_p50": percentile_ms(decide, 50),
-            "decision_p99": percentile_ms(decide, 99),
-        },
-        "deadline_misses": faults.get("late", 0),
-        "pulse_lateness_ms_max": max(pulses_late_ms) if pulses_late_ms else None,
+        "containers": len(containers),
+        "physically_passed": sum(bool(c.passed) for c in containers),
+        "passed_defective": sum(bool(c.passed) for c in rej),
+        "passed_faulty": sum(bool(c.passed) and c.faulted for c in containers),
+        "audit_disagrees": sum(
+            c.audit is None or (c.audit == "accept") != bool(c.passed) for c in containers
+        ),
+        "detection_rate": sum(not c.passed for c in rej) / len(rej) if rej else None,
+        "false_reject_rate": sum(not c.passed for c in ok) / len(ok) if ok else None,
     }
 
 
-def noisy_reader(
-    read: Callable[[], Optional[np.ndarray]], sigma: float, rng: np.random.Generator
-) -> Callable[[], Optional[np.ndarray]]:
-    """Fresh sensor noise on every frame: a re-inspection never sees identical pixels."""
-
-    def wrapped() -> Optional[np.ndarray]:
-        f = read()
-        if f is None or sigma <= 0:
-            return f
-        return np.clip(f + rng.normal(0, sigma, f.shape), 0, 255).astype(np.uint8)
-
-    return wrapped
-
-
 def run_line(
-    runtime: Runtime,
+    rt: Any,
+    trigger_pin: MockPin,
+    camera: SimCamera,
+    injector: Injector,
     containers: List[Container],
     count: int,
     rate_per_min: float,
-    open_reader: Callable[[str], Any],
-    faults: Dict[str, float],
-    seed: int = 0,
-    noise_sigma: float = 0.0,
-) -> None:
-    """Trigger `count` containers at the line rate and wait until each is finished.
-
-    Container i is containers[i % len(containers)]: a count above the number of
-    containers re-inspects each of them (with fresh sensor noise if `noise_sigma`)."""
-    rng = random.Random(seed)
+) -> List[Physical]:
+    """Play the machine: `count` containers at the line rate (container i is
+    containers[i % len]), each shown to the camera and announced by a trigger edge; the
+    runtime's own trigger handler (debounce, edge time) creates its job."""
     period = 60.0 / rate_per_min
+    current: List[Tuple[str, int]] = [("", 0)]  # the container in front of the camera
+    from .runtime import Job
+
+    def on_edge(t: float) -> None:
+        cid, n = current[0]
+        current[0] = (cid, n + 1)
+        rt.submit(Job(cid if n == 0 else f"{cid}-ghost{n}", t, camera.read))
+
+    rt.io.on_trigger(on_edge)
+    out: List[Physical] = []
     start = time.monotonic() + 0.05
-    sources = []
     for i in range(count):
         c = containers[i % len(containers)]
         t = start + i * period
         now = time.monotonic()
         if t > now:
             time.sleep(t - now)
-        src = open_reader(f"file:{c.video}")
-        sources.append(src)
-        read = noisy_reader(src.read, noise_sigma, np.random.default_rng([seed, i]))
-        runtime.submit(
-            Job(f"{c.id}-{i}", time.monotonic(), faulty_reader(read, faults, rng), c.label)
-        )
-    runtime.drain(timeout=120 + count * 10)
-    for s in sources:
-        s.close()
+        injector.draw()
+        camera.show(c.video)
+        current[0] = (f"{c.id}-{i}", 0)
+        edge = drive_trigger(trigger_pin, injector.take("bounce"))
+        out.append(Physical(f"{c.id}-{i}", c.label, edge))
+    return out

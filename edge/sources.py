@@ -10,8 +10,9 @@ Video files and PNG-frame folders (OpenCV), V4L2 devices and GStreamer pipelines
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 import cv2
 import numpy as np
@@ -21,6 +22,11 @@ from .errors import FodError
 
 class SourceError(FodError):
     """A camera source could not be opened."""
+
+
+class Frame(NamedTuple):
+    image: np.ndarray  # uint8 [H, W] grey or [H, W, 3] RGB
+    t: float  # monotonic time the frame was grabbed: frames from before a trigger are stale
 
 
 class CaptureSource:
@@ -36,17 +42,20 @@ class CaptureSource:
         if mono:  # GRAY8 stays GRAY8 (FFmpeg and V4L2 backends) instead of becoming BGR
             self.cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
 
-    def read(self) -> Optional[np.ndarray]:
-        ok, raw = self.cap.read()
+    def read(self) -> Optional[Frame]:
+        if not self.cap.grab():  # grab first: the timestamp is the frame's, not the decode's
+            return None
+        t = time.monotonic()
+        ok, raw = self.cap.retrieve()
         if not ok or raw is None:
             return None
         frame = np.asarray(raw)
         if self.mono:
             # A backend that ignored the request still gives BGR: convert rather than fail.
-            return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            return Frame(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), t)
         if frame.ndim == 2:
-            return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            return Frame(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB), t)
+        return Frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), t)
 
     def close(self) -> None:
         self.cap.release()
@@ -61,15 +70,17 @@ class FolderSource:
             raise SourceError(f"{folder}: no PNG frames")
         self.i, self.mono = 0, mono
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> Optional[Frame]:
         if self.i >= len(self.files):
             return None
         path = str(self.files[self.i])
         self.i += 1
+        t = time.monotonic()
         if self.mono:
-            return cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            return None if grey is None else Frame(grey, t)
         img = cv2.imread(path, cv2.IMREAD_COLOR)
-        return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return None if img is None else Frame(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), t)
 
     def close(self) -> None:
         self.i = len(self.files)

@@ -16,14 +16,17 @@ _W, _ROW, _LEFT, _TOP = 1200, 16, 140, 40
 
 def draw_timeline(
     outcomes: Sequence[Outcome],
-    pulses: Sequence[Tuple[float, float]],
+    gate_on: Sequence[Tuple[float, float]],
     delay_s: float,
     out: Path,
     limit: int = 60,
 ) -> None:
     """Rows in trigger order: capture bar (grey), decision dot (green accept, red reject,
-    ringed when a fault decided it), gate time (thin line), pulse (orange)."""
-    rows: List[Outcome] = sorted(outcomes, key=lambda o: o.trigger_t)[:limit]
+    ringed when a fault decided it), gate time (thin line), and the gate output's pulses
+    (orange) from the pin history, drawn on the row whose gate they fall on."""
+    rows: List[Outcome] = sorted((o for o in outcomes if not o.amends), key=lambda o: o.trigger_t)[
+        :limit
+    ]
     if not rows:
         return
     t0 = rows[0].trigger_t
@@ -40,7 +43,6 @@ def draw_timeline(
         cv2.putText(
             img, f"{s}s", (x(t0 + s) - 8, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1
         )
-    by_gate = {round(s, 6): a for s, a in pulses}  # scheduled (= trigger + delay) -> actual
     for i, o in enumerate(rows):
         y = _TOP + i * _ROW + _ROW // 2
         cv2.putText(
@@ -55,13 +57,13 @@ def draw_timeline(
         cv2.circle(img, (x(o.decided_t), y), 4, colour, -1)
         if o.fault:
             cv2.circle(img, (x(o.decided_t), y), 7, (0, 0, 220), 1)
-        a = by_gate.get(round(gate, 6))
-        if o.pulse and a is not None:
-            cv2.rectangle(img, (x(a), y - 5), (x(a) + 3, y + 5), (0, 140, 255), -1)  # pulse
+        for a, b in gate_on:
+            if gate - 0.005 <= a <= gate + 0.05:
+                cv2.rectangle(img, (x(a), y - 5), (x(min(b, t1)) + 2, y + 5), (0, 140, 255), -1)
     cv2.putText(
         img,
         "blue: trigger  grey: capture  dot: decision (green accept, red reject, ring: fault)"
-        "  black: gate  orange: ejector pulse",
+        "  black: gate  orange: gate output pulse",
         (4, 18),
         cv2.FONT_HERSHEY_SIMPLEX,
         0.4,

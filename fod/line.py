@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 from fod.args import positive_int
@@ -30,10 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--delay-ms",
         type=float,
-        help="trigger-to-gate delay in ms (default: the config's 600, set for a Jetson)",
+        help="trigger-to-gate delay in ms (default 2000 here: a CPU runs the model ~10x slower "
+        "than a Jetson's GPU; a --config's own delay otherwise)",
     )
     p.add_argument(
-        "--faults", help="e.g. camera_drop=0.02,corrupt=0.02,backend_error=0.02,slow=0.02"
+        "--faults",
+        help="per-container probabilities, e.g. camera_drop=0.2,nan=0.1 or all=0.05; kinds: "
+        "camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error "
+        "bounce audit_error",
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
@@ -44,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="R",
         help="Knapp study: inspect every container R times (fresh sensor noise each time)",
     )
+    p.add_argument(
+        "--wiring", choices=["accept", "reject"], help="gpio.energise_to (default: the config's)"
+    )
+    p.add_argument("--append", action="store_true", help="add to an existing audit in --out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
@@ -68,18 +77,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-containers", type=positive_int, help="stop after this many (commissioning, tests)"
     )
+    p.add_argument(
+        "--allow-mock-pins", action="store_true", help="accept gpio.pin_factory = 'mock'"
+    )
+    p.add_argument(
+        "--allow-rollback", action="store_true", help="run a bundle older than the last one run"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("audit", help="`fod audit verify DB_FOLDER`: check the hash chain")
-    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser(
+        "audit",
+        help="the audit trail: verify FOLDER | export FOLDER --format jsonl|csv | show FOLDER SEQ",
+        description="verify: check the hash chain, evidence images, anchor and checkpoints; "
+        "export: every row with its chain fields; show: draw a row's detections over its "
+        "evidence frame.",
+    )
+    p.add_argument("action", choices=["verify", "export", "show"])
     p.add_argument("folder", type=Path, help="audit folder (audit-*.db)")
+    p.add_argument("seq", type=int, nargs="?", help="show: the row's sequence number")
+    p.add_argument("--public-key", type=Path, help="verify: check checkpoint signatures")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export format")
+    p.add_argument("--out", type=Path, help="export: file (default stdout); show: PNG")
+    p.add_argument(
+        "--classes", default="fiber,particle,glass_flake", help="show: class names, comma-separated"
+    )
     p.set_defaults(func=cmd_audit)
+
+
+def _sim_config(args: argparse.Namespace, size, base):
+    """The simulation's line config: mock pins with a trigger input, a fresh audit folder;
+    overrides go through the same validation as a config file."""
+    from edge.config import parse_config
+
+    data = {
+        "camera": {"frames": args.frames, "mono": True},  # synthetic containers are grey
+        "model": {"bundle": str(args.bundle), "allow_unsigned": base.model.public_key is None},
+        "gpio": {"pin_factory": "mock", "trigger_pin": base.gpio.trigger_pin or "GPIO22"},
+        "audit": {"folder": str(args.out / "audit"), "min_free_bytes": 0},
+        "metrics": {"port": base.metrics.port if args.config else 0},
+    }
+    if args.delay_ms is not None or not args.config:
+        data["gpio"]["delay_ms"] = args.delay_ms or 2000.0
+    if args.wiring:
+        data["gpio"]["energise_to"] = args.wiring
+    merged = {}
+    for name in (
+        "camera",
+        "model",
+        "decision",
+        "postprocess",
+        "gpio",
+        "timing",
+        "audit",
+        "metrics",
+    ):
+        sec = dataclasses.asdict(getattr(base, name))
+        sec = {k: (str(v) if isinstance(v, Path) else v) for k, v in sec.items() if v is not None}
+        sec.update(data.get(name, {}))
+        merged[name] = sec
+    return parse_config(merged, "fod simulate")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     import functools
-    import random
 
     from gpiozero.pins.mock import MockFactory
 
@@ -88,19 +149,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.config import LineConfig, load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_json
-    from edge.simulate import FaultyBackend, load_sequences, parse_faults, run_line, summarize
+    from edge.simulate import (
+        FaultyBackend,
+        FaultyPin,
+        Injector,
+        SimCamera,
+        attach_audit,
+        audit_authorizer,
+        gate_model,
+        load_sequences,
+        parse_faults,
+        pin_intervals,
+        run_line,
+    )
     from edge.sources import open_source
     from edge.timeline import draw_timeline
 
     faults = parse_faults(args.faults)
-    if args.rate <= 0:
-        raise FodError(f"--rate must be positive, got {args.rate}")
+    if not (args.rate > 0 and args.rate < 1e5):
+        raise FodError(f"--rate must be a positive number per minute, got {args.rate}")
+    if args.delay_ms is not None and not 0 < args.delay_ms <= 60_000:
+        raise FodError(f"--delay-ms must be in (0, 60000], got {args.delay_ms}")
     base = load_config(args.config) if args.config else LineConfig()
     if args.bundle == DEMO_BUNDLE and not DEMO_BUNDLE.exists():
         raise FodError(
             f"{DEMO_BUNDLE}: the demo bundle ships with a source checkout (models/demo), "
             "not with a wheel; pass --bundle B from `fod bundle`"
         )
+    if (args.out / "audit").exists() and not args.append:
+        raise FodError(f"{args.out / 'audit'}: exists; pass a new --out, or --append to add to it")
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,61 +197,119 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 progress=False,
             )
     containers = load_sequences(seq_dir)
-    cfg = dataclasses.replace(
-        base,
-        # Synthetic containers are monochrome, like the line's camera.
-        camera=dataclasses.replace(base.camera, frames=args.frames, mono=True),
-        model=dataclasses.replace(base.model, bundle=str(args.bundle)),
-        gpio=dataclasses.replace(
-            base.gpio, pin_factory="mock", delay_ms=args.delay_ms or base.gpio.delay_ms
-        ),
-        audit=dataclasses.replace(base.audit, folder=args.out / "audit", min_free_bytes=0),
-        metrics=dataclasses.replace(
-            base.metrics, port=0 if args.config is None else base.metrics.port
-        ),
+    cfg = _sim_config(args, size, base)
+    injector = Injector(faults, args.seed)
+    factory = MockFactory(pin_class=FaultyPin)
+    factory.pin(cfg.gpio.ejector_pin).injector = injector  # GPIO faults on the gate output
+    trigger = factory.pin(cfg.gpio.trigger_pin)
+    delay_s, pulse_s = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    camera = SimCamera(
+        functools.partial(open_source, mono=True),
+        injector,
+        stall_s=1.5 * delay_s,
+        noise=2.0 if args.knapp else 0.0,
+        seed=args.seed,
     )
-    rng = random.Random(args.seed)
-    stall = cfg.gpio.delay_ms / 1000
-    wrap = (lambda be: FaultyBackend(be, faults, stall, rng)) if faults else None
     count = args.knapp * len(containers) if args.knapp else args.containers
-    with line_runtime(cfg, MockFactory(), wrap) as rt:
-        noise = 2.0 if args.knapp else 0.0  # grey levels: re-inspections see fresh sensor noise
-        reader = functools.partial(open_source, mono=cfg.camera.mono)
-        run_line(rt, containers, count, args.rate, reader, faults, args.seed, noise)
-        rt.io.pulses.wait_idle(timeout=cfg.gpio.delay_ms / 1000 + 2)  # let scheduled pulses land
-        outcomes = list(rt.outcomes)
-        fired = list(rt.io.pulses.fired)
-        missed = len(rt.io.pulses.missed)
-    lateness = [(a - s) * 1000 for s, a in fired]
-    summary = summarize(outcomes, lateness)
-    summary["rate_per_min"] = args.rate
-    summary["frames"] = args.frames
-    summary["pulses_missed_gate"] = missed  # decided after the gate: the container went past
+    outcomes: list = []
+    t_clear = time.monotonic()
+    for name in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin):
+        if name:
+            factory.pin(name).clear_states()
+    with line_runtime(
+        cfg,
+        factory,
+        lambda be: FaultyBackend(be, injector, 0.6 * delay_s),
+        outcomes.append,
+        audit_authorizer=audit_authorizer(injector) if "audit_error" in faults else None,
+    ) as rt:
+        decide = rt.decide
+
+        def crashing_decide(*a):
+            if injector.take("thread_crash"):
+                raise RuntimeError("injected crash in the decision code")
+            return decide(*a)
+
+        rt.decide = crashing_decide
+        phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
+        rt.drain(timeout=60 + count * 2)
+        rt.io.pulses.wait_idle(timeout=delay_s + 2)
+        counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
+        bounces = rt.io.debounce.bounces
+    camera.close()
+    gate_on = pin_intervals(factory.pin(cfg.gpio.ejector_pin), t_clear)
+    gate_model(phys, gate_on, delay_s, pulse_s, cfg.gpio.energise_to)
+    ghosts = attach_audit(phys, cfg.audit.folder)
+    alarm_on = pin_intervals(factory.pin(cfg.gpio.alarm_pin), t_clear) if cfg.gpio.alarm_pin else []
+    summary = _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on)
+    summary.update(
+        failed=failed,
+        alarm_reasons=alarm_reasons[:5],
+        bounces_filtered=bounces,
+        sequences=str(seq_dir),
+    )
     if args.knapp:
         from edge.knapp import knapp, write_report
 
         res = knapp(
-            [(o.container_id.split("-")[0], o.reject) for o in outcomes],
+            [(c.id.split("-")[0], not c.passed) for c in phys],
             {c.id: c.label for c in containers},  # already read: no second parse
         )
         write_report(res, args.out)
         summary["knapp"] = {k: v for k, v in res.to_dict().items() if k != "containers"}
     atomic_write_json(args.out / "summary.json", summary)
-    draw_timeline(outcomes, fired, cfg.gpio.delay_ms / 1000, args.out / "timeline.png")
+    draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png")
     if args.json:
         print(json.dumps(summary))
     else:
         lat = summary["latency_ms"]
         print(
-            f"{summary['containers']} containers: {summary['accepted']} accepted, "
-            f"{summary['rejected']} rejected, "
+            f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
             f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
-            f"false-reject rate {summary['false_reject_rate']}; decision p50/p99 "
-            f"{lat['decision_p50']:.0f}/{lat['decision_p99']:.0f} ms; "
-            f"deadline misses {summary['deadline_misses']}; "
-            f"audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
+            f"false-reject rate {summary['false_reject_rate']}; passed_defective "
+            f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
+            f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
+            f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
+            f"sequences {seq_dir}; audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
         )
     return 0
+
+
+def _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on) -> dict:
+    import numpy as np
+
+    from edge.simulate import judge
+
+    def pct(values, q):
+        return round(float(np.percentile(np.asarray(values) * 1000, q)), 1) if values else None
+
+    firsts = [o for o in outcomes if not o.amends]
+    decide = [o.decided_t - o.trigger_t for o in firsts if o.decided_t]
+    capture = [o.captured_t - o.trigger_t for o in firsts if o.captured_t]
+    faults: dict = {}
+    for o in outcomes:
+        if o.fault:
+            faults[o.fault] = faults.get(o.fault, 0) + 1
+    s = judge(phys)
+    s.update(
+        rate_per_min=args.rate,
+        frames=args.frames,
+        wiring=cfg.gpio.energise_to,
+        faults=faults,
+        injected={k: v for k, v in injector.injected.items() if v},
+        alarms=len(alarm_on),
+        ghost_containers=ghosts,
+        amended=sum(o.amends for o in outcomes),
+        stale_frames_dropped=counts.get("stale_frames", 0),
+        deadline_misses=faults.get("late", 0) + faults.get("stall", 0),
+        latency_ms={
+            "capture_p50": pct(capture, 50),
+            "capture_p99": pct(capture, 99),
+            "decision_p50": pct(decide, 50),
+            "decision_p99": pct(decide, 99),
+        },
+    )
+    return s
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -183,24 +318,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edge.app import run_forever
     from edge.config import load_config
+    from edge.errors import FodError
 
     cfg = load_config(args.config)
+    if cfg.camera.source == "sim":
+        raise FodError(
+            "camera.source is 'sim': use `fod simulate`, or set a camera in the line config"
+        )
+    if not cfg.gpio.pin_factory:
+        raise FodError(f"{args.config}: gpio.pin_factory is not set: name the unit's pin factory")
+    factory = None
+    if cfg.gpio.pin_factory == "mock":
+        if not args.allow_mock_pins:
+            raise FodError(
+                f"{args.config}: gpio.pin_factory = 'mock' drives no hardware; "
+                "pass --allow-mock-pins to run without it (tests, commissioning)"
+            )
+        from gpiozero.pins.mock import MockFactory
+
+        factory = MockFactory()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # systemd stops with SIGTERM: finish, release, exit
         signal.signal(sig, lambda *_: stop.set())
-    rt = run_forever(cfg, stop, args.rate, args.max_containers)
+    rt = run_forever(
+        cfg, stop, args.rate, args.max_containers, factory, allow_rollback=args.allow_rollback
+    )
     counts = {
-        "containers": len(rt.outcomes),
-        "rejected": sum(o.reject for o in rt.outcomes),
-        "faults": sum(o.fault is not None for o in rt.outcomes),
+        "containers": rt.counts.get("accept", 0) + rt.counts.get("reject", 0),
+        "rejected": rt.counts.get("reject", 0),
+        "faults": sum(v for k, v in rt.counts.items() if k.startswith("fault:")),
         "alarm": rt.alarm,
+        "failed": rt.failed,
     }
     human = (
         f"{counts['containers']} containers, {counts['rejected']} rejected, "
-        f"{counts['faults']} faults"
+        f"{counts['faults']} faults" + (f"; ALARM: {rt.alarm_reasons[-1]}" if rt.alarm else "")
     )
     print(json.dumps(counts) if args.json else human)
-    return 0
+    # After an alarm or a failed stage the service manager must see a failure (and restart).
+    return 3 if rt.failed or rt.alarm else 0
 
 
 def cmd_knapp(args: argparse.Namespace) -> int:
@@ -220,11 +376,26 @@ def cmd_knapp(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from edge.audit import verify
+    from edge.audit_verify import draw_record, export_rows, verify
+    from edge.errors import FodError
+    from edge.fsutil import atomic_write_bytes, write_png
 
-    r = verify(args.folder)
-    print(
-        f"{args.folder}: {r.rows} containers in {r.files} file(s), "
-        f"seq {r.first_seq}..{r.last_seq}: chain intact"
-    )
+    if args.action == "verify":
+        r = verify(args.folder, args.public_key)
+        signed = f", {r.checkpoints} checkpoints" + (" (signatures valid)" if r.signed else "")
+        print(
+            f"{args.folder}: {r.rows} containers in {r.files} file(s), "
+            f"seq {r.first_seq}..{r.last_seq}, {r.images} evidence images{signed}: chain intact"
+        )
+    elif args.action == "export":
+        text = export_rows(args.folder, args.format)
+        if args.out is None:
+            print(text, end="")
+        else:
+            atomic_write_bytes(args.out, text.encode("utf-8"))
+    else:
+        if args.seq is None or args.out is None:
+            raise FodError("fod audit show needs SEQ and --out PNG")
+        write_png(args.out, draw_record(args.folder, args.seq, args.classes.split(",")))
+        print(f"{args.out}: seq {args.seq} with its recorded detections")
     return 0

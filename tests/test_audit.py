@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audit import AuditConfig, AuditError, AuditLog, AuditUnavailable, ContainerRecord, verify
+from edge.audit import AuditConfig, AuditError, AuditLog, AuditUnavailable, ContainerRecord
+from edge.audit_verify import verify
 
 
 def _rec(i: int, decision: str = "accept") -> ContainerRecord:

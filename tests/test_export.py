@@ -26,7 +26,7 @@ from training.postprocess import select_per_image as torch_select
 
 SIZE = (320, 256)
 BOX_ATOL = 1e-3  # px: float32 graph vs eager, different kernels and op order
-SCORE_ATOL = 1e-5
+SCORE_ATOL = 5e-5  # float32 sigmoid: ORT and PyTorch kernels differ in the last bits
 
 
 @pytest.fixture(scope="module")

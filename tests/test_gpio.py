@@ -1,4 +1,5 @@
-"""The reject path on gpiozero's MockFactory: pulse timing, both wirings, alarm, cleanup."""
+"""The gate output on gpiozero's MockFactory: positive release, the reject wiring's armed
+pulse, missed and failed pulses reported, debounced trigger edges, cleanup."""
 
 from __future__ import annotations
 
@@ -7,84 +8,137 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.gpio import GpioConfig, GpioError, LineIO, load_pin_factory
+from edge.gpio import Debouncer, GpioConfig, GpioError, LineIO, load_pin_factory
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
 
 
-def _pin(factory: MockFactory, name: str):
-    return factory.pin(name)
-
-
-def test_reject_pulse_at_trigger_plus_delay() -> None:
+def test_accept_release_pulses_at_the_gate() -> None:
     f = MockFactory()
-    cfg = GpioConfig(delay_ms=150, pulse_ms=40)
+    cfg = GpioConfig(delay_ms=150, pulse_ms=40)  # energise_to = "accept" by default
     with LineIO(cfg, f) as io:
-        pin = _pin(f, cfg.ejector_pin)
+        pin = f.pin(cfg.ejector_pin)
         pin.clear_states()
         t0 = time.monotonic()
-        assert io.act(t0, reject=True)
-        assert not io.act(t0 + 0.01, reject=False)  # energise-to-reject: accept does nothing
+        assert io.arm("c0", t0) is None  # positive release arms nothing
+        assert io.release("c0", t0, None)
         time.sleep(0.35)
-        ((_, actual),) = io.pulses.fired
-        assert abs(actual - (t0 + 0.150)) < TOL
         states = pin.states
-        # off (initial) -> on after ~150 ms -> off after ~40 ms; exactly these changes
-        assert len(states) == 3
-        assert [s.state for s in states] == [False, True, False]
-        # MockPin timestamps are deltas since the previous change (clear_states, just before t0)
-        assert abs(states[1].timestamp - 0.150) < TOL
-        assert abs(states[2].timestamp - 0.040) < TOL
+        (p,) = list(io.pulses.done)
+    assert p.state == "fired" and abs(p.fired_t - (t0 + 0.150)) < TOL
+    assert len(states) == 3 and [s.state for s in states] == [False, True, False]
+    # MockPin timestamps are deltas since the previous change (clear_states, just before t0)
+    assert abs(states[1].timestamp - 0.150) < TOL
+    assert abs(states[2].timestamp - 0.040) < TOL
 
 
-def test_pulses_in_deadline_order() -> None:
+def test_release_after_the_gate_is_refused_and_nothing_fires() -> None:
     f = MockFactory()
-    with LineIO(GpioConfig(delay_ms=0, pulse_ms=5), f) as io:
+    cfg = GpioConfig(delay_ms=100, pulse_ms=10)
+    with LineIO(cfg, f) as io:
+        pin = f.pin(cfg.ejector_pin)
+        pin.clear_states()
+        assert not io.release("late", time.monotonic() - 0.5, None)
+        time.sleep(0.05)
+        states = pin.states
+    assert len(states) == 1 and not states[0].state
+
+
+def test_reject_wiring_armed_pulse_fires_unless_cancelled() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(energise_to="reject", delay_ms=120, pulse_ms=20)
+    with LineIO(cfg, f) as io:
+        pin = f.pin(cfg.ejector_pin)
+        pin.clear_states()
         t0 = time.monotonic()
-        for dt in (0.2, 0.05, 0.12):
-            io.pulses.schedule(t0 + dt)
-        time.sleep(0.35)
-        assert [round(s - t0, 2) for s, _ in io.pulses.fired] == [0.05, 0.12, 0.2]
-        assert all(a >= s for s, a in io.pulses.fired)
+        keep, cancel = io.arm("bad", t0), io.arm("good", t0 + 0.05)
+        assert io.release("good", t0 + 0.05, cancel)  # a recorded accept cancels its pulse
+        assert not io.release("bad", t0, None)
+        time.sleep(0.3)
+        states = pin.states
+    assert keep.state == "fired" and cancel.state == "cancelled"
+    assert len(states) == 3 and [s.state for s in states] == [False, True, False]
+    assert abs(states[1].timestamp - 0.120) < TOL
 
 
-def test_energise_to_accept_rejects_when_stopped() -> None:
+def test_missed_and_failed_pulses_are_reported() -> None:
     f = MockFactory()
-    cfg = GpioConfig(energise_to="accept", delay_ms=200, pulse_ms=20)
+    seen = []
+    with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f, on_pulse_done=seen.append) as io:
+        io.pulses.schedule(time.monotonic() - 0.5, "stale")  # its gate passed 0.5 s ago
+        time.sleep(0.1)
+        broken = f.pin(GpioConfig().ejector_pin)
+
+        def boom(value):
+            raise OSError("pin gone")
+
+        broken._set_state = boom
+        io.pulses.schedule(time.monotonic() + 0.02, "broken")
+        time.sleep(0.15)
+    assert [(p.tag, p.state) for p in seen] == [("stale", "missed"), ("broken", "error")]
+    assert "pin gone" in seen[1].error
+
+
+def test_close_cancels_pending_accepts_and_leaves_output_off() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=200, pulse_ms=20)
     io = LineIO(cfg, f)
-    pin = _pin(f, cfg.ejector_pin)
+    pin = f.pin(cfg.ejector_pin)
     pin.clear_states()
-    assert io.act(time.monotonic(), reject=False)  # accept: the gate must be energised to pass
-    assert not io.act(time.monotonic(), reject=True)
+    assert io.release("c0", time.monotonic(), None)
     io.close()  # the process stops before the gate: nothing energises it, the container is rejected
     time.sleep(0.3)
-    assert [s.state for s in pin.states] == [False]
+    assert len(pin.states) == 1 and not pin.states[0].state
     io.close()  # idempotent
 
 
-def test_alarm_and_release(tmp_path) -> None:
+def test_trigger_edges_debounced_and_timestamped_at_the_edge() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(trigger_pin="GPIO22", trigger_bounce_ms=5)
+    edges = []
+    with LineIO(cfg, f) as io:
+        io.on_trigger(edges.append)
+        pin = f.pin("GPIO22")
+        t0 = time.monotonic()
+        pin.drive_high()
+        for _ in range(3):  # contact bounce within 1 ms
+            pin.drive_low()
+            pin.drive_high()
+        pin.drive_low()
+        time.sleep(0.02)
+        pin.drive_high()  # the next container, 20 ms later
+        pin.drive_low()
+    assert len(edges) == 2 and io.debounce.bounces == 3
+    assert -1e-4 <= edges[0] - t0 < 0.002 and edges[1] - edges[0] > 0.015
+
+
+def test_debouncer_on_a_fake_clock() -> None:
+    d = Debouncer(0.002)
+    assert [d.accept(t) for t in (1.0, 1.0005, 1.0019, 1.003, 1.0031)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert d.bounces == 3
+
+
+def test_alarm_and_release_of_pins() -> None:
     f = MockFactory()
     cfg = GpioConfig()
     with LineIO(cfg, f) as io:
         io.set_alarm(True)
-        assert _pin(f, cfg.alarm_pin).state
-    # released on exit: the pins can be claimed again
-    with LineIO(cfg, f):
+        assert f.pin(cfg.alarm_pin).state
+    with LineIO(cfg, f):  # released on exit: the pins can be claimed again
         pass
 
 
 def test_bad_config() -> None:
     with pytest.raises(GpioError, match="energise_to"):
         LineIO(GpioConfig(energise_to="sideways"), MockFactory())
+    with pytest.raises(GpioError, match="pin_factory is not set"):
+        LineIO(GpioConfig())
     with pytest.raises(GpioError, match="no gpiozero pin factory 'nosuch'"):
         load_pin_factory("nosuch")
     assert load_pin_factory("mock") is not None
-
-
-def test_stale_pulse_is_not_fired() -> None:
-    f = MockFactory()
-    with LineIO(GpioConfig(delay_ms=0, pulse_ms=10), f) as io:
-        io.pulses.schedule(time.monotonic() - 0.5)  # the container passed the gate 0.5 s ago
-        time.sleep(0.1)
-        assert io.pulses.fired == [] and len(io.pulses.missed) == 1
-        assert [s.state for s in f.pin(GpioConfig().ejector_pin).states] == [False]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import socket
 import sqlite3
 import time
@@ -17,11 +16,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
-from edge.audit import verify
+from edge.audit_verify import verify
 from edge.config import ConfigError, LineConfig, load_config, parse_config
-from edge.gpio import LineIO
 from edge.runtime import Job
-from edge.simulate import FaultyBackend
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
@@ -38,9 +35,12 @@ def _cfg(bundle: Path, tmp: Path, **over) -> LineConfig:
     base = LineConfig()
     cfg = dataclasses.replace(
         base,
-        camera=dataclasses.replace(base.camera, frames=3),
-        model=dataclasses.replace(base.model, bundle=str(bundle)),
-        gpio=dataclasses.replace(base.gpio, delay_ms=400, pulse_ms=20, alarm_faults=3),
+        camera=dataclasses.replace(base.camera, frames=3, width=320, height=256),
+        model=dataclasses.replace(base.model, bundle=str(bundle), allow_unsigned=True),
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=1500, pulse_ms=20, alarm_faults=3
+        ),
+        timing=dataclasses.replace(base.timing, queue_depth=8),
         audit=dataclasses.replace(base.audit, folder=tmp / "audit", min_free_bytes=0),
         metrics=dataclasses.replace(base.metrics, port=0),
     )
@@ -68,7 +68,7 @@ def _rows(tmp: Path):
 
 
 def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) -> None:
-    cfg = _cfg(bundle, tmp_path)
+    cfg = _cfg(bundle, tmp_path, gpio={"delay_ms": 1500.0})
     calls = {"n": 0}
 
     def wrap(be):
@@ -78,12 +78,13 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
                 if calls["n"] == 4:  # the 2nd container's first frame (3 frames each)
                     raise RuntimeError("injected")
                 if calls["n"] == 7:  # the 3rd: stall past the decision deadline
-                    time.sleep(0.5)
+                    time.sleep(1.6)
                 return be.infer(images)
 
         return Sometimes()
 
-    with line_runtime(cfg, MockFactory(), wrap) as rt:
+    seen = []
+    with line_runtime(cfg, MockFactory(), wrap, seen.append) as rt:
         t = time.monotonic()
         rt.submit(Job("ok", t, _frames()))
         rt.drain(10)
@@ -94,23 +95,26 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
         rt.submit(Job("drop", time.monotonic(), _frames(n=1)))
         rt.submit(Job("corrupt", time.monotonic(), _frames(shape=(256, 320, 4))))
         rt.submit(Job("camera_raises", time.monotonic(), lambda: 1 / 0))
-        rt.submit(Job("grey", time.monotonic(), _frames(shape=(256, 320))))  # mono camera: fine
+        rt.submit(Job("grey", time.monotonic(), _frames(shape=(256, 320))))  # not this camera's
+        rt.submit(Job("half", time.monotonic(), _frames(shape=(128, 320, 3))))  # truncated
         assert rt.drain(10)
         assert rt.alarm  # >= 3 faults within the window
-        outcomes = {o.container_id: o for o in rt.outcomes}
+        outcomes = {o.container_id: o for o in seen}
     rows = _rows(tmp_path)
     expect = {
         "backend": "backend_error",
-        "late": "late",
+        "late": "stall",  # the supervisor rejected it at its deadline, mid-inference
         "drop": "camera_drop",
         "corrupt": "corrupt_frame",
         "camera_raises": "camera_drop",
+        "grey": "corrupt_frame",
+        "half": "corrupt_frame",
     }
     for cid, fault in expect.items():
         assert outcomes[cid].reject and outcomes[cid].fault == fault
         assert rows[cid][0] == "reject" and rows[cid][1] == fault and rows[cid][2]
-    assert rows["ok"][1] is None and rows["grey"][1] is None
-    assert verify(tmp_path / "audit").rows == 7
+    assert rows["ok"][1] is None
+    assert verify(tmp_path / "audit").rows == 8
     # A reject by decision keeps its evidence frame; a fault reject has none to keep.
     db = sqlite3.connect(tmp_path / "audit" / "audit-000001.db")
     images = dict(db.execute("SELECT container_id, image FROM containers").fetchall())
@@ -123,42 +127,73 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
 
 def test_queue_overflow_rejects(bundle: Path, tmp_path: Path) -> None:
     cfg = _cfg(bundle, tmp_path, timing={"queue_depth": 1})
-    slow = lambda be: FaultyBackend(be, {"slow": 1.0}, 0.2, random.Random(0))  # noqa: E731
-    with line_runtime(cfg, MockFactory(), slow) as rt:
+
+    def slow(be):
+        class Slow:
+            def infer(self, images):
+                time.sleep(0.2)
+                return be.infer(images)
+
+        return Slow()
+
+    seen = []
+    with line_runtime(cfg, MockFactory(), slow, seen.append) as rt:
         for i in range(6):
             rt.submit(Job(f"c{i}", time.monotonic(), _frames()))
         assert rt.drain(30)
-        faults = [o.fault for o in rt.outcomes]
+        faults = [o.fault for o in seen]
     assert "queue_overflow" in faults
-    assert all(o.reject for o in rt.outcomes if o.fault)
+    assert all(o.reject for o in seen if o.fault)
     assert len(_rows(tmp_path)) == 6  # every container audited, none dropped
 
 
 def test_audit_unavailable_rejects_everything(bundle: Path, tmp_path: Path) -> None:
     cfg = _cfg(bundle, tmp_path)
     cfg = dataclasses.replace(cfg, audit=dataclasses.replace(cfg.audit, min_free_bytes=2**62))
-    with line_runtime(cfg, MockFactory()) as rt:
-        for i in range(3):  # one at a time: none of them late
+    cfg = dataclasses.replace(cfg, decision=dataclasses.replace(cfg.decision, min_evidence=99.0))
+    f, seen = MockFactory(), []
+    with line_runtime(cfg, f, on_outcome=seen.append) as rt:
+        gate = f.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        for i in range(3):  # one at a time: none of them late; each would be an accept
             rt.submit(Job(f"c{i}", time.monotonic(), _frames()))
             assert rt.drain(10)
-        assert all(o.reject and o.fault == "audit_unavailable" for o in rt.outcomes)
+        assert all(o.reject and o.fault == "audit_unavailable" for o in seen)
         assert rt.alarm
+        time.sleep(1.6)
+        states = gate.states
+    assert len(states) == 1 and not states[0].state  # no accept pulse ever: all rejected
 
 
-def test_gpio_error_counted(bundle: Path, tmp_path: Path, monkeypatch) -> None:
-    def broken(self, trigger_t, reject):
-        raise OSError("pin gone")
+def test_gate_output_error_is_amended_and_the_container_rejected(
+    bundle: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})  # every container accepts
+    f, seen = MockFactory(), []
+    with line_runtime(cfg, f, on_outcome=seen.append) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
 
-    monkeypatch.setattr(LineIO, "act", broken)
-    with line_runtime(_cfg(bundle, tmp_path), MockFactory()) as rt:
+        def broken(value):  # the pin driver fails when the accept pulse is due
+            raise OSError("pin gone")
+
+        pin._set_state = broken
         rt.submit(Job("c0", time.monotonic(), _frames()))
         assert rt.drain(10)
-        assert rt.outcomes[0].fault == "gpio_error"
+        time.sleep(1.6)
+        assert rt.drain(10)
+    assert [(o.reject, o.fault, o.amends) for o in seen] == [
+        (False, None, False),
+        (True, "gpio_error", True),
+    ]
+    db = sqlite3.connect(str(tmp_path / "audit" / "audit-000001.db"))
+    rows = db.execute("SELECT decision, fault FROM containers ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [("accept", None), ("reject", "gpio_error")]  # the last word is physical
 
 
-def test_reject_pulse_lands_at_trigger_plus_delay(bundle: Path, tmp_path: Path) -> None:
+def test_accept_pulse_lands_at_trigger_plus_delay(bundle: Path, tmp_path: Path) -> None:
     f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 0.0})  # every container rejects
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})  # every container accepts
     with line_runtime(cfg, f) as rt:
         pin = f.pin(cfg.gpio.ejector_pin)
         pin.clear_states()
@@ -167,9 +202,22 @@ def test_reject_pulse_lands_at_trigger_plus_delay(bundle: Path, tmp_path: Path) 
         assert rt.drain(10)
         assert rt.io.pulses.wait_idle(2)
         states = pin.states
-    assert [s.state for s in states] == [False, True, False]  # one pulse, nothing else
-    assert abs(states[1].timestamp - 0.400) < 0.03  # delta since clear_states, just before t0
+    assert len(states) == 3 and [s.state for s in states] == [False, True, False]
+    assert abs(states[1].timestamp - 1.500) < 0.03  # delta since clear_states, just before t0
     assert abs(states[2].timestamp - 0.020) < 0.03
+
+
+def test_a_rejected_container_gets_no_pulse(bundle: Path, tmp_path: Path) -> None:
+    f = MockFactory()
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 0.0})  # every container rejects
+    with line_runtime(cfg, f) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10)
+        time.sleep(1.6)
+        states = pin.states
+    assert len(states) == 1 and not states[0].state
 
 
 def test_metrics_bind_to_loopback_only(bundle: Path, tmp_path: Path) -> None:
@@ -224,7 +272,8 @@ def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, 
     )
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["containers"] == 4 and s["rejected"] == 4 and s["faults"] == {"camera_drop": 4}
+    assert s["containers"] == 4 and s["physically_passed"] == 0
+    assert s["faults"] == {"camera_drop": 4} and s["audit_disagrees"] == 0
     assert (out / "timeline.png").stat().st_size > 0
     assert main(["audit", "verify", str(out / "audit")]) == 0
 
@@ -237,13 +286,20 @@ def test_fod_run_with_video_camera_and_timer(
     cfg.write_text(
         f'[camera]\nsource = "file:{video}"\nframes = 2\n[model]\nbundle = "{bundle}"\n'
         f'[audit]\nfolder = "{tmp_path / "audit"}"\nmin_free_bytes = 0\n[metrics]\nport = 0\n'
-        "[gpio]\ndelay_ms = 400.0\n"
+        '[gpio]\ndelay_ms = 2000.0\npin_factory = "mock"\n'
     )
-    assert (
-        main(["run", "--config", str(cfg), "--rate", "240", "--max-containers", "2", "--json"]) == 0
+    argv = ["run", "--config", str(cfg), "--rate", "240", "--max-containers", "2", "--json"]
+    assert main(argv) == 2  # mock pins drive nothing: refused unless asked for
+    assert "--allow-mock-pins" in capsys.readouterr().err
+    assert main([*argv, "--allow-mock-pins"]) == 2  # an unsigned bundle is refused too
+    assert "model.public_key is not set" in capsys.readouterr().err
+    text = cfg.read_text().replace(
+        f'bundle = "{bundle}"', f'bundle = "{bundle}"\nallow_unsigned = true'
     )
+    cfg.write_text(text)
+    rc = main([*argv, "--allow-mock-pins"])
     r = json.loads(capsys.readouterr().out)
-    assert r["containers"] == 2
+    assert r["containers"] == 2 and rc == (3 if r["alarm"] else 0)
     assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["run", "--config", str(cfg)]) == 2
@@ -261,11 +317,12 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
 
         return Counting()
 
-    with line_runtime(_cfg(bundle, tmp_path), MockFactory(), count) as rt:
-        rt.submit(Job("old", time.monotonic() - 1.0, _frames()))  # its gate passed a while ago
+    seen = []
+    with line_runtime(_cfg(bundle, tmp_path), MockFactory(), count, seen.append) as rt:
+        rt.submit(Job("old", time.monotonic() - 3.0, _frames()))  # its gate passed a while ago
         assert rt.drain(10)
-        o = rt.outcomes[0]
-    assert o.reject and o.fault == "late" and "not inferred" in o.reason and calls["n"] == 0
+    (o,) = seen
+    assert o.reject and o.fault in ("late", "stall") and calls["n"] == 0
 
 
 def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:  # noqa: F811
@@ -275,7 +332,7 @@ def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None: 
     # A mono source hands over GRAY8 frames: the same pixels as the RGB path's channels.
     video = sorted((small_set / "sequences").glob("*.avi"))[0]
     rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
-    rgb, grey = rgb_src.read(), grey_src.read()
+    rgb, grey = rgb_src.read().image, grey_src.read().image
     rgb_src.close(), grey_src.close()
     assert rgb is not None and grey is not None
     assert (

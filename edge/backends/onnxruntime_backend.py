@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,7 +18,10 @@ class OnnxRuntimeBackend:
         path: Path,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: Optional[int] = None,
+        model_bytes: Optional[bytes] = None,
     ) -> None:
+        """`model_bytes`: the bytes the caller hashed; ORT gets exactly these (no reopen by
+        path between the hash check and the load). `path` then only names them in errors."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -26,7 +29,8 @@ class OnnxRuntimeBackend:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=list(providers))
+            model: Union[str, bytes] = model_bytes if model_bytes is not None else str(path)
+            self.session = ort.InferenceSession(model, so, providers=list(providers))
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             raise FodError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         inputs = self.session.get_inputs()

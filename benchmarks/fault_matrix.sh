@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The fault matrix of the simulated line: each fault class alone at p = 0.2, then all of
+# them together at p = 0.05, through the demo bundle with the gate model judging what
+# physically happened. Prints one Markdown table; each run's summary.json stays in OUT.
+# Usage: benchmarks/fault_matrix.sh [OUT=fault-matrix] [CONTAINERS=200] [RATE=100] [FRAMES=4]
+set -euo pipefail
+out=${1:-fault-matrix}
+n=${2:-200}
+rate=${3:-100}
+frames=${4:-4}
+fod=${FOD:-fod}
+mkdir -p "$out"
+kinds="camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error bounce audit_error"
+echo "| faults | containers | injected | fault rows | alarms | passed_defective | passed_faulty | audit_disagrees | ghosts |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do
+  dir="$out/${spec%%=*}"
+  rm -rf "$dir"
+  "$fod" simulate --out "$dir" --containers "$n" --rate "$rate" --frames "$frames" \
+    --faults "$spec" --seed 1 --json 2>"$dir.log" >"$dir.json"
+  python3 - "$spec" "$dir.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[2]))
+print(f"| {sys.argv[1]} | {s['containers']} | {sum(s['injected'].values())} | "
+      f"{sum(s['faults'].values())} | {s['alarms']} | {s['passed_defective']} | "
+      f"{s['passed_faulty']} | {s['audit_disagrees']} | {s['ghost_containers']} |")
+PY
+done

@@ -1,0 +1,223 @@
+"""Reading the audit trail: verify the chain, export rows for a QA system, show a record.
+
+`verify` walks every file from the genesis: the oldest file must start at seq 1 from
+the genesis hash (nothing prunes audit files, so a missing oldest file is a cut), every
+row must continue the chain, every evidence PNG still on disk must match the sha256 in
+its row, the last row must reach the anchor, and each signed checkpoint must sit on the
+chain (with the public key: and carry a valid signature).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from .audit import (
+    CHECKPOINTS,
+    FIELDS,
+    GENESIS,
+    AuditError,
+    audit_files,
+    checkpoint_payload,
+    read_anchor,
+    row_hash,
+)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    files: int
+    rows: int
+    first_seq: int
+    last_seq: int
+    images: int  # evidence PNGs checked against their row's hash
+    checkpoints: int  # checkpoints found on the chain
+    signed: bool  # checkpoint signatures checked with a public key
+
+
+def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
+    """Every row of every file in seq order, with its chain fields; AuditError if unreadable."""
+    files = audit_files(folder)
+    if not files:
+        raise AuditError(f"{folder}: no audit-*.db files")
+    for path in files:
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                chain = dict(db.execute("SELECT key, value FROM chain"))
+                data = db.execute(
+                    f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM containers ORDER BY seq"
+                ).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise AuditError(f"{path}: unreadable: {e}") from None
+        if "prev_hash" not in chain or "first_seq" not in chain:
+            raise AuditError(f"{path}: no chain link (not an audit file, or damaged)")
+        yield {"_file": path, "_chain": chain}
+        for r in data:
+            row = dict(zip(FIELDS, r[: len(FIELDS)]))
+            row["prev_hash"], row["row_hash"] = r[-2], r[-1]
+            row["_file"] = path
+            yield row
+
+
+def _check_image(folder: Path, row: Dict[str, Any]) -> bool:
+    """True if the row's PNG was checked; AuditError if it differs. A PNG deleted by the
+    disk budget is expected (its hash stays in the chain)."""
+    if not row["image"]:
+        return False
+    path = folder / row["image"]
+    if not path.is_file():
+        return False
+    if hashlib.sha256(path.read_bytes()).hexdigest() != row["image_sha256"]:
+        raise AuditError(f"{path}: evidence image of seq {row['seq']} was replaced or edited")
+    return True
+
+
+def _checkpoints(folder: Path) -> List[Dict[str, Any]]:
+    path = folder / CHECKPOINTS
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            cp = json.loads(line)
+            out.append({"seq": int(cp["seq"]), "hash": str(cp["hash"]), "sig": str(cp["sig"])})
+        except (ValueError, KeyError, TypeError) as e:
+            raise AuditError(f"{path}: line {n} unreadable: {e}") from None
+    return out
+
+
+def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
+    """Walk every file and row; raise AuditError at the first gap, edit, cut or bad signature."""
+    expect_hash, expect_seq = GENESIS, 1
+    rows = files = images = 0
+    hashes: Dict[int, str] = {}
+    for row in iter_rows(folder):
+        path = row["_file"]
+        if "_chain" in row:
+            files += 1
+            chain = row["_chain"]
+            if chain["prev_hash"] != expect_hash or int(chain["first_seq"]) != expect_seq:
+                what = "the genesis" if files == 1 else "the chain of the file before it"
+                raise AuditError(f"{path}: does not continue {what} (a file was removed)")
+            continue
+        seq = int(row["seq"])
+        if seq != expect_seq:
+            raise AuditError(f"{path}: row seq {expect_seq} missing (next row is {seq}): a gap")
+        if row["prev_hash"] != expect_hash or row_hash(expect_hash, row) != row["row_hash"]:
+            raise AuditError(f"{path}: row seq {seq} was edited (its hash does not match)")
+        images += _check_image(folder, row)
+        expect_hash, expect_seq = row["row_hash"], seq + 1
+        hashes[seq] = expect_hash
+        rows += 1
+    last = expect_seq - 1
+    anchor = read_anchor(folder)
+    if anchor is None and last > 0:
+        raise AuditError(f"{folder}: anchor.json missing: the head cannot be checked")
+    if anchor is not None:
+        if anchor[0] > last:
+            raise AuditError(
+                f"{folder}: the trail ends at seq {last} but its anchor is at seq {anchor[0]}: "
+                "rows or files were cut from the end"
+            )
+        if hashes.get(anchor[0], GENESIS if anchor[0] == 0 else None) != anchor[1]:
+            raise AuditError(f"{folder}: the anchor (seq {anchor[0]}) is not on the chain")
+    cps = _checkpoints(folder)
+    pub = None
+    if public_key is not None:
+        from .signing import load_public_key
+
+        pub = load_public_key(public_key)
+    for cp in cps:
+        if hashes.get(cp["seq"]) != cp["hash"]:
+            raise AuditError(
+                f"{folder / CHECKPOINTS}: checkpoint at seq {cp['seq']} is not on the chain "
+                "(rows were edited and the chain recomputed, or cut)"
+            )
+        if pub is not None:
+            from cryptography.exceptions import InvalidSignature
+
+            try:
+                pub.verify(bytes.fromhex(cp["sig"]), checkpoint_payload(cp["seq"], cp["hash"]))
+            except (InvalidSignature, ValueError):
+                raise AuditError(
+                    f"{folder / CHECKPOINTS}: checkpoint at seq {cp['seq']}: bad signature"
+                ) from None
+    if pub is not None and not cps and last > 0:
+        raise AuditError(f"{folder}: a public key was given but there are no signed checkpoints")
+    return VerifyReport(files, rows, 1 if rows else 0, last, images, len(cps), pub is not None)
+
+
+def export_rows(folder: Path, fmt: str) -> str:
+    """Every row with its chain fields, as JSON lines or CSV (for a QA system)."""
+    cols = [*FIELDS, "prev_hash", "row_hash"]
+    rows = [{k: r[k] for k in cols} for r in iter_rows(folder) if "_chain" not in r]
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def find_row(folder: Path, seq: int) -> Dict[str, Any]:
+    for r in iter_rows(folder):
+        if "_chain" not in r and int(r["seq"]) == seq:
+            return r
+    raise AuditError(f"{folder}: no row with seq {seq}")
+
+
+def draw_record(folder: Path, seq: int, class_names: Sequence[str] = ()) -> np.ndarray:
+    """The evidence frame of row `seq` (its hash checked) with the recorded detections of
+    every frame drawn over it, BGR, so a reviewer sees which speck caused the reject."""
+    import cv2
+
+    row = find_row(folder, seq)
+    if not row["image"]:
+        raise AuditError(
+            f"{folder}: row seq {seq} has no evidence image (not a reject by decision)"
+        )
+    path = folder / row["image"]
+    if not path.is_file():
+        raise AuditError(f"{path}: evidence image of seq {seq} was pruned by the disk budget")
+    _check_image(folder, row)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise AuditError(f"{path}: not a readable PNG")
+    dets = json.loads(row["detections"])
+    for f, frame in enumerate(dets):
+        shade = int(80 + 175 * (f + 1) / max(1, len(dets)))  # later frames brighter
+        for x0, y0, x1, y1, score, label in frame:
+            p0, p1 = (int(x0) - 2, int(y0) - 2), (int(x1) + 2, int(y1) + 2)
+            cv2.rectangle(img, p0, p1, (0, 0, shade), 1)
+            name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+            cv2.putText(
+                img,
+                f"{name} {score:.2f}",
+                (p0[0], max(10, p0[1] - 3)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (0, 0, shade),
+                1,
+            )
+    cv2.putText(
+        img,
+        f"seq {seq} {row['container_id']}: {row['decision']} - {row['reason']}"[:110],
+        (4, 14),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (0, 200, 255),
+        1,
+    )
+    return img
