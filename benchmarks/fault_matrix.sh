@@ -11,7 +11,7 @@ frames=${4:-4}
 fod=${FOD:-fod}
 mkdir -p "$out"
 kinds="camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error bounce audit_error"
-echo "| faults | containers | injected | fault rows | alarms | passed_defective | passed_faulty | audit_disagrees | ghosts |"
+echo "| faults | containers | injected | fault rows | alarms | passed_defective (model misses) | passed_faulty | audit_disagrees | ghosts |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do
   dir="$out/${spec%%=*}"
@@ -22,7 +22,7 @@ for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do
 import json, sys
 s = json.load(open(sys.argv[2]))
 print(f"| {sys.argv[1]} | {s['containers']} | {sum(s['injected'].values())} | "
-      f"{sum(s['faults'].values())} | {s['alarms']} | {s['passed_defective']} | "
+      f"{sum(s['faults'].values())} | {s['alarms']} | {s['passed_defective']} ({s['missed_by_model']}) | "
       f"{s['passed_faulty']} | {s['audit_disagrees']} | {s['ghost_containers']} |")
 PY
 done

@@ -200,7 +200,12 @@ class AuditLog:
         return self._last_seq
 
     def _connect(self, path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # With an authorizer (fault injection) every statement is prepared anew: SQLite asks
+        # the authorizer at prepare time only, and cached statements are not re-prepared.
+        cache = 0 if self._authorizer is not None else 128
+        db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, cached_statements=cache
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed container survives power loss too
         if self._authorizer is not None:

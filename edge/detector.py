@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .backends import Backend
+from .health import check_outputs
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, select_per_image
 from .preprocess import boxes_to_source, letterbox
@@ -24,6 +25,7 @@ class EdgeDetector:
         frame's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in frames))
         boxes, scores = self.backend.infer(np.stack(boxed))
+        check_outputs(boxes, scores)  # NaN or out-of-range scores must not read as "clean"
         out = []
         for b, s, lb in zip(boxes, scores, lbs):
             d = select_per_image(b, s, self.info.level_counts, self.cfg)

@@ -69,7 +69,9 @@ class GpioConfig:
     alarm_faults: int = 3
     alarm_window_s: float = 60.0
     trigger_pin: Optional[str] = None  # None: triggers come from a timer (simulation)
-    trigger_bounce_ms: float = 2.0  # edges closer than this to the last one are bounce
+    trigger_bounce_ms: float = (
+        10.0  # edges closer than this to the last one are bounce (600/min: 100 ms apart)
+    )
 
 
 @dataclass(eq=False)

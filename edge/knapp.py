@@ -79,14 +79,15 @@ def knapp(decisions: List[Tuple[str, bool]], truth: Dict[str, str]) -> KnappResu
 
 def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
     """(container, rejected) per audited inspection; ids 'c000001-17' -> 'c000001'."""
-    out = []
+    last: Dict[str, bool] = {}  # per inspection; an amending row (same id) has the last word
     for path in sorted(folder.glob("audit-*.db")):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         for cid, decision in db.execute(
             "SELECT container_id, decision FROM containers ORDER BY seq"
         ):
-            out.append((cid.split("-")[0], decision == "reject"))
+            last[cid] = decision == "reject"
         db.close()
+    out = [(cid.split("-")[0], rej) for cid, rej in last.items()]
     if not out:
         raise FodError(f"{folder}: no audited containers")
     return out

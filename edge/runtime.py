@@ -128,6 +128,8 @@ class Runtime:
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._armed: Dict[str, Pulse] = {}  # reject wiring: container -> its armed pulse
+        self._last_frame: Optional[np.ndarray] = None  # capture stage only
+        self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
         io.pulses.on_done = self._pulse_done
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
@@ -156,6 +158,7 @@ class Runtime:
         with self._lock:
             self._pending += 1
             self._inflight[job.container_id] = c
+            self._triggers.append(job.trigger_t)
             if c.armed is not None:
                 self._armed[job.container_id] = c.armed
         try:
@@ -197,6 +200,10 @@ class Runtime:
         for s in self.stages:
             if not s.join(timeout=2.0):
                 log.error("stage %s did not stop (stuck in a call); left as a daemon", s.name)
+
+    def holding(self, stage: str) -> Optional[str]:
+        """The container a stage is working on now, if any."""
+        return self._holding.get(stage)
 
     # --- outcomes -----------------------------------------------------------------------
     @staticmethod
@@ -267,6 +274,8 @@ class Runtime:
 
     def _read(self, job: Job, i: int, prev: Optional[np.ndarray]) -> Tuple[Any, ...]:
         """Frames until one usable frame taken after the trigger: (frame, fault, reason)."""
+        with self._lock:
+            nxt = min((t for t in self._triggers if t > job.trigger_t), default=float("inf"))
         for _ in range(4 + 2 * self.cfg.camera.frames):  # stale buffered frames are skipped
             t = self.clock()
             raw = job.read_frame()
@@ -282,6 +291,8 @@ class Runtime:
             if f.t < job.trigger_t:  # buffered before this container's trigger: not its image
                 self.counts["stale_frames"] += 1
                 continue
+            if f.t >= nxt:  # capture fell behind: the camera already shows the next container
+                return None, "late", f"frame {i} taken after the next container's trigger"
             bad = frame_fault(f.image, self.frame_shape, prev)
             if bad is not None:
                 return None, bad[0], f"frame {i}: {bad[1]}"
@@ -296,13 +307,14 @@ class Runtime:
         frames: List[np.ndarray] = []
         fault, reason = None, ""
         for i in range(self.cfg.camera.frames):
-            try:
-                img, fault, reason = self._read(job, i, frames[-1] if frames else None)
+            try:  # frame 0 is compared with the last frame seen: a driver repeating its buffer
+                img, fault, reason = self._read(job, i, frames[-1] if frames else self._last_frame)
             except Exception as e:  # a camera driver fails in its own ways
                 fault, reason = "camera_drop", f"frame {i}: camera error: {type(e).__name__}: {e}"
             if fault:
                 break
             frames.append(img)
+        self._last_frame = frames[-1] if frames else self._last_frame
         captured = self.clock()
         self.metrics.latency.labels("capture").observe(captured - job.trigger_t)
         try:
@@ -382,10 +394,17 @@ class Runtime:
             self.audit.record(rec, out.image if out.reject else None)
         except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
             log.error("container %s: %s", out.container_id, e)
-            if not out.reject:
+            if not out.reject:  # no recorded accept, no release: record the reject instead
                 out.reject, out.fault = True, "audit_unavailable"
                 out.reason = f"accept not recorded ({e}): rejected"
+                rec.decision, rec.fault, rec.reason = "reject", out.fault, out.reason
+                try:
+                    self.audit.record(rec)
+                except AuditUnavailable as e2:
+                    log.error("container %s: reject not recorded either: %s", out.container_id, e2)
+                    self.counts["unaudited"] += 1
             else:
+                self.counts["unaudited"] += 1
                 self._count_fault("audit_unavailable")
         else:
             if not out.reject and not out.amends:

@@ -15,6 +15,7 @@ the SQLite INSERT (`audit_error`).
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import sqlite3
@@ -68,26 +69,38 @@ def parse_faults(spec: Optional[str]) -> Dict[str, float]:
 
 
 class Injector:
-    """Which faults hit the current container: drawn once per container, seeded; each
-    drawn fault fires once, at the first place it can happen, and is counted then."""
+    """Which faults hit which container: drawn once per container at its trigger, seeded;
+    each drawn fault fires once, at the first place it can happen in that container's own
+    processing (the stage says which container it holds), and is counted then."""
 
     def __init__(self, faults: Dict[str, float], seed: int) -> None:
         self.faults, self.rng = faults, random.Random(seed)
-        self.active: Dict[str, bool] = {}
+        self.active: collections.OrderedDict[str, Dict[str, bool]] = collections.OrderedDict()
         self.injected: Dict[str, int] = {k: 0 for k in faults}
         self._lock = threading.Lock()  # stages of several threads take from it
 
-    def draw(self) -> None:
+    def draw(self, cid: str) -> None:
         with self._lock:
-            self.active = {k: self.rng.random() < p for k, p in self.faults.items()}
+            self.active[cid] = {k: self.rng.random() < p for k, p in self.faults.items()}
+            while len(self.active) > 256:  # containers long past their gate
+                self.active.popitem(last=False)
 
-    def take(self, kind: str) -> bool:
+    def take(self, kind: str, cid: Optional[str]) -> bool:
         with self._lock:
-            if self.active.get(kind):
-                self.active[kind] = False
+            flags = self.active.get(cid or "")
+            if flags and flags.get(kind):
+                flags[kind] = False
                 self.injected[kind] += 1
                 return True
         return False
+
+    def chance(self, kind: str) -> bool:
+        """For faults that strike later than the container's own processing (the gate
+        output, the audit INSERT): drawn at each call with the fault's probability."""
+        with self._lock:
+            hit = kind in self.faults and self.rng.random() < self.faults[kind]
+            self.injected[kind] = self.injected.get(kind, 0) + hit
+        return hit
 
 
 class FaultyPin(MockPin):
@@ -96,7 +109,7 @@ class FaultyPin(MockPin):
     injector: Optional[Injector] = None
 
     def _set_state(self, value: Any) -> None:
-        if value and self.injector is not None and self.injector.take("gpio_error"):
+        if value and self.injector is not None and self.injector.chance("gpio_error"):
             raise OSError(f"injected GPIO fault on {self.info.name}")
         super()._set_state(value)
 
@@ -104,16 +117,19 @@ class FaultyPin(MockPin):
 class FaultyBackend:
     """Wraps a backend: raises, returns NaN or stalls, as the injector says."""
 
-    def __init__(self, inner: Any, injector: Injector, slow_s: float) -> None:
+    def __init__(
+        self, inner: Any, injector: Injector, slow_s: float, holder: Callable[[], Optional[str]]
+    ) -> None:
         self.inner, self.injector, self.slow_s = inner, injector, slow_s
+        self.holder = holder  # the container the inference stage is working on
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        if self.injector.take("backend_error"):
+        if self.injector.take("backend_error", self.holder()):
             raise RuntimeError("injected backend error")
-        if self.injector.take("slow"):
+        if self.injector.take("slow", self.holder()):
             time.sleep(self.slow_s)
         boxes, scores = self.inner.infer(images)
-        if self.injector.take("nan"):
+        if self.injector.take("nan", self.holder()):
             scores = np.full_like(scores, np.nan)
         return boxes, scores
 
@@ -139,8 +155,10 @@ class SimCamera:
         self._src: Any = None
         self._last: Optional[np.ndarray] = None
         self._stale: Optional[Frame] = None
+        self.cid: Optional[str] = None  # the container in front of the camera
 
-    def show(self, video: Path) -> None:
+    def show(self, video: Path, cid: str) -> None:
+        self.cid = cid
         if self._src is not None:
             self._src.close()
         if self._last is not None:
@@ -151,19 +169,19 @@ class SimCamera:
         if self._stale is not None:
             stale, self._stale = self._stale, None
             return stale
-        if self.injector.take("stall"):
+        if self.injector.take("stall", self.cid):
             time.sleep(self.stall_s)  # a hung driver call, past the gate delay
         got = self._src.read() if self._src is not None else None
-        if got is None or self.injector.take("camera_drop"):
+        if got is None or self.injector.take("camera_drop", self.cid):
             return None
         img = got.image
         if self.noise > 0:  # a re-inspection never sees identical pixels
             img = np.clip(img + self.rng.normal(0, self.noise, img.shape), 0, 255).astype(np.uint8)
-        if self.injector.take("frozen") and self._last is not None:
+        if self._last is not None and self.injector.take("frozen", self.cid):
             img = self._last.copy()  # the driver repeats its last buffer
-        elif self.injector.take("black"):
+        elif self.injector.take("black", self.cid):
             img = np.zeros_like(img)  # lamp off
-        elif self.injector.take("corrupt"):
+        elif self.injector.take("corrupt", self.cid):
             img = img[: img.shape[0] // 2]  # a truncated transfer
         self._last = img
         return Frame(img, time.monotonic())
@@ -173,14 +191,15 @@ class SimCamera:
             self._src.close()
 
 
-def audit_authorizer(injector: Injector) -> Callable[..., int]:
-    """SQLite authorizer that denies the container INSERT when `audit_error` is drawn."""
+def audit_authorizer(injector: Injector, holder: Callable[[], Optional[str]]) -> Callable[..., int]:
+    """SQLite authorizer that denies the first INSERT of a container drawn for `audit_error`
+    (`holder` names the container the audit stage is recording)."""
 
     def auth(action: int, arg1: Any, *rest: Any) -> int:
         if (
             action == sqlite3.SQLITE_INSERT
             and arg1 == "containers"
-            and injector.take("audit_error")
+            and injector.take("audit_error", holder())
         ):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
@@ -264,24 +283,23 @@ def gate_model(
         c.passed = energised if energise_to == "accept" else not energised
 
 
-def attach_audit(containers: List[Physical], folder: Path, tol_s: float = 0.003) -> int:
-    """Each container's last audit row (matched by trigger time); returns audit rows that
-    match no physical container (ghost containers)."""
-    rows: List[Tuple[int, int, str, Optional[str]]] = []
+def attach_audit(containers: List[Physical], folder: Path) -> int:
+    """Each container's last audit row (rows carry the id the line gave its trigger); returns
+    the audit rows of containers that never physically existed (ghost triggers)."""
+    by_id = {c.id: c for c in containers}
+    ghosts = 0
     for path in audit_files(folder):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows += db.execute("SELECT seq, trigger_ns, decision, fault FROM containers").fetchall()
+        rows = db.execute("SELECT container_id, decision, fault FROM containers ORDER BY seq")
+        for cid, decision, fault in rows.fetchall():
+            c = by_id.get(cid)
+            if c is None:
+                ghosts += 1
+                continue
+            c.audit = decision  # rows in seq order: the last one (an amendment) stands
+            c.faulted |= fault is not None
         db.close()
-    edges = np.array([c.edge_t for c in containers])
-    ghosts = set()
-    for _seq, trig_ns, decision, fault in sorted(rows):
-        i = int(np.argmin(np.abs(edges - trig_ns / 1e9))) if len(edges) else -1
-        if i < 0 or abs(edges[i] - trig_ns / 1e9) > tol_s:
-            ghosts.add(trig_ns)
-            continue
-        containers[i].audit = decision  # rows in seq order: the last one stands
-        containers[i].faulted |= fault is not None
-    return len(ghosts)
+    return ghosts
 
 
 def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
@@ -291,6 +309,8 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         "containers": len(containers),
         "physically_passed": sum(bool(c.passed) for c in containers),
         "passed_defective": sum(bool(c.passed) for c in rej),
+        # of those, the ones no fault touched: the model's own misses (its detection rate)
+        "missed_by_model": sum(bool(c.passed) and not c.faulted for c in rej),
         "passed_faulty": sum(bool(c.passed) and c.faulted for c in containers),
         "audit_disagrees": sum(
             c.audit is None or (c.audit == "accept") != bool(c.passed) for c in containers
@@ -330,9 +350,10 @@ def run_line(
         now = time.monotonic()
         if t > now:
             time.sleep(t - now)
-        injector.draw()
-        camera.show(c.video)
-        current[0] = (f"{c.id}-{i}", 0)
-        edge = drive_trigger(trigger_pin, injector.take("bounce"))
+        cid = f"{c.id}-{i}"
+        injector.draw(cid)
+        camera.show(c.video, cid)
+        current[0] = (cid, 0)
+        edge = drive_trigger(trigger_pin, injector.take("bounce", cid))
         out.append(Physical(f"{c.id}-{i}", c.label, edge))
     return out

@@ -212,6 +212,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     count = args.knapp * len(containers) if args.knapp else args.containers
     outcomes: list = []
+    runtimes: list = []
+
+    def holding(stage):  # which container the stage works on (the runtime exists by then)
+        return runtimes[0].holding(stage) if runtimes else None
+
     t_clear = time.monotonic()
     for name in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin):
         if name:
@@ -219,14 +224,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with line_runtime(
         cfg,
         factory,
-        lambda be: FaultyBackend(be, injector, 0.6 * delay_s),
+        lambda be: FaultyBackend(be, injector, 0.6 * delay_s, lambda: holding("inference")),
         outcomes.append,
-        audit_authorizer=audit_authorizer(injector) if "audit_error" in faults else None,
+        audit_authorizer=(
+            audit_authorizer(injector, lambda: holding("audit"))
+            if "audit_error" in faults
+            else None
+        ),
     ) as rt:
+        runtimes.append(rt)
         decide = rt.decide
 
         def crashing_decide(*a):
-            if injector.take("thread_crash"):
+            if injector.take("thread_crash", rt.holding("inference")):
                 raise RuntimeError("injected crash in the decision code")
             return decide(*a)
 

@@ -4,6 +4,7 @@ disk budget and disk-full behaviour, and SIGKILL at random points leaves a sound
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -153,3 +154,151 @@ def test_sigkill_at_random_points_leaves_sound_db(tmp_path: Path) -> None:
         assert r.last_seq >= committed
         committed = r.last_seq
     assert committed > 20
+
+
+# --- attacks on the trail, and the writer's own failures ------------------------------
+
+
+def _write_with_images(folder: Path, n: int, **cfg) -> None:
+    img = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    with AuditLog(AuditConfig(folder, min_free_bytes=0, **cfg)) as log:
+        for i in range(n):
+            log.record(_rec(i, "reject"), image=img if i % 2 else None)
+
+
+def test_cut_tail_is_caught(tmp_path: Path) -> None:
+    _write(tmp_path, 10)
+    db = sqlite3.connect(str(tmp_path / "audit-000001.db"))
+    db.execute("DELETE FROM containers WHERE seq > 7")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="ends at seq 7 but its anchor is at seq 10"):
+        verify(tmp_path)
+
+
+def test_all_rows_deleted_is_caught(tmp_path: Path) -> None:
+    _write(tmp_path, 5)
+    db = sqlite3.connect(str(tmp_path / "audit-000001.db"))
+    db.execute("DELETE FROM containers")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="ends at seq 0"):
+        verify(tmp_path)
+
+
+def test_deleted_newest_and_oldest_files_are_caught(tmp_path: Path) -> None:
+    _write(tmp_path, 5, rotate_bytes=1)  # one file per container
+    (tmp_path / "audit-000005.db").unlink()
+    with pytest.raises(AuditError, match="anchor is at seq 5"):
+        verify(tmp_path)
+    other = tmp_path / "b"
+    _write(other, 5, rotate_bytes=1)
+    (other / "audit-000001.db").unlink()
+    with pytest.raises(AuditError, match=r"audit-000002\.db: does not continue the genesis"):
+        verify(other)
+
+
+def test_swapped_evidence_png_is_caught(tmp_path: Path) -> None:
+    _write_with_images(tmp_path, 4)
+    assert verify(tmp_path).images == 2
+    png = sorted((tmp_path / "images").glob("*.png"))[0]
+    other = np.full((32, 32), 7, np.uint8)
+    import cv2
+
+    png.write_bytes(cv2.imencode(".png", other)[1].tobytes())
+    with pytest.raises(AuditError, match="evidence image of seq 2 was replaced"):
+        verify(tmp_path)
+
+
+def test_recomputed_chain_is_caught_by_signed_checkpoints(tmp_path: Path) -> None:
+    from edge.audit import FIELDS, GENESIS, row_hash
+    from edge.signing import generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "keys")
+    folder = tmp_path / "audit"
+    with AuditLog(
+        AuditConfig(folder, min_free_bytes=0, signing_key=str(key), checkpoint_every=3)
+    ) as log:
+        for i in range(7):
+            log.record(_rec(i))
+    r = verify(folder, pub)
+    assert (r.checkpoints, r.signed) == (2, True)
+    # An editor flips seq 2 to a reject and recomputes every hash after it, and the anchor.
+    db = sqlite3.connect(str(folder / "audit-000001.db"))
+    rows = db.execute(f"SELECT {', '.join(FIELDS)} FROM containers ORDER BY seq").fetchall()
+    prev = GENESIS
+    for r in rows:
+        f = dict(zip(FIELDS, r))
+        if f["seq"] == 2:
+            f["decision"] = "reject"
+        h = row_hash(prev, f)
+        db.execute(
+            "UPDATE containers SET decision = ?, prev_hash = ?, row_hash = ? WHERE seq = ?",
+            (f["decision"], prev, h, f["seq"]),
+        )
+        prev = h
+    db.commit()
+    db.close()
+    (folder / "anchor.json").write_text(json.dumps({"seq": 7, "hash": prev, "file": ""}))
+    with pytest.raises(AuditError, match="checkpoint at seq 3 is not on the chain"):
+        verify(folder, pub)
+
+
+def test_failed_insert_rolls_back_and_the_next_record_works(tmp_path: Path) -> None:
+    deny = {"n": 0}
+
+    def auth(action, arg1, *rest):
+        if action == sqlite3.SQLITE_INSERT and arg1 == "containers" and deny["n"] == 1:
+            deny["n"] += 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0), authorizer=auth) as log:
+        assert log.record(_rec(0)) == 1
+        deny["n"] = 1
+        with pytest.raises(AuditUnavailable, match="not authorized"):
+            log.record(_rec(1))
+        assert log.record(_rec(2)) == 2  # no transaction left open, no seq burnt
+    r = verify(tmp_path)
+    assert (r.rows, r.last_seq) == (2, 2)
+
+
+def test_restart_after_a_cut_tail_never_reuses_a_seq(tmp_path: Path) -> None:
+    _write(tmp_path, 6)
+    db = sqlite3.connect(str(tmp_path / "audit-000001.db"))
+    db.execute("DELETE FROM containers WHERE seq > 4")
+    db.commit()
+    db.close()
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0)) as log:
+        assert log.chain_fault is not None and "cut" in log.chain_fault
+        assert log.record(_rec(9)) == 7  # after the anchor, in a new file linked to it
+    seqs = []
+    for p in sorted(tmp_path.glob("audit-*.db")):
+        db = sqlite3.connect(str(p))
+        seqs += [s for (s,) in db.execute("SELECT seq FROM containers")]
+        db.close()
+    assert seqs == [1, 2, 3, 4, 7]
+    with pytest.raises(AuditError, match=r"seq 5 missing|does not continue"):
+        verify(tmp_path)  # the cut stays visible
+
+
+def test_a_file_is_complete_or_absent(tmp_path: Path) -> None:
+    """A temp file left by a kill during creation is not an audit file; the next writer
+    makes the real one from scratch."""
+    (tmp_path / ".audit-000001.db.tmp").write_bytes(b"half")
+    _write(tmp_path, 2)
+    assert verify(tmp_path).rows == 2
+
+
+def test_export_and_show(tmp_path: Path) -> None:
+    from edge.audit_verify import draw_record, export_rows
+
+    _write_with_images(tmp_path, 3)
+    lines = export_rows(tmp_path, "jsonl").splitlines()
+    assert len(lines) == 3 and json.loads(lines[1])["image_sha256"]
+    csv_text = export_rows(tmp_path, "csv")
+    assert csv_text.splitlines()[0].startswith("seq,container_id") and "row_hash" in csv_text
+    img = draw_record(tmp_path, 2, ["fiber", "particle", "glass_flake"])
+    assert img.shape == (32, 32, 3) and (img[..., 2] > img[..., 0]).any()  # red boxes drawn
+    with pytest.raises(AuditError, match="no evidence image"):
+        draw_record(tmp_path, 1)

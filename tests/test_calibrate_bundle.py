@@ -57,7 +57,7 @@ def test_streaming_reader_chunks() -> None:
 
 
 @pytest.fixture(scope="module")
-def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cal") / "cal"
     rc = main(
         [
@@ -106,7 +106,7 @@ def test_qdq_model_is_explicit_symmetric_int8(calibrated: Path) -> None:
     assert {p.key for p in m.metadata_props} >= {"format", "class_names", "level_counts"}
 
 
-def test_int8_outputs_agree_with_fp32(exported, calibrated: Path, small_set: Path) -> None:  # noqa: F811
+def test_int8_outputs_agree_with_fp32(exported, calibrated: Path, small_set: Path) -> None:
     """Stated tolerance on a random-weight model (a trained one agrees far better): scores
     correlate > 0.9 with mean |diff| < 0.1, median box corner shift < 3 px. A broken
     quantization (wrong scales, wrong zero points) lands near correlation 0."""
@@ -146,7 +146,7 @@ def test_cache_and_report(calibrated: Path) -> None:
     assert "| ap50 |" in (calibrated / "report.md").read_text()
 
 
-def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:
     rc = main(
         [
             "calibrate",
@@ -177,7 +177,7 @@ def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) 
     assert not (tmp_path / "c").exists()
 
 
-def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:  # noqa: F811
+def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:
     return main(
         [
             "bundle",
@@ -198,7 +198,7 @@ def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:  # noqa:
     )
 
 
-def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path, capsys) -> None:
     b = tmp_path / "b"
     assert _bundle(exported, calibrated, b) == 0
     assert main(["bundle", "verify", str(b)]) == 0
@@ -235,7 +235,7 @@ def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path
         pass
 
 
-def test_signed_bundle_tar(exported, calibrated: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_signed_bundle_tar(exported, calibrated: Path, tmp_path: Path, capsys) -> None:
     assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
     key, pub = tmp_path / "keys" / "fod_signing.key", tmp_path / "keys" / "fod_signing.pub"
     assert _bundle(exported, calibrated, tmp_path / "s", "--sign", str(key), "--tar") == 0

@@ -25,7 +25,7 @@ from .test_export import exported  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def bundle(exported, tmp_path_factory) -> Path:  # noqa: F811
+def bundle(exported, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "b"
     assert main(["bundle", "--onnx", str(exported[3]), "--out", str(out)]) == 0
     return out
@@ -92,12 +92,15 @@ def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) 
         rt.drain(10)
         rt.submit(Job("late", time.monotonic(), _frames()))
         rt.drain(10)
-        rt.submit(Job("drop", time.monotonic(), _frames(n=1)))
-        rt.submit(Job("corrupt", time.monotonic(), _frames(shape=(256, 320, 4))))
-        rt.submit(Job("camera_raises", time.monotonic(), lambda: 1 / 0))
-        rt.submit(Job("grey", time.monotonic(), _frames(shape=(256, 320))))  # not this camera's
-        rt.submit(Job("half", time.monotonic(), _frames(shape=(128, 320, 3))))  # truncated
-        assert rt.drain(10)
+        for cid, read in (
+            ("drop", _frames(n=1)),
+            ("corrupt", _frames(shape=(256, 320, 4))),
+            ("camera_raises", lambda: 1 / 0),
+            ("grey", _frames(shape=(256, 320))),  # not this camera's geometry
+            ("half", _frames(shape=(128, 320, 3))),  # truncated
+        ):
+            rt.submit(Job(cid, time.monotonic(), read))
+            assert rt.drain(10)
         assert rt.alarm  # >= 3 faults within the window
         outcomes = {o.container_id: o for o in seen}
     rows = _rows(tmp_path)
@@ -325,7 +328,7 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
     assert o.reject and o.fault in ("late", "stall") and calls["n"] == 0
 
 
-def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:  # noqa: F811
+def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge.sources import open_source
 

@@ -1,0 +1,193 @@
+"""Fail-safe, judged by what physically happened: every fault class, injected where it really
+happens, through `fod simulate` and its gate model over the MockPin history. The decision
+is set to accept every container (min_evidence 99), so only a fault can reject it: a fault
+that let its container through would show as a physical pass."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.app import line_runtime
+from edge.runtime import Job
+from edge.simulate import FAULT_KINDS, Physical, gate_model, pin_intervals
+from edge.supervise import Stage, Watchdog, sd_notify
+from fod.cli import main
+
+from .test_export import exported  # noqa: F401
+from .test_runtime import _cfg, _frames, bundle  # noqa: F401
+
+N = 4
+
+
+def _simulate(bundle: Path, seqs: Path, out: Path, faults: str, capsys, wiring="accept") -> dict:
+    cfg = out.parent / f"{out.name}.toml"
+    cfg.write_text("[decision]\nmin_evidence = 99.0\n[gpio]\nalarm_faults = 3\n")
+    argv = [
+        "simulate", "--bundle", str(bundle), "--sequences", str(seqs), "--containers", str(N),
+        "--rate", "120", "--delay-ms", "1500", "--frames", "3", "--out", str(out),
+        "--config", str(cfg), "--faults", faults, "--wiring", wiring, "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_every_fault_class_rejects_physically_and_is_audited(
+    kind: str, bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    s = _simulate(bundle, small_set, tmp_path / "sim", f"{kind}=1.0", capsys)
+    assert s["containers"] == N and s["ghost_containers"] == 0
+    assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0
+    assert main(["audit", "verify", str(tmp_path / "sim" / "audit")]) == 0
+    if kind == "bounce":  # debounced: one container per trigger, all of them accepted
+        assert s["physically_passed"] == N and s["bounces_filtered"] == 3 * N
+        return
+    if kind == "slow":  # 0.6 of the delay: late or not, never an unrecorded pass
+        assert s["physically_passed"] + sum(s["faults"].values()) >= N
+        return
+    if kind == "gpio_error":  # drawn per pulse at the gate output, later in time
+        assert s["injected"][kind] >= 1 and s["faults"].get("gpio_error", 0) >= 1
+        assert s["physically_passed"] <= N - s["faults"]["gpio_error"]
+        return
+    assert s["injected"].get(kind, 0) >= 1
+    if kind == "stall":  # the camera hangs past the gate: the containers behind it stall too
+        assert s["physically_passed"] <= N - s["injected"]["stall"]
+        assert s["faults"].get("stall", 0) >= 1
+        return
+    assert s["physically_passed"] == 0, s  # each container had its fault; none may pass
+    assert sum(s["faults"].values()) >= N and s["alarms"] >= 1
+    if kind == "thread_crash":  # 4 crashes > max_restarts 3: the inference stage stays down
+        assert s["failed"] and "inference" in s["failed"]
+
+
+def test_faults_with_the_reject_wiring(bundle: Path, small_set: Path, tmp_path: Path, capsys):
+    s = _simulate(bundle, small_set, tmp_path / "sim", "camera_drop=0.5,nan=0.5", capsys, "reject")
+    assert s["wiring"] == "reject"
+    assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0
+    assert s["physically_passed"] == N - sum(1 for v in s["faults"].values() for _ in range(v))
+
+
+def test_stale_frames_before_the_trigger_are_dropped(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    s = _simulate(bundle, small_set, tmp_path / "sim", "", capsys)
+    # The simulated camera hands one buffered frame of the previous container first.
+    assert s["stale_frames_dropped"] == N - 1 and s["physically_passed"] == N
+    assert s["audit_disagrees"] == 0
+
+
+def test_gate_model_reads_pin_history() -> None:
+    f = MockFactory()
+    pin = f.pin("GPIO17")
+    pin.function = "output"
+    t0 = time.monotonic()
+    pin.clear_states()
+    time.sleep(0.1)
+    pin.state = True
+    time.sleep(0.02)
+    pin.state = False
+    (on,) = pin_intervals(pin, t0)
+    assert 0.09 < on[0] - t0 < 0.13 and 0.015 < on[1] - on[0] < 0.05
+    cs = [Physical("a", "accept", t0), Physical("b", "reject", t0 + 0.05)]
+    gate_model(cs, [on], 0.1, 0.04, "accept")
+    assert [c.passed for c in cs] == [True, False]
+    gate_model(cs, [on], 0.1, 0.04, "reject")
+    assert [c.passed for c in cs] == [False, True]
+
+
+def test_stage_crash_rejects_what_it_held_and_restarts(bundle: Path, tmp_path: Path) -> None:
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    seen = []
+    with line_runtime(cfg, MockFactory(), on_outcome=seen.append) as rt:
+        decide, calls = rt.decide, {"n": 0}
+
+        def flaky(*a):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyError("a bug in the decision code")
+            return decide(*a)
+
+        rt.decide = flaky
+        rt.submit(Job("crash", time.monotonic(), _frames()))
+        assert rt.drain(10)
+        rt.submit(Job("after", time.monotonic(), _frames()))  # the restarted stage decides it
+        assert rt.drain(10)
+        assert rt.alarm and rt.failed is None
+    assert [(o.container_id, o.reject, o.fault) for o in seen] == [
+        ("crash", True, "thread_crash"),
+        ("after", False, None),
+    ]
+
+
+def test_close_never_hangs_on_a_stuck_stage(bundle: Path, tmp_path: Path) -> None:
+    cfg = _cfg(bundle, tmp_path)
+    seen = []
+    with line_runtime(cfg, MockFactory(), on_outcome=seen.append) as rt:
+        rt.submit(Job("hung", time.monotonic(), lambda: time.sleep(30)))  # a camera that hangs
+        time.sleep(0.2)
+        t = time.monotonic()
+    assert time.monotonic() - t < 10  # closed around the stuck daemon thread
+    assert [(o.container_id, o.reject, o.fault) for o in seen] == [("hung", True, "shutdown")]
+
+
+def test_memory_stays_bounded(bundle: Path, tmp_path: Path) -> None:
+    cfg = _cfg(bundle, tmp_path, camera={"frames": 1}, decision={"min_evidence": 0.0})
+    with line_runtime(cfg, MockFactory()) as rt:
+        for i in range(300):
+            rt.submit(Job(f"c{i}", time.monotonic(), _frames(1)))
+            if i % 8 == 7:
+                assert rt.drain(30)
+        assert rt.drain(30)
+        assert rt.counts["reject"] + rt.counts["accept"] == 300
+        assert len(rt.recent) <= 256 and not rt._inflight and not rt._armed
+        assert len(rt.io.pulses.done) <= rt.io.pulses.done.maxlen
+
+
+def test_watchdog_pets_only_while_every_stage_beats(tmp_path: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(1)
+    assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(sock_path)})
+    assert server.recv(64) == b"READY=1"
+    assert not sd_notify("READY=1", {})  # no systemd: a no-op
+    server.close()
+
+    clock = {"t": 0.0}
+    sent = []
+    release = __import__("threading").Event()
+    stuck = Stage("capture", release.wait, lambda s, e: True, lambda: clock["t"])
+    stuck.start()  # its first step blocks (a hung driver call) from t = 0
+    wd = Watchdog([stuck], 1.0, lambda m: sent.append(m) or True, lambda: clock["t"])
+    clock["t"] = 0.5
+    assert wd.tick() and sent == ["READY=1", "WATCHDOG=1"]
+    clock["t"] = 5.0
+    assert wd.healthy() == ["capture"] and not wd.tick() and len(sent) == 2
+    stuck.stop()
+    release.set()
+    assert stuck.join(2)
+
+
+def test_frame_health() -> None:
+    from edge.health import BadOutput, check_outputs, frame_fault
+
+    rng = np.random.default_rng(0)
+    ok = rng.integers(40, 200, (64, 80), dtype=np.uint8)
+    assert frame_fault(ok, (64, 80)) is None
+    assert frame_fault(ok[:32], (64, 80))[0] == "corrupt_frame"
+    assert frame_fault(np.zeros_like(ok), (64, 80))[1].startswith("black")
+    assert frame_fault(np.full_like(ok, 255), (64, 80))[1].startswith("saturated")
+    assert frame_fault(np.full_like(ok, 120), (64, 80))[1].startswith("uniform")
+    assert frame_fault(ok, (64, 80), ok.copy())[1].startswith("frozen")
+    with pytest.raises(BadOutput, match="non-finite scores"):
+        check_outputs(np.zeros((1, 2, 4)), np.array([[[0.1], [np.nan]]]))
+    with pytest.raises(BadOutput, match="outside"):
+        check_outputs(np.zeros((1, 1, 4)), np.array([[[7.0]]]))
