@@ -106,6 +106,12 @@ def line_runtime(
             OnnxRuntimeBackend(path, threads=cfg.model.threads, model_bytes=data)
         )
         check_classes(cfg, backend.info.class_names, "line config")
+        metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
+        try:
+            metrics.serve(cfg.metrics.port)
+        except OSError as e:
+            raise FodError(f"metrics.port {cfg.metrics.port}: cannot listen: {e}") from None
+        stack.callback(metrics.close)
         check_rollback(bundle.manifest, cfg.audit.folder, allow_rollback)
         detector = EdgeDetector(
             wrap_backend(backend) if wrap_backend else backend, backend.info, cfg.postprocess
@@ -117,12 +123,6 @@ def line_runtime(
                 "containers PASS; the machine needs its own interlock on the alarm/watchdog"
             )
         audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
-        metrics = RuntimeMetrics()
-        try:
-            metrics.serve(cfg.metrics.port)
-        except OSError as e:
-            raise FodError(f"metrics.port {cfg.metrics.port}: cannot listen: {e}") from None
-        stack.callback(metrics.close)
         runtime = Runtime(
             cfg,
             detector,

@@ -20,6 +20,21 @@ from fod import model as model_verbs
 
 log = logging.getLogger("fod")
 
+# A missing top-level module -> the extra that brings it (an edge-only unit has no torch).
+_EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "train",
+    "onnxsim": "train",
+    "pycocotools": "train",
+    "matplotlib": "train",
+    "tensorboard": "train",
+    "gpiozero": "edge",
+    "onnxruntime": "edge",
+    "prometheus_client": "edge",
+    "cryptography": "edge",
+}
+
 # Verb groups: each registers its sub-commands and sets `func` on them.
 _GROUPS = (data_verbs, model_verbs, deploy_verbs, line_verbs)
 
@@ -51,6 +66,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.func(args) or 0)
     except FodError as e:
         print(f"fod {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # a verb of a stage this install does not have
+        if e.name is None or e.name.split(".")[0] not in _EXTRAS:
+            raise
+        extra = _EXTRAS[e.name.split(".")[0]]
+        print(
+            f"fod {args.verb}: error: needs {e.name}, which this install does not have: "
+            f"pip install 'pharma-fod[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"fod {args.verb}: interrupted", file=sys.stderr)

@@ -267,8 +267,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         write_report(res, args.out)
         summary["knapp"] = {k: v for k, v in res.to_dict().items() if k != "containers"}
-    atomic_write_json(args.out / "summary.json", summary)
-    draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png")
+    try:
+        atomic_write_json(args.out / "summary.json", summary)
+        draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png")
+    except OSError as e:
+        raise FodError(f"{args.out}: cannot write the summary: {e}") from None
     if args.json:
         print(json.dumps(summary))
     else:

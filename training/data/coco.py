@@ -8,6 +8,7 @@ image.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -182,6 +183,8 @@ def parse_coco(data: Dict[str, Any], path: Path) -> CocoSet:
         ):
             raise DataError(f"{path}: {what}: bbox must be [x, y, w, h] numbers, got {box!r}")
         x, y, w, h = (float(v) for v in box)
+        if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every comparison below
+            raise DataError(f"{path}: {what}: bbox {box} holds a non-finite number")
         if w <= 0 or h <= 0:
             raise DataError(f"{path}: {what}: bbox {box} has non-positive width or height")
         t = BOX_TOLERANCE

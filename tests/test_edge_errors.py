@@ -1,0 +1,120 @@
+"""Bad input on the unit: one clear line naming the file or key, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.app import check_rollback, line_runtime
+from edge.bundle import open_bundle
+from edge.config import ConfigError, parse_config
+from edge.errors import FodError
+from fod.cli import main
+
+from .test_export import exported  # noqa: F401
+from .test_runtime import _cfg, bundle  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"gpio": {"delay_ms": float("inf")}}, r"gpio\.delay_ms must be a finite number"),
+        ({"decision": {"score_threshold": float("nan")}}, r"decision\.score_threshold must be a"),
+        ({"decision": {"score_threshold": 7.0}}, r"decision\.score_threshold out of range"),
+        ({"decision": {"class_thresholds": {"fiber": "high"}}}, r"class_thresholds\.fiber must"),
+        ({"decision": {"class_thresholds": {"fiber": 1.5}}}, r"class_thresholds\.fiber must"),
+        ({"timing": {"queue_depth": 0}}, r"queue_depth must be >= 1"),
+        ({"gpio": {"pulse_ms": 0.0}}, r"gpio\.pulse_ms must be in"),
+        ({"gpio": {"delay_ms": 50.0}}, r"decision_margin_ms must be below gpio\.delay_ms"),
+    ],
+)
+def test_config_values_that_break_the_line_are_refused(data, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, "line.toml")
+
+
+def test_unknown_class_threshold_is_refused(bundle: Path, tmp_path: Path) -> None:
+    cfg = _cfg(bundle, tmp_path, decision={"class_thresholds": {"fibre": 0.4}})
+    with pytest.raises(ConfigError, match=r"unknown class\(es\) \['fibre'\]"), line_runtime(
+        cfg, MockFactory()
+    ):
+        pass
+
+
+def test_broken_bundles_name_the_problem(bundle: Path, tmp_path: Path) -> None:
+    not_tar = tmp_path / "b.tar.gz"
+    not_tar.write_bytes(b"not a tarball at all")
+    with pytest.raises(FodError, match="not a readable bundle tarball"), open_bundle(not_tar):
+        pass
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tf:
+        for p in sorted(bundle.iterdir()):
+            tf.add(p, arcname=f"bundle/{p.name}")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(FodError, match="not a readable bundle tarball"), open_bundle(cut):
+        pass
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    man = json.loads((copy / "manifest.json").read_text())
+    name = next(iter(man["files"]))
+    del man["files"][name]["sha256"]
+    (copy / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(FodError, match=f"entry '{name}' has no sha256"), open_bundle(copy):
+        pass
+
+
+def test_busy_metrics_port_leaves_nothing_behind(bundle: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cfg = _cfg(bundle, tmp_path, metrics={"port": s.getsockname()[1]})
+        with pytest.raises(FodError, match="cannot listen"), line_runtime(cfg, MockFactory()):
+            pass
+    assert not (tmp_path / "audit").exists()
+
+
+def test_rollback_is_refused_unless_asked(tmp_path: Path) -> None:
+    check_rollback({"name": "line", "version": "2026.11.30"}, tmp_path, False)
+    with pytest.raises(FodError, match=r"older than 2026\.11\.30.*--allow-rollback"):
+        check_rollback({"name": "line", "version": "2026.11.9"}, tmp_path, False)
+    check_rollback({"name": "line", "version": "2026.11.9"}, tmp_path, True)  # on purpose
+    check_rollback({"name": "line", "version": "2026.11.10"}, tmp_path, False)  # newer: fine
+
+
+def test_simulate_refuses_bad_overrides_and_reused_output(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    base = ["simulate", "--bundle", str(bundle), "--sequences", str(small_set)]
+    assert main([*base, "--delay-ms", "nan", "--out", str(tmp_path / "a")]) == 2
+    assert "--delay-ms must be in" in capsys.readouterr().err
+    out = tmp_path / "b"
+    (out / "audit").mkdir(parents=True)
+    assert main([*base, "--out", str(out)]) == 2
+    assert "pass a new --out, or --append" in capsys.readouterr().err
+
+
+def test_keygen_private_key_is_0600_from_the_start(tmp_path: Path) -> None:
+    from edge.signing import generate_keypair
+
+    key, _ = generate_keypair(tmp_path)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+
+
+def test_import_refuses_a_nan_bbox(tmp_path: Path, small_set: Path, capsys) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(small_set, src, ignore=shutil.ignore_patterns("sequences*"))
+    data = json.loads((src / "annotations.json").read_text())
+    data["annotations"][0]["bbox"][2] = float("nan")
+    (src / "annotations.json").write_text(json.dumps(data))
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
