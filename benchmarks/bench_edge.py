@@ -5,13 +5,15 @@
 Stages timed (the model itself excluded: on a Jetson it is TensorRT's 10-20 ms):
 decode (FFV1 frame from a video through `edge.sources`, RGB or, for the monochrome
 camera, grey), letterbox + NCHW float input (`edge.preprocess.nchw_float`, what the ONNX
-Runtime backend runs), postprocess (per-level top-k, class-wise NMS) on dense outputs with
-300 (anchor, class) pairs above the score threshold (24: the most a trained GFL-R18 gave on
-val frames; a fifth of all pairs for the worst case), and the container decision (12
-frames). `line_overhead` is what the line adds per frame on the
-CPU: input tensor + postprocess + a twelfth of the decision (FFV1 decode is the
-simulator's file source; a camera hands over raw frames). Audit: one committed,
-hash-chained row per container (WAL, synchronous=FULL), and the DB size.
+Runtime backend runs), health (the fail-safe's frame checks: geometry, black, saturated,
+uniform, frozen; and the finite/[0, 1] check of the outputs), postprocess (per-level
+top-k, class-wise NMS) on dense outputs with 300 (anchor, class) pairs above the score
+threshold (24: the most a trained GFL-R18 gave on val frames; a fifth of all pairs for
+the worst case), and the container decision (12 frames). `line_overhead` is what the
+line adds per frame on the CPU: input tensor + health + postprocess + a twelfth of the
+decision (FFV1 decode is the simulator's file source; a camera hands over raw frames).
+Audit: one committed, hash-chained row per container (WAL, synchronous=FULL) with its
+anchor, and the DB size.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from edge.audit import AuditConfig, AuditLog, ContainerRecord
 from edge.decision import DecisionConfig, decide
+from edge.health import check_outputs, frame_fault
 from edge.postprocess import Detections, PostprocessConfig, select_per_image
 from edge.preprocess import boxes_to_source, letterbox, nchw_float
 from edge.sources import open_source
@@ -70,6 +73,7 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
         times = {
             "decode_ffv1": [],
             "letterbox_input": [],
+            "health": [],
             "postprocess": [],
             "decision": [],
             "total": [],
@@ -78,6 +82,7 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
         line: list = []  # per frame: input + postprocess + 1/12 of its container's decision
         src = open_source(f"file:{video}", mono)
         dets = []
+        prev = None
         for _ in range(n):
             t0 = time.perf_counter()
             got = src.read()
@@ -90,16 +95,24 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
             boxed, lb = letterbox(frame, (W, H))
             x = nchw_float(boxed[None])  # the model input, as the ONNX Runtime backend makes it
             t2 = time.perf_counter()
+            # What the fail-safe adds per frame: geometry, black/saturated/uniform, frozen
+            # (compared with the frame before), and the finite/[0, 1] check of the outputs.
+            bad = frame_fault(frame, frame.shape, prev)
+            check_outputs(boxes[None], scores[None])
+            prev = frame
+            th = time.perf_counter()
             d = select_per_image(boxes, scores, COUNTS, PostprocessConfig())
             d = Detections(boxes_to_source(d.boxes, lb), d.scores, d.labels)
             t3 = time.perf_counter()
+            assert bad is None, bad  # the bench's frames are healthy
             dets.append(d)
             line.append((t3 - t1) * 1000)
             if len(dets) == 12:
                 decide(dets, NAMES, DecisionConfig())
                 dets = []
             t4 = time.perf_counter()
-            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+            stages = (t1 - t0, t2 - t1, th - t2, t3 - th, t4 - t3, t4 - t0)
+            for k, v in zip(times, stages):
                 times[k].append(v * 1000)
             if not dets:  # a container was decided: spread its decision over its 12 frames
                 per_container.append(times["decision"][-1])
