@@ -19,71 +19,24 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .alarm import Alarm
 from .audit import AuditLog, AuditUnavailable, ContainerRecord
+from .capture import capture_frames
 from .config import LineConfig
 from .decision import decide
 from .detector import EdgeDetector
 from .gpio import LineIO, Pulse
-from .health import BadOutput, frame_fault
+from .health import BadOutput
+from .jobs import InFlight, Job, Outcome
 from .metrics import RuntimeMetrics
-from .sources import Frame
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
-
-FAULTS = (
-    "camera_drop",
-    "corrupt_frame",
-    "frame_health",
-    "bad_output",
-    "backend_error",
-    "late",
-    "stall",
-    "thread_crash",
-    "queue_overflow",
-    "gpio_error",
-    "audit_unavailable",
-    "shutdown",
-)
 _TICK = 0.05  # s: how often idle stages beat and the supervisor looks at deadlines
-
-
-@dataclass
-class Job:
-    container_id: str
-    trigger_t: float  # monotonic seconds at the trigger edge
-    read_frame: Callable[[], Any]  # the camera: a Frame, a bare image (stamped on return), None
-    truth: Optional[str] = None  # accept | reject, known in simulation only
-
-
-@dataclass
-class Outcome:
-    container_id: str
-    trigger_t: float
-    reject: bool
-    reason: str
-    fault: Optional[str]
-    truth: Optional[str]
-    captured_t: float = 0.0
-    decided_t: float = 0.0
-    released: bool = False  # an accept was released to the gate
-    detections: List[List[List[float]]] = field(default_factory=list)
-    image: Optional[np.ndarray] = None  # a reject's evidence frame, saved with its audit row
-    amends: bool = False  # a later row correcting this container's earlier one
-
-
-@dataclass(eq=False)
-class _InFlight:
-    job: Job
-    deadline: float  # decisions after this are late: gate - margin
-    armed: Optional[Pulse]  # reject wiring: the pulse only a recorded accept cancels
-    stage: str = "capture queue"
-    done: bool = False
 
 
 class Runtime:
@@ -115,13 +68,11 @@ class Runtime:
         self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._audit_q: queue.Queue[Outcome] = queue.Queue(4096)
-        self._inflight: Dict[str, _InFlight] = {}
-        self._fault_times: Deque[float] = collections.deque()
+        self._inflight: Dict[str, InFlight] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0  # finalised or in flight, not yet through the audit stage
-        self.alarm = False
-        self.alarm_reasons: Deque[str] = collections.deque(maxlen=32)
+        self._alarm = Alarm(io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock)
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self.counts: Dict[str, int] = collections.Counter()
         self.recent: Deque[Outcome] = collections.deque(maxlen=256)  # a rolling window
@@ -150,7 +101,7 @@ class Runtime:
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:
         """Called at the trigger edge; never blocks. A full queue rejects the container."""
-        c = _InFlight(
+        c = InFlight(
             job,
             job.trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000,
             self.io.arm(job.container_id, job.trigger_t),
@@ -210,7 +161,7 @@ class Runtime:
     def _fail(job: Job, fault: str, reason: str, captured_t: float = 0.0) -> Outcome:
         return Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured_t)
 
-    def _live(self, container_id: str, stage: str) -> Optional[_InFlight]:
+    def _live(self, container_id: str, stage: str) -> Optional[InFlight]:
         """The container if it is still undecided (the supervisor may have finalised it)."""
         with self._lock:
             c = self._inflight.get(container_id)
@@ -272,53 +223,29 @@ class Runtime:
         self.metrics.queue.labels(stage).set(q.qsize())
         return item
 
-    def _read(self, job: Job, i: int, prev: Optional[np.ndarray]) -> Tuple[Any, ...]:
-        """Frames until one usable frame taken after the trigger: (frame, fault, reason)."""
-        with self._lock:
-            nxt = min((t for t in self._triggers if t > job.trigger_t), default=float("inf"))
-        for _ in range(4 + 2 * self.cfg.camera.frames):  # stale buffered frames are skipped
-            t = self.clock()
-            raw = job.read_frame()
-            if raw is None:
-                return None, "camera_drop", f"frame {i} of {self.cfg.camera.frames} missing"
-            f = raw if isinstance(raw, Frame) else Frame(raw, self.clock())
-            if (self.clock() - t) * 1000 > self.cfg.camera.frame_timeout_ms:
-                return (
-                    None,
-                    "camera_drop",
-                    f"frame {i} later than {self.cfg.camera.frame_timeout_ms} ms",
-                )
-            if f.t < job.trigger_t:  # buffered before this container's trigger: not its image
-                self.counts["stale_frames"] += 1
-                continue
-            if f.t >= nxt:  # capture fell behind: the camera already shows the next container
-                return None, "late", f"frame {i} taken after the next container's trigger"
-            bad = frame_fault(f.image, self.frame_shape, prev)
-            if bad is not None:
-                return None, bad[0], f"frame {i}: {bad[1]}"
-            return f.image, None, ""
-        return None, "camera_drop", f"frame {i}: only frames from before the trigger"
-
     def _capture_step(self) -> None:
         job = self._get(self._capture_q, "capture")
         if job is None or self._live(job.container_id, "capture") is None:
             return
         self._holding["capture"] = job.container_id
-        frames: List[np.ndarray] = []
-        fault, reason = None, ""
-        for i in range(self.cfg.camera.frames):
-            try:  # frame 0 is compared with the last frame seen: a driver repeating its buffer
-                img, fault, reason = self._read(job, i, frames[-1] if frames else self._last_frame)
-            except Exception as e:  # a camera driver fails in its own ways
-                fault, reason = "camera_drop", f"frame {i}: camera error: {type(e).__name__}: {e}"
-            if fault:
-                break
-            frames.append(img)
-        self._last_frame = frames[-1] if frames else self._last_frame
+        with self._lock:
+            nxt = min((t for t in self._triggers if t > job.trigger_t), default=float("inf"))
+        cap = capture_frames(
+            job.read_frame,
+            job.trigger_t,
+            nxt,
+            self.cfg.camera.frames,
+            self.frame_shape,
+            self._last_frame,  # frame 0 vs the last one seen: a driver repeating its buffer
+            self.cfg.camera.frame_timeout_ms,
+            self.clock,
+        )
+        self.counts["stale_frames"] += cap.stale
+        self._last_frame = cap.frames[-1] if cap.frames else self._last_frame
         captured = self.clock()
         self.metrics.latency.labels("capture").observe(captured - job.trigger_t)
         try:
-            self._infer_q.put_nowait((job, frames, fault, reason, captured))
+            self._infer_q.put_nowait((job, cap.frames, cap.fault, cap.reason, captured))
         except queue.Full:
             self._finalize(self._fail(job, "queue_overflow", "inference queue full", captured))
         self.metrics.queue.labels("inference").set(self._infer_q.qsize())
@@ -394,18 +321,21 @@ class Runtime:
             self.audit.record(rec, out.image if out.reject else None)
         except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
             log.error("container %s: %s", out.container_id, e)
-            if not out.reject:  # no recorded accept, no release: record the reject instead
+            if out.reject:  # a reject stays one; the failed write is named with it
+                out.reason = f"{out.reason}; first write failed ({e})"
+                if out.fault is None:
+                    out.fault = "audit_unavailable"
+                else:
+                    self._count_fault("audit_unavailable")
+            else:  # no recorded accept, no release: it is a reject now
                 out.reject, out.fault = True, "audit_unavailable"
                 out.reason = f"accept not recorded ({e}): rejected"
-                rec.decision, rec.fault, rec.reason = "reject", out.fault, out.reason
-                try:
-                    self.audit.record(rec)
-                except AuditUnavailable as e2:
-                    log.error("container %s: reject not recorded either: %s", out.container_id, e2)
-                    self.counts["unaudited"] += 1
-            else:
+            rec.decision, rec.fault, rec.reason = "reject", out.fault, out.reason
+            try:  # one more try, so the reject is on record with its fault
+                self.audit.record(rec)
+            except AuditUnavailable as e2:
+                log.error("container %s: reject not recorded either: %s", out.container_id, e2)
                 self.counts["unaudited"] += 1
-                self._count_fault("audit_unavailable")
         else:
             if not out.reject and not out.amends:
                 self._release(out)
@@ -490,25 +420,17 @@ class Runtime:
         return not self._stopping.is_set()
 
     # --- faults and the alarm -----------------------------------------------------------
+    @property
+    def alarm(self) -> bool:
+        return self._alarm.raised
+
+    @property
+    def alarm_reasons(self) -> List[str]:
+        return list(self._alarm.reasons)
+
     def raise_alarm(self, reason: str) -> None:
-        self.alarm_reasons.append(reason)
-        if not self.alarm:
-            self.alarm = True
-            self.metrics.alarm.set(1)
-            log.error("alarm raised: %s", reason)
-            try:
-                self.io.set_alarm(True)
-            except Exception as e:  # the alarm output itself failed: the log is all that is left
-                log.critical("alarm output failed: %s", e)
+        self._alarm.raise_(reason)
 
     def _count_fault(self, fault: str) -> None:
-        now = self.clock()
         self.counts[f"fault:{fault}"] += 1
-        self.metrics.faults.labels(fault).inc()
-        with self._lock:
-            self._fault_times.append(now)
-            while self._fault_times and now - self._fault_times[0] > self.cfg.gpio.alarm_window_s:
-                self._fault_times.popleft()
-            n = len(self._fault_times)
-        if n >= self.cfg.gpio.alarm_faults and not self.alarm:
-            self.raise_alarm(f"{n} faults within {self.cfg.gpio.alarm_window_s:.0f} s")
+        self._alarm.count(fault)

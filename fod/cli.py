@@ -17,6 +17,7 @@ from fod import data as data_verbs
 from fod import deploy as deploy_verbs
 from fod import line as line_verbs
 from fod import model as model_verbs
+from fod import simulate as simulate_verbs
 
 log = logging.getLogger("fod")
 
@@ -36,7 +37,7 @@ _EXTRAS = {
 }
 
 # Verb groups: each registers its sub-commands and sets `func` on them.
-_GROUPS = (data_verbs, model_verbs, deploy_verbs, line_verbs)
+_GROUPS = (data_verbs, model_verbs, deploy_verbs, line_verbs, simulate_verbs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,276 @@
+"""`fod simulate`: the simulated line, judged by what physically happened at the gate."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from fod.args import positive_int
+from fod.line import DEMO_BUNDLE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate", help="synthetic containers through the whole runtime, in real time"
+    )
+    p.add_argument(
+        "--bundle", type=Path, default=DEMO_BUNDLE, help="model bundle (default: models/demo)"
+    )
+    p.add_argument(
+        "--sequences", type=Path, help="folder from `fod synth` (default: made on the fly)"
+    )
+    p.add_argument("--containers", type=positive_int, default=20)
+    p.add_argument("--rate", type=float, default=60.0, help="containers per minute (default 60)")
+    p.add_argument(
+        "--frames", type=positive_int, default=8, help="frames per container (default 8)"
+    )
+    p.add_argument(
+        "--delay-ms",
+        type=float,
+        help="trigger-to-gate delay in ms (default 2000 here: a CPU runs the model ~10x slower "
+        "than a Jetson's GPU; a --config's own delay otherwise)",
+    )
+    p.add_argument(
+        "--faults",
+        help="per-container probabilities, e.g. camera_drop=0.2,nan=0.1 or all=0.05; kinds: "
+        "camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error "
+        "bounce audit_error",
+    )
+    p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
+    p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--knapp",
+        type=positive_int,
+        metavar="R",
+        help="Knapp study: inspect every container R times (fresh sensor noise each time)",
+    )
+    p.add_argument(
+        "--wiring", choices=["accept", "reject"], help="gpio.energise_to (default: the config's)"
+    )
+    p.add_argument("--append", action="store_true", help="add to an existing audit in --out")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+
+def _sim_config(args: argparse.Namespace, size, base):
+    """The simulation's line config: mock pins with a trigger input, a fresh audit folder;
+    overrides go through the same validation as a config file."""
+    from edge.config import parse_config
+
+    data = {
+        "camera": {"frames": args.frames, "mono": True},  # synthetic containers are grey
+        "model": {"bundle": str(args.bundle), "allow_unsigned": base.model.public_key is None},
+        "gpio": {"pin_factory": "mock", "trigger_pin": base.gpio.trigger_pin or "GPIO22"},
+        "audit": {"folder": str(args.out / "audit"), "min_free_bytes": 0},
+        "metrics": {"port": base.metrics.port if args.config else 0},
+    }
+    if args.delay_ms is not None or not args.config:
+        data["gpio"]["delay_ms"] = args.delay_ms or 2000.0
+    if args.wiring:
+        data["gpio"]["energise_to"] = args.wiring
+    merged = {}
+    for name in (
+        "camera",
+        "model",
+        "decision",
+        "postprocess",
+        "gpio",
+        "timing",
+        "audit",
+        "metrics",
+    ):
+        sec = dataclasses.asdict(getattr(base, name))
+        sec = {k: (str(v) if isinstance(v, Path) else v) for k, v in sec.items() if v is not None}
+        sec.update(data.get(name, {}))
+        merged[name] = sec
+    return parse_config(merged, "fod simulate")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import functools
+
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.app import line_runtime
+    from edge.bundle import open_bundle
+    from edge.config import LineConfig, load_config
+    from edge.errors import FodError
+    from edge.fsutil import atomic_write_json
+    from edge.simulate import (
+        FaultyBackend,
+        FaultyPin,
+        Injector,
+        SimCamera,
+        attach_audit,
+        audit_authorizer,
+        gate_model,
+        load_sequences,
+        parse_faults,
+        pin_intervals,
+        run_line,
+    )
+    from edge.sources import open_source
+    from edge.timeline import draw_timeline
+
+    faults = parse_faults(args.faults)
+    if not (args.rate > 0 and args.rate < 1e5):
+        raise FodError(f"--rate must be a positive number per minute, got {args.rate}")
+    if args.delay_ms is not None and not 0 < args.delay_ms <= 60_000:
+        raise FodError(f"--delay-ms must be in (0, 60000], got {args.delay_ms}")
+    base = load_config(args.config) if args.config else LineConfig()
+    if args.bundle == DEMO_BUNDLE and not DEMO_BUNDLE.exists():
+        raise FodError(
+            f"{DEMO_BUNDLE}: the demo bundle ships with a source checkout (models/demo), "
+            "not with a wheel; pass --bundle B from `fod bundle`"
+        )
+    if (args.out / "audit").exists() and not args.append:
+        raise FodError(f"{args.out / 'audit'}: exists; pass a new --out, or --append to add to it")
+    with open_bundle(args.bundle) as b:
+        size = tuple(b.manifest["input_size"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    seq_dir = args.sequences
+    if seq_dir is None:
+        from training.data.synth import SynthConfig
+        from training.data.synth_writer import write_synthetic_set
+
+        seq_dir = args.out / f"sequences-{size[0]}x{size[1]}-f{args.frames}-s{args.seed}"
+        if not (seq_dir / "sequences.json").exists():
+            write_synthetic_set(
+                seq_dir,
+                0,
+                min(args.containers, 16),
+                SynthConfig(width=size[0], height=size[1], frames=args.frames),
+                args.seed,
+                progress=False,
+            )
+    containers = load_sequences(seq_dir)
+    cfg = _sim_config(args, size, base)
+    injector = Injector(faults, args.seed)
+    factory = MockFactory(pin_class=FaultyPin)
+    factory.pin(cfg.gpio.ejector_pin).injector = injector  # GPIO faults on the gate output
+    trigger = factory.pin(cfg.gpio.trigger_pin)
+    delay_s, pulse_s = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    camera = SimCamera(
+        functools.partial(open_source, mono=True),
+        injector,
+        stall_s=1.5 * delay_s,
+        noise=2.0 if args.knapp else 0.0,
+        seed=args.seed,
+    )
+    count = args.knapp * len(containers) if args.knapp else args.containers
+    outcomes: list = []
+    runtimes: list = []
+
+    def holding(stage):  # which container the stage works on (the runtime exists by then)
+        return runtimes[0].holding(stage) if runtimes else None
+
+    t_clear = time.monotonic()
+    for name in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin):
+        if name:
+            factory.pin(name).clear_states()
+    with line_runtime(
+        cfg,
+        factory,
+        lambda be: FaultyBackend(be, injector, 0.6 * delay_s, lambda: holding("inference")),
+        outcomes.append,
+        audit_authorizer=(
+            audit_authorizer(injector, lambda: holding("audit"))
+            if "audit_error" in faults
+            else None
+        ),
+    ) as rt:
+        runtimes.append(rt)
+        decide = rt.decide
+
+        def crashing_decide(*a):
+            if injector.take("thread_crash", rt.holding("inference")):
+                raise RuntimeError("injected crash in the decision code")
+            return decide(*a)
+
+        rt.decide = crashing_decide
+        phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
+        rt.drain(timeout=60 + count * 2)
+        rt.io.pulses.wait_idle(timeout=delay_s + 2)
+        counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
+        bounces = rt.io.debounce.bounces
+    camera.close()
+    gate_on = pin_intervals(factory.pin(cfg.gpio.ejector_pin), t_clear)
+    gate_model(phys, gate_on, delay_s, pulse_s, cfg.gpio.energise_to)
+    ghosts = attach_audit(phys, cfg.audit.folder)
+    alarm_on = pin_intervals(factory.pin(cfg.gpio.alarm_pin), t_clear) if cfg.gpio.alarm_pin else []
+    summary = _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on)
+    summary.update(
+        failed=failed,
+        alarm_reasons=alarm_reasons[:5],
+        bounces_filtered=bounces,
+        sequences=str(seq_dir),
+    )
+    if args.knapp:
+        from edge.knapp import knapp, write_report
+
+        res = knapp(
+            [(c.id.split("-")[0], not c.passed) for c in phys],
+            {c.id: c.label for c in containers},  # already read: no second parse
+        )
+        write_report(res, args.out)
+        summary["knapp"] = {k: v for k, v in res.to_dict().items() if k != "containers"}
+    try:
+        atomic_write_json(args.out / "summary.json", summary)
+        draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png")
+    except OSError as e:
+        raise FodError(f"{args.out}: cannot write the summary: {e}") from None
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        lat = summary["latency_ms"]
+        print(
+            f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
+            f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
+            f"false-reject rate {summary['false_reject_rate']}; passed_defective "
+            f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
+            f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
+            f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
+            f"sequences {seq_dir}; audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
+        )
+    return 0
+
+
+def _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on) -> dict:
+    import numpy as np
+
+    from edge.simulate import judge
+
+    def pct(values, q):
+        return round(float(np.percentile(np.asarray(values) * 1000, q)), 1) if values else None
+
+    firsts = [o for o in outcomes if not o.amends]
+    decide = [o.decided_t - o.trigger_t for o in firsts if o.decided_t]
+    capture = [o.captured_t - o.trigger_t for o in firsts if o.captured_t]
+    faults: dict = {}
+    for o in outcomes:
+        if o.fault:
+            faults[o.fault] = faults.get(o.fault, 0) + 1
+    s = judge(phys)
+    s.update(
+        rate_per_min=args.rate,
+        frames=args.frames,
+        wiring=cfg.gpio.energise_to,
+        faults=faults,
+        injected={k: v for k, v in injector.injected.items() if v},
+        alarms=len(alarm_on),
+        ghost_containers=ghosts,
+        amended=sum(o.amends for o in outcomes),
+        stale_frames_dropped=counts.get("stale_frames", 0),
+        deadline_misses=faults.get("late", 0) + faults.get("stall", 0),
+        latency_ms={
+            "capture_p50": pct(capture, 50),
+            "capture_p99": pct(capture, 99),
+            "decision_p50": pct(decide, 50),
+            "decision_p99": pct(decide, 99),
+        },
+    )
+    return s
