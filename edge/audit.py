@@ -218,6 +218,10 @@ class AuditLog:
         tmp.unlink(missing_ok=True)
         db = sqlite3.connect(str(tmp), isolation_level=None)
         try:
+            # WAL is set here, not on first open: switching a live file's journal mode writes
+            # through a rollback journal, and a kill then leaves a hot journal that a read-only
+            # verifier cannot open.
+            db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             db.execute("BEGIN")
             db.executemany(

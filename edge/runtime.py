@@ -187,7 +187,7 @@ class Runtime:
         try:
             self._audit_q.put_nowait(out)
         except queue.Full:  # the writer is stuck: no record, so no release: a reject
-            self.counts["unaudited"] += 1
+            self._inc("unaudited")
             self._count_fault("audit_unavailable")
             log.error("container %s: audit queue full; rejected unrecorded", out.container_id)
             self._done(out)
@@ -197,7 +197,7 @@ class Runtime:
         if not out.amends:
             with self._lock:
                 self._armed.pop(out.container_id, None)  # a reject keeps its pulse armed
-            self.counts["reject" if out.reject else "accept"] += 1
+                self.counts["reject" if out.reject else "accept"] += 1
             self.metrics.containers.labels("reject" if out.reject else "accept").inc()
             self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
         if out.fault is not None:
@@ -240,7 +240,7 @@ class Runtime:
             self.cfg.camera.frame_timeout_ms,
             self.clock,
         )
-        self.counts["stale_frames"] += cap.stale
+        self._inc("stale_frames", cap.stale)
         self._last_frame = cap.frames[-1] if cap.frames else self._last_frame
         captured = self.clock()
         self.metrics.latency.labels("capture").observe(captured - job.trigger_t)
@@ -335,7 +335,7 @@ class Runtime:
                 self.audit.record(rec)
             except AuditUnavailable as e2:
                 log.error("container %s: reject not recorded either: %s", out.container_id, e2)
-                self.counts["unaudited"] += 1
+                self._inc("unaudited")
         else:
             if not out.reject and not out.amends:
                 self._release(out)
@@ -431,6 +431,10 @@ class Runtime:
     def raise_alarm(self, reason: str) -> None:
         self._alarm.raise_(reason)
 
+    def _inc(self, key: str, n: int = 1) -> None:
+        with self._lock:  # several stages count: no lost increments
+            self.counts[key] += n
+
     def _count_fault(self, fault: str) -> None:
-        self.counts[f"fault:{fault}"] += 1
+        self._inc(f"fault:{fault}")
         self._alarm.count(fault)
