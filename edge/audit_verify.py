@@ -178,9 +178,12 @@ def find_row(folder: Path, seq: int) -> Dict[str, Any]:
     raise AuditError(f"{folder}: no row with seq {seq}")
 
 
-def draw_record(folder: Path, seq: int, class_names: Sequence[str] = ()) -> np.ndarray:
+def draw_record(
+    folder: Path, seq: int, class_names: Sequence[str] = (), min_score: float = 0.5
+) -> np.ndarray:
     """The evidence frame of row `seq` (its hash checked) with the recorded detections of
-    every frame drawn over it, BGR, so a reviewer sees which speck caused the reject."""
+    every frame at or above `min_score` (the decision's default threshold) drawn over it,
+    BGR, so a reviewer sees which speck caused the reject."""
     import cv2
 
     row = find_row(folder, seq)
@@ -199,6 +202,8 @@ def draw_record(folder: Path, seq: int, class_names: Sequence[str] = ()) -> np.n
     for f, frame in enumerate(dets):
         shade = int(80 + 175 * (f + 1) / max(1, len(dets)))  # later frames brighter
         for x0, y0, x1, y1, score, label in frame:
+            if score < min_score:
+                continue
             p0, p1 = (int(x0) - 2, int(y0) - 2), (int(x1) + 2, int(y1) + 2)
             cv2.rectangle(img, p0, p1, (0, 0, shade), 1)
             name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))

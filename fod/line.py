@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--classes", default="fiber,particle,glass_flake", help="show: class names, comma-separated"
     )
+    p.add_argument(
+        "--min-score", type=float, default=0.5, help="show: draw detections from this score"
+    )
     p.set_defaults(func=cmd_audit)
 
 
@@ -145,6 +148,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         if args.seq is None or args.out is None:
             raise FodError("fod audit show needs SEQ and --out PNG")
-        write_png(args.out, draw_record(args.folder, args.seq, args.classes.split(",")))
+        names = args.classes.split(",")
+        write_png(args.out, draw_record(args.folder, args.seq, names, args.min_score))
         print(f"{args.out}: seq {args.seq} with its recorded detections")
     return 0
