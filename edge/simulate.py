@@ -30,6 +30,7 @@ from gpiozero.pins.mock import MockPin
 
 from .audit import audit_files
 from .errors import FodError
+from .jobs import Job
 from .sources import Frame
 
 FAULT_KINDS = (
@@ -283,14 +284,18 @@ def gate_model(
         c.passed = energised if energise_to == "accept" else not energised
 
 
-def attach_audit(containers: List[Physical], folder: Path) -> int:
-    """Each container's last audit row (rows carry the id the line gave its trigger); returns
-    the audit rows of containers that never physically existed (ghost triggers)."""
+def attach_audit(containers: List[Physical], folder: Path, after_seq: int = 0) -> int:
+    """Each container's last audit row (rows carry the id the line gave its trigger), from
+    the rows after `after_seq` (an appended run's own); returns the audit rows of containers
+    that never physically existed (ghost triggers)."""
     by_id = {c.id: c for c in containers}
     ghosts = 0
     for path in audit_files(folder):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows = db.execute("SELECT container_id, decision, fault FROM containers ORDER BY seq")
+        rows = db.execute(
+            "SELECT container_id, decision, fault FROM containers WHERE seq > ? ORDER BY seq",
+            (after_seq,),
+        )
         for cid, decision, fault in rows.fetchall():
             c = by_id.get(cid)
             if c is None:
@@ -334,7 +339,6 @@ def run_line(
     runtime's own trigger handler (debounce, edge time) creates its job."""
     period = 60.0 / rate_per_min
     current: List[Tuple[str, int]] = [("", 0)]  # the container in front of the camera
-    from .runtime import Job
 
     def on_edge(t: float) -> None:
         cid, n = current[0]

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
-def _sim_config(args: argparse.Namespace, size, base):
+def _sim_config(args: argparse.Namespace, base):
     """The simulation's line config: mock pins with a trigger input, a fresh audit folder;
     overrides go through the same validation as a config file."""
     from edge.config import parse_config
@@ -96,6 +96,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from gpiozero.pins.mock import MockFactory
 
     from edge.app import line_runtime
+    from edge.audit import read_anchor
     from edge.bundle import open_bundle
     from edge.config import LineConfig, load_config
     from edge.errors import FodError
@@ -148,7 +149,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 progress=False,
             )
     containers = load_sequences(seq_dir)
-    cfg = _sim_config(args, size, base)
+    cfg = _sim_config(args, base)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)
     factory.pin(cfg.gpio.ejector_pin).injector = injector  # GPIO faults on the gate output
@@ -168,39 +169,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def holding(stage):  # which container the stage works on (the runtime exists by then)
         return runtimes[0].holding(stage) if runtimes else None
 
+    before = read_anchor(cfg.audit.folder)  # with --append: judge only this run's rows
     t_clear = time.monotonic()
     for name in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin):
         if name:
             factory.pin(name).clear_states()
-    with line_runtime(
-        cfg,
-        factory,
-        lambda be: FaultyBackend(be, injector, 0.6 * delay_s, lambda: holding("inference")),
-        outcomes.append,
-        audit_authorizer=(
-            audit_authorizer(injector, lambda: holding("audit"))
-            if "audit_error" in faults
-            else None
-        ),
-    ) as rt:
-        runtimes.append(rt)
-        decide = rt.decide
+    try:
+        with line_runtime(
+            cfg,
+            factory,
+            lambda be: FaultyBackend(be, injector, 0.6 * delay_s, lambda: holding("inference")),
+            outcomes.append,
+            audit_authorizer=(
+                audit_authorizer(injector, lambda: holding("audit"))
+                if "audit_error" in faults
+                else None
+            ),
+        ) as rt:
+            runtimes.append(rt)
+            decide = rt.decide
 
-        def crashing_decide(*a):
-            if injector.take("thread_crash", rt.holding("inference")):
-                raise RuntimeError("injected crash in the decision code")
-            return decide(*a)
+            def crashing_decide(*a):
+                if injector.take("thread_crash", rt.holding("inference")):
+                    raise RuntimeError("injected crash in the decision code")
+                return decide(*a)
 
-        rt.decide = crashing_decide
-        phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
-        rt.drain(timeout=60 + count * 2)
-        rt.io.pulses.wait_idle(timeout=delay_s + 2)
-        counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
-        bounces = rt.io.debounce.bounces
-    camera.close()
+            rt.decide = crashing_decide
+            phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
+            rt.drain(timeout=60 + count * 2)
+            rt.io.pulses.wait_idle(timeout=delay_s + 2)
+            counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
+            bounces = rt.io.debounce.bounces
+    finally:
+        camera.close()
     gate_on = pin_intervals(factory.pin(cfg.gpio.ejector_pin), t_clear)
     gate_model(phys, gate_on, delay_s, pulse_s, cfg.gpio.energise_to)
-    ghosts = attach_audit(phys, cfg.audit.folder)
+    ghosts = attach_audit(phys, cfg.audit.folder, before[0] if before else 0)
     alarm_on = pin_intervals(factory.pin(cfg.gpio.alarm_pin), t_clear) if cfg.gpio.alarm_pin else []
     summary = _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on)
     summary.update(

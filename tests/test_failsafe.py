@@ -82,6 +82,24 @@ def test_stale_frames_before_the_trigger_are_dropped(
     assert s["audit_disagrees"] == 0
 
 
+def test_an_appended_run_is_judged_on_its_own_rows(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "sim"
+    _simulate(bundle, small_set, out, "camera_drop=1.0", capsys)  # all rejected
+    argv_tail = ["--append"]
+    cfg = out.parent / f"{out.name}.toml"
+    argv = [
+        "simulate", "--bundle", str(bundle), "--sequences", str(small_set), "--containers",
+        str(N), "--rate", "120", "--delay-ms", "1500", "--frames", "3", "--out", str(out),
+        "--config", str(cfg), "--json", *argv_tail,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    s = json.loads(capsys.readouterr().out)  # same container ids, now all accepted
+    assert s["physically_passed"] == N and s["audit_disagrees"] == 0 and s["ghost_containers"] == 0
+    assert main(["audit", "verify", str(out / "audit")]) == 0
+
+
 def test_gate_model_reads_pin_history() -> None:
     f = MockFactory()
     pin = f.pin("GPIO17")
