@@ -103,7 +103,12 @@ def line_runtime(
         if model_hash != bundle.manifest["files"][path.name]["sha256"]:
             raise FodError(f"{path}: changed after the bundle was verified")
         backend = stack.enter_context(
-            OnnxRuntimeBackend(path, threads=cfg.model.threads, model_bytes=data)
+            OnnxRuntimeBackend(
+                path,
+                threads=cfg.model.threads,
+                model_bytes=data,
+                int8_kernels=cfg.model.int8_kernels,
+            )
         )
         check_classes(cfg, backend.info.class_names, "line config")
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace

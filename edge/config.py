@@ -45,6 +45,7 @@ class ModelConfig:
     backend: str = "onnxruntime"  # onnxruntime | tensorrt
     precision: str = "auto"  # fp32 | int8 | auto (fp32 if bundled, else int8)
     threads: Optional[int] = None  # ONNX Runtime intra-op threads
+    int8_kernels: str = "auto"  # auto | integer | float: float on x86 without VNNI (saturation)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,8 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
     if cfg.model.precision not in ("fp32", "int8", "auto"):
         raise ConfigError(f"{source}: model.precision must be 'fp32', 'int8' or 'auto'")
+    if cfg.model.int8_kernels not in ("auto", "integer", "float"):
+        raise ConfigError(f"{source}: model.int8_kernels must be 'auto', 'integer' or 'float'")
     if cfg.model.backend not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
     if not 0 < cfg.postprocess.score_threshold <= 1 or not 0 < cfg.postprocess.nms_iou <= 1:

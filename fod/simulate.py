@@ -23,15 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sequences", type=Path, help="folder from `fod synth` (default: made on the fly)"
     )
     p.add_argument("--containers", type=positive_int, default=20)
-    p.add_argument("--rate", type=float, default=60.0, help="containers per minute (default 60)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=30.0,
+        help="containers per minute (default 30: what the demo model sustains on 2 CPU cores)",
+    )
     p.add_argument(
         "--frames", type=positive_int, default=8, help="frames per container (default 8)"
     )
     p.add_argument(
         "--delay-ms",
         type=float,
-        help="trigger-to-gate delay in ms (default 2000 here: a CPU runs the model ~10x slower "
-        "than a Jetson's GPU; a --config's own delay otherwise)",
+        help="trigger-to-gate delay in ms (default 3000 here: a CPU runs the model 10-20x "
+        "slower than a Jetson's GPU; a --config's own delay otherwise)",
     )
     p.add_argument(
         "--faults",
@@ -69,7 +74,7 @@ def _sim_config(args: argparse.Namespace, base):
         "metrics": {"port": base.metrics.port if args.config else 0},
     }
     if args.delay_ms is not None or not args.config:
-        data["gpio"]["delay_ms"] = args.delay_ms or 2000.0
+        data["gpio"]["delay_ms"] = args.delay_ms or 3000.0
     if args.wiring:
         data["gpio"]["energise_to"] = args.wiring
     merged = {}
