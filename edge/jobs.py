@@ -55,4 +55,3 @@ class InFlight:
     deadline: float  # decisions after this are late: gate - margin
     armed: Optional[Pulse]  # reject wiring: the pulse only a recorded accept cancels
     stage: str = "capture queue"
-    done: bool = False

@@ -138,7 +138,7 @@ class Runtime:
         for s in self.stages[:2]:
             s.stop()
         with self._lock:
-            left = [c for c in self._inflight.values() if not c.done]
+            left = list(self._inflight.values())
         for c in left:
             self._finalize(self._fail(c.job, "shutdown", "runtime stopped before a decision"))
         self.drain(timeout=5.0)
@@ -174,10 +174,9 @@ class Runtime:
         its deadline) are counted and dropped. Every outcome goes to the audit stage."""
         with self._lock:
             c = self._inflight.pop(out.container_id, None)
-            if c is None or c.done:
+            if c is None:  # already finalised (popped): this outcome came too late
                 self.counts["superseded"] += 1
                 return False
-            c.done = True
         if out.decided_t == 0.0:
             out.decided_t = self.clock()
         self._enqueue_audit(out)
@@ -389,7 +388,7 @@ class Runtime:
             raise StopStage
         now = self.clock()
         with self._lock:
-            due = [c for c in self._inflight.values() if not c.done and now > c.deadline]
+            due = [c for c in self._inflight.values() if now > c.deadline]
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         for name in self.watchdog.healthy():
