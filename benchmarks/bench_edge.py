@@ -4,8 +4,9 @@
 
 Stages timed (the model itself excluded: on a Jetson it is TensorRT's 10-20 ms):
 decode (FFV1 frame from a video through `edge.sources`, RGB or, for the monochrome
-camera, grey), letterbox + NCHW float input (`edge.preprocess.nchw_float`, what the ONNX
-Runtime backend runs), health (the fail-safe's frame checks: geometry, black, saturated,
+camera, grey), letterbox + the model's input (`edge.preprocess.model_input`: the uint8
+graphs take the frame as it is; the first bundles' float32 NCHW input is a cast and a
+de-interleave, 12 MB per frame), health (the fail-safe's frame checks: geometry, black, saturated,
 uniform, frozen; and the finite/[0, 1] check of the outputs), postprocess (per-level
 top-k, class-wise NMS) on dense outputs with 300 (anchor, class) pairs above the score
 threshold (24: the most a trained GFL-R18 gave on val frames; a fifth of all pairs for
@@ -34,7 +35,8 @@ from edge.audit import AuditConfig, AuditLog, ContainerRecord
 from edge.decision import DecisionConfig, decide
 from edge.health import check_outputs, frame_fault
 from edge.postprocess import Detections, PostprocessConfig, select_per_image
-from edge.preprocess import boxes_to_source, letterbox, nchw_float
+from edge.preprocess import boxes_to_source, letterbox, model_input
+from edge.timing import summarize
 from edge.sources import open_source
 
 W, H = 1280, 800
@@ -43,14 +45,13 @@ NAMES = ["fiber", "particle", "glass_flake"]
 
 
 def _stats(ms: list) -> dict:
-    a = np.asarray(ms)
-    return {
-        "median_ms": round(float(np.median(a)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
-    }
+    s = summarize(ms)
+    return {"median_ms": round(s.median_ms, 3), "p99_ms": round(s.p99_ms, 3)}
 
 
-def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False) -> dict:
+def bench_frames(
+    n: int, hot: int = 300, worst: bool = False, mono: bool = False, uint8: bool = True
+) -> dict:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "v.avi"
@@ -81,6 +82,7 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
         per_container: list = []  # decide() over 12 frames
         line: list = []  # per frame: input + postprocess + 1/12 of its container's decision
         src = open_source(f"file:{video}", mono)
+        layout = ("uint8_nhw" if mono else "uint8_nhwc") if uint8 else "float32_nchw"
         dets = []
         prev = None
         for _ in range(n):
@@ -93,7 +95,7 @@ def bench_frames(n: int, hot: int = 300, worst: bool = False, mono: bool = False
             frame = got.image
             t1 = time.perf_counter()
             boxed, lb = letterbox(frame, (W, H))
-            x = nchw_float(boxed[None])  # the model input, as the ONNX Runtime backend makes it
+            x = model_input(boxed[None], layout)  # the model input, as the backends make it
             t2 = time.perf_counter()
             # What the fail-safe adds per frame: geometry, black/saturated/uniform, frozen
             # (compared with the frame before), and the finite/[0, 1] check of the outputs.
@@ -177,6 +179,7 @@ def main() -> None:
     args = p.parse_args()
     cv2.setNumThreads(1)
     res = {
+        # The uint8-input graphs (the default since `fod export --input uint8`).
         "per_frame_1280x800_one_core": bench_frames(args.frames),
         # The trained GFL-R18 on val frames: 0-24 (anchor, class) pairs above 0.05, median 0.5.
         "few_candidates": bench_frames(args.frames, hot=24),
@@ -184,6 +187,9 @@ def main() -> None:
         "mono_camera": bench_frames(args.frames, mono=True),
         "mono_camera_few_candidates": bench_frames(args.frames, hot=24, mono=True),
         "worst_case_scores": bench_frames(max(args.frames // 2, 20), worst=True),
+        # The first bundles' float32 NCHW input, for comparison.
+        "float_input": bench_frames(args.frames, hot=24, uint8=False),
+        "float_input_mono_camera": bench_frames(args.frames, hot=24, mono=True, uint8=False),
         "audit": bench_audit(args.audit),
     }
     print(json.dumps(res, indent=None if args.json else 1))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from edge.errors import FodError
 from edge.fsutil import atomic_output
-from edge.preprocess import nchw_float
+from edge.preprocess import model_input
 
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
@@ -48,9 +48,14 @@ class StreamingReader(CalibrationDataReader):
     """
 
     def __init__(
-        self, make: Callable[[], Iterator[np.ndarray]], count: int, progress: bool = True
+        self,
+        make: Callable[[], Iterator[np.ndarray]],
+        count: int,
+        progress: bool = True,
+        layout: str = "float32_nchw",
     ) -> None:
-        self._make, self._count = make, count
+        """`layout`: the model's input (edge.model_info.INPUT_LAYOUTS)."""
+        self._make, self._count, self._layout = make, count, layout
         # Collection is the long part (minutes at 1280x800) and ORT shows nothing for it.
         self._bar = tqdm(total=count, desc="calibration images", unit="img", disable=not progress)
         self.rewind()
@@ -71,7 +76,7 @@ class StreamingReader(CalibrationDataReader):
             return None
         self._pos += 1
         self._bar.update()
-        return {"images": nchw_float(img[None])}  # [1, 3, H, W], as the ORT backend builds it
+        return {"images": model_input(img[None], self._layout)}  # as the ORT backend builds it
 
     def rewind(self) -> None:
         self._it, self._pos, self._stop = self._make(), 0, self._count

@@ -7,7 +7,6 @@ output is driven to its safe state (off: no release) on each of them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -73,7 +72,7 @@ def line_runtime(
 ) -> Iterator[Runtime]:
     """Yield a running Runtime; `wrap_backend` and `audit_authorizer` let simulation inject
     faults where they happen (the backend call, the SQLite INSERT)."""
-    from .backends.onnxruntime_backend import OnnxRuntimeBackend
+    from .backends.select import open_backend
 
     if cfg.model.public_key is None and not cfg.model.allow_unsigned:
         raise FodError(
@@ -85,31 +84,20 @@ def line_runtime(
         log.warning("running an UNSIGNED bundle (model.allow_unsigned = true)")
     with contextlib.ExitStack() as stack:
         bundle = stack.enter_context(open_bundle(Path(cfg.model.bundle), pk))
-        if cfg.model.backend != "onnxruntime":
-            raise FodError(
-                f"model.backend {cfg.model.backend!r}: only 'onnxruntime' is in this build "
-                "(the TensorRT backend has its own issue)"
-            )
-        roles = {
-            "fp32": ("fp32",),
-            "int8": ("int8_cpu", "int8"),
-            "auto": ("fp32", "int8_cpu", "int8"),
-        }[cfg.model.precision]
-        path = next((bundle.file(r) for r in roles if bundle.file(r) is not None), None)
-        if path is None:
-            raise FodError(f"{cfg.model.bundle}: no {cfg.model.precision} model in the bundle")
-        data = path.read_bytes()  # hash what is loaded, load what was hashed
-        model_hash = hashlib.sha256(data).hexdigest()
-        if model_hash != bundle.manifest["files"][path.name]["sha256"]:
-            raise FodError(f"{path}: changed after the bundle was verified")
-        backend = stack.enter_context(
-            OnnxRuntimeBackend(
-                path,
-                threads=cfg.model.threads,
-                model_bytes=data,
-                int8_kernels=cfg.model.int8_kernels,
-            )
+        backend, model_hash = open_backend(
+            bundle,
+            cfg.model.backend,
+            cfg.model.precision,
+            threads=cfg.model.threads,
+            int8_kernels=cfg.model.int8_kernels,
+            engine_cache=cfg.model.engine_cache,
+            dla_core=cfg.model.dla_core,
         )
+        stack.callback(backend.close)
+        if backend.info.input_layout == "uint8_nhw" and not cfg.camera.mono:
+            raise FodError(
+                f"{cfg.model.bundle}: the model takes grey frames; set camera.mono = true"
+            )
         check_classes(cfg, backend.info.class_names, "line config")
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:

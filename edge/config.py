@@ -42,10 +42,14 @@ class ModelConfig:
     bundle: str = "models/demo"  # bundle folder or .tar.gz
     public_key: Optional[str] = None  # the bundle must be signed by this key (fod run needs it)
     allow_unsigned: bool = False  # run an unsigned bundle (commissioning only; logged)
-    backend: str = "onnxruntime"  # onnxruntime | tensorrt
-    precision: str = "auto"  # fp32 | int8 | auto (fp32 if bundled, else int8)
+    backend: str = "onnxruntime"  # onnxruntime | tensorrt (an engine built by `fod engine`)
+    # onnxruntime: fp32 | int8 | auto (fp32 if bundled, else int8);
+    # tensorrt: int8 | fp16 | best | auto (int8 if the bundle has the Q/DQ model, else fp16)
+    precision: str = "auto"
     threads: Optional[int] = None  # ONNX Runtime intra-op threads
     int8_kernels: str = "auto"  # auto | integer | float: float on x86 without VNNI (saturation)
+    engine_cache: str = ""  # TensorRT engines; "": /var/lib/pharma-fod/engines or ~/.cache
+    dla_core: int = -1  # TensorRT on a DLA core (Xavier/Orin); -1: the GPU
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def _build(cls: Type[T], data: Any, where: str, source: str) -> T:
             if not ok or (isinstance(default, int) and not isinstance(value, int)):
                 kind = "an integer" if isinstance(default, int) else "a number"
                 raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
-            if value < 0:
+            if value < (-1 if key == "dla_core" else 0):
                 raise ConfigError(f"{source}: {name} must not be negative, got {value!r}")
             value = type(default)(value)
         elif isinstance(default, dict) and not isinstance(value, dict):
@@ -187,8 +191,15 @@ def _check(cfg: LineConfig, source: str) -> None:
             )
     if cfg.gpio.energise_to not in ("reject", "accept"):
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
-    if cfg.model.precision not in ("fp32", "int8", "auto"):
-        raise ConfigError(f"{source}: model.precision must be 'fp32', 'int8' or 'auto'")
+    allowed = (
+        ("fp32", "int8", "auto")
+        if cfg.model.backend != "tensorrt"
+        else ("int8", "fp16", "best", "auto")
+    )
+    if cfg.model.precision not in allowed:
+        raise ConfigError(
+            f"{source}: model.precision must be one of {allowed} for {cfg.model.backend}"
+        )
     if cfg.model.int8_kernels not in ("auto", "integer", "float"):
         raise ConfigError(f"{source}: model.int8_kernels must be 'auto', 'integer' or 'float'")
     if cfg.model.backend not in ("onnxruntime", "tensorrt"):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from .errors import FodError
 
 FORMAT = "pharma-fod/gfl-onnx/1"
+# What the graph's `images` input takes. The uint8 layouts are cast, widened and normalised
+# inside the graph, so the device's CPU writes no float tensor; float32_nchw is the first
+# bundles' input (RGB 0-255), still read.
+INPUT_LAYOUTS = ("uint8_nhwc", "uint8_nhw", "float32_nchw")
+LEGACY_LAYOUT = "float32_nchw"  # graphs without an `input` metadata entry
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,7 @@ class ModelInfo:
     level_counts: List[int]  # anchor points per pyramid level, in output order
     checkpoint_sha256: str  # the training checkpoint it came from
     arch: str
+    input_layout: str = LEGACY_LAYOUT  # one of INPUT_LAYOUTS
 
     def to_metadata(self) -> Dict[str, str]:
         return {
@@ -27,6 +33,7 @@ class ModelInfo:
             "level_counts": json.dumps(self.level_counts),
             "checkpoint_sha256": self.checkpoint_sha256,
             "arch": self.arch,
+            "input": self.input_layout,
         }
 
     @classmethod
@@ -35,6 +42,9 @@ class ModelInfo:
             raise FodError(
                 f"{source}: not a pharma-fod detector (metadata 'format' is {meta.get('format')!r})"
             )
+        layout = meta.get("input", LEGACY_LAYOUT)
+        if layout not in INPUT_LAYOUTS:
+            raise FodError(f"{source}: unknown input layout {layout!r} (known: {INPUT_LAYOUTS})")
         try:
             w, h = (int(v) for v in meta["input_size"].split("x"))
             return cls(
@@ -43,6 +53,57 @@ class ModelInfo:
                 level_counts=[int(v) for v in json.loads(meta["level_counts"])],
                 checkpoint_sha256=meta["checkpoint_sha256"],
                 arch=meta["arch"],
+                input_layout=layout,
             )
         except (KeyError, ValueError) as e:
             raise FodError(f"{source}: metadata missing or malformed: {e}") from None
+
+
+def _varint(data: bytes, i: int) -> Tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def _fields(data: bytes) -> Iterator[Tuple[int, int, Any]]:
+    """(field number, wire type, value) of one protobuf message's top-level fields."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        value: Any
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 1:
+            value, i = data[i : i + 8], i + 8
+        elif wire == 2:
+            n, i = _varint(data, i)
+            value, i = data[i : i + n], i + n
+        elif wire == 5:
+            value, i = data[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if i > len(data):
+            raise ValueError("truncated field")
+        yield number, wire, value
+
+
+def read_onnx_metadata(data: bytes, source: str) -> Dict[str, str]:
+    """ModelProto.metadata_props (field 14) of serialized ONNX bytes, without the onnx or
+    onnxruntime packages (a TensorRT-only unit has neither)."""
+    meta: Dict[str, str] = {}
+    try:
+        for number, wire, value in _fields(data):
+            if number == 14 and wire == 2:
+                entry = {n: v for n, w, v in _fields(value) if w == 2}
+                meta[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FodError(f"{source}: not a readable ONNX model: {e}") from None
+    return meta

@@ -89,3 +89,29 @@ def boxes_to_source(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, lb.src_w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, lb.src_h)
     return out
+
+
+def model_input(images: np.ndarray, layout: str) -> np.ndarray:
+    """What a graph with input `layout` (edge.model_info.INPUT_LAYOUTS) takes, from uint8
+    frames at the model size: RGB [N, H, W, 3] or grey [N, H, W].
+
+    uint8 layouts pass the frames as they are where they already match (no copy for a
+    mono camera and a grey model); a grey model given RGB frames sees their luma (BT.601,
+    OpenCV's), an RGB model given grey frames sees R = G = B.
+    """
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(
+            f"frames must be uint8 [N, H, W] or [N, H, W, 3], got {images.dtype} {images.shape}"
+        )
+    if layout == "float32_nchw":
+        return nchw_float(images)
+    grey = images.ndim == 3
+    if layout == "uint8_nhw":
+        if grey:
+            return np.ascontiguousarray(images)
+        return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in images])
+    if layout == "uint8_nhwc":
+        if grey:
+            return np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2RGB) for f in images])
+        return np.ascontiguousarray(images)
+    raise ValueError(f"unknown input layout {layout!r}")

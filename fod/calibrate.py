@@ -58,7 +58,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
         int8, cpu = tmp / "model.int8.onnx", tmp / "model.int8-cpu.onnx"
         keep = None if args.keep_float is None else list(args.keep_float)
         ranges = Path(work) / "ranges"  # one calibration pass, two quantized variants
-        reader = StreamingReader(images, len(chosen))
+        reader = StreamingReader(images, len(chosen), layout=info.input_layout)
         float_nodes = quantize_qdq(args.onnx, int8, reader, args.method, keep, True, ranges)
         reader.close()
         quantize_qdq(args.onnx, cpu, reader, args.method, keep, False, ranges)

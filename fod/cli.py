@@ -18,6 +18,7 @@ from fod import deploy as deploy_verbs
 from fod import line as line_verbs
 from fod import model as model_verbs
 from fod import simulate as simulate_verbs
+from fod import unit as unit_verbs
 
 log = logging.getLogger("fod")
 
@@ -34,10 +35,11 @@ _EXTRAS = {
     "onnxruntime": "edge",
     "prometheus_client": "edge",
     "cryptography": "edge",
+    "pycuda": "jetson",
 }
 
 # Verb groups: each registers its sub-commands and sets `func` on them.
-_GROUPS = (data_verbs, model_verbs, deploy_verbs, line_verbs, simulate_verbs)
+_GROUPS = (data_verbs, model_verbs, deploy_verbs, unit_verbs, line_verbs, simulate_verbs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +71,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"fod {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # a verb of a stage this install does not have
+        if e.name is not None and e.name.split(".")[0] == "tensorrt":
+            print(
+                f"fod {args.verb}: error: needs TensorRT's Python bindings, which come with "
+                "JetPack on a Jetson (apt install python3-libnvinfer; a venv made with "
+                "--system-site-packages sees them)",
+                file=sys.stderr,
+            )
+            return 2
         if e.name is None or e.name.split(".")[0] not in _EXTRAS:
             raise
         extra = _EXTRAS[e.name.split(".")[0]]

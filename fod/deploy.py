@@ -1,4 +1,4 @@
-"""Deployment verbs: `fod calibrate`, `fod bundle` (+ `fod bundle verify`), `fod keygen`."""
+"""Deployment verbs: `fod calibrate`, `fod bundle make|verify`, `fod keygen`."""
 
 from __future__ import annotations
 
@@ -36,27 +36,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("bundle", help="make a deployable bundle, or `fod bundle verify B`")
-    p.add_argument(
-        "verify", nargs="*", metavar="verify B", help="verify bundle B instead of making one"
+    p = sub.add_parser("bundle", help="deployable bundles: `fod bundle make` / `fod bundle verify`")
+    bsub = p.add_subparsers(dest="bundle_verb", metavar="{make,verify}")
+    bsub.required = True
+    m = bsub.add_parser(
+        "make",
+        help="make a bundle from the models, cache and report",
+        description="Copy the models, calibration cache and report into a new bundle with a "
+        "manifest (sha256 of every file), optionally signed (Ed25519).",
     )
-    p.add_argument("--onnx", type=Path, help="FP32 ONNX")
-    p.add_argument("--int8", type=Path, help="Q/DQ INT8 ONNX from `fod calibrate`")
-    p.add_argument("--int8-cpu", type=Path, help="uint8-activation INT8 ONNX (ONNX Runtime on CPU)")
-    p.add_argument("--cache", type=Path, help="TensorRT calibration cache")
-    p.add_argument("--report", type=Path, help="report.json from `fod calibrate`")
-    p.add_argument("--out", type=Path, help="bundle folder (or with --tar, B.tar.gz)")
-    p.add_argument("--name", default="pharma-fod", help="bundle name")
-    p.add_argument("--version", dest="bundle_version", default="0.1.0", help="bundle version")
-    p.add_argument(
+    m.add_argument("--onnx", type=Path, help="FP32 ONNX (from `fod export`)")
+    m.add_argument("--int8", type=Path, help="Q/DQ INT8 ONNX from `fod calibrate` (TensorRT)")
+    m.add_argument("--int8-cpu", type=Path, help="uint8-activation INT8 ONNX (ONNX Runtime on CPU)")
+    m.add_argument("--cache", type=Path, help="TensorRT calibration cache (calib.cache)")
+    m.add_argument("--report", type=Path, help="report.json from `fod calibrate`")
+    m.add_argument("--out", type=Path, required=True, help="bundle folder (or with --tar, .tar.gz)")
+    m.add_argument("--name", default="pharma-fod", help="bundle name")
+    m.add_argument("--version", dest="bundle_version", default="0.1.0", help="bundle version")
+    m.add_argument(
         "--sign", type=Path, metavar="KEY", help="Ed25519 private key (from `fod keygen`)"
     )
-    p.add_argument("--public-key", type=Path, help="with verify: require a signature by this key")
-    p.add_argument("--tar", action="store_true", help="write one .tar.gz")
-    p.add_argument(
+    m.add_argument("--tar", action="store_true", help="write one .tar.gz")
+    m.add_argument(
         "--recipe", action="append", metavar="CMD", help="a command that made it (repeatable)"
     )
-    p.set_defaults(func=cmd_bundle)
+    m.set_defaults(func=cmd_bundle_make)
+    v = bsub.add_parser(
+        "verify",
+        help="check a bundle's files against its manifest (and its signature)",
+        description="Check that every file of bundle B (folder or .tar.gz) matches the sha256 "
+        "in its manifest, that none is missing or extra, and with --public-key that the "
+        "manifest is signed by that key. Exit 0 when it verifies, 2 with the reason if not.",
+    )
+    v.add_argument("bundle", type=Path, metavar="B", help="bundle folder or .tar.gz")
+    v.add_argument("--public-key", type=Path, help="require a signature by this key")
+    v.set_defaults(func=cmd_bundle_verify)
 
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
     p.add_argument("--out", type=Path, required=True, help="folder for fod_signing.key/.pub")
@@ -89,22 +103,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bundle(args: argparse.Namespace) -> int:
-    from edge.bundle import create_bundle, open_bundle
-    from edge.errors import FodError
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from edge.bundle import open_bundle
 
-    if args.verify:
-        if len(args.verify) != 2 or args.verify[0] != "verify":
-            raise FodError("usage: fod bundle verify B [--public-key PUB]")
-        with open_bundle(Path(args.verify[1]), args.public_key) as b:
-            signed = " and its signature" if args.public_key else ""
-            print(f"{args.verify[1]}: {len(b.manifest['files'])} files match the manifest{signed}")
-        return 0
-    models = [p for p in (args.onnx, args.int8_cpu, args.int8) if p is not None]
-    if not models or args.out is None:
-        raise FodError("making a bundle needs --out and a model (--onnx, --int8 or --int8-cpu)")
+    with open_bundle(args.bundle, args.public_key) as b:
+        signed = " and its signature" if args.public_key else ""
+        print(f"{args.bundle}: {len(b.manifest['files'])} files match the manifest{signed}")
+    return 0
+
+
+def cmd_bundle_make(args: argparse.Namespace) -> int:
+    from edge.bundle import create_bundle
+    from edge.errors import FodError
     from fod.calibrate import bundle_meta
 
+    models = [p for p in (args.onnx, args.int8_cpu, args.int8) if p is not None]
+    if not models:
+        raise FodError("a bundle needs a model: --onnx, --int8 or --int8-cpu")
     files = {}
     extra = (
         ("fp32", args.onnx),

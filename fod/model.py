@@ -74,6 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_wh, default=(1280, 800), help="input WxH (default 1280x800)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument(
+        "--input",
+        choices=("uint8", "float"),
+        default="uint8",
+        help="uint8: the graph takes camera pixels (RGB [N,H,W,3]; default); "
+        "float: float32 [N,3,H,W] 0-255, as the first bundles",
+    )
+    p.add_argument(
+        "--mono", action="store_true", help="with --input uint8: grey [N,H,W] for mono cameras"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -158,10 +168,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_onnx
 
-    info = export_onnx(args.weights, args.out, args.size, args.opset, simplify=not args.no_simplify)
+    info = export_onnx(
+        args.weights,
+        args.out,
+        args.size,
+        args.opset,
+        simplify=not args.no_simplify,
+        input=args.input,
+        mono=args.mono,
+    )
     print(
         f"wrote {args.out}: {info.arch}, {len(info.class_names)} classes, "
-        f"input {args.size[0]}x{args.size[1]}, {sum(info.level_counts)} anchors"
+        f"input {info.input_layout} {args.size[0]}x{args.size[1]}, "
+        f"{sum(info.level_counts)} anchors"
     )
     return 0
 

@@ -181,6 +181,7 @@ def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:
     return main(
         [
             "bundle",
+            "make",
             "--onnx",
             str(exported[3]),
             "--int8",
@@ -261,3 +262,19 @@ def test_signed_bundle_tar(exported, calibrated: Path, tmp_path: Path, capsys) -
     )
     assert rc == 2
     assert struct.calcsize(">f") == 4
+
+
+def test_cache_reader_against_writer_and_names_in_fp32(exported, calibrated: Path) -> None:
+    """Every tensor the TensorRT cache names exists in the FP32 graph (an implicit-INT8
+    build on the unit looks its ranges up by these names), and read == written."""
+    from calibration.trt_cache import activation_scales, parse_cache
+
+    header, scales = parse_cache((calibrated / "calib.cache").read_text())
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
+    want = activation_scales(onnx.load(str(calibrated / "model.int8.onnx")))
+    assert scales.keys() == want.keys() and len(scales) > 10
+    for name, s in want.items():
+        assert scales[name] == pytest.approx(s, rel=1e-7)
+    fp32 = onnx.load(str(exported[3])).graph
+    tensors = {t for n in fp32.node for t in (*n.input, *n.output)} | {i.name for i in fp32.input}
+    assert set(scales) <= tensors, sorted(set(scales) - tensors)[:5]

@@ -165,3 +165,46 @@ def test_postprocess_uses_same_rule_in_torch(exported) -> None:
     assert isinstance(post, GFLPostprocess)
     assert len(got) == len(want["scores"])
     np.testing.assert_allclose(got.scores, want["scores"].numpy(), atol=1e-5)
+
+
+def _export(ckpt: Path, out: Path, *extra: str) -> Path:
+    args = ["export", "--weights", str(ckpt), "--out", str(out), "--size", "320x256", *extra]
+    assert main(args) == 0
+    return out
+
+
+def test_uint8_and_float_inputs_give_the_same_detections(exported, tmp_path: Path) -> None:
+    """The uint8 graphs (RGB and grey) compute what the float graph computes on the same
+    pixels: the cast, transpose and widening inside the graph are exact."""
+    _, _, ckpt, u8_path = exported
+    f32 = OnnxRuntimeBackend(_export(ckpt, tmp_path / "f.onnx", "--input", "float"))
+    u8 = OnnxRuntimeBackend(u8_path)
+    mono = OnnxRuntimeBackend(_export(ckpt, tmp_path / "g.onnx", "--mono"))
+    assert (f32.info.input_layout, u8.info.input_layout, mono.info.input_layout) == (
+        "float32_nchw",
+        "uint8_nhwc",
+        "uint8_nhw",
+    )
+    graph = onnx.load(str(u8_path)).graph.input[0].type.tensor_type
+    assert graph.elem_type == onnx.TensorProto.UINT8 and len(graph.shape.dim) == 4
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (2, SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (2, SIZE[1], SIZE[0]), dtype=np.uint8)
+    assert u8.prepare(rgb).dtype == np.uint8 and mono.prepare(grey) is not None
+    for frames, backend in ((rgb, u8), (grey, u8), (grey, mono)):
+        want_b, want_s = f32.infer(frames)
+        got_b, got_s = backend.infer(frames)
+        np.testing.assert_allclose(got_b, want_b, atol=1e-4)
+        np.testing.assert_allclose(got_s, want_s, atol=1e-6)
+        for i in range(len(frames)):
+            a = select_per_image(want_b[i], want_s[i], f32.info.level_counts, PostprocessConfig())
+            b = select_per_image(got_b[i], got_s[i], f32.info.level_counts, PostprocessConfig())
+            assert len(a) == len(b) > 0
+            np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_uint8_input_refuses_a_uint8_graph(exported) -> None:
+    from training.onnx_input import uint8_input
+
+    with pytest.raises(FodError, match="already a uint8 graph"):
+        uint8_input(onnx.load(str(exported[3])), mono=False)

@@ -27,7 +27,7 @@ from .test_export import exported  # noqa: F401
 @pytest.fixture(scope="module")
 def bundle(exported, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "b"
-    assert main(["bundle", "--onnx", str(exported[3]), "--out", str(out)]) == 0
+    assert main(["bundle", "make", "--onnx", str(exported[3]), "--out", str(out)]) == 0
     return out
 
 

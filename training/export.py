@@ -1,6 +1,8 @@
 """`fod export`: checkpoint -> ONNX with raw-pixel input and dense decoded outputs.
 
-Input `images` float32 [N, 3, H, W] RGB 0-255 (normalised inside); outputs `boxes`
+Input `images` uint8 RGB [N, H, W, 3], or grey [N, H, W] for mono cameras (`input`
+"uint8"; cast, widened and normalised inside), or the first bundles' float32
+[N, 3, H, W] RGB 0-255 (`input` "float"); outputs `boxes`
 [N, A, 4] xyxy input pixels and `scores` [N, A, C] after sigmoid; batch dynamic;
 NMS stays outside (edge/postprocess.py). The legacy TorchScript exporter is used: the
 dynamo exporter needs onnxscript, and the traced graph is plain Conv/Softmax/MatMul
@@ -41,11 +43,28 @@ class ExportModel(nn.Module):
         return boxes, scores  # [N, A, 4], [N, A, C]
 
 
+INPUTS = ("uint8", "float")
+
+
 def export_onnx(
-    weights: Path, out: Path, size: Tuple[int, int], opset: int = 17, simplify: bool = True
+    weights: Path,
+    out: Path,
+    size: Tuple[int, int],
+    opset: int = 17,
+    simplify: bool = True,
+    input: str = "uint8",
+    mono: bool = False,
 ) -> ModelInfo:
-    """Write `out` atomically; returns the metadata stored in it."""
+    """Write `out` atomically; returns the metadata stored in it. `input`: "uint8" (RGB
+    [N, H, W, 3], or grey [N, H, W] with `mono`) or "float" (float32 [N, 3, H, W])."""
     import onnx
+
+    from .onnx_input import uint8_input
+
+    if input not in INPUTS:
+        raise FodError(f"--input must be one of {INPUTS}, got {input!r}")
+    if mono and input != "uint8":
+        raise FodError("--mono needs --input uint8 (the float input is always RGB [N, 3, H, W])")
 
     if size[0] % 32 or size[1] % 32:
         raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
@@ -54,7 +73,8 @@ def export_onnx(
     x = torch.rand(1, 3, size[1], size[0]) * 255
     with torch.no_grad():
         _, _, counts = decode_dense(*model(x), cfg.head, (size[1], size[0]))
-    info = ModelInfo(names, size, counts, sha256_file(weights), cfg_arch(cfg))
+    layout = "float32_nchw" if input == "float" else ("uint8_nhw" if mono else "uint8_nhwc")
+    info = ModelInfo(names, size, counts, sha256_file(weights), cfg_arch(cfg), layout)
     with atomic_output(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter on purpose
@@ -76,6 +96,9 @@ def export_onnx(
                 proto, ok = onnxsim.simplify(proto)
             if not ok:
                 raise FodError(f"{weights}: onnxsim could not validate the simplified graph")
+        if input == "uint8":
+            proto = uint8_input(proto, mono)
+        del proto.metadata_props[:]
         onnx.helper.set_model_props(proto, info.to_metadata())
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))

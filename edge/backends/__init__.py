@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -21,3 +21,16 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StagedBackend(Backend, Protocol):
+    """A backend `fod bench` can time stage by stage: `infer` is `run(prepare())`, and
+    `last_times` holds ms of the last run's h2d / compute / d2h (whichever it can tell apart)."""
+
+    last_times: Dict[str, float]
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 frames -> the graph's own input (edge.preprocess.model_input)."""
+        ...
+
+    def run(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]: ...

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import platform
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import FodError
 from ..model_info import ModelInfo
-from ..preprocess import nchw_float
+from ..preprocess import model_input
+from ..timing import clock
 
 log = logging.getLogger(__name__)
 INT8_KERNELS = ("auto", "integer", "float")
@@ -82,23 +83,39 @@ class OnnxRuntimeBackend:
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             raise FodError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != "images" or len(inputs[0].shape) != 4:
-            raise FodError(
-                f"{path}: expected one input 'images' of rank 4, got {[i.name for i in inputs]}"
-            )
+        if len(inputs) != 1 or inputs[0].name != "images":
+            raise FodError(f"{path}: expected one input 'images', got {[i.name for i in inputs]}")
         outs = [o.name for o in self.session.get_outputs()]
         if outs != ["boxes", "scores"]:
             raise FodError(f"{path}: expected outputs ['boxes', 'scores'], got {outs}")
         self.info = ModelInfo.from_metadata(
             self.session.get_modelmeta().custom_metadata_map, str(path)
         )
+        want = {"uint8_nhwc": ("tensor(uint8)", 4), "uint8_nhw": ("tensor(uint8)", 3)}.get(
+            self.info.input_layout, ("tensor(float)", 4)
+        )
+        if (inputs[0].type, len(inputs[0].shape)) != want:
+            raise FodError(
+                f"{path}: input 'images' is {inputs[0].type} of rank {len(inputs[0].shape)}, "
+                f"but its metadata says {self.info.input_layout}"
+            )
         self.path = path
+        self.last_times: Dict[str, float] = {}  # ms of the last run's sub-stages (fod bench)
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 frames [N, H, W, 3] RGB or [N, H, W] grey -> the graph's own input."""
+        return model_input(images, self.info.input_layout)
+
+    def run(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The graph on a prepared input -> boxes [N, A, 4], scores [N, A, C]."""
+        t0 = clock()
+        boxes, scores = self.session.run(["boxes", "scores"], {"images": x})
+        self.last_times = {"compute": (clock() - t0) * 1e3}
+        return boxes, scores
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """images [N, H, W, 3] uint8 RGB or [N, H, W] grey -> boxes [N, A, 4], scores [N, A, C]."""
-        x = nchw_float(images)
-        boxes, scores = self.session.run(["boxes", "scores"], {"images": x})
-        return boxes, scores
+        return self.run(self.prepare(images))
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -1,0 +1,227 @@
+"""On-the-unit verbs: `fod engine` (build and cache the TensorRT engine), `fod bench`
+(latency per stage on this device), `fod check` (the preflight before a shift)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from fod.args import positive_int, size_wh
+
+log = logging.getLogger("fod")
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "engine", help="build the TensorRT engine for a bundle on this unit (cached)"
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--precision", choices=("int8", "fp16", "best"), default="int8")
+    p.add_argument("--workspace", type=positive_int, default=1024, help="MB (default 1024)")
+    p.add_argument("--dla", type=int, default=-1, metavar="N", help="DLA core (default: GPU)")
+    p.add_argument("--max-batch", type=positive_int, default=1, help="largest batch (default 1)")
+    p.add_argument("--cache", type=Path, help="engine folder (default: the service's or ~/.cache)")
+    p.add_argument("--public-key", type=Path, help="require the bundle signed by this key")
+    p.add_argument("--force", action="store_true", help="rebuild even if a matching one exists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("bench", help="latency per stage on this device (trtexec-style report)")
+    p.add_argument(
+        "--bundle",
+        required=True,
+        help="bundle; for --backend torch a checkpoint or gfl-r18|gfl-r50|gfl-r101[-carafe]",
+    )
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    p.add_argument(
+        "--precision", default="auto", help="as model.precision (torch: fp16 on CUDA, else fp32)"
+    )
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--iters", type=positive_int, default=200, help="timed iterations, at least")
+    p.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
+    p.add_argument("--duration", type=float, default=0.0, help="and at least S seconds")
+    p.add_argument("--size", type=size_wh, help="torch: input WxH (default 1280x800)")
+    p.add_argument(
+        "--source",
+        default="synthetic",
+        help="frames: synthetic (in memory, as a camera hands them over) or a camera source "
+        "(file:VIDEO, v4l2:N, gst:PIPELINE)",
+    )
+    p.add_argument("--mono", action="store_true", help="grey frames, as a monochrome camera")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="[BACKEND=]B",
+        help="another bundle or backend in the same run (repeatable)",
+    )
+    p.add_argument("--engine-cache", default="", help="TensorRT engine folder")
+    p.add_argument("--out", type=Path, help="folder for bench.json and latency_hist.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("check", help="preflight before a shift: bundle, model, camera, pins, ...")
+    p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from edge.backends.trt_build import ensure_engine
+    from edge.bundle import open_bundle
+    from edge.engine_cache import default_cache_dir
+
+    cache = args.cache or default_cache_dir()
+    with open_bundle(args.bundle, args.public_key) as b:
+        path, meta, built = ensure_engine(
+            b, args.precision, args.workspace, args.dla, args.max_batch, cache, args.force
+        )
+    if args.json:
+        print(json.dumps({"engine": str(path), "built": built, **meta}))
+    else:
+        state = "built" if built else "up to date"
+        key = meta["key"]
+        print(
+            f"{path}: {state} ({meta['plan']}; TensorRT {key['trt_version']}, {key['gpu']}"
+            f"{', DLA ' + str(key['dla_core']) if key['dla_core'] >= 0 else ''})"
+        )
+    return 0
+
+
+def _split_spec(spec: str, default_backend: str) -> Tuple[str, str]:
+    backend, sep, target = spec.partition("=")
+    if sep and backend in BACKENDS:
+        return backend, target
+    return default_backend, spec
+
+
+def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict[str, Any]:
+    import contextlib
+
+    from tqdm import tqdm
+
+    from edge.bench import BenchConfig, run_bench, synthetic_frames
+    from edge.device_info import device_info
+    from edge.errors import FodError
+
+    cfg = BenchConfig(args.batch, args.iters, args.warmup, args.duration)
+    with contextlib.ExitStack() as stack:
+        if backend_name == "torch":
+            from training.bench_torch import TorchBackend
+
+            backend = TorchBackend(target, args.size or (1280, 800))
+            label, gpu, precision = backend.label, backend.gpu, backend.precision
+            model = {"compiled": backend.compiled}
+        else:
+            from edge.backends.select import open_backend
+            from edge.bundle import open_bundle
+
+            b = stack.enter_context(open_bundle(Path(target)))
+            backend, digest = open_backend(
+                b,
+                backend_name,
+                args.precision,
+                threads=args.threads,
+                engine_cache=args.engine_cache,
+            )
+            label = f"{b.manifest.get('name', target)} {b.manifest.get('version', '')}".strip()
+            gpu = getattr(getattr(backend, "ctx", None), "name", None)
+            role = (
+                b.manifest["files"][Path(backend.path).name]["role"]
+                if hasattr(backend, "path")
+                else args.precision
+            )
+            kernels = getattr(backend, "kernels", None)
+            precision = f"{role}, {kernels} kernels" if kernels else role
+            model = {"sha256": digest}
+        stack.callback(backend.close)
+        info = backend.info
+        model.update(arch=info.arch, input=info.input_layout, size=list(info.input_size))
+        if args.source == "synthetic":
+            read = synthetic_frames(info.input_size, args.mono)
+        else:
+            from edge.sources import open_source
+
+            src = stack.enter_context(contextlib.closing(open_source(args.source, args.mono)))
+
+            def read() -> Any:
+                f = src.read()
+                return None if f is None else f.image
+
+        total = cfg.warmup + cfg.iters
+        bar = stack.enter_context(tqdm(total=total, desc=f"bench {label}", unit="it", disable=None))
+        try:
+            res = run_bench(backend, info, read, cfg, progress=lambda n: bar.update(1))
+        except EOFError:
+            raise FodError(f"{args.source}: ran out of frames; use a longer video") from None
+    res.update(
+        label=label,
+        backend=backend_name,
+        precision=precision,
+        model=model,
+        frames="grey" if args.mono else "rgb",
+        device=device_info(gpu),
+    )
+    return res
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench_plot import latency_histogram
+    from edge.fsutil import atomic_write_json
+
+    runs: List[Dict[str, Any]] = []
+    for spec in [f"{args.backend}={args.bundle}", *args.compare]:
+        backend, target = _split_spec(spec, args.backend)
+        runs.append(_bench_one(args, backend, target))
+    for r in runs:
+        for w in r["device"]["warnings"]:
+            log.warning("%s", w)
+    series = {f"{r['label']} [{r['backend']}]": r.pop("end_to_end_ms") for r in runs}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out / "bench.json", {"runs": runs})
+        title = f"end-to-end latency per batch of {args.batch}, {runs[0]['device']['board']}"
+        latency_histogram(series, args.out / "latency_hist.png", title)
+    if args.json:
+        print(json.dumps({"runs": runs}))
+        return 0
+    _print_table(runs)
+    if args.out is not None:
+        print(f"wrote {args.out / 'bench.json'} and {args.out / 'latency_hist.png'}")
+    return 0
+
+
+def _print_table(runs: List[Dict[str, Any]]) -> None:
+    cols = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+    for r in runs:
+        d = r["device"]
+        print(
+            f"{r['label']} [{r['backend']}, {r['precision']}, {r['model']['input']}, "
+            f"batch {r['batch']}, {r['frames']} frames] on {d['board']}"
+            f"{', TensorRT ' + d['tensorrt'] if d['tensorrt'] else ''}"
+            f"{', ' + d['gpu'] if d['gpu'] else ''}: "
+            f"{r['fps']:.1f} frames/s, {r['iterations']} iterations"
+        )
+        print(f"  {'stage':<14}" + "".join(f"{c[:-3]:>9}" for c in cols) + "  (ms)")
+        for stage, s in r["stages"].items():
+            print(f"  {stage:<14}" + "".join(f"{s[c]:>9.3f}" for c in cols))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.preflight import preflight, summary
+
+    checks = preflight(load_config(args.config))
+    s = summary(checks)
+    if args.json:
+        print(json.dumps(s))
+    else:
+        for c in checks:
+            print(f"{c.status.upper():<5} {c.name:<8} {c.detail}")
+        print("ready for the shift" if s["ok"] else f"NOT ready: {', '.join(s['failures'])}")
+    return 0 if s["ok"] else 1

@@ -1,0 +1,228 @@
+"""The one timing module, `fod bench` end to end on ONNX Runtime, `fod check` reporting what is
+wrong on a unit, the device record, and `fod bundle make|verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bench import BenchConfig, run_bench, synthetic_frames
+from edge.device_info import clocks_locked, device_info, l4t_release
+from edge.model_info import ModelInfo
+from edge.preflight import check_clock
+from edge.timing import StageTimer, repeat, summarize
+from fod.cli import main
+
+from .test_export import exported  # noqa: F401
+from .test_runtime import bundle  # noqa: F401
+
+
+def test_summarize_known_times() -> None:
+    s = summarize([float(v) for v in range(1, 101)], items_per_run=2)
+    assert (s.runs, s.min_ms, s.max_ms, s.median_ms, s.mean_ms) == (100, 1.0, 100.0, 50.5, 50.5)
+    # numpy's linear percentiles, as trtexec-style reports give them
+    assert (s.p90_ms, s.p95_ms, s.p99_ms) == pytest.approx((90.1, 95.05, 99.01))
+    assert s.throughput_per_s == pytest.approx(2 * 1000 / 50.5) and s.outliers == 0
+    assert summarize([1.0, 1.1, 0.9, 1.0, 1.05, 40.0]).outliers == 1
+    with pytest.raises(ValueError):
+        summarize([])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+
+
+def test_repeat_and_stage_timer() -> None:
+    calls: List[int] = []
+    times = repeat(lambda: calls.append(1), warmup=3, min_runs=5)
+    assert len(calls) == 8 and len(times) == 5 and all(t >= 0 for t in times)
+    assert len(repeat(lambda: None, warmup=0, min_runs=1, min_seconds=0.05, max_runs=3)) <= 3
+    t = StageTimer()
+    with t("a"):
+        pass
+    with pytest.raises(KeyError), t("b"):  # a failed run is not a time
+        raise KeyError
+    t.add("a", 2.0)
+    assert list(t.times) == ["a"] and len(t.times["a"]) == 2
+
+
+class ScriptedBackend:
+    """A backend whose sub-stage times are given: the bench must summarise exactly them."""
+
+    def __init__(self, info: ModelInfo, computes: List[float]) -> None:
+        self.info, self.computes, self.last_times = info, iter(computes), {}
+        self.a = sum(info.level_counts)
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        return images
+
+    def run(self, x: np.ndarray):
+        self.last_times = {"compute": next(self.computes)}
+        n = len(x)
+        return np.zeros((n, self.a, 4), np.float32), np.zeros((n, self.a, 3), np.float32)
+
+    def infer(self, images: np.ndarray):
+        return self.run(images)
+
+    def close(self) -> None:
+        pass
+
+
+def test_bench_statistics_on_a_known_list() -> None:
+    info = ModelInfo(["a", "b", "c"], (64, 32), [8 * 4, 4 * 2], "-", "x", "uint8_nhw")
+    computes = [100.0, 100.0] + [float(v) for v in range(1, 25)]  # 2 warm-up, 24 timed
+    cfg = BenchConfig(batch=2, iters=24, warmup=2, frames=12)
+    res = run_bench(ScriptedBackend(info, computes), info, synthetic_frames((64, 32), True), cfg)
+    assert res["iterations"] == 24 and len(res["end_to_end_ms"]) == 24
+    assert res["stages"]["compute"] == summarize(computes[2:], 2).to_dict()  # warm-up dropped
+    assert res["stages"]["decision"]["runs"] == 24 * 2 // 12  # one per container of 12 frames
+    assert set(res["stages"]) == {
+        "read",
+        "preprocess",
+        "compute",
+        "inference",
+        "postprocess",
+        "decision",
+        "end_to_end",
+        "edge_overhead",
+    }
+
+
+def test_fod_bench_onnxruntime_end_to_end(bundle, exported, tmp_path, capsys) -> None:
+    float_onnx = tmp_path / "f.onnx"
+    ckpt = exported[2]
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(ckpt),
+                "--out",
+                str(float_onnx),
+                "--size",
+                "320x256",
+                "--input",
+                "float",
+            ]
+        )
+        == 0
+    )
+    b2 = tmp_path / "b2"
+    assert main(["bundle", "make", "--onnx", str(float_onnx), "--out", str(b2), "--name", "f"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "bench"
+    args = ["bench", "--bundle", str(bundle), "--iters", "6", "--warmup", "1", "--batch", "2"]
+    rc = main([*args, "--compare", f"onnxruntime={b2}", "--mono", "--out", str(out), "--json"])
+    assert rc == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["model"]["input"] for r in runs] == ["uint8_nhwc", "float32_nchw"]
+    for r in runs:
+        assert r["backend"] == "onnxruntime" and r["iterations"] == 6 and r["batch"] == 2
+        st = r["stages"]
+        assert {"read", "preprocess", "compute", "postprocess", "decision", "end_to_end"} <= set(st)
+        assert st["end_to_end"]["median_ms"] >= st["compute"]["median_ms"] > 0
+        assert r["fps"] == pytest.approx(st["end_to_end"]["throughput_per_s"], abs=1e-3)
+        assert r["device"]["board"] and "warnings" in r["device"]
+    assert json.loads((out / "bench.json").read_text())["runs"][0]["label"] == runs[0]["label"]
+    png = cv2.imread(str(out / "latency_hist.png"))
+    assert png is not None and png.shape == (540, 960, 3) and (png < 250).mean() > 0.02
+    # The human table names every stage.
+    assert main([*args, "--iters", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "frames/s" in text and "postprocess" in text and "p99" in text
+
+
+def _check_config(tmp_path: Path, bundle: Path, **audit) -> Path:
+    cfg = tmp_path / "line.toml"
+    audit_lines = "\n".join(f"{k} = {v}" for k, v in audit.items())
+    cfg.write_text(
+        f"""
+[camera]
+source = "file:{tmp_path / "no-such-camera.avi"}"
+[model]
+bundle = "{bundle}"
+allow_unsigned = true
+[gpio]
+pin_factory = "mock"
+[audit]
+folder = "{tmp_path / "audit"}"
+{audit_lines}
+[metrics]
+port = 0
+"""
+    )
+    return cfg
+
+
+def test_fod_check_reports_missing_camera_and_full_audit(bundle, tmp_path, capsys) -> None:
+    cfg = _check_config(tmp_path, bundle, min_free_bytes=10**18)  # no disk has an exabyte free
+    assert main(["check", "--config", str(cfg), "--json"]) == 1
+    s = json.loads(capsys.readouterr().out)
+    status: Dict[str, str] = {c["name"]: c["status"] for c in s["checks"]}
+    assert s["ok"] is False and set(s["failures"]) == {"camera", "audit"}, s
+    assert status["model"] == "ok" and status["bundle"] == "warn"  # unsigned: allowed, flagged
+    detail = {c["name"]: c["detail"] for c in s["checks"]}
+    assert "no-such-camera.avi" in detail["camera"] and "min_free_bytes" in detail["audit"]
+    assert main(["check", "--config", str(cfg)]) == 1
+    text = capsys.readouterr().out
+    assert "FAIL  camera" in text and "NOT ready: camera, audit" in text
+
+
+def test_fod_check_passes_with_a_camera_that_delivers(bundle, tmp_path, capsys) -> None:
+    video = tmp_path / "no-such-camera.avi"  # the config's camera, now present
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25, (320, 256))
+    for i in range(14):
+        w.write(np.full((256, 320, 3), 100 + i, np.uint8))
+    w.release()
+    cfg = _check_config(tmp_path, bundle, min_free_bytes=0)
+    rc = main(["check", "--config", str(cfg), "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert rc == 0 and s["ok"], s
+    assert {c["name"]: c["status"] for c in s["checks"]}["camera"] == "ok"
+
+
+def test_clock_check_fails_an_unsynchronised_wall_clock() -> None:
+    assert check_clock(synced=False).status == "fail"
+    assert check_clock(synced=True).status == "ok"
+
+
+def test_device_record_from_a_jetson_root(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text(
+        "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64\n"
+    )
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_text("NVIDIA Jetson AGX Orin Developer Kit\0")
+    for i, (lo, hi) in enumerate([(2201600, 2201600), (729600, 2201600)]):
+        d = tmp_path / f"sys/devices/system/cpu/cpu{i}/cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_min_freq").write_text(f"{lo}\n")
+        (d / "scaling_max_freq").write_text(f"{hi}\n")
+    assert l4t_release(tmp_path) == "R35.4.1"
+    assert clocks_locked(tmp_path) is False  # cpu1 still scales
+    rec = device_info("Orin", tmp_path)
+    assert (rec["board"], rec["jetpack"], rec["gpu"]) == (
+        "NVIDIA Jetson AGX Orin Developer Kit",
+        "5",
+        "Orin",
+    )
+    assert any("jetson_clocks" in w for w in rec["warnings"])
+    (tmp_path / "sys/devices/system/cpu/cpu1/cpufreq/scaling_min_freq").write_text("2201600\n")
+    assert clocks_locked(tmp_path) is True and device_info(None, tmp_path)["warnings"] == []
+    assert clocks_locked(tmp_path / "nothing") is None
+
+
+def test_bundle_make_and_verify_subcommands(bundle, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["bundle", "verify", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "manifest" in text and "--public-key" in text and "B" in text
+    with pytest.raises(SystemExit) as e:
+        main(["bundle"])  # a sub-command is required
+    assert e.value.code == 2
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    assert "files match the manifest" in capsys.readouterr().out
