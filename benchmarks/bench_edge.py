@@ -36,8 +36,8 @@ from edge.decision import DecisionConfig, decide
 from edge.health import check_outputs, frame_fault
 from edge.postprocess import Detections, PostprocessConfig, select_per_image
 from edge.preprocess import boxes_to_source, letterbox, model_input
-from edge.timing import summarize
 from edge.sources import open_source
+from edge.timing import summarize
 
 W, H = 1280, 800
 COUNTS = [160 * 100, 80 * 50, 40 * 25, 20 * 13, 10 * 7]  # anchors per level at 1280x800

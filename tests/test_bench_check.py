@@ -226,3 +226,18 @@ def test_bundle_make_and_verify_subcommands(bundle, capsys) -> None:
     assert e.value.code == 2
     assert main(["bundle", "verify", str(bundle)]) == 0
     assert "files match the manifest" in capsys.readouterr().out
+
+
+def test_fod_bench_torch_architectures_side_by_side(capsys) -> None:
+    """The paper's FPS comparison in one run: architectures by name with random weights
+    (FP16 with CUDA; here FP32 on the CPU, at a small size)."""
+    args = ["bench", "--backend", "torch", "--bundle", "gfl-r18", "--size", "128x96"]
+    rc = main(
+        [*args, "--compare", "torch=gfl-r18-carafe", "--iters", "2", "--warmup", "0", "--json"]
+    )
+    assert rc == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["model"]["arch"] for r in runs] == ["gfl-r18", "gfl-r18-carafe"]
+    for r in runs:
+        assert r["precision"] == "fp32" and r["model"]["compiled"] == "eager"
+        assert {"h2d", "compute", "d2h"} <= set(r["stages"]) and r["fps"] > 0

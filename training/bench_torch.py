@@ -62,7 +62,8 @@ class TorchBackend:
             x = torch.zeros(1, 3, h, w, device=self.device)
             _, _, counts = decode_dense(*model(x.to(self._dtype)), cfg.head, (h, w))
         names = [f"class{i}" for i in range(cfg.head.num_classes)]
-        self.info = ModelInfo(names, size, counts, "-", cfg_arch(cfg))
+        arch = cfg_arch(cfg) + ("-carafe" if cfg.fpn.upsample == "carafe" else "")
+        self.info = ModelInfo(names, size, counts, "-", arch, "uint8_nhwc")
         self.compiled = "eager"
         if self.half:
             self._try_torch_tensorrt(h, w)

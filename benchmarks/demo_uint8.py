@@ -1,0 +1,46 @@
+"""The demo bundle's model with the uint8 input, for `fod bench` float-vs-uint8 comparisons.
+
+    python benchmarks/demo_uint8.py OUT [--bundle models/demo]
+
+Writes OUT/rgb (images uint8 [N, H, W, 3]) and OUT/mono (grey [N, H, W]): the same Q/DQ
+graph, weights and metadata, its input rewritten by `training.onnx_input.uint8_input` (the
+rewrite `fod export --input uint8` applies), bundled unsigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from edge.bundle import create_bundle, open_bundle
+from training.onnx_input import uint8_input
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--bundle", type=Path, default=Path("models/demo"))
+    args = p.parse_args()
+    with open_bundle(args.bundle) as b, tempfile.TemporaryDirectory() as work:
+        roles = [(e["role"], name) for name, e in b.manifest["files"].items()]
+        for variant, mono in (("rgb", False), ("mono", True)):
+            files = {}
+            for role, name in roles:
+                src = b.root / name
+                if name.endswith(".onnx"):
+                    dst = Path(work) / variant / name
+                    dst.parent.mkdir(exist_ok=True)
+                    onnx.save(uint8_input(onnx.load(str(src)), mono), str(dst))
+                    src = dst
+                files[role] = src
+            meta = {k: v for k, v in b.manifest.items() if k not in ("format", "files")}
+            meta["name"] = f"{b.manifest.get('name', 'demo')}-uint8-{variant}"
+            out = create_bundle(args.out / variant, files, meta)
+            print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
