@@ -33,6 +33,8 @@ def _run(name: str, fn: Callable[[], Check]) -> Check:
         return fn()
     except (FodError, OSError) as e:
         return Check(name, FAIL, str(e))
+    except ImportError as e:  # e.g. model.backend = "tensorrt" on a unit without TensorRT
+        return Check(name, FAIL, f"cannot import {e.name or e}: not installed on this unit")
 
 
 def check_bundle(cfg: LineConfig) -> Check:

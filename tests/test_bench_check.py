@@ -241,3 +241,15 @@ def test_fod_bench_torch_architectures_side_by_side(capsys) -> None:
     for r in runs:
         assert r["precision"] == "fp32" and r["model"]["compiled"] == "eager"
         assert {"h2d", "compute", "d2h"} <= set(r["stages"]) and r["fps"] > 0
+
+
+def test_fod_check_tensorrt_without_tensorrt_is_a_failed_check(bundle, tmp_path, capsys) -> None:
+    cfg = _check_config(tmp_path, bundle, min_free_bytes=0)
+    text = cfg.read_text().replace(
+        "allow_unsigned = true", 'allow_unsigned = true\nbackend = "tensorrt"'
+    )
+    cfg.write_text(text)
+    assert main(["check", "--config", str(cfg), "--json"]) == 1
+    s = json.loads(capsys.readouterr().out)
+    model = next(c for c in s["checks"] if c["name"] == "model")
+    assert model["status"] == "fail" and "tensorrt" in model["detail"], model

@@ -32,8 +32,9 @@ def model_path(bundle: Bundle, backend: str, precision: str) -> Path:
     if backend == "tensorrt":
         import tensorrt as trt
 
-        from .trt_build import plan
+        from .trt_build import plan, require
 
+        require(trt)
         roles = tuple(e["role"] for e in bundle.manifest["files"].values())
         p = plan(trt.__version__, trt_precision(precision, bundle), roles)
         path = bundle.file(p.model_role)

@@ -178,10 +178,11 @@ def ensure_engine(
     engine when its key matches, else a new one (a stale or foreign one is replaced)."""
     import tensorrt as trt
 
-    require(trt)
     from .. import engine_cache
     from .cuda import Context
     from .select import read_verified
+
+    require(trt)
 
     roles = tuple(e["role"] for e in bundle.manifest["files"].values())
     p = plan(trt.__version__, precision, roles)
