@@ -119,7 +119,9 @@ def _build(cls: Type[T], data: Any, where: str, source: str) -> T:
             if not ok or (isinstance(default, int) and not isinstance(value, int)):
                 kind = "an integer" if isinstance(default, int) else "a number"
                 raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
-            if value < (-1 if key == "dla_core" else 0):
+            if key == "dla_core" and value < -1:
+                raise ConfigError(f"{source}: {name} must be -1 (the GPU) or a DLA core number")
+            if value < 0 and key != "dla_core":
                 raise ConfigError(f"{source}: {name} must not be negative, got {value!r}")
             value = type(default)(value)
         elif isinstance(default, dict) and not isinstance(value, dict):
