@@ -26,6 +26,7 @@ from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
 LAST_BUNDLE = "last-bundle.json"  # beside the audit files: the newest version this unit ran
+ROLLBACK_PERMIT = "rollback-permit.json"  # one start of an older bundle, by `fod rollout`
 
 
 def _version_key(v: str) -> Tuple[Any, ...]:
@@ -42,17 +43,38 @@ def check_rollback(manifest: dict, folder: Path, allow: bool) -> None:
     except (OSError, ValueError) as e:
         raise FodError(f"{path}: unreadable: {e}") from None
     same = bool(last) and last.get("name") == manifest.get("name")
+    permit = folder / ROLLBACK_PERMIT
     if same and _version_key(version) < _version_key(str(last.get("version", ""))):
-        if not allow:
+        granted = _read_permit(permit, manifest)
+        if not allow and granted is None:
             raise FodError(
                 f"bundle {manifest.get('name')} {version} is older than {last['version']}, "
                 "which this unit ran last: pass --allow-rollback to roll back on purpose"
             )
         log.warning(
-            "rolling back bundle %s %s -> %s", manifest.get("name"), last["version"], version
+            "rolling back bundle %s %s -> %s (%s)",
+            manifest.get("name"),
+            last["version"],
+            version,
+            "--allow-rollback" if granted is None else f"permit: {granted}",
         )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"name": manifest.get("name"), "version": version})
+    permit.unlink(missing_ok=True)  # a permit serves one start of the bundle it names
+
+
+def _read_permit(path: Path, manifest: dict) -> Optional[str]:
+    """The reason of a rollback permit (written by `fod rollout` when a new bundle failed
+    its health probe) naming exactly this bundle, else None."""
+    try:
+        p = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(p, dict):
+        return None
+    if (p.get("name"), p.get("version")) != (manifest.get("name"), manifest.get("version")):
+        return None
+    return f"{p.get('by', '?')} at {p.get('at', '?')}: {p.get('reason', '')}"
 
 
 def _frame_shape(cfg: LineConfig, input_size: Tuple[int, int]) -> Tuple[int, ...]:
@@ -101,7 +123,7 @@ def line_runtime(
         check_classes(cfg, backend.info.class_names, "line config")
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:
-            metrics.serve(cfg.metrics.port)
+            metrics.serve(cfg.metrics.port, cfg.metrics.address)
         except OSError as e:
             raise FodError(f"metrics.port {cfg.metrics.port}: cannot listen: {e}") from None
         stack.callback(metrics.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import math
 import sys
@@ -61,7 +62,8 @@ class TimingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    port: int = 9108  # Prometheus text endpoint, 127.0.0.1 only; 0 = off
+    port: int = 9108  # Prometheus text endpoint; 0 = off
+    address: str = "127.0.0.1"  # loopback; a fleet's scraper needs the unit's LAN address
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,12 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: timing.decision_margin_ms must be below gpio.delay_ms")
     if not 0 < cfg.metrics.port < 65536 and cfg.metrics.port != 0:
         raise ConfigError(f"{source}: metrics.port must be 0 (off) or a TCP port")
+    try:
+        ipaddress.ip_address(cfg.metrics.address)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: metrics.address must be an IP address, got {cfg.metrics.address!r}"
+        ) from None
 
 
 def check_classes(cfg: LineConfig, class_names: Any, source: str) -> None:

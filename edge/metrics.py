@@ -33,10 +33,10 @@ class RuntimeMetrics:
         )
         self._server: Optional[Any] = None
 
-    def serve(self, port: int) -> None:
-        """Start the text endpoint on 127.0.0.1:`port` (0 = off)."""
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        """Start the text endpoint on `address`:`port` (0 = off); loopback by default."""
         if port:
-            server = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+            server = start_http_server(port, addr=address, registry=self.registry)
             self._server = server[0] if isinstance(server, tuple) else server
 
     @property

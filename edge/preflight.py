@@ -167,8 +167,8 @@ def check_metrics(cfg: LineConfig) -> Check:
         return Check("metrics", OK, "off")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", cfg.metrics.port))
-    return Check("metrics", OK, f"127.0.0.1:{cfg.metrics.port} free")
+        s.bind((cfg.metrics.address, cfg.metrics.port))
+    return Check("metrics", OK, f"{cfg.metrics.address}:{cfg.metrics.port} free")
 
 
 def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:

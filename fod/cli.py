@@ -15,6 +15,7 @@ from typing import List, Optional
 from fod import __version__
 from fod import data as data_verbs
 from fod import deploy as deploy_verbs
+from fod import fleet as fleet_verbs
 from fod import line as line_verbs
 from fod import model as model_verbs
 from fod import simulate as simulate_verbs
@@ -39,7 +40,15 @@ _EXTRAS = {
 }
 
 # Verb groups: each registers its sub-commands and sets `func` on them.
-_GROUPS = (data_verbs, model_verbs, deploy_verbs, unit_verbs, line_verbs, simulate_verbs)
+_GROUPS = (
+    data_verbs,
+    model_verbs,
+    deploy_verbs,
+    unit_verbs,
+    fleet_verbs,
+    line_verbs,
+    simulate_verbs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,94 @@
+"""Unit lifecycle verbs: `fod rollout` (a new bundle, with rollback) and `fod safe-outputs`
+(the service's ExecStopPost: outputs to their safe state)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+STATE = Path("/var/lib/pharma-fod")
+CONFIG = Path("/etc/pharma-fod/line.toml")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rollout",
+        help="install a bundle on this unit: verify, engine, check, switch, restart, probe; "
+        "roll back on failure",
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--root", type=Path, default=STATE, help=f"state folder (default {STATE})")
+    p.add_argument("--config", type=Path, default=CONFIG, help=f"line config (default {CONFIG})")
+    p.add_argument("--public-key", type=Path, help="the fleet's key (default: model.public_key)")
+    p.add_argument("--settle", type=float, default=20.0, help="seconds healthy after restart")
+    p.add_argument(
+        "--restart-cmd",
+        default="systemctl restart pharma-fod",
+        help="how to restart the service",
+    )
+    p.add_argument(
+        "--probe-cmd",
+        default="systemctl is-active --quiet pharma-fod",
+        help="a health probe: exit 0 when the service is up and ready",
+    )
+    p.add_argument(
+        "--engine",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="build the TensorRT engine (default: when model.backend is tensorrt)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser(
+        "safe-outputs", help="drive the gate and alarm outputs off (the service's ExecStopPost)"
+    )
+    p.add_argument("--config", type=Path, default=CONFIG, help=f"line config (default {CONFIG})")
+    p.set_defaults(func=cmd_safe_outputs)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.rollout import Rollout, RolloutConfig
+
+    key = args.public_key
+    if key is None:
+        pk = load_config(args.config).model.public_key
+        key = Path(pk) if pk else None
+    cfg = RolloutConfig(
+        root=args.root,
+        config=args.config,
+        public_key=key,
+        restart=shlex.split(args.restart_cmd),
+        probe=shlex.split(args.probe_cmd),
+        settle_s=args.settle,
+        build_engine=args.engine,
+    )
+    res = Rollout(cfg).run(args.bundle)
+    if args.json:
+        print(json.dumps({"status": res.status, "current": res.current, "steps": res.steps}))
+    else:
+        for s in res.steps:
+            print(f"{'ok  ' if s['ok'] else 'FAIL'} {s['step']:<15} {s['detail']}")
+        print(f"{res.status}: current = {res.current}")
+    return res.exit_code
+
+
+def cmd_safe_outputs(args: argparse.Namespace) -> int:
+    import logging
+
+    from edge.config import load_config
+    from edge.gpio import LineIO
+
+    cfg = load_config(args.config)
+    with LineIO(cfg.gpio):
+        pass  # opening claims the outputs low; closing drives them off and releases them
+    if cfg.gpio.energise_to == "reject":
+        logging.getLogger("fod").warning(
+            "gpio.energise_to = 'reject': with the runtime stopped no reject pulse fires and "
+            "containers PASS; the machine must stop on the runtime's alarm/watchdog"
+        )
+    print(f"outputs off: {cfg.gpio.ejector_pin}, {cfg.gpio.alarm_pin or '(no alarm pin)'}")
+    return 0

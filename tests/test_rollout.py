@@ -1,0 +1,182 @@
+"""`fod rollout` on local folders standing for stations: a failed verify, engine, check or
+health probe leaves `current` where it was and the previous bundle running; the runtime
+accepts the older bundle only with the rollout's permit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge.app import ROLLBACK_PERMIT, check_rollback
+from edge.bundle import create_bundle
+from edge.errors import FodError
+from fod.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / "models/demo/model.int8-cpu.onnx"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    k = tmp_path_factory.mktemp("keys")
+    assert main(["keygen", "--out", str(k)]) == 0
+    return k
+
+
+def make_bundle(out: Path, version: str, keys: Path, model: Path = DEMO_MODEL, sign=True):
+    meta = {"name": "line-a", "version": version, "classes": ["fiber", "particle", "glass_flake"]}
+    return create_bundle(
+        out, {"int8_cpu": model}, meta, sign_key=keys / "fod_signing.key" if sign else None
+    )
+
+
+def station(tmp: Path, keys: Path) -> Path:
+    """A station folder: state root, a line config whose model is root/current, and a fake
+    service (restart counts, the probe fails while a 'crash' bundle is current)."""
+    root = tmp / "state"
+    root.mkdir(parents=True)
+    (tmp / "line.toml").write_text(
+        f"""
+[model]
+bundle = "{root / "current"}"
+public_key = "{keys / "fod_signing.pub"}"
+[gpio]
+pin_factory = "mock"
+[audit]
+folder = "{root / "audit"}"
+[metrics]
+port = 0
+"""
+    )
+    return root
+
+
+def rollout(tmp: Path, bundle: Path, *extra: str) -> dict:
+    root = tmp / "state"
+    restart = f"sh -c 'echo restart >> {tmp / 'restarts'}'"
+    probe = f"sh -c '! grep -q crash {root / 'current' / 'manifest.json'}'"
+    args = [
+        "rollout",
+        "--bundle",
+        str(bundle),
+        "--root",
+        str(root),
+        "--config",
+        str(tmp / "line.toml"),
+        "--settle",
+        "0",
+        "--restart-cmd",
+        restart,
+        "--probe-cmd",
+        probe,
+        "--json",
+        *extra,
+    ]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(args)
+    res = json.loads(out.getvalue())
+    res["rc"] = rc
+    return res
+
+
+def current_version(root: Path) -> str:
+    return json.loads((root / "current" / "manifest.json").read_text())["version"]
+
+
+def test_install_then_upgrade(tmp_path, keys) -> None:
+    root = station(tmp_path, keys)
+    r = rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))
+    assert (r["status"], r["rc"]) == ("done", 0) and current_version(root) == "1.0.0"
+    assert [s["step"] for s in r["steps"]] == ["stage", "check", "switch", "restart", "probe"]
+    r = rollout(tmp_path, make_bundle(tmp_path / "b2", "1.1.0", keys))
+    assert r["status"] == "done" and current_version(root) == "1.1.0"
+    prev = json.loads((root / "previous" / "manifest.json").read_text())["version"]
+    assert prev == "1.0.0"
+    again = rollout(tmp_path, tmp_path / "b2")
+    assert again["status"] == "unchanged" and again["rc"] == 0
+    journal = [json.loads(ln) for ln in (root / "rollouts.jsonl").read_text().splitlines()]
+    assert len(journal) == 5 + 5 + 2 and all(e["ok"] for e in journal)
+    assert (tmp_path / "restarts").read_text().count("restart") == 2
+
+
+def _refused(tmp_path: Path, bundle: Path, step: str, *extra: str) -> dict:
+    root = tmp_path / "state"
+    before = (root / "current").resolve()
+    r = rollout(tmp_path, bundle, *extra)
+    assert (r["status"], r["rc"]) == ("refused", 1), r
+    assert r["steps"][-1]["step"] == step and not r["steps"][-1]["ok"]
+    assert (root / "current").resolve() == before and current_version(root) == "1.0.0"
+    assert (tmp_path / "restarts").read_text().count("restart") == 1  # never restarted
+    return r
+
+
+def test_failed_verify_engine_or_check_leaves_current(tmp_path, keys) -> None:
+    station(tmp_path, keys)
+    assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+    tampered = make_bundle(tmp_path / "t", "1.1.0", keys)
+    (tampered / "model.int8-cpu.onnx").write_bytes(DEMO_MODEL.read_bytes()[:-10])
+    assert "sha256" in _refused(tmp_path, tampered, "stage")["steps"][-1]["detail"]
+    unsigned = make_bundle(tmp_path / "u", "1.1.0", keys, sign=False)
+    assert "unsigned" in _refused(tmp_path, unsigned, "stage")["steps"][-1]["detail"]
+    garbage = tmp_path / "garbage" / "model.int8-cpu.onnx"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not an onnx model")
+    broken = make_bundle(tmp_path / "g", "1.1.0", keys, model=garbage)
+    assert "cannot load it" in _refused(tmp_path, broken, "check")["steps"][-1]["detail"]
+    # A unit that must build a TensorRT engine and cannot (no TensorRT here).
+    ok = make_bundle(tmp_path / "e", "1.1.0", keys)
+    assert "tensorrt" in _refused(tmp_path, ok, "engine", "--engine")["steps"][-1]["detail"]
+
+
+def test_failed_health_probe_rolls_back_with_a_permit(tmp_path, keys) -> None:
+    root = station(tmp_path, keys)
+    assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+    r = rollout(tmp_path, make_bundle(tmp_path / "c", "2.0.0-crash", keys))
+    assert (r["status"], r["rc"]) == ("rolled_back", 1)
+    steps = [(s["step"], s["ok"]) for s in r["steps"]]
+    assert steps == [
+        ("stage", True),
+        ("check", True),
+        ("switch", True),
+        ("restart", True),
+        ("probe", False),
+        ("rollback", True),
+        ("rollback probe", True),
+    ]
+    assert current_version(root) == "1.0.0"
+    assert (tmp_path / "restarts").read_text().count("restart") == 3
+    permit = json.loads((root / "audit" / ROLLBACK_PERMIT).read_text())
+    assert (permit["name"], permit["version"]) == ("line-a", "1.0.0")
+    assert "failed after the switch" in permit["reason"]
+
+
+def test_runtime_takes_an_older_bundle_only_with_its_permit(tmp_path) -> None:
+    folder = tmp_path / "audit"
+    check_rollback({"name": "line-a", "version": "2.0.0"}, folder, False)
+    old = {"name": "line-a", "version": "1.0.0"}
+    with pytest.raises(FodError, match=r"older than 2\.0\.0"):
+        check_rollback(old, folder, False)
+    (folder / ROLLBACK_PERMIT).write_text(json.dumps({"name": "line-a", "version": "1.5.0"}))
+    with pytest.raises(FodError, match=r"older than 2\.0\.0"):  # a permit for another version
+        check_rollback(old, folder, False)
+    (folder / ROLLBACK_PERMIT).write_text(
+        json.dumps({"name": "line-a", "version": "1.0.0", "by": "fod rollout", "reason": "x"})
+    )
+    check_rollback(old, folder, False)  # permitted once ...
+    assert not (folder / ROLLBACK_PERMIT).exists()  # ... and consumed
+    assert json.loads((folder / "last-bundle.json").read_text())["version"] == "1.0.0"
+
+
+def test_first_install_that_fails_its_probe_has_nothing_to_go_back_to(tmp_path, keys) -> None:
+    root = station(tmp_path, keys)
+    r = rollout(tmp_path, make_bundle(tmp_path / "c", "1.0.0-crash", keys))
+    assert (r["status"], r["rc"]) == ("failed", 3)
+    assert r["steps"][-1]["step"] == "rollback" and "no previous" in r["steps"][-1]["detail"]
+    shutil.rmtree(root)
