@@ -1,0 +1,200 @@
+"""jetson/: the setup script, the systemd unit, udev rules, the Ansible playbooks and the
+container image, checked by the tools that own those formats (shellcheck, systemd-analyze,
+ansible-playbook --syntax-check, ansible-lint, hadolint) and by running what can run here:
+setup.sh --dry-run on a fake Jetson root, the Prometheus config from the example inventory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+JETSON = ROOT / "jetson"
+ANSIBLE = JETSON / "ansible"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    path = BIN / name if (BIN / name).exists() else shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return str(path)
+
+
+def run(*cmd: str, cwd: Path = ROOT, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=e, timeout=300)
+
+
+def test_shellcheck_every_script() -> None:
+    scripts = [
+        JETSON / "setup.sh",
+        ROOT / ".ci/run",
+        *sorted((ROOT / "tools").glob("*.sh")),
+        *sorted((ROOT / "benchmarks").glob("*.sh")),
+    ]
+    r = run(tool("shellcheck"), *map(str, scripts))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _fake_jetson(tmp: Path, release: str) -> Path:
+    (tmp / "etc").mkdir(parents=True)
+    (tmp / "etc/nv_tegra_release").write_text(f"# {release} (release), REVISION: 4.3, GCID: 1\n")
+    (tmp / "proc/device-tree").mkdir(parents=True)
+    (tmp / "proc/device-tree/model").write_text("NVIDIA Jetson AGX Orin Developer Kit\0")
+    return tmp
+
+
+def test_setup_dry_run_on_a_jetson(tmp_path: Path) -> None:
+    env = {"FOD_SETUP_ROOT": str(_fake_jetson(tmp_path, "R36"))}
+    r = run("bash", str(JETSON / "setup.sh"), "--dry-run", "--nvpmodel", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "NVIDIA Jetson AGX Orin Developer Kit, L4T R36.4.3 (JetPack 6)" in out
+    for step in (
+        "python3-libnvinfer",
+        "venv --system-site-packages /opt/pharma-fod/venv",
+        "\\[edge\\,jetson\\]",
+        "usermod -a -G gpio\\,video pharma-fod",
+        "/etc/udev/rules.d/99-pharma-fod.rules",
+        "/etc/systemd/system/pharma-fod.service",
+        "systemctl enable --now pharma-fod-clocks.service",
+        "systemctl enable pharma-fod.service",
+        "dry run: nothing changed",
+    ):
+        assert step in out, step
+    assert "tensorrt" not in out.split("pip install")[-1].split("\n")[0].lower()
+
+
+def test_setup_refuses_unsupported_or_non_jetson(tmp_path: Path) -> None:
+    env = {"FOD_SETUP_ROOT": str(_fake_jetson(tmp_path / "old", "R32"))}
+    r = run("bash", str(JETSON / "setup.sh"), "--dry-run", env=env)
+    assert r.returncode == 2 and "not supported" in r.stderr
+    env = {"FOD_SETUP_ROOT": str(tmp_path / "nothing")}
+    r = run("bash", str(JETSON / "setup.sh"), env=env)  # not a dry run, not a Jetson
+    assert r.returncode == 2 and "refusing to provision a non-Jetson" in r.stderr
+
+
+def test_service_unit() -> None:
+    text = (JETSON / "pharma-fod.service").read_text()
+    keys = dict(
+        ln.split("=", 1) for ln in text.splitlines() if "=" in ln and not ln.startswith("#")
+    )
+    assert keys["Type"] == "notify" and keys["Restart"] == "always"
+    assert int(keys["WatchdogSec"]) > 0 and keys["NotifyAccess"] == "main"
+    assert (
+        keys["ExecStart"] == "/opt/pharma-fod/venv/bin/fod run --config /etc/pharma-fod/line.toml"
+    )
+    assert "fod safe-outputs" in keys["ExecStopPost"] and keys["User"] == "pharma-fod"
+    assert keys["DevicePolicy"] == "closed" and "PrivateDevices" not in keys
+    assert "char-gpiochip rw" in text and "char-video4linux rw" in text and "/dev/nvmap" in text
+
+
+def test_service_units_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed: units not verified")
+    for name in ("pharma-fod.service", "pharma-fod-clocks.service"):
+        # The venv and JetPack's tools are not on this machine: point the commands at
+        # /bin/true so verify checks everything else.
+        text = (JETSON / name).read_text()
+        text = re.sub(r"/opt/pharma-fod/venv/bin/fod|/usr/bin/jetson_clocks", "/bin/true", text)
+        unit = tmp_path / name
+        unit.write_text(text)
+        r = run(analyze, "verify", str(unit))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_udev_rules_parse() -> None:
+    pair = re.compile(r'^\s*[A-Z]+(\{[^}]*\})?\s*(==|!=|=|\+=|:=)\s*"[^"]*"\s*$')
+    lines = [ln for ln in (JETSON / "99-pharma-fod.rules").read_text().splitlines()]
+    rules = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(rules) >= 2
+    for rule in rules:
+        for part in re.split(r',(?=(?:[^"]*"[^"]*")*[^"]*$)', rule):
+            assert pair.match(part), (rule, part)
+    assert any('KERNEL=="gpiochip*"' in r and 'GROUP="gpio"' in r for r in rules)
+    assert any('SUBSYSTEM=="video4linux"' in r and 'GROUP="video"' in r for r in rules)
+
+
+def test_ansible_syntax_and_lint() -> None:
+    playbooks = ["site.yml", "rollout.yml", "prometheus.yml"]
+    r = run(tool("ansible-playbook"), "--syntax-check", *playbooks, cwd=ANSIBLE)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(tool("ansible-lint"), "--offline", "--nocolor", *playbooks, cwd=ANSIBLE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_prometheus_config_from_the_inventory(tmp_path: Path) -> None:
+    out = tmp_path / "prometheus-fod.yml"
+    r = run(
+        tool("ansible-playbook"),
+        "-i",
+        "inventory.example.yml",
+        "prometheus.yml",
+        "-e",
+        f"fod_prometheus_out={out}",
+        cwd=ANSIBLE,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = yaml.safe_load(out.read_text())
+    (job,) = cfg["scrape_configs"]
+    (target,) = job["static_configs"]  # jetson-a2 binds to loopback: not scrapeable
+    assert target["targets"] == ["10.20.1.11:9108"]
+    assert target["labels"] == {"unit": "jetson-a1", "line": "line-a", "station": "infeed"}
+    assert "jetson-a2: loopback only" in out.read_text()
+
+
+def test_dockerfile_lint() -> None:
+    r = run(tool("hadolint"), str(JETSON / "Dockerfile"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (JETSON / "Dockerfile").read_text()
+    assert "nvcr.io/nvidia/l4t-jetpack" in text and "--system-site-packages" in text
+    assert 'ENTRYPOINT ["fod", "run", "--config", "/etc/pharma-fod/line.toml"]' in text
+
+
+def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None:
+    """The runtime role's line.toml template, rendered for the example inventory's units,
+    loads with the unit's own config parser."""
+    from edge.config import load_config
+
+    out = tmp_path / "lines"
+    out.mkdir()
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        f"""
+- name: Render line configs
+  hosts: all
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Render
+      ansible.builtin.template:
+        src: {ANSIBLE / "roles/runtime/templates/line.toml.j2"}
+        dest: "{out}/{{{{ inventory_hostname }}}}.toml"
+        mode: "0644"
+      delegate_to: localhost
+"""
+    )
+    shutil.copytree(ANSIBLE / "group_vars", tmp_path / "group_vars")
+    r = run(
+        tool("ansible-playbook"),
+        "-i",
+        str(ANSIBLE / "inventory.example.yml"),
+        str(playbook),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    a2 = load_config(out / "jetson-a2.toml")
+    assert a2.gpio.delay_ms == 2500 and a2.gpio.pin_factory == "jetson"
+    assert a2.model.bundle == "/var/lib/pharma-fod/current" and a2.model.backend == "tensorrt"
+    a1 = load_config(out / "jetson-a1.toml")
+    assert a1.metrics.address == "10.20.1.11" and a1.gpio.delay_ms == 3000
