@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .config import LineConfig
+from .config import LineConfig, check_classes
 from .errors import FodError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -65,6 +65,7 @@ def check_model(cfg: LineConfig) -> Check:
             dla_core=cfg.model.dla_core,
         )
         try:
+            check_classes(cfg, backend.info.class_names, "line config")
             w, h = backend.info.input_size
             what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
             return Check("model", OK, f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}")

@@ -198,3 +198,19 @@ def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None
     assert a2.model.bundle == "/var/lib/pharma-fod/current" and a2.model.backend == "tensorrt"
     a1 = load_config(out / "jetson-a1.toml")
     assert a1.metrics.address == "10.20.1.11" and a1.gpio.delay_ms == 3000
+
+
+def test_rollout_rehearsal_with_ansible(tmp_path: Path) -> None:
+    """jetson/ansible/rollout.yml on two local stations: a bundle that fails its health
+    probe is rolled back at the first station and the play stops before the second; a
+    bundle that fails the stations' check is refused without a switch."""
+    tool("ansible-playbook")
+    r = run("bash", str(ROOT / "benchmarks/rollout_rehearsal.sh"), str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert (
+        "line-a-1.1.0-crash.tar.gz: playbook rc=2; current: station1 1.0.0, station2 1.0.0" in out
+    )
+    crash = out.split("line-a-1.1.0-crash.tar.gz")[1].split("line-a-1.2.0")[0]
+    assert "station1 rollback        ok" in crash and "station2 untouched" in crash
+    assert "unknown class(es) ['glass_flake']" in out.split("line-a-1.2.0.tar.gz")[1]
