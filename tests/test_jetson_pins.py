@@ -231,3 +231,19 @@ def test_no_jetson_package_in_the_wheel(tmp_path: Path) -> None:
     assert not [n for n in names if n.split("/")[0] in ("jetson", "jetson.py")], names
     ep = next(n for n in names if n.endswith("entry_points.txt"))
     assert "jetson = edge.pins.jetson:JetsonFactory" in zipfile.ZipFile(wheel).read(ep).decode()
+
+
+def test_release_by_number_as_gpiozero_16_does() -> None:
+    """gpiozero 1.6 releases a device's pin by `pin.number` (its own GPIO numbering), 2.x by
+    `pin.info.name`: both must free that pin and only that one."""
+    drv = FakeDriver()
+    f = JetsonFactory(drv, model="NVIDIA Jetson AGX Xavier Developer Kit")
+    gate = OutputDevice("BOARD11", pin_factory=f)
+    other = OutputDevice("BOARD23", pin_factory=f)  # GPIO11: a bare 11 must not mean BOARD11
+    pin = f.pin("BOARD11")
+    assert (pin.number, pin.board, pin.info.name) == (17, 11, "BOARD11")
+    f.release_pins(gate, pin.number)
+    with pytest.raises(GPIOPinInUse):
+        OutputDevice("BOARD23", pin_factory=f)  # still held by `other`
+    OutputDevice("BOARD11", pin_factory=f).close()  # freed by number
+    other.close()

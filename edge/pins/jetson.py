@@ -246,7 +246,9 @@ class JetsonFactory(_Factory):  # type: ignore[misc,valid-type]
 class JetsonPin(_Pin):  # type: ignore[misc,valid-type]
     def __init__(self, factory: JetsonFactory, board: int) -> None:
         super().__init__()
-        self.factory, self.number = factory, board
+        # `board` is the header pin the driver drives; `number` gpiozero's numbering, which
+        # gpiozero 1.6 hands back to release_pins (and bare numbers mean in board_pin).
+        self.factory, self.board, self.number = factory, board, BOARD_TO_BCM[board]
         self._function = "input"
         self._configured = False
         self._state = False
@@ -260,18 +262,18 @@ class JetsonPin(_Pin):  # type: ignore[misc,valid-type]
         self._output_only, self._input_only = board in out_only, board in in_only
 
     def __repr__(self) -> str:
-        return f"BOARD{self.number}"
+        return f"BOARD{self.board}"
 
     def _get_info(self) -> Any:
-        return _pin_info(self.number)
+        return _pin_info(self.board)
 
     def close(self) -> None:
         if not self._configured:
             return
         self._unwatch()
         if self._function == "output":
-            self.factory.driver.write(self.number, False)  # outputs end off (no release)
-        self.factory.driver.release(self.number)
+            self.factory.driver.write(self.board, False)  # outputs end off (no release)
+        self.factory.driver.release(self.board)
         self._configured = False
 
     def _get_function(self) -> str:
@@ -279,31 +281,31 @@ class JetsonPin(_Pin):  # type: ignore[misc,valid-type]
 
     def _set_function(self, value: str) -> None:
         if value not in ("input", "output"):
-            raise JetsonPinError(f"BOARD{self.number}: function {value!r} not supported")
+            raise JetsonPinError(f"BOARD{self.board}: function {value!r} not supported")
         if value == "input" and self._output_only:
-            raise JetsonPinError(f"BOARD{self.number} is output-only on the {self.factory.board}")
+            raise JetsonPinError(f"BOARD{self.board} is output-only on the {self.factory.board}")
         if value == "output" and self._input_only:
-            raise JetsonPinError(f"BOARD{self.number} is input-only on the {self.factory.board}")
+            raise JetsonPinError(f"BOARD{self.board} is input-only on the {self.factory.board}")
         self._unwatch()
         if value == "output":
-            self.factory.driver.setup_output(self.number, self._state)
+            self.factory.driver.setup_output(self.board, self._state)
         else:
-            self.factory.driver.setup_input(self.number)
+            self.factory.driver.setup_input(self.board)
         self._function, self._configured = value, True
         self._update_watch()
 
     def _get_state(self) -> bool:
         if self._function == "input":
-            return self.factory.driver.read(self.number)
+            return self.factory.driver.read(self.board)
         return self._state
 
     def _set_state(self, value: Any) -> None:
         if self._function != "output":
             from gpiozero import PinSetInput
 
-            raise PinSetInput(f"cannot set the state of input pin BOARD{self.number}")
+            raise PinSetInput(f"cannot set the state of input pin BOARD{self.board}")
         self._state = bool(value)
-        self.factory.driver.write(self.number, self._state)
+        self.factory.driver.write(self.board, self._state)
 
     def _get_pull(self) -> str:
         return self._pull
@@ -317,7 +319,7 @@ class JetsonPin(_Pin):  # type: ignore[misc,valid-type]
             log.warning(
                 "BOARD%d: pull-%s expected; Jetson.GPIO cannot set pulls, fit an external "
                 "pull-%s resistor",
-                self.number,
+                self.board,
                 value,
                 value,
             )
@@ -350,20 +352,20 @@ class JetsonPin(_Pin):  # type: ignore[misc,valid-type]
     def _update_watch(self) -> None:
         want = self._when_changed is not None and self._function == "input" and self._configured
         if want and not self._watching:
-            self.factory.driver.watch(self.number, self._on_edge)
+            self.factory.driver.watch(self.board, self._on_edge)
             self._watching = True
         elif not want:
             self._unwatch()
 
     def _unwatch(self) -> None:
         if self._watching:
-            self.factory.driver.unwatch(self.number)
+            self.factory.driver.unwatch(self.board)
             self._watching = False
 
     def _on_edge(self, channel: int) -> None:
         """Jetson.GPIO's callback thread: stamp first, then read, debounce and filter."""
         ticks = self.factory.ticks()
-        state = self.factory.driver.read(self.number)
+        state = self.factory.driver.read(self.board)
         if not self._debounce.accept(ticks):
             return
         if (self._edges == "rising" and not state) or (self._edges == "falling" and state):
