@@ -16,6 +16,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     import onnx
 
     from calibration.latency import ort_latency
+    from calibration.noise import NoiseConfig
     from calibration.quantize import StreamingReader, quantize_qdq
     from calibration.report import build_report, write_report
     from calibration.trt_cache import write_cache
@@ -25,7 +26,6 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from edge.preprocess import letterbox
     from training.data.augment import noisy_letterboxed
     from training.data.dataset import CocoDetection
-    from training.data.noise import NoiseConfig
     from training.evaluation import evaluate_onnx
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata

@@ -21,7 +21,7 @@ def test_data_and_edge_import_with_torch_blocked() -> None:
         sys.meta_path.insert(0, BlockTorch())
         import edge.errors, edge.fsutil, edge.preprocess
         import training.data.augment, training.data.coco, training.data.dataset
-        import training.data.importers, training.data.noise, training.data.synth
+        import training.data.importers, training.data.synth, calibration.noise
         import training.data.synth_writer, training.data.preview
         import fod.cli
         fod.cli.build_parser()

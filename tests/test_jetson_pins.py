@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -206,7 +207,14 @@ def test_gpiozero_input_device_hears_edges_with_monotonic_times(monkeypatch) -> 
 
 
 def test_no_jetson_package_in_the_wheel(tmp_path: Path) -> None:
-    """JetPack owns the `jetson` import namespace: our wheel must not ship one."""
+    """JetPack owns the `jetson` import namespace: our wheel must not ship one. Built from
+    a copy of the sources (setuptools writes build/ beside what it builds)."""
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("fod", "edge", "training", "calibration", "jetson"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     rc = subprocess.run(
         [
             sys.executable,
@@ -218,7 +226,7 @@ def test_no_jetson_package_in_the_wheel(tmp_path: Path) -> None:
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         capture_output=True,
         text=True,

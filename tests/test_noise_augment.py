@@ -7,16 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.preprocess import boxes_to_model, boxes_to_source, letterbox, letterbox_params
-from training.data.augment import (
-    AugmentConfig,
-    apply_geometry,
-    augment,
-    paired_view,
-    sample_geometry,
-)
-from training.data.dataset import CocoDetection, Sample
-from training.data.noise import (
+from calibration.noise import (
     NoiseConfig,
     NoiseDraw,
     add_gaussian_noise,
@@ -26,6 +17,15 @@ from training.data.noise import (
     sample_noise,
     student_noise,
 )
+from edge.preprocess import boxes_to_model, boxes_to_source, letterbox, letterbox_params
+from training.data.augment import (
+    AugmentConfig,
+    apply_geometry,
+    augment,
+    paired_view,
+    sample_geometry,
+)
+from training.data.dataset import CocoDetection, Sample
 
 GREY = np.full((400, 500, 3), 128, np.uint8)
 
@@ -150,3 +150,23 @@ def test_dataset_reads_synthetic_set(small_set: Path) -> None:
     assert s.image.shape == (256, 320, 3) and s.image.dtype == np.uint8
     assert s.boxes.shape[1] == 4 and s.boxes.dtype == np.float32
     assert np.all(s.boxes[:, 2:] > s.boxes[:, :2])
+
+
+def test_grey_images_get_grey_noise() -> None:
+    """A mono frame widened to RGB is noised once on its grey plane (R = G = B after), as
+    the device's sensor sees it; a colour image keeps per-channel noise."""
+    from calibration.noise import NoiseDraw, apply_noise, is_grey
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(40, 200, (64, 80), dtype=np.uint8)
+    wide = np.repeat(grey[..., None], 3, axis=2)
+    draw = NoiseDraw(True, gaussian_sigma=0.04, photons=300.0, salt_pepper=0.003)
+    out = apply_noise(wide, draw, np.random.default_rng(0))
+    assert is_grey(out) and not np.array_equal(out, wide)
+    # The same draw on the single plane gives the same pixels: one model, one noise.
+    plane = apply_noise(grey, draw, np.random.default_rng(0))
+    np.testing.assert_array_equal(out[..., 0], plane)
+    colour = rng.integers(40, 200, (64, 80, 3), dtype=np.uint8)
+    noisy = apply_noise(colour, draw, np.random.default_rng(0))
+    assert (noisy.astype(int) - colour).std(axis=(0, 1)).min() > 0
+    assert not is_grey(noisy)

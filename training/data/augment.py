@@ -12,10 +12,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from calibration.noise import NoiseConfig, NoiseDraw, student_noise
 from edge.preprocess import boxes_to_model, letterbox
 
 from .dataset import Sample
-from .noise import NoiseConfig, NoiseDraw, student_noise
 
 MIN_VISIBLE = 0.5  # a box cut by a crop is kept if this share of its area remains
 

@@ -1,11 +1,16 @@
-"""The student noise (DESIGN.md section 3): random sensor noise on the student's images.
+"""The student noise: random sensor noise on the student's images (docs/design.md).
 
 The teacher sees the clean image; the student the same pixels with noise, so
-distillation teaches it to see particles through noise. With probability p an
-image gets, in this order: Poisson shot noise (signal dependent), Gaussian read
-noise with sigma ~ U(0, 0.05) of full scale, and salt-and-pepper on up to 0.5 %
-of pixels. Everything is drawn from the generator passed in: the same seed gives
-the same noise, which is how the INT8 calibration set is made reproducibly.
+distillation teaches it to see particles through noise. With probability p an image
+gets, in this order: Poisson shot noise (signal dependent), Gaussian read noise with
+sigma ~ U(0, 0.05) of full scale, and salt-and-pepper on up to 0.5 % of pixels.
+Everything is drawn from the generator passed in: the same seed gives the same noise,
+which is how the INT8 calibration set is made reproducibly.
+
+It lives here, numpy only, so INT8 calibration and training draw from one model without
+calibration importing training. A grey image (one plane, or three equal planes: a mono
+frame widened) gets its noise drawn once on the grey plane and then widened, as the
+device's sensor produces it; per-channel noise would be colour noise a mono line never sees.
 """
 
 from __future__ import annotations
@@ -88,10 +93,30 @@ def add_salt_pepper(image: np.ndarray, amount: float, rng: np.random.Generator) 
     return out
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """[H, W], or [H, W, 3] whose three planes are equal (a grey frame widened)."""
+    if image.ndim == 2:
+        return True
+    return (
+        image.ndim == 3
+        and image.shape[2] == 3
+        and np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 1], image[..., 2])
+    )
+
+
 def apply_noise(image: np.ndarray, draw: NoiseDraw, rng: np.random.Generator) -> np.ndarray:
-    """Apply a drawn noise to a uint8 image (H, W[, C]); returns uint8 of the same shape."""
+    """Apply a drawn noise to a uint8 image (H, W[, C]); returns uint8 of the same shape.
+    A widened grey image is noised on its grey plane, then widened again."""
     if not draw.applied:
         return image.copy()
+    if image.ndim == 3 and is_grey(image):
+        plane = _apply(np.ascontiguousarray(image[..., 0]), draw, rng)  # [H, W]
+        return np.repeat(plane[..., None], image.shape[2], axis=2)
+    return _apply(image, draw, rng)
+
+
+def _apply(image: np.ndarray, draw: NoiseDraw, rng: np.random.Generator) -> np.ndarray:
     x = image.astype(np.float32)
     if draw.photons > 0:
         x = add_poisson_noise(image, draw.photons, rng)
