@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=Path, help="validation set, evaluated each --eval-interval epochs")
     p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
     p.add_argument(
+        "--teacher",
+        action="store_true",
+        help="the teacher's FPN with CARAFE upsampling (use with --arch gfl-r50 or gfl-r101)",
+    )
+    p.add_argument(
         "--out", type=Path, required=True, help="run folder: checkpoints, TensorBoard, metrics"
     )
     p.add_argument(
@@ -131,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         val=args.val,
         arch=args.arch,
+        teacher=args.teacher,
         size=args.size,
         crop=args.crop,
         epochs=args.epochs,

@@ -1,0 +1,268 @@
+"""One training loop for every task (`fod train`, `fod distill`): data sharding, the lr
+schedule, SGD, AMP, torchrun/DDP, resume, TensorBoard, progress, validation, checkpoints.
+
+A task says what is trained and how a step's losses are computed; the loop does the
+rest. DDP wraps the task's one trainable module (the student, plus its training-only
+adapters when distilling); anything frozen (a teacher) stays outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from typing import Any, Callable, Dict, List, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from edge.errors import FodError
+from edge.fsutil import atomic_write_json
+
+from ..checkpoint import read_checkpoint, save_checkpoint, state_digest
+from ..data.dataset import CocoDetection
+from ..evaluation import evaluate_model
+from ..models.config import DetectorConfig
+from .distributed import DistContext
+from .schedule import Schedule
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FodError):
+    """The loss became NaN or infinite."""
+
+
+class Task(Protocol):
+    """What a run trains. `module` is optimised and DDP-wrapped; `detector` is the plain
+    GFL inside it that is evaluated and saved (a student without its adapters)."""
+
+    module: nn.Module
+    detector: nn.Module
+    detector_config: DetectorConfig
+    arch: str
+    class_names: List[str]
+    post: nn.Module
+    dataset: Dataset
+    collate: Callable[[List[Any]], Any]
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def losses(
+        self, net: nn.Module, batch: Any, device: torch.device, amp: bool
+    ) -> Dict[str, Tensor]:
+        """Named losses of one batch; `net` is `module`, DDP-wrapped when distributed."""
+        ...
+
+    def extra_state(self) -> Dict[str, Any]:
+        """Training-only state to resume with (adapters); not part of the detector."""
+        ...
+
+    def load_extra_state(self, ckpt: Dict[str, Any]) -> None: ...
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
+    """Train `task` under `cfg` (a TrainConfig); returns the summary written to
+    `out/metrics.json` on rank 0."""
+    dev = ctx.device
+    amp = dev.type == "cuda" if cfg.amp is None else cfg.amp and dev.type == "cuda"
+    if ctx.distributed and dev.type == "cuda" and not task.detector_config.backbone.norm_eval:
+        # Batch statistics over the global batch; SyncBatchNorm runs on CUDA only.
+        task.module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.module)
+    task.module.to(dev)
+    sampler = DistributedSampler(
+        task.dataset, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader = DataLoader(
+        task.dataset,
+        cfg.batch,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=task.collate,
+        drop_last=True,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
+    if len(loader) == 0:
+        raise FodError(
+            f"{cfg.data}: {len(task.dataset)} images are fewer than one batch of "
+            f"{cfg.batch} x {ctx.world_size}"
+        )
+    total = cfg.epochs * len(loader)
+    stop = min(total, cfg.max_iters) if cfg.max_iters else total
+    schedule = Schedule(total, warmup_iters=min(cfg.warmup_iters, max(total // 3, 1)))
+    base_lr = cfg.lr if cfg.lr is not None else 0.01 * cfg.batch * ctx.world_size / 16
+    params = [p for p in task.module.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start_epoch, it, best_ap = 0, 0, -1.0
+    if cfg.resume is not None:
+        ckpt = read_checkpoint(cfg.resume)
+        if ckpt["arch"] != task.arch or ckpt["model_config"] != task.detector_config.to_dict():
+            raise FodError(
+                f"{cfg.resume}: checkpoint is {ckpt['arch']} with another config or class count"
+            )
+        task.detector.load_state_dict(ckpt["state_dict"])
+        task.load_extra_state(ckpt)
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, it, best_ap = ckpt["epoch"] + 1, ckpt["iter"], ckpt["best_ap"]
+        log.info("resumed from %s at epoch %d, iteration %d", cfg.resume, start_epoch, it)
+
+    net = (
+        DistributedDataParallel(task.module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if ctx.distributed
+        else task.module
+    )
+    writer = SummaryWriter(str(cfg.out / "tb")) if ctx.is_main else None
+    if ctx.is_main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    history: List[Dict[str, Any]] = []
+    losses_seen: List[float] = []
+    seen, t_start = 0, None
+    metrics = None
+    for epoch in range(start_epoch, cfg.epochs):
+        if it >= stop:
+            break
+        sampler.set_epoch(epoch)
+        task.set_epoch(epoch)
+        net.train()
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if ctx.is_main else True
+        )
+        for batch in bar:
+            if it >= stop:
+                break
+            lr = base_lr * schedule.factor(it)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            losses = task.losses(net, batch, dev, amp)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at iteration {it} (lr {lr:.2e}); lower --lr"
+                )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            it += 1
+            losses_seen.append(loss.item())
+            if t_start is None:  # the first step pays for allocation and warm-up: not counted
+                t_start = time.perf_counter()
+            else:
+                seen += cfg.batch * ctx.world_size
+            if ctx.is_main and (it % cfg.log_interval == 0 or it == stop):
+                _log_step(writer, bar, losses, loss, lr, it, stop, cfg.log_interval)
+        ctx.sync_buffers(task.module)  # evaluate and save rank 0's running statistics
+        last = it >= stop or epoch + 1 == cfg.epochs
+        metrics = None
+        if ctx.is_main and val is not None and (last or (epoch + 1) % cfg.eval_interval == 0):
+            metrics = evaluate_model(
+                task.detector, task.post, val, cfg.size, dev, cfg.out / "eval" if last else None
+            ).to_dict()
+            for k, v in metrics.items():
+                writer.add_scalar(f"val/{k}", v, it)
+            log.info(
+                "epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            )
+        if ctx.is_main:
+            history.append({"epoch": epoch + 1, "iter": it, "metrics": metrics})
+            improved = metrics is not None and metrics["ap"] >= best_ap
+            best_ap = metrics["ap"] if improved else best_ap
+            extra = dict(
+                epoch=epoch,
+                iter=it,
+                best_ap=best_ap,
+                metrics=metrics,
+                optimizer=opt.state_dict(),
+                scaler=scaler.state_dict(),
+                train_config=cfg.to_json(),
+                **task.extra_state(),
+            )
+            for name in ("last.pt",) + (("best.pt",) if improved or val is None else ()):
+                save_checkpoint(
+                    cfg.out / name,
+                    task.detector,
+                    task.detector_config,
+                    task.arch,
+                    task.class_names,
+                    **extra,
+                )
+        ctx.barrier()
+
+    digests = ctx.all_gather(state_digest(task.module))
+    elapsed = time.perf_counter() - t_start if t_start is not None else math.nan
+    summary = {
+        "arch": task.arch,
+        "iterations": it,
+        "world_size": ctx.world_size,
+        "rank": ctx.rank,
+        "device": str(dev),
+        "amp": amp,
+        "images_per_s": seen / elapsed if seen else None,
+        "peak_memory_mib": _peak_memory_mib(dev),
+        "first_losses": losses_seen[:5],
+        "last_losses": losses_seen[-5:],
+        "rank_weight_digests": digests,
+        "metrics": metrics,
+        "best_ap": best_ap,
+        "history": history,
+        "config": cfg.to_json(),
+    }
+    if ctx.is_main:
+        atomic_write_json(cfg.out / "metrics.json", summary)
+        writer.close()
+    return summary
+
+
+def _log_step(
+    writer: Any,
+    bar: Any,
+    losses: Dict[str, Tensor],
+    loss: Tensor,
+    lr: float,
+    it: int,
+    stop: int,
+    interval: int,
+) -> None:
+    for k, v in losses.items():
+        writer.add_scalar(f"train/{k}", v.item(), it)
+    writer.add_scalar("train/loss", loss.item(), it)
+    writer.add_scalar("train/lr", lr, it)
+    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+    if it % (interval * 10) == 0:  # a trace in logs where no bar is drawn
+        log.info("iteration %d/%d loss %.4f lr %.2e", it, stop, loss.item(), lr)
+
+
+def check_val(data: CocoDetection, val_path: Any) -> Any:
+    """The validation set, if any, with the training set's classes."""
+    if val_path is None:
+        return None
+    val = CocoDetection(val_path)
+    if val.class_names != data.class_names:
+        raise FodError(
+            f"{val_path}: classes {val.class_names} differ from the training set's "
+            f"{data.class_names}"
+        )
+    return val
+
+
+def forward_detector(net: nn.Module, x: Tensor, amp: bool, device: torch.device) -> Sequence:
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        return net(x)
