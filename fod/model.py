@@ -1,4 +1,4 @@
-"""Model verbs: `fod info`, `fod train`, `fod eval`."""
+"""Model verbs: `fod info`, `fod train`, `fod distill`, `fod export`, `fod eval`."""
 
 from __future__ import annotations
 
@@ -21,16 +21,72 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a GFL detector (torchrun for several GPUs or nodes)")
-    p.add_argument(
-        "--data", type=Path, required=True, help="training set (annotations.json + images/)"
-    )
-    p.add_argument("--val", type=Path, help="validation set, evaluated each --eval-interval epochs")
-    p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
+    _train_args(p)
     p.add_argument(
         "--teacher",
         action="store_true",
         help="the teacher's FPN with CARAFE upsampling (use with --arch gfl-r50 or gfl-r101)",
     )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distill",
+        help="distil a student from a trained teacher (the paper's method or a baseline)",
+    )
+    _train_args(p)
+    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (.pt)")
+    p.add_argument(
+        "--method",
+        choices=("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd"),
+        default="ours",
+        help="ours: residual feature distillation + LD; the others: the paper's baselines",
+    )
+    p.add_argument("--no-noise", action="store_true", help="ablation: no student noise")
+    p.add_argument("--no-residual", action="store_true", help="ablation (ours): no adapters")
+    p.add_argument("--no-ld", action="store_true", help="ablation (ours): no LD")
+    p.add_argument("--no-vlr", action="store_true", help="LD on the positives only")
+    p.add_argument("--feature-weight", type=float, default=6.0, help="feature loss weight")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser(
+        "export", help="checkpoint -> ONNX (raw-pixel input, dense boxes and scores)"
+    )
+    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--size", type=size_wh, default=(1280, 800), help="input WxH (default 1280x800)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument(
+        "--input",
+        choices=("uint8", "float"),
+        default="uint8",
+        help="uint8: the graph takes camera pixels (RGB [N,H,W,3]; default); "
+        "float: float32 [N,3,H,W] 0-255, as the first bundles",
+    )
+    p.add_argument(
+        "--mono", action="store_true", help="with --input uint8: grey [N,H,W] for mono cameras"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "eval", help="AP50, AP, AP_small, AR, AR_small of a checkpoint or ONNX model"
+    )
+    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt) or exported .onnx")
+    p.add_argument("--data", type=Path, required=True, help="COCO set to evaluate on")
+    p.add_argument("--size", type=size_wh, help="model input WxH (default: the training size)")
+    p.add_argument("--out", type=Path, help="folder for PR curves and the detection grid (PNG)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """The options `fod train` and `fod distill` share (one loop runs both)."""
+    p.add_argument(
+        "--data", type=Path, required=True, help="training set (annotations.json + images/)"
+    )
+    p.add_argument("--val", type=Path, help="validation set, evaluated each --eval-interval epochs")
+    p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: checkpoints, TensorBoard, metrics"
     )
@@ -69,38 +125,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--eval-interval", type=positive_int, default=1, help="epochs between validations"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "export", help="checkpoint -> ONNX (raw-pixel input, dense boxes and scores)"
-    )
-    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt)")
-    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    p.add_argument("--size", type=size_wh, default=(1280, 800), help="input WxH (default 1280x800)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
-    p.add_argument(
-        "--input",
-        choices=("uint8", "float"),
-        default="uint8",
-        help="uint8: the graph takes camera pixels (RGB [N,H,W,3]; default); "
-        "float: float32 [N,3,H,W] 0-255, as the first bundles",
-    )
-    p.add_argument(
-        "--mono", action="store_true", help="with --input uint8: grey [N,H,W] for mono cameras"
-    )
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "eval", help="AP50, AP, AP_small, AR, AR_small of a checkpoint or ONNX model"
-    )
-    p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt) or exported .onnx")
-    p.add_argument("--data", type=Path, required=True, help="COCO set to evaluate on")
-    p.add_argument("--size", type=size_wh, help="model input WxH (default: the training size)")
-    p.add_argument("--out", type=Path, help="folder for PR curves and the detection grid (PNG)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_eval)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -128,15 +152,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from training.engine.trainer import TrainConfig, train
+def _train_config(args: argparse.Namespace, teacher: bool = False):
+    from training.engine.trainer import TrainConfig
 
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data,
         out=args.out,
         val=args.val,
         arch=args.arch,
-        teacher=args.teacher,
+        teacher=teacher,
         size=args.size,
         crop=args.crop,
         epochs=args.epochs,
@@ -155,7 +179,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
     )
-    s = train(cfg)
+
+
+def _print_summary(s: dict, args: argparse.Namespace, what: str) -> int:
     if s["rank"] != 0:  # under torchrun, one summary: rank 0's
         return 0
     if args.json:
@@ -164,11 +190,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = s["metrics"]
         tail = " ".join(f"{k}={v:.4f}" for k, v in m.items()) if m else "no validation set"
         print(
-            f"trained {s['arch']} for {s['iterations']} iterations "
+            f"{what} {s['arch']} for {s['iterations']} iterations "
             f"on {s['world_size']} process(es); {tail}; "
             f"checkpoints in {args.out}"
         )
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.engine.trainer import train
+
+    return _print_summary(train(_train_config(args, args.teacher)), args, "trained")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from training.distill import DistillConfig, distill
+
+    dcfg = DistillConfig(
+        teacher=args.teacher,
+        method=args.method,
+        noise=not args.no_noise,
+        residual=not args.no_residual,
+        ld=not args.no_ld,
+        vlr=not args.no_vlr,
+        feature_weight=args.feature_weight,
+    )
+    return _print_summary(distill(_train_config(args), dcfg), args, f"distilled ({args.method})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -34,20 +34,10 @@ def atss_assign(
 
     overlaps = box_iou(anchors, gt_boxes)  # [A, G]
     a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2  # [A, 2]
-    g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # [G, 2]
-    dist = torch.cdist(a_ctr, g_ctr)  # [A, G]
-
-    candidates = []
-    start = 0
-    for n in num_per_level:
-        k = min(topk, n)
-        _, idx = dist[start : start + n].topk(k, dim=0, largest=False)  # [k, G]
-        candidates.append(idx + start)
-        start += n
-    cand = torch.cat(candidates, dim=0)  # [K, G]
+    cand = _candidates(anchors, num_per_level, gt_boxes, topk)  # [K, G]
 
     cand_iou = overlaps.gather(0, cand)  # [K, G]
-    thr = cand_iou.mean(0) + cand_iou.std(0)  # [G]; std is NaN for one candidate: none pass
+    thr = _threshold(cand_iou)  # [G]
     is_pos = cand_iou >= thr[None, :]
 
     cx, cy = a_ctr[cand, 0], a_ctr[cand, 1]  # [K, G]
@@ -65,3 +55,37 @@ def atss_assign(
     iou_pos[cand[is_pos], g_idx[is_pos]] = overlaps[cand[is_pos], g_idx[is_pos]]
     best, best_gt = iou_pos.max(dim=1)  # [A]
     return torch.where(best > -float("inf"), best_gt, assigned)
+
+
+def _candidates(
+    anchors: Tensor, num_per_level: Sequence[int], gt_boxes: Tensor, topk: int
+) -> Tensor:
+    """Per box, the `topk` anchors of each level nearest its centre. -> Tensor[K, G]."""
+    a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2  # [A, 2]
+    g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # [G, 2]
+    dist = torch.cdist(a_ctr, g_ctr)  # [A, G]
+    candidates = []
+    start = 0
+    for n in num_per_level:
+        k = min(topk, n)
+        _, idx = dist[start : start + n].topk(k, dim=0, largest=False)  # [k, G]
+        candidates.append(idx + start)
+        start += n
+    return torch.cat(candidates, dim=0)  # [K, G]
+
+
+def _threshold(cand_iou: Tensor) -> Tensor:
+    """mean + std of the candidates' IoUs per box. cand_iou (Tensor[K, G]) -> Tensor[G]
+    (NaN for a single candidate: none passes)."""
+    return cand_iou.mean(0) + cand_iou.std(0)
+
+
+def atss_thresholds(
+    anchors: Tensor, num_per_level: Sequence[int], gt_boxes: Tensor, topk: int = 9
+) -> Tensor:
+    """Each box's ATSS IoU threshold, as `atss_assign` computes it (LD's valuable
+    localization region is defined against it). -> Tensor[G]."""
+    if gt_boxes.shape[0] == 0 or anchors.shape[0] == 0:
+        return anchors.new_zeros(gt_boxes.shape[0])
+    cand = _candidates(anchors, num_per_level, gt_boxes, topk)
+    return _threshold(box_iou(anchors, gt_boxes).gather(0, cand))

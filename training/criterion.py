@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -60,12 +60,16 @@ class GFLCriterion(nn.Module):
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         return grid_points(sizes, self.head.strides, cls_scores[0].device)
 
+    def anchors(self, points: Tensor, strides: Tensor) -> Tensor:
+        """The ATSS anchor boxes (Tensor[A, 4] xyxy): anchor_scale strides square."""
+        half = strides[:, None] * (self.head.anchor_scale / 2)  # [A, 1]
+        return torch.cat([points - half, points + half], dim=1)
+
     @torch.no_grad()
     def targets(
         self, points: Tensor, strides: Tensor, counts: List[int], gt: Sequence[Dict[str, Tensor]]
     ) -> Targets:
-        half = strides[:, None] * (self.head.anchor_scale / 2)  # [A, 1]
-        anchors = torch.cat([points - half, points + half], dim=1)  # [A, 4]
+        anchors = self.anchors(points, strides)  # [A, 4]
         labels, boxes = [], []
         for g in gt:
             idx = atss_assign(anchors, counts, g["boxes"], self.cfg.atss_topk)  # [A]
@@ -83,11 +87,13 @@ class GFLCriterion(nn.Module):
         cls_scores: Sequence[Tensor],
         bbox_preds: Sequence[Tensor],
         gt: Sequence[Dict[str, Tensor]],
+        targets: Optional[Targets] = None,
     ) -> Dict[str, Tensor]:
-        """Losses of a batch; `gt`: per image `boxes` (Tensor[G, 4] xyxy), `labels` (Tensor[G])."""
+        """Losses of a batch; `gt`: per image `boxes` (Tensor[G, 4] xyxy), `labels` (Tensor[G]).
+        `targets`: the assignment when the caller made it already (distillation reuses it)."""
         R = self.head.reg_max
         points, strides, counts = self.priors(cls_scores)
-        t = self.targets(points, strides, counts, gt)
+        t = targets if targets is not None else self.targets(points, strides, counts, gt)
         cls, reg = flatten_levels(cls_scores, bbox_preds)
         cls = cls.float()
         n, a, c = cls.shape

@@ -1,0 +1,358 @@
+"""`fod distill`: a student GFL learns from a frozen teacher (the paper's method and the
+baselines of its table), through the same loop as `fod train`.
+
+Each batch is one augmented view per image: the teacher gets it clean, the student the
+same pixels with the student noise (`--no-noise`: clean too). The student's own GFL
+losses always apply; the method adds:
+- ours: residual feature distillation on every FPN level (training-only adapters R_l,
+  `--no-residual`: plain normalised imitation) + LD on the positives and the valuable
+  localization region (`--no-ld`);
+- mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, without
+  its GcBlock global term), ld (LD alone), crosskd (the student's head features run
+  through the teacher's last tower conv and predictors), none (the student alone).
+The adapters are saved only for resuming: best.pt / last.pt are a plain GFL checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.ops import box_iou
+
+from calibration.noise import NoiseConfig
+from edge.errors import FodError
+
+from .assigner import atss_thresholds
+from .checkpoint import load_detector
+from .criterion import Targets, flatten_levels
+from .data.augment import AugmentConfig, paired_view
+from .data.dataset import CocoDetection
+from .distill_losses import (
+    channel_normalize,
+    fgd_loss,
+    fgd_masks,
+    ld_loss,
+    mimic_loss,
+    pkd_loss,
+    quality_focal_kd,
+    residual_loss,
+    vlr_weights,
+)
+from .engine.distributed import distributed
+from .engine.loop import check_val, run
+from .engine.trainer import DetectorTask, TrainConfig
+from .models.adapters import ResidualAdapters
+
+METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: Path  # a checkpoint from `fod train` (`--teacher` for the CARAFE FPN)
+    method: str = "ours"
+    noise: bool = True  # the student sees the noisy view (ablation: --no-noise)
+    residual: bool = True  # ours: residual adapters (ablation: plain normalised imitation)
+    ld: bool = True  # ours: LD on positives and the VLR (ablation: --no-ld)
+    vlr: bool = True  # LD also on the valuable localization region
+    feature_weight: float = 6.0  # ours / pkd / mimic: the weight PKD uses for its features
+    residual_lambda: float = 1.0  # weight of the direct ||S - T|| term beside the residual
+    ld_weight: float = 0.25
+    ld_temperature: float = 10.0
+    fgd_temperature: float = 0.5
+    crosskd_cls_weight: float = 1.0
+    crosskd_box_weight: float = 3.0
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise FodError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+class DistillSet(Dataset):
+    """(teacher image, student image, targets): one geometry, noise on the student's only;
+    drawn from (seed, epoch, index) alone."""
+
+    def __init__(
+        self, coco: CocoDetection, aug: AugmentConfig, noise: NoiseConfig, seed: int = 0
+    ) -> None:
+        self.coco, self.aug, self.noise, self.seed, self.epoch = coco, aug, noise, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, i: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        p = paired_view(self.coco[i], self.aug, self.noise, rng)
+
+        def chw(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # [3, H, W]
+
+        targets = {"boxes": torch.from_numpy(p.boxes), "labels": torch.from_numpy(p.labels)}
+        return chw(p.teacher), chw(p.student), targets
+
+
+def collate_distill(batch: List) -> Tuple[Tensor, Tensor, List[Dict[str, Tensor]]]:
+    teacher, student, targets = zip(*batch)
+    return torch.stack(teacher), torch.stack(student), list(targets)  # [N, 3, H, W] uint8 each
+
+
+class DistillStudent(nn.Module):
+    """The student and its training-only adapters in one module, so DDP wraps one thing
+    and every trained parameter is used inside its forward. `cross_head`: the teacher's
+    head for CrossKD, held outside the module's parameters (frozen, not saved)."""
+
+    def __init__(
+        self,
+        detector: nn.Module,
+        adapters: Optional[nn.ModuleList],
+        cross_head: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        self.detector = detector
+        self.adapters = adapters
+        self._cross = [cross_head] if cross_head is not None else []  # a list: not registered
+
+    def forward(self, x: Tensor, t_feats: Optional[List[Tensor]] = None) -> Dict[str, Any]:
+        """-> feats, cls, reg (per level), residuals (the adapters' output on the normalised
+        features; empty without adapters) and cross (CrossKD's (cls, reg) per level, given
+        the teacher's features; else empty)."""
+        feats = self.detector.features(x)
+        cls, reg = self.detector.head(feats)
+        residuals = (
+            [a(channel_normalize(f.float())) for a, f in zip(self.adapters, feats)]
+            if self.adapters is not None
+            else []
+        )
+        cross = []
+        if self._cross and t_feats is not None:
+            cross = [
+                _head_cross(self.detector.head, self._cross[0], f, tf, i)
+                for i, (f, tf) in enumerate(zip(feats, t_feats))
+            ]
+        return {"feats": feats, "cls": cls, "reg": reg, "residuals": residuals, "cross": cross}
+
+
+def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: Tensor, level: int):
+    """CrossKD: the student's tower output before its last conv, moved to the teacher's
+    per-channel statistics there, through the teacher's last conv block and predictors."""
+    k = 3 * (len(student_head.cls_tower) // 3 - 1)  # modules before the last conv block
+
+    def cross(s_tower: nn.Sequential, t_tower: nn.Sequential) -> Tensor:
+        xs = s_tower[:k](s)  # [N, C, H, W]
+        with torch.no_grad():
+            xt = t_tower[:k](t)
+        mean = xt.mean(dim=(0, 2, 3), keepdim=True)
+        std = xt.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        return t_tower[k:](channel_normalize(xs) * std + mean)
+
+    cls = teacher_head.gfl_cls(cross(student_head.cls_tower, teacher_head.cls_tower))
+    reg = teacher_head.scales[level](
+        teacher_head.gfl_reg(cross(student_head.reg_tower, teacher_head.reg_tower))
+    )
+    return cls, reg
+
+
+class DistillTask(DetectorTask):
+    def __init__(self, cfg: TrainConfig, dcfg: DistillConfig, data: CocoDetection) -> None:
+        super().__init__(dataclasses.replace(cfg, teacher=False), data)
+        teacher, tcfg, names, _ = load_detector(dcfg.teacher)
+        if names != data.class_names:
+            raise FodError(
+                f"{dcfg.teacher}: teacher classes {names}, the data has {data.class_names}"
+            )
+        if tcfg.fpn.channels != self.detector_config.fpn.channels:
+            raise FodError(
+                f"{dcfg.teacher}: teacher FPN has {tcfg.fpn.channels} channels, the student "
+                f"{self.detector_config.fpn.channels}: feature distillation needs them equal"
+            )
+        if (
+            dcfg.method == "crosskd"
+            and tcfg.head.stacked_convs != self.detector_config.head.stacked_convs
+        ):
+            raise FodError("crosskd needs the teacher's and student's heads alike (stacked convs)")
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.dcfg = dcfg
+        adapters = None
+        if dcfg.method == "ours" and dcfg.residual:
+            adapters = ResidualAdapters(self.detector_config.fpn.channels, len(tcfg.head.strides))
+        cross = self.teacher.head if dcfg.method == "crosskd" else None
+        self.module = DistillStudent(self.detector, adapters, cross)
+        noise = NoiseConfig() if dcfg.noise else NoiseConfig(p=0.0)
+        self.dataset = DistillSet(
+            data, AugmentConfig(size=cfg.size, crop=cfg.crop), noise, cfg.seed
+        )
+        self.collate = collate_distill
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self.teacher.eval()  # the loop sets train() on what it trains; the teacher stays frozen
+
+    def extra_state(self) -> Dict[str, Any]:
+        extra: Dict[str, Any] = {"distill_config": self.dcfg.to_json()}
+        if self.module.adapters is not None:  # only to resume; not part of the student
+            extra["adapters"] = {
+                k: v.detach().cpu() for k, v in self.module.adapters.state_dict().items()
+            }
+        return extra
+
+    def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
+        if self.module.adapters is not None and "adapters" in ckpt:
+            self.module.adapters.load_state_dict(ckpt["adapters"])
+
+    def losses(
+        self, net: nn.Module, batch: Any, device: torch.device, amp: bool
+    ) -> Dict[str, Tensor]:
+        t_img, s_img, targets = batch
+        xt = t_img.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255, clean
+        xs = s_img.to(device, non_blocking=True).float()  # the same view, with student noise
+        gt = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        self.teacher.to(device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            t_feats = self.teacher.features(xt)
+            t_cls, t_reg = self.teacher.head(t_feats)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            o = net(xs, t_feats if self.dcfg.method == "crosskd" else None)
+        cls = [c.float() for c in o["cls"]]
+        reg = [r.float() for r in o["reg"]]
+        feats = [f.float() for f in o["feats"]]
+        residuals = o["residuals"]
+        t_feats = [f.float() for f in t_feats]
+        points, strides, counts = self.criterion.priors(cls)
+        assignment = self.criterion.targets(points, strides, counts, gt)
+        out = self.criterion(cls, reg, gt, targets=assignment)
+        d, m = self.dcfg, self.dcfg.method
+        if m == "mimic":
+            out["loss_mimic"] = d.feature_weight * sum(
+                mimic_loss(s, t) for s, t in zip(feats, t_feats)
+            )
+        elif m == "pkd":
+            out["loss_pkd"] = d.feature_weight * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
+        elif m == "ours":
+            if residuals:
+                out["loss_residual"] = d.feature_weight * sum(
+                    residual_loss(s, r, t, d.residual_lambda)
+                    for s, r, t in zip(feats, residuals, t_feats)
+                )
+            else:  # --no-residual: the same normalised imitation without adapters
+                out["loss_imitation"] = d.feature_weight * sum(
+                    residual_loss(s, torch.zeros_like(s), t, d.residual_lambda)
+                    for s, t in zip(feats, t_feats)
+                )
+        elif m == "fgd":
+            out["loss_fgd"] = self._fgd(feats, t_feats, gt)
+        elif m == "crosskd":
+            out.update(self._crosskd(o["cross"], t_cls, t_reg))
+        if m == "ld" or (m == "ours" and d.ld):
+            out.update(self._ld(cls, reg, t_reg, assignment, points, strides, counts, gt))
+        return out
+
+    # -- the methods' pieces --------------------------------------------------------------
+    def _ld(
+        self,
+        cls: Sequence[Tensor],
+        reg: Sequence[Tensor],
+        t_reg: Sequence[Tensor],
+        t: Targets,
+        points: Tensor,
+        strides: Tensor,
+        counts: List[int],
+        gt: Sequence[Dict[str, Tensor]],
+    ) -> Dict[str, Tensor]:
+        R = self.detector_config.head.reg_max
+        d = self.dcfg
+        s_cls, s_reg = flatten_levels(cls, reg)  # [N, A, C], [N, A, 4(R+1)]
+        _, tr = flatten_levels(t_reg, t_reg)
+        tr = tr.float()
+        pos = t.labels < s_cls.shape[2]  # [N, A]
+        w = s_cls.detach().sigmoid().amax(dim=2)  # [N, A] the student's max score
+        pw = w[pos]
+        loss = ld_loss(
+            s_reg[pos].reshape(-1, R + 1),
+            tr[pos].reshape(-1, R + 1),
+            pw.repeat_interleave(4),
+            d.ld_temperature,
+        ) / (4 * pw.sum().clamp(min=1.0))
+        out = {"loss_ld": d.ld_weight * loss}
+        if d.vlr:
+            anchors = self.criterion.anchors(points, strides)
+            vw = []
+            for i, g in enumerate(gt):
+                thr = atss_thresholds(anchors, counts, g["boxes"].float())
+                v = vlr_weights(box_iou(anchors, g["boxes"].float()), thr)  # [A]
+                vw.append(torch.where(pos[i], torch.zeros_like(v), v))  # positives are LD's own
+            vlr = torch.stack(vw)  # [N, A]
+            sel = vlr > 0
+            loss_vlr = ld_loss(
+                s_reg[sel].reshape(-1, R + 1),
+                tr[sel].reshape(-1, R + 1),
+                vlr[sel].repeat_interleave(4),
+                d.ld_temperature,
+            ) / (4 * vlr[sel].sum().clamp(min=1.0))
+            out["loss_ld_vlr"] = d.ld_weight * loss_vlr
+        return out
+
+    def _fgd(
+        self,
+        feats: Sequence[Tensor],
+        t_feats: Sequence[Tensor],
+        gt: Sequence[Dict[str, Tensor]],
+    ) -> Tensor:
+        total = feats[0].new_zeros(())
+        for f, tf, stride in zip(feats, t_feats, self.detector_config.head.strides):
+            masks = [fgd_masks(g["boxes"].float(), f.shape[-2:], stride) for g in gt]
+            fg = torch.stack([m[0] for m in masks])  # [N, H, W]
+            bg = torch.stack([m[1] for m in masks])
+            total = total + fgd_loss(f, tf, fg, bg, self.dcfg.fgd_temperature)
+        return total
+
+    def _crosskd(
+        self,
+        cross: Sequence[Tuple[Tensor, Tensor]],
+        t_cls: Sequence[Tensor],
+        t_reg: Sequence[Tensor],
+    ) -> Dict[str, Tensor]:
+        R = self.detector_config.head.reg_max
+        x_cls, x_reg = flatten_levels([c for c, _ in cross], [r for _, r in cross])
+        tc, tr = flatten_levels([c.float() for c in t_cls], [r.float() for r in t_reg])
+        w = tc.sigmoid().amax(dim=2).reshape(-1)  # [N*A] the teacher's max score
+        wsum = w.sum().clamp(min=1.0)
+        c = x_cls.shape[2]
+        loss_cls = (quality_focal_kd(x_cls.reshape(-1, c), tc.reshape(-1, c)) * w).sum() / wsum
+        loss_box = ld_loss(
+            x_reg.reshape(-1, R + 1), tr.reshape(-1, R + 1), w.repeat_interleave(4), 1.0
+        ) / (4 * wsum)
+        d = self.dcfg
+        return {
+            "loss_crosskd_cls": d.crosskd_cls_weight * loss_cls,
+            "loss_crosskd_box": d.crosskd_box_weight * loss_box,
+        }
+
+
+def distill(cfg: TrainConfig, dcfg: DistillConfig) -> Dict[str, Any]:
+    """Distil a student from `dcfg.teacher`; the summary as `train` returns it, plus the
+    distillation settings."""
+    cfg.validate()
+    dcfg.validate()
+    with distributed(cfg.device) as ctx:
+        data = CocoDetection(cfg.data)
+        val = check_val(data, cfg.val)
+        torch.manual_seed(cfg.seed)
+        summary = run(cfg, DistillTask(cfg, dcfg, data), ctx, val)
+    summary["distill"] = dcfg.to_json()
+    return summary
