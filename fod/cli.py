@@ -19,6 +19,7 @@ from fod import fleet as fleet_verbs
 from fod import line as line_verbs
 from fod import model as model_verbs
 from fod import simulate as simulate_verbs
+from fod import study as study_verbs
 from fod import unit as unit_verbs
 
 log = logging.getLogger("fod")
@@ -43,6 +44,7 @@ _EXTRAS = {
 _GROUPS = (
     data_verbs,
     model_verbs,
+    study_verbs,
     deploy_verbs,
     unit_verbs,
     fleet_verbs,

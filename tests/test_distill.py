@@ -219,3 +219,80 @@ def test_torchrun_two_processes_identical(small_set, teacher, tmp_path) -> None:
     assert s["world_size"] == 2 and s["iterations"] == 2
     d = s["rank_weight_digests"]
     assert len(d) == 2 and d[0] == d[1]  # student and adapters identical on both ranks
+
+
+def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:
+    runs = []
+    for name, extra in (
+        ("ours", []),
+        ("ours-no-noise", ["--no-noise"]),
+        ("pkd", ["--method", "pkd"]),
+    ):
+        out = tmp_path / name
+        args = [
+            "distill",
+            "--data",
+            str(small_set),
+            "--teacher",
+            str(teacher),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--max-iters",
+            "1",
+            "--batch",
+            "2",
+            *extra,
+            *SMALL,
+        ]
+        assert main(args) == 0
+        runs.append(out)
+    capsys.readouterr()
+    table = tmp_path / "table"
+    args = [
+        "compare",
+        "--runs",
+        str(teacher),
+        *map(str, runs),
+        "--data",
+        str(small_set),
+        "--out",
+        str(table),
+        "--size",
+        "320x256",
+        "--noisy",
+        "--device",
+        "cpu",
+        "--json",
+    ]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["teacher", "ours", "ours -noise", "pkd"]
+    assert rows[0]["model"] == "GFL-R18 + CARAFE" and rows[1]["model"] == "GFL-R18"
+    assert all(set(r["metrics"]) == {"ap50", "ap", "ap_small", "ar", "ar_small"} for r in rows)
+    assert all(r["noisy"] is not None and r["gmacs"] > 0 for r in rows)
+    assert rows[0]["params_m"] > rows[1]["params_m"]  # CARAFE adds parameters
+    md = (table / "compare.md").read_text()
+    assert "| AP50 | AP | AP_S | AR | AR_S | AP50 noisy |" in md and md.count("\n") == 6
+    assert (table / "compare.csv").read_text().splitlines()[0].startswith("run,model,method,AP50")
+    image = sorted((small_set / "images").glob("*"))[0]
+    assert (
+        main(
+            [
+                "heatmap",
+                "--weights",
+                str(teacher),
+                str(runs[0]),
+                "--image",
+                str(image),
+                "--out",
+                str(tmp_path / "hm"),
+            ]
+        )
+        == 0
+    )
+    import cv2
+
+    png = cv2.imread(str(tmp_path / "hm" / "heatmap.png"))
+    assert png is not None and png.shape[1] == 2 * 320 + 8 and png.shape[0] == 256 + 28

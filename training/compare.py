@@ -1,0 +1,135 @@
+"""`fod compare`: runs side by side in the layout of the paper's Tables 4 and 5 - what each
+run is (teacher, student alone, a distillation method and its ablation switches), AP50,
+AP, AP_small, AR, AR_small on one validation set (pycocotools), and params and GMACs at
+one input size. With `noisy`, every model is also evaluated with the student noise on
+every validation image, as a noisy line would show them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from calibration.noise import NoiseConfig, student_noise
+from edge.errors import FodError
+from edge.fsutil import atomic_write_bytes, atomic_write_json
+
+from .checkpoint import load_detector
+from .complexity import measure
+from .data.dataset import CocoDetection, Sample
+from .evaluation import evaluate_model
+from .models import build_detector
+
+METRICS = ("ap50", "ap", "ap_small", "ar", "ar_small")
+HEADERS = ("AP50", "AP", "AP_S", "AR", "AR_S")  # as the paper's tables name them
+
+
+class NoisyCoco(CocoDetection):
+    """A COCO set whose every image carries the student noise (p = 1), seeded per image."""
+
+    def __init__(self, root: Path, seed: int = 0) -> None:
+        super().__init__(root)
+        self.seed, self.noise = seed, NoiseConfig(p=1.0)
+
+    def __getitem__(self, index: int) -> Sample:
+        s = super().__getitem__(index)
+        rng = np.random.default_rng([self.seed, index])
+        noisy, _ = student_noise(s.image, self.noise, rng)
+        return Sample(noisy, s.boxes, s.labels, s.image_id)
+
+
+@dataclass(frozen=True)
+class Row:
+    run: str
+    model: str  # e.g. "GFL-R50 + CARAFE (teacher)", "GFL-R18"
+    method: str  # teacher | student | ours | mimic | ... (+ ablation marks)
+    metrics: Dict[str, float]
+    noisy: Optional[Dict[str, float]]
+    params_m: float
+    gmacs: float
+
+
+def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
+    """(model, method) of a checkpoint, from its config and distillation settings."""
+    model = f"GFL-R{cfg.backbone.depth}" + (" + CARAFE" if cfg.fpn.upsample == "carafe" else "")
+    d = ckpt.get("distill_config")
+    if d is None:
+        return model, "teacher" if cfg.fpn.upsample == "carafe" else "alone"
+    method = d["method"]
+    off = [name for name in ("noise", "residual", "ld") if d.get(name) is False]
+    if method != "ours":
+        off = [o for o in off if o == "noise"]
+    return model, method + "".join(f" -{o}" for o in off)
+
+
+def pick_checkpoint(run: Path) -> Path:
+    for name in ("best.pt", "last.pt"):
+        if (run / name).is_file():
+            return run / name
+    if run.is_file():
+        return run
+    raise FodError(f"{run}: no best.pt or last.pt (a run folder of fod train / fod distill)")
+
+
+def compare(
+    runs: List[Path],
+    val: Path,
+    size: Tuple[int, int],
+    device: torch.device,
+    noisy: bool = False,
+) -> List[Row]:
+    data = CocoDetection(val)
+    noisy_data = NoisyCoco(val) if noisy else None
+    rows = []
+    for run in runs:
+        path = pick_checkpoint(run)
+        model, cfg, names, ckpt = load_detector(path)
+        if names != data.class_names:
+            raise FodError(f"{path}: classes {names}, {val} has {data.class_names}")
+        post = build_detector(cfg)[2]
+        model = model.to(device)
+        m = evaluate_model(model, post, data, size, device).to_dict()
+        n = None
+        if noisy_data is not None:
+            n = evaluate_model(model, post, noisy_data, size, device).to_dict()
+        c = measure(cfg, size)
+        label, method = describe(ckpt, cfg)
+        rows.append(Row(run.name, label, method, m, n, c.params_total / 1e6, c.gmacs))
+    return rows
+
+
+def table(rows: List[Row], size: Tuple[int, int]) -> Tuple[str, str]:
+    """(Markdown, CSV) of the rows; AP figures in percent as the paper prints them."""
+    noisy = any(r.noisy for r in rows)
+    head = ["run", "model", "method", *HEADERS]
+    if noisy:
+        head += ["AP50 noisy", "AP noisy"]
+    head += ["params (M)", f"GMACs @{size[0]}x{size[1]}"]
+    body = []
+    for r in rows:
+        cells = [r.run, r.model, r.method, *[f"{100 * r.metrics[m]:.1f}" for m in METRICS]]
+        if noisy:
+            cells += [f"{100 * r.noisy[k]:.1f}" if r.noisy else "" for k in ("ap50", "ap")]
+        cells += [f"{r.params_m:.2f}", f"{r.gmacs:.1f}"]
+        body.append(cells)
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(c) + " |" for c in body]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(head)
+    w.writerows(body)
+    return "\n".join(md) + "\n", buf.getvalue()
+
+
+def write(rows: List[Row], out: Path, size: Tuple[int, int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_text = table(rows, size)
+    atomic_write_bytes(out / "compare.md", md.encode())
+    atomic_write_bytes(out / "compare.csv", csv_text.encode())
+    atomic_write_json(out / "compare.json", [r.__dict__ for r in rows])
