@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_wh, default=(1280, 800), help="WxH (default 1280x800)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument(
+        "--preset",
+        choices=("default", "hard"),
+        default="default",
+        help="hard: fainter, defocused particles, more noise and look-alikes (a benchmark "
+        "that ranks distillation methods)",
+    )
+    p.add_argument(
         "--workers",
         type=positive_int,
         default=min(os.cpu_count() or 1, 8),
@@ -48,10 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from training.data.synth import SynthConfig
+    from training.data.synth import PRESETS, SynthConfig
     from training.data.synth_writer import write_synthetic_set
 
-    cfg = SynthConfig(width=args.size[0], height=args.size[1], frames=args.frames)
+    cfg = SynthConfig(
+        width=args.size[0], height=args.size[1], frames=args.frames, **PRESETS[args.preset]
+    )
     counts = write_synthetic_set(
         args.out,
         args.images,

@@ -206,3 +206,45 @@ def test_cli_synth_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     counts = json.loads(capsys.readouterr().out)
     assert counts["images"] == 3 and counts["sequences"] == 1
     assert not list(tmp_path.glob(".d.*"))  # no temp folder left behind
+
+
+def test_hard_preset_is_fainter_and_noisier(tmp_path) -> None:
+    """`--preset hard`: the same scenes' particles with less contrast against their
+    surroundings; the default set's bytes are untouched (its own tests hold them)."""
+
+    def contrast(root):
+        ann = json.loads((root / "annotations.json").read_text())
+        files = {im["id"]: im["file_name"] for im in ann["images"]}
+        out = []
+        for a in ann["annotations"]:
+            img = cv2.imread(str(root / "images" / files[a["image_id"]]), cv2.IMREAD_GRAYSCALE)
+            x, y, w, h = (int(v) for v in a["bbox"])
+            box = img[y : y + h, x : x + w].astype(float)
+            ring = img[max(0, y - 6) : y + h + 6, max(0, x - 6) : x + w + 6].astype(float)
+            out.append(abs(np.median(ring) - box.min()))
+        return float(np.median(out))
+
+    for preset in ("default", "hard"):
+        assert (
+            main(
+                [
+                    "synth",
+                    "--out",
+                    str(tmp_path / preset),
+                    "--images",
+                    "12",
+                    "--sequences",
+                    "0",
+                    "--size",
+                    "640x384",
+                    "--seed",
+                    "5",
+                    "--preset",
+                    preset,
+                    "--workers",
+                    "1",
+                ]
+            )
+            == 0
+        )
+    assert contrast(tmp_path / "hard") < 0.8 * contrast(tmp_path / "default")

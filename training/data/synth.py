@@ -8,6 +8,7 @@ rise to the surface, scratches and reflections stay where they are.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -53,6 +54,24 @@ class SynthConfig:
     frames: int = 12  # per container sequence (a station takes ~10-20 after spin-stop)
     reject_fraction: float = 0.5  # containers holding at least one particle
     fps: float = 25.0  # sequence frame rate written to the video
+    # The "hard" preset's knobs (1 and 0 draw nothing extra: the default set's bytes stay).
+    contrast: float = 1.0  # particles' absorption and glow scaled by U(contrast, 1)
+    defocus: float = 0.0  # particles' extra blur, px sigma ~ U(0, defocus)
+
+
+# Named generator settings: `fod synth --preset`. "hard" is a benchmark on which the methods
+# can be ranked: fainter and more defocused particles, more sensor noise, denser look-alikes.
+PRESETS = {
+    "default": {},
+    "hard": {
+        "contrast": 0.35,
+        "defocus": 1.5,
+        "read_noise": (0.012, 0.03),
+        "max_bubbles": 8,
+        "max_scratches": 5,
+        "max_reflections": 3,
+    },
+}
 
 
 @dataclass
@@ -136,6 +155,20 @@ def _draw_class(rng: np.random.Generator, cfg: SynthConfig) -> int:
     return int(rng.choice(len(CLASSES), p=w / w.sum()))
 
 
+def _harder(shape: Shape, cfg: SynthConfig, rng: np.random.Generator) -> Shape:
+    """A fainter, more defocused particle for the hard preset; untouched (and no draw from
+    `rng`) at the default contrast 1 and defocus 0."""
+    if cfg.contrast >= 1.0 and cfg.defocus <= 0.0:
+        return shape
+    k = rng.uniform(cfg.contrast, 1.0)
+    strokes = tuple(
+        dataclasses.replace(s, absorb=s.absorb * k, glow=s.glow * k) for s in shape.strokes
+    )
+    return dataclasses.replace(
+        shape, strokes=strokes, blur=shape.blur + rng.uniform(0, cfg.defocus)
+    )
+
+
 def _sample_tracks(
     rng: np.random.Generator, cfg: SynthConfig, c: Container, n_particles: int, moving: bool
 ) -> List[_Track]:
@@ -148,7 +181,7 @@ def _sample_tracks(
 
     for _ in range(n_particles):
         k = _draw_class(rng, cfg)
-        shape = CLASSES[k][1](rng)
+        shape = _harder(CLASSES[k][1](rng), cfg, rng)
         # Sequences start particles in the upper liquid so they have room to sink.
         region = (liquid[0], liquid[1], liquid[2], liquid[1] + 0.7 * (liquid[3] - liquid[1]))
         pos = _place(rng, shape, region if moving else liquid, taken)
