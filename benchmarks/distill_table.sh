@@ -27,9 +27,12 @@ for split in train:"$TRAIN":1 val:"$VAL":2; do
   [[ -f "$OUT/$name/annotations.json" ]] || "$FOD" synth --out "$OUT/$name" --images "$n" \
     --sequences 0 --size "$SIZE" --preset hard --seed "$seed"
 done
-common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" --epochs 10000
-  --max-iters "$ITERS" --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS"
-  --device "$DEVICE" --workers "$WORKERS" --eval-interval 10000)
+# Epochs from the iteration budget, so the lr schedule (warm-up, steps at 8/12 and 11/12)
+# spans the run; validation once, at the end.
+EPOCHS=$(( (ITERS * BATCH + TRAIN - 1) / TRAIN ))
+common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" --epochs "$EPOCHS"
+  --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS"
+  --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
 run() {  # run NAME VERB ARGS...: skipped when NAME already has its checkpoint
   local name=$1
   shift
