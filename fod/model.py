@@ -86,7 +86,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--data", type=Path, required=True, help="training set (annotations.json + images/)"
     )
     p.add_argument("--val", type=Path, help="validation set, evaluated each --eval-interval epochs")
-    p.add_argument("--arch", choices=ARCH_CHOICES, default="gfl-r18")
+    p.add_argument(
+        "--arch",
+        choices=ARCH_CHOICES,
+        help="default gfl-r18; gfl-r50 for a --teacher",
+    )
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: checkpoints, TensorBoard, metrics"
     )
@@ -159,7 +163,7 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         data=args.data,
         out=args.out,
         val=args.val,
-        arch=args.arch,
+        arch=args.arch or ("gfl-r50" if teacher else "gfl-r18"),
         teacher=teacher,
         size=args.size,
         crop=args.crop,
