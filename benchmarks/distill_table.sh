@@ -30,17 +30,24 @@ done
 # Epochs from the iteration budget, so the lr schedule (warm-up, steps at 8/12 and 11/12)
 # spans the run; validation once, at the end.
 EPOCHS=$(( (ITERS * BATCH + TRAIN - 1) / TRAIN ))
+# Gradient clipping for every run alike: feature losses on raw FPN maps (mimic) can blow up.
 common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" --epochs "$EPOCHS"
-  --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS"
+  --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS" --grad-clip 35
   --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
-run() {  # run NAME VERB ARGS...: skipped when NAME already has its checkpoint
+failed=()
+run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written)
   local name=$1
   shift
-  if [[ -f "$OUT/runs/$name/last.pt" ]]; then say "$name: done before"; return; fi
+  if [[ -f "$OUT/runs/$name/metrics.json" ]]; then say "$name: done before"; return; fi
+  rm -rf "${OUT:?}/runs/$name"
   say "$name: fod $*"
   local t0=$SECONDS
-  "$FOD" "$@" --out "$OUT/runs/$name" "${common[@]}" > "$OUT/runs/$name.log" 2>&1
-  say "$name: $((SECONDS - t0)) s"
+  if "$FOD" "$@" --out "$OUT/runs/$name" "${common[@]}" > "$OUT/runs/$name.log" 2>&1; then
+    say "$name: $((SECONDS - t0)) s"
+  else  # one method failing (e.g. diverging) is a result too: the table goes on without it
+    say "$name: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/runs/$name.log")"
+    failed+=("$name")
+  fi
 }
 run teacher train --arch gfl-r50 --teacher
 run teacher-nocarafe train --arch gfl-r50
@@ -54,11 +61,18 @@ run ours-no-residual distill --teacher "$T" --no-residual
 run ours-no-ld distill --teacher "$T" --no-ld
 run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
 
-names=(teacher teacher-nocarafe student none mimic ld pkd fgd crosskd ours ours-no-noise
-  ours-no-residual ours-no-ld ours-no-carafe)
-"$FOD" compare --runs "${names[@]/#/$OUT/runs/}" --data "$OUT/val" --out "$OUT/table" \
+runs=()
+for n in teacher teacher-nocarafe student none mimic ld pkd fgd crosskd ours ours-no-noise \
+  ours-no-residual ours-no-ld ours-no-carafe; do
+  [[ -f "$OUT/runs/$n/metrics.json" ]] && runs+=("$OUT/runs/$n")
+done
+"$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \
   --size "$SIZE" --noisy --device "$DEVICE"
 image=$(find "$OUT/val/images" -name '*.png' | sort | head -n 1)
 "$FOD" heatmap --weights "$OUT/runs/teacher" "$OUT/runs/student" "$OUT/runs/ours" \
   --image "$image" --out "$OUT/table"
 say "table: $OUT/table/compare.md, heatmaps: $OUT/table/heatmap.png"
+if [[ ${#failed[@]} -gt 0 ]]; then
+  say "failed runs (not in the table): ${failed[*]}"
+  exit 1
+fi

@@ -45,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-residual", action="store_true", help="ablation (ours): no adapters")
     p.add_argument("--no-ld", action="store_true", help="ablation (ours): no LD")
     p.add_argument("--no-vlr", action="store_true", help="LD on the positives only")
-    p.add_argument("--feature-weight", type=float, default=6.0, help="feature loss weight")
+    p.add_argument(
+        "--feature-weight",
+        type=float,
+        help="feature loss weight (default 6 for ours and pkd, 1 for mimic)",
+    )
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser(

@@ -61,7 +61,7 @@ class DistillConfig:
     residual: bool = True  # ours: residual adapters (ablation: plain normalised imitation)
     ld: bool = True  # ours: LD on positives and the VLR (ablation: --no-ld)
     vlr: bool = True  # LD also on the valuable localization region
-    feature_weight: float = 6.0  # ours / pkd / mimic: the weight PKD uses for its features
+    feature_weight: Optional[float] = None  # None: 6 for ours and pkd (PKD's), 1 for mimic
     residual_lambda: float = 1.0  # weight of the direct ||S - T|| term beside the residual
     ld_weight: float = 0.25
     ld_temperature: float = 10.0
@@ -237,20 +237,19 @@ class DistillTask(DetectorTask):
         assignment = self.criterion.targets(points, strides, counts, gt)
         out = self.criterion(cls, reg, gt, targets=assignment)
         d, m = self.dcfg, self.dcfg.method
+        fw = d.feature_weight if d.feature_weight is not None else (1.0 if m == "mimic" else 6.0)
         if m == "mimic":
-            out["loss_mimic"] = d.feature_weight * sum(
-                mimic_loss(s, t) for s, t in zip(feats, t_feats)
-            )
+            out["loss_mimic"] = fw * sum(mimic_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "pkd":
-            out["loss_pkd"] = d.feature_weight * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
+            out["loss_pkd"] = fw * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "ours":
             if residuals:
-                out["loss_residual"] = d.feature_weight * sum(
+                out["loss_residual"] = fw * sum(
                     residual_loss(s, r, t, d.residual_lambda)
                     for s, r, t in zip(feats, residuals, t_feats)
                 )
             else:  # --no-residual: the same normalised imitation without adapters
-                out["loss_imitation"] = d.feature_weight * sum(
+                out["loss_imitation"] = fw * sum(
                     residual_loss(s, torch.zeros_like(s), t, d.residual_lambda)
                     for s, t in zip(feats, t_feats)
                 )
