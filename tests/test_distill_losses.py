@@ -56,6 +56,10 @@ def test_residual_loss() -> None:
     r = channel_normalize(T) - channel_normalize(S)
     assert residual_loss(S, r, T, lam=1.0).item() == pytest.approx(0.2, abs=1e-5)
     assert residual_loss(T, zero, T).item() == pytest.approx(0.0, abs=1e-6)
+    # Any width: at R = 0 it is (1 + lam) x PKD, so PKD's weight carries over.
+    s, t = torch.randn(2, 64, 6, 7), torch.randn(2, 64, 6, 7)
+    got = residual_loss(s, torch.zeros_like(s), t, lam=1.0).item()
+    assert got == pytest.approx(2 * pkd_loss(s, t).item(), rel=1e-4)
 
 
 def test_ld_by_hand() -> None:

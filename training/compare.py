@@ -65,6 +65,8 @@ def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
     off = [name for name in ("noise", "residual", "ld") if d.get(name) is False]
     if method != "ours":
         off = [o for o in off if o == "noise"]
+    if d.get("teacher_fpn") == "nearest":  # distilled from a teacher without CARAFE
+        off.append("carafe")
     return model, method + "".join(f" -{o}" for o in off)
 
 

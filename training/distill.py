@@ -204,7 +204,9 @@ class DistillTask(DetectorTask):
         self.teacher.eval()  # the loop sets train() on what it trains; the teacher stays frozen
 
     def extra_state(self) -> Dict[str, Any]:
-        extra: Dict[str, Any] = {"distill_config": self.dcfg.to_json()}
+        extra: Dict[str, Any] = {
+            "distill_config": {**self.dcfg.to_json(), "teacher_fpn": self.teacher.cfg.fpn.upsample}
+        }
         if self.module.adapters is not None:  # only to resume; not part of the student
             extra["adapters"] = {
                 k: v.detach().cpu() for k, v in self.module.adapters.state_dict().items()
