@@ -45,9 +45,10 @@ def panel(image_rgb: np.ndarray, act: np.ndarray, title: str) -> np.ndarray:
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     out = cv2.addWeighted(base, 0.45, heat, 0.55, 0)
     bar = np.full((28, w, 3), 255, np.uint8)
-    cv2.putText(
-        bar, title[: w // 8], (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA
-    )
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    while scale > 0.25 and cv2.getTextSize(title, font, scale, 1)[0][0] > w - 8:
+        scale -= 0.05  # shrink the title to fit its panel rather than cut it
+    cv2.putText(bar, title, (4, 19), font, scale, (20, 20, 20), 1, cv2.LINE_AA)
     return np.vstack([bar, out])
 
 
