@@ -94,7 +94,7 @@ def line_runtime(
 ) -> Iterator[Runtime]:
     """Yield a running Runtime; `wrap_backend` and `audit_authorizer` let simulation inject
     faults where they happen (the backend call, the SQLite INSERT)."""
-    from .backends.select import open_backend
+    from .backends.select import open_configured
 
     if cfg.model.public_key is None and not cfg.model.allow_unsigned:
         raise FodError(
@@ -106,15 +106,7 @@ def line_runtime(
         log.warning("running an UNSIGNED bundle (model.allow_unsigned = true)")
     with contextlib.ExitStack() as stack:
         bundle = stack.enter_context(open_bundle(Path(cfg.model.bundle), pk))
-        backend, model_hash = open_backend(
-            bundle,
-            cfg.model.backend,
-            cfg.model.precision,
-            threads=cfg.model.threads,
-            int8_kernels=cfg.model.int8_kernels,
-            engine_cache=cfg.model.engine_cache,
-            dla_core=cfg.model.dla_core,
-        )
+        backend, model_hash = open_configured(bundle, cfg.model)
         stack.callback(backend.close)
         if backend.info.input_layout == "uint8_nhw" and not cfg.camera.mono:
             raise FodError(

@@ -51,19 +51,11 @@ def check_bundle(cfg: LineConfig) -> Check:
 
 def check_model(cfg: LineConfig) -> Check:
     """The backend loads the model; for TensorRT, the engine built on this unit matches."""
-    from .backends.select import open_backend
+    from .backends.select import open_configured
     from .bundle import open_bundle
 
     with open_bundle(Path(cfg.model.bundle)) as b:
-        backend, digest = open_backend(
-            b,
-            cfg.model.backend,
-            cfg.model.precision,
-            threads=cfg.model.threads,
-            int8_kernels=cfg.model.int8_kernels,
-            engine_cache=cfg.model.engine_cache,
-            dla_core=cfg.model.dla_core,
-        )
+        backend, digest = open_configured(b, cfg.model)
         try:
             check_classes(cfg, backend.info.class_names, "line config")
             w, h = backend.info.input_size

@@ -83,3 +83,16 @@ def open_backend(
 
     ort = OnnxRuntimeBackend(path, threads=threads, model_bytes=data, int8_kernels=int8_kernels)
     return ort, digest
+
+
+def open_configured(bundle: Bundle, model: Any) -> Tuple[Any, str]:
+    """`open_backend` with the line config's [model] section (edge.config.ModelConfig)."""
+    return open_backend(
+        bundle,
+        model.backend,
+        model.precision,
+        threads=model.threads,
+        int8_kernels=model.int8_kernels,
+        engine_cache=model.engine_cache,
+        dla_core=model.dla_core,
+    )
