@@ -131,13 +131,11 @@ def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict
             )
             label = f"{b.manifest.get('name', target)} {b.manifest.get('version', '')}".strip()
             gpu = getattr(getattr(backend, "ctx", None), "name", None)
-            role = (
-                b.manifest["files"][Path(backend.path).name]["role"]
-                if hasattr(backend, "path")
-                else args.precision
-            )
-            kernels = getattr(backend, "kernels", None)
-            precision = f"{role}, {kernels} kernels" if kernels else role
+            if backend_name == "tensorrt":  # what the engine was built as
+                precision = backend.sidecar.get("plan", args.precision)
+            else:  # the bundled file ONNX Runtime runs, and its kernels
+                role = b.manifest["files"][Path(backend.path).name]["role"]
+                precision = f"{role}, {backend.kernels} kernels"
             model = {"sha256": digest}
         stack.callback(backend.close)
         info = backend.info

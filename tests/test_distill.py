@@ -6,9 +6,6 @@ and exports; two torchrun processes end with identical weights."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,15 @@ from training.engine.trainer import TrainConfig
 from training.models import build_detector
 from training.models.config import arch_config
 
+from .conftest import torchrun
+
 SMALL = ["--fpn-channels", "32", "--stacked-convs", "2", "--size", "320x256", "--workers", "0"]
+
+
+def distill_args(data: Path, teacher: Path, out: Path, iters: int, *extra: str) -> list:
+    """`fod distill` on the small set for `iters` iterations of batch 2, small model."""
+    return ["distill", "--data", str(data), "--teacher", str(teacher), "--out", str(out),
+            "--epochs", "1", "--max-iters", str(iters), "--batch", "2", *extra, *SMALL]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -88,25 +93,7 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
 @pytest.mark.parametrize("method", ["ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd"])
 def test_every_method_end_to_end(small_set, teacher, tmp_path, method, capsys) -> None:
     out = tmp_path / method
-    args = [
-        "distill",
-        "--data",
-        str(small_set),
-        "--teacher",
-        str(teacher),
-        "--method",
-        method,
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--max-iters",
-        "2",
-        "--batch",
-        "2",
-        "--json",
-        *SMALL,
-    ]
+    args = distill_args(small_set, teacher, out, 2, "--method", method, "--json")
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["iterations"] == 2 and all(np.isfinite(s["last_losses"]))
@@ -120,25 +107,7 @@ def test_every_method_end_to_end(small_set, teacher, tmp_path, method, capsys) -
 
 def test_ablation_switches_and_export(small_set, teacher, tmp_path, capsys) -> None:
     out = tmp_path / "ablate"
-    args = [
-        "distill",
-        "--data",
-        str(small_set),
-        "--teacher",
-        str(teacher),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--max-iters",
-        "1",
-        "--batch",
-        "2",
-        "--no-noise",
-        "--no-residual",
-        "--no-ld",
-        *SMALL,
-    ]
+    args = distill_args(small_set, teacher, out, 1, "--no-noise", "--no-residual", "--no-ld")
     assert main(args) == 0
     ckpt = torch.load(out / "last.pt", weights_only=True)
     d = ckpt["distill_config"]
@@ -167,53 +136,17 @@ def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
     save_checkpoint(
         other, build_detector(cfg)[0], cfg, "gfl-r18", ["fiber", "particle", "glass_flake"]
     )
-    args = [
-        "distill",
-        "--data",
-        str(small_set),
-        "--teacher",
-        str(other),
-        "--out",
-        str(tmp_path / "x"),
-        "--max-iters",
-        "1",
-        *SMALL,
-    ]
+    args = distill_args(small_set, other, tmp_path / "x", 1)
     assert main(args) == 2
     assert "64 channels" in capsys.readouterr().err
 
 
 def test_torchrun_two_processes_identical(small_set, teacher, tmp_path) -> None:
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "fod",
-        "distill",
-        "--data",
-        str(small_set),
-        "--teacher",
-        str(teacher),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--max-iters",
-        "2",
-        "--batch",
-        "2",
-        "--device",
-        "cpu",
-        *SMALL,
-    ]
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    r = torchrun(
+        "distill", "--data", str(small_set), "--teacher", str(teacher), "--out", str(out),
+        "--epochs", "1", "--max-iters", "2", "--batch", "2", "--device", "cpu", *SMALL,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "metrics.json").read_text())
     assert s["world_size"] == 2 and s["iterations"] == 2
@@ -229,23 +162,7 @@ def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:
         ("pkd", ["--method", "pkd"]),
     ):
         out = tmp_path / name
-        args = [
-            "distill",
-            "--data",
-            str(small_set),
-            "--teacher",
-            str(teacher),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--max-iters",
-            "1",
-            "--batch",
-            "2",
-            *extra,
-            *SMALL,
-        ]
+        args = distill_args(small_set, teacher, out, 1, *extra)
         assert main(args) == 0
         runs.append(out)
     capsys.readouterr()

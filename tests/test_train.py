@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,8 @@ from training.checkpoint import load_detector
 from training.data.dataset import CocoDetection
 from training.models import build_detector
 from training.models.config import arch_config
+
+from .conftest import torchrun
 
 SMALL_MODEL = [
     "--fpn-channels",
@@ -199,32 +198,10 @@ def test_eval_other_class_count_refused(
 
 def test_torchrun_two_processes_stay_in_sync(small_set: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "fod",
-        "train",
-        "--data",
-        str(small_set),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--max-iters",
-        "2",
-        "--batch",
-        "2",
-        "--device",
-        "cpu",
-        *SMALL_MODEL,
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    r = torchrun(
+        "train", "--data", str(small_set), "--out", str(out), "--epochs", "1",
+        "--max-iters", "2", "--batch", "2", "--device", "cpu", *SMALL_MODEL,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "metrics.json").read_text())
     assert s["world_size"] == 2 and s["iterations"] == 2

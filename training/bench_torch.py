@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 ARCHS = ("gfl-r18", "gfl-r50", "gfl-r101")
 
 
-def load_model(
-    spec: str, size: Tuple[int, int], num_classes: int = 3
-) -> Tuple[torch.nn.Module, str]:
+def load_model(spec: str, num_classes: int = 3) -> Tuple[torch.nn.Module, str]:
     """(detector, label) from a checkpoint path or an architecture name."""
     name = spec.removesuffix("-carafe")
     if name in ARCHS:
@@ -51,7 +49,7 @@ class TorchBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        model, self.label = load_model(spec, size)
+        model, self.label = load_model(spec)
         cfg = model.cfg
         self.half = self.device.type == "cuda"
         self.wrapper = ExportModel(model).eval().to(self.device)

@@ -42,13 +42,16 @@ def _mean_over_ranks(x: Tensor) -> Tensor:
     return x
 
 
+def flatten_maps(maps: Sequence[Tensor]) -> Tensor:
+    """Per-level maps [N, K, H, W] -> Tensor[N, A, K], anchors level after level."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+
+
 def flatten_levels(
     cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]
 ) -> Tuple[Tensor, Tensor]:
     """Per-level maps -> cls (Tensor[N, A, C]) and box logits (Tensor[N, A, 4*(R+1)])."""
-    cls = torch.cat([c.flatten(2).transpose(1, 2) for c in cls_scores], dim=1)  # [N, A, C]
-    reg = torch.cat([b.flatten(2).transpose(1, 2) for b in bbox_preds], dim=1)  # [N, A, 4*(R+1)]
-    return cls, reg
+    return flatten_maps(cls_scores), flatten_maps(bbox_preds)
 
 
 class GFLCriterion(nn.Module):

@@ -31,7 +31,7 @@ from edge.errors import FodError
 
 from .assigner import atss_thresholds
 from .checkpoint import load_detector
-from .criterion import Targets, flatten_levels
+from .criterion import Targets, flatten_levels, flatten_maps
 from .data.augment import AugmentConfig, paired_view
 from .data.dataset import CocoDetection
 from .distill_losses import (
@@ -278,8 +278,7 @@ class DistillTask(DetectorTask):
         R = self.detector_config.head.reg_max
         d = self.dcfg
         s_cls, s_reg = flatten_levels(cls, reg)  # [N, A, C], [N, A, 4(R+1)]
-        _, tr = flatten_levels(t_reg, t_reg)
-        tr = tr.float()
+        tr = flatten_maps(t_reg).float()  # [N, A, 4(R+1)]
         pos = t.labels < s_cls.shape[2]  # [N, A]
         w = s_cls.detach().sigmoid().amax(dim=2)  # [N, A] the student's max score
         pw = w[pos]

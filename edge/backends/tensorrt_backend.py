@@ -68,10 +68,6 @@ def check_io(tensors: List[IoTensor]) -> None:
             raise FodError(f"engine tensor {t.name}: only the batch axis may be dynamic")
 
 
-def unit_key(model_sha256: str, trt_version: str, gpu: str, dla: int, precision: str) -> Any:
-    return engine_cache.EngineKey(model_sha256, trt_version, gpu, dla, precision)
-
-
 class TensorRTBackend:
     def __init__(
         self,
@@ -95,7 +91,9 @@ class TensorRTBackend:
         self.ctx = Context(0)
         self._buffers: List[Any] = []
         try:
-            key = unit_key(model_sha256, trt.__version__, self.ctx.name, dla_core, precision)
+            key = engine_cache.EngineKey(
+                model_sha256, trt.__version__, self.ctx.name, dla_core, precision
+            )
             path, sidecar = engine_cache.paths(cache, key)
             if not sidecar.exists():
                 raise engine_cache.EngineMismatch(
