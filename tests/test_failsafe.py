@@ -210,3 +210,20 @@ def test_frame_health() -> None:
         check_outputs(np.zeros((1, 2, 4)), np.array([[[0.1], [np.nan]]]))
     with pytest.raises(BadOutput, match="outside"):
         check_outputs(np.zeros((1, 1, 4)), np.array([[[7.0]]]))
+
+
+def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The service's ExecStopPost (`fod safe-outputs`) after a runtime died with its gate and
+    alarm outputs high: both pins end low, judged by the pins, not by the verb's message."""
+    factory = MockFactory()
+    for name in ("GPIO17", "GPIO27"):  # what a killed runtime may leave behind
+        pin = factory.pin(name)
+        pin.function = "output"
+        pin.state = True
+    monkeypatch.setattr("edge.gpio.load_pin_factory", lambda name: factory)
+    cfg = tmp_path / "line.toml"
+    cfg.write_text('[gpio]\npin_factory = "jetson"\nejector_pin = "GPIO17"\nalarm_pin = "GPIO27"\n')
+    assert main(["safe-outputs", "--config", str(cfg)]) == 0
+    assert factory.pin("GPIO17").state is False and factory.pin("GPIO27").state is False
+    assert [s.state for s in factory.pin("GPIO17").states][-1] is False
+    assert "outputs off: GPIO17, GPIO27" in capsys.readouterr().out
