@@ -1,14 +1,17 @@
 """Per-container decision: detections over a container's frames -> accept or reject, and why.
 
 The paper's rule is k of N frames with a class-wise score threshold and a minimum
-size. Beyond the paper, detections are linked into tracks across the frames: after
-spin-stop a particle drifts and sinks while a scratch or a mark on the glass stays
-put, so a moving track's frames count more than a static one's. Pure functions: the
-runtime, the simulator and the tests share them.
+size. Beyond the paper, detections are linked into tracks across the frames and each
+track is judged by its path: after spin-stop a particle sinks or swirls, an air bubble
+rises steadily, and a scratch, a print or a glare on the glass stays put. A detector
+fooled by a new look mistakes bubbles and marks for particles; their paths still give
+them away. Only a moving track's frames count by default. Pure functions: the runtime,
+the simulator and the tests share them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
@@ -25,9 +28,33 @@ class DecisionConfig:
     min_size: float = 2.0  # px: a detection's longer side must reach this
     match_distance: float = 40.0  # px: largest centre jump between frames for one track
     max_gap: int = 2  # frames a track may be missed and still continue
-    moving_distance: float = 6.0  # px: start-to-end travel that makes a track "moving"
+    moving_distance: float = 6.0  # px: extent of the path below which a track is static
     moving_weight: float = 1.5  # a moving track's frames count this much ...
-    static_weight: float = 0.5  # ... a static mark's this much (scratch on the glass)
+    static_weight: float = 0.0  # ... a static mark's this much (scratch, print, glare)
+    rising_distance: float = 6.0  # px: net climb that, with steady steps up, is a bubble
+    rising_steps: float = 0.75  # share of frame-to-frame steps that must go up
+    rising_weight: float = 0.0  # a rising track's frames (an air bubble) count this much
+
+
+MOVING, RISING, STATIC = "moving particle", "rising: bubble", "static: mark"
+
+
+def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
+    """MOVING, RISING or STATIC for a track's centres (Tensor-like [T, 2], x right, y down).
+
+    Static: the whole path fits in `moving_distance` (jitter of a mark's box included).
+    Rising: it climbs at least `rising_distance` with most steps going up, as a bubble
+    does; a particle's swirl goes sideways and it sinks, so a path that only climbs is
+    not a particle's. Anything else moves like a particle.
+    """
+    extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
+    if extent < cfg.moving_distance:
+        return STATIC
+    dy = np.diff(centres[:, 1])  # [T-1]
+    climb = float(centres[0, 1] - centres[-1, 1])
+    if climb >= cfg.rising_distance and float(np.mean(dy < 0)) >= cfg.rising_steps:
+        return RISING
+    return MOVING
 
 
 @dataclass(eq=False)  # identity: tracks are matched by object, not by their arrays
@@ -39,11 +66,17 @@ class Track:
 
     @property
     def travel(self) -> float:
-        return float(np.linalg.norm(self.centres[-1] - self.centres[0]))
+        """Extent of the path, px."""
+        c = np.stack(self.centres)
+        return float(np.linalg.norm(c.max(axis=0) - c.min(axis=0)))
+
+    def path(self, cfg: DecisionConfig) -> str:
+        return classify_path(np.stack(self.centres), cfg)
 
     def evidence(self, cfg: DecisionConfig) -> float:
-        w = cfg.moving_weight if self.travel >= cfg.moving_distance else cfg.static_weight
-        return w * len(self.frames)
+        kind = self.path(cfg)
+        w = {MOVING: cfg.moving_weight, RISING: cfg.rising_weight, STATIC: cfg.static_weight}
+        return w[kind] * len(self.frames)
 
     @property
     def label(self) -> int:
@@ -100,19 +133,23 @@ def link_tracks(
 
 
 def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
-    """Reject when any track's weighted frame count reaches `min_evidence`."""
+    """Reject when any track's weighted frame count reaches `min_evidence`; the reason
+    names the strongest track's path and what was discounted."""
     tracks = link_tracks(frames, names, cfg)
     if not tracks:
         return Decision(
             False, f"clean: no detection above threshold in {len(frames)} frames", 0, 0.0
         )
-    best = max(tracks, key=lambda tr: tr.evidence(cfg))
-    ev = best.evidence(cfg)
-    motion = "moving" if best.travel >= cfg.moving_distance else "static"
+    scored = [(tr.evidence(cfg), tr.path(cfg), tr) for tr in tracks]
+    ev, kind, best = max(scored, key=lambda s: s[0])
     what = (
-        f"{names[best.label]} track seen in {len(best.frames)}/{len(frames)} frames, "
-        f"{motion} ({best.travel:.0f} px), evidence {ev:.1f} of {cfg.min_evidence:.1f}"
+        f"{names[best.label]} track, {kind} ({best.travel:.0f} px), "
+        f"seen in {len(best.frames)}/{len(frames)} frames, "
+        f"evidence {ev:.1f} of {cfg.min_evidence:.1f}"
     )
+    others = Counter(k for _, k, tr in scored if tr is not best and k != MOVING)
+    if others:
+        what += "; also " + ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
     if ev >= cfg.min_evidence:
         return Decision(True, "particle: " + what, len(tracks), ev)
     return Decision(False, "below evidence: " + what, len(tracks), ev)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from fod.args import non_negative_int, positive_int, size_wh
+from training.data.synth_looks import HELD_OUT, LOOK_CHOICES, TRAIN_FAMILIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="default",
         help="hard: fainter, defocused particles, more noise and look-alikes (a benchmark "
         "that ranks distillation methods)",
+    )
+    p.add_argument(
+        "--look",
+        choices=LOOK_CHOICES,
+        default="classic",
+        help="classic: the first sets' look (same seed, same bytes); random: each image a "
+        f"training family ({', '.join(TRAIN_FAMILIES)}); or one family. Held out of random: "
+        f"{', '.join(HELD_OUT)}",
     )
     p.add_argument(
         "--workers",
@@ -59,7 +68,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from training.data.synth_writer import write_synthetic_set
 
     cfg = SynthConfig(
-        width=args.size[0], height=args.size[1], frames=args.frames, **PRESETS[args.preset]
+        width=args.size[0],
+        height=args.size[1],
+        frames=args.frames,
+        look=args.look,
+        **PRESETS[args.preset],
     )
     counts = write_synthetic_set(
         args.out,

@@ -121,6 +121,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="mixed precision (default: on with CUDA)",
     )
     p.add_argument("--resume", type=Path, help="continue from a last.pt")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="fine-tune: start from this checkpoint (its architecture and weights; a trained "
+        "or distilled student), e.g. on a site's own labelled images",
+    )
+    p.add_argument(
+        "--assign",
+        choices=("atss-near", "atss"),
+        default="atss-near",
+        help="atss-near (default): a box no anchor centre falls into (2-5 px specks) takes its "
+        "nearest anchor; atss: the paper's plain ATSS",
+    )
     p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet state dict")
     p.add_argument(
         "--fpn-channels", type=positive_int, default=256, help="FPN/head width (multiple of 32)"
@@ -186,6 +199,8 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         stacked_convs=args.stacked_convs,
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
+        assign=args.assign,
+        init=args.init,
     )
 
 

@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sequences", type=Path, help="folder from `fod synth` (default: made on the fly)"
     )
+    p.add_argument(
+        "--look",
+        default="classic",
+        help="look of the containers made on the fly (`fod synth --look`: classic, random, "
+        "or a family; default classic)",
+    )
     p.add_argument("--containers", type=positive_int, default=20)
     p.add_argument(
         "--rate",
@@ -135,6 +141,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     if (args.out / "audit").exists() and not args.append:
         raise FodError(f"{args.out / 'audit'}: exists; pass a new --out, or --append to add to it")
+    from training.data.synth_looks import LOOK_CHOICES
+
+    if args.look not in LOOK_CHOICES:
+        raise FodError(f"--look {args.look}: expected one of {', '.join(LOOK_CHOICES)}")
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,13 +153,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from training.data.synth import SynthConfig
         from training.data.synth_writer import write_synthetic_set
 
-        seq_dir = args.out / f"sequences-{size[0]}x{size[1]}-f{args.frames}-s{args.seed}"
+        look = "" if args.look == "classic" else f"-{args.look}"
+        seq_dir = args.out / f"sequences-{size[0]}x{size[1]}-f{args.frames}-s{args.seed}{look}"
         if not (seq_dir / "sequences.json").exists():
             write_synthetic_set(
                 seq_dir,
                 0,
                 min(args.containers, 16),
-                SynthConfig(width=size[0], height=size[1], frames=args.frames),
+                SynthConfig(width=size[0], height=size[1], frames=args.frames, look=args.look),
                 args.seed,
                 progress=False,
             )

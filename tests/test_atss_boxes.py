@@ -81,3 +81,53 @@ def test_integral_is_expectation() -> None:
     torch.testing.assert_close(integral(logits, 16), torch.tensor([[3.0, 0.0, 16.0, 7.0]]))
     uniform = integral(torch.zeros(2, 4 * 17), 16)
     torch.testing.assert_close(uniform, torch.full((2, 4), 8.0))
+
+
+def _demo_anchors():
+    """The ATSS anchors of the demo head at 640x384: strides 8-128, 8 strides square."""
+    from training.criterion import GFLCriterion
+    from training.models.config import HeadConfig
+
+    head = HeadConfig(num_classes=3)
+    sizes = [(384 // s, 640 // s) for s in head.strides]
+    pts, strides, counts = grid_points(sizes, head.strides, torch.device("cpu"))
+    return GFLCriterion(head).anchors(pts, strides), counts
+
+
+def test_nearest_gives_every_3px_speck_a_positive() -> None:
+    # A 3x3 box swept over a stride-8 cell at 1/4 px steps: plain ATSS leaves most of them
+    # without any positive (no centre inside); `nearest` gives each one exactly its nearest
+    # anchor, and changes nothing for a box that already had positives.
+    anchors, counts = _demo_anchors()
+    plain_missing = 0
+    for dx in torch.arange(0, 8, 0.25):
+        for dy in torch.arange(0, 8, 0.25):
+            x, y = 200 + float(dx), 120 + float(dy)
+            box = torch.tensor([[x, y, x + 3, y + 3]])
+            plain = atss_assign(anchors, counts, box)
+            near = atss_assign(anchors, counts, box, nearest=True)
+            assert (near == 0).any(), (x, y)
+            if (plain == 0).any():
+                assert torch.equal(plain, near)
+            else:
+                plain_missing += 1
+                assert int((near == 0).sum()) == 1
+    assert plain_missing > 32 * 32 // 2
+
+
+def test_stretched_target_reaches_the_anchor_point() -> None:
+    from training.criterion import GFLCriterion
+    from training.models.config import HeadConfig
+
+    head = HeadConfig(num_classes=3)
+    crit = GFLCriterion(head)
+    sizes = [(384 // s, 640 // s) for s in head.strides]
+    pts, strides, counts = grid_points(sizes, head.strides, torch.device("cpu"))
+    box = torch.tensor([[201.0, 121.0, 203.0, 123.0]])  # 2x2, no centre inside
+    t = crit.targets(pts, strides, counts, [{"boxes": box, "labels": torch.tensor([1])}])
+    pos = torch.nonzero(t.labels[0] == 1).flatten()
+    assert len(pos) == 1
+    p, b = pts[pos[0]], t.boxes[0, pos[0]]
+    assert b[0] <= p[0] <= b[2] and b[1] <= p[1] <= b[3]  # the point is inside its target
+    assert b[0] <= 201 and b[1] <= 121 and b[2] >= 203 and b[3] >= 123  # and so is the speck
+    assert float((b[2:] - b[:2]).max()) <= 2 + 8  # stretched by at most a stride

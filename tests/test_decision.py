@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from edge.decision import DecisionConfig, decide, link_tracks
+from edge.decision import (
+    MOVING,
+    RISING,
+    STATIC,
+    DecisionConfig,
+    classify_path,
+    decide,
+    link_tracks,
+)
 from edge.postprocess import Detections
 
 NAMES = ["fiber", "particle", "glass_flake"]
@@ -37,20 +46,89 @@ def test_moving_particle_rejects_quickly() -> None:
     cfg = DecisionConfig()
     once = _frames([(100, 100) if t == 3 else None for t in range(12)])
     d = decide(once, NAMES, cfg)
-    assert not d.reject and d.evidence == 0.5  # one sighting has no travel: static weight
+    assert not d.reject and d.evidence == 0.0  # one sighting shows no path: nothing proven
     # Seen twice while sinking 8 px/frame: moving, 2 x 1.5 = 3.0 >= 3 -> reject.
     twice = _frames([(100, 100 + 8 * t) if t in (3, 4) else None for t in range(12)])
     d = decide(twice, NAMES, cfg)
-    assert d.reject and "particle track seen in 2/12 frames, moving (8 px)" in d.reason
+    assert d.reject
+    assert "particle track, moving particle (8 px), seen in 2/12 frames" in d.reason
 
 
-def test_static_mark_needs_many_frames() -> None:
+def _path(kind: str, rng: np.random.Generator, n: int = 12) -> np.ndarray:
+    """Hand-made centre paths [n, 2] after spin-stop, with 1 px detector jitter."""
+    t = np.arange(n, dtype=np.float64)
+    x0, y0 = rng.uniform(200, 400), rng.uniform(150, 250)
+    if kind == "rising":  # a bubble: steady climb, a little sideways drift
+        xy = np.stack([x0 + 0.4 * t, y0 - rng.uniform(2, 9) * t], 1)
+    elif kind == "sinking":
+        xy = np.stack([x0 + 0.3 * t, y0 + rng.uniform(0.8, 5) * t], 1)
+    elif kind == "swirling":  # the liquid's residual rotation: sideways, decaying, sinking
+        a = rng.uniform(8, 25)
+        xy = np.stack([x0 + a * np.sin(0.5 * t) * np.exp(-t / 8), y0 + 0.8 * t], 1)
+    elif kind == "static":
+        xy = np.tile([x0, y0], (n, 1))
+    else:  # jittering in place: a mark whose box wobbles by the detector's noise
+        xy = np.tile([x0, y0], (n, 1)) + rng.uniform(-1.2, 1.2, (n, 2))
+    return xy + rng.uniform(-0.5, 0.5, xy.shape)
+
+
+@pytest.mark.parametrize(
+    "kind, want",
+    [
+        ("rising", RISING),
+        ("sinking", MOVING),
+        ("swirling", MOVING),
+        ("static", STATIC),
+        ("jittering", STATIC),
+    ],
+)
+def test_path_classifier(kind: str, want: str) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        assert classify_path(_path(kind, rng), DecisionConfig()) == want
+
+
+def test_swirl_that_climbs_a_little_is_still_a_particle() -> None:
+    # Up one frame, sideways and down the next: a climb without steady steps up.
+    xy = np.array([[100, 100], [110, 96], [118, 99], [121, 93], [119, 98], [112, 95]], float)
+    assert classify_path(xy, DecisionConfig()) == MOVING
+
+
+def test_rising_bubble_alone_never_rejects() -> None:
     cfg = DecisionConfig()
-    static = [(300, 200)] * 5 + [None] * 7
-    d = decide(_frames(static), NAMES, cfg)
-    assert not d.reject and "static" in d.reason and d.evidence == 2.5
-    d = decide(_frames([(300, 200)] * 12), NAMES, cfg)
-    assert d.reject  # a mark in every frame is still a reject: doubt means reject
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        path = [tuple(p) for p in _path("rising", rng)]
+        d = decide(_frames(path, label=2, score=0.99), NAMES, cfg)
+        assert not d.reject and "rising: bubble" in d.reason and d.evidence == 0.0
+
+
+def test_static_mark_counts_only_with_its_weight() -> None:
+    d = decide(_frames([(300, 200)] * 12), NAMES, DecisionConfig())
+    assert not d.reject and "static: mark" in d.reason and d.evidence == 0.0
+    # A site that wants marks on the glass rejected gives them weight.
+    d = decide(_frames([(300, 200)] * 12), NAMES, DecisionConfig(static_weight=0.5))
+    assert d.reject and d.evidence == 6.0
+    d = decide(_frames([(300, 200)] * 5 + [None] * 7), NAMES, DecisionConfig(static_weight=0.5))
+    assert not d.reject and d.evidence == 2.5
+
+
+def test_particle_beside_bubble_and_mark_rejects_and_names_them() -> None:
+    rng = np.random.default_rng(2)
+    moving, rising = _path("sinking", rng), _path("rising", rng)
+    frames = []
+    for t in range(12):
+        boxes = [[*p, p[0] + 6, p[1] + 6] for p in (moving[t] + [0, 300], rising[t], (600.0, 50.0))]
+        frames.append(
+            Detections(
+                np.array(boxes, np.float32),
+                np.full(3, 0.9, np.float32),
+                np.array([0, 2, 1]),
+            )
+        )
+    d = decide(frames, NAMES, DecisionConfig())
+    assert d.reject and d.reason.startswith("particle: fiber track, moving particle")
+    assert "also 1 rising: bubble, 1 static: mark" in d.reason
 
 
 def test_thresholds_and_min_size() -> None:

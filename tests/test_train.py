@@ -131,6 +131,47 @@ def test_resume_continues(trained: Path, small_set: Path, tmp_path: Path) -> Non
     assert json.loads((out / "metrics.json").read_text())["iterations"] == 6
 
 
+def test_init_fine_tunes_from_a_checkpoint(trained: Path, small_set: Path, tmp_path: Path) -> None:
+    # No --fpn-channels/--stacked-convs: the checkpoint's architecture is the one trained.
+    out = tmp_path / "ft"
+    base = ["train", "--data", str(small_set), "--out", str(out), "--size", "320x256"]
+    args = [*base, "--init", str(trained / "last.pt"), "--workers", "0", "--batch", "4"]
+    assert main([*args, "--max-iters", "2", "--lr", "0"]) == 0
+    src, cfg, _, _ = load_detector(trained / "last.pt")
+    got, got_cfg, _, ckpt = load_detector(out / "last.pt")
+    assert got_cfg == cfg and ckpt["train_config"]["init"] == str(trained / "last.pt")
+    # lr 0: the parameters are the checkpoint's (batch-norm statistics still move).
+    for (name, a), (_, b) in zip(src.named_parameters(), got.named_parameters()):
+        assert torch.equal(a, b), name
+    assert main([*args, "--resume", str(out / "last.pt"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_init_other_classes_refused(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from training.data.synth import SynthConfig
+    from training.data.synth_writer import write_synthetic_set
+
+    other = tmp_path / "other"
+    write_synthetic_set(other, 2, 0, SynthConfig(width=320, height=256), seed=1, progress=False)
+    data = json.loads((other / "annotations.json").read_text())
+    data["categories"][0]["name"] = "hair"
+    (other / "annotations.json").write_text(json.dumps(data))
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(other),
+            "--out",
+            str(tmp_path / "o"),
+            "--init",
+            str(trained / "last.pt"),
+            *SMALL_MODEL,
+        ]
+    )
+    assert rc == 2 and "trained on classes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -12,13 +12,19 @@ INSIDE_EPS = 0.01  # a candidate's centre must lie this far inside its box (px)
 
 
 def atss_assign(
-    anchors: Tensor, num_per_level: Sequence[int], gt_boxes: Tensor, topk: int = 9
+    anchors: Tensor,
+    num_per_level: Sequence[int],
+    gt_boxes: Tensor,
+    topk: int = 9,
+    nearest: bool = False,
 ) -> Tensor:
     """Match anchors to ground truth.
 
     For each box: the `topk` anchors per level nearest its centre are candidates; those
     whose IoU reaches mean + std of the candidates' IoUs and whose centre lies inside
     the box are positive. An anchor positive for several boxes goes to the highest IoU.
+    With `nearest`, a box left without any positive (a 2-5 px speck between the stride-8
+    centres) takes its nearest candidate: it is trained on instead of being background.
 
     Args:
         anchors (Tensor[A, 4]): xyxy anchor boxes, level after level.
@@ -49,6 +55,14 @@ def atss_assign(
         > INSIDE_EPS
     )  # [K, G]
     is_pos &= inside
+    if nearest:
+        orphan = ~is_pos.any(dim=0)  # [G]
+        if orphan.any():
+            g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # [G, 2]
+            d = (a_ctr[cand] - g_ctr[None]).norm(dim=2)  # [K, G]
+            near = d.argmin(dim=0)  # [G]
+            cols = torch.nonzero(orphan, as_tuple=True)[0]
+            is_pos[near[cols], cols] = True
 
     iou_pos = torch.full_like(overlaps, -float("inf"))  # [A, G]
     g_idx = torch.arange(num_gt, device=anchors.device).expand_as(cand)

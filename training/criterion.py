@@ -23,6 +23,9 @@ class LossConfig:
     giou_weight: float = 2.0
     dfl_weight: float = 0.25
     atss_topk: int = 9
+    # Beyond the paper: a box no anchor centre falls into takes its nearest anchor, with the
+    # box target stretched to reach that anchor's centre (train --assign atss-near).
+    nearest: bool = True
 
 
 @dataclass
@@ -75,12 +78,19 @@ class GFLCriterion(nn.Module):
         anchors = self.anchors(points, strides)  # [A, 4]
         labels, boxes = [], []
         for g in gt:
-            idx = atss_assign(anchors, counts, g["boxes"], self.cfg.atss_topk)  # [A]
+            idx = atss_assign(
+                anchors, counts, g["boxes"], self.cfg.atss_topk, self.cfg.nearest
+            )  # [A]
             pos = idx >= 0
             lab = torch.full_like(idx, self.head.num_classes)
             box = anchors.new_zeros(anchors.shape)
             lab[pos] = g["labels"][idx[pos]]
-            box[pos] = g["boxes"][idx[pos]].to(box.dtype)
+            b = g["boxes"][idx[pos]].to(box.dtype)  # [P, 4]
+            pt = points[pos]  # [P, 2]
+            # The box as seen from its anchor point: distances to the edges must be >= 0, so
+            # a speck beside the point is regressed to the box reaching the point (a no-op
+            # for the usual positives, whose point lies inside).
+            box[pos] = torch.cat([torch.minimum(b[:, :2], pt), torch.maximum(b[:, 2:], pt)], 1)
             labels.append(lab)
             boxes.append(box)
         return Targets(torch.stack(labels), torch.stack(boxes))

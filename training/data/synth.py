@@ -11,22 +11,36 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .synth_looks import (
+    TRAIN_FAMILIES,
+    Look,
+    camera,
+    composite_look,
+    render_scene,
+    sample_container_for,
+    sample_look,
+    style_particle,
+)
 from .synth_scene import Container, render_container, sample_container
 from .synth_sprites import (
     Shape,
     Sprite,
     bubble,
+    bubble_cluster,
+    bubble_plain,
     composite,
     fiber,
     glass_flake,
     particle,
+    printing,
     reflection,
     render_shape,
     scratch,
+    wall_highlight,
 )
 
 # (name, sampler): the category id of a class is its position here + 1.
@@ -57,6 +71,7 @@ class SynthConfig:
     # The "hard" preset's knobs (1 and 0 draw nothing extra: the default set's bytes stay).
     contrast: float = 1.0  # particles' absorption and glow scaled by U(contrast, 1)
     defocus: float = 0.0  # particles' extra blur, px sigma ~ U(0, defocus)
+    look: str = "classic"  # synth_looks: classic (the first sets' look), random, a family
 
 
 # Named generator settings: `fod synth --preset`. "hard" is a benchmark on which the methods
@@ -90,6 +105,7 @@ class Frame:
 
     image: np.ndarray  # [H, W] uint8
     objects: List[SceneObject] = field(default_factory=list)
+    look: Optional[Look] = None  # None: the classic look
 
     @property
     def labelled(self) -> List[SceneObject]:
@@ -169,8 +185,47 @@ def _harder(shape: Shape, cfg: SynthConfig, rng: np.random.Generator) -> Shape:
     )
 
 
+@dataclass(frozen=True)
+class Decor:
+    """One kind of unlabelled look-alike: its sampler, how many at most, and where it lives:
+    "liquid" (rises in a sequence, like a bubble), "glass" (static on the glass) or "wall"
+    (static, near a wall: glare and reflections)."""
+
+    sampler: Callable[[np.random.Generator], Shape]
+    max_count: int
+    where: str
+
+
+def classic_decor(cfg: SynthConfig) -> Tuple[Decor, ...]:
+    return (
+        Decor(bubble, cfg.max_bubbles, "liquid"),
+        Decor(scratch, cfg.max_scratches, "glass"),
+        Decor(reflection, cfg.max_reflections, "wall"),
+    )
+
+
+def look_decor(look: Look) -> Tuple[Decor, ...]:
+    def bubbles(rng: np.random.Generator) -> Shape:
+        return bubble(rng) if rng.random() < look.bubble_rims else bubble_plain(rng)
+
+    return (
+        Decor(bubbles, look.bubbles, "liquid"),
+        Decor(bubble_cluster, look.clusters, "liquid"),
+        Decor(scratch, look.scratches, "glass"),
+        Decor(printing, look.printing, "glass"),
+        Decor(wall_highlight, look.highlights, "wall"),
+        Decor(reflection, look.reflections, "wall"),
+    )
+
+
 def _sample_tracks(
-    rng: np.random.Generator, cfg: SynthConfig, c: Container, n_particles: int, moving: bool
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    c: Container,
+    n_particles: int,
+    moving: bool,
+    decor: Sequence[Decor],
+    style: Callable[[Shape, np.random.Generator], Shape],
 ) -> List[_Track]:
     """Particles in the liquid and look-alikes, none overlapping at frame 0."""
     taken: List[Tuple[float, ...]] = []
@@ -181,7 +236,7 @@ def _sample_tracks(
 
     for _ in range(n_particles):
         k = _draw_class(rng, cfg)
-        shape = _harder(CLASSES[k][1](rng), cfg, rng)
+        shape = _harder(style(CLASSES[k][1](rng), rng), cfg, rng)
         # Sequences start particles in the upper liquid so they have room to sink.
         region = (liquid[0], liquid[1], liquid[2], liquid[1] + 0.7 * (liquid[3] - liquid[1]))
         pos = _place(rng, shape, region if moving else liquid, taken)
@@ -204,47 +259,58 @@ def _sample_tracks(
         tr.angle = rng.uniform(0, 2 * np.pi)
         tracks.append(tr)
 
-    for _ in range(int(rng.integers(0, cfg.max_bubbles + 1))):
-        shape = bubble(rng)
-        pos = _place(rng, shape, liquid, taken)
-        if pos is not None:
-            pad = shape.radius()
-            tr = _Track(
-                shape,
-                None,
-                *pos,
-                bounds=(liquid[0] + pad, c.fill + 2 * pad, liquid[2] - pad, liquid[3]),
-            )
-            if moving:
-                tr.vy = -rng.uniform(2.0, 9.0)
-                tr.vx = rng.normal(0, 0.5)
-            tracks.append(tr)
-    for _ in range(int(rng.integers(0, cfg.max_scratches + 1))):
-        shape = scratch(rng)
-        pos = _place(rng, shape, glass, taken)
-        if pos is not None:
-            tracks.append(_Track(shape, None, *pos, bounds=(-1e9, -1e9, 1e9, 1e9)))
-    for _ in range(int(rng.integers(0, cfg.max_reflections + 1))):
-        shape = reflection(rng)
-        side = rng.choice([-1.0, 1.0])
-        x = c.cx + side * rng.uniform(0.55, 0.85) * walls
-        region = (x - 12, glass[1], x + 12, glass[3])
-        pos = _place(rng, shape, region, taken, tries=5)
-        if pos is not None:
-            tracks.append(_Track(shape, None, *pos, bounds=(-1e9, -1e9, 1e9, 1e9)))
+    fixed = (-1e9, -1e9, 1e9, 1e9)
+    for d in decor:
+        for _ in range(int(rng.integers(0, d.max_count + 1))):
+            shape = d.sampler(rng)
+            if d.where == "liquid":
+                pos = _place(rng, shape, liquid, taken)
+                if pos is None:
+                    continue
+                pad = shape.radius()
+                tr = _Track(
+                    shape,
+                    None,
+                    *pos,
+                    bounds=(liquid[0] + pad, c.fill + 2 * pad, liquid[2] - pad, liquid[3]),
+                )
+                if moving:
+                    tr.vy = -rng.uniform(2.0, 9.0)
+                    tr.vx = rng.normal(0, 0.5)
+                tracks.append(tr)
+            elif d.where == "glass":
+                pos = _place(rng, shape, glass, taken)
+                if pos is not None:
+                    tracks.append(_Track(shape, None, *pos, bounds=fixed))
+            else:
+                side = rng.choice([-1.0, 1.0])
+                x = c.cx + side * rng.uniform(0.55, 0.85) * walls
+                pos = _place(rng, shape, (x - 12, glass[1], x + 12, glass[3]), taken, tries=5)
+                if pos is not None:
+                    tracks.append(_Track(shape, None, *pos, bounds=fixed))
     return tracks
 
 
 def _render_frame(
-    rng: np.random.Generator, cfg: SynthConfig, scene: np.ndarray, tracks: List[_Track], t: int
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    scene: np.ndarray,
+    tracks: List[_Track],
+    t: int,
+    look: Optional[Look] = None,
 ) -> Frame:
     img = scene.copy()
     objects = []
     for tid, tr in enumerate(tracks):
         x, y, angle = tr.pose(t)
         sprite = render_shape(tr.shape, x, y, angle)
-        composite(img, sprite)
+        if look is None:
+            composite(img, sprite)
+        else:
+            composite_look(img, sprite, look)
         objects.append(SceneObject(sprite, tr.category_id, tid, sprite.box(cfg.width, cfg.height)))
+    if look is not None:
+        return Frame(camera(img, look, rng), objects, look)
     sigma = rng.uniform(*cfg.read_noise)
     noise = rng.standard_normal(img.shape, dtype=np.float32)
     img = img * 255.0 + noise * (sigma * 255.0)
@@ -252,12 +318,45 @@ def _render_frame(
     return Frame(np.rint(img).astype(np.uint8), objects)
 
 
+def _unstyled(shape: Shape, rng: np.random.Generator) -> Shape:
+    return shape
+
+
+@dataclass
+class _Scene:
+    """What one image or sequence draws before its particles: look, container, decor."""
+
+    look: Optional[Look]
+    container: Container
+    decor: Tuple[Decor, ...]
+    style: Callable[[Shape, np.random.Generator], Shape]
+
+    def render(self, cfg: SynthConfig) -> np.ndarray:
+        if self.look is None:
+            return render_container(self.container, cfg.width, cfg.height)
+        return render_scene(self.look, self.container, cfg.width, cfg.height)
+
+
+def _draw_scene(rng: np.random.Generator, cfg: SynthConfig) -> _Scene:
+    family = str(rng.choice(TRAIN_FAMILIES)) if cfg.look == "random" else cfg.look
+    if family == "classic":  # the first sets' draws, in their order: same seed, same bytes
+        c = sample_container(rng, cfg.width, cfg.height)
+        return _Scene(None, c, classic_decor(cfg), _unstyled)
+    look = sample_look(rng, family)
+    c = sample_container_for(rng, look, cfg.width, cfg.height)
+
+    def style(shape: Shape, r: np.random.Generator) -> Shape:
+        return style_particle(shape, look, r)
+
+    return _Scene(look, c, look_decor(look), style)
+
+
 def render_image(rng: np.random.Generator, cfg: SynthConfig) -> Frame:
     """One independent still frame; about `negative_fraction` of them hold no particle."""
-    c = sample_container(rng, cfg.width, cfg.height)
+    sc = _draw_scene(rng, cfg)
     n = 0 if rng.random() < cfg.negative_fraction else int(rng.integers(1, cfg.max_particles + 1))
-    tracks = _sample_tracks(rng, cfg, c, n, moving=False)
-    return _render_frame(rng, cfg, render_container(c, cfg.width, cfg.height), tracks, 0)
+    tracks = _sample_tracks(rng, cfg, sc.container, n, False, sc.decor, sc.style)
+    return _render_frame(rng, cfg, sc.render(cfg), tracks, 0, sc.look)
 
 
 def render_sequence(rng: np.random.Generator, cfg: SynthConfig) -> Tuple[bool, Iterator[Frame]]:
@@ -265,11 +364,11 @@ def render_sequence(rng: np.random.Generator, cfg: SynthConfig) -> Tuple[bool, I
 
     A container drawn as `reject` always has at least one labelled particle in frame 0.
     """
-    c = sample_container(rng, cfg.width, cfg.height)
+    sc = _draw_scene(rng, cfg)
     reject = bool(rng.random() < cfg.reject_fraction)
     n = int(rng.integers(1, min(cfg.max_particles, 3) + 1)) if reject else 0
-    tracks = _sample_tracks(rng, cfg, c, n, moving=True)
+    tracks = _sample_tracks(rng, cfg, sc.container, n, True, sc.decor, sc.style)
     if reject and not any(tr.category_id is not None for tr in tracks):
         reject = False  # nothing fitted: the truth must follow what was drawn
-    scene = render_container(c, cfg.width, cfg.height)
-    return reject, (_render_frame(rng, cfg, scene, tracks, t) for t in range(cfg.frames))
+    scene = sc.render(cfg)
+    return reject, (_render_frame(rng, cfg, scene, tracks, t, sc.look) for t in range(cfg.frames))

@@ -32,6 +32,11 @@ class Container:
     wall_dark: float  # depth of the dark refraction band at the walls
     highlight: float  # strength of the bright refraction stripe near each wall
     blur_sigma: float  # optics defocus on the static scene, px
+    # The look families' extras (synth_looks.py); these defaults draw the classic vial.
+    wall: float = 0.035  # width of the dark wall band, fraction of the half width
+    tint: float = 1.0  # light the glass passes (amber glass: ~0.5)
+    plunger: float = 0.0  # row where a cartridge's rubber plunger starts (0: none)
+    neck: float = 0.0  # row of an ampoule's constriction ring above the liquid (0: none)
 
     def half_width_at(self, rows: np.ndarray) -> np.ndarray:
         """Inner half width per row (0 outside the body), rounding the bottom corners."""
@@ -55,6 +60,8 @@ class Container:
         x1 = self.cx + self.half_width - margin
         y0 = self.fill + margin
         y1 = self.bottom - max(margin, 0.3 * self.corner_radius)
+        if self.plunger:
+            y1 = min(y1, self.plunger - margin)
         return x0, y0, x1, y1
 
 
@@ -86,19 +93,26 @@ def _wall_profile(c: Container, n: int = 1024) -> np.ndarray:
     """Glass transmission as a lookup table over |u| in [0, 1]: dark walls, bright stripes."""
     a = np.linspace(0.0, 1.0, n, dtype=np.float32)
     edge = 1.0 - a
-    t = 1.0 - c.wall_dark * np.exp(-((edge / 0.035) ** 2))
-    t += c.highlight * np.exp(-(((edge - 0.09) / 0.025) ** 2))
+    t = 1.0 - c.wall_dark * np.exp(-((edge / c.wall) ** 2))
+    t += c.highlight * np.exp(-(((edge - (0.09 + 2.5 * (c.wall - 0.035))) / 0.025) ** 2))
     t *= 1.0 - 0.05 * a**2  # thicker glass seen obliquely near the walls
     return t.astype(np.float32)
+
+
+def illumination(c: Container, width: int, height: int) -> np.ndarray:
+    """The lit diffuser alone (H, W) float32: brightness with the lens' vignetting."""
+    xs = np.arange(width, dtype=np.float32)
+    ys = np.arange(height, dtype=np.float32)
+    vx = 1.0 - c.vignette * ((xs - width / 2) / (width / 2)) ** 2
+    vy = 1.0 - c.vignette * ((ys - height / 2) / (height / 2)) ** 2
+    return (c.diffuser * np.outer(vy, vx)).astype(np.float32)  # [H, W]
 
 
 def render_container(c: Container, width: int, height: int) -> np.ndarray:
     """The static scene (H, W) float32 in [0, 1]: diffuser, glass, liquid, meniscus, blur."""
     xs = np.arange(width, dtype=np.float32)
     ys = np.arange(height, dtype=np.float32)
-    vx = 1.0 - c.vignette * ((xs - width / 2) / (width / 2)) ** 2
-    vy = 1.0 - c.vignette * ((ys - height / 2) / (height / 2)) ** 2
-    img = (c.diffuser * np.outer(vy, vx)).astype(np.float32)  # [H, W]
+    img = illumination(c, width, height)
 
     hw = c.half_width_at(ys)  # [H]
     rows = np.nonzero(hw > 1.0)[0]
@@ -123,6 +137,16 @@ def render_container(c: Container, width: int, height: int) -> np.ndarray:
         # The thick glass of the bottom: a dark rim following the rounded outline.
         rim = np.exp(-(((c.bottom - sub_y) / 5.0) ** 2)) * 0.6
         trans = np.where(inside, trans * (1.0 - rim), trans)
+        if c.tint != 1.0:
+            trans = np.where(inside, trans * c.tint, trans)
+        if c.plunger:  # dark rubber with moulded ribs
+            below = sub_y - c.plunger
+            ribs = 0.1 + 0.06 * np.cos(below * (2 * np.pi / 11.0))
+            trans = np.where(inside & (below > 0), trans * ribs, trans)
+        if c.neck:  # the constriction ring: a dark band with a bright edge under it
+            dn = sub_y - c.neck
+            ring = np.exp(-((dn / 4.0) ** 2)) * 0.6 - np.exp(-(((dn - 7.0) / 2.0) ** 2)) * 0.15
+            trans = np.where(inside, trans * (1.0 - ring), trans)
         img[r0:r1, x0:x1] *= trans
 
     cv2.GaussianBlur(img, (0, 0), c.blur_sigma, dst=img)

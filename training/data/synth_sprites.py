@@ -211,4 +211,63 @@ def reflection(rng: np.random.Generator) -> Shape:
     return Shape("reflection", (Stroke(pts, 0, True, 0.0, rng.uniform(0.1, 0.25)),), 2.5)
 
 
+def _circle(r: float, n: int = 24) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], axis=1) * r
+
+
+def bubble_plain(rng: np.random.Generator) -> Shape:
+    """A bubble without the dark rim: only the bright ring, or a bright filled dot when
+    small (back-lit bubbles lose the rim at low magnification; dark field shows only light)."""
+    r = rng.uniform(1.5, 10.0)
+    if r < 3.5:
+        dot = Stroke(_circle(r, 12), 0, True, 0.0, rng.uniform(0.15, 0.4))
+        return Shape("bubble", (dot,), rng.uniform(0.3, 0.8))
+    ring = Stroke(_circle(r * 0.8), max(1, int(r / 3)), True, 0.0, rng.uniform(0.15, 0.4))
+    core = Stroke(_circle(r * 0.3, 12), 0, True, 0.0, rng.uniform(0.05, 0.2))
+    return Shape("bubble", (ring, core), rng.uniform(0.3, 0.8))
+
+
+def bubble_cluster(rng: np.random.Generator) -> Shape:
+    """Foam: 3-8 small bubbles stuck together (they rise as one)."""
+    strokes = []
+    for _ in range(int(rng.integers(3, 9))):
+        r = rng.uniform(1.2, 4.0)
+        centre = rng.normal(0, 4.0, 2)
+        strokes.append(Stroke(_circle(r, 16) + centre, 1, True, rng.uniform(0.2, 0.5), 0.0))
+        if r > 2.0:
+            strokes.append(
+                Stroke(_circle(r * 0.5, 12) + centre, 1, True, 0.0, rng.uniform(0.15, 0.3))
+            )
+    return Shape("bubble_cluster", tuple(strokes), rng.uniform(0.3, 0.6))
+
+
+def printing(rng: np.random.Generator) -> Shape:
+    """Lot printing on the glass: a row of small dark glyphs (static, on the wall)."""
+    height = rng.uniform(4.0, 9.0)
+    n = int(rng.integers(3, 10))
+    advance = height * rng.uniform(0.7, 1.0)
+    strokes = []
+    for i in range(n):
+        k = int(rng.integers(2, 5))
+        pts = rng.uniform(-0.5, 0.5, (k, 2)) * [height * 0.6, height]
+        pts[:, 0] += (i - (n - 1) / 2) * advance
+        strokes.append(Stroke(pts, 1, False, rng.uniform(0.3, 0.7), 0.0))
+    return Shape("printing", tuple(strokes), rng.uniform(0.3, 0.7))
+
+
+def wall_highlight(rng: np.random.Generator) -> Shape:
+    """A thin vertical glare line on the wall with bright blobs at its ends (static)."""
+    length = rng.uniform(20, 90)
+    level = rng.uniform(0.15, 0.35)
+    line = Stroke(np.array([[0.0, -length / 2], [0.0, length / 2]]), 1, False, 0.0, level)
+    ends = []
+    for y in (-length / 2, length / 2):
+        r = rng.uniform(1.5, 4.0)
+        ends.append(
+            Stroke(_circle(r, 12) + np.array([0.0, y]), 0, True, 0.0, min(level * 1.6, 0.6))
+        )
+    return Shape("highlight", (line, *ends), rng.uniform(0.4, 1.0))
+
+
 PARTICLE_SAMPLERS = {"fiber": fiber, "particle": particle, "glass_flake": glass_flake}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ from edge.fsutil import atomic_write_json, staged_dir
 
 from .preview import write_coco_preview
 from .synth import CLASS_NAMES, SynthConfig, render_image, render_sequence
+from .synth_looks import Look
 
 _STILL, _SEQUENCE = 0, 1  # seed streams: stills and sequences never share random numbers
 SUPERCATEGORY = "foreign_matter"
@@ -41,6 +42,11 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
 
 
+def _look_record(look: Optional[Look]) -> Dict[str, Any]:
+    """What an item of a non-classic set records of its look (a classic item: the name)."""
+    return look.as_dict() if look is not None else {"family": "classic"}
+
+
 def _still_job(
     job: Tuple[Path, SynthConfig, int, int],
 ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
@@ -49,7 +55,14 @@ def _still_job(
     name = f"{i:06d}.png"
     if not cv2.imwrite(str(root / "images" / name), frame.image):
         raise FodError(f"{root / 'images' / name}: could not write PNG")
-    record = {"id": i + 1, "file_name": name, "width": cfg.width, "height": cfg.height}
+    record: Dict[str, Any] = {
+        "id": i + 1,
+        "file_name": name,
+        "width": cfg.width,
+        "height": cfg.height,
+    }
+    if cfg.look != "classic":
+        record["look"] = _look_record(frame.look)
     anns = [
         {
             "image_id": i + 1,
@@ -75,8 +88,10 @@ def _sequence_job(job: Tuple[Path, SynthConfig, int, int]) -> Dict[str, Any]:
     if not writer.isOpened():
         raise FodError(f"{root / rel}: OpenCV cannot write FFV1 video (no FFmpeg backend?)")
     truth = []
+    look = None
     try:
         for f in frames:
+            look = f.look
             writer.write(f.image)
             truth.append(
                 [
@@ -87,7 +102,7 @@ def _sequence_job(job: Tuple[Path, SynthConfig, int, int]) -> Dict[str, Any]:
             )
     finally:
         writer.release()
-    return {
+    record = {
         "id": j + 1,
         "path": rel,
         "label": "reject" if reject else "accept",
@@ -97,6 +112,9 @@ def _sequence_job(job: Tuple[Path, SynthConfig, int, int]) -> Dict[str, Any]:
         "fps": cfg.fps,
         "frames": truth,
     }
+    if cfg.look != "classic":
+        record["look"] = _look_record(look)
+    return record
 
 
 def write_synthetic_set(
@@ -119,11 +137,11 @@ def write_synthetic_set(
         raise FodError(f"--frames must be >= 1, got {cfg.frames}")
     if workers < 1:
         raise FodError(f"--workers must be >= 1, got {workers}")
-    info = {
-        "description": "pharma-fod synthetic lamp inspection",
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-    }
+    config = dataclasses.asdict(cfg)
+    look = config.pop("look")
+    info = {"description": "pharma-fod synthetic lamp inspection", "seed": seed, "config": config}
+    if look != "classic":  # classic sets keep the first sets' bytes
+        info["look"] = look
     counts = {
         "images": images,
         "annotations": 0,

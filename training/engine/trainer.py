@@ -13,10 +13,11 @@ from torch import Tensor, nn
 
 from edge.errors import FodError
 
+from ..checkpoint import read_checkpoint
 from ..data.augment import AugmentConfig
 from ..data.dataset import CocoDetection
 from ..models import build_detector
-from ..models.config import arch_config
+from ..models.config import DetectorConfig, arch_config
 from .data import TrainSet, collate_train
 from .distributed import distributed
 from .loop import TrainingDiverged, check_val, forward_detector, run
@@ -52,6 +53,8 @@ class TrainConfig:
     stacked_convs: int = 4
     max_iters: Optional[int] = None  # stop early (smoke runs); the schedule still spans the run
     eval_interval: int = 1  # epochs between validations
+    assign: str = "atss-near"  # atss: the paper's; atss-near: tiny boxes get their nearest anchor
+    init: Optional[Path] = None  # start from this checkpoint's weights and config (fine-tuning)
     log_interval: int = 10
 
     def validate(self) -> None:
@@ -62,6 +65,10 @@ class TrainConfig:
                 )
         if self.resume is not None and not self.resume.is_file():
             raise FodError(f"{self.resume}: --resume checkpoint not found")
+        if self.init is not None and self.resume is not None:
+            raise FodError("--init and --resume exclude each other (--resume continues a run)")
+        if self.assign not in ("atss", "atss-near"):
+            raise FodError(f"--assign {self.assign}: expected atss or atss-near")
         if self.epochs < 1 or self.batch < 1:
             raise FodError("--epochs and --batch must be >= 1")
 
@@ -75,19 +82,38 @@ class DetectorTask:
     """Plain detection training: the GFL criterion on the model's own outputs."""
 
     def __init__(self, cfg: TrainConfig, data: CocoDetection) -> None:
-        self.detector_config = arch_config(
-            cfg.arch,
-            len(data.class_names),
-            teacher=cfg.teacher,
-            pretrained=cfg.backbone_weights is not None,
-            channels=cfg.fpn_channels,
-            stacked_convs=cfg.stacked_convs,
-        )
+        init = read_checkpoint(cfg.init) if cfg.init is not None else None
+        if init is not None:  # fine-tuning: the checkpoint's architecture, its weights
+            if list(init["class_names"]) != data.class_names:
+                raise FodError(
+                    f"{cfg.init}: trained on classes {init['class_names']}, "
+                    f"{cfg.data} has {data.class_names}"
+                )
+            self.detector_config = DetectorConfig.from_dict(init["model_config"])
+            self.arch = str(init["arch"])
+        else:
+            self.detector_config = arch_config(
+                cfg.arch,
+                len(data.class_names),
+                teacher=cfg.teacher,
+                pretrained=cfg.backbone_weights is not None,
+                channels=cfg.fpn_channels,
+                stacked_convs=cfg.stacked_convs,
+            )
+            self.arch = cfg.arch
         self.detector, self.criterion, self.post = build_detector(
-            self.detector_config, cfg.backbone_weights
+            self.detector_config,
+            None if init is not None else cfg.backbone_weights,
+            nearest=cfg.assign == "atss-near",
         )
+        if init is not None:
+            try:
+                self.detector.load_state_dict(init["state_dict"])
+            except RuntimeError as e:
+                raise FodError(
+                    f"{cfg.init}: weights do not fit its own config: {str(e).splitlines()[0]}"
+                ) from None
         self.module = self.detector
-        self.arch = cfg.arch
         self.class_names = data.class_names
         self.dataset = TrainSet(data, AugmentConfig(size=cfg.size, crop=cfg.crop), cfg.seed)
         self.collate = collate_train

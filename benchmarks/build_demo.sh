@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Rebuild the demo bundle (models/demo) from nothing: randomized-look sets, the student,
+# uint8 grey export, INT8 calibration on noise-augmented images, the bundle with its recipe.
+#
+#   benchmarks/build_demo.sh WORK [cpu|gpu]
+#
+# cpu: 2 cores, ~1.5 h (native-resolution crops, a short schedule); gpu: one GPU, full frames.
+# Each stage is skipped when its output exists, so an interrupted build continues where it
+# stopped. TEACHER=ckpt distils the student from a trained teacher (`fod distill --method
+# ours`) instead of training it alone. The bundle lands in WORK/bundle; copy it to models/demo.
+set -euo pipefail
+
+WORK=${1:?usage: build_demo.sh WORK [cpu|gpu]}
+BUDGET=${2:-cpu}
+FOD=${FOD:-fod}
+VERSION=${VERSION:-$(date -u +%Y.%m.%d)}
+mkdir -p "$WORK"
+
+case $BUDGET in
+  cpu) IMAGES=2400 EPOCHS=8 BATCH=16 SHAPE=(--crop 384x256) WORKERS=1 DEVICE=cpu ;;
+  gpu) IMAGES=6000 EPOCHS=12 BATCH=32 SHAPE=() WORKERS=8 DEVICE=cuda ;;
+  *) echo "budget must be cpu or gpu, got $BUDGET" >&2; exit 2 ;;
+esac
+
+RECIPE=()
+step() {  # step OUTPUT CMD...: run CMD unless OUTPUT exists; record it for the manifest
+  local out=$1; shift
+  RECIPE+=(--recipe "fod ${*:2}")  # as a user types it, whatever FOD points at
+  if [[ -e $out ]]; then echo "== $out exists, skipped: $*"; return; fi
+  echo "== $*"
+  "$@"
+}
+
+# Training families only (random); the held-out look is for measuring generalisation.
+step "$WORK/train" "$FOD" synth --out "$WORK/train" --images "$IMAGES" --sequences 0 \
+  --size 640x384 --seed 31 --look random
+step "$WORK/val" "$FOD" synth --out "$WORK/val" --images 150 --sequences 0 \
+  --size 640x384 --seed 32 --look random
+step "$WORK/cal" "$FOD" synth --out "$WORK/cal" --images 300 --sequences 0 \
+  --size 640x384 --seed 33 --look random
+
+TRAIN_ARGS=(--data "$WORK/train" --val "$WORK/val" --arch gfl-r18 --size 640x384 "${SHAPE[@]}"
+  --fpn-channels 64 --stacked-convs 2 --batch "$BATCH" --epochs "$EPOCHS" --warmup-iters 300
+  --workers "$WORKERS" --eval-interval "$EPOCHS" --device "$DEVICE" --out "$WORK/run")
+if [[ -n ${TEACHER:-} ]]; then
+  step "$WORK/run/best.pt" "$FOD" distill --teacher "$TEACHER" --method ours "${TRAIN_ARGS[@]}"
+else
+  step "$WORK/run/best.pt" "$FOD" train "${TRAIN_ARGS[@]}"
+fi
+step "$WORK/demo.onnx" "$FOD" export --weights "$WORK/run/best.pt" --out "$WORK/demo.onnx" \
+  --size 640x384 --input uint8 --mono
+step "$WORK/cal-out" "$FOD" calibrate --onnx "$WORK/demo.onnx" --data "$WORK/cal" \
+  --val "$WORK/val" --out "$WORK/cal-out" --images 200 --seed 0
+step "$WORK/bundle" "$FOD" bundle make --int8-cpu "$WORK/cal-out/model.int8-cpu.onnx" \
+  --report "$WORK/cal-out/report.json" --out "$WORK/bundle" --name demo --version "$VERSION" \
+  "${RECIPE[@]}"
+du -sh "$WORK/bundle"

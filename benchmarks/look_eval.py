@@ -1,0 +1,114 @@
+"""Frame-level figures of a model on one or more sets: AP50/AP overall and per class, and
+the sighting recall by particle size - what the line's decision sees.
+
+    python benchmarks/look_eval.py --model models/demo --data SET [--data SET ...]
+        [--score 0.5] [--json out.json]
+
+--model: a bundle (its INT8 CPU model, else INT8, else FP32) or an .onnx file; it runs
+through the edge pipeline (ONNX Runtime, letterbox, numpy postprocess). A sighting is a
+labelled particle with a detection of any class scoring >= --score whose centre lies
+within max(4 px, half the box diagonal) of the particle's centre; sizes are the box's
+longer side in source pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from calibration.metrics import coco_metrics, load_gt
+from edge.bundle import open_bundle
+from training.data.dataset import CocoDetection
+from training.evaluation import predict_onnx
+
+SIZE_BINS = ((2, 5), (6, 8), (9, 10_000))
+
+
+def per_class_ap(ev: Any, names: List[str]) -> Dict[str, Dict[str, float]]:
+    """AP50 and AP per class from an accumulated COCOeval (area all, 100 detections)."""
+    p = ev.eval["precision"]  # [T, R, K, A, M]
+    out = {}
+    for k, name in enumerate(names):
+        pk = p[:, :, k, 0, -1]  # [T, R]
+        valid = pk > -1
+        out[name] = {
+            "ap50": float(pk[0][valid[0]].mean()) if valid[0].any() else 0.0,
+            "ap": float(pk[valid].mean()) if valid.any() else 0.0,
+        }
+    return out
+
+
+def sighting_recall(
+    data: CocoDetection, dets: List[Dict[str, Any]], score: float
+) -> Dict[str, Dict[str, float]]:
+    by_image: Dict[int, List[List[float]]] = {}
+    for d in dets:
+        if d["score"] >= score:
+            x, y, w, h = d["bbox"]
+            by_image.setdefault(d["image_id"], []).append([x + w / 2, y + h / 2])
+    hits = {b: [0, 0] for b in SIZE_BINS}
+    for img in data.coco.images:
+        centres = np.asarray(by_image.get(img.id, []), np.float64).reshape(-1, 2)
+        for a in data.coco.annotations.get(img.id, []):
+            x, y, w, h = a.bbox
+            side = max(w, h)
+            b = next((b for b in SIZE_BINS if b[0] <= side <= b[1]), None)
+            if b is None:
+                continue
+            reach = max(4.0, 0.5 * float(np.hypot(w, h)))
+            d = np.hypot(centres[:, 0] - (x + w / 2), centres[:, 1] - (y + h / 2))
+            hits[b][0] += bool((d <= reach).any())
+            hits[b][1] += 1
+    return {
+        f"{lo}-{hi if hi < 10_000 else 'up'}px": {
+            "recall": h / n if n else 0.0,
+            "particles": n,
+        }
+        for (lo, hi), (h, n) in hits.items()
+    }
+
+
+def evaluate(model: Path, data_root: Path, score: float) -> Dict[str, Any]:
+    data = CocoDetection(data_root)
+    dets = predict_onnx(model, data, threads=None)
+    metrics, ev = coco_metrics(load_gt(data_root / "annotations.json"), dets)
+    return {
+        "data": str(data_root),
+        **metrics.to_dict(),
+        "per_class": per_class_ap(ev, data.class_names) if ev is not None else {},
+        "sighting_recall": sighting_recall(data, dets, score),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True, help="bundle or .onnx")
+    p.add_argument("--data", type=Path, action="append", required=True)
+    p.add_argument("--score", type=float, default=0.5)
+    p.add_argument("--json", type=Path, help="write the results here too")
+    args = p.parse_args()
+    results = []
+    if args.model.suffix == ".onnx":
+        results = [evaluate(args.model, d, args.score) for d in args.data]
+    else:
+        with open_bundle(args.model) as b:
+            roles = {e["role"]: name for name, e in b.manifest["files"].items()}
+            name = next(roles[r] for r in ("int8_cpu", "int8", "onnx") if r in roles)
+            results = [evaluate(b.root / name, d, args.score) for d in args.data]
+    for r in results:
+        classes = " ".join(f"{k} {v['ap50']:.3f}/{v['ap']:.3f}" for k, v in r["per_class"].items())
+        sizes = " ".join(
+            f"{k} {v['recall']:.2f} (n={v['particles']})" for k, v in r["sighting_recall"].items()
+        )
+        print(f"{r['data']}: AP50 {r['ap50']:.3f} AP {r['ap']:.3f} | per class AP50/AP: {classes}")
+        print(f"  sighting recall at score {args.score}: {sizes}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
