@@ -77,7 +77,7 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
     want = {
         "ours": {"loss_residual", "loss_ld", "loss_ld_vlr"},
         "crosskd": {"loss_crosskd_cls", "loss_crosskd_box"},
-        "fgd": {"loss_fgd"},
+        "fgd": {"loss_fgd", "loss_fgd_global"},
     }[method]
     assert want <= set(losses) and {"loss_qfl", "loss_giou", "loss_dfl"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -88,6 +88,9 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
     if method == "ours":
         g = task.module.adapters[0].expand.weight.grad
         assert g is not None and g.abs().sum() > 0  # zero-initialised, but it learns
+    if method == "fgd":  # the GcBlocks learn from the student's and the teacher's side
+        for r in task.module.relation:
+            assert r.mask.weight.grad is not None and r.mask.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("method", ["ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd"])

@@ -113,6 +113,23 @@ def test_fgd_loss_by_hand() -> None:
     fgm = torch.rand(2, 3, 3)
     assert fgd_loss(f, f, fgm, fgm).item() == pytest.approx(0.0, abs=1e-9)
     assert fgd_global_loss(f, f).item() == 0.0
+    # lambda * sum of squares / N: two images, one cell differing by 2 each.
+    g = f.clone()
+    g[:, 0, 0, 0] += 2.0
+    assert fgd_global_loss(g, f).item() == pytest.approx(5e-6 * 2 * 4 / 2)
+
+
+def test_gc_block_adds_one_context_vector_per_image() -> None:
+    from training.models.adapters import GcBlock
+
+    torch.manual_seed(0)
+    gc = GcBlock(8)
+    x = torch.randn(2, 8, 5, 7)
+    y = gc(x)
+    assert y.shape == x.shape
+    d = y - x  # the same vector added at every position of an image
+    assert torch.allclose(d, d[:, :, :1, :1].expand_as(d), atol=1e-6)
+    assert not torch.allclose(d[0], d[1])  # ... its own per image
 
 
 def test_quality_focal_kd_by_hand() -> None:

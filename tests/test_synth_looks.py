@@ -114,3 +114,11 @@ def test_cli_look_choice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert rc == 0 and json.loads(capsys.readouterr().out)["images"] == 2
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(tmp_path / "d"), "--look", "nonsense"])
+
+
+def test_simulate_refuses_an_unknown_look(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from fod.cli import main
+
+    assert main(["simulate", "--look", "neon", "--out", str(tmp_path / "sim")]) == 2
+    assert "--look neon: expected one of classic, random" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()

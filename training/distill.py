@@ -7,8 +7,9 @@ losses always apply; the method adds:
 - ours: residual feature distillation on every FPN level (training-only adapters R_l,
   `--no-residual`: plain normalised imitation) + LD on the positives and the valuable
   localization region (`--no-ld`);
-- mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, without
-  its GcBlock global term), ld (LD alone), crosskd (the student's head features run
+- mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, and the
+  global relation term through training-only GcBlocks), ld (LD alone), crosskd (the
+  student's head features run
   through the teacher's last tower conv and predictors), none (the student alone).
 The adapters are saved only for resuming: best.pt / last.pt are a plain GFL checkpoint.
 """
@@ -36,6 +37,7 @@ from .data.augment import AugmentConfig, paired_view
 from .data.dataset import CocoDetection
 from .distill_losses import (
     channel_normalize,
+    fgd_global_loss,
     fgd_loss,
     fgd_masks,
     ld_loss,
@@ -48,7 +50,7 @@ from .distill_losses import (
 from .engine.distributed import distributed
 from .engine.loop import check_val, run
 from .engine.trainer import DetectorTask, TrainConfig
-from .models.adapters import ResidualAdapters
+from .models.adapters import GcBlocks, ResidualAdapters
 
 METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
 
@@ -113,23 +115,27 @@ def collate_distill(batch: List) -> Tuple[Tensor, Tensor, List[Dict[str, Tensor]
 class DistillStudent(nn.Module):
     """The student and its training-only adapters in one module, so DDP wraps one thing
     and every trained parameter is used inside its forward. `cross_head`: the teacher's
-    head for CrossKD, held outside the module's parameters (frozen, not saved)."""
+    head for CrossKD, held outside the module's parameters (frozen, not saved).
+    `relation`: FGD's GcBlocks, applied to the student's and the teacher's features."""
 
     def __init__(
         self,
         detector: nn.Module,
         adapters: Optional[nn.ModuleList],
         cross_head: Optional[nn.Module] = None,
+        relation: Optional[nn.ModuleList] = None,
     ) -> None:
         super().__init__()
         self.detector = detector
         self.adapters = adapters
+        self.relation = relation
         self._cross = [cross_head] if cross_head is not None else []  # a list: not registered
 
     def forward(self, x: Tensor, t_feats: Optional[List[Tensor]] = None) -> Dict[str, Any]:
         """-> feats, cls, reg (per level), residuals (the adapters' output on the normalised
-        features; empty without adapters) and cross (CrossKD's (cls, reg) per level, given
-        the teacher's features; else empty)."""
+        features; empty without adapters), cross (CrossKD's (cls, reg) per level, given
+        the teacher's features; else empty) and relation ((R(F_S), R(F_T)) per level for
+        FGD, given the teacher's features; else empty)."""
         feats = self.detector.features(x)
         cls, reg = self.detector.head(feats)
         residuals = (
@@ -143,7 +149,19 @@ class DistillStudent(nn.Module):
                 _head_cross(self.detector.head, self._cross[0], f, tf, i)
                 for i, (f, tf) in enumerate(zip(feats, t_feats))
             ]
-        return {"feats": feats, "cls": cls, "reg": reg, "residuals": residuals, "cross": cross}
+        relation = []
+        if self.relation is not None and t_feats is not None:
+            relation = [
+                (r(f.float()), r(tf.float())) for r, f, tf in zip(self.relation, feats, t_feats)
+            ]
+        return {
+            "feats": feats,
+            "cls": cls,
+            "reg": reg,
+            "residuals": residuals,
+            "cross": cross,
+            "relation": relation,
+        }
 
 
 def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: Tensor, level: int):
@@ -192,7 +210,12 @@ class DistillTask(DetectorTask):
         if dcfg.method == "ours" and dcfg.residual:
             adapters = ResidualAdapters(self.detector_config.fpn.channels, len(tcfg.head.strides))
         cross = self.teacher.head if dcfg.method == "crosskd" else None
-        self.module = DistillStudent(self.detector, adapters, cross)
+        relation = (
+            GcBlocks(self.detector_config.fpn.channels, len(tcfg.head.strides))
+            if dcfg.method == "fgd"
+            else None
+        )
+        self.module = DistillStudent(self.detector, adapters, cross, relation)
         noise = NoiseConfig() if dcfg.noise else NoiseConfig(p=0.0)
         self.dataset = DistillSet(
             data, AugmentConfig(size=cfg.size, crop=cfg.crop), noise, cfg.seed
@@ -207,15 +230,17 @@ class DistillTask(DetectorTask):
         extra: Dict[str, Any] = {
             "distill_config": {**self.dcfg.to_json(), "teacher_fpn": self.teacher.cfg.fpn.upsample}
         }
-        if self.module.adapters is not None:  # only to resume; not part of the student
-            extra["adapters"] = {
-                k: v.detach().cpu() for k, v in self.module.adapters.state_dict().items()
-            }
+        for name in ("adapters", "relation"):  # only to resume; not part of the student
+            m = getattr(self.module, name)
+            if m is not None:
+                extra[name] = {k: v.detach().cpu() for k, v in m.state_dict().items()}
         return extra
 
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
-        if self.module.adapters is not None and "adapters" in ckpt:
-            self.module.adapters.load_state_dict(ckpt["adapters"])
+        for name in ("adapters", "relation"):
+            m = getattr(self.module, name)
+            if m is not None and name in ckpt:
+                m.load_state_dict(ckpt[name])
 
     def losses(
         self, net: nn.Module, batch: Any, device: torch.device, amp: bool
@@ -229,7 +254,7 @@ class DistillTask(DetectorTask):
             t_feats = self.teacher.features(xt)
             t_cls, t_reg = self.teacher.head(t_feats)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            o = net(xs, t_feats if self.dcfg.method == "crosskd" else None)
+            o = net(xs, t_feats if self.dcfg.method in ("crosskd", "fgd") else None)
         cls = [c.float() for c in o["cls"]]
         reg = [r.float() for r in o["reg"]]
         feats = [f.float() for f in o["feats"]]
@@ -257,6 +282,7 @@ class DistillTask(DetectorTask):
                 )
         elif m == "fgd":
             out["loss_fgd"] = self._fgd(feats, t_feats, gt)
+            out["loss_fgd_global"] = sum(fgd_global_loss(rs, rt) for rs, rt in o["relation"])
         elif m == "crosskd":
             out.update(self._crosskd(o["cross"], t_cls, t_reg))
         if m == "ld" or (m == "ours" and d.ld):

@@ -131,7 +131,7 @@ def fgd_loss(
     beta: float = 5e-4,
     gamma: float = 5e-4,
 ) -> Tensor:
-    """FGD (Yang et al., 2022) without its global term (see `fgd_global_loss`): focal
+    """FGD (Yang et al., 2022) less its global term (`fgd_global_loss`, added beside): focal
     imitation, foreground and background separately, weighted by the teacher's spatial
     and channel attention, plus the attention-imitation term.
 
@@ -147,10 +147,13 @@ def fgd_loss(
     return (alpha * fg_loss + beta * bg_loss + gamma * att) / n
 
 
-def fgd_global_loss(s_context: Tensor, t_context: Tensor, lam: float = 5e-6) -> Tensor:
-    """FGD's global relation term: squared difference of the GcBlock outputs that the
-    student and teacher features go through (training-only modules)."""
-    return lam * (s_context - t_context.detach()).pow(2).sum() / s_context.shape[0]
+def fgd_global_loss(s_global: Tensor, t_global: Tensor, lam: float = 5e-6) -> Tensor:
+    """FGD's global relation term: lambda * sum (R(F_T) - R(F_S))^2 / N, with R the
+    GcBlock both feature maps go through (training-only, `models.adapters.GcBlocks`). The
+    teacher's features carry no gradient; R learns from both sides.
+
+    s_global, t_global (Tensor[N, C, H, W]): R(F_S), R(F_T)."""
+    return lam * (s_global - t_global).pow(2).sum() / s_global.shape[0]
 
 
 def quality_focal_kd(s_logits: Tensor, t_logits: Tensor, beta: float = 1.0) -> Tensor:

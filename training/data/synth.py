@@ -1,7 +1,8 @@
 """Synthetic lamp-inspection frames and container sequences, seeded and deterministic.
 
 One image: a container (synth_scene) with 0..N labelled particles and unlabelled
-look-alikes (synth_sprites), sensor noise, 8-bit grey. One sequence: the same
+look-alikes (synth_sprites), sensor noise, 8-bit grey, under a look (synth_looks: the
+classic vial, or a family's container, light, background and camera). One sequence: the same
 container over F frames after spin-stop; particles swirl, drift and sink, bubbles
 rise to the surface, scratches and reflections stay where they are.
 """
