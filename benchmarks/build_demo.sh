@@ -25,7 +25,8 @@ esac
 RECIPE=()
 step() {  # step OUTPUT CMD...: run CMD unless OUTPUT exists; record it for the manifest
   local out=$1; shift
-  RECIPE+=(--recipe "fod ${*:2}")  # as a user types it, whatever FOD points at
+  local cmd="fod ${*:2}"  # as a user types it, whatever FOD points at, paths under WORK/
+  RECIPE+=(--recipe "${cmd//"$WORK"/WORK}")
   if [[ -e $out ]]; then echo "== $out exists, skipped: $*"; return; fi
   echo "== $*"
   "$@"
