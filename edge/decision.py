@@ -40,7 +40,7 @@ MOVING, RISING, STATIC = "moving particle", "rising: bubble", "static: mark"
 
 
 def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
-    """MOVING, RISING or STATIC for a track's centres (Tensor-like [T, 2], x right, y down).
+    """MOVING, RISING or STATIC for a track's centres (ndarray [T, 2], x right, y down).
 
     Static: the whole path fits in `moving_distance` (jitter of a mark's box included).
     Rising: it climbs at least `rising_distance` with most steps going up, as a bubble
@@ -73,10 +73,10 @@ class Track:
     def path(self, cfg: DecisionConfig) -> str:
         return classify_path(np.stack(self.centres), cfg)
 
-    def evidence(self, cfg: DecisionConfig) -> float:
-        kind = self.path(cfg)
+    def evidence(self, cfg: DecisionConfig, kind: str = "") -> float:
+        """Weighted frame count; `kind`: its path when the caller has classified it."""
         w = {MOVING: cfg.moving_weight, RISING: cfg.rising_weight, STATIC: cfg.static_weight}
-        return w[kind] * len(self.frames)
+        return w[kind or self.path(cfg)] * len(self.frames)
 
     @property
     def label(self) -> int:
@@ -140,8 +140,10 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
         return Decision(
             False, f"clean: no detection above threshold in {len(frames)} frames", 0, 0.0
         )
-    scored = [(tr.evidence(cfg), tr.path(cfg), tr) for tr in tracks]
-    ev, kind, best = max(scored, key=lambda s: s[0])
+    kinds = [tr.path(cfg) for tr in tracks]
+    scored = [(tr.evidence(cfg, k), k, tr) for tr, k in zip(tracks, kinds)]
+    # The strongest track; among equals (say, all discounted) the longest-seen one.
+    ev, kind, best = max(scored, key=lambda s: (s[0], len(s[2].frames)))
     what = (
         f"{names[best.label]} track, {kind} ({best.travel:.0f} px), "
         f"seen in {len(best.frames)}/{len(frames)} frames, "

@@ -164,3 +164,20 @@ def test_many_tracks_in_one_frame() -> None:
         frames.append(Detections(boxes, np.full(5, 0.9, np.float32), np.ones(5, np.int64)))
     tracks = link_tracks(frames, NAMES, DecisionConfig())
     assert len(tracks) == 5 and all(len(tr.frames) == 4 for tr in tracks)
+
+
+def test_reason_names_the_longest_track_among_discounted_ones() -> None:
+    frames = []
+    for t in range(8):
+        once = [[50.0, 50.0, 56.0, 56.0]] if t == 0 else []  # made first: a tie goes to it
+        boxes = [*once, [300.0, 200.0, 306.0, 206.0]]
+        frames.append(
+            Detections(
+                np.array(boxes, np.float32),
+                np.full(len(boxes), 0.9, np.float32),
+                np.array([0] * len(once) + [2]),
+            )
+        )
+    d = decide(frames, NAMES, DecisionConfig())
+    assert not d.reject
+    assert "glass_flake track, static: mark (0 px), seen in 8/8 frames" in d.reason
