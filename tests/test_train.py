@@ -45,6 +45,19 @@ def _fixed_batch(root: Path, n: int = 8):
     return torch.stack(xs), gts
 
 
+def _other_classes(tmp_path: Path, edit) -> Path:
+    """A two-image set whose category list `edit` (in place) changes."""
+    from training.data.synth import SynthConfig
+    from training.data.synth_writer import write_synthetic_set
+
+    other = tmp_path / "other"
+    write_synthetic_set(other, 2, 0, SynthConfig(width=320, height=256), seed=1, progress=False)
+    data = json.loads((other / "annotations.json").read_text())
+    edit(data["categories"])
+    (other / "annotations.json").write_text(json.dumps(data))
+    return other
+
+
 @pytest.fixture(scope="module")
 def trained(small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
@@ -149,14 +162,7 @@ def test_init_fine_tunes_from_a_checkpoint(trained: Path, small_set: Path, tmp_p
 def test_init_other_classes_refused(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from training.data.synth import SynthConfig
-    from training.data.synth_writer import write_synthetic_set
-
-    other = tmp_path / "other"
-    write_synthetic_set(other, 2, 0, SynthConfig(width=320, height=256), seed=1, progress=False)
-    data = json.loads((other / "annotations.json").read_text())
-    data["categories"][0]["name"] = "hair"
-    (other / "annotations.json").write_text(json.dumps(data))
+    other = _other_classes(tmp_path, lambda cats: cats[0].update(name="hair"))
     rc = main(
         [
             "train",
@@ -225,14 +231,7 @@ def test_resume_other_arch_refused(
 def test_eval_other_class_count_refused(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from training.data.synth import SynthConfig
-    from training.data.synth_writer import write_synthetic_set
-
-    other = tmp_path / "other"
-    write_synthetic_set(other, 2, 0, SynthConfig(width=320, height=256), seed=1, progress=False)
-    data = json.loads((other / "annotations.json").read_text())
-    data["categories"].append({"id": 4, "name": "extra"})
-    (other / "annotations.json").write_text(json.dumps(data))
+    other = _other_classes(tmp_path, lambda cats: cats.append({"id": 4, "name": "extra"}))
     assert main(["eval", "--weights", str(trained / "last.pt"), "--data", str(other)]) == 2
     assert "3 classes, the data has 4" in capsys.readouterr().err
 

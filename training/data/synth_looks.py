@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .synth_scene import Container, illumination, render_container
-from .synth_sprites import Shape, Sprite
+from .synth_sprites import Shape, Sprite, overlap
 
 CONTAINERS = ("vial", "ampoule", "cartridge", "bottle")
 LIGHTING = ("backlight", "sidelight", "darkfield")
@@ -226,15 +226,10 @@ def style_particle(shape: Shape, look: Look, rng: np.random.Generator) -> Shape:
 def composite_look(image: np.ndarray, sprite: Sprite, look: Look) -> None:
     """Draw a sprite under the look's light, in place. In dark field what absorbs back light
     scatters side light: it glows. Changed pixels stay exactly the sprite's mask."""
-    h, w = image.shape
-    sh, sw = sprite.absorb.shape
-    x0, y0 = max(sprite.x0, 0), max(sprite.y0, 0)
-    x1, y1 = min(sprite.x0 + sw, w), min(sprite.y0 + sh, h)
-    if x0 >= x1 or y0 >= y1:
+    o = overlap(image, sprite)
+    if o is None:
         return
-    a = sprite.absorb[y0 - sprite.y0 : y1 - sprite.y0, x0 - sprite.x0 : x1 - sprite.x0]
-    g = sprite.glow[y0 - sprite.y0 : y1 - sprite.y0, x0 - sprite.x0 : x1 - sprite.x0]
-    region = image[y0:y1, x0:x1]
+    region, a, g = o
     if look.lighting == "darkfield":
         region += 0.7 * a + g
     else:

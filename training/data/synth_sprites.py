@@ -119,19 +119,29 @@ def render_shape(shape: Shape, cx: float, cy: float, angle: float = 0.0) -> Spri
     )
 
 
-def composite(image: np.ndarray, sprite: Sprite) -> None:
-    """Draw `sprite` into a float image (H, W) in place: img = img * (1 - absorb) + glow."""
+def overlap(
+    image: np.ndarray, sprite: Sprite
+) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image region, absorb, glow) where the sprite lies inside the image (views of equal
+    shape), or None when it lies wholly outside."""
     h, w = image.shape
     sh, sw = sprite.absorb.shape
     x0, y0 = max(sprite.x0, 0), max(sprite.y0, 0)
     x1, y1 = min(sprite.x0 + sw, w), min(sprite.y0 + sh, h)
     if x0 >= x1 or y0 >= y1:
-        return
+        return None
     a = sprite.absorb[y0 - sprite.y0 : y1 - sprite.y0, x0 - sprite.x0 : x1 - sprite.x0]
     g = sprite.glow[y0 - sprite.y0 : y1 - sprite.y0, x0 - sprite.x0 : x1 - sprite.x0]
-    region = image[y0:y1, x0:x1]
-    region *= 1.0 - a
-    region += g
+    return image[y0:y1, x0:x1], a, g
+
+
+def composite(image: np.ndarray, sprite: Sprite) -> None:
+    """Draw `sprite` into a float image (H, W) in place: img = img * (1 - absorb) + glow."""
+    o = overlap(image, sprite)
+    if o is not None:
+        region, a, g = o
+        region *= 1.0 - a
+        region += g
 
 
 # --- shape samplers: sizes follow what lamp inspection sees (mostly < 32 px) ---------------
