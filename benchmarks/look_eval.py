@@ -91,7 +91,6 @@ def main() -> None:
     p.add_argument("--score", type=float, default=0.5)
     p.add_argument("--json", type=Path, help="write the results here too")
     args = p.parse_args()
-    results = []
     if args.model.suffix == ".onnx":
         results = [evaluate(args.model, d, args.score) for d in args.data]
     else:

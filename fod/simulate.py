@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fod.args import positive_int
 from fod.line import DEMO_BUNDLE
+from training.data.synth_looks import LOOK_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--look",
+        choices=LOOK_CHOICES,
         default="classic",
-        help="look of the containers made on the fly (`fod synth --look`: classic, random, "
-        "or a family; default classic)",
+        help="look of the containers made on the fly (as `fod synth --look`; default classic)",
     )
     p.add_argument("--containers", type=positive_int, default=20)
     p.add_argument(
@@ -141,10 +142,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     if (args.out / "audit").exists() and not args.append:
         raise FodError(f"{args.out / 'audit'}: exists; pass a new --out, or --append to add to it")
-    from training.data.synth_looks import LOOK_CHOICES
-
-    if args.look not in LOOK_CHOICES:
-        raise FodError(f"--look {args.look}: expected one of {', '.join(LOOK_CHOICES)}")
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -319,18 +319,19 @@ def _render_frame(
     return Frame(np.rint(img).astype(np.uint8), objects)
 
 
-def _unstyled(shape: Shape, rng: np.random.Generator) -> Shape:
-    return shape
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Scene:
-    """What one image or sequence draws before its particles: look, container, decor."""
+    """What one image or sequence draws before its particles: its look (None: classic)
+    and container; the look-alikes and the particles' style follow from the look."""
 
     look: Optional[Look]
     container: Container
-    decor: Tuple[Decor, ...]
-    style: Callable[[Shape, np.random.Generator], Shape]
+
+    def decor(self, cfg: SynthConfig) -> Tuple[Decor, ...]:
+        return classic_decor(cfg) if self.look is None else look_decor(self.look)
+
+    def style(self, shape: Shape, rng: np.random.Generator) -> Shape:
+        return shape if self.look is None else style_particle(shape, self.look, rng)
 
     def render(self, cfg: SynthConfig) -> np.ndarray:
         if self.look is None:
@@ -341,22 +342,16 @@ class _Scene:
 def _draw_scene(rng: np.random.Generator, cfg: SynthConfig) -> _Scene:
     family = str(rng.choice(TRAIN_FAMILIES)) if cfg.look == "random" else cfg.look
     if family == "classic":  # the first sets' draws, in their order: same seed, same bytes
-        c = sample_container(rng, cfg.width, cfg.height)
-        return _Scene(None, c, classic_decor(cfg), _unstyled)
+        return _Scene(None, sample_container(rng, cfg.width, cfg.height))
     look = sample_look(rng, family)
-    c = sample_container_for(rng, look, cfg.width, cfg.height)
-
-    def style(shape: Shape, r: np.random.Generator) -> Shape:
-        return style_particle(shape, look, r)
-
-    return _Scene(look, c, look_decor(look), style)
+    return _Scene(look, sample_container_for(rng, look, cfg.width, cfg.height))
 
 
 def render_image(rng: np.random.Generator, cfg: SynthConfig) -> Frame:
     """One independent still frame; about `negative_fraction` of them hold no particle."""
     sc = _draw_scene(rng, cfg)
     n = 0 if rng.random() < cfg.negative_fraction else int(rng.integers(1, cfg.max_particles + 1))
-    tracks = _sample_tracks(rng, cfg, sc.container, n, False, sc.decor, sc.style)
+    tracks = _sample_tracks(rng, cfg, sc.container, n, False, sc.decor(cfg), sc.style)
     return _render_frame(rng, cfg, sc.render(cfg), tracks, 0, sc.look)
 
 
@@ -368,7 +363,7 @@ def render_sequence(rng: np.random.Generator, cfg: SynthConfig) -> Tuple[bool, I
     sc = _draw_scene(rng, cfg)
     reject = bool(rng.random() < cfg.reject_fraction)
     n = int(rng.integers(1, min(cfg.max_particles, 3) + 1)) if reject else 0
-    tracks = _sample_tracks(rng, cfg, sc.container, n, True, sc.decor, sc.style)
+    tracks = _sample_tracks(rng, cfg, sc.container, n, True, sc.decor(cfg), sc.style)
     if reject and not any(tr.category_id is not None for tr in tracks):
         reject = False  # nothing fitted: the truth must follow what was drawn
     scene = sc.render(cfg)

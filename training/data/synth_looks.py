@@ -20,10 +20,6 @@ import numpy as np
 from .synth_scene import Container, illumination, render_container
 from .synth_sprites import Shape, Sprite, overlap
 
-CONTAINERS = ("vial", "ampoule", "cartridge", "bottle")
-LIGHTING = ("backlight", "sidelight", "darkfield")
-BACKGROUNDS = ("diffuser", "gradient", "stripes", "mottled", "checker")
-
 
 @dataclass(frozen=True)
 class Family:
