@@ -348,3 +348,41 @@ def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
         b1, s1 = be.infer(frames)
         b3, s3 = be.infer(np.repeat(frames[..., None], 3, axis=3))
     assert np.array_equal(b1, b3) and np.array_equal(s1, s3)
+
+
+@pytest.mark.parametrize("path, pulse", [("rising", True), ("sinking", False)])
+def test_track_path_decides_the_gate(bundle: Path, tmp_path: Path, path: str, pulse: bool) -> None:
+    """The model's outputs are replaced by one confident `particle` per frame: climbing 10 px a
+    frame (a bubble: accepted, the gate gets its pulse) or sinking (rejected: no pulse)."""
+    step = -10.0 if path == "rising" else 10.0
+    calls = {"n": 0}
+
+    def wrap(be):
+        class Scripted:
+            def infer(self, images):
+                boxes, scores = be.infer(images)
+                boxes, scores = boxes.copy(), np.zeros_like(scores)
+                y = 150.0 + step * calls["n"]
+                calls["n"] += 1
+                boxes[:, 0] = [100.0, y, 106.0, y + 6.0]
+                scores[:, 0, 1] = 0.9
+                return boxes, scores
+
+        return Scripted()
+
+    f = MockFactory()
+    cfg = _cfg(bundle, tmp_path)
+    seen = []
+    with line_runtime(cfg, f, wrap, seen.append) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10)
+        time.sleep(1.6)
+        assert rt.io.pulses.wait_idle(2)
+        states = [s.state for s in pin.states]
+    assert seen[0].fault is None
+    assert states == ([False, True, False] if pulse else [False])
+    decision, fault, reason = _rows(tmp_path)["c0"]
+    assert decision == ("accept" if pulse else "reject") and fault is None
+    assert ("rising: bubble" if pulse else "moving particle") in reason
