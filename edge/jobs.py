@@ -7,6 +7,7 @@ from typing import Any, Callable, List, Optional
 
 import numpy as np
 
+from .audit import ContainerRecord
 from .gpio import Pulse
 
 FAULTS = (
@@ -47,6 +48,34 @@ class Outcome:
     detections: List[List[List[float]]] = field(default_factory=list)
     image: Optional[np.ndarray] = None  # a reject's evidence frame, saved with its audit row
     amends: bool = False  # a later row correcting this container's earlier one
+
+    def record(self, model_hash: str, config_hash: str) -> ContainerRecord:
+        """Its audit row (times in ns of the monotonic clock)."""
+        return ContainerRecord(
+            self.container_id,
+            int(self.trigger_t * 1e9),
+            int(self.decided_t * 1e9),
+            "reject" if self.reject else "accept",
+            self.reason,
+            self.fault,
+            self.detections,
+            model_hash,
+            config_hash,
+        )
+
+    def write_failed(self, error: str) -> bool:
+        """Its audit row could not be written: a reject stays one, the failed write named
+        with it; an accept with no record becomes a reject (no record, no release). True
+        when the reject already had a fault of its own (audit_unavailable is extra)."""
+        if not self.reject:
+            self.reject, self.fault = True, "audit_unavailable"
+            self.reason = f"accept not recorded ({error}): rejected"
+            return False
+        self.reason = f"{self.reason}; first write failed ({error})"
+        if self.fault is None:
+            self.fault = "audit_unavailable"
+            return False
+        return True
 
 
 @dataclass(eq=False)

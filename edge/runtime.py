@@ -24,16 +24,17 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from .alarm import Alarm
-from .audit import AuditLog, AuditUnavailable, ContainerRecord
+from .audit import AuditLog, AuditUnavailable
 from .capture import capture_frames
 from .config import LineConfig
-from .decision import decide
+from .decision import Decision, decide
 from .detector import EdgeDetector
 from .gpio import LineIO, Pulse
-from .health import BadOutput
 from .jobs import InFlight, Job, Outcome
 from .metrics import RuntimeMetrics
+from .postprocess import Detections
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
+from .verdict import judge
 
 log = logging.getLogger(__name__)
 _TICK = 0.05  # s: how often idle stages beat and the supervisor looks at deadlines
@@ -53,13 +54,8 @@ class Runtime:
         on_outcome: Optional[Callable[[Outcome], None]] = None,
         notify: Callable[[str], bool] = sd_notify,
     ) -> None:
-        self.cfg, self.detector, self.io, self.audit, self.metrics = (
-            cfg,
-            detector,
-            io,
-            audit,
-            metrics,
-        )
+        self.cfg, self.detector, self.io, self.audit = cfg, detector, io, audit
+        self.metrics = metrics
         self.model_hash, self.config_hash, self.clock = model_hash, cfg.digest(), clock
         self.frame_shape, self.on_outcome = tuple(frame_shape), on_outcome
         self.names = detector.info.class_names
@@ -276,62 +272,28 @@ class Runtime:
 
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
         t0 = self.clock()
-        try:
-            dets = [self.detector.detect([f])[0] for f in frames]
-        except BadOutput as e:
-            out.reject, out.fault, out.reason = True, "bad_output", str(e)
-            return
-        except Exception as e:  # any backend failure is a reject, never an accept
-            out.reject, out.fault = True, "backend_error"
-            out.reason = f"backend error: {type(e).__name__}: {e}"
-            return
-        finally:
-            self.metrics.latency.labels("inference").observe(self.clock() - t0)
-        d = self.decide(dets, self.names, self.cfg.decision)
-        out.reject, out.reason = d.reject, d.reason
-        if d.reject:  # keep the frame with the strongest detection
-            top = [float(x.scores.max()) if len(x) else -1.0 for x in dets]
-            out.image = frames[int(np.argmax(top))]
-        out.detections = [
-            [
-                [*map(float, b), float(s), float(lab)]
-                for b, s, lab in zip(x.boxes, x.scores, x.labels)
-            ]
-            for x in dets
-        ]
+        v = judge(frames, self.detector.detect, self._rule)
+        self.metrics.latency.labels("inference").observe(self.clock() - t0)  # model + rule
+        out.reject, out.reason, out.fault = v.reject, v.reason, v.fault
+        out.image, out.detections = v.image, v.detections
+
+    def _rule(self, dets: List[Detections]) -> Decision:
+        return self.decide(dets, self.names, self.cfg.decision)
 
     def _audit_step(self) -> None:
         out = self._get(self._audit_q, "audit")
         if out is None:
             return
         self._holding["audit"] = out.container_id
-        rec = ContainerRecord(
-            out.container_id,
-            int(out.trigger_t * 1e9),
-            int(out.decided_t * 1e9),
-            "reject" if out.reject else "accept",
-            out.reason,
-            out.fault,
-            out.detections,
-            self.model_hash,
-            self.config_hash,
-        )
+        rec = out.record(self.model_hash, self.config_hash)
         try:
             self.audit.record(rec, out.image if out.reject else None)
         except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
             log.error("container %s: %s", out.container_id, e)
-            if out.reject:  # a reject stays one; the failed write is named with it
-                out.reason = f"{out.reason}; first write failed ({e})"
-                if out.fault is None:
-                    out.fault = "audit_unavailable"
-                else:
-                    self._count_fault("audit_unavailable")
-            else:  # no recorded accept, no release: it is a reject now
-                out.reject, out.fault = True, "audit_unavailable"
-                out.reason = f"accept not recorded ({e}): rejected"
-            rec.decision, rec.fault, rec.reason = "reject", out.fault, out.reason
+            if out.write_failed(str(e)):
+                self._count_fault("audit_unavailable")  # named with the reject's own fault
             try:  # one more try, so the reject is on record with its fault
-                self.audit.record(rec)
+                self.audit.record(out.record(self.model_hash, self.config_hash))
             except AuditUnavailable as e2:
                 log.error("container %s: reject not recorded either: %s", out.container_id, e2)
                 self._inc("unaudited")
