@@ -128,6 +128,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "or distilled student), e.g. on a site's own labelled images",
     )
     p.add_argument(
+        "--replay",
+        type=Path,
+        help="with --init on a site's images: also train on this set (the one the model "
+        "learnt from), --replay-share of every epoch, so it does not forget it",
+    )
+    p.add_argument(
+        "--replay-share",
+        type=float,
+        default=0.5,
+        help="share of each epoch's images drawn from --replay (default 0.5)",
+    )
+    p.add_argument(
         "--assign",
         choices=("atss-near", "atss"),
         default="atss-near",
@@ -201,6 +213,8 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         eval_interval=args.eval_interval,
         assign=args.assign,
         init=args.init,
+        replay=args.replay,
+        replay_share=args.replay_share,
     )
 
 

@@ -178,6 +178,49 @@ def test_init_other_classes_refused(
     assert rc == 2 and "trained on classes" in capsys.readouterr().err
 
 
+def test_replay_mix_draws_its_share_from_the_replay_set(small_set: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from training.data.dataset import ReplayMix
+
+    own = CocoDetection(_other_classes(tmp_path, lambda cats: None))  # 2 images, same classes
+    replay = CocoDetection(small_set)
+    replay_ids = {r.id for r in replay.coco.images}
+    mix = ReplayMix(own, replay, 0.6)
+    assert len(mix) == 2 + 3 and mix.class_names == own.class_names
+    assert [mix.sample(i, np.random.default_rng(0)).image_id for i in range(2)] == [
+        r.id for r in own.coco.images
+    ]
+
+    def drawn(epoch: int) -> list:
+        return [mix.sample(i, np.random.default_rng([0, epoch, i])).image_id for i in range(2, 5)]
+
+    assert set(drawn(0)) <= replay_ids and drawn(0) == drawn(0)  # repeatable per (epoch, index)
+    assert len({tuple(drawn(e)) for e in range(6)}) > 1  # other replay images in other epochs
+
+
+def test_fine_tune_with_replay_and_bad_replay(
+    trained: Path, small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    site = _other_classes(tmp_path, lambda cats: None)
+    base = ["train", "--data", str(site), "--init", str(trained / "last.pt"), "--size", "320x256"]
+    base += ["--workers", "0", "--batch", "4", "--replay", str(small_set)]
+    out = tmp_path / "ft"
+    assert main([*base, "--out", str(out), "--epochs", "1"]) == 0
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["iterations"] == 1  # 2 site + 2 replay images: one batch of 4 per epoch
+    other = _other_classes(tmp_path / "o", lambda cats: cats[0].update(name="hair"))
+    for extra, message in (
+        (["--replay", str(other)], "replay classes"),
+        (["--replay-share", "1"], "--replay-share 1.0"),
+        (["--replay", str(tmp_path / "none")], "data folder not found"),
+    ):
+        capsys.readouterr()
+        assert main([*base, *extra, "--out", str(tmp_path / "bad")]) == 2, extra
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -34,7 +34,7 @@ from .assigner import atss_thresholds
 from .checkpoint import load_detector
 from .criterion import Targets, flatten_levels, flatten_maps
 from .data.augment import AugmentConfig, paired_view
-from .data.dataset import CocoDetection
+from .data.dataset import TrainingData, open_training_data
 from .distill_losses import (
     channel_normalize,
     fgd_global_loss,
@@ -86,7 +86,7 @@ class DistillSet(Dataset):
     drawn from (seed, epoch, index) alone."""
 
     def __init__(
-        self, coco: CocoDetection, aug: AugmentConfig, noise: NoiseConfig, seed: int = 0
+        self, coco: TrainingData, aug: AugmentConfig, noise: NoiseConfig, seed: int = 0
     ) -> None:
         self.coco, self.aug, self.noise, self.seed, self.epoch = coco, aug, noise, seed, 0
 
@@ -98,7 +98,7 @@ class DistillSet(Dataset):
 
     def __getitem__(self, i: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        p = paired_view(self.coco[i], self.aug, self.noise, rng)
+        p = paired_view(self.coco.sample(i, rng), self.aug, self.noise, rng)
 
         def chw(a: np.ndarray) -> Tensor:
             return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # [3, H, W]
@@ -185,7 +185,7 @@ def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: 
 
 
 class DistillTask(DetectorTask):
-    def __init__(self, cfg: TrainConfig, dcfg: DistillConfig, data: CocoDetection) -> None:
+    def __init__(self, cfg: TrainConfig, dcfg: DistillConfig, data: TrainingData) -> None:
         super().__init__(dataclasses.replace(cfg, teacher=False), data)
         teacher, tcfg, names, _ = load_detector(dcfg.teacher)
         if names != data.class_names:
@@ -376,7 +376,7 @@ def distill(cfg: TrainConfig, dcfg: DistillConfig) -> Dict[str, Any]:
     cfg.validate()
     dcfg.validate()
     with distributed(cfg.device) as ctx:
-        data = CocoDetection(cfg.data)
+        data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)
         summary = run(cfg, DistillTask(cfg, dcfg, data), ctx, val)

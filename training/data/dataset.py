@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Union
 
 import cv2
 import numpy as np
@@ -59,3 +59,48 @@ class CocoDetection:
         boxes[:, 2:] += boxes[:, :2]  # -> xyxy
         labels = np.array([self._label[a.category_id] for a in anns], dtype=np.int64)
         return Sample(image, boxes, labels, rec.id)
+
+    def sample(self, index: int, rng: np.random.Generator) -> Sample:
+        """The training view's source image (a ReplayMix draws some with `rng`)."""
+        return self[index]
+
+
+class ReplayMix:
+    """A site's own set with a share of every epoch drawn from a replay set (the images the
+    model learnt from), so fine-tuning on a few site images does not forget the rest.
+
+    Indices below len(own) are the own images, each once per epoch; the remaining indices
+    draw replay images by the caller's (seed, epoch, index) generator, so each epoch sees
+    other ones and a run stays repeatable.
+    """
+
+    def __init__(self, own: CocoDetection, replay: CocoDetection, share: float) -> None:
+        if replay.class_names != own.class_names:
+            raise DataError(
+                f"{replay.root}: replay classes {replay.class_names} differ from "
+                f"{own.root}'s {own.class_names}"
+            )
+        if len(replay) == 0:
+            raise DataError(f"{replay.root}: the replay set has no images")
+        self.own, self.replay, self.root = own, replay, own.root
+        self.class_names = own.class_names
+        self.n_replay = max(1, round(len(own) * share / (1.0 - share)))
+
+    def __len__(self) -> int:
+        return len(self.own) + self.n_replay
+
+    def sample(self, index: int, rng: np.random.Generator) -> Sample:
+        if index < len(self.own):
+            return self.own[index]
+        return self.replay[int(rng.integers(len(self.replay)))]
+
+
+TrainingData = Union[CocoDetection, ReplayMix]
+
+
+def open_training_data(
+    root: Path, replay: Optional[Path] = None, share: float = 0.5
+) -> TrainingData:
+    """The training set, mixed with `replay` when given."""
+    own = CocoDetection(root)
+    return own if replay is None else ReplayMix(own, CocoDetection(replay), share)

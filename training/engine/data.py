@@ -11,13 +11,13 @@ from torch.utils.data import Dataset
 from edge.preprocess import Letterbox, letterbox
 
 from ..data.augment import AugmentConfig, augment
-from ..data.dataset import CocoDetection
+from ..data.dataset import CocoDetection, TrainingData
 
 
 class TrainSet(Dataset):
     """Augmented training views; the draw depends on (seed, epoch, index) only."""
 
-    def __init__(self, coco: CocoDetection, aug: AugmentConfig, seed: int = 0) -> None:
+    def __init__(self, coco: TrainingData, aug: AugmentConfig, seed: int = 0) -> None:
         self.coco, self.aug, self.seed, self.epoch = coco, aug, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -28,7 +28,7 @@ class TrainSet(Dataset):
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        s = augment(self.coco[i], self.aug, rng)
+        s = augment(self.coco.sample(i, rng), self.aug, rng)
         image = torch.from_numpy(
             np.ascontiguousarray(s.image.transpose(2, 0, 1))
         )  # [3, H, W] uint8

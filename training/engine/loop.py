@@ -25,7 +25,7 @@ from edge.errors import FodError
 from edge.fsutil import atomic_write_json
 
 from ..checkpoint import read_checkpoint, save_checkpoint, state_digest
-from ..data.dataset import CocoDetection
+from ..data.dataset import CocoDetection, TrainingData
 from ..evaluation import evaluate_model
 from ..models.config import DetectorConfig
 from .distributed import DistContext
@@ -250,7 +250,7 @@ def _log_step(
         log.info("iteration %d/%d loss %.4f lr %.2e", it, stop, loss.item(), lr)
 
 
-def check_val(data: CocoDetection, val_path: Any) -> Any:
+def check_val(data: TrainingData, val_path: Any) -> Any:
     """The validation set, if any, with the training set's classes."""
     if val_path is None:
         return None

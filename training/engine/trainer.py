@@ -15,7 +15,7 @@ from edge.errors import FodError
 
 from ..checkpoint import read_checkpoint
 from ..data.augment import AugmentConfig
-from ..data.dataset import CocoDetection
+from ..data.dataset import TrainingData, open_training_data
 from ..models import build_detector
 from ..models.config import DetectorConfig, arch_config
 from .data import TrainSet, collate_train
@@ -55,6 +55,8 @@ class TrainConfig:
     eval_interval: int = 1  # epochs between validations
     assign: str = "atss-near"  # atss: the paper's; atss-near: tiny boxes get their nearest anchor
     init: Optional[Path] = None  # start from this checkpoint's weights and config (fine-tuning)
+    replay: Optional[Path] = None  # a set mixed into every epoch (fine-tuning without forgetting)
+    replay_share: float = 0.5  # of each epoch's images drawn from `replay`
     log_interval: int = 10
 
     def validate(self) -> None:
@@ -69,6 +71,8 @@ class TrainConfig:
             raise FodError("--init and --resume exclude each other (--resume continues a run)")
         if self.assign not in ("atss", "atss-near"):
             raise FodError(f"--assign {self.assign}: expected atss or atss-near")
+        if not 0.0 < self.replay_share < 1.0:
+            raise FodError(f"--replay-share {self.replay_share}: expected a share in (0, 1)")
         if self.epochs < 1 or self.batch < 1:
             raise FodError("--epochs and --batch must be >= 1")
 
@@ -81,7 +85,7 @@ class TrainConfig:
 class DetectorTask:
     """Plain detection training: the GFL criterion on the model's own outputs."""
 
-    def __init__(self, cfg: TrainConfig, data: CocoDetection) -> None:
+    def __init__(self, cfg: TrainConfig, data: TrainingData) -> None:
         init = read_checkpoint(cfg.init) if cfg.init is not None else None
         if init is not None:  # fine-tuning: the checkpoint's architecture, its weights
             if list(init["class_names"]) != data.class_names:
@@ -141,7 +145,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Run the schedule; returns the summary also written to `out/metrics.json` (rank 0)."""
     cfg.validate()
     with distributed(cfg.device) as ctx:
-        data = CocoDetection(cfg.data)
+        data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts anyway)
         return run(cfg, DetectorTask(cfg, data), ctx, val)
