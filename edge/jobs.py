@@ -65,9 +65,10 @@ class Outcome:
 
     def write_failed(self, error: str) -> bool:
         """Its audit row could not be written: a reject stays one, the failed write named
-        with it; an accept with no record becomes a reject (no record, no release). True
-        when the reject already had a fault of its own (audit_unavailable is extra)."""
-        if not self.reject:
+        with it; an accept with no record becomes a reject (no record, no release). An
+        amending row keeps what physically happened (a container that passed, passed).
+        True when the row already had a fault of its own (audit_unavailable is extra)."""
+        if not self.reject and not self.amends:
             self.reject, self.fault = True, "audit_unavailable"
             self.reason = f"accept not recorded ({error}): rejected"
             return False

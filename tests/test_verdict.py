@@ -90,3 +90,12 @@ def test_a_reject_stays_one_with_the_failed_write_named(fault, extra) -> None:
     assert o.write_failed("disk full") is extra
     assert o.reject and o.fault == (fault or "audit_unavailable")
     assert o.reason == "why; first write failed (disk full)"
+
+
+def test_a_failed_amend_keeps_what_physically_happened() -> None:
+    # A reject pulse that never fired: the row says the container PASSED; a failed write
+    # must not turn that into a recorded reject.
+    o = Outcome("c1", 1.0, False, "reject pulse missed: PASSED the gate", "late", None, amends=True)
+    assert o.write_failed("disk full") is True
+    assert (o.reject, o.fault) == (False, "late")
+    assert o.record("m", "c").decision == "accept"
