@@ -3,19 +3,32 @@
 # hard), the CARAFE teacher, the teacher without CARAFE, the student alone, every method,
 # the ablation of ours, one `fod compare` table (clean and noisy val) and `fod heatmap`.
 #
-#   benchmarks/distill_table.sh OUT [cpu|gpu]
+#   benchmarks/distill_table.sh OUT [cpu|gpu|h200]
 #
 # Every run has the same schedule. `gpu` is the full-size experiment (1280x800, GFL-R50
-# teacher, a few hours on one GPU); `cpu` the same commands at a smoke scale (small images,
-# narrow heads, a hundred-odd iterations: its figures show the pipeline works, they do not
-# rank the methods). Each step is skipped when its output exists, so a stopped run resumes.
+# teacher, a few hours on one GPU); `h200` a 640x384 version sized for one call of about
+# nine minutes on one large GPU with 16 cores: the two teachers train side by side, then
+# the student and all eleven distillations side by side (the GPU is shared, the data
+# loaders take the cores); `cpu` the same commands at a smoke scale (small images, narrow
+# heads, a hundred-odd iterations: its figures show the pipeline works, they do not rank
+# the methods). Each step is skipped when its output exists, so a stopped run resumes;
+# TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit).
+# FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
+#
+#   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
+#   export FOD=/tmp/fod PYTHONPATH=$PWD   # plus pycocotools where the machine lacks it
+#   timeout 480 benchmarks/distill_table.sh OUT h200; TABLE_ONLY=1 benchmarks/distill_table.sh OUT h200
 set -euo pipefail
-OUT=${1:?usage: distill_table.sh OUT [cpu|gpu]}
+OUT=${1:?usage: distill_table.sh OUT [cpu|gpu|h200]}
 SCALE=${2:-cpu}
+CROP=() PAR=0  # PAR=1: runs that do not depend on each other go side by side
+TWORKERS=''  # data loader processes of each teacher run (default: WORKERS)
 case $SCALE in
   cpu) SIZE=256x160 TRAIN=80 VAL=30 ITERS=120 BATCH=4 CH=64 CONVS=2 DEVICE=cpu WORKERS=1 ;;
   gpu) SIZE=1280x800 TRAIN=3000 VAL=400 ITERS=12000 BATCH=8 CH=256 CONVS=4 DEVICE=cuda WORKERS=8 ;;
-  *) echo "distill_table.sh: scale must be cpu or gpu" >&2; exit 2 ;;
+  h200) SIZE=640x384 TRAIN=3000 VAL=300 ITERS=500 BATCH=16 CH=128 CONVS=4 DEVICE=cuda WORKERS=1
+    TWORKERS=7 CROP=(--crop 384x256) PAR=1 ;;
+  *) echo "distill_table.sh: scale must be cpu, gpu or h200" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 FOD=${FOD:-.venv/bin/fod}
@@ -31,48 +44,54 @@ done
 # spans the run; validation once, at the end.
 EPOCHS=$(( (ITERS * BATCH + TRAIN - 1) / TRAIN ))
 # Gradient clipping for every run alike: feature losses on raw FPN maps (mimic) can blow up.
-common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" --epochs "$EPOCHS"
+common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" "${CROP[@]}" --epochs "$EPOCHS"
   --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS" --grad-clip 35
   --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
-failed=()
 run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written)
-  local name=$1
-  shift
+  local name=$1 verb=$2
+  shift 2
   if [[ -f "$OUT/runs/$name/metrics.json" ]]; then say "$name: done before"; return; fi
+  [[ ${TABLE_ONLY:-0} == 1 ]] && return
   rm -rf "${OUT:?}/runs/$name"
-  say "$name: fod $*"
+  say "$name: fod $verb $*"
   local t0=$SECONDS
-  if "$FOD" "$@" --out "$OUT/runs/$name" "${common[@]}" > "$OUT/runs/$name.log" 2>&1; then
+  if "$FOD" "$verb" "${common[@]}" "$@" --out "$OUT/runs/$name" > "$OUT/runs/$name.log" 2>&1; then
     say "$name: $((SECONDS - t0)) s"
   else  # one method failing (e.g. diverging) is a result too: the table goes on without it
     say "$name: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/runs/$name.log")"
-    failed+=("$name")
   fi
 }
-run teacher train --arch gfl-r50 --teacher
-run teacher-nocarafe train --arch gfl-r50
-run student train --arch gfl-r18
+step() {  # step NAME VERB ARGS...: in the background when PAR=1 (the caller waits)
+  if [[ $PAR == 1 ]]; then run "$@" & else run "$@"; fi
+}
+tw=(--workers "${TWORKERS:-$WORKERS}")
+step teacher train --arch gfl-r50 --teacher "${tw[@]}"
+step teacher-nocarafe train --arch gfl-r50 "${tw[@]}"
+wait
 T=$OUT/runs/teacher/last.pt
+step student train --arch gfl-r18
 for m in none mimic ld pkd fgd crosskd ours; do
-  run "$m" distill --method "$m" --teacher "$T"
+  step "$m" distill --method "$m" --teacher "$T"
 done
-run ours-no-noise distill --teacher "$T" --no-noise
-run ours-no-residual distill --teacher "$T" --no-residual
-run ours-no-ld distill --teacher "$T" --no-ld
-run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+step ours-no-noise distill --teacher "$T" --no-noise
+step ours-no-residual distill --teacher "$T" --no-residual
+step ours-no-ld distill --teacher "$T" --no-ld
+step ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+wait
 
-runs=()
+runs=() failed=()
 for n in teacher teacher-nocarafe student none mimic ld pkd fgd crosskd ours ours-no-noise \
   ours-no-residual ours-no-ld ours-no-carafe; do
-  [[ -f "$OUT/runs/$n/metrics.json" ]] && runs+=("$OUT/runs/$n")
+  if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \
   --size "$SIZE" --noisy --device "$DEVICE"
 image=$(find "$OUT/val/images" -name '*.png' | sort | head -n 1)
-"$FOD" heatmap --weights "$OUT/runs/teacher" "$OUT/runs/student" "$OUT/runs/ours" \
-  --image "$image" --out "$OUT/table"
+heat=()
+for n in teacher student ours; do [[ -f "$OUT/runs/$n/metrics.json" ]] && heat+=("$OUT/runs/$n"); done
+[[ ${#heat[@]} -gt 0 ]] && "$FOD" heatmap --weights "${heat[@]}" --image "$image" --out "$OUT/table"
 say "table: $OUT/table/compare.md, heatmaps: $OUT/table/heatmap.png"
 if [[ ${#failed[@]} -gt 0 ]]; then
-  say "failed runs (not in the table): ${failed[*]}"
+  say "failed or unfinished runs (not in the table): ${failed[*]}"
   exit 1
 fi
