@@ -291,7 +291,7 @@ class Runtime:
         except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
             log.error("container %s: %s", out.container_id, e)
             if out.write_failed(str(e)):
-                self._count_fault("audit_unavailable")  # named with the reject's own fault
+                self._count_fault("audit_unavailable")  # beside the row's own fault
             try:  # one more try, so the reject is on record with its fault
                 self.audit.record(out.record(self.model_hash, self.config_hash))
             except AuditUnavailable as e2:
