@@ -15,12 +15,20 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
 from edge.runtime import Job
-from edge.simulate import FAULT_KINDS, Physical, gate_model, pin_intervals
+from edge.simulate import (
+    FAULT_KINDS,
+    FaultyPin,
+    Injector,
+    Physical,
+    audit_authorizer,
+    gate_model,
+    pin_intervals,
+)
 from edge.supervise import Stage, Watchdog, sd_notify
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
 N = 4
 
@@ -227,3 +235,31 @@ def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, cap
     assert factory.pin("GPIO17").state is False and factory.pin("GPIO27").state is False
     assert [s.state for s in factory.pin("GPIO17").states][-1] is False
     assert "outputs off: GPIO17, GPIO27" in capsys.readouterr().out
+
+
+def test_a_failed_reject_pulse_stays_on_record_as_passed(bundle: Path, tmp_path: Path) -> None:
+    """Reject wiring. The camera delivers nothing (a reject), the ejector's pin write raises at
+    the gate (the container physically passes), and SQLite denies the first INSERT of the row
+    that says so. The pins show no eject, so the audit's last row must say it passed."""
+    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": "reject"})
+    injector = Injector({"gpio_error": 1.0, "audit_error": 1.0}, 0)
+    f = MockFactory(pin_class=FaultyPin)
+    ejector = f.pin(cfg.gpio.ejector_pin)
+    ejector.injector = injector
+    rts: list = []
+    auth = audit_authorizer(injector, lambda: rts[0].holding("audit") if rts else None)
+    with line_runtime(cfg, f, audit_authorizer=auth) as rt:
+        rts.append(rt)
+        ejector.clear_states()
+        rt.submit(Job("c0", time.monotonic(), lambda: None))
+        assert rt.drain(10)  # the reject (no frames) is on record
+        injector.draw("c0")  # from now on, c0's next INSERT is denied once
+        time.sleep(1.6)
+        assert rt.io.pulses.wait_idle(2) and rt.drain(10)
+        states = [s.state for s in ejector.states]
+        assert rt.alarm
+    assert states == [False]  # never energised: the container went through the good path
+    assert injector.injected["audit_error"] == 1
+    decision, fault, reason = _rows(tmp_path)["c0"]  # rows in seq order: the last one stands
+    assert (decision, fault) == ("accept", "gpio_error")
+    assert "PASSED the gate" in reason and "first write failed" in reason
