@@ -82,7 +82,7 @@ class ReplayMix:
             )
         if len(replay) == 0:
             raise DataError(f"{replay.root}: the replay set has no images")
-        self.own, self.replay, self.root = own, replay, own.root
+        self.own, self.replay = own, replay
         self.class_names = own.class_names
         self.n_replay = max(1, round(len(own) * share / (1.0 - share)))
 
