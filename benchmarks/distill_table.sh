@@ -3,33 +3,43 @@
 # hard), the CARAFE teacher, the teacher without CARAFE, the student alone, every method,
 # the ablation of ours, one `fod compare` table (clean and noisy val) and `fod heatmap`.
 #
-#   benchmarks/distill_table.sh OUT [cpu|gpu|h200]
+#   benchmarks/distill_table.sh OUT [smoke|cpu|gpu|h200]
 #
 # Every run has the same schedule. `gpu` is the full-size experiment (1280x800, GFL-R50
 # teacher, a few hours on one GPU); `h200` a 640x384 version sized for one call of about
 # nine minutes on one large GPU with 16 cores: the two teachers train side by side, then
 # the student and all eleven distillations side by side (the GPU is shared, the data
-# loaders take the cores); `cpu` the same commands at a smoke scale (small images, narrow
-# heads, a hundred-odd iterations: its figures show the pipeline works, they do not rank
-# the methods). Each step is skipped when its output exists, so a stopped run resumes;
-# TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit).
+# loaders take the cores); `cpu` a 640x384 version for a 2-core machine: 400 iterations
+# of 8 crops 256x256 per run, narrow heads, two runs side by side on one core each (the
+# teacher about 40 min, each distillation about 30); `smoke` the same commands at a tiny
+# scale (its figures show the pipeline works, they rank nothing: every model scores 0).
+# Each step is skipped when its output exists, so a stopped run resumes;
+# TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
+# RUNS="teacher student none ours ..." trains only those (in the script's order).
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
 #   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
 #   export FOD=/tmp/fod PYTHONPATH=$PWD   # plus pycocotools where the machine lacks it
 #   timeout 480 benchmarks/distill_table.sh OUT h200; TABLE_ONLY=1 benchmarks/distill_table.sh OUT h200
 set -euo pipefail
-OUT=${1:?usage: distill_table.sh OUT [cpu|gpu|h200]}
+OUT=${1:?usage: distill_table.sh OUT [smoke|cpu|gpu|h200]}
 SCALE=${2:-cpu}
-CROP=() PAR=0  # PAR=1: runs that do not depend on each other go side by side
+CROP=() JOBS=1 THREADS=''  # JOBS: runs side by side; THREADS: torch threads of each run
 TWORKERS=''  # data loader processes of each teacher run (default: WORKERS)
+# WARMUP: linear lr warm-up iterations, a small share of the run (the trainer's default of
+# 500 would take all of a short run).
 case $SCALE in
-  cpu) SIZE=256x160 TRAIN=80 VAL=30 ITERS=120 BATCH=4 CH=64 CONVS=2 DEVICE=cpu WORKERS=1 ;;
-  gpu) SIZE=1280x800 TRAIN=3000 VAL=400 ITERS=12000 BATCH=8 CH=256 CONVS=4 DEVICE=cuda WORKERS=8 ;;
+  smoke) SIZE=256x160 TRAIN=80 VAL=30 ITERS=120 BATCH=4 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
+    WARMUP=20 ;;
+  cpu) SIZE=640x384 TRAIN=600 VAL=200 ITERS=400 BATCH=8 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
+    WARMUP=60 CROP=(--crop 256x256) JOBS=2 THREADS=1 ;;
+  gpu) SIZE=1280x800 TRAIN=3000 VAL=400 ITERS=12000 BATCH=8 CH=256 CONVS=4 DEVICE=cuda WORKERS=8
+    WARMUP=500 ;;
   h200) SIZE=640x384 TRAIN=3000 VAL=300 ITERS=500 BATCH=16 CH=128 CONVS=4 DEVICE=cuda WORKERS=1
-    TWORKERS=7 CROP=(--crop 384x256) PAR=1 ;;
-  *) echo "distill_table.sh: scale must be cpu, gpu or h200" >&2; exit 2 ;;
+    WARMUP=60 TWORKERS=7 CROP=(--crop 384x256) JOBS=13 ;;
+  *) echo "distill_table.sh: scale must be smoke, cpu, gpu or h200" >&2; exit 2 ;;
 esac
+[[ -n $THREADS ]] && export OMP_NUM_THREADS=$THREADS
 cd "$(dirname "$0")/.."
 FOD=${FOD:-.venv/bin/fod}
 mkdir -p "$OUT/runs"
@@ -46,12 +56,14 @@ EPOCHS=$(( (ITERS * BATCH + TRAIN - 1) / TRAIN ))
 # Gradient clipping for every run alike: feature losses on raw FPN maps (mimic) can blow up.
 common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" "${CROP[@]}" --epochs "$EPOCHS"
   --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS" --grad-clip 35
+  --warmup-iters "$WARMUP"
   --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
 run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written)
   local name=$1 verb=$2
   shift 2
   if [[ -f "$OUT/runs/$name/metrics.json" ]]; then say "$name: done before"; return; fi
   [[ ${TABLE_ONLY:-0} == 1 ]] && return
+  [[ -n ${RUNS:-} && " $RUNS " != *" $name "* ]] && return
   rm -rf "${OUT:?}/runs/$name"
   say "$name: fod $verb $*"
   local t0=$SECONDS
@@ -61,16 +73,18 @@ run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.jso
     say "$name: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/runs/$name.log")"
   fi
 }
-step() {  # step NAME VERB ARGS...: in the background when PAR=1 (the caller waits)
-  if [[ $PAR == 1 ]]; then run "$@" & else run "$@"; fi
+step() {  # step NAME VERB ARGS...: in the background, at most JOBS at once (the caller waits)
+  if [[ $JOBS -le 1 ]]; then run "$@"; return; fi
+  while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
+  run "$@" &
 }
 tw=(--workers "${TWORKERS:-$WORKERS}")
 step teacher train --arch gfl-r50 --teacher "${tw[@]}"
 step teacher-nocarafe train --arch gfl-r50 "${tw[@]}"
+step student train --arch gfl-r18  # the student alone needs no teacher: beside them
 wait
 T=$OUT/runs/teacher/last.pt
-step student train --arch gfl-r18
-for m in none mimic ld pkd fgd crosskd ours; do
+for m in none ours ld pkd crosskd fgd mimic; do  # the paper's comparison first
   step "$m" distill --method "$m" --teacher "$T"
 done
 step ours-no-noise distill --teacher "$T" --no-noise

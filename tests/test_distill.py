@@ -93,6 +93,21 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
             assert r.mask.weight.grad is not None and r.mask.weight.grad.abs().sum() > 0
 
 
+def test_student_alone_costs_no_teacher_pass(small_set, teacher, tmp_path) -> None:
+    """`none` is the student alone: its losses are the student's, the teacher never runs."""
+    task = _task(small_set, teacher, tmp_path, method="none")
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the teacher ran for --method none")
+
+    task.teacher.features = refuse  # type: ignore[method-assign]
+    batch = task.collate([task.dataset[i] for i in range(2)])
+    task.module.train()
+    losses = task.losses(task.module, batch, torch.device("cpu"), False)
+    assert set(losses) == {"loss_qfl", "loss_giou", "loss_dfl"}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 @pytest.mark.parametrize("method", ["ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd"])
 def test_every_method_end_to_end(small_set, teacher, tmp_path, method, capsys) -> None:
     out = tmp_path / method

@@ -249,12 +249,17 @@ class DistillTask(DetectorTask):
         xt = t_img.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255, clean
         xs = s_img.to(device, non_blocking=True).float()  # the same view, with student noise
         gt = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        self.teacher.to(device)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            t_feats = self.teacher.features(xt)
-            t_cls, t_reg = self.teacher.head(t_feats)
+        d, m = self.dcfg, self.dcfg.method
+        t_feats: List[Tensor] = []
+        t_cls: List[Tensor] = []
+        t_reg: List[Tensor] = []
+        if m != "none":  # the student alone: its cost is the student's, no teacher pass
+            self.teacher.to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                t_feats = self.teacher.features(xt)
+                t_cls, t_reg = self.teacher.head(t_feats)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            o = net(xs, t_feats if self.dcfg.method in ("crosskd", "fgd") else None)
+            o = net(xs, t_feats if m in ("crosskd", "fgd") else None)
         cls = [c.float() for c in o["cls"]]
         reg = [r.float() for r in o["reg"]]
         feats = [f.float() for f in o["feats"]]
@@ -263,7 +268,6 @@ class DistillTask(DetectorTask):
         points, strides, counts = self.criterion.priors(cls)
         assignment = self.criterion.targets(points, strides, counts, gt)
         out = self.criterion(cls, reg, gt, targets=assignment)
-        d, m = self.dcfg, self.dcfg.method
         fw = d.feature_weight if d.feature_weight is not None else (1.0 if m == "mimic" else 6.0)
         if m == "mimic":
             out["loss_mimic"] = fw * sum(mimic_loss(s, t) for s, t in zip(feats, t_feats))
