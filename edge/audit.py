@@ -325,8 +325,10 @@ class AuditLog:
             if self._db is None:
                 raise AuditUnavailable(f"{self.cfg.folder}: the audit log is closed")
             self._insert(fields, h)
-        except (OSError, sqlite3.Error, ValueError) as e:
-            raise AuditUnavailable(f"{self.cfg.folder}: cannot record: {e}") from None
+        except Exception as e:  # disk, SQLite, a value it cannot store, or a bug: not recorded
+            raise AuditUnavailable(
+                f"{self.cfg.folder}: cannot record: {type(e).__name__}: {e}"
+            ) from None
         self._last_seq, self._last_hash = seq, h
         self._write_head(seq, h)
         return seq
@@ -361,7 +363,7 @@ class AuditLog:
                     f.write(line)
                     f.flush()
                     os.fsync(f.fileno())
-        except OSError as e:
+        except Exception as e:  # after the commit: never raise, or the row would be written twice
             self.chain_fault = f"{self.cfg.folder}: cannot write the anchor: {e}"
             log.error(self.chain_fault)
 

@@ -263,3 +263,38 @@ def test_a_failed_reject_pulse_stays_on_record_as_passed(bundle: Path, tmp_path:
     decision, fault, reason = _rows(tmp_path)["c0"]  # rows in seq order: the last one stands
     assert (decision, fault) == ("accept", "gpio_error")
     assert "PASSED the gate" in reason and "first write failed" in reason
+
+
+def test_an_unexpected_audit_error_rejects_on_record(bundle: Path, tmp_path: Path) -> None:
+    """Accept wiring, every container decided accept. The first INSERT raises something the
+    audit did not foresee (a bug below it, not an SQLite error): the container must not be
+    released, its reject must reach the record, and the runtime must carry on."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    accept = f.pin(cfg.gpio.ejector_pin)
+    with line_runtime(cfg, f) as rt:
+        insert, calls = rt.audit._insert, {"n": 0}
+
+        def broken(*a):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("a bug below the audit")
+            return insert(*a)
+
+        rt.audit._insert = broken  # type: ignore[method-assign]
+        accept.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10)  # decided, recorded and finished: nothing left pending
+        assert rt.io.pulses.wait_idle(3)
+        c0_states = [s.state for s in accept.states]
+        accept.clear_states()
+        rt.submit(Job("c1", time.monotonic(), _frames()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+        c1_states = [s.state for s in accept.states]
+        assert rt.failed is None
+    assert c0_states == [False]  # the accept pin never energised: c0 went to the reject path
+    assert True in c1_states  # the next container, recorded, is released
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("reject", "audit_unavailable")
+    assert "RuntimeError: a bug below the audit" in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
