@@ -1,0 +1,109 @@
+"""benchmarks/distill_table.sh, its shell logic only: a stub `fod` stands in for the verbs
+(each of them is tested on its own), so the order, the pool of side-by-side runs, RUNS
+and TABLE_ONLY are checked in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
+
+# The stub: logs each call, makes the outputs the script looks for, and keeps a count of
+# the training runs in progress (under a lock) to show how many ran side by side.
+STUB = r"""#!/usr/bin/env bash
+set -euo pipefail
+verb=$1; shift
+out='' teacher=''
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --out) out=$2; shift ;;
+    --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
+  esac
+  shift
+done
+echo "$verb $(basename "$out") ${OMP_NUM_THREADS:-}" >> "$STUB_LOG"
+case $verb in
+  synth) mkdir -p "$out/images"; : > "$out/images/0.png"; echo '{}' > "$out/annotations.json" ;;
+  train|distill)
+    if [[ -n $teacher && ! -f $teacher ]]; then echo "no teacher $teacher" >&2; exit 3; fi
+    [[ $(basename "$out") == "$STUB_FAIL" ]] && { echo "diverged" >&2; exit 1; }
+    ( flock 9; n=$(( $(cat "$STUB_DIR/now" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/now"
+      [[ $n -gt $(cat "$STUB_DIR/max" 2>/dev/null || echo 0) ]] && echo $n > "$STUB_DIR/max" || true
+    ) 9> "$STUB_DIR/lock"
+    sleep 0.4
+    ( flock 9; echo $(( $(cat "$STUB_DIR/now") - 1 )) > "$STUB_DIR/now" ) 9> "$STUB_DIR/lock"
+    mkdir -p "$out"; : > "$out/last.pt"; echo '{}' > "$out/metrics.json" ;;
+  compare|heatmap) mkdir -p "$out"; : > "$out/$verb.md" ;;
+esac
+"""
+
+ALL = [
+    "teacher", "teacher-nocarafe", "student", "none", "ours", "ld", "pkd", "crosskd", "fgd",
+    "mimic", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-no-carafe",
+]  # fmt: skip
+
+
+def _run(tmp: Path, scale: str, **env: str) -> subprocess.CompletedProcess:
+    stub = tmp / "fod"
+    if not stub.exists():
+        stub.write_text(STUB)
+        stub.chmod(0o755)
+    e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), "STUB_DIR": str(tmp),
+         "STUB_FAIL": "-", **env}  # fmt: skip
+    e.pop("OMP_NUM_THREADS", None)
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(tmp / "out"), scale], env=e, capture_output=True, text=True
+    )
+
+
+def _calls(tmp: Path) -> List[List[str]]:
+    return [line.split() for line in (tmp / "calls").read_text().splitlines()]
+
+
+def _trained(tmp: Path) -> Dict[str, str]:
+    """run name -> its torch threads (OMP_NUM_THREADS, '' when unset)."""
+    return {c[1]: (c[2] if len(c) > 2 else "") for c in _calls(tmp) if c[0] in ("train", "distill")}
+
+
+@pytest.mark.skipif(not (os.path.exists("/usr/bin/flock") or os.path.exists("/bin/flock")),
+                    reason="needs flock")  # fmt: skip
+def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
+    r = _run(tmp_path, "cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    trained = _trained(tmp_path)
+    assert sorted(trained) == sorted(ALL)  # every run, none failed for want of its teacher
+    assert set(trained.values()) == {"1"}  # one torch thread each: two runs, two cores
+    assert (tmp_path / "max").read_text().strip() == "2"  # the pool: two at once, never more
+    names = [c[1] for c in _calls(tmp_path) if c[0] in ("train", "distill")]
+    assert set(names[:3]) == {"teacher", "teacher-nocarafe", "student"}
+    compare = [c for c in _calls(tmp_path) if c[0] == "compare"]
+    assert len(compare) == 1 and "table:" in r.stdout
+
+
+def test_runs_subset_and_table_only(tmp_path: Path) -> None:
+    r = _run(tmp_path, "smoke", RUNS="teacher student ours")
+    assert r.returncode == 1  # the runs left out are named, not silently missing
+    assert "not in the table): teacher-nocarafe none" in r.stdout
+    assert sorted(_trained(tmp_path)) == ["ours", "student", "teacher"]
+    (tmp_path / "calls").unlink()
+    r = _run(tmp_path, "smoke", TABLE_ONLY="1")
+    assert r.returncode == 1
+    assert [c[0] for c in _calls(tmp_path)] == ["compare", "heatmap"]  # nothing trained
+
+
+def test_a_failed_method_is_named_and_the_table_still_made(tmp_path: Path) -> None:
+    r = _run(tmp_path, "smoke", STUB_FAIL="mimic", RUNS=" ".join(ALL))
+    assert r.returncode == 1
+    assert "mimic: FAILED" in r.stdout and "not in the table): mimic" in r.stdout
+    assert (tmp_path / "out" / "table" / "compare.md").exists()
+
+
+def test_unknown_scale_is_refused(tmp_path: Path) -> None:
+    r = _run(tmp_path, "tpu")
+    assert r.returncode == 2 and "scale must be smoke, cpu, gpu or h200" in r.stderr
