@@ -5,12 +5,14 @@ and TABLE_ONLY are checked in seconds."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
+pytestmark = pytest.mark.skipif(shutil.which("flock") is None, reason="the stub needs flock")
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 
@@ -71,8 +73,6 @@ def _trained(tmp: Path) -> Dict[str, str]:
     return {c[1]: (c[2] if len(c) > 2 else "") for c in _calls(tmp) if c[0] in ("train", "distill")}
 
 
-@pytest.mark.skipif(not (os.path.exists("/usr/bin/flock") or os.path.exists("/bin/flock")),
-                    reason="needs flock")  # fmt: skip
 def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     r = _run(tmp_path, "cpu")
     assert r.returncode == 0, r.stdout + r.stderr
