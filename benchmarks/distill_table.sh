@@ -9,10 +9,14 @@
 # teacher, a few hours on one GPU); `h200` a 640x384 version sized for one call of about
 # nine minutes on one large GPU with 16 cores: the two teachers train side by side, then
 # the student and all eleven distillations side by side (the GPU is shared, the data
-# loaders take the cores); `cpu` a 640x384 version for a 2-core machine: 400 iterations
-# of 8 crops 256x256 per run, narrow heads, two runs side by side on one core each (the
-# teacher about 40 min, each distillation about 30); `smoke` the same commands at a tiny
-# scale (its figures show the pipeline works, they rank nothing: every model scores 0).
+# loaders take the cores); `cpu` a 640x384 version for a 2-core machine: 6 epochs of 600
+# images (450 iterations of 8 crops 256x256) per run, narrow heads, two runs side by side
+# on one core each (the student alone 20 min, a distillation about 35, each teacher
+# schedule 45); from scratch, one schedule leaves the R50 teacher behind the R18
+# student, so at this scale the teachers train two schedules in a row (and the student
+# too, as `student-long`, to tell the architecture from the schedule); `smoke` the same
+# commands at a tiny scale (its figures show the pipeline works, they rank nothing:
+# every model scores 0).
 # Each step is skipped when its output exists, so a stopped run resumes;
 # TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
 # RUNS="teacher student none ours ..." trains only those (in the script's order).
@@ -25,6 +29,7 @@ set -euo pipefail
 OUT=${1:?usage: distill_table.sh OUT [smoke|cpu|gpu|h200]}
 SCALE=${2:-cpu}
 CROP=() JOBS=1 THREADS=''  # JOBS: runs side by side; THREADS: torch threads of each run
+TCYCLES=1  # schedules the teachers train, one after the other (from scratch, R50 learns slower)
 TWORKERS=''  # data loader processes of each teacher run (default: WORKERS)
 # WARMUP: linear lr warm-up iterations, a small share of the run (the trainer's default of
 # 500 would take all of a short run).
@@ -32,7 +37,7 @@ case $SCALE in
   smoke) SIZE=256x160 TRAIN=80 VAL=30 ITERS=120 BATCH=4 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
     WARMUP=20 ;;
   cpu) SIZE=640x384 TRAIN=600 VAL=200 ITERS=400 BATCH=8 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
-    WARMUP=60 CROP=(--crop 256x256) JOBS=2 THREADS=1 ;;
+    WARMUP=60 CROP=(--crop 256x256) JOBS=2 THREADS=1 TCYCLES=2 ;;
   gpu) SIZE=1280x800 TRAIN=3000 VAL=400 ITERS=12000 BATCH=8 CH=256 CONVS=4 DEVICE=cuda WORKERS=8
     WARMUP=500 ;;
   h200) SIZE=640x384 TRAIN=3000 VAL=300 ITERS=500 BATCH=16 CH=128 CONVS=4 DEVICE=cuda WORKERS=1
@@ -73,29 +78,47 @@ run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.jso
     say "$name: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/runs/$name.log")"
   fi
 }
-step() {  # step NAME VERB ARGS...: in the background, at most JOBS at once (the caller waits)
-  if [[ $JOBS -le 1 ]]; then run "$@"; return; fi
-  while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
-  run "$@" &
+cycles() {  # cycles NAME FIRST ARGS...: FIRST trains one schedule, then TCYCLES - 1 more
+  # schedules follow in a row, each from the last one's weights (other crops: its own
+  # seed); NAME is the last
+  local name=$1 prev=$2 c to
+  shift 2
+  run "$prev" train "$@"
+  for ((c = 2; c <= TCYCLES; c++)); do
+    if [[ $c == "$TCYCLES" ]]; then to=$name; else to=$name-c$c; fi
+    run "$to" train "$@" --init "$OUT/runs/$prev/last.pt" --seed "$c"
+    prev=$to
+  done
 }
+step() {  # step FN ARGS...: in the background, at most JOBS at once (the caller waits)
+  if [[ $JOBS -le 1 ]]; then "$@"; return; fi
+  while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
+  "$@" &
+}
+first() { if [[ $TCYCLES -le 1 ]]; then echo "$1"; else echo "$1-c1"; fi; }
 tw=(--workers "${TWORKERS:-$WORKERS}")
-step teacher train --arch gfl-r50 --teacher "${tw[@]}"
-step teacher-nocarafe train --arch gfl-r50 "${tw[@]}"
-step student train --arch gfl-r18  # the student alone needs no teacher: beside them
+step cycles teacher "$(first teacher)" --arch gfl-r50 --teacher "${tw[@]}"
+step cycles teacher-nocarafe "$(first teacher-nocarafe)" --arch gfl-r50 "${tw[@]}"
+if [[ $TCYCLES -le 1 ]]; then  # the student alone needs no teacher: beside them
+  step run student train --arch gfl-r18
+else  # and at the teachers' schedule, to tell the architecture from the schedule
+  step cycles student-long student --arch gfl-r18
+fi
 wait
 T=$OUT/runs/teacher/last.pt
 for m in none ours ld pkd crosskd fgd mimic; do  # the paper's comparison first
-  step "$m" distill --method "$m" --teacher "$T"
+  step run "$m" distill --method "$m" --teacher "$T"
 done
-step ours-no-noise distill --teacher "$T" --no-noise
-step ours-no-residual distill --teacher "$T" --no-residual
-step ours-no-ld distill --teacher "$T" --no-ld
-step ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+step run ours-no-noise distill --teacher "$T" --no-noise
+step run ours-no-residual distill --teacher "$T" --no-residual
+step run ours-no-ld distill --teacher "$T" --no-ld
+step run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
 wait
 
-runs=() failed=()
-for n in teacher teacher-nocarafe student none mimic ld pkd fgd crosskd ours ours-no-noise \
-  ours-no-residual ours-no-ld ours-no-carafe; do
+runs=() failed=() extra=()
+[[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
+for n in teacher "${extra[@]}" teacher-nocarafe student none mimic ld pkd fgd crosskd ours \
+  ours-no-noise ours-no-residual ours-no-ld ours-no-carafe; do
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \

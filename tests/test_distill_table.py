@@ -21,19 +21,22 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher=''
+out='' teacher='' init=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --out) out=$2; shift ;;
     --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
+    --init) init=$(basename "$(dirname "$2")"); shift ;;
   esac
   shift
 done
-echo "$verb $(basename "$out") ${OMP_NUM_THREADS:-}" >> "$STUB_LOG"
+echo "$verb $(basename "$out") ${OMP_NUM_THREADS:--} ${init:--}" >> "$STUB_LOG"
 case $verb in
   synth) mkdir -p "$out/images"; : > "$out/images/0.png"; echo '{}' > "$out/annotations.json" ;;
   train|distill)
-    if [[ -n $teacher && ! -f $teacher ]]; then echo "no teacher $teacher" >&2; exit 3; fi
+    for f in "$teacher" "${init:+$(dirname "$out")/$init/last.pt}"; do
+      if [[ -n $f && ! -f $f ]]; then echo "no $f" >&2; exit 3; fi
+    done
     [[ $(basename "$out") == "$STUB_FAIL" ]] && { echo "diverged" >&2; exit 1; }
     ( flock 9; n=$(( $(cat "$STUB_DIR/now" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/now"
       [[ $n -gt $(cat "$STUB_DIR/max" 2>/dev/null || echo 0) ]] && echo $n > "$STUB_DIR/max" || true
@@ -68,20 +71,28 @@ def _calls(tmp: Path) -> List[List[str]]:
     return [line.split() for line in (tmp / "calls").read_text().splitlines()]
 
 
-def _trained(tmp: Path) -> Dict[str, str]:
-    """run name -> its torch threads (OMP_NUM_THREADS, '' when unset)."""
-    return {c[1]: (c[2] if len(c) > 2 else "") for c in _calls(tmp) if c[0] in ("train", "distill")}
+def _trained(tmp: Path) -> Dict[str, List[str]]:
+    """run name -> [its torch threads (OMP_NUM_THREADS), the run it starts from], '-': none."""
+    return {c[1]: c[2:] for c in _calls(tmp) if c[0] in ("train", "distill")}
 
 
 def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     r = _run(tmp_path, "cpu")
     assert r.returncode == 0, r.stdout + r.stderr
     trained = _trained(tmp_path)
-    assert sorted(trained) == sorted(ALL)  # every run, none failed for want of its teacher
-    assert set(trained.values()) == {"1"}  # one torch thread each: two runs, two cores
+    cycles = ["teacher-c1", "teacher-nocarafe-c1", "student-long"]
+    assert sorted(trained) == sorted(ALL + cycles)  # none failed for want of its teacher
+    assert {t[0] for t in trained.values()} == {"1"}  # one torch thread each: two on two cores
     assert (tmp_path / "max").read_text().strip() == "2"  # the pool: two at once, never more
-    names = [c[1] for c in _calls(tmp_path) if c[0] in ("train", "distill")]
-    assert set(names[:3]) == {"teacher", "teacher-nocarafe", "student"}
+    # Two schedules of each teacher, the second from the first's weights; the student's
+    # second schedule starts from the student alone.
+    assert trained["teacher"][1] == "teacher-c1" and trained["teacher-c1"][1] == "-"
+    assert trained["teacher-nocarafe"][1] == "teacher-nocarafe-c1"
+    assert trained["student-long"][1] == "student" and trained["student"][1] == "-"
+    calls = _calls(tmp_path)
+    started = {c[1]: i for i, c in enumerate(calls) if c[0] in ("train", "distill")}
+    first_distill = min(i for i, c in enumerate(calls) if c[0] == "distill")
+    assert max(started[n] for n in ("teacher", "teacher-nocarafe", "student-long")) < first_distill
     compare = [c for c in _calls(tmp_path) if c[0] == "compare"]
     assert len(compare) == 1 and "table:" in r.stdout
 
