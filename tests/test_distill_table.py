@@ -95,6 +95,7 @@ def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     assert max(started[n] for n in ("teacher", "teacher-nocarafe", "student-long")) < first_distill
     compare = [c for c in _calls(tmp_path) if c[0] == "compare"]
     assert len(compare) == 1 and "table:" in r.stdout
+    assert compare[0][2] == "-"  # the table is made with every core (no thread limit)
 
 
 def test_runs_subset_and_table_only(tmp_path: Path) -> None:
