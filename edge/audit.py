@@ -325,6 +325,8 @@ class AuditLog:
             if self._db is None:
                 raise AuditUnavailable(f"{self.cfg.folder}: the audit log is closed")
             self._insert(fields, h)
+        except AuditUnavailable:  # its own checks above: their message as it is
+            raise
         except Exception as e:  # disk, SQLite, a value it cannot store, or a bug: not recorded
             raise AuditUnavailable(
                 f"{self.cfg.folder}: cannot record: {type(e).__name__}: {e}"

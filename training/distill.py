@@ -246,7 +246,6 @@ class DistillTask(DetectorTask):
         self, net: nn.Module, batch: Any, device: torch.device, amp: bool
     ) -> Dict[str, Tensor]:
         t_img, s_img, targets = batch
-        xt = t_img.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255, clean
         xs = s_img.to(device, non_blocking=True).float()  # the same view, with student noise
         gt = [{k: v.to(device) for k, v in t.items()} for t in targets]
         d, m = self.dcfg, self.dcfg.method
@@ -255,6 +254,7 @@ class DistillTask(DetectorTask):
         t_reg: List[Tensor] = []
         if m != "none":  # the student alone: its cost is the student's, no teacher pass
             self.teacher.to(device)
+            xt = t_img.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255, clean
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 t_feats = self.teacher.features(xt)
                 t_cls, t_reg = self.teacher.head(t_feats)
