@@ -92,29 +92,39 @@ cycles() {  # cycles NAME FIRST ARGS...: FIRST trains one schedule, then TCYCLES
     prev=$to
   done
 }
-step() {  # step FN ARGS...: in the background, at most JOBS at once (the caller waits)
+step() {  # step FN ARGS...: in the background, at most JOBS at once (the caller waits);
+  # LAST: its pid, '' when it ran in the foreground
+  LAST=''
   if [[ $JOBS -le 1 ]]; then "$@"; return; fi
   while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
   "$@" &
+  LAST=$!
 }
 first() { if [[ $TCYCLES -le 1 ]]; then echo "$1"; else echo "$1-c1"; fi; }
 tw=(--workers "${TWORKERS:-$WORKERS}")
+T=$OUT/runs/teacher/last.pt
+nocarafe() {  # the teacher without CARAFE, then ours from it: one chain, so the other
+  # distillations need not wait for this teacher
+  cycles teacher-nocarafe "$(first teacher-nocarafe)" --arch gfl-r50 "${tw[@]}"
+  run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+}
 step cycles teacher "$(first teacher)" --arch gfl-r50 --teacher "${tw[@]}"
-step cycles teacher-nocarafe "$(first teacher-nocarafe)" --arch gfl-r50 "${tw[@]}"
+teacher=$LAST
+step nocarafe
 if [[ $TCYCLES -le 1 ]]; then  # the student alone needs no teacher: beside them
   step run student train --arch gfl-r18
 else  # and at the teachers' schedule, to tell the architecture from the schedule
   step cycles student-long student --arch gfl-r18
 fi
-wait
-T=$OUT/runs/teacher/last.pt
+# The distillations from the CARAFE teacher wait for it alone (reaped already if the pool
+# waited on it).
+[[ -n $teacher ]] && { wait "$teacher" 2> /dev/null || true; }
 for m in none ours ld pkd crosskd fgd mimic; do  # the paper's comparison first
   step run "$m" distill --method "$m" --teacher "$T"
 done
 step run ours-no-noise distill --teacher "$T" --no-noise
 step run ours-no-residual distill --teacher "$T" --no-residual
 step run ours-no-ld distill --teacher "$T" --no-ld
-step run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
 wait
 
 runs=() failed=() extra=()
