@@ -48,6 +48,7 @@ class Outcome:
     detections: List[List[List[float]]] = field(default_factory=list)
     image: Optional[np.ndarray] = None  # a reject's evidence frame, saved with its audit row
     amends: bool = False  # a later row correcting this container's earlier one
+    recorded: bool = False  # its row is committed to the audit log
 
     def record(self, model_hash: str, config_hash: str) -> ContainerRecord:
         """Its audit row (times in ns of the monotonic clock)."""

@@ -74,6 +74,7 @@ class Runtime:
         self.recent: Deque[Outcome] = collections.deque(maxlen=256)  # a rolling window
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
+        self._auditing: Optional[Outcome] = None  # the outcome the audit stage holds
         self._armed: Dict[str, Pulse] = {}  # reject wiring: container -> its armed pulse
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
         self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
@@ -199,11 +200,13 @@ class Runtime:
             self._count_fault(out.fault)
         out.image = None  # recorded: the frame need not outlive the audit row
         self.recent.append(out)
-        if self.on_outcome is not None:
-            self.on_outcome(out)
-        with self._idle:
-            self._pending -= 1
-            self._idle.notify_all()
+        try:
+            if self.on_outcome is not None:
+                self.on_outcome(out)
+        finally:  # a failing hook is a crash of its stage, never a container left pending
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
 
     # --- stages -------------------------------------------------------------------------
     def _get(self, q: queue.Queue[Any], stage: str) -> Any:
@@ -284,23 +287,48 @@ class Runtime:
         out = self._get(self._audit_q, "audit")
         if out is None:
             return
-        self._holding["audit"] = out.container_id
-        rec = out.record(self.model_hash, self.config_hash)
+        self._holding["audit"], self._auditing = out.container_id, out
         try:
-            self.audit.record(rec, out.image if out.reject else None)
+            self.audit.record(
+                out.record(self.model_hash, self.config_hash), out.image if out.reject else None
+            )
+            out.recorded = True
         except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
             log.error("container %s: %s", out.container_id, e)
             if out.write_failed(str(e)):
                 self._count_fault("audit_unavailable")  # beside the row's own fault
-            try:  # one more try, so the reject is on record with its fault
-                self.audit.record(out.record(self.model_hash, self.config_hash))
-            except AuditUnavailable as e2:
-                log.error("container %s: reject not recorded either: %s", out.container_id, e2)
-                self._inc("unaudited")
+            self._record_again(out)
         else:
             if not out.reject and not out.amends:
                 self._release(out)
-        self._holding["audit"] = None
+        self._holding["audit"], self._auditing = None, None
+        self._done(out)
+
+    def _record_again(self, out: Outcome) -> None:
+        """One more try after a failed write, so the reject is on record with its fault."""
+        try:
+            self.audit.record(out.record(self.model_hash, self.config_hash))
+            out.recorded = True
+        except Exception as e:
+            log.error("container %s: reject not recorded either: %s", out.container_id, e)
+            self._inc("unaudited")
+
+    def _audit_crashed(self, out: Outcome, exc: BaseException) -> None:
+        """The audit stage crashed holding `out`. Not yet on record: nothing released it, so
+        it is a reject, recorded now; on record as an accept but not released: the gate
+        rejects it, so a second row says so. Either way it is finished (never left pending)."""
+        what = f"audit stage crashed: {exc!r}"
+        if not out.recorded:
+            if not out.reject and not out.amends:
+                out.reject, out.fault = True, "thread_crash"
+                out.reason = f"accept not recorded ({what}): rejected"
+            else:
+                out.reason = f"{out.reason}; {what}"
+                out.fault = out.fault or "thread_crash"
+            out.image = None  # the evidence frame may be what broke the write
+            self._record_again(out)
+        elif not out.reject and not out.amends and not out.released:
+            self._amend(out, "thread_crash", f"accept recorded but not released ({what})")
         self._done(out)
 
     def _release(self, out: Outcome) -> None:
@@ -366,6 +394,12 @@ class Runtime:
         """An exception escaped a stage: reject what it held, alarm, restart or fail."""
         cid = self._holding.get(stage.name)
         self._holding[stage.name] = None
+        if stage.name == "audit" and self._auditing is not None:
+            out, self._auditing = self._auditing, None
+            try:
+                self._audit_crashed(out, exc)
+            except Exception:  # logged; the alarm below still goes up
+                log.exception("container %s: finishing after the crash failed", out.container_id)
         if cid is not None:
             with self._lock:
                 c = self._inflight.get(cid)

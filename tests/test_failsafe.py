@@ -14,6 +14,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
+from edge.jobs import Outcome
 from edge.runtime import Job
 from edge.simulate import (
     FAULT_KINDS,
@@ -297,4 +298,49 @@ def test_an_unexpected_audit_error_rejects_on_record(bundle: Path, tmp_path: Pat
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "audit_unavailable")
     assert "RuntimeError: a bug below the audit" in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+@pytest.mark.parametrize("where", ["row", "release"])
+def test_an_audit_stage_crash_rejects_and_finishes_the_container(
+    bundle: Path, tmp_path: Path, monkeypatch, wiring: str, where: str
+) -> None:
+    """Every container decided accept. The audit stage itself crashes on c0 (outside the
+    audit log): building its row raises (an accept not on record), or the release after the
+    committed row does (an accept on record, never released). The pins must show the
+    reject path, the record must end in a reject naming the crash, the alarm must go up,
+    and nothing may stay pending."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": wiring})
+    f = MockFactory()
+    ejector = f.pin(cfg.gpio.ejector_pin)  # accept wiring: energised = released
+    calls = {"n": 0}
+
+    def once(real):
+        def broken(*a):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ValueError(f"the {where} step broke")
+            return real(*a)
+
+        return broken
+
+    if where == "row":
+        monkeypatch.setattr(Outcome, "record", once(Outcome.record))
+    states = {}
+    with line_runtime(cfg, f) as rt:
+        if where == "release":
+            rt._release = once(rt._release)  # type: ignore[method-assign]
+        for cid in ("c0", "c1"):
+            ejector.clear_states()
+            rt.submit(Job(cid, time.monotonic(), _frames()))
+            assert rt.drain(10)  # finished: the crash left nothing pending
+            assert rt.io.pulses.wait_idle(3)  # past the gate: an armed reject pulse has fired
+            states[cid] = True in [s.state for s in ejector.states]
+        assert rt.alarm and rt.failed is None
+    assert states["c0"] is (wiring == "reject")  # not released / ejected
+    assert states["c1"] is (wiring == "accept")  # the restarted stage releases the next
+    rows = _rows(tmp_path)  # the last row of a container stands
+    assert rows["c0"][:2] == ("reject", "thread_crash")
+    assert "audit stage crashed" in rows["c0"][2] and f"the {where} step broke" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
