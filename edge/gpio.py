@@ -97,6 +97,7 @@ class PulseScheduler:
     ) -> None:
         self.device, self.pulse_s, self.clock = device, pulse_s, clock
         self.on_done = on_done
+        self.on_crash: Optional[Callable[[BaseException], None]] = None  # the runtime alarms
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
         self._lock = threading.Lock()
@@ -106,6 +107,7 @@ class PulseScheduler:
         self.done: Deque[Pulse] = collections.deque(maxlen=history)
         self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0}
         self._active = 0  # 1 while a pulse is on
+        self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
         self.stage = Stage("pulses", self._step, self._crashed, clock)
         self.stage.start()
 
@@ -166,12 +168,14 @@ class PulseScheduler:
             self._finish(p, "missed")
             return
         try:
+            self._on = p
             self.device.on()
             p.fired_t = self.clock()
             self._stop.wait(self.pulse_s)
             self.device.off()
+            self._on = None
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
-            p.error = f"{type(e).__name__}: {e}"
+            p.error, self._on = f"{type(e).__name__}: {e}", None
             with contextlib.suppress(Exception):
                 self.device.off()
             self._finish(p, "error")
@@ -182,7 +186,22 @@ class PulseScheduler:
                 self._active = 0
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:
-        return not self._stop.is_set()  # restart: the pulse thread must outlive any bug
+        # A crash in the middle of a pulse must not leave the output energised (with accept
+        # wiring, every container would pass); then report it and restart: the pulse
+        # thread must outlive any bug.
+        with contextlib.suppress(Exception):
+            self.device.off()
+        p, self._on = self._on, None
+        if p is not None:  # cut short: reported like a pulse whose write failed
+            p.error = f"pulse thread crashed: {exc!r}"
+            with contextlib.suppress(Exception):
+                self._finish(p, "error")
+        if self.on_crash is not None:
+            try:
+                self.on_crash(exc)
+            except Exception:
+                log.exception("pulse thread: reporting its crash failed")
+        return not self._stop.is_set()
 
     def close(self) -> None:
         """Cancel pending pulses, end the thread, leave the output off. Idempotent."""

@@ -79,6 +79,7 @@ class Runtime:
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
         self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
         io.pulses.on_done = self._pulse_done
+        io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
             Stage("inference", self._infer_step, self._crashed, clock),

@@ -344,3 +344,29 @@ def test_an_audit_stage_crash_rejects_and_finishes_the_container(
     assert rows["c0"][:2] == ("reject", "thread_crash")
     assert "audit stage crashed" in rows["c0"][2] and f"the {where} step broke" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
+
+
+def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> None:
+    """Accept wiring, c0 accepted. The gate's driver raises SystemExit after energising it
+    (nothing a pulse handler catches): the gate must end off, the alarm pin go up, and the
+    cut-short release be on record as not a pass."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    ejector, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+    real = ejector._set_state
+
+    def energise_then_exit(value):
+        real(value)
+        if value:
+            raise SystemExit("the driver exited")
+
+    ejector._set_state = energise_then_exit
+    with line_runtime(cfg, f) as rt:
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+        time.sleep(0.1)
+        gate_on, alarm_on = ejector.state, alarm.state
+        assert any("pulses crashed" in r for r in rt.alarm_reasons)
+    assert gate_on is False and alarm_on is True
+    decision, fault, reason = _rows(tmp_path)["c0"]  # the amending row stands
+    assert (decision, fault) == ("reject", "gpio_error") and "pulse thread crashed" in reason

@@ -79,6 +79,40 @@ def test_missed_and_failed_pulses_are_reported() -> None:
     assert "pin gone" in seen[1].error
 
 
+def test_a_crash_in_the_middle_of_a_pulse_leaves_the_output_off() -> None:
+    """Accept wiring. The driver energises the gate, then raises something no pulse handler
+    catches (SystemExit from below): an output left on would let every container through.
+    The pin must go off, the crash be reported, and the next pulse still fire."""
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=50, pulse_ms=200)
+    crashes: list = []
+    seen: list = []
+    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
+        io.pulses.on_crash = crashes.append
+        pin = f.pin(cfg.ejector_pin)
+        real, calls = pin._set_state, {"n": 0}
+
+        def energise_then_exit(value):
+            real(value)
+            calls["n"] += 1
+            if value and calls["n"] == 1:
+                raise SystemExit("the driver exited")
+
+        pin._set_state = energise_then_exit
+        pin.clear_states()
+        io.release("c0", time.monotonic(), None)
+        time.sleep(0.15)  # c0's pulse (200 ms) would still be on
+        during = pin.state
+        assert io.release("c1", time.monotonic(), None)
+        time.sleep(0.4)
+        states = [s.state for s in pin.states]
+    assert during is False  # cut short: the output did not stay energised
+    assert [type(e) for e in crashes] == [SystemExit]
+    assert [(p.tag, p.state) for p in seen] == [("c0", "error"), ("c1", "fired")]
+    assert "pulse thread crashed" in seen[0].error
+    assert states == [False, True, False, True, False]  # c0 cut off, then c1's whole pulse
+
+
 def test_close_cancels_pending_accepts_and_leaves_output_off() -> None:
     f = MockFactory()
     cfg = GpioConfig(delay_ms=200, pulse_ms=20)
