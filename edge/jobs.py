@@ -23,6 +23,7 @@ FAULTS = (
     "gpio_error",
     "audit_unavailable",
     "shutdown",
+    "bad_trigger",
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -38,6 +39,7 @@ from .verdict import judge
 
 log = logging.getLogger(__name__)
 _TICK = 0.05  # s: how often idle stages beat and the supervisor looks at deadlines
+_FUTURE_S = 1.0  # s: a trigger stamped later than now by more is not of this clock
 
 
 class Runtime:
@@ -99,6 +101,10 @@ class Runtime:
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:
         """Called at the trigger edge; never blocks. A full queue rejects the container."""
+        now, stamped = self.clock(), job.trigger_t
+        bad = not math.isfinite(stamped) or stamped > now + _FUTURE_S
+        if bad:  # no gate time can be derived from it: stamped now (it is at the trigger)
+            job.trigger_t = now
         c = InFlight(
             job,
             job.trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000,
@@ -110,6 +116,13 @@ class Runtime:
             self._triggers.append(job.trigger_t)
             if c.armed is not None:
                 self._armed[job.container_id] = c.armed
+        if bad:
+            self._finalize(
+                self._fail(
+                    job, "bad_trigger", f"trigger time {stamped!r} unusable: stamped on arrival"
+                )
+            )
+            return
         try:
             self._capture_q.put_nowait(job)
         except queue.Full:

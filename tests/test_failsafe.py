@@ -370,3 +370,24 @@ def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> 
     assert gate_on is False and alarm_on is True
     decision, fault, reason = _rows(tmp_path)["c0"]  # the amending row stands
     assert (decision, fault) == ("reject", "gpio_error") and "pulse thread crashed" in reason
+
+
+def test_an_unusable_trigger_time_is_stamped_and_rejected(bundle: Path, tmp_path: Path) -> None:
+    """Reject wiring, every container decided accept. A trigger time that is NaN, or of
+    another clock (wall time instead of monotonic), gives no gate time: such a container
+    must still be ejected at a gate derived from its arrival, and on record; the next one
+    is untouched."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": "reject"})
+    f = MockFactory()
+    ejector = f.pin(cfg.gpio.ejector_pin)
+    fired = {}
+    with line_runtime(cfg, f) as rt:
+        for cid, stamp in (("c0", lambda: float("nan")), ("c1", time.time), ("c2", time.monotonic)):
+            ejector.clear_states()
+            rt.submit(Job(cid, stamp(), _frames()))
+            assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+            fired[cid] = [s.state for s in ejector.states].count(True)
+    assert fired == {"c0": 1, "c1": 1, "c2": 0}
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == rows["c1"][:2] == ("reject", "bad_trigger")
+    assert "nan" in rows["c0"][2] and rows["c2"][:2] == ("accept", None)
