@@ -23,6 +23,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import sys
 import threading
 import time
@@ -112,6 +113,8 @@ class PulseScheduler:
         self.stage.start()
 
     def schedule(self, at: float, tag: str = "") -> Pulse:
+        if not math.isfinite(at):  # NaN would poison the heap: no later pulse would fire
+            raise ValueError(f"pulse {tag!r}: time {at!r} is not finite")
         p = Pulse(at, tag, seq=next(self._count))
         with self._lock:
             heapq.heappush(self._heap, (at, p.seq, p))

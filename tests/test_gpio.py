@@ -113,6 +113,16 @@ def test_a_crash_in_the_middle_of_a_pulse_leaves_the_output_off() -> None:
     assert states == [False, True, False, True, False]  # c0 cut off, then c1's whole pulse
 
 
+def test_a_pulse_without_a_finite_time_is_refused() -> None:
+    f = MockFactory()
+    with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f) as io:
+        with pytest.raises(ValueError, match="not finite"):
+            io.release("c0", float("nan"), None)
+        assert io.release("c1", time.monotonic(), None)  # the next one still fires
+        assert io.pulses.wait_idle(1)
+        assert [(p.tag, p.state) for p in io.pulses.done] == [("c1", "fired")]
+
+
 def test_close_cancels_pending_accepts_and_leaves_output_off() -> None:
     f = MockFactory()
     cfg = GpioConfig(delay_ms=200, pulse_ms=20)
