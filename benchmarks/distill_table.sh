@@ -19,6 +19,7 @@
 # every model scores 0).
 # Each step is skipped when its output exists, so a stopped run resumes;
 # TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
+# TABLE=0 trains and makes no table (several invocations sharing one machine);
 # RUNS="teacher student none ours ..." trains only those (in the script's order).
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
@@ -126,6 +127,7 @@ step run ours-no-noise distill --teacher "$T" --no-noise
 step run ours-no-residual distill --teacher "$T" --no-residual
 step run ours-no-ld distill --teacher "$T" --no-ld
 wait
+[[ ${TABLE:-1} == 0 ]] && { say "TABLE=0: no table"; exit 0; }
 
 runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule

@@ -111,6 +111,9 @@ def test_runs_subset_and_table_only(tmp_path: Path) -> None:
     r = _run(tmp_path, "smoke", TABLE_ONLY="1")
     assert r.returncode == 1
     assert [c[0] for c in _calls(tmp_path)] == ["compare", "heatmap"]  # nothing trained
+    (tmp_path / "calls").unlink()
+    r = _run(tmp_path, "smoke", RUNS="none", TABLE="0")
+    assert r.returncode == 0 and [c[:2] for c in _calls(tmp_path)] == [["distill", "none"]]
 
 
 def test_a_failed_method_is_named_and_the_table_still_made(tmp_path: Path) -> None:
