@@ -9,7 +9,8 @@
 # teacher, a few hours on one GPU); `h200` a 640x384 version sized for one call of about
 # nine minutes on one large GPU with 16 cores: the two teachers and the student train
 # side by side, then the distillations side by side (the GPU is shared, the data loaders
-# take the cores); each distillation waits only for its own teacher; `cpu` a 640x384 version for a 2-core machine: 6 epochs of 600
+# take the cores; each distillation waits only for its own teacher); `cpu` a 640x384
+# version for a 2-core machine: 6 epochs of 600
 # images (450 iterations of 8 crops 256x256) per run, narrow heads, two runs side by side
 # on one core each (the student alone 20 min, a distillation about 35, each teacher
 # schedule 45); from scratch, one schedule leaves the R50 teacher behind the R18
