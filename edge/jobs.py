@@ -65,18 +65,18 @@ class Outcome:
             config_hash,
         )
 
-    def write_failed(self, error: str) -> bool:
+    def write_failed(self, error: str, fault: str = "audit_unavailable") -> bool:
         """Its audit row could not be written: a reject stays one, the failed write named
         with it; an accept with no record becomes a reject (no record, no release). An
         amending row keeps what physically happened (a container that passed, passed).
-        True when the row already had a fault of its own (audit_unavailable is extra)."""
+        True when the row already had a fault of its own (`fault` is extra)."""
         if not self.reject and not self.amends:
-            self.reject, self.fault = True, "audit_unavailable"
+            self.reject, self.fault = True, fault
             self.reason = f"accept not recorded ({error}): rejected"
             return False
         self.reason = f"{self.reason}; first write failed ({error})"
         if self.fault is None:
-            self.fault = "audit_unavailable"
+            self.fault = fault
             return False
         return True
 

@@ -333,12 +333,7 @@ class Runtime:
         rejects it, so a second row says so. Either way it is finished (never left pending)."""
         what = f"audit stage crashed: {exc!r}"
         if not out.recorded:
-            if not out.reject and not out.amends:
-                out.reject, out.fault = True, "thread_crash"
-                out.reason = f"accept not recorded ({what}): rejected"
-            else:
-                out.reason = f"{out.reason}; {what}"
-                out.fault = out.fault or "thread_crash"
+            out.write_failed(what, "thread_crash")
             out.image = None  # the evidence frame may be what broke the write
             self._record_again(out)
         elif not out.reject and not out.amends and not out.released:
