@@ -112,3 +112,10 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FodError, match=r"bad\.pt"):
         load_detector(tmp_path / "bad.pt")
+    torch.save({"format": "x", "hook": _Pickled()}, tmp_path / "code.pt")  # needs its class
+    with pytest.raises(FodError, match=r"code\.pt: not a checkpoint of tensors"):
+        load_detector(tmp_path / "code.pt")
+
+
+class _Pickled:
+    """An object torch.load(weights_only=True) must refuse to unpickle."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -45,8 +46,13 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
         raise FodError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a corrupt or foreign file
-        raise FodError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except pickle.UnpicklingError:  # torch's text here is a page about weights_only
+        raise FodError(
+            f"{path}: not a checkpoint of tensors (a foreign file, or pickled code, refused)"
+        ) from None
+    except Exception as e:  # torch raises several types for a corrupt or truncated file
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise FodError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FodError(f"{path}: not a pharma-fod GFL checkpoint (format {FORMAT!r} expected)")
     return ckpt
