@@ -8,8 +8,8 @@ decision, queue overflow, GPIO or audit error - rejects it, is audited with its 
 named, and repeated faults raise the alarm. A container still undecided at its deadline
 is finalised as a reject by the supervisor, whatever the stage holding it is doing.
 Stages run under one supervised loop skeleton (edge.supervise) with heartbeats; the
-audit has one writer thread, which also releases accepts after their row is committed.
-Memory is bounded: counters and a rolling window, never a per-container history.
+audit has one writer thread (edge.recorder), which also releases accepts after their
+row is committed; the books of what is pending live in edge.ledger.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from .alarm import Alarm
-from .audit import AuditLog, AuditUnavailable
+from .audit import AuditLog
 from .capture import capture_frames
 from .config import LineConfig
 from .decision import Decision, decide
 from .detector import EdgeDetector
-from .gpio import LineIO, Pulse
+from .gpio import LineIO
 from .jobs import InFlight, Job, Outcome
+from .ledger import Ledger
 from .metrics import RuntimeMetrics
 from .postprocess import Detections
+from .recorder import Recorder
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
 from .verdict import judge
 
@@ -59,28 +61,26 @@ class Runtime:
         self.cfg, self.detector, self.io, self.audit = cfg, detector, io, audit
         self.metrics = metrics
         self.model_hash, self.config_hash, self.clock = model_hash, cfg.digest(), clock
-        self.frame_shape, self.on_outcome = tuple(frame_shape), on_outcome
+        self.frame_shape = tuple(frame_shape)
         self.names = detector.info.class_names
         self.decide = decide  # the decision rule (simulation injects a crash here)
         depth = cfg.timing.queue_depth
         self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
-        self._audit_q: queue.Queue[Outcome] = queue.Queue(4096)
-        self._inflight: Dict[str, InFlight] = {}
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0  # finalised or in flight, not yet through the audit stage
+        self._inflight: Dict[str, InFlight] = {}  # undecided containers
         self._alarm = Alarm(io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock)
+        self.ledger = Ledger(metrics, self._alarm, clock, on_outcome)
+        self._lock = self.ledger.lock  # one lock for the books and the undecided containers
+        self.counts, self.recent = self.ledger.counts, self.ledger.recent
+        self.recorder = Recorder(
+            cfg, audit, io, self.ledger, metrics, (model_hash, self.config_hash), self.raise_alarm
+        )
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
-        self.counts: Dict[str, int] = collections.Counter()
-        self.recent: Deque[Outcome] = collections.deque(maxlen=256)  # a rolling window
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
-        self._auditing: Optional[Outcome] = None  # the outcome the audit stage holds
-        self._armed: Dict[str, Pulse] = {}  # reject wiring: container -> its armed pulse
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
         self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
-        io.pulses.on_done = self._pulse_done
+        io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
@@ -111,11 +111,9 @@ class Runtime:
             self.io.arm(job.container_id, job.trigger_t),
         )
         with self._lock:
-            self._pending += 1
+            self.ledger.open(job.container_id, c.armed)
             self._inflight[job.container_id] = c
             self._triggers.append(job.trigger_t)
-            if c.armed is not None:
-                self._armed[job.container_id] = c.armed
         if bad:
             self._finalize(
                 self._fail(
@@ -131,14 +129,7 @@ class Runtime:
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every submitted container is decided, audited and released."""
-        end = self.clock() + timeout
-        with self._idle:
-            while self._pending:
-                left = end - self.clock()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, _TICK))
-        return True
+        return self.ledger.drain(timeout, _TICK)
 
     def close(self) -> None:
         """Stop every stage without ever hanging: what is still in flight is rejected
@@ -190,37 +181,8 @@ class Runtime:
                 return False
         if out.decided_t == 0.0:
             out.decided_t = self.clock()
-        self._enqueue_audit(out)
+        self.recorder.enqueue(out)
         return True
-
-    def _enqueue_audit(self, out: Outcome) -> None:
-        try:
-            self._audit_q.put_nowait(out)
-        except queue.Full:  # the writer is stuck: no record, so no release: a reject
-            self._inc("unaudited")
-            self._count_fault("audit_unavailable")
-            log.error("container %s: audit queue full; rejected unrecorded", out.container_id)
-            self._done(out)
-        self.metrics.queue.labels("audit").set(self._audit_q.qsize())
-
-    def _done(self, out: Outcome) -> None:
-        if not out.amends:
-            with self._lock:
-                self._armed.pop(out.container_id, None)  # a reject keeps its pulse armed
-                self.counts["reject" if out.reject else "accept"] += 1
-            self.metrics.containers.labels("reject" if out.reject else "accept").inc()
-            self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
-        if out.fault is not None:
-            self._count_fault(out.fault)
-        out.image = None  # recorded: the frame need not outlive the audit row
-        self.recent.append(out)
-        try:
-            if self.on_outcome is not None:
-                self.on_outcome(out)
-        finally:  # a failing hook is a crash of its stage, never a container left pending
-            with self._idle:
-                self._pending -= 1
-                self._idle.notify_all()
 
     # --- stages -------------------------------------------------------------------------
     def _get(self, q: queue.Queue[Any], stage: str) -> Any:
@@ -298,89 +260,11 @@ class Runtime:
         return self.decide(dets, self.names, self.cfg.decision)
 
     def _audit_step(self) -> None:
-        out = self._get(self._audit_q, "audit")
-        if out is None:
-            return
-        self._holding["audit"], self._auditing = out.container_id, out
-        try:
-            self.audit.record(
-                out.record(self.model_hash, self.config_hash), out.image if out.reject else None
-            )
-            out.recorded = True
-        except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
-            log.error("container %s: %s", out.container_id, e)
-            if out.write_failed(str(e)):
-                self._count_fault("audit_unavailable")  # beside the row's own fault
-            self._record_again(out)
-        else:
-            if not out.reject and not out.amends:
-                self._release(out)
-        self._holding["audit"], self._auditing = None, None
-        self._done(out)
-
-    def _record_again(self, out: Outcome) -> None:
-        """One more try after a failed write, so the reject is on record with its fault."""
-        try:
-            self.audit.record(out.record(self.model_hash, self.config_hash))
-            out.recorded = True
-        except Exception as e:
-            log.error("container %s: reject not recorded either: %s", out.container_id, e)
-            self._inc("unaudited")
-
-    def _audit_crashed(self, out: Outcome, exc: BaseException) -> None:
-        """The audit stage crashed holding `out`. Not yet on record: nothing released it, so
-        it is a reject, recorded now; on record as an accept but not released: the gate
-        rejects it, so a second row says so. Either way it is finished (never left pending)."""
-        what = f"audit stage crashed: {exc!r}"
-        if not out.recorded:
-            out.write_failed(what, "thread_crash")
-            out.image = None  # the evidence frame may be what broke the write
-            self._record_again(out)
-        elif not out.reject and not out.amends and not out.released:
-            self._amend(out, "thread_crash", f"accept recorded but not released ({what})")
-        self._done(out)
-
-    def _release(self, out: Outcome) -> None:
-        """Only now, with the accept committed, may the container pass."""
-        with self._lock:
-            armed = self._armed.pop(out.container_id, None)
-        try:
-            out.released = self.io.release(out.container_id, out.trigger_t, armed)
-        except Exception as e:  # the output failed: no release, so a reject
-            self._amend(out, "gpio_error", f"release failed: {type(e).__name__}: {e}")
-            return
-        if not out.released:
-            self._amend(out, "late", "accept recorded but its release missed the gate")
-
-    def _amend(self, out: Outcome, fault: str, reason: str, passed: bool = False) -> None:
-        """A second row for a container whose physical outcome differs from its recorded one."""
-        fix = Outcome(
-            out.container_id,
-            out.trigger_t,
-            not passed,
-            reason,
-            fault,
-            out.truth,
-            out.captured_t,
-            self.clock(),
-            amends=True,
-        )
-        with self._lock:
-            self._pending += 1
-        self._enqueue_audit(fix)
-
-    def _pulse_done(self, p: Pulse) -> None:
-        """From the pulse thread: a pulse that did not happen changes the physical outcome."""
-        if p.state not in ("missed", "error"):
-            return
-        fault = "gpio_error" if p.state == "error" else "late"
-        what = p.error or "the pulse thread woke after the gate"
-        stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)
-        if self.cfg.gpio.energise_to == "accept":
-            self._amend(stub, fault, f"accept pulse {p.state} ({what}): rejected at the gate")
-        else:  # the reject pulse did not happen: the container went through the good path
-            self._amend(stub, fault, f"reject pulse {p.state} ({what}): PASSED the gate", True)
-            self.raise_alarm(f"container {p.tag}: reject pulse {p.state}; it passed")
+        out = self._get(self.recorder.queue, "audit")
+        if out is not None:
+            self._holding["audit"] = out.container_id
+            self.recorder.handle(out)
+            self._holding["audit"] = None
 
     def _supervise_step(self) -> None:
         if self._stopping.is_set():
@@ -403,12 +287,11 @@ class Runtime:
         """An exception escaped a stage: reject what it held, alarm, restart or fail."""
         cid = self._holding.get(stage.name)
         self._holding[stage.name] = None
-        if stage.name == "audit" and self._auditing is not None:
-            out, self._auditing = self._auditing, None
+        if stage.name == "audit":
             try:
-                self._audit_crashed(out, exc)
+                self.recorder.crashed(exc)
             except Exception:  # logged; the alarm below still goes up
-                log.exception("container %s: finishing after the crash failed", out.container_id)
+                log.exception("stage audit: finishing its container after the crash failed")
         if cid is not None:
             with self._lock:
                 c = self._inflight.get(cid)
@@ -436,9 +319,4 @@ class Runtime:
         self._alarm.raise_(reason)
 
     def _inc(self, key: str, n: int = 1) -> None:
-        with self._lock:  # several stages count: no lost increments
-            self.counts[key] += n
-
-    def _count_fault(self, fault: str) -> None:
-        self._inc(f"fault:{fault}")
-        self._alarm.count(fault)
+        self.ledger.inc(key, n)

@@ -173,7 +173,7 @@ def test_memory_stays_bounded(bundle: Path, tmp_path: Path) -> None:
                 assert rt.drain(30)
         assert rt.drain(30)
         assert rt.counts["reject"] + rt.counts["accept"] == 300
-        assert len(rt.recent) <= 256 and not rt._inflight and not rt._armed
+        assert len(rt.recent) <= 256 and not rt._inflight and not rt.ledger.armed
         assert len(rt.io.pulses.done) <= rt.io.pulses.done.maxlen
 
 
@@ -330,7 +330,7 @@ def test_an_audit_stage_crash_rejects_and_finishes_the_container(
     states = {}
     with line_runtime(cfg, f) as rt:
         if where == "release":
-            rt._release = once(rt._release)  # type: ignore[method-assign]
+            rt.recorder._release = once(rt.recorder._release)  # type: ignore[method-assign]
         for cid in ("c0", "c1"):
             ejector.clear_states()
             rt.submit(Job(cid, time.monotonic(), _frames()))

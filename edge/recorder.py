@@ -1,0 +1,134 @@
+"""The audit stage: record each outcome, then release the accepts.
+
+Positive release: an accept may pass only once its row is committed, so this stage is
+the only one that releases. Whatever makes the physical outcome differ from the recorded
+one (a release that failed or missed the gate, a pulse that did not happen, this stage
+crashing between the commit and the release) is written as an amending row. A row that
+cannot be written leaves its container rejected (nothing released it) and is tried once
+more as a reject, so it is on record with its fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import Callable, Optional, Tuple
+
+from .audit import AuditLog, AuditUnavailable
+from .config import LineConfig
+from .gpio import LineIO, Pulse
+from .jobs import Outcome
+from .ledger import Ledger
+from .metrics import RuntimeMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    def __init__(
+        self,
+        cfg: LineConfig,
+        audit: AuditLog,
+        io: LineIO,
+        ledger: Ledger,
+        metrics: RuntimeMetrics,
+        hashes: Tuple[str, str],  # (model, config): on every row
+        raise_alarm: Callable[[str], None],
+    ) -> None:
+        self.cfg, self.audit, self.io, self.ledger, self.metrics = cfg, audit, io, ledger, metrics
+        self.hashes, self.raise_alarm = hashes, raise_alarm
+        self.queue: queue.Queue[Outcome] = queue.Queue(4096)
+        self.holding: Optional[Outcome] = None  # the outcome being recorded or released
+
+    def enqueue(self, out: Outcome) -> None:
+        try:
+            self.queue.put_nowait(out)
+        except queue.Full:  # the writer is stuck: no record, so no release: a reject
+            self.ledger.inc("unaudited")
+            self.ledger.count_fault("audit_unavailable")
+            log.error("container %s: audit queue full; rejected unrecorded", out.container_id)
+            self.ledger.done(out)
+        self.metrics.queue.labels("audit").set(self.queue.qsize())
+
+    def handle(self, out: Outcome) -> None:
+        """Record `out`; release it if it is a committed accept."""
+        self.holding = out
+        try:
+            self.audit.record(out.record(*self.hashes), out.image if out.reject else None)
+            out.recorded = True
+        except AuditUnavailable as e:  # rolled back; this container rejects, the next may record
+            log.error("container %s: %s", out.container_id, e)
+            if out.write_failed(str(e)):
+                self.ledger.count_fault("audit_unavailable")  # beside the row's own fault
+            self._record_again(out)
+        else:
+            if not out.reject and not out.amends:
+                self._release(out)
+        self.holding = None
+        self.ledger.done(out)
+
+    def crashed(self, exc: BaseException) -> None:
+        """The stage crashed holding an outcome. Not yet on record: nothing released it, so
+        it is a reject, recorded now; on record as an accept but not released: the gate
+        rejects it, so a second row says so. Either way it is finished (never left pending)."""
+        out, self.holding = self.holding, None
+        if out is None:
+            return
+        what = f"audit stage crashed: {exc!r}"
+        if not out.recorded:
+            out.write_failed(what, "thread_crash")
+            out.image = None  # the evidence frame may be what broke the write
+            self._record_again(out)
+        elif not out.reject and not out.amends and not out.released:
+            self.amend(out, "thread_crash", f"accept recorded but not released ({what})")
+        self.ledger.done(out)
+
+    def _record_again(self, out: Outcome) -> None:
+        """One more try after a failed write, so the reject is on record with its fault."""
+        try:
+            self.audit.record(out.record(*self.hashes))
+            out.recorded = True
+        except Exception as e:
+            log.error("container %s: reject not recorded either: %s", out.container_id, e)
+            self.ledger.inc("unaudited")
+
+    def _release(self, out: Outcome) -> None:
+        """Only now, with the accept committed, may the container pass."""
+        armed = self.ledger.take_armed(out.container_id)
+        try:
+            out.released = self.io.release(out.container_id, out.trigger_t, armed)
+        except Exception as e:  # the output failed: no release, so a reject
+            self.amend(out, "gpio_error", f"release failed: {type(e).__name__}: {e}")
+            return
+        if not out.released:
+            self.amend(out, "late", "accept recorded but its release missed the gate")
+
+    def amend(self, out: Outcome, fault: str, reason: str, passed: bool = False) -> None:
+        """A second row for a container whose physical outcome differs from its recorded one."""
+        fix = Outcome(
+            out.container_id,
+            out.trigger_t,
+            not passed,
+            reason,
+            fault,
+            out.truth,
+            out.captured_t,
+            self.ledger.clock(),
+            amends=True,
+        )
+        with self.ledger.lock:
+            self.ledger.open()
+        self.enqueue(fix)
+
+    def pulse_done(self, p: Pulse) -> None:
+        """From the pulse thread: a pulse that did not happen changes the physical outcome."""
+        if p.state not in ("missed", "error"):
+            return
+        fault = "gpio_error" if p.state == "error" else "late"
+        what = p.error or "the pulse thread woke after the gate"
+        stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)
+        if self.cfg.gpio.energise_to == "accept":
+            self.amend(stub, fault, f"accept pulse {p.state} ({what}): rejected at the gate")
+        else:  # the reject pulse did not happen: the container went through the good path
+            self.amend(stub, fault, f"reject pulse {p.state} ({what}): PASSED the gate", True)
+            self.raise_alarm(f"container {p.tag}: reject pulse {p.state}; it passed")
