@@ -45,7 +45,8 @@ class Recorder:
             self.queue.put_nowait(out)
         except queue.Full:  # the writer is stuck: no record, so no release: a reject
             self.ledger.inc("unaudited")
-            self.ledger.count_fault("audit_unavailable")
+            if out.write_failed("audit queue full"):
+                self.ledger.count_fault("audit_unavailable")  # beside the row's own fault
             log.error("container %s: audit queue full; rejected unrecorded", out.container_id)
             self.ledger.done(out)
         self.metrics.queue.labels("audit").set(self.queue.qsize())

@@ -6,6 +6,8 @@ that let its container through would show as a physical pass."""
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -391,3 +393,54 @@ def test_an_unusable_trigger_time_is_stamped_and_rejected(bundle: Path, tmp_path
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == rows["c1"][:2] == ("reject", "bad_trigger")
     assert "nan" in rows["c0"][2] and rows["c2"][:2] == ("accept", None)
+
+
+def test_an_audit_queue_overflow_rejects_and_counts_a_reject(bundle: Path, tmp_path: Path) -> None:
+    """Accept wiring, every container decided accept. The audit writer hangs on c0 while
+    c1 fills its queue (depth 1 here): c2 finds no room, so it has no record and no release.
+    Its gate must stay off, and the runtime's books (outcome hook, counters, metrics) must
+    call it the reject it physically is, with the audit fault named."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    gate = f.pin(cfg.gpio.ejector_pin)
+    seen: list = []
+    go = threading.Event()
+    with line_runtime(cfg, f, on_outcome=seen.append) as rt:
+        rt.recorder.queue = queue.Queue(1)
+        record = rt.audit.record
+
+        def hang_once(*a):
+            if not go.is_set():
+                go.wait(10)
+            return record(*a)
+
+        rt.audit.record = hang_once  # type: ignore[method-assign]
+        t0 = time.monotonic()
+        gate.clear_states()
+        edges = {}
+        for cid, ready in (
+            ("c0", lambda: rt.holding("audit") == "c0"),
+            ("c1", lambda: rt.recorder.queue.full()),
+            ("c2", lambda: rt.counts["unaudited"] == 1),
+        ):
+            edges[cid] = time.monotonic()
+            rt.submit(Job(cid, edges[cid], _frames()))
+            assert _wait_for(ready), cid
+        go.set()
+        assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+        on = pin_intervals(gate, t0)
+    cs = [Physical(cid, "accept", t) for cid, t in edges.items()]
+    gate_model(cs, on, cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000, "accept")
+    assert [c.passed for c in cs] == [True, True, False]
+    (c2,) = [o for o in seen if o.container_id == "c2"]
+    assert c2.reject and c2.fault == "audit_unavailable" and "queue full" in c2.reason
+    assert rt.counts["accept"] == 2 and rt.counts["reject"] == 1
+
+
+def _wait_for(cond, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
