@@ -53,6 +53,11 @@ class Ledger:
                 self.counts["reject" if out.reject else "accept"] += 1
             self.metrics.containers.labels("reject" if out.reject else "accept").inc()
             self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
+        elif out.reject:  # an accept the gate did not pass (every rejecting amend is one)
+            with self.lock:
+                self.counts["accept"] -= 1
+                self.counts["reject"] += 1
+            self.metrics.containers.labels("amended_to_reject").inc()
         if out.fault is not None:
             self.count_fault(out.fault)
         out.image = None  # recorded: the frame need not outlive the audit row

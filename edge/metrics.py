@@ -20,7 +20,10 @@ class RuntimeMetrics:
             registry=self.registry,
         )
         self.containers = Counter(
-            "fod_containers_total", "Containers by decision", ["decision"], registry=self.registry
+            "fod_containers_total",
+            "Containers by decision (amended_to_reject: accepts on record the gate rejected)",
+            ["decision"],
+            registry=self.registry,
         )
         self.faults = Counter(
             "fod_faults_total", "Fail-safe rejects by fault", ["fault"], registry=self.registry

@@ -184,6 +184,7 @@ def test_gate_output_error_is_amended_and_the_container_rejected(
         assert rt.drain(10)
         time.sleep(1.6)
         assert rt.drain(10)
+    assert (rt.counts["accept"], rt.counts["reject"]) == (0, 1)  # the books follow the gate
     assert [(o.reject, o.fault, o.amends) for o in seen] == [
         (False, None, False),
         (True, "gpio_error", True),
