@@ -53,11 +53,16 @@ class Ledger:
                 self.counts["reject" if out.reject else "accept"] += 1
             self.metrics.containers.labels("reject" if out.reject else "accept").inc()
             self.metrics.latency.labels("total").observe(self.clock() - out.trigger_t)
-        elif out.reject:  # an accept the gate did not pass (every rejecting amend is one)
+        else:  # an amend: the books follow what the gate did
+            # A rejecting amend is an accept the gate did not pass; a passing one is a reject
+            # whose pulse did not happen (reject wiring): it went through the good path.
+            moved = ("accept", "reject") if out.reject else ("reject", "passed_unaccepted")
             with self.lock:
-                self.counts["accept"] -= 1
-                self.counts["reject"] += 1
-            self.metrics.containers.labels("amended_to_reject").inc()
+                self.counts[moved[0]] -= 1
+                self.counts[moved[1]] += 1
+            self.metrics.containers.labels(
+                "amended_to_reject" if out.reject else "amended_to_pass"
+            ).inc()
         if out.fault is not None:
             self.count_fault(out.fault)
         out.image = None  # recorded: the frame need not outlive the audit row

@@ -21,7 +21,8 @@ class RuntimeMetrics:
         )
         self.containers = Counter(
             "fod_containers_total",
-            "Containers by decision (amended_to_reject: accepts on record the gate rejected)",
+            "Containers by decision (amended_to_reject / amended_to_pass: on record as accept /"
+            " reject, the gate did the other)",
             ["decision"],
             registry=self.registry,
         )

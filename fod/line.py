@@ -95,16 +95,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     rt = run_forever(
         cfg, stop, args.rate, args.max_containers, factory, allow_rollback=args.allow_rollback
     )
+    c = rt.counts  # by what the gate did (amending rows move a container)
     counts = {
-        "containers": rt.counts.get("accept", 0) + rt.counts.get("reject", 0),
-        "rejected": rt.counts.get("reject", 0),
-        "faults": sum(v for k, v in rt.counts.items() if k.startswith("fault:")),
+        "containers": c.get("accept", 0) + c.get("reject", 0) + c.get("passed_unaccepted", 0),
+        "rejected": c.get("reject", 0),
+        "passed_unaccepted": c.get("passed_unaccepted", 0),  # a reject pulse that failed
+        "faults": sum(v for k, v in c.items() if k.startswith("fault:")),
         "alarm": rt.alarm,
         "failed": rt.failed,
     }
+    unaccepted = counts["passed_unaccepted"]
     human = (
         f"{counts['containers']} containers, {counts['rejected']} rejected, "
-        f"{counts['faults']} faults" + (f"; ALARM: {rt.alarm_reasons[-1]}" if rt.alarm else "")
+        + (f"{unaccepted} PASSED without an accept, " if unaccepted else "")
+        + f"{counts['faults']} faults"
+        + (f"; ALARM: {rt.alarm_reasons[-1]}" if rt.alarm else "")
     )
     print(json.dumps(counts) if args.json else human)
     # After an alarm or a failed stage the service manager must see a failure (and restart).

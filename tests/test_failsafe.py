@@ -262,6 +262,7 @@ def test_a_failed_reject_pulse_stays_on_record_as_passed(bundle: Path, tmp_path:
         states = [s.state for s in ejector.states]
         assert rt.alarm
     assert states == [False]  # never energised: the container went through the good path
+    assert (rt.counts["reject"], rt.counts["passed_unaccepted"]) == (0, 1)  # as the gate did
     assert injector.injected["audit_error"] == 1
     decision, fault, reason = _rows(tmp_path)["c0"]  # rows in seq order: the last one stands
     assert (decision, fault) == ("accept", "gpio_error")
