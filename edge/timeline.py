@@ -12,6 +12,13 @@ from .fsutil import write_png
 from .runtime import Outcome
 
 _W, _ROW, _LEFT, _TOP = 1200, 16, 140, 40
+_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def tick_step(px_per_s: float, min_px: float = 40.0) -> int:
+    """The smallest time step (s) whose ticks stand at least `min_px` apart: a long run's
+    labels must not overprint each other."""
+    return next((s for s in _STEPS_S if s * px_per_s >= min_px), _STEPS_S[-1])
 
 
 def draw_timeline(
@@ -38,7 +45,7 @@ def draw_timeline(
     def x(t: float) -> int:
         return int(_LEFT + (t - t0) * sx)
 
-    for s in range(int(t1 - t0) + 1):
+    for s in range(0, int(t1 - t0) + 1, tick_step(sx)):
         cv2.line(img, (x(t0 + s), _TOP - 5), (x(t0 + s), h - 25), (230, 230, 230), 1)
         cv2.putText(
             img, f"{s}s", (x(t0 + s) - 8, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1
@@ -60,10 +67,12 @@ def draw_timeline(
         for a, b in gate_on:
             if gate - 0.005 <= a <= gate + 0.05:
                 cv2.rectangle(img, (x(a), y - 5), (x(min(b, t1)) + 2, y + 5), (0, 140, 255), -1)
+    shown = sum(1 for o in outcomes if not o.amends)
     cv2.putText(
         img,
         "blue: trigger  grey: capture  dot: decision (green accept, red reject, ring: fault)"
-        "  black: gate  orange: gate output pulse",
+        "  black: gate  orange: gate output pulse"
+        + (f"  (first {len(rows)} of {shown} containers)" if shown > len(rows) else ""),
         (4, 18),
         cv2.FONT_HERSHEY_SIMPLEX,
         0.4,

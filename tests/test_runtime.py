@@ -19,6 +19,7 @@ from edge.app import line_runtime
 from edge.audit_verify import verify
 from edge.config import ConfigError, LineConfig, load_config, parse_config
 from edge.runtime import Job
+from edge.timeline import tick_step
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
@@ -387,3 +388,9 @@ def test_track_path_decides_the_gate(bundle: Path, tmp_path: Path, path: str, pu
     decision, fault, reason = _rows(tmp_path)["c0"]
     assert decision == ("accept" if pulse else "reject") and fault is None
     assert ("rising: bubble" if pulse else "moving particle") in reason
+
+
+def test_timeline_ticks_never_overprint() -> None:
+    assert tick_step(200.0) == 1  # a 5 s run: a tick per second
+    assert tick_step(1040 / 200) == 10  # 100 containers at 30/min: every 10 s, 52 px apart
+    assert all(tick_step(px) * px >= 40 for px in (0.05, 0.3, 3.0, 33.0))
