@@ -31,9 +31,8 @@ def draw_timeline(
     """Rows in trigger order: capture bar (grey), decision dot (green accept, red reject,
     ringed when a fault decided it), gate time (thin line), and the gate output's pulses
     (orange) from the pin history, drawn on the row whose gate they fall on."""
-    rows: List[Outcome] = sorted((o for o in outcomes if not o.amends), key=lambda o: o.trigger_t)[
-        :limit
-    ]
+    containers = [o for o in outcomes if not o.amends]  # an amending row is not a container
+    rows: List[Outcome] = sorted(containers, key=lambda o: o.trigger_t)[:limit]
     if not rows:
         return
     t0 = rows[0].trigger_t
@@ -67,12 +66,11 @@ def draw_timeline(
         for a, b in gate_on:
             if gate - 0.005 <= a <= gate + 0.05:
                 cv2.rectangle(img, (x(a), y - 5), (x(min(b, t1)) + 2, y + 5), (0, 140, 255), -1)
-    shown = sum(1 for o in outcomes if not o.amends)
     cv2.putText(
         img,
         "blue: trigger  grey: capture  dot: decision (green accept, red reject, ring: fault)"
         "  black: gate  orange: gate output pulse"
-        + (f"  (first {len(rows)} of {shown} containers)" if shown > len(rows) else ""),
+        + (f"  (first {limit} of {len(containers)} containers)" if len(containers) > limit else ""),
         (4, 18),
         cv2.FONT_HERSHEY_SIMPLEX,
         0.4,
