@@ -46,9 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ld", action="store_true", help="ablation (ours): no LD")
     p.add_argument("--no-vlr", action="store_true", help="LD on the positives only")
     p.add_argument(
+        "--raw-features",
+        action="store_true",
+        help="ours: the residual loss on raw FPN maps, as mimic (default: normalised, as PKD)",
+    )
+    p.add_argument(
         "--feature-weight",
         type=float,
-        help="feature loss weight (default 6 for ours and pkd, 1 for mimic)",
+        help="feature loss weight (default 6 on normalised maps: ours, pkd; 1 on raw: mimic)",
     )
     p.set_defaults(func=cmd_distill)
 
@@ -250,6 +255,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         residual=not args.no_residual,
         ld=not args.no_ld,
         vlr=not args.no_vlr,
+        normalize=not args.raw_features,
         feature_weight=args.feature_weight,
     )
     return _print_summary(distill(_train_config(args), dcfg), args, f"distilled ({args.method})")

@@ -16,6 +16,7 @@ from fod.cli import main
 from training.checkpoint import load_detector, save_checkpoint
 from training.data.dataset import CocoDetection
 from training.distill import DistillConfig, DistillTask
+from training.distill_losses import mimic_loss
 from training.engine.trainer import TrainConfig
 from training.models import build_detector
 from training.models.config import arch_config
@@ -91,6 +92,24 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
     if method == "fgd":  # the GcBlocks learn from the student's and the teacher's side
         for r in task.module.relation:
             assert r.mask.weight.grad is not None and r.mask.weight.grad.abs().sum() > 0
+
+
+def test_raw_features_reach_the_adapters_unnormalised(small_set, teacher, tmp_path) -> None:
+    """--raw-features: the adapters see the raw FPN maps and, zero-initialised, the first
+    step's residual loss is weight 1 x the mimic loss of the student's and teacher's maps."""
+    task = _task(small_set, teacher, tmp_path, normalize=False)
+    seen = []
+    task.module.adapters[0].register_forward_hook(lambda _m, inp, _o: seen.append(inp[0]))
+    feats = []
+    task.detector.neck.register_forward_hook(lambda _m, _i, out: feats.append(out))
+    t_feats = []
+    task.teacher.neck.register_forward_hook(lambda _m, _i, out: t_feats.append(out))
+    batch = task.collate([task.dataset[i] for i in range(2)])
+    task.module.train()
+    losses = task.losses(task.module, batch, torch.device("cpu"), False)
+    torch.testing.assert_close(seen[0], feats[0][0].float())
+    want = sum(mimic_loss(s, t) for s, t in zip(feats[0], t_feats[0]))
+    assert losses["loss_residual"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_student_alone_costs_no_teacher_pass(small_set, teacher, tmp_path) -> None:

@@ -68,6 +68,20 @@ def test_residual_loss() -> None:
     assert got == pytest.approx(2 * pkd_loss(s, t).item(), rel=1e-4)
 
 
+def test_residual_loss_on_raw_maps() -> None:
+    # normalize=False, R = 0, lam = 1: exactly the mimic loss (so mimic's weight 1 applies)
+    s, t = torch.randn(2, 16, 5, 6), torch.randn(2, 16, 5, 6)
+    zero = torch.zeros_like(s)
+    got = residual_loss(s, zero, t, lam=1.0, normalize=False).item()
+    assert got == pytest.approx(mimic_loss(s, t).item(), rel=1e-5)
+    # Raw maps keep the scale the normalised loss ignores: 3T + 2 is no longer T.
+    z = torch.zeros_like(T)
+    assert residual_loss(3 * T + 2, z, T, normalize=False).item() > 1.0
+    assert residual_loss(3 * T + 2, z, T).item() == pytest.approx(0.0, abs=1e-5)
+    # By hand: S - T = [0, 1, -1, 0] -> sum 2; R = T - S leaves the lam term: 2 / 8
+    assert residual_loss(S, T - S, T, normalize=False).item() == pytest.approx(0.25)
+
+
 def test_ld_by_hand() -> None:
     # q = softmax([0, 0]) = [.5, .5], p = softmax([0, ln 3]) = [.25, .75]:
     # KL(q || p) = .5 ln 2 + .5 ln(2/3) = .5 ln(4/3); mean over 2 bins; weight 2; T = 1.

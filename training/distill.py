@@ -5,8 +5,8 @@ Each batch is one augmented view per image: the teacher gets it clean, the stude
 same pixels with the student noise (`--no-noise`: clean too). The student's own GFL
 losses always apply; the method adds:
 - ours: residual feature distillation on every FPN level (training-only adapters R_l,
-  `--no-residual`: plain normalised imitation) + LD on the positives and the valuable
-  localization region (`--no-ld`);
+  `--no-residual`: plain imitation) on per-channel normalised maps (`--raw-features`: raw,
+  as mimic) + LD on the positives and the valuable localization region (`--no-ld`);
 - mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, and the
   global relation term through training-only GcBlocks), ld (LD alone), crosskd (the
   student's head features run
@@ -60,10 +60,11 @@ class DistillConfig:
     teacher: Path  # a checkpoint from `fod train` (`--teacher` for the CARAFE FPN)
     method: str = "ours"
     noise: bool = True  # the student sees the noisy view (ablation: --no-noise)
-    residual: bool = True  # ours: residual adapters (ablation: plain normalised imitation)
+    residual: bool = True  # ours: residual adapters (ablation: plain imitation)
     ld: bool = True  # ours: LD on positives and the VLR (ablation: --no-ld)
     vlr: bool = True  # LD also on the valuable localization region
-    feature_weight: Optional[float] = None  # None: 6 for ours and pkd (PKD's), 1 for mimic
+    normalize: bool = True  # ours: per-channel normalised maps (--raw-features: raw, as mimic)
+    feature_weight: Optional[float] = None  # None: 6 for normalised maps (PKD's), 1 for raw
     residual_lambda: float = 1.0  # weight of the direct ||S - T|| term beside the residual
     ld_weight: float = 0.25
     ld_temperature: float = 10.0
@@ -116,7 +117,8 @@ class DistillStudent(nn.Module):
     """The student and its training-only adapters in one module, so DDP wraps one thing
     and every trained parameter is used inside its forward. `cross_head`: the teacher's
     head for CrossKD, held outside the module's parameters (frozen, not saved).
-    `relation`: FGD's GcBlocks, applied to the student's and the teacher's features."""
+    `relation`: FGD's GcBlocks, applied to the student's and the teacher's features.
+    `normalize`: the adapters see the per-channel normalised maps (else the raw ones)."""
 
     def __init__(
         self,
@@ -124,22 +126,27 @@ class DistillStudent(nn.Module):
         adapters: Optional[nn.ModuleList],
         cross_head: Optional[nn.Module] = None,
         relation: Optional[nn.ModuleList] = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         self.detector = detector
         self.adapters = adapters
+        self.normalize = normalize
         self.relation = relation
         self._cross = [cross_head] if cross_head is not None else []  # a list: not registered
 
     def forward(self, x: Tensor, t_feats: Optional[List[Tensor]] = None) -> Dict[str, Any]:
-        """-> feats, cls, reg (per level), residuals (the adapters' output on the normalised
-        features; empty without adapters), cross (CrossKD's (cls, reg) per level, given
+        """-> feats, cls, reg (per level), residuals (the adapters' output on the features
+        the loss compares; empty without adapters), cross (CrossKD's (cls, reg) per level, given
         the teacher's features; else empty) and relation ((R(F_S), R(F_T)) per level for
         FGD, given the teacher's features; else empty)."""
         feats = self.detector.features(x)
         cls, reg = self.detector.head(feats)
         residuals = (
-            [a(channel_normalize(f.float())) for a, f in zip(self.adapters, feats)]
+            [
+                a(channel_normalize(f.float()) if self.normalize else f.float())
+                for a, f in zip(self.adapters, feats)
+            ]
             if self.adapters is not None
             else []
         )
@@ -215,7 +222,7 @@ class DistillTask(DetectorTask):
             if dcfg.method == "fgd"
             else None
         )
-        self.module = DistillStudent(self.detector, adapters, cross, relation)
+        self.module = DistillStudent(self.detector, adapters, cross, relation, dcfg.normalize)
         noise = NoiseConfig() if dcfg.noise else NoiseConfig(p=0.0)
         self.dataset = DistillSet(
             data, AugmentConfig(size=cfg.size, crop=cfg.crop), noise, cfg.seed
@@ -268,7 +275,8 @@ class DistillTask(DetectorTask):
         points, strides, counts = self.criterion.priors(cls)
         assignment = self.criterion.targets(points, strides, counts, gt)
         out = self.criterion(cls, reg, gt, targets=assignment)
-        fw = d.feature_weight if d.feature_weight is not None else (1.0 if m == "mimic" else 6.0)
+        raw = m == "mimic" or (m == "ours" and not d.normalize)
+        fw = d.feature_weight if d.feature_weight is not None else (1.0 if raw else 6.0)
         if m == "mimic":
             out["loss_mimic"] = fw * sum(mimic_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "pkd":
@@ -276,12 +284,12 @@ class DistillTask(DetectorTask):
         elif m == "ours":
             if residuals:
                 out["loss_residual"] = fw * sum(
-                    residual_loss(s, r, t, d.residual_lambda)
+                    residual_loss(s, r, t, d.residual_lambda, d.normalize)
                     for s, r, t in zip(feats, residuals, t_feats)
                 )
-            else:  # --no-residual: the same normalised imitation without adapters
+            else:  # --no-residual: the same imitation without adapters
                 out["loss_imitation"] = fw * sum(
-                    residual_loss(s, torch.zeros_like(s), t, d.residual_lambda)
+                    residual_loss(s, torch.zeros_like(s), t, d.residual_lambda, d.normalize)
                     for s, t in zip(feats, t_feats)
                 )
         elif m == "fgd":
