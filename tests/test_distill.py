@@ -14,6 +14,7 @@ import torch
 
 from fod.cli import main
 from training.checkpoint import load_detector, save_checkpoint
+from training.compare import describe
 from training.data.dataset import CocoDetection
 from training.distill import DistillConfig, DistillTask
 from training.distill_losses import mimic_loss
@@ -189,6 +190,17 @@ def test_torchrun_two_processes_identical(small_set, teacher, tmp_path) -> None:
     assert s["world_size"] == 2 and s["iterations"] == 2
     d = s["rank_weight_digests"]
     assert len(d) == 2 and d[0] == d[1]  # student and adapters identical on both ranks
+
+
+def test_describe_names_the_variant_and_the_ablation() -> None:
+    cfg = arch_config("gfl-r18", 3)
+    assert describe({}, cfg) == ("GFL-R18", "alone")
+    d = {"method": "ours", "noise": True, "residual": False, "ld": True}
+    assert describe({"distill_config": d}, cfg)[1] == "ours -residual"
+    d = {**d, "normalize": False, "teacher_fpn": "nearest"}
+    assert describe({"distill_config": d}, cfg)[1] == "ours raw -residual -carafe"
+    d = {"method": "mimic", "noise": False, "normalize": True}
+    assert describe({"distill_config": d}, cfg)[1] == "mimic -noise"
 
 
 def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:

@@ -67,7 +67,8 @@ def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
         off = [o for o in off if o == "noise"]
     if d.get("teacher_fpn") == "nearest":  # distilled from a teacher without CARAFE
         off.append("carafe")
-    return model, method + "".join(f" -{o}" for o in off)
+    raw = " raw" if method == "ours" and d.get("normalize") is False else ""  # --raw-features
+    return model, method + raw + "".join(f" -{o}" for o in off)
 
 
 def pick_checkpoint(run: Path) -> Path:
