@@ -153,6 +153,10 @@ def test_init_fine_tunes_from_a_checkpoint(trained: Path, small_set: Path, tmp_p
     src, cfg, _, _ = load_detector(trained / "last.pt")
     got, got_cfg, _, ckpt = load_detector(out / "last.pt")
     assert got_cfg == cfg and ckpt["train_config"]["init"] == str(trained / "last.pt")
+    # ... and its record names that architecture, not the flags' defaults (256 / 4)
+    tc = ckpt["train_config"]
+    assert (tc["fpn_channels"], tc["stacked_convs"]) == (cfg.fpn.channels, cfg.head.stacked_convs)
+    assert (tc["fpn_channels"], tc["stacked_convs"]) != (256, 4)
     # lr 0: the parameters are the checkpoint's (batch-norm statistics still move).
     for (name, a), (_, b) in zip(src.named_parameters(), got.named_parameters()):
         assert torch.equal(a, b), name

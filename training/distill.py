@@ -49,7 +49,7 @@ from .distill_losses import (
 )
 from .engine.distributed import distributed
 from .engine.loop import check_val, run
-from .engine.trainer import DetectorTask, TrainConfig
+from .engine.trainer import DetectorTask, TrainConfig, as_trained
 from .models.adapters import GcBlocks, ResidualAdapters
 
 METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
@@ -391,6 +391,7 @@ def distill(cfg: TrainConfig, dcfg: DistillConfig) -> Dict[str, Any]:
         data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)
-        summary = run(cfg, DistillTask(cfg, dcfg, data), ctx, val)
+        task = DistillTask(cfg, dcfg, data)
+        summary = run(as_trained(cfg, task), task, ctx, val)
     summary["distill"] = dcfg.to_json()
     return summary

@@ -148,4 +148,20 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts anyway)
-        return run(cfg, DetectorTask(cfg, data), ctx, val)
+        task = DetectorTask(cfg, data)
+        return run(as_trained(cfg, task), task, ctx, val)
+
+
+def as_trained(cfg: TrainConfig, task: DetectorTask) -> TrainConfig:
+    """The config as the checkpoints record it: with --init, the model trained is the
+    checkpoint's, whatever the architecture flags said."""
+    if cfg.init is None:
+        return cfg
+    d = task.detector_config
+    return dataclasses.replace(
+        cfg,
+        arch=task.arch,
+        teacher=d.fpn.upsample == "carafe",
+        fpn_channels=d.fpn.channels,
+        stacked_convs=d.head.stacked_convs,
+    )
