@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's distillation experiment in one command: the benchmark sets (fod synth --preset
 # hard), the CARAFE teacher, the teacher without CARAFE, the student alone, every method,
-# the ablation of ours (and ours on raw maps), one `fod compare` table (clean and noisy
+# the ablation of ours (and of ours on raw maps), one `fod compare` table (clean and noisy
 # val) and `fod heatmap`.
 #
 #   benchmarks/distill_table.sh OUT [smoke|cpu|gpu|h200]
@@ -129,13 +129,16 @@ step run ours-no-noise distill --teacher "$T" --no-noise
 step run ours-no-residual distill --teacher "$T" --no-residual
 step run ours-no-ld distill --teacher "$T" --no-ld
 step run ours-raw distill --teacher "$T" --raw-features  # the residual on raw maps, as mimic
+step run ours-raw-no-residual distill --teacher "$T" --raw-features --no-residual  # mimic + LD
+step run ours-raw-no-ld distill --teacher "$T" --raw-features --no-ld
 wait
 [[ ${TABLE:-1} == 0 ]] && { say "TABLE=0: no table"; exit 0; }
 
 runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
 for n in teacher "${extra[@]}" teacher-nocarafe student none mimic ld pkd fgd crosskd ours \
-  ours-raw ours-no-noise ours-no-residual ours-no-ld ours-no-carafe; do
+  ours-raw ours-raw-no-residual ours-raw-no-ld ours-no-noise ours-no-residual ours-no-ld \
+  ours-no-carafe; do
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \
