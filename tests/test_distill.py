@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from edge.errors import FodError
 from fod.cli import main
 from training.checkpoint import load_detector, save_checkpoint
 from training.compare import describe
 from training.data.dataset import CocoDetection
 from training.distill import DistillConfig, DistillTask
-from training.distill_losses import mimic_loss
+from training.distill_losses import channel_normalize, mimic_loss, pkd_loss
 from training.engine.trainer import TrainConfig
 from training.models import build_detector
 from training.models.config import arch_config
@@ -95,10 +96,14 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
             assert r.mask.weight.grad is not None and r.mask.weight.grad.abs().sum() > 0
 
 
-def test_raw_features_reach_the_adapters_unnormalised(small_set, teacher, tmp_path) -> None:
-    """--raw-features: the adapters see the raw FPN maps and, zero-initialised, the first
-    step's residual loss is weight 1 x the mimic loss of the student's and teacher's maps."""
-    task = _task(small_set, teacher, tmp_path, normalize=False)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_the_adapters_and_the_loss_see_the_compared_maps(
+    small_set, teacher, tmp_path, normalize
+) -> None:
+    """The adapters see the maps the loss compares (per-channel normalised by default,
+    raw with --raw-features) and, zero-initialised, the first step's residual loss is the
+    plain imitation of them: 6 x 2 x PKD on normalised maps, 1 x mimic on raw ones."""
+    task = _task(small_set, teacher, tmp_path, normalize=normalize)
     seen = []
     task.module.adapters[0].register_forward_hook(lambda _m, inp, _o: seen.append(inp[0]))
     feats = []
@@ -108,9 +113,14 @@ def test_raw_features_reach_the_adapters_unnormalised(small_set, teacher, tmp_pa
     batch = task.collate([task.dataset[i] for i in range(2)])
     task.module.train()
     losses = task.losses(task.module, batch, torch.device("cpu"), False)
-    torch.testing.assert_close(seen[0], feats[0][0].float())
-    want = sum(mimic_loss(s, t) for s, t in zip(feats[0], t_feats[0]))
-    assert losses["loss_residual"].item() == pytest.approx(want.item(), rel=1e-5)
+    f0 = feats[0][0].float()
+    torch.testing.assert_close(seen[0], channel_normalize(f0) if normalize else f0)
+    pairs = list(zip(feats[0], t_feats[0]))
+    if normalize:
+        want = 6 * 2 * sum(pkd_loss(s, t) for s, t in pairs)
+    else:
+        want = sum(mimic_loss(s, t) for s, t in pairs)
+    assert losses["loss_residual"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
 def test_student_alone_costs_no_teacher_pass(small_set, teacher, tmp_path) -> None:
@@ -177,6 +187,34 @@ def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
     args = distill_args(small_set, other, tmp_path / "x", 1)
     assert main(args) == 2
     assert "64 channels" in capsys.readouterr().err
+    # A switch the method has no part for is refused before anything is written.
+    args = distill_args(small_set, teacher, tmp_path / "y", 1, "--method", "pkd", "--no-ld")
+    assert main(args) == 2
+    assert "--no-ld: no such part in --method pkd" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    "method, kw, refused",
+    [
+        ("ours", {"residual": False, "ld": False, "normalize": False, "vlr": False}, ""),
+        ("ours", {"feature_weight": 3.0}, ""),
+        ("ld", {"vlr": False}, ""),
+        ("pkd", {"feature_weight": 8.0}, ""),
+        ("mimic", {"normalize": False}, "--raw-features"),
+        ("ld", {"ld": False}, "--no-ld"),
+        ("crosskd", {"residual": False, "feature_weight": 1.0}, "--no-residual, --feature-weight"),
+        ("pkd", {"vlr": False}, "--no-vlr"),
+        ("none", {"feature_weight": 1.0}, "--feature-weight"),
+    ],
+)
+def test_switches_apply_only_to_their_method(method, kw, refused) -> None:
+    cfg = DistillConfig(teacher=Path("t.pt"), method=method, **kw)
+    if not refused:
+        cfg.validate()
+        return
+    with pytest.raises(FodError, match=f"^{refused}: no such part in --method {method}$"):
+        cfg.validate()
 
 
 def test_torchrun_two_processes_identical(small_set, teacher, tmp_path) -> None:

@@ -55,31 +55,40 @@ def test_pkd_is_one_minus_pearson() -> None:
 
 
 def test_residual_loss() -> None:
-    # R = 0: (sum (ns - nt)^2 = 4 x 2 (1 - r) = 1.6) x (1 + lam) / (2 N H W = 8) = 0.4
+    # On normalised maps, R = 0: (sum (ns - nt)^2 = 4 x 2 (1 - r) = 1.6) x (1 + lam)
+    # / (2 N H W = 8) = 0.4
+    nS, nT = channel_normalize(S), channel_normalize(T)
     zero = torch.zeros_like(S)
-    assert residual_loss(S, zero, T, lam=1.0).item() == pytest.approx(0.4, abs=1e-5)
+    assert residual_loss(nS, zero, nT, lam=1.0).item() == pytest.approx(0.4, abs=1e-5)
     # R that explains the whole difference leaves only the lam term: 1.6 / 8 = 0.2
-    r = channel_normalize(T) - channel_normalize(S)
-    assert residual_loss(S, r, T, lam=1.0).item() == pytest.approx(0.2, abs=1e-5)
-    assert residual_loss(T, zero, T).item() == pytest.approx(0.0, abs=1e-6)
+    assert residual_loss(nS, nT - nS, nT, lam=1.0).item() == pytest.approx(0.2, abs=1e-5)
+    assert residual_loss(nT, zero, nT).item() == pytest.approx(0.0, abs=1e-6)
     # Any width: at R = 0 it is (1 + lam) x PKD, so PKD's weight carries over.
     s, t = torch.randn(2, 64, 6, 7), torch.randn(2, 64, 6, 7)
-    got = residual_loss(s, torch.zeros_like(s), t, lam=1.0).item()
+    got = residual_loss(channel_normalize(s), torch.zeros_like(s), channel_normalize(t)).item()
     assert got == pytest.approx(2 * pkd_loss(s, t).item(), rel=1e-4)
 
 
 def test_residual_loss_on_raw_maps() -> None:
-    # normalize=False, R = 0, lam = 1: exactly the mimic loss (so mimic's weight 1 applies)
+    # Raw maps, R = 0, lam = 1: exactly the mimic loss (so mimic's weight 1 applies)
     s, t = torch.randn(2, 16, 5, 6), torch.randn(2, 16, 5, 6)
     zero = torch.zeros_like(s)
-    got = residual_loss(s, zero, t, lam=1.0, normalize=False).item()
-    assert got == pytest.approx(mimic_loss(s, t).item(), rel=1e-5)
-    # Raw maps keep the scale the normalised loss ignores: 3T + 2 is no longer T.
+    assert residual_loss(s, zero, t, lam=1.0).item() == pytest.approx(
+        mimic_loss(s, t).item(), rel=1e-5
+    )
+    # Raw maps keep the scale the normalised ones drop: 3T + 2 is no longer T.
     z = torch.zeros_like(T)
-    assert residual_loss(3 * T + 2, z, T, normalize=False).item() > 1.0
-    assert residual_loss(3 * T + 2, z, T).item() == pytest.approx(0.0, abs=1e-5)
+    assert residual_loss(3 * T + 2, z, T).item() > 1.0
+    assert residual_loss(
+        channel_normalize(3 * T + 2), z, channel_normalize(T)
+    ).item() == pytest.approx(0.0, abs=1e-5)
     # By hand: S - T = [0, 1, -1, 0] -> sum 2; R = T - S leaves the lam term: 2 / 8
-    assert residual_loss(S, T - S, T, normalize=False).item() == pytest.approx(0.25)
+    assert residual_loss(S, T - S, T).item() == pytest.approx(0.25)
+    # Only the student's side learns: the teacher's map is held fixed.
+    s.requires_grad_(True)
+    tt = t.clone().requires_grad_(True)
+    residual_loss(s, zero, tt).backward()
+    assert s.grad is not None and tt.grad is None
 
 
 def test_ld_by_hand() -> None:
@@ -168,6 +177,7 @@ def test_residual_adapter_starts_at_zero_and_learns() -> None:
     a = ResidualAdapter(8)
     x = torch.randn(2, 8, 5, 5)
     assert a(x).abs().max().item() == 0.0  # training starts from plain imitation
-    residual_loss(x, a(channel_normalize(x)), torch.randn(2, 8, 5, 5)).backward()
+    nx = channel_normalize(x)
+    residual_loss(nx, a(nx), channel_normalize(torch.randn(2, 8, 5, 5))).backward()
     assert a.expand.weight.grad is not None and a.expand.weight.grad.abs().sum() > 0
     assert len(ResidualAdapters(8, 5)) == 5

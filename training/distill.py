@@ -75,6 +75,21 @@ class DistillConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise FodError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        # A switch the method has no part for would run silently as if it were not given.
+        m = self.method
+        inert = [
+            flag
+            for flag, applies in (
+                ("--no-residual", self.residual or m == "ours"),
+                ("--no-ld", self.ld or m == "ours"),
+                ("--raw-features", self.normalize or m == "ours"),
+                ("--no-vlr", self.vlr or m in ("ours", "ld")),
+                ("--feature-weight", self.feature_weight is None or m in ("ours", "mimic", "pkd")),
+            )
+            if not applies
+        ]
+        if inert:
+            raise FodError(f"{', '.join(inert)}: no such part in --method {m}")
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -118,7 +133,7 @@ class DistillStudent(nn.Module):
     and every trained parameter is used inside its forward. `cross_head`: the teacher's
     head for CrossKD, held outside the module's parameters (frozen, not saved).
     `relation`: FGD's GcBlocks, applied to the student's and the teacher's features.
-    `normalize`: the adapters see the per-channel normalised maps (else the raw ones)."""
+    `normalize`: the adapters and the loss compare per-channel normalised maps (else raw)."""
 
     def __init__(
         self,
@@ -136,20 +151,18 @@ class DistillStudent(nn.Module):
         self._cross = [cross_head] if cross_head is not None else []  # a list: not registered
 
     def forward(self, x: Tensor, t_feats: Optional[List[Tensor]] = None) -> Dict[str, Any]:
-        """-> feats, cls, reg (per level), residuals (the adapters' output on the features
-        the loss compares; empty without adapters), cross (CrossKD's (cls, reg) per level, given
+        """-> feats, cls, reg (per level), compared (the maps the residual loss compares:
+        normalised or raw, float; empty without adapters), residuals (the adapters' output
+        on them; empty without adapters), cross (CrossKD's (cls, reg) per level, given
         the teacher's features; else empty) and relation ((R(F_S), R(F_T)) per level for
         FGD, given the teacher's features; else empty)."""
         feats = self.detector.features(x)
         cls, reg = self.detector.head(feats)
-        residuals = (
-            [
-                a(channel_normalize(f.float()) if self.normalize else f.float())
-                for a, f in zip(self.adapters, feats)
-            ]
-            if self.adapters is not None
-            else []
-        )
+        compared: List[Tensor] = []
+        residuals: List[Tensor] = []
+        if self.adapters is not None:
+            compared = [compared_map(f, self.normalize) for f in feats]
+            residuals = [a(c) for a, c in zip(self.adapters, compared)]
         cross = []
         if self._cross and t_feats is not None:
             cross = [
@@ -165,10 +178,18 @@ class DistillStudent(nn.Module):
             "feats": feats,
             "cls": cls,
             "reg": reg,
+            "compared": compared,
             "residuals": residuals,
             "cross": cross,
             "relation": relation,
         }
+
+
+def compared_map(f: Tensor, normalize: bool) -> Tensor:
+    """The map `ours` compares: per channel normalised, or raw; float either way.
+
+    f (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]."""
+    return channel_normalize(f.float()) if normalize else f.float()
 
 
 def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: Tensor, level: int):
@@ -282,15 +303,17 @@ class DistillTask(DetectorTask):
         elif m == "pkd":
             out["loss_pkd"] = fw * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "ours":
+            s_cmp = o["compared"] or [compared_map(f, d.normalize) for f in feats]
+            t_cmp = [compared_map(t, d.normalize) for t in t_feats]
             if residuals:
                 out["loss_residual"] = fw * sum(
-                    residual_loss(s, r, t, d.residual_lambda, d.normalize)
-                    for s, r, t in zip(feats, residuals, t_feats)
+                    residual_loss(s, r, t, d.residual_lambda)
+                    for s, r, t in zip(s_cmp, residuals, t_cmp)
                 )
             else:  # --no-residual: the same imitation without adapters
                 out["loss_imitation"] = fw * sum(
-                    residual_loss(s, torch.zeros_like(s), t, d.residual_lambda, d.normalize)
-                    for s, t in zip(feats, t_feats)
+                    residual_loss(s, torch.zeros_like(s), t, d.residual_lambda)
+                    for s, t in zip(s_cmp, t_cmp)
                 )
         elif m == "fgd":
             out["loss_fgd"] = self._fgd(feats, t_feats, gt)

@@ -38,23 +38,22 @@ def pkd_loss(s: Tensor, t: Tensor) -> Tensor:
     return F.mse_loss(channel_normalize(s), channel_normalize(t.detach())) / 2
 
 
-def residual_loss(
-    s: Tensor, residual: Tensor, t: Tensor, lam: float = 1.0, normalize: bool = True
-) -> Tensor:
+def residual_loss(s: Tensor, residual: Tensor, t: Tensor, lam: float = 1.0) -> Tensor:
     """Ours (residual feature distillation): a training-only adapter R models what the
-    student cannot yet express; on normalised maps,
-        ( ||S + R(S) - T||^2 + lam ||S - T||^2 ) / (2 N C H W).
-    The mean over channels too (where the design's formula writes 2 N H W) keeps the
-    loss on PKD's scale, so PKD's weight 6 applies: at initialisation (R = 0) it is exactly
-    (1 + lam) x the PKD term, whatever the FPN width. `residual` is R(S) on the student
-    map the loss compares (the caller's adapter). normalize=False compares raw maps: at
-    R = 0 and lam = 1 that is exactly the mimic loss.
+    student cannot yet express,
+        ( ||S + R(S) - T||^2 + lam ||S - T||^2 ) / (2 N C H W),
+    on the maps the method compares, given as such: per-channel normalised (the default;
+    the caller normalises each level once, for the adapter and this loss) or raw
+    (--raw-features). The mean over channels too (where the design's formula writes
+    2 N H W) keeps the loss on PKD's scale, so PKD's weight 6 applies: on normalised maps at
+    initialisation (R = 0) it is exactly (1 + lam) x the PKD term, whatever the FPN width;
+    on raw maps at R = 0 and lam = 1 it is exactly the mimic loss. `residual` is R(S), the
+    caller's adapter on `s`.
 
     s, residual, t (Tensor[N, C, H, W]) -> scalar."""
     t = t.detach()
-    ns, nt = (channel_normalize(s), channel_normalize(t)) if normalize else (s, t)
-    full = (ns + residual - nt).pow(2).sum()
-    direct = (ns - nt).pow(2).sum()
+    full = (s + residual - t).pow(2).sum()
+    direct = (s - t).pow(2).sum()
     return (full + lam * direct) / (2 * s.numel())
 
 
