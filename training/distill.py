@@ -34,7 +34,7 @@ from .assigner import atss_thresholds
 from .checkpoint import load_detector
 from .criterion import Targets, flatten_levels, flatten_maps
 from .data.augment import AugmentConfig, paired_view
-from .data.dataset import TrainingData, open_training_data
+from .data.dataset import TrainingData
 from .distill_losses import (
     channel_normalize,
     fgd_global_loss,
@@ -47,9 +47,7 @@ from .distill_losses import (
     residual_loss,
     vlr_weights,
 )
-from .engine.distributed import distributed
-from .engine.loop import check_val, run
-from .engine.trainer import DetectorTask, TrainConfig, as_trained
+from .engine.trainer import DetectorTask, TrainConfig, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
 METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
@@ -408,13 +406,7 @@ class DistillTask(DetectorTask):
 def distill(cfg: TrainConfig, dcfg: DistillConfig) -> Dict[str, Any]:
     """Distil a student from `dcfg.teacher`; the summary as `train` returns it, plus the
     distillation settings."""
-    cfg.validate()
     dcfg.validate()
-    with distributed(cfg.device) as ctx:
-        data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
-        val = check_val(data, cfg.val)
-        torch.manual_seed(cfg.seed)
-        task = DistillTask(cfg, dcfg, data)
-        summary = run(as_trained(cfg, task), task, ctx, val)
+    summary = fit(cfg, lambda c, data: DistillTask(c, dcfg, data))
     summary["distill"] = dcfg.to_json()
     return summary

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -143,12 +143,20 @@ class DetectorTask:
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Run the schedule; returns the summary also written to `out/metrics.json` (rank 0)."""
+    return fit(cfg, DetectorTask)
+
+
+def fit(
+    cfg: TrainConfig, make_task: Callable[[TrainConfig, TrainingData], DetectorTask]
+) -> Dict[str, Any]:
+    """The one way a task is trained (`fod train`, `fod distill`): validated config, the
+    process group, the data, seeded initial weights, the loop."""
     cfg.validate()
     with distributed(cfg.device) as ctx:
         data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts anyway)
-        task = DetectorTask(cfg, data)
+        task = make_task(cfg, data)
         return run(as_trained(cfg, task), task, ctx, val)
 
 
