@@ -122,23 +122,26 @@ fi
 # The distillations from the CARAFE teacher wait for it alone (reaped already if the pool
 # waited on it).
 [[ -n $teacher ]] && { wait "$teacher" 2> /dev/null || true; }
-for m in none ours ld pkd crosskd fgd mimic; do  # the paper's comparison first
-  step run "$m" distill --method "$m" --teacher "$T"
+# Every distillation from the CARAFE teacher, "NAME ARGS...", the paper's comparison first;
+# the table lists them in this order.
+DISTILL=(
+  "none --method none" "ours --method ours" "ld --method ld" "pkd --method pkd"
+  "crosskd --method crosskd" "fgd --method fgd" "mimic --method mimic"
+  "ours-no-noise --no-noise" "ours-no-residual --no-residual" "ours-no-ld --no-ld"
+  "ours-raw --raw-features"  # the residual on raw maps, as mimic
+  "ours-raw-no-residual --raw-features --no-residual"  # mimic + LD
+  "ours-raw-no-ld --raw-features --no-ld"
+)
+for d in "${DISTILL[@]}"; do
+  read -r -a a <<< "$d"
+  step run "${a[0]}" distill --teacher "$T" "${a[@]:1}"
 done
-step run ours-no-noise distill --teacher "$T" --no-noise
-step run ours-no-residual distill --teacher "$T" --no-residual
-step run ours-no-ld distill --teacher "$T" --no-ld
-step run ours-raw distill --teacher "$T" --raw-features  # the residual on raw maps, as mimic
-step run ours-raw-no-residual distill --teacher "$T" --raw-features --no-residual  # mimic + LD
-step run ours-raw-no-ld distill --teacher "$T" --raw-features --no-ld
 wait
 [[ ${TABLE:-1} == 0 ]] && { say "TABLE=0: no table"; exit 0; }
 
 runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
-for n in teacher "${extra[@]}" teacher-nocarafe student none mimic ld pkd fgd crosskd ours \
-  ours-raw ours-raw-no-residual ours-raw-no-ld ours-no-noise ours-no-residual ours-no-ld \
-  ours-no-carafe; do
+for n in teacher "${extra[@]}" teacher-nocarafe student "${DISTILL[@]%% *}" ours-no-carafe; do
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \

@@ -21,16 +21,17 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher='' init=''
+out='' teacher='' init='' runs=''
 while [[ $# -gt 0 ]]; do
   case $1 in
+    --runs) while [[ $# -gt 1 && $2 != --* ]]; do runs+=" $(basename "$2")"; shift; done ;;
     --out) out=$2; shift ;;
     --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
     --init) init=$(basename "$(dirname "$2")"); shift ;;
   esac
   shift
 done
-echo "$verb $(basename "$out") ${OMP_NUM_THREADS:--} ${init:--}" >> "$STUB_LOG"
+echo "$verb $(basename "$out") ${OMP_NUM_THREADS:--} ${init:--}$runs" >> "$STUB_LOG"
 case $verb in
   synth) mkdir -p "$out/images"; : > "$out/images/0.png"; echo '{}' > "$out/annotations.json" ;;
   train|distill)
@@ -101,6 +102,9 @@ def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     compare = [c for c in _calls(tmp_path) if c[0] == "compare"]
     assert len(compare) == 1 and "table:" in r.stdout
     assert compare[0][2] == "-"  # the table is made with every core (no thread limit)
+    # Every run trained is in the table (bar the teacher-without-CARAFE's first schedule),
+    # the teachers' schedules beside the student's, then the script's order.
+    assert compare[0][4:] == ["teacher", "teacher-c1", "student-long", *ALL[1:]]
 
 
 def test_runs_subset_and_table_only(tmp_path: Path) -> None:
