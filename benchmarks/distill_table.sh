@@ -128,9 +128,10 @@ DISTILL=(
   "none --method none" "ours --method ours" "ld --method ld" "pkd --method pkd"
   "crosskd --method crosskd" "fgd --method fgd" "mimic --method mimic"
   "ours-no-noise --no-noise" "ours-no-residual --no-residual" "ours-no-ld --no-ld"
-  "ours-raw --raw-features"  # the residual on raw maps, as mimic
-  "ours-raw-no-residual --raw-features --no-residual"  # mimic + LD
-  "ours-raw-no-ld --raw-features --no-ld"
+  "ours-teacher --features teacher"  # both maps normalised by the teacher's statistics
+  "ours-raw --features raw"  # the residual on raw maps, as mimic
+  "ours-raw-no-residual --features raw --no-residual"  # mimic + LD
+  "ours-raw-no-ld --features raw --no-ld"
 )
 for d in "${DISTILL[@]}"; do
   read -r -a a <<< "$d"

@@ -46,9 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ld", action="store_true", help="ablation (ours): no LD")
     p.add_argument("--no-vlr", action="store_true", help="LD on the positives only")
     p.add_argument(
+        "--features",
+        choices=("own", "teacher", "raw"),
+        default="own",
+        help="ours: the FPN maps compared - each normalised per channel by its own statistics "
+        "(default, as PKD), both by the teacher's, or raw (as mimic)",
+    )
+    p.add_argument(
         "--raw-features",
-        action="store_true",
-        help="ours: the residual loss on raw FPN maps, as mimic (default: normalised, as PKD)",
+        dest="features",
+        action="store_const",
+        const="raw",
+        help="the same as --features raw",
     )
     p.add_argument(
         "--feature-weight",
@@ -255,7 +264,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         residual=not args.no_residual,
         ld=not args.no_ld,
         vlr=not args.no_vlr,
-        normalize=not args.raw_features,
+        features=args.features,
         feature_weight=args.feature_weight,
     )
     return _print_summary(distill(_train_config(args), dcfg), args, f"distilled ({args.method})")

@@ -96,14 +96,15 @@ def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
             assert r.mask.weight.grad is not None and r.mask.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("features", ["own", "teacher", "raw"])
 def test_the_adapters_and_the_loss_see_the_compared_maps(
-    small_set, teacher, tmp_path, normalize
+    small_set, teacher, tmp_path, features
 ) -> None:
-    """The adapters see the maps the loss compares (per-channel normalised by default,
-    raw with --raw-features) and, zero-initialised, the first step's residual loss is the
-    plain imitation of them: 6 x 2 x PKD on normalised maps, 1 x mimic on raw ones."""
-    task = _task(small_set, teacher, tmp_path, normalize=normalize)
+    """The adapters see the student's maps as the loss compares them and, zero-initialised,
+    the first step's residual loss is the plain imitation of them: 6 x 2 x PKD on maps
+    normalised by their own statistics, 6 x the MSE of S - T in units of the teacher's
+    per-channel std on maps normalised by the teacher's, 1 x mimic on raw maps."""
+    task = _task(small_set, teacher, tmp_path, features=features)
     seen = []
     task.module.adapters[0].register_forward_hook(lambda _m, inp, _o: seen.append(inp[0]))
     feats = []
@@ -113,11 +114,22 @@ def test_the_adapters_and_the_loss_see_the_compared_maps(
     batch = task.collate([task.dataset[i] for i in range(2)])
     task.module.train()
     losses = task.losses(task.module, batch, torch.device("cpu"), False)
-    f0 = feats[0][0].float()
-    torch.testing.assert_close(seen[0], channel_normalize(f0) if normalize else f0)
-    pairs = list(zip(feats[0], t_feats[0]))
-    if normalize:
+    pairs = [(s.float(), t.float()) for s, t in zip(feats[0], t_feats[0])]
+    s0, t0 = pairs[0]
+    std = t0.std(dim=(0, 2, 3), keepdim=True, unbiased=False)  # [1, C, 1, 1]
+    view = {
+        "own": channel_normalize(s0),
+        "teacher": (s0 - t0.mean(dim=(0, 2, 3), keepdim=True)) / std,
+        "raw": s0,
+    }[features]
+    torch.testing.assert_close(seen[0], view, rtol=1e-4, atol=1e-4)
+    if features == "own":
         want = 6 * 2 * sum(pkd_loss(s, t) for s, t in pairs)
+    elif features == "teacher":
+        want = 6 * sum(
+            ((s - t) / t.std(dim=(0, 2, 3), keepdim=True, unbiased=False)).pow(2).mean()
+            for s, t in pairs
+        )
     else:
         want = sum(mimic_loss(s, t) for s, t in pairs)
     assert losses["loss_residual"].item() == pytest.approx(want.item(), rel=1e-4)
@@ -197,11 +209,12 @@ def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     "method, kw, refused",
     [
-        ("ours", {"residual": False, "ld": False, "normalize": False, "vlr": False}, ""),
+        ("ours", {"residual": False, "ld": False, "features": "raw", "vlr": False}, ""),
+        ("ours", {"features": "teacher"}, ""),
         ("ours", {"feature_weight": 3.0}, ""),
         ("ld", {"vlr": False}, ""),
         ("pkd", {"feature_weight": 8.0}, ""),
-        ("mimic", {"normalize": False}, "--raw-features"),
+        ("mimic", {"features": "raw"}, "--features"),
         ("ld", {"ld": False}, "--no-ld"),
         ("crosskd", {"residual": False, "feature_weight": 1.0}, "--no-residual, --feature-weight"),
         ("pkd", {"vlr": False}, "--no-vlr"),
@@ -235,10 +248,13 @@ def test_describe_names_the_variant_and_the_ablation() -> None:
     assert describe({}, cfg) == ("GFL-R18", "alone")
     d = {"method": "ours", "noise": True, "residual": False, "ld": True}
     assert describe({"distill_config": d}, cfg)[1] == "ours -residual"
-    d = {**d, "normalize": False, "teacher_fpn": "nearest"}
+    d = {**d, "normalize": False, "teacher_fpn": "nearest"}  # a checkpoint before --features
     assert describe({"distill_config": d}, cfg)[1] == "ours raw -residual -carafe"
     d = {"method": "mimic", "noise": False, "normalize": True}
     assert describe({"distill_config": d}, cfg)[1] == "mimic -noise"
+    d = {"method": "ours", "features": "teacher", "ld": False}
+    assert describe({"distill_config": d}, cfg)[1] == "ours teacher -ld"
+    assert describe({"distill_config": {**d, "features": "own"}}, cfg)[1] == "ours -ld"
 
 
 def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:

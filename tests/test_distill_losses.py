@@ -10,6 +10,7 @@ import torch
 
 from training.distill_losses import (
     channel_normalize,
+    feature_view,
     fgd_attention,
     fgd_global_loss,
     fgd_loss,
@@ -89,6 +90,41 @@ def test_residual_loss_on_raw_maps() -> None:
     tt = t.clone().requires_grad_(True)
     residual_loss(s, zero, tt).backward()
     assert s.grad is not None and tt.grad is None
+
+
+def test_feature_views() -> None:
+    s, t = torch.randn(2, 8, 5, 6) * 3 + 1, torch.randn(2, 8, 5, 6) * 2 - 1
+    torch.testing.assert_close(feature_view(s, "raw"), s)
+    torch.testing.assert_close(feature_view(s, "own"), channel_normalize(s))
+    # By the teacher's statistics: the teacher's own view is the same as "own", the
+    # student's is in the teacher's units, and S - T only changes scale per channel.
+    torch.testing.assert_close(feature_view(t, "teacher", t), channel_normalize(t))
+    d = feature_view(s, "teacher", t) - feature_view(t, "teacher", t)
+    std = t.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    torch.testing.assert_close(d, (s - t) / std, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        feature_view(s, "teacher")
+    with pytest.raises(ValueError):
+        feature_view(s, "whitened")
+
+
+def test_own_statistics_let_the_student_escape_by_scale() -> None:
+    """Why `--features` exists: on maps normalised by their own statistics the loss does
+    not see the student's scale, so its gradient falls as 1 / the student's spread (and
+    steps orthogonal to the map make that spread grow); by the teacher's statistics or raw
+    the pull towards the teacher stays."""
+    g = torch.Generator().manual_seed(0)
+    s0, t = torch.randn(2, 8, 6, 6, generator=g), torch.randn(2, 8, 6, 6, generator=g)
+
+    def grad(features: str, scale: float) -> float:
+        s = (s0 * scale).requires_grad_(True)
+        v = feature_view(s, features, t)
+        residual_loss(v, torch.zeros_like(v), feature_view(t, features, t)).backward()
+        return s.grad.norm().item()
+
+    assert grad("own", 10.0) == pytest.approx(grad("own", 1.0) / 10, rel=1e-3)
+    assert grad("teacher", 10.0) > 5 * grad("teacher", 1.0)
+    assert grad("raw", 10.0) > 5 * grad("raw", 1.0)
 
 
 def test_ld_by_hand() -> None:

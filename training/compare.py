@@ -67,8 +67,10 @@ def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
         off = [o for o in off if o == "noise"]
     if d.get("teacher_fpn") == "nearest":  # distilled from a teacher without CARAFE
         off.append("carafe")
-    raw = " raw" if method == "ours" and d.get("normalize") is False else ""  # --raw-features
-    return model, method + raw + "".join(f" -{o}" for o in off)
+    # --features; checkpoints from before it record `normalize` (False: raw maps)
+    features = d.get("features", "raw" if d.get("normalize") is False else "own")
+    view = f" {features}" if method == "ours" and features != "own" else ""
+    return model, method + view + "".join(f" -{o}" for o in off)
 
 
 def pick_checkpoint(run: Path) -> Path:

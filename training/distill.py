@@ -5,12 +5,13 @@ Each batch is one augmented view per image: the teacher gets it clean, the stude
 same pixels with the student noise (`--no-noise`: clean too). The student's own GFL
 losses always apply; the method adds:
 - ours: residual feature distillation on every FPN level (training-only adapters R_l,
-  `--no-residual`: plain imitation) on per-channel normalised maps (`--raw-features`: raw,
-  as mimic) + LD on the positives and the valuable localization region (`--no-ld`);
+  `--no-residual`: plain imitation) on per-channel normalised maps (`--features`: each map
+  by its own statistics as PKD, both by the teacher's, or raw as mimic) + LD on the
+  positives and the valuable localization region (`--no-ld`);
 - mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, and the
   global relation term through training-only GcBlocks), ld (LD alone), crosskd (the
-  student's head features run
-  through the teacher's last tower conv and predictors), none (the student alone).
+  student's head features run through the teacher's last tower conv and predictors),
+  none (the student alone).
 The adapters are saved only for resuming: best.pt / last.pt are a plain GFL checkpoint.
 """
 
@@ -36,7 +37,9 @@ from .criterion import Targets, flatten_levels, flatten_maps
 from .data.augment import AugmentConfig, paired_view
 from .data.dataset import TrainingData
 from .distill_losses import (
+    FEATURES,
     channel_normalize,
+    feature_view,
     fgd_global_loss,
     fgd_loss,
     fgd_masks,
@@ -61,7 +64,7 @@ class DistillConfig:
     residual: bool = True  # ours: residual adapters (ablation: plain imitation)
     ld: bool = True  # ours: LD on positives and the VLR (ablation: --no-ld)
     vlr: bool = True  # LD also on the valuable localization region
-    normalize: bool = True  # ours: per-channel normalised maps (--raw-features: raw, as mimic)
+    features: str = "own"  # ours: the maps compared (distill_losses.feature_view)
     feature_weight: Optional[float] = None  # None: 6 for normalised maps (PKD's), 1 for raw
     residual_lambda: float = 1.0  # weight of the direct ||S - T|| term beside the residual
     ld_weight: float = 0.25
@@ -73,6 +76,10 @@ class DistillConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise FodError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.features not in FEATURES:
+            raise FodError(
+                f"--features must be one of {', '.join(FEATURES)}, got {self.features!r}"
+            )
         # A switch the method has no part for would run silently as if it were not given.
         m = self.method
         inert = [
@@ -80,7 +87,7 @@ class DistillConfig:
             for flag, applies in (
                 ("--no-residual", self.residual or m == "ours"),
                 ("--no-ld", self.ld or m == "ours"),
-                ("--raw-features", self.normalize or m == "ours"),
+                ("--features", self.features == "own" or m == "ours"),
                 ("--no-vlr", self.vlr or m in ("ours", "ld")),
                 ("--feature-weight", self.feature_weight is None or m in ("ours", "mimic", "pkd")),
             )
@@ -131,7 +138,7 @@ class DistillStudent(nn.Module):
     and every trained parameter is used inside its forward. `cross_head`: the teacher's
     head for CrossKD, held outside the module's parameters (frozen, not saved).
     `relation`: FGD's GcBlocks, applied to the student's and the teacher's features.
-    `normalize`: the adapters and the loss compare per-channel normalised maps (else raw)."""
+    `features`: the view of the maps the adapters and the loss see (feature_view)."""
 
     def __init__(
         self,
@@ -139,18 +146,18 @@ class DistillStudent(nn.Module):
         adapters: Optional[nn.ModuleList],
         cross_head: Optional[nn.Module] = None,
         relation: Optional[nn.ModuleList] = None,
-        normalize: bool = True,
+        features: str = "own",
     ) -> None:
         super().__init__()
         self.detector = detector
         self.adapters = adapters
-        self.normalize = normalize
+        self.features = features
         self.relation = relation
         self._cross = [cross_head] if cross_head is not None else []  # a list: not registered
 
     def forward(self, x: Tensor, t_feats: Optional[List[Tensor]] = None) -> Dict[str, Any]:
-        """-> feats, cls, reg (per level), compared (the maps the residual loss compares:
-        normalised or raw, float; empty without adapters), residuals (the adapters' output
+        """-> feats, cls, reg (per level), compared (the student's maps as the residual loss
+        compares them, feature_view; empty without adapters), residuals (the adapters' output
         on them; empty without adapters), cross (CrossKD's (cls, reg) per level, given
         the teacher's features; else empty) and relation ((R(F_S), R(F_T)) per level for
         FGD, given the teacher's features; else empty)."""
@@ -159,7 +166,8 @@ class DistillStudent(nn.Module):
         compared: List[Tensor] = []
         residuals: List[Tensor] = []
         if self.adapters is not None:
-            compared = [compared_map(f, self.normalize) for f in feats]
+            tf = t_feats if t_feats is not None else [None] * len(feats)
+            compared = [feature_view(f, self.features, t) for f, t in zip(feats, tf)]
             residuals = [a(c) for a, c in zip(self.adapters, compared)]
         cross = []
         if self._cross and t_feats is not None:
@@ -181,13 +189,6 @@ class DistillStudent(nn.Module):
             "cross": cross,
             "relation": relation,
         }
-
-
-def compared_map(f: Tensor, normalize: bool) -> Tensor:
-    """The map `ours` compares: per channel normalised, or raw; float either way.
-
-    f (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]."""
-    return channel_normalize(f.float()) if normalize else f.float()
 
 
 def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: Tensor, level: int):
@@ -241,7 +242,7 @@ class DistillTask(DetectorTask):
             if dcfg.method == "fgd"
             else None
         )
-        self.module = DistillStudent(self.detector, adapters, cross, relation, dcfg.normalize)
+        self.module = DistillStudent(self.detector, adapters, cross, relation, dcfg.features)
         noise = NoiseConfig() if dcfg.noise else NoiseConfig(p=0.0)
         self.dataset = DistillSet(
             data, AugmentConfig(size=cfg.size, crop=cfg.crop), noise, cfg.seed
@@ -285,7 +286,7 @@ class DistillTask(DetectorTask):
                 t_feats = self.teacher.features(xt)
                 t_cls, t_reg = self.teacher.head(t_feats)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            o = net(xs, t_feats if m in ("crosskd", "fgd") else None)
+            o = net(xs, t_feats if m in ("crosskd", "fgd", "ours") else None)
         cls = [c.float() for c in o["cls"]]
         reg = [r.float() for r in o["reg"]]
         feats = [f.float() for f in o["feats"]]
@@ -294,15 +295,17 @@ class DistillTask(DetectorTask):
         points, strides, counts = self.criterion.priors(cls)
         assignment = self.criterion.targets(points, strides, counts, gt)
         out = self.criterion(cls, reg, gt, targets=assignment)
-        raw = m == "mimic" or (m == "ours" and not d.normalize)
+        raw = m == "mimic" or (m == "ours" and d.features == "raw")
         fw = d.feature_weight if d.feature_weight is not None else (1.0 if raw else 6.0)
         if m == "mimic":
             out["loss_mimic"] = fw * sum(mimic_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "pkd":
             out["loss_pkd"] = fw * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "ours":
-            s_cmp = o["compared"] or [compared_map(f, d.normalize) for f in feats]
-            t_cmp = [compared_map(t, d.normalize) for t in t_feats]
+            s_cmp = o["compared"] or [
+                feature_view(f, d.features, t) for f, t in zip(feats, t_feats)
+            ]
+            t_cmp = [feature_view(t, d.features, t) for t in t_feats]
             if residuals:
                 out["loss_residual"] = fw * sum(
                     residual_loss(s, r, t, d.residual_lambda)

@@ -18,13 +18,45 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def channel_normalize(f: Tensor, eps: float = 1e-6) -> Tensor:
-    """Per channel, zero mean and unit (population) std over (N, H, W), as PKD normalises.
+def channel_stats(f: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per channel mean and (population) std over (N, H, W).
+
+    f (Tensor[N, C, H, W]) -> (Tensor[1, C, 1, 1], Tensor[1, C, 1, 1])."""
+    return f.mean(dim=(0, 2, 3), keepdim=True), f.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+
+
+def channel_normalize(
+    f: Tensor, stats: Optional[Tuple[Tensor, Tensor]] = None, eps: float = 1e-6
+) -> Tensor:
+    """Per channel, zero mean and unit std over (N, H, W), as PKD normalises; by `stats`
+    (another map's channel_stats) when given.
 
     f (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]."""
-    mean = f.mean(dim=(0, 2, 3), keepdim=True)  # [1, C, 1, 1]
-    std = f.std(dim=(0, 2, 3), keepdim=True, unbiased=False)  # [1, C, 1, 1]
+    mean, std = stats if stats is not None else channel_stats(f)
     return (f - mean) / (std + eps)
+
+
+FEATURES = ("own", "teacher", "raw")
+
+
+def feature_view(f: Tensor, features: str, t: Optional[Tensor] = None) -> Tensor:
+    """The map the residual loss compares, float: `own` normalised per channel by its own
+    statistics (PKD's way; invariant to the student's scale, so the loss's gradient falls
+    as 1 / the student's spread, which then grows: see test_distill_losses), `teacher` by
+    the teacher map `t`'s statistics (detached; the same unit scale, without that
+    invariance), `raw` as is (mimic's way).
+
+    f, t (Tensor[N, C, H, W]) -> Tensor[N, C, H, W]."""
+    f = f.float()
+    if features == "raw":
+        return f
+    if features == "own":
+        return channel_normalize(f)
+    if features == "teacher":
+        if t is None:
+            raise ValueError("feature_view: 'teacher' needs the teacher's map")
+        return channel_normalize(f, channel_stats(t.detach().float()))
+    raise ValueError(f"feature_view: features must be one of {FEATURES}, got {features!r}")
 
 
 def mimic_loss(s: Tensor, t: Tensor) -> Tensor:
@@ -42,13 +74,13 @@ def residual_loss(s: Tensor, residual: Tensor, t: Tensor, lam: float = 1.0) -> T
     """Ours (residual feature distillation): a training-only adapter R models what the
     student cannot yet express,
         ( ||S + R(S) - T||^2 + lam ||S - T||^2 ) / (2 N C H W),
-    on the maps the method compares, given as such: per-channel normalised (the default;
-    the caller normalises each level once, for the adapter and this loss) or raw
-    (--raw-features). The mean over channels too (where the design's formula writes
-    2 N H W) keeps the loss on PKD's scale, so PKD's weight 6 applies: on normalised maps at
-    initialisation (R = 0) it is exactly (1 + lam) x the PKD term, whatever the FPN width;
-    on raw maps at R = 0 and lam = 1 it is exactly the mimic loss. `residual` is R(S), the
-    caller's adapter on `s`.
+    on the maps the method compares, given as such (`feature_view`: normalised per
+    channel or raw; the caller makes each level's view once, for the adapter and this
+    loss). The mean over channels too (where the design's formula writes 2 N H W) keeps
+    the loss on PKD's scale, so PKD's weight 6 applies: on maps normalised by their own
+    statistics at initialisation (R = 0) it is exactly (1 + lam) x the PKD term, whatever
+    the FPN width; on raw maps at R = 0 and lam = 1 it is exactly the mimic loss.
+    `residual` is R(S), the caller's adapter on `s`.
 
     s, residual, t (Tensor[N, C, H, W]) -> scalar."""
     t = t.detach()
