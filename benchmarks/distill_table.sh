@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's distillation experiment in one command: the benchmark sets (fod synth --preset
 # hard), the CARAFE teacher, the teacher without CARAFE, the student alone, every method,
-# the ablation of ours (and of ours on raw maps), one `fod compare` table (clean and noisy
+# the ablation of ours (and ours on normalised maps), one `fod compare` table (clean and noisy
 # val) and `fod heatmap`.
 #
 #   benchmarks/distill_table.sh OUT [smoke|cpu|gpu|h200]
@@ -127,11 +127,11 @@ fi
 DISTILL=(
   "none --method none" "ours --method ours" "ld --method ld" "pkd --method pkd"
   "crosskd --method crosskd" "fgd --method fgd" "mimic --method mimic"
-  "ours-no-noise --no-noise" "ours-no-residual --no-residual" "ours-no-ld --no-ld"
-  "ours-teacher --features teacher"  # both maps normalised by the teacher's statistics
-  "ours-raw --features raw"  # the residual on raw maps, as mimic
-  "ours-raw-no-residual --features raw --no-residual"  # mimic + LD
-  "ours-raw-no-ld --features raw --no-ld"
+  "ours-no-noise --no-noise"
+  "ours-no-residual --no-residual"  # = mimic + LD
+  "ours-no-ld --no-ld"  # = mimic + the residual adapters
+  "ours-own --features own"  # each map normalised by its own statistics, as PKD
+  "ours-teacher --features teacher"  # both by the teacher's statistics
 )
 for d in "${DISTILL[@]}"; do
   read -r -a a <<< "$d"

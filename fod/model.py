@@ -47,22 +47,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-vlr", action="store_true", help="LD on the positives only")
     p.add_argument(
         "--features",
-        choices=("own", "teacher", "raw"),
-        default="own",
-        help="ours: the FPN maps compared - each normalised per channel by its own statistics "
-        "(default, as PKD), both by the teacher's, or raw (as mimic)",
+        choices=("raw", "own", "teacher"),
+        default="raw",
+        help="ours: the FPN maps compared - raw (default, as mimic), each normalised per "
+        "channel by its own statistics (as PKD), or both by the teacher's",
     )
     p.add_argument(
         "--raw-features",
         dest="features",
         action="store_const",
         const="raw",
-        help="the same as --features raw",
+        help="the same as --features raw (the default)",
     )
     p.add_argument(
         "--feature-weight",
         type=float,
-        help="feature loss weight (default 6 on normalised maps: ours, pkd; 1 on raw: mimic)",
+        help="feature loss weight (default 1 on raw maps: ours, mimic; 6 on normalised maps: "
+        "pkd, ours --features own|teacher)",
     )
     p.set_defaults(func=cmd_distill)
 

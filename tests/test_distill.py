@@ -6,6 +6,8 @@ and exports; two torchrun processes end with identical weights."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from edge.errors import FodError
-from fod.cli import main
+from fod.cli import build_parser, main
 from training.checkpoint import load_detector, save_checkpoint
 from training.compare import describe
 from training.data.dataset import CocoDetection
@@ -214,7 +216,7 @@ def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
         ("ours", {"feature_weight": 3.0}, ""),
         ("ld", {"vlr": False}, ""),
         ("pkd", {"feature_weight": 8.0}, ""),
-        ("mimic", {"features": "raw"}, "--features"),
+        ("mimic", {"features": "own"}, "--features"),
         ("ld", {"ld": False}, "--no-ld"),
         ("crosskd", {"residual": False, "feature_weight": 1.0}, "--no-residual, --feature-weight"),
         ("pkd", {"vlr": False}, "--no-vlr"),
@@ -246,15 +248,39 @@ def test_torchrun_two_processes_identical(small_set, teacher, tmp_path) -> None:
 def test_describe_names_the_variant_and_the_ablation() -> None:
     cfg = arch_config("gfl-r18", 3)
     assert describe({}, cfg) == ("GFL-R18", "alone")
+    # Checkpoints from before --features: `ours` on normalised maps unless normalize False.
     d = {"method": "ours", "noise": True, "residual": False, "ld": True}
-    assert describe({"distill_config": d}, cfg)[1] == "ours -residual"
-    d = {**d, "normalize": False, "teacher_fpn": "nearest"}  # a checkpoint before --features
-    assert describe({"distill_config": d}, cfg)[1] == "ours raw -residual -carafe"
+    assert describe({"distill_config": d}, cfg)[1] == "ours own -residual"
+    d = {**d, "normalize": False, "teacher_fpn": "nearest"}
+    assert describe({"distill_config": d}, cfg)[1] == "ours -residual -carafe"
     d = {"method": "mimic", "noise": False, "normalize": True}
     assert describe({"distill_config": d}, cfg)[1] == "mimic -noise"
     d = {"method": "ours", "features": "teacher", "ld": False}
     assert describe({"distill_config": d}, cfg)[1] == "ours teacher -ld"
-    assert describe({"distill_config": {**d, "features": "own"}}, cfg)[1] == "ours -ld"
+    assert describe({"distill_config": {**d, "features": "own"}}, cfg)[1] == "ours own -ld"
+    assert describe({"distill_config": {**d, "features": "raw"}}, cfg)[1] == "ours -ld"
+
+
+def test_the_cli_defaults_are_the_configs(tmp_path) -> None:
+    """`fod distill` parses without importing training; its defaults are DistillConfig's."""
+    a = build_parser().parse_args(["distill", "--data", "d", "--teacher", "t", "--out", "o"])
+    d = DistillConfig(teacher=Path("t"))
+    assert (a.method, a.features, a.feature_weight) == (d.method, d.features, d.feature_weight)
+    raw = build_parser().parse_args(
+        [
+            "distill",
+            "--data",
+            "d",
+            "--teacher",
+            "t",
+            "--out",
+            "o",
+            "--features",
+            "own",
+            "--raw-features",
+        ]
+    )
+    assert raw.features == "raw"
 
 
 def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:
@@ -316,3 +342,16 @@ def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:
 
     png = cv2.imread(str(tmp_path / "hm" / "heatmap.png"))
     assert png is not None and png.shape[1] == 2 * 320 + 8 and png.shape[0] == 256 + 28
+
+
+def test_feature_spread_of_a_run_against_itself_is_one(small_set, teacher, tmp_path) -> None:
+    """benchmarks/feature_spread.py: every level of the teacher against itself is 1.0; a
+    missing run is named with a non-zero exit."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "feature_spread.py"
+    args = [sys.executable, str(script), "--teacher", str(teacher), "--data", str(small_set)]
+    r = subprocess.run([*args, "--runs", str(teacher)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()]
+    assert rows[0][1:] == ["P3", "P4", "P5", "P6", "P7"] and rows[2][1:] == ["1.0"] * 5
+    r = subprocess.run([*args, "--runs", str(tmp_path / "gone")], capture_output=True, text=True)
+    assert r.returncode == 2 and "gone: no best.pt or last.pt" in r.stderr

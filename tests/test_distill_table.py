@@ -51,8 +51,8 @@ esac
 
 ALL = [
     "teacher", "teacher-nocarafe", "student", "none", "ours", "ld", "pkd", "crosskd", "fgd",
-    "mimic", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-teacher", "ours-raw",
-    "ours-raw-no-residual", "ours-raw-no-ld", "ours-no-carafe",
+    "mimic", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-own", "ours-teacher",
+    "ours-no-carafe",
 ]  # fmt: skip
 
 

@@ -67,9 +67,9 @@ def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
         off = [o for o in off if o == "noise"]
     if d.get("teacher_fpn") == "nearest":  # distilled from a teacher without CARAFE
         off.append("carafe")
-    # --features; checkpoints from before it record `normalize` (False: raw maps)
-    features = d.get("features", "raw" if d.get("normalize") is False else "own")
-    view = f" {features}" if method == "ours" and features != "own" else ""
+    # --features (default raw); checkpoints from before it record `normalize` (True: own)
+    features = d.get("features", "own" if d.get("normalize", True) else "raw")
+    view = f" {features}" if method == "ours" and features != "raw" else ""
     return model, method + view + "".join(f" -{o}" for o in off)
 
 

@@ -5,9 +5,9 @@ Each batch is one augmented view per image: the teacher gets it clean, the stude
 same pixels with the student noise (`--no-noise`: clean too). The student's own GFL
 losses always apply; the method adds:
 - ours: residual feature distillation on every FPN level (training-only adapters R_l,
-  `--no-residual`: plain imitation) on per-channel normalised maps (`--features`: each map
-  by its own statistics as PKD, both by the teacher's, or raw as mimic) + LD on the
-  positives and the valuable localization region (`--no-ld`);
+  `--no-residual`: plain imitation) on the raw maps (`--features`: each normalised per
+  channel by its own statistics as PKD, or both by the teacher's) + LD on the positives
+  and the valuable localization region (`--no-ld`);
 - mimic (raw feature MSE), pkd (normalised), fgd (focal and attention imitation, and the
   global relation term through training-only GcBlocks), ld (LD alone), crosskd (the
   student's head features run through the teacher's last tower conv and predictors),
@@ -64,8 +64,8 @@ class DistillConfig:
     residual: bool = True  # ours: residual adapters (ablation: plain imitation)
     ld: bool = True  # ours: LD on positives and the VLR (ablation: --no-ld)
     vlr: bool = True  # LD also on the valuable localization region
-    features: str = "own"  # ours: the maps compared (distill_losses.feature_view)
-    feature_weight: Optional[float] = None  # None: 6 for normalised maps (PKD's), 1 for raw
+    features: str = "raw"  # ours: the maps compared (distill_losses.feature_view)
+    feature_weight: Optional[float] = None  # None: 1 on raw maps (mimic's), 6 on normalised (PKD's)
     residual_lambda: float = 1.0  # weight of the direct ||S - T|| term beside the residual
     ld_weight: float = 0.25
     ld_temperature: float = 10.0
@@ -87,7 +87,7 @@ class DistillConfig:
             for flag, applies in (
                 ("--no-residual", self.residual or m == "ours"),
                 ("--no-ld", self.ld or m == "ours"),
-                ("--features", self.features == "own" or m == "ours"),
+                ("--features", self.features == "raw" or m == "ours"),
                 ("--no-vlr", self.vlr or m in ("ours", "ld")),
                 ("--feature-weight", self.feature_weight is None or m in ("ours", "mimic", "pkd")),
             )
@@ -146,7 +146,7 @@ class DistillStudent(nn.Module):
         adapters: Optional[nn.ModuleList],
         cross_head: Optional[nn.Module] = None,
         relation: Optional[nn.ModuleList] = None,
-        features: str = "own",
+        features: str = "raw",
     ) -> None:
         super().__init__()
         self.detector = detector

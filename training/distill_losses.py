@@ -36,7 +36,7 @@ def channel_normalize(
     return (f - mean) / (std + eps)
 
 
-FEATURES = ("own", "teacher", "raw")
+FEATURES = ("raw", "own", "teacher")
 
 
 def feature_view(f: Tensor, features: str, t: Optional[Tensor] = None) -> Tensor:
