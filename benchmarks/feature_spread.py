@@ -43,8 +43,15 @@ def main() -> int:
     args = p.parse_args()
     try:
         val = CocoDetection(args.data)
-        images = [val[i].image for i in range(len(val))]
-        images = [a for a in images if a.shape == images[0].shape][: args.images]  # one size
+        images: List[np.ndarray] = []  # the first ones of the first image's size
+        for i in range(len(val)):
+            a = val[i].image
+            if not images or a.shape == images[0].shape:
+                images.append(a)
+            if len(images) == args.images:
+                break
+        if not images:
+            raise FodError(f"{args.data}: no images")
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # [N, 3, H, W]
         t = level_spreads(pick_checkpoint(args.teacher), x)
         print("level            " + " ".join(f"P{i + 3:<5d}" for i in range(len(t))))
