@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 from torchvision.ops import box_iou
 
 from calibration.noise import NoiseConfig
@@ -34,11 +32,12 @@ from edge.errors import FodError
 from .assigner import atss_thresholds
 from .checkpoint import load_detector
 from .criterion import Targets, flatten_levels, flatten_maps
-from .data.augment import AugmentConfig, paired_view
+from .data.augment import AugmentConfig
 from .data.dataset import TrainingData
 from .distill_losses import (
     FEATURES,
     channel_normalize,
+    channel_stats,
     feature_view,
     fgd_global_loss,
     fgd_loss,
@@ -50,6 +49,7 @@ from .distill_losses import (
     residual_loss,
     vlr_weights,
 )
+from .engine.data import DistillSet, collate_distill
 from .engine.trainer import DetectorTask, TrainConfig, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
@@ -100,37 +100,6 @@ class DistillConfig:
         return {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
         }
-
-
-class DistillSet(Dataset):
-    """(teacher image, student image, targets): one geometry, noise on the student's only;
-    drawn from (seed, epoch, index) alone."""
-
-    def __init__(
-        self, coco: TrainingData, aug: AugmentConfig, noise: NoiseConfig, seed: int = 0
-    ) -> None:
-        self.coco, self.aug, self.noise, self.seed, self.epoch = coco, aug, noise, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.coco)
-
-    def __getitem__(self, i: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        p = paired_view(self.coco.sample(i, rng), self.aug, self.noise, rng)
-
-        def chw(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # [3, H, W]
-
-        targets = {"boxes": torch.from_numpy(p.boxes), "labels": torch.from_numpy(p.labels)}
-        return chw(p.teacher), chw(p.student), targets
-
-
-def collate_distill(batch: List) -> Tuple[Tensor, Tensor, List[Dict[str, Tensor]]]:
-    teacher, student, targets = zip(*batch)
-    return torch.stack(teacher), torch.stack(student), list(targets)  # [N, 3, H, W] uint8 each
 
 
 class DistillStudent(nn.Module):
@@ -199,9 +168,7 @@ def _head_cross(student_head: nn.Module, teacher_head: nn.Module, s: Tensor, t: 
     def cross(s_tower: nn.Sequential, t_tower: nn.Sequential) -> Tensor:
         xs = s_tower[:k](s)  # [N, C, H, W]
         with torch.no_grad():
-            xt = t_tower[:k](t)
-        mean = xt.mean(dim=(0, 2, 3), keepdim=True)
-        std = xt.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+            mean, std = channel_stats(t_tower[:k](t))  # [1, C, 1, 1] each
         return t_tower[k:](channel_normalize(xs) * std + mean)
 
     cls = teacher_head.gfl_cls(cross(student_head.cls_tower, teacher_head.cls_tower))
