@@ -274,7 +274,7 @@ class Runtime:
             due = [c for c in self._inflight.values() if now > c.deadline]
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
-        for name in self.watchdog.healthy():
+        for name in self.watchdog.stuck():
             if name not in self._stale_alarmed:
                 self._stale_alarmed.add(name)
                 self.raise_alarm(f"stage {name} is stuck (no heartbeat)")

@@ -108,14 +108,14 @@ class Watchdog:
         self.stages, self.interval_s, self.notify, self.clock = stages, interval_s, notify, clock
         self.ready_sent = False
 
-    def healthy(self) -> List[str]:
+    def stuck(self) -> List[str]:
         """Names of the stages that missed their beat (empty when all are alive)."""
         now = self.clock()
         return [s.name for s in self.stages if s.stale(now, self.interval_s)]
 
     def tick(self) -> bool:
         """READY=1 once, then WATCHDOG=1 while healthy; returns whether it petted."""
-        if self.healthy():
+        if self.stuck():
             return False
         if not self.ready_sent:
             self.notify("READY=1")

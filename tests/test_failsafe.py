@@ -197,7 +197,7 @@ def test_watchdog_pets_only_while_every_stage_beats(tmp_path: Path) -> None:
     clock["t"] = 0.5
     assert wd.tick() and sent == ["READY=1", "WATCHDOG=1"]
     clock["t"] = 5.0
-    assert wd.healthy() == ["capture"] and not wd.tick() and len(sent) == 2
+    assert wd.stuck() == ["capture"] and not wd.tick() and len(sent) == 2
     stuck.stop()
     release.set()
     assert stuck.join(2)
