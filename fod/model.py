@@ -163,6 +163,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet state dict")
     p.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="from scratch: zero each residual block's last BN scale, so deep backbones "
+        "start as shallow ones",
+    )
+    p.add_argument(
         "--fpn-channels", type=positive_int, default=256, help="FPN/head width (multiple of 32)"
     )
     p.add_argument("--stacked-convs", type=positive_int, default=4, help="convs per head tower")
@@ -222,6 +228,7 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         device=args.device,
         resume=args.resume,
         backbone_weights=args.backbone_weights,
+        zero_init_residual=args.zero_init_residual,
         fpn_channels=args.fpn_channels,
         stacked_convs=args.stacked_convs,
         max_iters=args.max_iters,

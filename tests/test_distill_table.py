@@ -21,13 +21,14 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher='' init='' runs=''
+out='' teacher='' init='' runs='' zi=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) while [[ $# -gt 1 && $2 != --* ]]; do runs+=" $(basename "$2")"; shift; done ;;
     --out) out=$2; shift ;;
     --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
     --init) init=$(basename "$(dirname "$2")"); shift ;;
+    --zero-init-residual) zi=1 ;;
   esac
   shift
 done
@@ -39,6 +40,10 @@ case $verb in
       if [[ -n $f && ! -f $f ]]; then echo "no $f" >&2; exit 3; fi
     done
     [[ $(basename "$out") == "$STUB_FAIL" ]] && { echo "diverged" >&2; exit 1; }
+    if [[ -n $zi ]]; then  # refused with --init, as by the CLI
+      [[ -n $init ]] && { echo "bring their own weights" >&2; exit 2; }
+      basename "$out" >> "$STUB_DIR/zi"
+    fi
     ( flock 9; n=$(( $(cat "$STUB_DIR/now" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/now"
       [[ $n -gt $(cat "$STUB_DIR/max" 2>/dev/null || echo 0) ]] && echo $n > "$STUB_DIR/max" || true
     ) 9> "$STUB_DIR/lock"
@@ -105,6 +110,17 @@ def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     # Every run trained is in the table (bar the teacher-without-CARAFE's first schedule),
     # the teachers' schedules beside the student's, then the script's order.
     assert compare[0][4:] == ["teacher", "teacher-c1", "student-long", *ALL[1:]]
+    # Every run from scratch starts from zero-initialised residual blocks, no run from --init
+    zi = (tmp_path / "zi").read_text().split()
+    assert sorted(zi) == sorted(n for n, t in trained.items() if t[1] == "-")
+    assert "teacher-c1" in zi and "teacher" not in zi and "ours" in zi
+
+
+def test_zero_init_off(tmp_path: Path) -> None:
+    r = _run(tmp_path, "smoke", ZERO_INIT="0", RUNS="teacher student ours", TABLE="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(_trained(tmp_path)) == ["ours", "student", "teacher"]
+    assert not (tmp_path / "zi").exists()
 
 
 def test_runs_subset_and_table_only(tmp_path: Path) -> None:

@@ -231,6 +231,8 @@ def test_fine_tune_with_replay_and_bad_replay(
         (["--size", "300x256"], "divisible by 32"),
         (["--crop", "100x96"], "divisible by 32"),
         (["--resume", "/nonexistent/last.pt"], "--resume checkpoint not found"),
+        (["--zero-init-residual", "--init", "/x/last.pt"], "bring their own weights"),
+        (["--zero-init-residual", "--backbone-weights", "/x/r18.pth"], "bring their own weights"),
     ],
 )
 def test_train_bad_input(

@@ -17,6 +17,7 @@ from ..checkpoint import read_checkpoint
 from ..data.augment import AugmentConfig
 from ..data.dataset import TrainingData, open_training_data
 from ..models import build_detector
+from ..models.backbone import zero_init_residual
 from ..models.config import DetectorConfig, arch_config
 from .data import TrainSet, collate_train
 from .distributed import distributed
@@ -49,6 +50,7 @@ class TrainConfig:
     device: str = "auto"
     resume: Optional[Path] = None
     backbone_weights: Optional[Path] = None  # local ImageNet state dict
+    zero_init_residual: bool = False  # from scratch: each residual block starts as its shortcut
     fpn_channels: int = 256
     stacked_convs: int = 4
     max_iters: Optional[int] = None  # stop early (smoke runs); the schedule still spans the run
@@ -73,6 +75,11 @@ class TrainConfig:
             raise FodError(f"--assign {self.assign}: expected atss or atss-near")
         if not 0.0 < self.replay_share < 1.0:
             raise FodError(f"--replay-share {self.replay_share}: expected a share in (0, 1)")
+        if self.zero_init_residual and (self.init or self.backbone_weights):
+            raise FodError(
+                "--zero-init-residual initialises a backbone trained from scratch; "
+                "--init and --backbone-weights bring their own weights"
+            )
         if self.epochs < 1 or self.batch < 1:
             raise FodError("--epochs and --batch must be >= 1")
 
@@ -110,6 +117,8 @@ class DetectorTask:
             None if init is not None else cfg.backbone_weights,
             nearest=cfg.assign == "atss-near",
         )
+        if cfg.zero_init_residual:
+            zero_init_residual(self.detector.backbone)
         if init is not None:
             try:
                 self.detector.load_state_dict(init["state_dict"])

@@ -69,6 +69,19 @@ class ResNetBackbone(nn.Module):
         return [c3, c4, c5]
 
 
+def zero_init_residual(backbone: ResNetBackbone) -> int:
+    """Zero the last BN scale of every residual block, so each block starts as its shortcut
+    (Goyal et al. 2017): from scratch a deep ResNet then trains like a shallow one at first,
+    instead of learning more slowly than it. Returns the number of blocks."""
+    n = 0
+    for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
+        for block in layer:
+            last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+            nn.init.zeros_(last_bn.weight)
+            n += 1
+    return n
+
+
 def _out_channels(layer: nn.Sequential) -> int:
     last = layer[-1]
     conv = last.conv3 if hasattr(last, "conv3") else last.conv2
