@@ -163,6 +163,20 @@ def test_init_fine_tunes_from_a_checkpoint(trained: Path, small_set: Path, tmp_p
     assert main([*args, "--resume", str(out / "last.pt"), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_zero_init_residual_reaches_the_trained_backbone(small_set: Path, tmp_path: Path) -> None:
+    # lr 0: the saved weights are the initial ones; each block's last BN scale is 0 only
+    # with the flag (torchvision's own init sets it to 1).
+    scales = {}
+    for flag in ([], ["--zero-init-residual"]):
+        out = tmp_path / ("zi" if flag else "plain")
+        args = ["train", "--data", str(small_set), "--out", str(out), *SMALL_MODEL, *flag]
+        assert main([*args, "--batch", "2", "--max-iters", "1", "--lr", "0"]) == 0
+        model, _, _, _ = load_detector(out / "last.pt")
+        blocks = [*model.backbone.layer1, *model.backbone.layer4]  # R18: BasicBlocks
+        scales[bool(flag)] = torch.cat([b.bn2.weight for b in blocks])
+    assert torch.all(scales[True] == 0) and torch.all(scales[False] == 1)
+
+
 def test_init_other_classes_refused(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
