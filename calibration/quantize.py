@@ -1,4 +1,4 @@
-"""INT8 post-training quantization to a Q/DQ ONNX with ONNX Runtime's own tools (DESIGN.md 5).
+"""INT8 post-training quantization to a Q/DQ ONNX with ONNX Runtime's own tools (docs/design.md).
 
 Explicit quantization (QuantizeLinear/DequantizeLinear pairs) is the one INT8 path
 TensorRT 8.5, 10 and 11 all accept. Symmetric int8 activations and weights (zero

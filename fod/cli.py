@@ -1,4 +1,4 @@
-"""`fod`: one console script, one verb per workflow step (DESIGN.md section 9).
+"""`fod`: one console script, one verb per workflow step (the README lists them).
 
 Each verb group lives in its own module and imports its stage package lazily, so a
 Jetson without torch runs every edge verb. User errors (`FodError`) become one line

@@ -1,4 +1,4 @@
-"""Checkpoints (DESIGN.md section 5): state dict, config, class names; atomic, weights_only."""
+"""Checkpoints (docs/design.md): state dict, config, class names; atomic, weights_only."""
 
 from __future__ import annotations
 

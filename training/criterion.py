@@ -1,4 +1,4 @@
-"""The GFL criterion: ATSS targets, then QFL + 2.0 GIoU + 0.25 DFL (DESIGN.md section 3)."""
+"""The GFL criterion: ATSS targets, then QFL + 2.0 GIoU + 0.25 DFL (docs/design.md)."""
 
 from __future__ import annotations
 

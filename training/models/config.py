@@ -1,4 +1,4 @@
-"""One dataclass per component (DESIGN.md section 3); `ARCHS` names the presets."""
+"""One dataclass per component (docs/design.md, "The detector"); `ARCHS` names the presets."""
 
 from __future__ import annotations
 
