@@ -13,7 +13,6 @@ from edge.errors import FodError
 from fod.cli import main
 from training.checkpoint import load_detector, save_checkpoint
 from training.models import build_detector
-from training.models.backbone import zero_init_residual
 from training.models.carafe import CARAFE
 from training.models.config import arch_config
 from training.postprocess import GFLPostprocess, PostprocessConfig
@@ -74,13 +73,16 @@ def test_from_scratch_trains_every_stage_with_batch_statistics() -> None:
 
 @pytest.mark.parametrize("arch, blocks", [("gfl-r18", 8), ("gfl-r50", 16)])
 def test_zero_init_residual_makes_every_block_its_shortcut(arch: str, blocks: int) -> None:
-    cfg = arch_config(arch, 3, pretrained=False, channels=32, stacked_convs=1)
+    cfg = arch_config(
+        arch, 3, pretrained=False, zero_init_residual=True, channels=32, stacked_convs=1
+    )
     model, _, _ = build_detector(cfg)
     backbone = model.backbone
-    assert zero_init_residual(backbone) == blocks
+    layers = (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+    assert sum(len(layer) for layer in layers) == blocks
     backbone.eval()
     x = backbone.stem(torch.randn(2, 3, 64, 64))
-    for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
+    for layer in layers:
         for block in layer:
             shortcut = x if block.downsample is None else block.downsample(x)
             y = block(x)

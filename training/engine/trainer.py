@@ -17,7 +17,6 @@ from ..checkpoint import read_checkpoint
 from ..data.augment import AugmentConfig
 from ..data.dataset import TrainingData, open_training_data
 from ..models import build_detector
-from ..models.backbone import zero_init_residual
 from ..models.config import DetectorConfig, arch_config
 from .data import TrainSet, collate_train
 from .distributed import distributed
@@ -108,6 +107,7 @@ class DetectorTask:
                 len(data.class_names),
                 teacher=cfg.teacher,
                 pretrained=cfg.backbone_weights is not None,
+                zero_init_residual=cfg.zero_init_residual,
                 channels=cfg.fpn_channels,
                 stacked_convs=cfg.stacked_convs,
             )
@@ -117,8 +117,6 @@ class DetectorTask:
             None if init is not None else cfg.backbone_weights,
             nearest=cfg.assign == "atss-near",
         )
-        if cfg.zero_init_residual:
-            zero_init_residual(self.detector.backbone)
         if init is not None:
             try:
                 self.detector.load_state_dict(init["state_dict"])

@@ -27,7 +27,9 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         if cfg.depth not in _BUILDERS:
             raise FodError(f"ResNet depth must be one of {sorted(_BUILDERS)}, got {cfg.depth}")
-        net = _BUILDERS[cfg.depth](weights=None)  # no hub downloads: weights come from a file
+        # No hub downloads: weights come from a file. zero_init_residual zeroes each block's
+        # last BN scale, so from scratch a deep ResNet first trains like a shallow one.
+        net = _BUILDERS[cfg.depth](weights=None, zero_init_residual=cfg.zero_init_residual)
         if weights is not None:
             load_imagenet_weights(net, weights)
         self.cfg = cfg
@@ -67,19 +69,6 @@ class ResNetBackbone(nn.Module):
         c4 = self.layer3(c3)  # [N, C4, H/16, W/16]
         c5 = self.layer4(c4)  # [N, C5, H/32, W/32]
         return [c3, c4, c5]
-
-
-def zero_init_residual(backbone: ResNetBackbone) -> int:
-    """Zero the last BN scale of every residual block, so each block starts as its shortcut
-    (Goyal et al. 2017): from scratch a deep ResNet then trains like a shallow one at first,
-    instead of learning more slowly than it. Returns the number of blocks."""
-    n = 0
-    for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
-        for block in layer:
-            last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
-            nn.init.zeros_(last_bn.weight)
-            n += 1
-    return n
 
 
 def _out_channels(layer: nn.Sequential) -> int:

@@ -13,6 +13,7 @@ class BackboneConfig:
     depth: int = 18  # torchvision ResNet depth: 18, 50 or 101
     frozen_stages: int = 1  # stem + layer1 frozen: low-level filters transfer, and it saves memory
     norm_eval: bool = True  # BN in eval mode: detection batches are too small for batch statistics
+    zero_init_residual: bool = False  # from scratch: each residual block starts as its shortcut
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def arch_config(
     num_classes: int,
     teacher: bool = False,
     pretrained: bool = True,
+    zero_init_residual: bool = False,
     **fpn_head: Any,
 ) -> DetectorConfig:
     """The config of a named architecture; `teacher` switches the FPN to CARAFE upsampling.
@@ -82,6 +84,11 @@ def arch_config(
     backbone = (
         BackboneConfig(depth=ARCHS[arch])
         if pretrained
-        else BackboneConfig(depth=ARCHS[arch], frozen_stages=-1, norm_eval=False)
+        else BackboneConfig(
+            depth=ARCHS[arch],
+            frozen_stages=-1,
+            norm_eval=False,
+            zero_init_residual=zero_init_residual,
+        )
     )
     return DetectorConfig(backbone, fpn, head)
