@@ -9,14 +9,15 @@
 # GPU, full frames, one schedule (EXTRA="" unless set).
 # Each stage is skipped when its output exists, so an interrupted build continues where it
 # stopped. TEACHER=ckpt distils the student from a trained teacher (`fod distill --method
-# ours`) instead of training it alone. The bundle lands in WORK/bundle; copy it to models/demo.
+# ours`) instead of training it alone. ZERO_INIT=0 starts the first schedule from the plain
+# random init (default 1: `--zero-init-residual`; the builds the README records were made
+# before it, i.e. with ZERO_INIT=0). The bundle lands in WORK/bundle; copy it to models/demo.
 set -euo pipefail
 
 WORK=${1:?usage: build_demo.sh WORK [cpu|gpu]}
 BUDGET=${2:-cpu}
 FOD=${FOD:-fod}
 VERSION=${VERSION:-$(date -u +%Y.%m.%d)}
-mkdir -p "$WORK"
 
 case $BUDGET in
   cpu) IMAGES=2400 EPOCHS=8 BATCH=16 SHAPE=(--crop 384x256) WORKERS=1 DEVICE=cpu
@@ -24,6 +25,12 @@ case $BUDGET in
   gpu) IMAGES=6000 EPOCHS=12 BATCH=32 SHAPE=() WORKERS=8 DEVICE=cuda EXTRA=${EXTRA-} ;;
   *) echo "budget must be cpu or gpu, got $BUDGET" >&2; exit 2 ;;
 esac
+case ${ZERO_INIT:-1} in
+  1) ZI=(--zero-init-residual) ;;  # the first schedule only: the later ones start from --init
+  0) ZI=() ;;
+  *) echo "ZERO_INIT must be 0 or 1, got $ZERO_INIT" >&2; exit 2 ;;
+esac
+mkdir -p "$WORK"  # only once the knobs are known good: a refusal leaves nothing behind
 
 RECIPE=()
 step() {  # step OUTPUT CMD...: run CMD unless OUTPUT exists; record it for the manifest
@@ -46,7 +53,7 @@ step "$WORK/cal" "$FOD" synth --out "$WORK/cal" --images 300 --sequences 0 \
 COMMON=(--data "$WORK/train" --val "$WORK/val" --arch gfl-r18 --size 640x384 "${SHAPE[@]}"
   --fpn-channels 64 --stacked-convs 2 --batch "$BATCH" --workers "$WORKERS" --device "$DEVICE")
 TRAIN_ARGS=("${COMMON[@]}" --epochs "$EPOCHS" --warmup-iters 300 --eval-interval "$EPOCHS"
-  --out "$WORK/run")
+  "${ZI[@]}" --out "$WORK/run")
 if [[ -n ${TEACHER:-} ]]; then
   step "$WORK/run/best.pt" "$FOD" distill --teacher "$TEACHER" --method ours "${TRAIN_ARGS[@]}"
 else

@@ -1,0 +1,104 @@
+"""benchmarks/build_demo.sh, its shell logic only: a stub `fod` stands in for the verbs
+(each is tested on its own), so the stages, their order, the knobs and the recipe the
+bundle records are checked in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "build_demo.sh"
+
+# The stub logs its argv (one JSON list per call) and makes what the script looks for.
+STUB = """import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+out = Path(args[args.index("--out") + 1])
+if args[0] in ("train", "distill"):
+    out.mkdir(parents=True)
+    (out / "best.pt").write_text("")
+elif args[0] == "export":
+    out.write_text("")
+elif args[0] == "calibrate":
+    out.mkdir()
+    (out / "model.int8-cpu.onnx").write_text("")
+else:  # synth, bundle make
+    out.mkdir()
+"""
+
+
+def _run(tmp: Path, budget: str = "cpu", **env: str) -> subprocess.CompletedProcess:
+    stub = tmp / "fod"
+    if not stub.exists():
+        stub.write_text(f"#!{sys.executable}\n{STUB}")
+        stub.chmod(0o755)
+    e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), **env}
+    for k in ("EXTRA", "TEACHER", "ZERO_INIT"):
+        if k not in env:
+            e.pop(k, None)
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(tmp / "w"), budget], env=e, capture_output=True, text=True
+    )
+
+
+def _calls(tmp: Path) -> List[List[str]]:
+    log = tmp / "calls"
+    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_cpu_build_stages_in_order_zero_init_on_the_first_schedule_only(tmp_path: Path) -> None:
+    r = _run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert [c[0] for c in calls] == ["synth"] * 3 + ["train"] * 3 + [
+        "export", "calibrate", "bundle",
+    ]  # fmt: skip
+    first, second, third = calls[3:6]
+    assert "--zero-init-residual" in first and "--init" not in first
+    for c, prev, epochs in ((second, "run", "3"), (third, "run-2", "4")):
+        assert "--zero-init-residual" not in c  # the CLI refuses it with --init
+        assert c[c.index("--init") + 1] == str(tmp_path / "w" / prev / "best.pt")
+        assert c[c.index("--epochs") + 1] == epochs
+    export = calls[6]
+    assert export[export.index("--weights") + 1] == str(tmp_path / "w" / "run-3" / "best.pt")
+    # The manifest's recipe: every stage as a user types it, paths under WORK/.
+    bundle = calls[8]
+    recipe = [bundle[i + 1] for i, a in enumerate(bundle) if a == "--recipe"]
+    assert len(recipe) == 8 and all(r.startswith("fod ") for r in recipe)
+    assert not any(str(tmp_path) in r for r in recipe)
+    assert "--zero-init-residual" in recipe[3] and "--out WORK/run" in recipe[3]
+
+
+def test_zero_init_0_gives_no_flag_and_a_bad_value_stops_before_any_stage(tmp_path: Path) -> None:
+    r = _run(tmp_path, EXTRA="", ZERO_INIT="0")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert not any("--zero-init-residual" in c for c in calls)
+    assert [c[0] for c in calls].count("train") == 1  # EXTRA= : one schedule
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for budget, knob, word in (("cpu", "yes", "ZERO_INIT"), ("tpu", "1", "budget")):
+        r = _run(bad, budget, ZERO_INIT=knob)
+        assert r.returncode == 2 and word in r.stderr
+        assert _calls(bad) == [] and not (bad / "w").exists()
+
+
+def test_teacher_distils_the_first_schedule_and_a_rerun_skips_every_stage(tmp_path: Path) -> None:
+    r = _run(tmp_path, "gpu", TEACHER="/models/teacher.pt")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    d = calls[3]
+    assert d[:4] == ["distill", "--teacher", "/models/teacher.pt", "--method"]
+    assert "--zero-init-residual" in d and "--crop" not in d  # gpu: full frames
+    assert calls[4][0] == "export"  # gpu: no further schedules
+    n = len(calls)
+    r = _run(tmp_path, "gpu", TEACHER="/models/teacher.pt")
+    assert r.returncode == 0 and len(_calls(tmp_path)) == n  # all outputs exist: nothing runs
+    assert r.stdout.count("exists, skipped") == 7
