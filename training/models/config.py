@@ -68,6 +68,7 @@ def arch_config(
 
     `pretrained=False` (no ImageNet state dict) trains the whole backbone with batch statistics:
     frozen random filters are noise, and BN frozen at its initial statistics normalises nothing.
+    `zero_init_residual` applies from scratch only: pretrained weights bring their own scales.
     """
     if arch not in ARCHS:
         raise FodError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
