@@ -7,6 +7,7 @@ output is driven to its safe state (off: no release) on each of them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -84,6 +85,22 @@ def _frame_shape(cfg: LineConfig, input_size: Tuple[int, int]) -> Tuple[int, ...
 
 
 @contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep what startup built out of the garbage collector's full passes while the line runs.
+
+    A full pass holds the GIL while it scans every tracked object: 21 ms for an edge process's
+    ~39k objects on a 2-core EPYC, longer on a Jetson's cores, and longer than a gate pulse's
+    tolerance, so the pulse thread would miss its gate (a false reject). Frozen, a pass scans
+    only what the run itself made."""
+    gc.collect()  # garbage from startup is freed now, not pinned for the whole run
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def line_runtime(
     cfg: LineConfig,
     pin_factory: Any = None,
@@ -141,6 +158,7 @@ def line_runtime(
             on_outcome=on_outcome,
         )
         stack.callback(runtime.close)
+        stack.enter_context(frozen_heap())
         yield runtime
 
 

@@ -311,3 +311,27 @@ def test_an_unusable_trigger_time_is_stamped_and_rejected(bundle: Path, tmp_path
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == rows["c1"][:2] == ("reject", "bad_trigger")
     assert "nan" in rows["c0"][2] and rows["c2"][:2] == ("accept", None)
+
+
+def test_a_full_collection_at_the_gate_costs_no_release(bundle: Path, tmp_path: Path) -> None:
+    """A full garbage-collector pass holds the GIL while it scans; over what a long-lived process
+    has built it outlasts the pulse tolerance, and the accept pulse would miss its gate. The
+    runtime freezes what existed at startup, so the pass run just before the gate is short."""
+    import gc
+
+    ballast = [[i] for i in range(1_500_000)]  # built before startup, like imported modules
+    f = MockFactory()
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})  # every container accepts
+    with line_runtime(cfg, f) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        t0 = time.monotonic()
+        rt.submit(Job("c0", t0, _frames()))
+        assert rt.drain(10)
+        time.sleep(max(0.0, t0 + cfg.gpio.delay_ms / 1000 - 0.005 - time.monotonic()))
+        gc.collect()  # on the main thread, just before the gate: the pulse thread must wait
+        assert rt.io.pulses.wait_idle(2)
+        states = [s.state for s in pin.states]
+    del ballast
+    assert states == [False, True, False]
+    assert _rows(tmp_path)["c0"][:2] == ("accept", None)
