@@ -24,8 +24,8 @@
 # TABLE=0 trains and makes no table (several invocations sharing one machine);
 # RUNS="teacher student none ours ..." trains only those (in the script's order);
 # ZERO_INIT=0 trains every backbone from its plain random init (default 1: each run that
-# starts from scratch gets --zero-init-residual; the recorded cpu table of the README was
-# made before that, i.e. with ZERO_INIT=0).
+# starts from scratch gets --zero-init-residual; any other value is refused; the recorded
+# cpu table of the README was made before that, i.e. with ZERO_INIT=0).
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
 #   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
@@ -49,6 +49,10 @@ case $SCALE in
   h200) SIZE=640x384 TRAIN=3000 VAL=300 ITERS=500 BATCH=16 CH=128 CONVS=4 DEVICE=cuda WORKERS=1
     WARMUP=60 TWORKERS=7 CROP=(--crop 384x256) JOBS=13 ;;
   *) echo "distill_table.sh: scale must be smoke, cpu, gpu or h200" >&2; exit 2 ;;
+esac
+case ${ZERO_INIT:-1} in  # refused before anything is made, like a bad scale
+  0 | 1) ;;
+  *) echo "distill_table.sh: ZERO_INIT must be 0 or 1, got $ZERO_INIT" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 FOD=${FOD:-.venv/bin/fod}

@@ -144,6 +144,9 @@ def test_a_failed_method_is_named_and_the_table_still_made(tmp_path: Path) -> No
     assert (tmp_path / "out" / "table" / "compare.md").exists()
 
 
-def test_unknown_scale_is_refused(tmp_path: Path) -> None:
+def test_unknown_scale_or_zero_init_is_refused_before_anything_is_made(tmp_path: Path) -> None:
     r = _run(tmp_path, "tpu")
     assert r.returncode == 2 and "scale must be smoke, cpu, gpu or h200" in r.stderr
+    r = _run(tmp_path, "smoke", ZERO_INIT="yes")  # not read as "off"
+    assert r.returncode == 2 and "ZERO_INIT must be 0 or 1, got yes" in r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "calls").exists()

@@ -8,9 +8,18 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge.app import frozen_heap
 from edge.gpio import Debouncer, GpioConfig, GpioError, LineIO, load_pin_factory
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
+
+
+@pytest.fixture(autouse=True)
+def _frozen_heap():
+    """On the line, LineIO runs inside line_runtime's frozen heap; without it, a full GC pass
+    over the test process (torch imported: ~200 ms) would hold the pulses past TOL."""
+    with frozen_heap():
+        yield
 
 
 def test_accept_release_pulses_at_the_gate() -> None:
