@@ -28,7 +28,7 @@ from edge.supervise import Stage, Watchdog, sd_notify
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows, accept_one, bundle  # noqa: F401
 
 N = 4
 
@@ -326,18 +326,12 @@ def test_a_full_collection_at_the_gate_costs_no_release(bundle: Path, tmp_path: 
     import gc
 
     ballast = [[i] for i in range(1_500_000)]  # built before startup, like imported modules
-    f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})  # every container accepts
-    with line_runtime(cfg, f) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        t0 = time.monotonic()
-        rt.submit(Job("c0", t0, _frames()))
-        assert rt.drain(10)
-        time.sleep(max(0.0, t0 + cfg.gpio.delay_ms / 1000 - 0.005 - time.monotonic()))
-        gc.collect()  # on the main thread, just before the gate: the pulse thread must wait
-        assert rt.io.pulses.wait_idle(2)
-        states = [s.state for s in pin.states]
+
+    def collect_just_before(gate: float) -> None:  # on the main thread: the pulses must wait
+        time.sleep(max(0.0, gate - 0.005 - time.monotonic()))
+        gc.collect()
+
+    states = [s.state for s in accept_one(bundle, tmp_path, collect_just_before)]
     del ballast
     assert states == [False, True, False]
     assert _rows(tmp_path)["c0"][:2] == ("accept", None)

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -196,17 +197,25 @@ def test_gate_output_error_is_amended_and_the_container_rejected(
     assert rows == [("accept", None), ("reject", "gpio_error")]  # the last word is physical
 
 
-def test_accept_pulse_lands_at_trigger_plus_delay(bundle: Path, tmp_path: Path) -> None:
+def accept_one(bundle: Path, tmp: Path, before_gate: Optional[Callable[[float], None]] = None):
+    """One container through a runtime whose decision accepts everything; `before_gate` gets
+    the gate time once it is decided. Returns the gate pin's history (MockPin states)."""
     f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})  # every container accepts
+    cfg = _cfg(bundle, tmp, decision={"min_evidence": 99.0})
     with line_runtime(cfg, f) as rt:
         pin = f.pin(cfg.gpio.ejector_pin)
         pin.clear_states()
         t0 = time.monotonic()
         rt.submit(Job("c0", t0, _frames()))
         assert rt.drain(10)
+        if before_gate is not None:
+            before_gate(t0 + cfg.gpio.delay_ms / 1000)
         assert rt.io.pulses.wait_idle(2)
-        states = pin.states
+        return list(pin.states)
+
+
+def test_accept_pulse_lands_at_trigger_plus_delay(bundle: Path, tmp_path: Path) -> None:
+    states = accept_one(bundle, tmp_path)
     assert len(states) == 3 and [s.state for s in states] == [False, True, False]
     assert abs(states[1].timestamp - 1.500) < 0.03  # delta since clear_states, just before t0
     assert abs(states[2].timestamp - 0.020) < 0.03
