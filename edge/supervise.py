@@ -11,14 +11,17 @@ non-zero exit, so the service manager restarts it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NoReturn, Optional
 
 log = logging.getLogger(__name__)
+_left_behind: List[Stage] = []  # stages a join gave up on, process-wide (see exit_process)
 
 
 class StopStage(Exception):
@@ -74,7 +77,33 @@ class Stage:
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout` s; False if the thread is still stuck (it is a daemon)."""
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            if self not in _left_behind:
+                _left_behind.append(self)
+            return False
+        return True
+
+
+def stuck_stages() -> List[str]:
+    """Names of the stages left behind that are still stuck in their call."""
+    return [s.name for s in _left_behind if s._thread.is_alive()]
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with `code`. A stage still stuck in a native call (an inference that
+    never returned) would have its library torn down under it by the interpreter's exit:
+    ONNX Runtime then aborts (SIGABRT, exit 134, a core file) and the exit code the service
+    manager reads is lost. Then skip the teardown: everything is audited and closed by now,
+    only the logs and streams are flushed."""
+    stuck = stuck_stages()
+    if not stuck:
+        sys.exit(code)
+    log.error("stages %s still stuck in a call: exiting %d without teardown", stuck, code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe must not change the exit code
+            stream.flush()
+    os._exit(code)
 
 
 def sd_notify(message: str, environ: Optional[Dict[str, str]] = None) -> bool:

@@ -1,3 +1,3 @@
-from fod.cli import main
+from fod.cli import entry
 
-raise SystemExit(main())
+entry()

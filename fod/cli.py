@@ -102,3 +102,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"fod {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The `fod` command and `python -m fod`: main(), then an exit that keeps its code even
+    with a runtime stage still stuck in a native call."""
+    from edge.supervise import exit_process
+
+    exit_process(main())
