@@ -23,9 +23,11 @@
 # TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
 # TABLE=0 trains and makes no table (several invocations sharing one machine);
 # RUNS="teacher student none ours ..." trains only those (in the script's order);
-# ZERO_INIT=0 trains every backbone from its plain random init (default 1: each run that
-# starts from scratch gets --zero-init-residual; any other value is refused; the recorded
-# cpu table of the README was made before that, i.e. with ZERO_INIT=0).
+# ZERO_INIT=0 trains every backbone from its plain random init (default 1: each `fod train`
+# run that starts from scratch, the teachers and the student alone, gets
+# --zero-init-residual; any other value is refused; the recorded cpu table of the README
+# was made before that, i.e. with ZERO_INIT=0). Distilled students always start from the
+# plain init: at the cpu scale they distilled better so (the README's table).
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
 #   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
@@ -82,7 +84,8 @@ run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.jso
   say "$name: fod $verb $*"
   local t0=$SECONDS
   local zi=()  # from scratch only: a run from --init brings its weights (the CLI refuses both)
-  [[ ${ZERO_INIT:-1} == 1 && " $* " != *" --init "* ]] && zi=(--zero-init-residual)
+  [[ ${ZERO_INIT:-1} == 1 && $verb == train && " $* " != *" --init "* ]] &&
+    zi=(--zero-init-residual)
   local threads=()  # THREADS per training run only: the table afterwards has every core
   [[ -n $THREADS ]] && threads=(env "OMP_NUM_THREADS=$THREADS")
   if "${threads[@]}" "$FOD" "$verb" "${common[@]}" "${zi[@]}" "$@" --out "$OUT/runs/$name" \
