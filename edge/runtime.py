@@ -287,6 +287,10 @@ class Runtime:
         """An exception escaped a stage: reject what it held, alarm, restart or fail."""
         cid = self._holding.get(stage.name)
         self._holding[stage.name] = None
+        give_up = stage.crashes > self.cfg.timing.max_restarts
+        if give_up:  # before its container is decided: whoever sees that sees this too
+            self.failed = f"stage {stage.name} crashed {stage.crashes} times"
+            log.critical("%s: the runtime stops deciding", self.failed)
         if stage.name == "audit":
             try:
                 self.recorder.crashed(exc)
@@ -300,11 +304,7 @@ class Runtime:
                     self._fail(c.job, "thread_crash", f"{stage.name} stage crashed: {exc!r}")
                 )
         self.raise_alarm(f"stage {stage.name} crashed: {exc!r}")
-        if stage.crashes > self.cfg.timing.max_restarts:
-            self.failed = f"stage {stage.name} crashed {stage.crashes} times"
-            log.critical("%s: the runtime stops deciding", self.failed)
-            return False
-        return not self._stopping.is_set()
+        return not give_up and not self._stopping.is_set()
 
     # --- faults and the alarm -----------------------------------------------------------
     @property

@@ -158,6 +158,31 @@ def test_stage_crash_rejects_what_it_held_and_restarts(bundle: Path, tmp_path: P
     ]
 
 
+def test_a_stage_that_stays_down_fails_the_runtime_before_its_container_is_decided(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """No restarts allowed: the first crash fails the runtime. The alarm output is slow to
+    switch (0.3 s); whoever sees the crashed container decided must already see the runtime
+    failed (`fod run` and `fod simulate` read it right after the drain)."""
+    cfg = _cfg(bundle, tmp_path, timing={"max_restarts": 0})
+    with line_runtime(cfg, MockFactory()) as rt:
+        alarm = rt.raise_alarm
+
+        def slow_alarm(reason: str) -> None:
+            time.sleep(0.3)
+            alarm(reason)
+
+        def broken(*a):
+            raise KeyError("a bug in the decision code")
+
+        rt.raise_alarm, rt.decide = slow_alarm, broken
+        rt.submit(Job("crash", time.monotonic(), _frames()))
+        assert rt.drain(10)
+        failed = rt.failed
+    assert failed == "stage inference crashed 1 times"
+    assert _rows(tmp_path)["crash"][:2] == ("reject", "thread_crash")
+
+
 def test_close_never_hangs_on_a_stuck_stage(bundle: Path, tmp_path: Path) -> None:
     cfg = _cfg(bundle, tmp_path)
     seen = []
