@@ -27,8 +27,8 @@
 # run that starts from scratch, the teachers and the student alone, gets
 # --zero-init-residual; any other value is refused; the recorded cpu table of the README
 # was made before that, i.e. with ZERO_INIT=0). Distilled students always start from the
-# plain init: at the cpu scale `ours` reached the same mean AP so as from zero-init, with
-# far less spread between runs, which a table of one run per method needs (the README).
+# plain init: at the cpu scale `ours` reached the same mean AP from either init, with far
+# less spread between runs from the plain one, which a table of one run per method needs.
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
 #   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
