@@ -13,6 +13,7 @@ import torch
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.errors import FodError
 from edge.postprocess import PostprocessConfig, select_per_image
+from edge.sources import open_source
 from fod.cli import main
 from training.checkpoint import save_checkpoint
 from training.data.dataset import CocoDetection
@@ -208,3 +209,22 @@ def test_uint8_input_refuses_a_uint8_graph(exported) -> None:
 
     with pytest.raises(FodError, match="already a uint8 graph"):
         uint8_input(onnx.load(str(exported[3])), mono=False)
+
+
+def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
+    # A mono source hands over GRAY8 frames: the same pixels as the RGB path's channels.
+    video = sorted((small_set / "sequences").glob("*.avi"))[0]
+    rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
+    rgb, grey = rgb_src.read().image, grey_src.read().image
+    rgb_src.close(), grey_src.close()
+    assert rgb is not None and grey is not None
+    assert (
+        grey.ndim == 2 and np.array_equal(grey, rgb[:, :, 0]) and np.array_equal(grey, rgb[:, :, 2])
+    )
+    # The backend widens grey to three equal planes: bit-identical outputs.
+    with OnnxRuntimeBackend(exported[3], threads=1) as be:
+        w, h = be.info.input_size
+        frames = np.random.default_rng(1).integers(0, 255, (2, h, w), dtype=np.uint8)
+        b1, s1 = be.infer(frames)
+        b3, s3 = be.infer(np.repeat(frames[..., None], 3, axis=3))
+    assert np.array_equal(b1, b3) and np.array_equal(s1, s3)

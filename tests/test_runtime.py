@@ -339,28 +339,6 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
     assert o.reject and o.fault in ("late", "stall") and calls["n"] == 0
 
 
-def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from edge.sources import open_source
-
-    # A mono source hands over GRAY8 frames: the same pixels as the RGB path's channels.
-    video = sorted((small_set / "sequences").glob("*.avi"))[0]
-    rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
-    rgb, grey = rgb_src.read().image, grey_src.read().image
-    rgb_src.close(), grey_src.close()
-    assert rgb is not None and grey is not None
-    assert (
-        grey.ndim == 2 and np.array_equal(grey, rgb[:, :, 0]) and np.array_equal(grey, rgb[:, :, 2])
-    )
-    # The backend widens grey to three equal planes: bit-identical outputs.
-    with OnnxRuntimeBackend(exported[3], threads=1) as be:
-        w, h = be.info.input_size
-        frames = np.random.default_rng(1).integers(0, 255, (2, h, w), dtype=np.uint8)
-        b1, s1 = be.infer(frames)
-        b3, s3 = be.infer(np.repeat(frames[..., None], 3, axis=3))
-    assert np.array_equal(b1, b3) and np.array_equal(s1, s3)
-
-
 @pytest.mark.parametrize("path, pulse", [("rising", True), ("sinking", False)])
 def test_track_path_decides_the_gate(bundle: Path, tmp_path: Path, path: str, pulse: bool) -> None:
     """The model's outputs are replaced by one confident `particle` per frame: climbing 10 px a
