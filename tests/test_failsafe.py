@@ -164,8 +164,11 @@ def test_a_stage_that_stays_down_fails_the_runtime_before_its_container_is_decid
     """No restarts allowed: the first crash fails the runtime. The alarm output is slow to
     switch (0.3 s); whoever sees the crashed container decided must already see the runtime
     failed (`fod run` and `fod simulate` read it right after the drain)."""
-    cfg = _cfg(bundle, tmp_path, timing={"max_restarts": 0})
-    with line_runtime(cfg, MockFactory()) as rt:
+    cfg = _cfg(bundle, tmp_path, timing={"max_restarts": 0}, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    with line_runtime(cfg, f) as rt:
+        gate, alarm_pin = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+        gate.clear_states()
         alarm = rt.raise_alarm
 
         def slow_alarm(reason: str) -> None:
@@ -179,7 +182,10 @@ def test_a_stage_that_stays_down_fails_the_runtime_before_its_container_is_decid
         rt.submit(Job("crash", time.monotonic(), _frames()))
         assert rt.drain(10)
         failed = rt.failed
+        time.sleep(cfg.gpio.delay_ms / 1000 + 0.1)  # past the gate
+        released, alarmed = [s.state for s in gate.states], alarm_pin.state
     assert failed == "stage inference crashed 1 times"
+    assert released == [False] and alarmed  # an accepting rule: only the crash rejected it
     assert _rows(tmp_path)["crash"][:2] == ("reject", "thread_crash")
 
 
