@@ -10,14 +10,17 @@ rate=${3:-100}
 frames=${4:-4}
 fod=${FOD:-fod}
 mkdir -p "$out"
+red=()  # runs that broke a safety invariant (`fod simulate` exit 1): their rows still print
 kinds="camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error bounce audit_error"
 echo "| faults | containers | injected | fault rows | alarms | passed_defective (model misses) | passed_faulty | audit_disagrees | ghosts |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do
   dir="$out/${spec%%=*}"
   rm -rf "$dir"
+  rc=0
   "$fod" simulate --out "$dir" --containers "$n" --rate "$rate" --frames "$frames" \
-    --faults "$spec" --seed 1 --json 2>"$dir.log" >"$dir.json"
+    --faults "$spec" --seed 1 --json 2>"$dir.log" >"$dir.json" || rc=$?
+  if [[ $rc == 1 ]]; then red+=("$spec"); elif [[ $rc != 0 ]]; then cat "$dir.log" >&2; exit "$rc"; fi
   python3 - "$spec" "$dir.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[2]))
@@ -26,3 +29,7 @@ print(f"| {sys.argv[1]} | {s['containers']} | {sum(s['injected'].values())} | "
       f"{s['passed_faulty']} | {s['audit_disagrees']} | {s['ghost_containers']} |")
 PY
 done
+if [[ ${#red[@]} -gt 0 ]]; then
+  echo "SAFETY VIOLATED in: ${red[*]} (each run's log: $out/<fault>.log)" >&2
+  exit 1
+fi

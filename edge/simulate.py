@@ -47,6 +47,10 @@ FAULT_KINDS = (
     "bounce",  # the trigger input bounces
     "audit_error",  # an INSERT fails in SQLite
 )
+# Faults of the machine that no software on the unit can see (`all` leaves them out): the
+# gate relay's contacts weld at an energising write and the output stays energised. There
+# is no readback of the gate, so the run must come out red (`safety_violations`).
+HARDWARE_FAULTS = ("relay_welded",)
 
 
 def parse_faults(spec: Optional[str]) -> Dict[str, float]:
@@ -54,10 +58,9 @@ def parse_faults(spec: Optional[str]) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for part in filter(None, (spec or "").split(",")):
         name, _, value = part.partition("=")
-        if name not in (*FAULT_KINDS, "all"):
-            raise FodError(
-                f"--faults: unknown fault {name!r}; choose from all, {', '.join(FAULT_KINDS)}"
-            )
+        if name not in (*FAULT_KINDS, *HARDWARE_FAULTS, "all"):
+            kinds = ", ".join((*FAULT_KINDS, *HARDWARE_FAULTS))
+            raise FodError(f"--faults: unknown fault {name!r}; choose from all, {kinds}")
         try:
             p = float(value)
         except ValueError:
@@ -76,6 +79,9 @@ class Injector:
 
     def __init__(self, faults: Dict[str, float], seed: int) -> None:
         self.faults, self.rng = faults, random.Random(seed)
+        # Faults drawn per call (`chance`) strike in other threads than the triggers' draws:
+        # one stream per kind keeps every stream the same whatever the threads' interleaving.
+        self.streams = {k: random.Random(f"{seed}:{k}") for k in faults}
         self.active: collections.OrderedDict[str, Dict[str, bool]] = collections.OrderedDict()
         self.injected: Dict[str, int] = {k: 0 for k in faults}
         self._lock = threading.Lock()  # stages of several threads take from it
@@ -99,20 +105,26 @@ class Injector:
         """For faults that strike later than the container's own processing (the gate
         output, the audit INSERT): drawn at each call with the fault's probability."""
         with self._lock:
-            hit = kind in self.faults and self.rng.random() < self.faults[kind]
+            hit = kind in self.faults and self.streams[kind].random() < self.faults[kind]
             self.injected[kind] = self.injected.get(kind, 0) + hit
         return hit
 
 
 class FaultyPin(MockPin):
-    """A MockPin whose writes raise when the injector says so (a GPIO driver error)."""
+    """A MockPin whose writes raise when the injector says so (a GPIO driver error), or
+    whose relay welds on (it ignores every write after an energising one)."""
 
     injector: Optional[Injector] = None
+    welded = False
 
     def _set_state(self, value: Any) -> None:
+        if self.welded:
+            return
         if value and self.injector is not None and self.injector.chance("gpio_error"):
             raise OSError(f"injected GPIO fault on {self.info.name}")
         super()._set_state(value)
+        if value and self.injector is not None and self.injector.chance("relay_welded"):
+            self.welded = True
 
 
 class FaultyBackend:
@@ -323,6 +335,18 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         "detection_rate": sum(not c.passed for c in rej) / len(rej) if rej else None,
         "false_reject_rate": sum(not c.passed for c in ok) / len(ok) if ok else None,
     }
+
+
+# The simulated line's safety invariants, each a count in the summary that must be 0:
+# a container with a fault physically passed, the audit says otherwise than the gate did,
+# or the audit holds containers that never existed. A defective container passing with no
+# fault involved is the detector's miss (its detection rate), not a broken invariant.
+SAFETY_COUNTS = ("passed_faulty", "audit_disagrees", "ghost_containers")
+
+
+def safety_violations(summary: Dict[str, Any]) -> List[str]:
+    """`name=count` for each safety invariant the run broke (empty: none)."""
+    return [f"{k}={summary[k]}" for k in SAFETY_COUNTS if summary.get(k)]
 
 
 def run_line(

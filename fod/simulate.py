@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--faults",
         help="per-container probabilities, e.g. camera_drop=0.2,nan=0.1 or all=0.05; kinds: "
         "camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error "
-        "bounce audit_error",
+        "bounce audit_error; relay_welded (a machine fault, not in all: the run goes red)",
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
@@ -125,6 +126,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         parse_faults,
         pin_intervals,
         run_line,
+        safety_violations,
     )
     from edge.sources import open_source
     from edge.timeline import draw_timeline
@@ -226,6 +228,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         bounces_filtered=bounces,
         sequences=str(seq_dir),
     )
+    summary["violations"] = safety_violations(summary)
     if args.knapp:
         from edge.knapp import knapp, write_report
 
@@ -252,7 +255,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
             f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
             f"sequences {seq_dir}; audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
+            + (f"; the runtime failed: {failed}" if failed else "")
         )
+    if summary["violations"]:  # a safety invariant broke: red, whatever the faults asked for
+        print(
+            f"fod simulate: SAFETY VIOLATED: {', '.join(summary['violations'])} "
+            f"(summary {args.out / 'summary.json'})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

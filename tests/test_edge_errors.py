@@ -16,6 +16,7 @@ from edge.app import check_rollback, line_runtime
 from edge.bundle import open_bundle
 from edge.config import ConfigError, parse_config
 from edge.errors import FodError
+from edge.simulate import FAULT_KINDS, Injector, parse_faults
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
@@ -118,3 +119,32 @@ def test_import_refuses_a_nan_bbox(tmp_path: Path, small_set: Path, capsys) -> N
     assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
     assert "non-finite" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_fault_specs_are_checked_and_all_leaves_the_machine_out() -> None:
+    got = parse_faults("all=0.25")
+    assert set(got) == set(FAULT_KINDS) and "relay_welded" not in got
+    assert parse_faults("relay_welded=1,nan=0") == {"relay_welded": 1.0, "nan": 0.0}
+    for spec, message in [
+        ("relay=0.1", "unknown fault 'relay'; choose from all, camera_drop"),
+        ("nan=x", "nan needs a probability"),
+        ("nan=1.5", "is not a probability"),
+    ]:
+        with pytest.raises(FodError, match=message):
+            parse_faults(spec)
+
+
+def test_per_call_faults_do_not_depend_on_the_threads_interleaving() -> None:
+    """Triggers draw per container in one thread, the gate output and SQLite per call in
+    others: a different interleaving must not change which container gets which fault."""
+    faults = {"camera_drop": 0.5, "gpio_error": 0.5, "audit_error": 0.5}
+    a, b = Injector(faults, 3), Injector(faults, 3)
+    calls_a, calls_b = [], []
+    for i in range(40):
+        a.draw(f"c{i}")
+        calls_a.append(a.chance("gpio_error"))
+    for i in range(40):
+        b.draw(f"c{i}")
+    calls_b = [b.chance("gpio_error") for _ in range(40)]
+    assert b.active == a.active and calls_b == calls_a
+    assert 5 < sum(calls_a) < 35 and 5 < sum(f["camera_drop"] for f in a.active.values()) < 35

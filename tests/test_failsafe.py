@@ -34,15 +34,18 @@ N = 4
 
 
 def _simulate(bundle: Path, seqs: Path, out: Path, faults: str, capsys, wiring="accept") -> dict:
+    assert main(_argv(bundle, seqs, out, faults, wiring)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _argv(bundle: Path, seqs: Path, out: Path, faults: str, wiring="accept") -> list:
     cfg = out.parent / f"{out.name}.toml"
     cfg.write_text("[decision]\nmin_evidence = 99.0\n[gpio]\nalarm_faults = 3\n")
-    argv = [
+    return [
         "simulate", "--bundle", str(bundle), "--sequences", str(seqs), "--containers", str(N),
         "--rate", "120", "--delay-ms", "1500", "--frames", "3", "--out", str(out),
         "--config", str(cfg), "--faults", faults, "--wiring", wiring, "--json",
     ]  # fmt: skip
-    assert main(argv) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
@@ -79,6 +82,29 @@ def test_faults_with_the_reject_wiring(bundle: Path, small_set: Path, tmp_path: 
     assert s["wiring"] == "reject"
     assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0
     assert s["physically_passed"] == N - sum(1 for v in s["faults"].values() for _ in range(v))
+
+
+def test_a_welded_gate_relay_turns_the_run_red(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """A fault no software on the unit sees (no readback of the gate): the relay welds at
+    its first accept pulse and stays energised, so every container behind the first accepted
+    one passes, the dropped ones too. The gate model reads that from the pin's history, and
+    `fod simulate` exits 1 naming what broke."""
+    argv = _argv(bundle, small_set, tmp_path / "sim", "relay_welded=1.0,camera_drop=0.5")
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    s = json.loads(out)
+    assert s["injected"]["relay_welded"] == 1 and s["faults"]["camera_drop"] < N
+    # rejected = the dropped containers before the first accepted one
+    assert 0 < s["physically_passed"] < N + 1 and s["passed_faulty"] >= 1
+    assert s["passed_faulty"] == s["physically_passed"] - (N - s["faults"]["camera_drop"])
+    assert s["audit_disagrees"] == s["passed_faulty"]  # on record rejected, physically passed
+    assert s["violations"] == [
+        f"passed_faulty={s['passed_faulty']}",
+        f"audit_disagrees={s['audit_disagrees']}",
+    ]
+    assert "SAFETY VIOLATED: passed_faulty=" in err
 
 
 def test_stale_frames_before_the_trigger_are_dropped(
