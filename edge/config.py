@@ -183,6 +183,8 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: gpio.delay_ms must be in (0, 60000], got {cfg.gpio.delay_ms}")
     if not 0 < cfg.gpio.pulse_ms < cfg.gpio.delay_ms:
         raise ConfigError(f"{source}: gpio.pulse_ms must be in (0, gpio.delay_ms)")
+    if not 0 < cfg.gpio.gate_feedback_ms < cfg.gpio.pulse_ms:  # it is read at the pulse's end
+        raise ConfigError(f"{source}: gpio.gate_feedback_ms must be in (0, gpio.pulse_ms)")
     d = cfg.decision
     for key in (
         "score_threshold",

@@ -14,6 +14,13 @@ or watchdog.
 Pulses run on one supervised thread that waits on an Event with a timeout against the
 monotonic clock, so a pulse lands at trigger time + delay whatever the other threads do.
 Every pulse ends in a state (fired, missed, error, cancelled) reported to `on_done`.
+
+With `gate_feedback_pin` (an input that follows the gate: the relay's auxiliary contact,
+or the controller's "gate energised" signal), each pulse is checked against what the gate
+did: feedback off at the end of the pulse makes the pulse an error (for an accept: the
+container was not released), and feedback still on `gate_feedback_ms` after the output
+went off, or on while no pulse is, is a stuck gate (a welded relay, a short): the runtime
+raises the alarm, since with a level-reading controller every container would pass.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ class GpioConfig:
     trigger_bounce_ms: float = (
         10.0  # edges closer than this to the last one are bounce (600/min: 100 ms apart)
     )
+    gate_feedback_pin: Optional[str] = None  # an input that follows the gate (see above)
+    gate_feedback_ms: float = 10.0  # how long the feedback may take to follow the output
 
 
 @dataclass(eq=False)
@@ -95,10 +104,15 @@ class PulseScheduler:
         on_done: Optional[Callable[[Pulse], None]] = None,
         clock: Callable[[], float] = time.monotonic,
         history: int = 4096,
+        feedback: Any = None,
+        feedback_s: float = 0.01,
     ) -> None:
         self.device, self.pulse_s, self.clock = device, pulse_s, clock
         self.on_done = on_done
         self.on_crash: Optional[Callable[[BaseException], None]] = None  # the runtime alarms
+        self.feedback, self.feedback_s = feedback, feedback_s  # an input following the gate
+        self.on_stuck: Optional[Callable[[str], None]] = None  # the runtime alarms
+        self.stuck = False  # the feedback says the gate is energised while the output is off
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
         self._lock = threading.Lock()
@@ -106,7 +120,7 @@ class PulseScheduler:
         self._stop = threading.Event()
         # Bounded: a line runs for months; the simulator reads the recent ones.
         self.done: Deque[Pulse] = collections.deque(maxlen=history)
-        self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0}
+        self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0, "stuck": 0}
         self._active = 0  # 1 while a pulse is on
         self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
         self.stage = Stage("pulses", self._step, self._crashed, clock)
@@ -157,6 +171,7 @@ class PulseScheduler:
             nxt = self._heap[0][0] if self._heap else None
         wait = 0.25 if nxt is None else min(0.25, nxt - self.clock())
         if wait > 0:  # short waits: the stage beats its heartbeat while idle
+            self._check_off("while no pulse was on")
             self._wake.wait(wait)  # a new, earlier deadline or close() wakes us
             self._wake.clear()
             return
@@ -170,11 +185,23 @@ class PulseScheduler:
         if late:  # the container is past the gate: a pulse now would hit the next one
             self._finish(p, "missed")
             return
+        try:  # the pulse counts as pending until the gate is seen to follow it off
+            self._fire(p)
+            if self.feedback is not None:
+                self._stop.wait(self.feedback_s)
+                self._check_off(f"after the pulse for {p.tag}")
+        finally:
+            with self._lock:
+                self._active = 0
+
+    def _fire(self, p: Pulse) -> None:
         try:
             self._on = p
             self.device.on()
             p.fired_t = self.clock()
             self._stop.wait(self.pulse_s)
+            if self.feedback is not None and not self.feedback.is_active:
+                raise GpioError("the gate feedback stayed off: the gate did not energise")
             self.device.off()
             self._on = None
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
@@ -184,9 +211,23 @@ class PulseScheduler:
             self._finish(p, "error")
         else:
             self._finish(p, "fired")
-        finally:
-            with self._lock:
-                self._active = 0
+
+    def _check_off(self, when: str) -> None:
+        """With the output off, the feedback must be off: else the gate is stuck energised
+        (reported once per episode; the alarm stays latched)."""
+        if self.feedback is None:
+            return
+        on = bool(self.feedback.is_active)
+        if on and not self.stuck:
+            self.counts["stuck"] += 1
+            reason = f"gate stuck energised {when}: the gate feedback is on, the output off"
+            log.critical(reason)
+            if self.on_stuck is not None:
+                try:
+                    self.on_stuck(reason)
+                except Exception:
+                    log.exception("pulse thread: reporting a stuck gate failed")
+        self.stuck = on
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:
         # A crash in the middle of a pulse must not leave the output energised (with accept
@@ -279,10 +320,25 @@ class LineIO:
                 if cfg.trigger_pin
                 else None
             )
+            self.gate_feedback = (
+                self._add(
+                    DigitalInputDevice(
+                        cfg.gate_feedback_pin, bounce_time=None, pin_factory=self.factory
+                    )
+                )
+                if cfg.gate_feedback_pin
+                else None
+            )
         except Exception as e:
             self.close()
             raise GpioError(f"GPIO setup failed: {e}") from None
-        self.pulses = PulseScheduler(self.gate, cfg.pulse_ms / 1000, on_pulse_done)
+        self.pulses = PulseScheduler(
+            self.gate,
+            cfg.pulse_ms / 1000,
+            on_pulse_done,
+            feedback=self.gate_feedback,
+            feedback_s=cfg.gate_feedback_ms / 1000,
+        )
 
     def _add(self, dev: Any) -> Any:
         self._devices.append(dev)

@@ -103,12 +103,20 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
         return Check("gpio", WARN, "gpio.pin_factory is 'mock': simulation only")
     from gpiozero import GPIOZeroError
 
-    pins = [p for p in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin, cfg.gpio.trigger_pin) if p]
+    g = cfg.gpio
+    pins = [p for p in (g.ejector_pin, g.alarm_pin, g.trigger_pin, g.gate_feedback_pin) if p]
     try:
-        with LineIO(cfg.gpio, pin_factory):
-            pass
+        with LineIO(g, pin_factory) as io:
+            stuck = io.gate_feedback is not None and io.gate_feedback.is_active
     except GPIOZeroError as e:  # pin in use, no such pin, no access to the chip
         return Check("gpio", FAIL, f"cannot claim {pins}: {type(e).__name__}: {e}")
+    if stuck:  # the output is off (LineIO's initial value) and the gate says energised
+        return Check(
+            "gpio",
+            FAIL,
+            f"gate feedback {g.gate_feedback_pin} is on with the gate output off: a welded "
+            "relay, a short, or the feedback wired inverted",
+        )
     return Check("gpio", OK, f"{cfg.gpio.pin_factory or 'given factory'}: claimed {pins}")
 
 

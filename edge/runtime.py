@@ -82,6 +82,7 @@ class Runtime:
         self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
         io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
+        io.pulses.on_stuck = self.raise_alarm
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
             Stage("inference", self._infer_step, self._crashed, clock),

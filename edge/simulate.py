@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from gpiozero.pins.mock import MockPin
+from gpiozero.pins.mock import MockConnectedPin, MockPin
 
 from .audit import audit_files
 from .errors import FodError
@@ -110,9 +110,11 @@ class Injector:
         return hit
 
 
-class FaultyPin(MockPin):
+class FaultyPin(MockConnectedPin):
     """A MockPin whose writes raise when the injector says so (a GPIO driver error), or
-    whose relay welds on (it ignores every write after an energising one)."""
+    whose relay welds on (it ignores every write after an energising one). Given an
+    `input_pin`, it drives that input as the relay's auxiliary contact would (the gate
+    feedback)."""
 
     injector: Optional[Injector] = None
     welded = False

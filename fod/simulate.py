@@ -167,7 +167,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = _sim_config(args, base)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)
-    factory.pin(cfg.gpio.ejector_pin).injector = injector  # GPIO faults on the gate output
+    fb = cfg.gpio.gate_feedback_pin  # wired to the gate relay's auxiliary contact
+    gate = factory.pin(cfg.gpio.ejector_pin, input_pin=factory.pin(fb) if fb else None)
+    gate.injector = injector  # GPIO faults on the gate output
     trigger = factory.pin(cfg.gpio.trigger_pin)
     delay_s, pulse_s = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
     camera = SimCamera(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.app import frozen_heap
 from edge.gpio import Debouncer, GpioConfig, GpioError, LineIO, load_pin_factory
+from edge.simulate import FaultyPin, Injector
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
 
@@ -195,3 +196,95 @@ def test_bad_config() -> None:
     with pytest.raises(GpioError, match="no gpiozero pin factory 'nosuch'"):
         load_pin_factory("nosuch")
     assert load_pin_factory("mock") is not None
+
+
+FB = "GPIO23"
+
+
+class _WeldedContact(MockPin):
+    """A feedback input held high whatever pulls it (a relay welded shut, a short)."""
+
+    def drive_low(self) -> None:
+        pass
+
+
+def _relay(f: MockFactory, cfg: GpioConfig, welds: bool = False) -> MockPin:
+    """The gate output wired to a relay whose auxiliary contact drives the feedback input;
+    with `welds`, the relay's contacts weld at its first energising write."""
+    inj = Injector({"relay_welded": 1.0 if welds else 0.0}, 0)
+    gate = f.pin(cfg.ejector_pin, pin_class=FaultyPin, input_pin=f.pin(FB))
+    gate.injector = inj
+    return gate
+
+
+def test_gate_feedback_that_follows_passes_every_pulse() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=100, pulse_ms=30, gate_feedback_pin=FB)
+    gate, stuck = _relay(f, cfg), []
+    with LineIO(cfg, f) as io:
+        io.pulses.on_stuck = stuck.append
+        t0 = time.monotonic()
+        assert io.release("a", t0, None) and io.release("b", t0 + 0.1, None)
+        assert io.pulses.wait_idle(1.0)
+        time.sleep(0.05)  # the post-pulse check and an idle check
+        done = [p.state for p in io.pulses.done]
+    assert done == ["fired", "fired"] and stuck == [] and io.pulses.counts["stuck"] == 0
+    assert [s.state for s in f.pin(FB).states][-4:] == [True, False, True, False]
+    assert [s.state for s in gate.states][-4:] == [True, False, True, False]
+
+
+def test_a_pulse_the_gate_did_not_follow_is_a_failed_release() -> None:
+    f = MockFactory()  # the feedback input is wired to nothing: it stays off
+    cfg = GpioConfig(delay_ms=80, pulse_ms=30, gate_feedback_pin=FB)
+    with LineIO(cfg, f) as io:
+        pin = f.pin(cfg.ejector_pin)
+        pin.clear_states()
+        assert io.release("a", time.monotonic(), None)
+        assert io.pulses.wait_idle(1.0)
+        (p,) = list(io.pulses.done)
+        states = [s.state for s in pin.states]
+    assert p.state == "error" and "gate feedback stayed off" in (p.error or "")
+    assert states == [False, True, False]  # and the output was driven off again
+
+
+def test_a_welded_relay_raises_the_stuck_alarm_after_its_pulse() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=80, pulse_ms=30, gate_feedback_pin=FB)
+    gate, stuck = _relay(f, cfg, welds=True), []
+    with LineIO(cfg, f) as io:
+        io.pulses.on_stuck = stuck.append
+        gate.clear_states()
+        assert io.release("a", time.monotonic(), None)
+        assert io.pulses.wait_idle(1.0)
+        time.sleep(0.35)  # idle checks too: reported once per episode
+        (p,) = list(io.pulses.done)
+        energised = gate.state and f.pin(FB).state
+    assert p.state == "fired" and energised  # released, then the contacts stayed shut
+    assert len(stuck) == 1 and "gate stuck energised after the pulse for a" in stuck[0]
+
+
+def test_a_gate_energised_while_no_pulse_is_on_raises_the_stuck_alarm() -> None:
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=80, pulse_ms=30, gate_feedback_pin=FB)
+    stuck: list = []
+    with LineIO(cfg, f) as io:
+        io.pulses.on_stuck = stuck.append
+        f.pin(FB).drive_high()  # a short on the gate line, no pulse scheduled
+        end = time.monotonic() + 2.0
+        while not stuck and time.monotonic() < end:
+            time.sleep(0.01)
+        f.pin(FB).drive_low()
+    assert len(stuck) == 1 and "while no pulse was on" in stuck[0]
+
+
+def test_preflight_fails_a_gate_feedback_on_with_the_output_off() -> None:
+    from edge.config import LineConfig
+    from edge.preflight import check_gpio
+
+    cfg = LineConfig(gpio=GpioConfig(pin_factory="lgpio", gate_feedback_pin=FB))
+    f = MockFactory()
+    assert check_gpio(cfg, f).status == "ok"
+    f = MockFactory()
+    f.pin(FB, pin_class=_WeldedContact).drive_high()
+    c = check_gpio(cfg, f)
+    assert c.status == "fail" and "gate feedback GPIO23 is on with the gate output off" in c.detail

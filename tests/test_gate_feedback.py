@@ -1,0 +1,84 @@
+"""The gate's own faults, judged from the pins: a relay that welds shut (no software can
+stop it; the simulated line must come out red), and the gate feedback input that lets the
+runtime see what the gate did (a pulse the gate did not follow is a failed release; a gate
+energised with the output off raises the alarm)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from gpiozero.pins.mock import MockFactory
+
+from edge.app import line_runtime
+from edge.runtime import Job
+from fod.cli import main
+
+from .test_export import exported  # noqa: F401
+from .test_failsafe import N, _argv
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+
+FB = "GPIO23"
+
+
+def test_a_welded_gate_relay_turns_the_run_red(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """A fault no software on the unit sees (no readback of the gate): the relay welds at
+    its first accept pulse and stays energised, so every container behind the first accepted
+    one passes, the dropped ones too. The gate model reads that from the pin's history, and
+    `fod simulate` exits 1 naming what broke."""
+    argv = _argv(bundle, small_set, tmp_path / "sim", "relay_welded=1.0,camera_drop=0.5")
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    s = json.loads(out)
+    assert s["injected"]["relay_welded"] == 1 and s["faults"]["camera_drop"] < N
+    # rejected = the dropped containers before the first accepted one
+    assert 0 < s["physically_passed"] < N + 1 and s["passed_faulty"] >= 1
+    assert s["passed_faulty"] == s["physically_passed"] - (N - s["faults"]["camera_drop"])
+    assert s["audit_disagrees"] == s["passed_faulty"]  # on record rejected, physically passed
+    assert s["violations"] == [
+        f"passed_faulty={s['passed_faulty']}",
+        f"audit_disagrees={s['audit_disagrees']}",
+    ]
+    assert "SAFETY VIOLATED: passed_faulty=" in err
+
+
+def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """The same weld on a unit wired with the gate feedback: the runtime sees the gate
+    energised after the output went off and raises the alarm (a line stops on it); the
+    level-reading gate still passes what came before the stop, so the run stays red."""
+    argv = _argv(bundle, small_set, tmp_path / "sim", "relay_welded=1.0,camera_drop=0.5")
+    cfg = Path(argv[argv.index("--config") + 1])
+    cfg.write_text(cfg.read_text() + f'gate_feedback_pin = "{FB}"\n')
+    assert main(argv) == 1
+    s = json.loads(capsys.readouterr().out)
+    assert s["injected"]["relay_welded"] == 1 and s["alarms"] >= 1
+    assert any("gate stuck energised after the pulse" in r for r in s["alarm_reasons"]), s[
+        "alarm_reasons"
+    ]
+
+
+def test_an_accept_whose_pulse_the_gate_did_not_follow_is_rejected_on_record(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """Feedback wired but dead (it never follows): the accept pulse goes out on the pin, the
+    feedback says the gate did not energise, so the container's last row is a reject
+    (gpio_error) and the fault counts toward the alarm."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"gate_feedback_pin": FB})
+    f = MockFactory()
+    with line_runtime(cfg, f) as rt:
+        gate = f.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10)
+        assert rt.io.pulses.wait_idle(cfg.gpio.delay_ms / 1000 + 1)
+        released = [s.state for s in gate.states]
+    counts = dict(rt.counts)  # closed: every row is written
+    assert released == [False, True, False]  # the runtime did pulse
+    decision, fault, reason = _rows(tmp_path)["c0"]
+    assert (decision, fault) == ("reject", "gpio_error") and "gate feedback stayed off" in reason
+    assert (counts["accept"], counts["reject"], counts["fault:gpio_error"]) == (0, 1, 1), counts
