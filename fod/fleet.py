@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
+import time
 from pathlib import Path
 
 STATE = Path("/var/lib/pharma-fod")
@@ -83,12 +85,22 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
     from edge.gpio import LineIO
 
     cfg = load_config(args.config)
-    with LineIO(cfg.gpio):
-        pass  # opening claims the outputs low; closing drives them off and releases them
+    with LineIO(cfg.gpio) as io:  # opening claims the outputs low; closing drives them off
+        stuck = False
+        if io.gate_feedback is not None:  # does the gate follow the output off?
+            time.sleep(cfg.gpio.gate_feedback_ms / 1000)
+            stuck = bool(io.gate_feedback.is_active)
     if cfg.gpio.energise_to == "reject":
         logging.getLogger("fod").warning(
             "gpio.energise_to = 'reject': with the runtime stopped no reject pulse fires and "
             "containers PASS; the machine must stop on the runtime's alarm/watchdog"
         )
     print(f"outputs off: {cfg.gpio.ejector_pin}, {cfg.gpio.alarm_pin or '(no alarm pin)'}")
+    if stuck:
+        print(
+            f"fod safe-outputs: the gate feedback {cfg.gpio.gate_feedback_pin} is still on with "
+            "the gate output off: the gate is stuck energised (a welded relay, a short)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -17,6 +17,7 @@ from fod.cli import main
 
 from .test_export import exported  # noqa: F401
 from .test_failsafe import N, _argv
+from .test_gpio import _WeldedContact
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
 FB = "GPIO23"
@@ -82,3 +83,24 @@ def test_an_accept_whose_pulse_the_gate_did_not_follow_is_rejected_on_record(
     decision, fault, reason = _rows(tmp_path)["c0"]
     assert (decision, fault) == ("reject", "gpio_error") and "gate feedback stayed off" in reason
     assert (counts["accept"], counts["reject"], counts["fault:gpio_error"]) == (0, 1, 1), counts
+
+
+def test_safe_outputs_reports_a_gate_that_stays_energised(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The service's ExecStopPost after a runtime died mid-pulse on a welded relay: the
+    output is driven off, the feedback stays on, and the verb exits 1 saying so."""
+    factory = MockFactory()
+    gate = factory.pin("GPIO17")
+    gate.function = "output"
+    gate.state = True  # what the killed runtime left behind
+    factory.pin(FB, pin_class=_WeldedContact).drive_high()
+    monkeypatch.setattr("edge.gpio.load_pin_factory", lambda name: factory)
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(f'[gpio]\npin_factory = "jetson"\ngate_feedback_pin = "{FB}"\n')
+    assert main(["safe-outputs", "--config", str(cfg)]) == 1
+    assert gate.state is False and factory.pin(FB).state is True
+    assert "GPIO23 is still on with the gate output off" in capsys.readouterr().err
+    healthy = MockFactory()  # the same with a contact that follows: exit 0
+    monkeypatch.setattr("edge.gpio.load_pin_factory", lambda name: healthy)
+    assert main(["safe-outputs", "--config", str(cfg)]) == 0
