@@ -47,9 +47,9 @@ FAULT_KINDS = (
     "bounce",  # the trigger input bounces
     "audit_error",  # an INSERT fails in SQLite
 )
-# Faults of the machine that no software on the unit can see (`all` leaves them out): the
-# gate relay's contacts weld at an energising write and the output stays energised. There
-# is no readback of the gate, so the run must come out red (`safety_violations`).
+# Faults of the machine that no software on the unit can prevent (`all` leaves them out):
+# the gate relay's contacts weld at an energising write and the gate stays energised. The
+# run must come out red (`safety_violations`); with the gate feedback the alarm is raised.
 HARDWARE_FAULTS = ("relay_welded",)
 
 
