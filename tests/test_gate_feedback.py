@@ -26,7 +26,7 @@ FB = "GPIO23"
 def test_a_welded_gate_relay_turns_the_run_red(
     bundle: Path, small_set: Path, tmp_path: Path, capsys
 ) -> None:
-    """A fault no software on the unit sees (no readback of the gate): the relay welds at
+    """A fault no software on the unit prevents (here no gate feedback either): the relay welds at
     its first accept pulse and stays energised, so every container behind the first accepted
     one passes, the dropped ones too. The gate model reads that from the pin's history, and
     `fod simulate` exits 1 naming what broke."""
