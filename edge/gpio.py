@@ -381,6 +381,14 @@ class LineIO:
 
         dev.when_activated = handler
 
+    def gate_stuck(self) -> bool:
+        """With the gate output off (as LineIO claims it): is the gate feedback still on after
+        `gate_feedback_ms`? False without a feedback input."""
+        if self.gate_feedback is None:
+            return False
+        time.sleep(self.cfg.gate_feedback_ms / 1000)
+        return bool(self.gate_feedback.is_active)
+
     def set_alarm(self, on: bool) -> None:
         if self.alarm is not None:
             self.alarm.value = on

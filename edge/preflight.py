@@ -107,10 +107,7 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
     pins = [p for p in (g.ejector_pin, g.alarm_pin, g.trigger_pin, g.gate_feedback_pin) if p]
     try:
         with LineIO(g, pin_factory) as io:  # the gate output is claimed off
-            stuck = False
-            if io.gate_feedback is not None:  # given its time to follow the output off
-                time.sleep(g.gate_feedback_ms / 1000)
-                stuck = bool(io.gate_feedback.is_active)
+            stuck = io.gate_stuck()
     except GPIOZeroError as e:  # pin in use, no such pin, no access to the chip
         return Check("gpio", FAIL, f"cannot claim {pins}: {type(e).__name__}: {e}")
     if stuck:  # the output is off (LineIO's initial value) and the gate says energised

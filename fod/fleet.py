@@ -7,7 +7,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 STATE = Path("/var/lib/pharma-fod")
@@ -86,10 +85,7 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     with LineIO(cfg.gpio) as io:  # opening claims the outputs low; closing drives them off
-        stuck = False
-        if io.gate_feedback is not None:  # does the gate follow the output off?
-            time.sleep(cfg.gpio.gate_feedback_ms / 1000)
-            stuck = bool(io.gate_feedback.is_active)
+        stuck = io.gate_stuck()
     if cfg.gpio.energise_to == "reject":
         logging.getLogger("fod").warning(
             "gpio.energise_to = 'reject': with the runtime stopped no reject pulse fires and "
