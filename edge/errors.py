@@ -17,3 +17,7 @@ class FodError(Exception):
 
 class DataError(FodError):
     """A data set, image or annotation file is missing, malformed or inconsistent."""
+
+
+class GpioError(FodError):
+    """A pin factory or device could not be set up or driven."""

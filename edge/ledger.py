@@ -13,9 +13,9 @@ import threading
 from typing import Callable, Deque, Dict, Optional
 
 from .alarm import Alarm
-from .gpio import Pulse
 from .jobs import Outcome
 from .metrics import RuntimeMetrics
+from .pulses import Pulse
 
 
 class Ledger:

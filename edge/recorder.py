@@ -16,10 +16,11 @@ from typing import Callable, Optional, Tuple
 
 from .audit import AuditLog, AuditUnavailable
 from .config import LineConfig
-from .gpio import LineIO, Pulse
+from .gpio import LineIO
 from .jobs import Outcome
 from .ledger import Ledger
 from .metrics import RuntimeMetrics
+from .pulses import Pulse
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,210 @@
+"""The gate pulses: one supervised thread that fires `device.on()` at each scheduled
+monotonic time for the pulse length.
+
+The thread waits on an Event with a timeout against the monotonic clock, so a pulse lands
+at trigger time + delay whatever the other threads do. Every pulse ends in a state
+(fired, missed, error, cancelled) reported to `on_done`.
+
+With a gate feedback input (`gpio.gate_feedback_pin`: the relay's auxiliary contact, or
+the controller's "gate energised" signal), each pulse is checked against what the gate
+did: feedback off at the end of the pulse makes the pulse an error (for an accept: the
+container was not released), and feedback still on `gate_feedback_ms` after the output
+went off, or on while no pulse is, is a stuck gate (a welded relay, a short): the runtime
+raises the alarm, since with a level-reading controller every container would pass.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+from .errors import GpioError
+from .supervise import Stage, StopStage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Pulse:
+    at: float  # scheduled monotonic time (the container's gate time)
+    tag: str  # the container it is for
+    state: str = "pending"  # pending | on | fired | missed | error | cancelled
+    fired_t: Optional[float] = None
+    error: Optional[str] = None
+    seq: int = field(default=0, repr=False)
+
+
+class PulseScheduler:
+    """Fires `device.on()` at each scheduled monotonic time for `pulse_s`, on one thread."""
+
+    def __init__(
+        self,
+        device: Any,
+        pulse_s: float,
+        on_done: Optional[Callable[[Pulse], None]] = None,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 4096,
+        feedback: Any = None,
+        feedback_s: float = 0.01,
+    ) -> None:
+        self.device, self.pulse_s, self.clock = device, pulse_s, clock
+        self.on_done = on_done
+        self.on_crash: Optional[Callable[[BaseException], None]] = None  # the runtime alarms
+        self.feedback, self.feedback_s = feedback, feedback_s  # an input following the gate
+        self.on_stuck: Optional[Callable[[str], None]] = None  # the runtime alarms
+        self.stuck = False  # the feedback says the gate is energised while the output is off
+        self._heap: List[Tuple[float, int, Pulse]] = []
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # Bounded: a line runs for months; the simulator reads the recent ones.
+        self.done: Deque[Pulse] = collections.deque(maxlen=history)
+        self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0, "stuck": 0}
+        self._active = 0  # 1 while a pulse is on
+        self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
+        self.stage = Stage("pulses", self._step, self._crashed, clock)
+        self.stage.start()
+
+    def schedule(self, at: float, tag: str = "") -> Pulse:
+        if not math.isfinite(at):  # NaN would poison the heap: no later pulse would fire
+            raise ValueError(f"pulse {tag!r}: time {at!r} is not finite")
+        p = Pulse(at, tag, seq=next(self._count))
+        with self._lock:
+            heapq.heappush(self._heap, (at, p.seq, p))
+        self._wake.set()
+        return p
+
+    def cancel(self, pulse: Pulse) -> bool:
+        """Cancel a pending pulse; False if it is already on, fired or done otherwise."""
+        with self._lock:
+            if pulse.state != "pending":
+                return False
+            pulse.state = "cancelled"
+            self.counts["cancelled"] += 1
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(p.state == "pending" for _, _, p in self._heap) + self._active
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every scheduled pulse has fired and ended."""
+        end = self.clock() + timeout
+        while self.pending() and self.clock() < end:
+            self._stop.wait(0.005)
+        return not self.pending()
+
+    def _finish(self, p: Pulse, state: str) -> None:
+        p.state = state
+        self.counts[state] += 1
+        self.done.append(p)
+        if self.on_done is not None:
+            self.on_done(p)
+
+    def _step(self) -> None:
+        if self._stop.is_set():
+            raise StopStage
+        with self._lock:
+            while self._heap and self._heap[0][2].state == "cancelled":
+                heapq.heappop(self._heap)
+            nxt = self._heap[0][0] if self._heap else None
+        wait = 0.25 if nxt is None else min(0.25, nxt - self.clock())
+        if wait > 0:  # short waits: the stage beats its heartbeat while idle
+            self._check_off("while no pulse was on")
+            self._wake.wait(wait)  # a new, earlier deadline or close() wakes us
+            self._wake.clear()
+            return
+        with self._lock:
+            at, _, p = heapq.heappop(self._heap)
+            if p.state != "pending":
+                return
+            late = self.clock() - at > self.pulse_s
+            if not late:
+                p.state, self._active = "on", 1
+        if late:  # the container is past the gate: a pulse now would hit the next one
+            self._finish(p, "missed")
+            return
+        try:  # the pulse counts as pending until the gate is seen to follow it off
+            self._fire(p)
+            if self.feedback is not None:
+                self._stop.wait(self.feedback_s)
+                self._check_off(f"after the pulse for {p.tag}")
+        finally:
+            with self._lock:
+                self._active = 0
+
+    def _fire(self, p: Pulse) -> None:
+        try:
+            self._on = p
+            self.device.on()
+            p.fired_t = self.clock()
+            self._stop.wait(self.pulse_s)
+            if self.feedback is not None and not self.feedback.is_active:
+                raise GpioError("the gate feedback stayed off: the gate did not energise")
+            self.device.off()
+            self._on = None
+        except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
+            p.error, self._on = f"{type(e).__name__}: {e}", None
+            with contextlib.suppress(Exception):
+                self.device.off()
+            self._finish(p, "error")
+        else:
+            self._finish(p, "fired")
+
+    def _check_off(self, when: str) -> None:
+        """With the output off, the feedback must be off: else the gate is stuck energised
+        (reported once per episode; the alarm stays latched)."""
+        if self.feedback is None:
+            return
+        on = bool(self.feedback.is_active)
+        if on and not self.stuck:
+            self.counts["stuck"] += 1
+            reason = f"gate stuck energised {when}: the gate feedback is on, the output off"
+            log.critical(reason)
+            if self.on_stuck is not None:
+                try:
+                    self.on_stuck(reason)
+                except Exception:
+                    log.exception("pulse thread: reporting a stuck gate failed")
+        self.stuck = on
+
+    def _crashed(self, stage: Stage, exc: BaseException) -> bool:
+        # A crash in the middle of a pulse must not leave the output energised (with accept
+        # wiring, every container would pass); then report it and restart: the pulse
+        # thread must outlive any bug.
+        with contextlib.suppress(Exception):
+            self.device.off()
+        p, self._on = self._on, None
+        if p is not None:  # cut short: reported like a pulse whose write failed
+            p.error = f"pulse thread crashed: {exc!r}"
+            with contextlib.suppress(Exception):
+                self._finish(p, "error")
+        if self.on_crash is not None:
+            try:
+                self.on_crash(exc)
+            except Exception:
+                log.exception("pulse thread: reporting its crash failed")
+        return not self._stop.is_set()
+
+    def close(self) -> None:
+        """Cancel pending pulses, end the thread, leave the output off. Idempotent."""
+        self._stop.set()
+        self._wake.set()
+        self.stage.stop()
+        self.stage.join(timeout=2.0)
+        with self._lock:
+            for _, _, p in self._heap:
+                if p.state == "pending":
+                    p.state = "cancelled"
+            self._heap.clear()
+        with contextlib.suppress(Exception):  # the device may already be closed
+            self.device.off()
