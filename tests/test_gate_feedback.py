@@ -63,6 +63,20 @@ def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
     ]
 
 
+def test_the_stuck_alarm_reaches_the_alarm_pin(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """The weld alone, every container accepted: nothing passes that should not (exit 0),
+    and the one alarm edge on the alarm pin is the stuck gate's."""
+    argv = _argv(bundle, small_set, tmp_path / "sim", "relay_welded=1.0")
+    cfg = Path(argv[argv.index("--config") + 1])
+    cfg.write_text(cfg.read_text() + f'gate_feedback_pin = "{FB}"\n')
+    assert main(argv) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["faults"] == {} and s["physically_passed"] == N and s["violations"] == []
+    assert s["alarms"] == 1 and s["alarm_reasons"][0].startswith("gate stuck energised after")
+
+
 def test_an_accept_whose_pulse_the_gate_did_not_follow_is_rejected_on_record(
     bundle: Path, tmp_path: Path
 ) -> None:
