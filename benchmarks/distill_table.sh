@@ -140,6 +140,7 @@ fi
 DISTILL=(
   "none --method none" "ours --method ours" "ld --method ld" "pkd --method pkd"
   "crosskd --method crosskd" "fgd --method fgd" "mimic --method mimic"
+  "pkd-no-noise --method pkd --no-noise"  # PKD as published: the noise is the paper's own
   "ours-no-noise --no-noise"
   "ours-no-residual --no-residual"  # = mimic + LD
   "ours-no-ld --no-ld"  # = mimic + the residual adapters

@@ -56,8 +56,8 @@ esac
 
 ALL = [
     "teacher", "teacher-nocarafe", "student", "none", "ours", "ld", "pkd", "crosskd", "fgd",
-    "mimic", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-own", "ours-teacher",
-    "ours-no-carafe",
+    "mimic", "pkd-no-noise", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-own",
+    "ours-teacher", "ours-no-carafe",
 ]  # fmt: skip
 
 
