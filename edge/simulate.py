@@ -336,7 +336,15 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         ),
         "detection_rate": sum(not c.passed for c in rej) / len(rej) if rej else None,
         "false_reject_rate": sum(not c.passed for c in ok) / len(ok) if ok else None,
+        # A fault rejects whatever the model saw; the model's own rates leave those out.
+        "fault_rejects": sum(not c.passed and c.faulted for c in containers),
+        "model_detection_rate": _rate([not c.passed for c in rej if not c.faulted]),
+        "model_false_reject_rate": _rate([not c.passed for c in ok if not c.faulted]),
     }
+
+
+def _rate(hits: List[bool]) -> Optional[float]:
+    return sum(hits) / len(hits) if hits else None
 
 
 # The simulated line's safety invariants, each a count in the summary that must be 0:

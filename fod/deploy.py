@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Dict
 
 from fod.args import positive_int
 
@@ -94,13 +95,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             )
         )
     else:
-        m, d = report["metrics"], report["drop_points"]
-        print(
-            f"INT8 in {args.out}: AP50 {m['fp32']['ap50']:.4f} -> {m['int8']['ap50']:.4f} "
-            f"({d['ap50']:+.2f} points), CPU speed-up {report['speedup']:.2f}x; "
-            f"see {args.out / 'report.md'}"
-        )
+        print(calibrate_summary(report, args.out))
     return 0
+
+
+def calibrate_summary(report: Dict[str, Any], out: Path) -> str:
+    """One line for the console: AP50 FP32 -> INT8 with its signed change (a loss reads minus)."""
+    m = report["metrics"]
+    change = -report["drop_points"]["ap50"]  # the report stores drops: FP32 - INT8
+    return (
+        f"INT8 in {out}: AP50 {m['fp32']['ap50']:.4f} -> {m['int8']['ap50']:.4f} "
+        f"({change:+.2f} points), CPU speed-up {report['speedup']:.2f}x; "
+        f"see {out / 'report.md'}"
+    )
 
 
 def cmd_bundle_verify(args: argparse.Namespace) -> int:

@@ -252,7 +252,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(
             f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
             f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
-            f"false-reject rate {summary['false_reject_rate']}; passed_defective "
+            f"false-reject rate {summary['false_reject_rate']} (model alone: detection "
+            f"{summary['model_detection_rate']}, false rejects "
+            f"{summary['model_false_reject_rate']}; fault rejects {summary['fault_rejects']}); "
+            f"passed_defective "
             f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
             f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "

@@ -20,6 +20,7 @@ from edge.detector import EdgeDetector
 from edge.errors import FodError
 from edge.preprocess import letterbox
 from fod.cli import main
+from fod.deploy import calibrate_summary
 from training.data.dataset import CocoDetection
 
 from .test_export import exported  # noqa: F401  (module fixture: a small exported detector)
@@ -144,6 +145,20 @@ def test_cache_and_report(calibrated: Path) -> None:
     cal = json.loads((calibrated / "calibration_set.json").read_text())["images"]
     assert len(cal) == 10 and cal[0]["seed"] == [3, 0] and "file" in cal[0]
     assert "| ap50 |" in (calibrated / "report.md").read_text()
+
+
+def test_calibrate_summary_signs_the_change() -> None:
+    # The report stores drops (FP32 - INT8); the console line shows the change, so a loss
+    # of 1.84 points reads -1.84, not +1.84.
+    r = {
+        "metrics": {"fp32": {"ap50": 0.6447}, "int8": {"ap50": 0.6263}},
+        "drop_points": {"ap50": 1.84},
+        "speedup": 1.08,
+    }
+    line = calibrate_summary(r, Path("cal"))
+    assert "0.6447 -> 0.6263 (-1.84 points)" in line and "speed-up 1.08x" in line
+    r["drop_points"]["ap50"] = -0.5
+    assert "(+0.50 points)" in calibrate_summary(r, Path("cal"))
 
 
 def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:

@@ -22,6 +22,7 @@ from edge.simulate import (
     Physical,
     audit_authorizer,
     gate_model,
+    judge,
     pin_intervals,
 )
 from edge.supervise import Stage, Watchdog, sd_notify
@@ -369,3 +370,29 @@ def test_a_full_collection_at_the_gate_costs_no_release(bundle: Path, tmp_path: 
     del ballast
     assert states == [False, True, False]
     assert _rows(tmp_path)["c0"][:2] == ("accept", None)
+
+
+def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
+    """A fault rejects a good container as surely as the model does; the line's rates count both,
+    the model's own rates only the containers no fault touched."""
+
+    def c(truth: str, passed: bool, faulted: bool = False) -> Physical:
+        return Physical(
+            "c", truth, 0.0, passed=passed, audit="accept" if passed else "reject", faulted=faulted
+        )
+
+    v = judge(
+        [
+            c("reject", False),
+            c("reject", True),
+            c("reject", False, faulted=True),
+            c("accept", True),
+            c("accept", True),
+            c("accept", False),
+            c("accept", False, faulted=True),
+        ]
+    )
+    assert v["detection_rate"] == pytest.approx(2 / 3) and v["false_reject_rate"] == 0.5
+    assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
+    assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
+    assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
