@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
 from .errors import FodError
+
+FILE_PARAMS = (cv2.CAP_PROP_N_THREADS, 1)  # open parameters of a video file source
 
 
 class SourceError(FodError):
@@ -33,9 +35,16 @@ class CaptureSource:
     """Anything cv2.VideoCapture opens; frames come back RGB, or grey when `mono`."""
 
     def __init__(
-        self, target: Union[str, int], api: int = cv2.CAP_ANY, what: str = "", mono: bool = False
+        self,
+        target: Union[str, int],
+        api: int = cv2.CAP_ANY,
+        what: str = "",
+        mono: bool = False,
+        params: Sequence[int] = (),
     ) -> None:
-        self.cap = cv2.VideoCapture(target, api)  # type: ignore[call-overload]  # str or int
+        self.cap = cv2.VideoCapture(target, api, list(params))  # type: ignore[call-overload]
+        if params and not self.cap.isOpened():  # a backend that refuses the open parameters
+            self.cap = cv2.VideoCapture(target, api)  # type: ignore[call-overload]
         if not self.cap.isOpened():
             raise SourceError(f"{what or target}: cannot open camera source")
         self.mono = mono
@@ -98,4 +107,6 @@ def open_source(spec: str, mono: bool = False) -> CaptureSource | FolderSource:
         return FolderSource(path, mono)
     if not path.is_file():
         raise SourceError(f"{path}: no such video file or frame folder")
-    return CaptureSource(str(path), cv2.CAP_ANY, str(path), mono)
+    # One decoding thread: FFmpeg's frame threads hold frames back and, opened and closed per
+    # container, have aborted the process (pthread_frame.c async_lock); a file decodes fast.
+    return CaptureSource(str(path), cv2.CAP_ANY, str(path), mono, FILE_PARAMS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def _calls(tmp: Path) -> List[List[str]]:
 
 
 def test_cpu_build_stages_in_order_zero_init_on_the_first_schedule_only(tmp_path: Path) -> None:
-    r = _run(tmp_path)
+    r = _run(tmp_path, ZERO_INIT="1")
     assert r.returncode == 0, r.stderr
     calls = _calls(tmp_path)
     assert [c[0] for c in calls] == ["synth"] * 3 + ["train"] * 3 + [
@@ -76,7 +77,14 @@ def test_cpu_build_stages_in_order_zero_init_on_the_first_schedule_only(tmp_path
     assert "--zero-init-residual" in recipe[3] and "--out WORK/run" in recipe[3]
 
 
-def test_zero_init_0_gives_no_flag_and_a_bad_value_stops_before_any_stage(tmp_path: Path) -> None:
+def test_default_and_zero_init_0_give_no_flag_and_a_bad_value_stops_first(tmp_path: Path) -> None:
+    r = _run(tmp_path, EXTRA="")  # the default: the plain init the README's cpu build measures
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert not any("--zero-init-residual" in c for c in calls)
+    assert [c[0] for c in calls].count("train") == 1  # EXTRA= : one schedule
+    shutil.rmtree(tmp_path / "w")
+    (tmp_path / "calls").unlink()
     r = _run(tmp_path, EXTRA="", ZERO_INIT="0")
     assert r.returncode == 0, r.stderr
     calls = _calls(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -215,6 +216,8 @@ def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
     # A mono source hands over GRAY8 frames: the same pixels as the RGB path's channels.
     video = sorted((small_set / "sequences").glob("*.avi"))[0]
     rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
+    # One decoding thread per file (FFmpeg's frame threads delay frames and have aborted).
+    assert rgb_src.cap.get(cv2.CAP_PROP_N_THREADS) == grey_src.cap.get(cv2.CAP_PROP_N_THREADS) == 1
     rgb, grey = rgb_src.read().image, grey_src.read().image
     rgb_src.close(), grey_src.close()
     assert rgb is not None and grey is not None
