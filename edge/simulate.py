@@ -334,8 +334,8 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         "audit_disagrees": sum(
             c.audit is None or (c.audit == "accept") != bool(c.passed) for c in containers
         ),
-        "detection_rate": sum(not c.passed for c in rej) / len(rej) if rej else None,
-        "false_reject_rate": sum(not c.passed for c in ok) / len(ok) if ok else None,
+        "detection_rate": _rate([not c.passed for c in rej]),
+        "false_reject_rate": _rate([not c.passed for c in ok]),
         # A fault rejects whatever the model saw; the model's own rates leave those out.
         "fault_rejects": sum(not c.passed and c.faulted for c in containers),
         "model_detection_rate": _rate([not c.passed for c in rej if not c.faulted]),
