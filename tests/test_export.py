@@ -14,7 +14,7 @@ import torch
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.errors import FodError
 from edge.postprocess import PostprocessConfig, select_per_image
-from edge.sources import open_source
+from edge.sources import CaptureSource, open_source
 from fod.cli import main
 from training.checkpoint import save_checkpoint
 from training.data.dataset import CocoDetection
@@ -218,6 +218,11 @@ def test_grey_frames_match_their_rgb_copies(exported, small_set: Path) -> None:
     rgb_src, grey_src = open_source(f"file:{video}"), open_source(f"file:{video}", mono=True)
     # One decoding thread per file (FFmpeg's frame threads delay frames and have aborted).
     assert rgb_src.cap.get(cv2.CAP_PROP_N_THREADS) == grey_src.cap.get(cv2.CAP_PROP_N_THREADS) == 1
+    # A backend that refuses an open parameter does not open at all: the source reopens
+    # without it rather than lose its camera.
+    refused = CaptureSource(str(video), params=(cv2.CAP_PROP_FRAME_WIDTH, 100))
+    assert refused.read() is not None
+    refused.close()
     rgb, grey = rgb_src.read().image, grey_src.read().image
     rgb_src.close(), grey_src.close()
     assert rgb is not None and grey is not None
