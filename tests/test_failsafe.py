@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -396,3 +397,38 @@ def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
     assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
     assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
+
+
+def test_a_frame_later_than_its_timeout_rejects_at_the_pins(bundle: Path, tmp_path: Path) -> None:
+    """Accept wiring, every container decided accept. The camera's second frame of c0 comes
+    late (a read slower than frame_timeout_ms, long before the gate): c0 must never open the
+    gate and be on record as camera_drop; c1, read at speed, goes through."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    gate = f.pin(cfg.gpio.ejector_pin)
+    late_s = 1.5 * cfg.camera.frame_timeout_ms / 1000
+
+    def slow_second(read: Callable[[], Any]) -> Callable[[], Any]:
+        n = [0]
+
+        def slow() -> Any:
+            n[0] += 1
+            if n[0] == 2:
+                time.sleep(late_s)
+            return read()
+
+        return slow
+
+    opened = {}
+    with line_runtime(cfg, f) as rt:
+        other = iter(np.random.default_rng(1).integers(0, 255, (3, 256, 320, 3), dtype=np.uint8))
+        c1 = lambda: next(other, None)  # noqa: E731  (not c0's pixels: those would read frozen)
+        for cid, read in (("c0", slow_second(_frames())), ("c1", c1)):
+            gate.clear_states()
+            rt.submit(Job(cid, time.monotonic(), read))
+            assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+            opened[cid] = [s.state for s in gate.states].count(True)
+    assert opened == {"c0": 0, "c1": 1}
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("reject", "camera_drop") and "later than" in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
