@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from .postprocess import Detections
 @dataclass(frozen=True)
 class DecisionConfig:
     min_evidence: float = 3.0  # k: weighted frames a track needs to reject the container
-    score_threshold: float = 0.5  # default per-class score threshold
+    score_threshold: float = 0.5  # default per-class score threshold: a track starts here
+    track_threshold: float = 0.5  # a live track continues from this score (capped per class)
     class_thresholds: Dict[str, float] = field(default_factory=dict)  # overrides by class name
     min_size: float = 2.0  # px: a detection's longer side must reach this
     match_distance: float = 40.0  # px: largest centre jump between frames for one track
@@ -91,44 +92,63 @@ class Decision:
     evidence: float  # of the strongest track
 
 
-def _keep(d: Detections, names: Sequence[str], cfg: DecisionConfig) -> np.ndarray:
-    thr = np.array(
+def _thresholds(names: Sequence[str], cfg: DecisionConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Per class: the score that starts a track [C], and the one that continues it [C]."""
+    start = np.array(
         [cfg.class_thresholds.get(n, cfg.score_threshold) for n in names], dtype=np.float32
     )
-    wh = d.boxes[:, 2:] - d.boxes[:, :2]  # [K, 2]
-    return (d.scores >= thr[d.labels]) & (wh.max(axis=1) >= cfg.min_size)
+    return start, np.minimum(start, np.float32(cfg.track_threshold))
+
+
+def _associate(
+    last: np.ndarray, free: np.ndarray, centres: np.ndarray, cfg: DecisionConfig
+) -> np.ndarray:
+    """Greedy, closest pairs first: for each of centres [K, 2] the index of a free track
+    (its last centre in last [T, 2]) or -1; marks the tracks it takes in `free` [T]."""
+    matched = np.full(len(centres), -1)
+    if not len(last) or not len(centres):
+        return matched
+    dist = np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2)  # [T, K]
+    pairs = np.argwhere((dist <= cfg.match_distance) & free[:, None])
+    order = np.argsort(dist[pairs[:, 0], pairs[:, 1]], kind="stable")
+    for ti, ki in pairs[order]:
+        if free[ti] and matched[ki] < 0:
+            free[ti] = False
+            matched[ki] = ti
+    return matched
 
 
 def link_tracks(
     frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig
 ) -> List[Track]:
-    """Greedy nearest-centre association across frames (closest pairs first), vectorised."""
+    """Nearest-centre association across frames. Detections at a class's threshold
+    start tracks and are matched first; below it, from `track_threshold`, they only
+    continue a live track that nothing stronger took (as ByteTrack associates its
+    low-score boxes): an unsure sighting of a particle already found still counts, an
+    unsure blob on its own starts nothing."""
+    start, cont = _thresholds(names, cfg)
     tracks: List[Track] = []
     for t, d in enumerate(frames):
-        keep = _keep(d, names, cfg)
-        boxes, scores, labels = d.boxes[keep], d.scores[keep], d.labels[keep]
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
+        wh = d.boxes[:, 2:] - d.boxes[:, :2]  # [K, 2]
+        sized = wh.max(axis=1) >= cfg.min_size
+        strong = sized & (d.scores >= start[d.labels])
+        weak = sized & ~strong & (d.scores >= cont[d.labels])
         live = [tr for tr in tracks if t - tr.frames[-1] <= cfg.max_gap + 1]
-        matched = np.full(len(centres), -1)
-        if live and len(centres):
-            last = np.stack([tr.centres[-1] for tr in live])  # [T, 2]
-            dist = np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2)  # [T, K]
-            pairs = np.argwhere(dist <= cfg.match_distance)
-            order = np.argsort(dist[pairs[:, 0], pairs[:, 1]], kind="stable")
-            used_t: np.ndarray = np.zeros(len(live), dtype=bool)
-            for ti, ki in pairs[order]:
-                if not used_t[ti] and matched[ki] < 0:
-                    used_t[ti] = True
-                    matched[ki] = ti
-        for k in range(len(centres)):
-            if matched[k] >= 0:
-                tr = live[matched[k]]
-                tr.frames.append(t)
-                tr.centres.append(centres[k])
-                tr.labels.append(int(labels[k]))
-                tr.scores.append(float(scores[k]))
-            else:
-                tracks.append(Track([t], [centres[k]], [int(labels[k])], [float(scores[k])]))
+        last = np.stack([tr.centres[-1] for tr in live]) if live else np.zeros((0, 2))  # [T, 2]
+        free: np.ndarray = np.ones(len(live), dtype=bool)
+        for keep, starts in ((strong, True), (weak, False)):
+            boxes, scores, labels = d.boxes[keep], d.scores[keep], d.labels[keep]
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
+            matched = _associate(last, free, centres, cfg)
+            for k in range(len(centres)):
+                if matched[k] >= 0:
+                    tr = live[matched[k]]
+                    tr.frames.append(t)
+                    tr.centres.append(centres[k])
+                    tr.labels.append(int(labels[k]))
+                    tr.scores.append(float(scores[k]))
+                elif starts:
+                    tracks.append(Track([t], [centres[k]], [int(labels[k])], [float(scores[k])]))
     return tracks
 
 

@@ -44,19 +44,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "audit",
-        help="the audit trail: verify FOLDER | export FOLDER --format jsonl|csv | show FOLDER SEQ",
+        help="the audit trail: verify FOLDER | export FOLDER --format jsonl|csv | show FOLDER SEQ "
+        "| replay FOLDER --config TOML",
         description="verify: check the hash chain, evidence images, anchor and checkpoints; "
         "export: every row with its chain fields; show: draw a row's detections over its "
-        "evidence frame.",
+        "evidence frame; replay: decide every recorded container again under the [decision] "
+        "of another line config, from its recorded detections.",
     )
-    p.add_argument("action", choices=["verify", "export", "show"])
+    p.add_argument("action", choices=["verify", "export", "show", "replay"])
     p.add_argument("folder", type=Path, help="audit folder (audit-*.db)")
     p.add_argument("seq", type=int, nargs="?", help="show: the row's sequence number")
     p.add_argument("--public-key", type=Path, help="verify: check checkpoint signatures")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export format")
-    p.add_argument("--out", type=Path, help="export: file (default stdout); show: PNG")
     p.add_argument(
-        "--classes", default="fiber,particle,glass_flake", help="show: class names, comma-separated"
+        "--out", type=Path, help="export: file (default stdout); show: PNG; replay: JSON report"
+    )
+    p.add_argument("--config", type=Path, help="replay: the line config to decide with")
+    p.add_argument(
+        "--truth", type=Path, help="replay: sequences.json of simulated containers (rates)"
+    )
+    p.add_argument("--json", action="store_true", help="replay: print the summary as JSON")
+    p.add_argument(
+        "--classes",
+        default="fiber,particle,glass_flake",
+        help="show, replay: the model's class names, comma-separated",
     )
     p.add_argument(
         "--min-score", type=float, default=0.5, help="show: draw detections from this score"
@@ -150,10 +161,68 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(text, end="")
         else:
             atomic_write_bytes(args.out, text.encode("utf-8"))
+    elif args.action == "replay":
+        return _replay(args)
     else:
         if args.seq is None or args.out is None:
             raise FodError("fod audit show needs SEQ and --out PNG")
         names = args.classes.split(",")
         write_png(args.out, draw_record(args.folder, args.seq, names, args.min_score))
         print(f"{args.out}: seq {args.seq} with its recorded detections")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.errors import FodError
+    from edge.fsutil import atomic_write_bytes
+    from edge.knapp import truth_from_sequences
+    from edge.replay import recorded_containers, replay, summarize
+
+    if args.config is None:
+        raise FodError("fod audit replay needs --config: the line config to decide with")
+    cfg = load_config(args.config)
+    names = args.classes.split(",")
+    rows = replay(
+        recorded_containers(args.folder),
+        names,
+        cfg.decision,
+        cfg.postprocess.score_threshold,
+    )
+    truth = truth_from_sequences(args.truth) if args.truth else None
+    summary = summarize(rows, truth)
+    changed = [r for r in rows if r.before != r.after]
+    if args.out is not None:
+        report = {
+            "config": str(args.config),
+            "summary": summary,
+            "changed": [vars(r) for r in changed],
+        }
+        atomic_write_bytes(args.out, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+
+    def pct(x: object) -> str:
+        return "-" if x is None else f"{100 * float(x):.1f} %"  # type: ignore[arg-type]
+
+    print(
+        f"{args.folder}: {summary['replayed']} of {summary['containers']} containers decided "
+        f"again ({summary['faulted']} with a fault kept as recorded): "
+        f"{summary['accept_to_reject']} accept -> reject, "
+        f"{summary['reject_to_accept']} reject -> accept"
+    )
+    if args.truth:
+        print(
+            f"detection {pct(summary['detection_rate_before'])} -> "
+            f"{pct(summary['detection_rate_after'])} of {summary['defective']} defective, "
+            f"false rejects {pct(summary['false_reject_rate_before'])} -> "
+            f"{pct(summary['false_reject_rate_after'])} of {summary['good']} good"
+        )
+    kind = {"reject": " (defective)", "accept": " (good)"}
+    for r in changed[:20]:
+        label = kind[truth[r.container_id.split("-")[0]]] if truth else ""
+        print(f"  {r.container_id}{label}: {r.before} -> {r.after}: {r.reason}")
+    if len(changed) > 20:
+        print(f"  ... {len(changed) - 20} more" + (f" in {args.out}" if args.out else ""))
     return 0

@@ -181,3 +181,41 @@ def test_reason_names_the_longest_track_among_discounted_ones() -> None:
     d = decide(frames, NAMES, DecisionConfig())
     assert not d.reject
     assert "glass_flake track, static: mark (0 px), seen in 8/8 frames" in d.reason
+
+
+def _two(strong, weak, n=8):
+    """Per frame: a detection at strong[t] (score 0.9) and/or at weak[t] (score 0.35)."""
+    out = []
+    for t in range(n):
+        rows = [(p, s) for p, s in ((strong[t], 0.9), (weak[t], 0.35)) if p is not None]
+        out.append(
+            Detections(
+                np.array([[x, y, x + 6, y + 6] for (x, y), _ in rows], np.float32).reshape(-1, 4),
+                np.array([s for _, s in rows], np.float32),
+                np.ones(len(rows), np.int64),
+            )
+        )
+    return out
+
+
+def test_track_threshold_continues_tracks_but_starts_none() -> None:
+    sink = [(100, 100 + 8 * t) for t in range(8)]
+    # Seen once at 0.9, then unsure (0.35) while it sinks on.
+    frames = _two([sink[0]] + [None] * 7, [None, *sink[1:]])
+    assert not decide(frames, NAMES, DecisionConfig()).reject  # the default: off
+    d = decide(frames, NAMES, DecisionConfig(track_threshold=0.3))
+    assert d.reject and "moving particle (56 px), seen in 8/8 frames" in d.reason
+    # Unsure sightings alone start nothing, however long they move.
+    alone = _two([None] * 8, sink)
+    assert link_tracks(alone, NAMES, DecisionConfig(track_threshold=0.3)) == []
+    # A class threshold below track_threshold is the floor for that class.
+    cfg = DecisionConfig(track_threshold=0.3, class_thresholds={"particle": 0.2})
+    assert decide(alone, NAMES, cfg).reject
+
+
+def test_strong_sightings_are_matched_before_unsure_ones() -> None:
+    # A track at (100, 100); next frame a 0.9 at 30 px and a 0.35 at 5 px: the strong one
+    # continues it (closest first would hand it the unsure blob and start a second track).
+    frames = _two([(100, 100), (100, 130)], [None, (100, 105)], n=2)
+    tracks = link_tracks(frames, NAMES, DecisionConfig(track_threshold=0.3))
+    assert len(tracks) == 1 and tracks[0].scores == [pytest.approx(0.9)] * 2

@@ -1,0 +1,147 @@
+"""Re-decide recorded containers under another decision config: what would it have done?
+
+The audit keeps every frame's detections above the postprocess threshold, and the
+decision is a pure function of them, so a proposed `[decision]` change can be tried on a
+shift's recorded containers before it goes on the line. A container with a fault on
+record (no model decision, or an amending row) stays as recorded: no config turns a
+fault into an accept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .audit_verify import iter_rows
+from .decision import DecisionConfig, decide
+from .errors import FodError
+from .postprocess import Detections
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One inspection as the audit has it (the last row of its id has the last word)."""
+
+    container_id: str
+    decision: str  # accept | reject
+    reason: str
+    fault: Optional[str]  # any row of the id with a fault: kept as recorded
+    detections: List[List[List[float]]]  # per frame [[x0, y0, x1, y1, score, label], ...]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    container_id: str
+    fault: Optional[str]
+    before: str  # accept | reject, as recorded
+    after: str  # under the replayed config (the recorded one when faulted)
+    reason: str  # the replayed decision's reason (the recorded one when faulted)
+
+
+def recorded_containers(folder: Path) -> List[Recorded]:
+    """Every inspection of an audit folder in seq order; AuditError if unreadable."""
+    by_id: Dict[str, Recorded] = {}
+    for row in iter_rows(folder):
+        if "_chain" in row:  # a file's header, not a container
+            continue
+        cid = row["container_id"]
+        seen = by_id.get(cid)
+        try:
+            dets = json.loads(row["detections"])
+        except ValueError as e:
+            raise FodError(
+                f"{row['_file']}: seq {row['seq']}: detections unreadable: {e}"
+            ) from None
+        by_id[cid] = Recorded(
+            cid,
+            row["decision"],
+            row["reason"],
+            row["fault"] or (seen.fault if seen else None),
+            dets if row["fault"] is None or seen is None else seen.detections,
+        )
+    if not by_id:
+        raise FodError(f"{folder}: no audited containers")
+    return list(by_id.values())
+
+
+def frame_detections(frames: Sequence[Sequence[Sequence[float]]]) -> List[Detections]:
+    """The audit's per-frame rows back into Detections."""
+    out = []
+    for rows in frames:
+        a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)  # [K, 6]
+        out.append(
+            Detections(
+                a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64)
+            )
+        )
+    return out
+
+
+def lowest_threshold(cfg: DecisionConfig) -> float:
+    """The lowest score the decision looks at."""
+    return min(cfg.score_threshold, cfg.track_threshold, *cfg.class_thresholds.values())
+
+
+def replay(
+    recorded: Sequence[Recorded], names: Sequence[str], cfg: DecisionConfig, floor: float
+) -> List[Replayed]:
+    """Decide each unfaulted inspection again; `floor`: the score above which detections
+    were recorded (the run's postprocess.score_threshold). Below it nothing was kept, so
+    a config that looks lower cannot be replayed."""
+    if lowest_threshold(cfg) < floor:
+        raise FodError(
+            f"the decision looks at scores from {lowest_threshold(cfg)}, but the audit keeps "
+            f"detections from {floor} (postprocess.score_threshold) only: cannot replay"
+        )
+    out = []
+    for r in recorded:
+        labels = [int(x[5]) for frame in r.detections for x in frame]
+        if labels and not 0 <= min(labels) <= max(labels) < len(names):
+            raise FodError(
+                f"container {r.container_id}: class index {max(labels)} on record, but only "
+                f"{len(names)} class names given ({', '.join(names)})"
+            )
+        if r.fault is not None:
+            out.append(Replayed(r.container_id, r.fault, r.decision, r.decision, r.reason))
+            continue
+        d = decide(frame_detections(r.detections), names, cfg)
+        out.append(
+            Replayed(r.container_id, None, r.decision, "reject" if d.reject else "accept", d.reason)
+        )
+    return out
+
+
+def _share(hits: List[bool]) -> Optional[float]:
+    return sum(hits) / len(hits) if hits else None
+
+
+def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Counts of changed decisions; with truth (container id before its first '-' -> label),
+    the model's detection and false-reject rates before and after over unfaulted containers."""
+    model = [r for r in rows if r.fault is None]
+    out: Dict[str, Any] = {
+        "containers": len(rows),
+        "faulted": len(rows) - len(model),
+        "replayed": len(model),
+        "accept_to_reject": sum(r.before == "accept" and r.after == "reject" for r in model),
+        "reject_to_accept": sum(r.before == "reject" and r.after == "accept" for r in model),
+    }
+    if truth is None:
+        return out
+    labels = []
+    for r in model:
+        key = r.container_id.split("-")[0]
+        if key not in truth:
+            raise FodError(f"container {r.container_id!r} has no truth label")
+        labels.append(truth[key])
+    for when in ("before", "after"):
+        rej = [getattr(r, when) == "reject" for r in model]
+        out[f"detection_rate_{when}"] = _share([x for x, t in zip(rej, labels) if t == "reject"])
+        out[f"false_reject_rate_{when}"] = _share([x for x, t in zip(rej, labels) if t == "accept"])
+    out["defective"] = labels.count("reject")
+    out["good"] = labels.count("accept")
+    return out
