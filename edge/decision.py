@@ -11,6 +11,7 @@ the simulator and the tests share them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
@@ -154,7 +155,17 @@ def link_tracks(
 
 def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
     """Reject when any track's weighted frame count reaches `min_evidence`; the reason
-    names the strongest track's path and what was discounted."""
+    names the strongest track's path and what was discounted. Unsure sightings
+    (`track_threshold`) can only add rejects: they can also bend a path (a particle's
+    track continued by a bubble's blob may read as rising), so the tracks of the sure
+    sightings alone are judged first and their reject stands."""
+    sure = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
+    if sure.reject or cfg.track_threshold >= max(_thresholds(names, cfg)[0], default=0.0):
+        return sure
+    return _judge(frames, names, cfg)
+
+
+def _judge(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
     tracks = link_tracks(frames, names, cfg)
     if not tracks:
         return Decision(

@@ -219,3 +219,16 @@ def test_strong_sightings_are_matched_before_unsure_ones() -> None:
     frames = _two([(100, 100), (100, 130)], [None, (100, 105)], n=2)
     tracks = link_tracks(frames, NAMES, DecisionConfig(track_threshold=0.3))
     assert len(tracks) == 1 and tracks[0].scores == [pytest.approx(0.9)] * 2
+
+
+def test_unsure_sightings_never_undo_a_reject() -> None:
+    # Sure sightings: a particle moving 8 px sideways (moving: evidence 3.0, a reject).
+    # Unsure ones then climb 10 px a frame from where it was: linked, the path reads as
+    # a rising bubble (6 of 7 steps up) and would count for nothing.
+    climb = [None, None, *[(108, 100 - 10 * k) for k in range(1, 7)]]
+    frames = _two([(100, 100), (108, 100), *[None] * 6], climb)
+    cfg = DecisionConfig(track_threshold=0.3)
+    (tr,) = link_tracks(frames, NAMES, cfg)
+    assert tr.path(cfg) == RISING
+    d = decide(frames, NAMES, cfg)
+    assert d.reject and "moving particle (8 px), seen in 2/8 frames" in d.reason
