@@ -194,11 +194,8 @@ def _check(cfg: LineConfig, source: str) -> None:
         "static_weight",
         "rising_weight",
     ):
-        if (
-            not 0
-            <= getattr(d, key)
-            <= (1 if key in ("score_threshold", "track_threshold", "rising_steps") else 100)
-        ):
+        top = 1 if key in ("score_threshold", "track_threshold", "rising_steps") else 100
+        if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
     for name, thr in d.class_thresholds.items():
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
