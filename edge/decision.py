@@ -44,13 +44,19 @@ MOVING, RISING, STATIC = "moving particle", "rising: bubble", "static: mark"
 def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     """MOVING, RISING or STATIC for a track's centres (ndarray [T, 2], x right, y down).
 
-    Static: the whole path fits in `moving_distance` (jitter of a mark's box included).
+    Static: the whole path fits in `moving_distance` (jitter of a mark's box included),
+    or its later half sits less than half that from its earlier half (the halves'
+    median positions): a path that travels `moving_distance` moves about half of it
+    between its halves, while a mark's box, the larger the mark the more, jitters about
+    one place and can stretch the path's extent without going anywhere.
     Rising: it climbs at least `rising_distance` with most steps going up, as a bubble
     does; a particle's swirl goes sideways and it sinks, so a path that only climbs is
     not a particle's. Anything else moves like a particle.
     """
     extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
-    if extent < cfg.moving_distance:
+    half = max(1, len(centres) // 2)
+    shift = float(np.linalg.norm(np.median(centres[-half:], 0) - np.median(centres[:half], 0)))
+    if extent < cfg.moving_distance or shift < cfg.moving_distance / 2:
         return STATIC
     dy = np.diff(centres[:, 1])  # [T-1]
     climb = float(centres[0, 1] - centres[-1, 1])

@@ -232,3 +232,19 @@ def test_unsure_sightings_never_undo_a_reject() -> None:
     assert tr.path(cfg) == RISING
     d = decide(frames, NAMES, cfg)
     assert d.reject and "moving particle (8 px), seen in 2/8 frames" in d.reason
+
+
+def test_a_large_marks_jittering_box_is_static_a_slow_sinker_is_not() -> None:
+    # A 20-30 px mark's box wobbles its centre by up to 3 px: the path's extent reaches
+    # moving_distance in most containers, but its halves sit in one place.
+    rng = np.random.default_rng(0)
+    cfg = DecisionConfig()
+    marks = [np.tile([300.0, 200.0], (8, 1)) + rng.uniform(-3, 3, (8, 2)) for _ in range(200)]
+    wide = [m for m in marks if np.linalg.norm(m.max(0) - m.min(0)) >= cfg.moving_distance]
+    assert len(wide) > 150  # the extent alone would call these moving
+    assert sum(classify_path(m, cfg) == STATIC for m in wide) > 0.7 * len(wide)
+    # A particle sinking 1 px a frame travels 7 px in 8 frames: still a particle.
+    t = np.arange(8.0)
+    for _ in range(50):
+        sink = np.stack([300 + 0.3 * t, 200 + t], 1) + rng.uniform(-0.5, 0.5, (8, 2))
+        assert classify_path(sink, cfg) == MOVING
