@@ -25,7 +25,7 @@ from .postprocess import Detections
 class DecisionConfig:
     min_evidence: float = 3.0  # k: weighted frames a track needs to reject the container
     score_threshold: float = 0.5  # default per-class score threshold: a track starts here
-    track_threshold: float = 0.5  # a live track continues from this score (capped per class)
+    track_threshold: float = 0.3  # a live track continues from this score (capped per class)
     class_thresholds: Dict[str, float] = field(default_factory=dict)  # overrides by class name
     min_size: float = 2.0  # px: a detection's longer side must reach this
     match_distance: float = 40.0  # px: largest centre jump between frames for one track

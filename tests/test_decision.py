@@ -202,8 +202,8 @@ def test_track_threshold_continues_tracks_but_starts_none() -> None:
     sink = [(100, 100 + 8 * t) for t in range(8)]
     # Seen once at 0.9, then unsure (0.35) while it sinks on.
     frames = _two([sink[0]] + [None] * 7, [None, *sink[1:]])
-    assert not decide(frames, NAMES, DecisionConfig()).reject  # the default: off
-    d = decide(frames, NAMES, DecisionConfig(track_threshold=0.3))
+    assert not decide(frames, NAMES, DecisionConfig(track_threshold=0.5)).reject  # off
+    d = decide(frames, NAMES, DecisionConfig())  # the default, 0.3
     assert d.reject and "moving particle (56 px), seen in 8/8 frames" in d.reason
     # Unsure sightings alone start nothing, however long they move.
     alone = _two([None] * 8, sink)
