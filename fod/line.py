@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 from fod.args import positive_int
 
@@ -203,8 +204,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         return 0
 
-    def pct(x: object) -> str:
-        return "-" if x is None else f"{100 * float(x):.1f} %"  # type: ignore[arg-type]
+    def pct(x: Optional[float]) -> str:
+        return "-" if x is None else f"{100 * x:.1f} %"
 
     print(
         f"{args.folder}: {summary['replayed']} of {summary['containers']} containers decided "
