@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -109,4 +110,10 @@ def entry() -> None:
     with a runtime stage still stuck in a native call."""
     from edge.supervise import exit_process
 
-    exit_process(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's exit
+    except BrokenPipeError:  # `fod ... | head`: the reader left, the work is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    exit_process(code)

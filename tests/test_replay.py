@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,23 @@ def test_fod_audit_replay_reproduces_a_simulated_line(tmp_path: Path, small_set:
     assert f"0 accept -> reject, {model_rejects} reject -> accept" in out
     assert main(["audit", "replay", str(sim / "audit")]) == 2
     assert "needs --config" in capsys.readouterr().err
+
+
+def test_a_reader_that_left_gets_no_traceback(tmp_path: Path) -> None:
+    """`fod audit replay ... | head`: the reader is gone before fod writes."""
+    audit = _audit(tmp_path / "audit")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    r, w = os.pipe()
+    os.close(r)  # every write to w fails with EPIPE
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "fod", "audit", "replay", str(audit), "--config", str(cfg)],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
