@@ -8,29 +8,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.app import line_runtime
-from edge.runtime import Job
 from edge.simulate import (
     FAULT_KINDS,
-    FaultyPin,
-    Injector,
     Physical,
-    audit_authorizer,
     gate_model,
     judge,
     pin_intervals,
 )
-from edge.supervise import Stage, Watchdog, sd_notify
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, accept_one, bundle  # noqa: F401
+from .test_runtime import bundle  # noqa: F401
 
 N = 4
 
@@ -139,240 +131,6 @@ def test_gate_model_reads_pin_history() -> None:
     assert [c.passed for c in cs] == [False, True]
 
 
-def test_stage_crash_rejects_what_it_held_and_restarts(bundle: Path, tmp_path: Path) -> None:
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
-    seen = []
-    with line_runtime(cfg, MockFactory(), on_outcome=seen.append) as rt:
-        decide, calls = rt.decide, {"n": 0}
-
-        def flaky(*a):
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise KeyError("a bug in the decision code")
-            return decide(*a)
-
-        rt.decide = flaky
-        rt.submit(Job("crash", time.monotonic(), _frames()))
-        assert rt.drain(10)
-        rt.submit(Job("after", time.monotonic(), _frames()))  # the restarted stage decides it
-        assert rt.drain(10)
-        assert rt.alarm and rt.failed is None
-    assert [(o.container_id, o.reject, o.fault) for o in seen] == [
-        ("crash", True, "thread_crash"),
-        ("after", False, None),
-    ]
-
-
-def test_a_stage_that_stays_down_fails_the_runtime_before_its_container_is_decided(
-    bundle: Path, tmp_path: Path
-) -> None:
-    """No restarts allowed: the first crash fails the runtime. The alarm output is slow to
-    switch (0.3 s); whoever sees the crashed container decided must already see the runtime
-    failed (`fod run` and `fod simulate` read it right after the drain)."""
-    cfg = _cfg(bundle, tmp_path, timing={"max_restarts": 0}, decision={"min_evidence": 99.0})
-    f = MockFactory()
-    with line_runtime(cfg, f) as rt:
-        gate, alarm_pin = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
-        gate.clear_states()
-        alarm = rt.raise_alarm
-
-        def slow_alarm(reason: str) -> None:
-            time.sleep(0.3)
-            alarm(reason)
-
-        def broken(*a):
-            raise KeyError("a bug in the decision code")
-
-        rt.raise_alarm, rt.decide = slow_alarm, broken
-        rt.submit(Job("crash", time.monotonic(), _frames()))
-        assert rt.drain(10)
-        failed = rt.failed
-        time.sleep(cfg.gpio.delay_ms / 1000 + 0.1)  # past the gate
-        released, alarmed = [s.state for s in gate.states], alarm_pin.state
-    assert failed == "stage inference crashed 1 times"
-    assert released == [False] and alarmed  # an accepting rule: only the crash rejected it
-    assert _rows(tmp_path)["crash"][:2] == ("reject", "thread_crash")
-
-
-def test_close_never_hangs_on_a_stuck_stage(bundle: Path, tmp_path: Path) -> None:
-    cfg = _cfg(bundle, tmp_path)
-    seen = []
-    with line_runtime(cfg, MockFactory(), on_outcome=seen.append) as rt:
-        rt.submit(Job("hung", time.monotonic(), lambda: time.sleep(30)))  # a camera that hangs
-        time.sleep(0.2)
-        t = time.monotonic()
-    assert time.monotonic() - t < 10  # closed around the stuck daemon thread
-    assert [(o.container_id, o.reject, o.fault) for o in seen] == [("hung", True, "shutdown")]
-
-
-def test_memory_stays_bounded(bundle: Path, tmp_path: Path) -> None:
-    cfg = _cfg(bundle, tmp_path, camera={"frames": 1}, decision={"min_evidence": 0.0})
-    with line_runtime(cfg, MockFactory()) as rt:
-        for i in range(300):
-            rt.submit(Job(f"c{i}", time.monotonic(), _frames(1)))
-            if i % 8 == 7:
-                assert rt.drain(30)
-        assert rt.drain(30)
-        assert rt.counts["reject"] + rt.counts["accept"] == 300
-        assert len(rt.recent) <= 256 and not rt._inflight and not rt.ledger.armed
-        assert len(rt.io.pulses.done) <= rt.io.pulses.done.maxlen
-
-
-def test_watchdog_pets_only_while_every_stage_beats(tmp_path: Path) -> None:
-    import socket
-
-    sock_path = tmp_path / "notify.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(sock_path))
-    server.settimeout(1)
-    assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(sock_path)})
-    assert server.recv(64) == b"READY=1"
-    assert not sd_notify("READY=1", {})  # no systemd: a no-op
-    server.close()
-
-    clock = {"t": 0.0}
-    sent = []
-    release = __import__("threading").Event()
-    stuck = Stage("capture", release.wait, lambda s, e: True, lambda: clock["t"])
-    stuck.start()  # its first step blocks (a hung driver call) from t = 0
-    wd = Watchdog([stuck], 1.0, lambda m: sent.append(m) or True, lambda: clock["t"])
-    clock["t"] = 0.5
-    assert wd.tick() and sent == ["READY=1", "WATCHDOG=1"]
-    clock["t"] = 5.0
-    assert wd.stuck() == ["capture"] and not wd.tick() and len(sent) == 2
-    stuck.stop()
-    release.set()
-    assert stuck.join(2)
-
-
-def test_frame_health() -> None:
-    from edge.health import BadOutput, check_outputs, frame_fault
-
-    rng = np.random.default_rng(0)
-    ok = rng.integers(40, 200, (64, 80), dtype=np.uint8)
-    assert frame_fault(ok, (64, 80)) is None
-    assert frame_fault(ok[:32], (64, 80))[0] == "corrupt_frame"
-    assert frame_fault(np.zeros_like(ok), (64, 80))[1].startswith("black")
-    assert frame_fault(np.full_like(ok, 255), (64, 80))[1].startswith("saturated")
-    assert frame_fault(np.full_like(ok, 120), (64, 80))[1].startswith("uniform")
-    assert frame_fault(ok, (64, 80), ok.copy())[1].startswith("frozen")
-    with pytest.raises(BadOutput, match="non-finite scores"):
-        check_outputs(np.zeros((1, 2, 4)), np.array([[[0.1], [np.nan]]]))
-    with pytest.raises(BadOutput, match="outside"):
-        check_outputs(np.zeros((1, 1, 4)), np.array([[[7.0]]]))
-
-
-def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, capsys) -> None:
-    """The service's ExecStopPost (`fod safe-outputs`) after a runtime died with its gate and
-    alarm outputs high: both pins end low, judged by the pins, not by the verb's message."""
-    factory = MockFactory()
-    for name in ("GPIO17", "GPIO27"):  # what a killed runtime may leave behind
-        pin = factory.pin(name)
-        pin.function = "output"
-        pin.state = True
-    monkeypatch.setattr("edge.gpio.load_pin_factory", lambda name: factory)
-    cfg = tmp_path / "line.toml"
-    cfg.write_text('[gpio]\npin_factory = "jetson"\nejector_pin = "GPIO17"\nalarm_pin = "GPIO27"\n')
-    assert main(["safe-outputs", "--config", str(cfg)]) == 0
-    assert factory.pin("GPIO17").state is False and factory.pin("GPIO27").state is False
-    assert [s.state for s in factory.pin("GPIO17").states][-1] is False
-    assert "outputs off: GPIO17, GPIO27" in capsys.readouterr().out
-
-
-def test_a_failed_reject_pulse_stays_on_record_as_passed(bundle: Path, tmp_path: Path) -> None:
-    """Reject wiring. The camera delivers nothing (a reject), the ejector's pin write raises at
-    the gate (the container physically passes), and SQLite denies the first INSERT of the row
-    that says so. The pins show no eject, so the audit's last row must say it passed."""
-    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": "reject"})
-    injector = Injector({"gpio_error": 1.0, "audit_error": 1.0}, 0)
-    f = MockFactory(pin_class=FaultyPin)
-    ejector = f.pin(cfg.gpio.ejector_pin)
-    ejector.injector = injector
-    rts: list = []
-    auth = audit_authorizer(injector, lambda: rts[0].holding("audit") if rts else None)
-    with line_runtime(cfg, f, audit_authorizer=auth) as rt:
-        rts.append(rt)
-        ejector.clear_states()
-        rt.submit(Job("c0", time.monotonic(), lambda: None))
-        assert rt.drain(10)  # the reject (no frames) is on record
-        injector.draw("c0")  # from now on, c0's next INSERT is denied once
-        time.sleep(1.6)
-        assert rt.io.pulses.wait_idle(2) and rt.drain(10)
-        states = [s.state for s in ejector.states]
-        assert rt.alarm
-    assert states == [False]  # never energised: the container went through the good path
-    assert (rt.counts["reject"], rt.counts["passed_unaccepted"]) == (0, 1)  # as the gate did
-    assert injector.injected["audit_error"] == 1
-    decision, fault, reason = _rows(tmp_path)["c0"]  # rows in seq order: the last one stands
-    assert (decision, fault) == ("accept", "gpio_error")
-    assert "PASSED the gate" in reason and "first write failed" in reason
-
-
-def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> None:
-    """Accept wiring, c0 accepted. The gate's driver raises SystemExit after energising it
-    (nothing a pulse handler catches): the gate must end off, the alarm pin go up, and the
-    cut-short release be on record as not a pass."""
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
-    f = MockFactory()
-    ejector, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
-    real = ejector._set_state
-
-    def energise_then_exit(value):
-        real(value)
-        if value:
-            raise SystemExit("the driver exited")
-
-    ejector._set_state = energise_then_exit
-    with line_runtime(cfg, f) as rt:
-        rt.submit(Job("c0", time.monotonic(), _frames()))
-        assert rt.drain(10) and rt.io.pulses.wait_idle(3)
-        time.sleep(0.1)
-        gate_on, alarm_on = ejector.state, alarm.state
-        assert any("pulses crashed" in r for r in rt.alarm_reasons)
-    assert gate_on is False and alarm_on is True
-    decision, fault, reason = _rows(tmp_path)["c0"]  # the amending row stands
-    assert (decision, fault) == ("reject", "gpio_error") and "pulse thread crashed" in reason
-
-
-def test_an_unusable_trigger_time_is_stamped_and_rejected(bundle: Path, tmp_path: Path) -> None:
-    """Reject wiring, every container decided accept. A trigger time that is NaN, or of
-    another clock (wall time instead of monotonic), gives no gate time: such a container
-    must still be ejected at a gate derived from its arrival, and on record; the next one
-    is untouched."""
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": "reject"})
-    f = MockFactory()
-    ejector = f.pin(cfg.gpio.ejector_pin)
-    fired = {}
-    with line_runtime(cfg, f) as rt:
-        for cid, stamp in (("c0", lambda: float("nan")), ("c1", time.time), ("c2", time.monotonic)):
-            ejector.clear_states()
-            rt.submit(Job(cid, stamp(), _frames()))
-            assert rt.drain(10) and rt.io.pulses.wait_idle(3)
-            fired[cid] = [s.state for s in ejector.states].count(True)
-    assert fired == {"c0": 1, "c1": 1, "c2": 0}
-    rows = _rows(tmp_path)
-    assert rows["c0"][:2] == rows["c1"][:2] == ("reject", "bad_trigger")
-    assert "nan" in rows["c0"][2] and rows["c2"][:2] == ("accept", None)
-
-
-def test_a_full_collection_at_the_gate_costs_no_release(bundle: Path, tmp_path: Path) -> None:
-    """A full garbage-collector pass holds the GIL while it scans; over what a long-lived process
-    has built it outlasts the pulse tolerance, and the accept pulse would miss its gate. The
-    runtime freezes what existed at startup, so the pass run just before the gate is short."""
-    import gc
-
-    ballast = [[i] for i in range(1_500_000)]  # built before startup, like imported modules
-
-    def collect_just_before(gate: float) -> None:  # on the main thread: the pulses must wait
-        time.sleep(max(0.0, gate - 0.005 - time.monotonic()))
-        gc.collect()
-
-    states = [s.state for s in accept_one(bundle, tmp_path, collect_just_before)]
-    del ballast
-    assert states == [False, True, False]
-    assert _rows(tmp_path)["c0"][:2] == ("accept", None)
-
-
 def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     """A fault rejects a good container as surely as the model does; the line's rates count both,
     the model's own rates only the containers no fault touched."""
@@ -397,38 +155,3 @@ def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
     assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
     assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
-
-
-def test_a_frame_later_than_its_timeout_rejects_at_the_pins(bundle: Path, tmp_path: Path) -> None:
-    """Accept wiring, every container decided accept. The camera's second frame of c0 comes
-    late (a read slower than frame_timeout_ms, long before the gate): c0 must never open the
-    gate and be on record as camera_drop; c1, read at speed, goes through."""
-    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
-    f = MockFactory()
-    gate = f.pin(cfg.gpio.ejector_pin)
-    late_s = 1.5 * cfg.camera.frame_timeout_ms / 1000
-
-    def slow_second(read: Callable[[], Any]) -> Callable[[], Any]:
-        n = [0]
-
-        def slow() -> Any:
-            n[0] += 1
-            if n[0] == 2:
-                time.sleep(late_s)
-            return read()
-
-        return slow
-
-    opened = {}
-    with line_runtime(cfg, f) as rt:
-        other = iter(np.random.default_rng(1).integers(0, 255, (3, 256, 320, 3), dtype=np.uint8))
-        c1 = lambda: next(other, None)  # noqa: E731  (not c0's pixels: those would read frozen)
-        for cid, read in (("c0", slow_second(_frames())), ("c1", c1)):
-            gate.clear_states()
-            rt.submit(Job(cid, time.monotonic(), read))
-            assert rt.drain(10) and rt.io.pulses.wait_idle(3)
-            opened[cid] = [s.state for s in gate.states].count(True)
-    assert opened == {"c0": 0, "c1": 1}
-    rows = _rows(tmp_path)
-    assert rows["c0"][:2] == ("reject", "camera_drop") and "later than" in rows["c0"][2]
-    assert rows["c1"][:2] == ("accept", None)
