@@ -339,23 +339,35 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
     assert o.reject and o.fault in ("late", "stall") and calls["n"] == 0
 
 
-@pytest.mark.parametrize("path, pulse", [("rising", True), ("sinking", False)])
-def test_track_path_decides_the_gate(bundle: Path, tmp_path: Path, path: str, pulse: bool) -> None:
-    """The model's outputs are replaced by one confident `particle` per frame: climbing 10 px a
-    frame (a bubble: accepted, the gate gets its pulse) or sinking (rejected: no pulse)."""
+@pytest.mark.parametrize(
+    "path, scores, pulse, words",
+    [
+        ("rising", (0.9, 0.9, 0.9), True, "rising: bubble"),
+        ("sinking", (0.9, 0.9, 0.9), False, "moving particle"),
+        # Seen sure once, then unsure (0.35, above track_threshold): its track still rejects.
+        ("sinking", (0.9, 0.35, 0.35), False, "moving particle (20 px), seen in 3/3 frames"),
+        ("sinking", (0.35, 0.35, 0.35), True, "clean"),  # unsure alone starts no track
+    ],
+)
+def test_track_path_decides_the_gate(
+    bundle: Path, tmp_path: Path, path: str, scores: tuple, pulse: bool, words: str
+) -> None:
+    """The model's outputs are replaced by one `particle` per frame: climbing 10 px a frame (a
+    bubble: accepted, the gate gets its pulse) or sinking (rejected: no pulse), at the given
+    score per frame."""
     step = -10.0 if path == "rising" else 10.0
     calls = {"n": 0}
 
     def wrap(be):
         class Scripted:
             def infer(self, images):
-                boxes, scores = be.infer(images)
-                boxes, scores = boxes.copy(), np.zeros_like(scores)
+                boxes, raw = be.infer(images)
+                boxes, out = boxes.copy(), np.zeros_like(raw)
                 y = 150.0 + step * calls["n"]
+                out[:, 0, 1] = scores[calls["n"]]
                 calls["n"] += 1
                 boxes[:, 0] = [100.0, y, 106.0, y + 6.0]
-                scores[:, 0, 1] = 0.9
-                return boxes, scores
+                return boxes, out
 
         return Scripted()
 
@@ -374,7 +386,7 @@ def test_track_path_decides_the_gate(bundle: Path, tmp_path: Path, path: str, pu
     assert states == ([False, True, False] if pulse else [False])
     decision, fault, reason = _rows(tmp_path)["c0"]
     assert decision == ("accept" if pulse else "reject") and fault is None
-    assert ("rising: bubble" if pulse else "moving particle") in reason
+    assert words in reason
 
 
 def test_timeline_ticks_never_overprint() -> None:
