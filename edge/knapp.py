@@ -13,7 +13,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -77,6 +77,16 @@ def knapp(decisions: List[Tuple[str, bool]], truth: Dict[str, str]) -> KnappResu
     )
 
 
+def container_of(inspection_id: str) -> str:
+    """'c000001-17' (container c000001, its inspection 17) -> 'c000001', the truth's key."""
+    return inspection_id.split("-")[0]
+
+
+def share(hits: Sequence[bool]) -> Optional[float]:
+    """The share of True among `hits`; None when there is nothing to count."""
+    return sum(hits) / len(hits) if hits else None
+
+
 def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
     """(container, rejected) per audited inspection; ids 'c000001-17' -> 'c000001'."""
     last: Dict[str, bool] = {}  # per inspection; an amending row (same id) has the last word
@@ -87,7 +97,7 @@ def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
         ):
             last[cid] = decision == "reject"
         db.close()
-    out = [(cid.split("-")[0], rej) for cid, rej in last.items()]
+    out = [(container_of(cid), rej) for cid, rej in last.items()]
     if not out:
         raise FodError(f"{folder}: no audited containers")
     return out

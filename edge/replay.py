@@ -19,6 +19,7 @@ import numpy as np
 from .audit_verify import iter_rows
 from .decision import DecisionConfig, decide
 from .errors import FodError
+from .knapp import container_of, share
 from .postprocess import Detections
 
 
@@ -115,10 +116,6 @@ def replay(
     return out
 
 
-def _share(hits: List[bool]) -> Optional[float]:
-    return sum(hits) / len(hits) if hits else None
-
-
 def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Counts of changed decisions; with truth (container id before its first '-' -> label),
     the model's detection and false-reject rates before and after over unfaulted containers."""
@@ -134,14 +131,14 @@ def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) 
         return out
     labels = []
     for r in model:
-        key = r.container_id.split("-")[0]
+        key = container_of(r.container_id)
         if key not in truth:
             raise FodError(f"container {r.container_id!r} has no truth label")
         labels.append(truth[key])
     for when in ("before", "after"):
         rej = [getattr(r, when) == "reject" for r in model]
-        out[f"detection_rate_{when}"] = _share([x for x, t in zip(rej, labels) if t == "reject"])
-        out[f"false_reject_rate_{when}"] = _share([x for x, t in zip(rej, labels) if t == "accept"])
+        out[f"detection_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "reject"])
+        out[f"false_reject_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "accept"])
     out["defective"] = labels.count("reject")
     out["good"] = labels.count("accept")
     return out

@@ -31,6 +31,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockPin
 from .audit import audit_files
 from .errors import FodError
 from .jobs import Job
+from .knapp import share
 from .sources import Frame
 
 FAULT_KINDS = (
@@ -334,17 +335,13 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         "audit_disagrees": sum(
             c.audit is None or (c.audit == "accept") != bool(c.passed) for c in containers
         ),
-        "detection_rate": _rate([not c.passed for c in rej]),
-        "false_reject_rate": _rate([not c.passed for c in ok]),
+        "detection_rate": share([not c.passed for c in rej]),
+        "false_reject_rate": share([not c.passed for c in ok]),
         # A fault rejects whatever the model saw; the model's own rates leave those out.
         "fault_rejects": sum(not c.passed and c.faulted for c in containers),
-        "model_detection_rate": _rate([not c.passed for c in rej if not c.faulted]),
-        "model_false_reject_rate": _rate([not c.passed for c in ok if not c.faulted]),
+        "model_detection_rate": share([not c.passed for c in rej if not c.faulted]),
+        "model_false_reject_rate": share([not c.passed for c in ok if not c.faulted]),
     }
-
-
-def _rate(hits: List[bool]) -> Optional[float]:
-    return sum(hits) / len(hits) if hits else None
 
 
 # The simulated line's safety invariants, each a count in the summary that must be 0:

@@ -177,7 +177,7 @@ def _replay(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_bytes
-    from edge.knapp import truth_from_sequences
+    from edge.knapp import container_of, truth_from_sequences
     from edge.replay import recorded_containers, replay, summarize
 
     if args.config is None:
@@ -222,7 +222,7 @@ def _replay(args: argparse.Namespace) -> int:
         )
     kind = {"reject": " (defective)", "accept": " (good)"}
     for r in changed[:20]:
-        label = kind[truth[r.container_id.split("-")[0]]] if truth else ""
+        label = kind[truth[container_of(r.container_id)]] if truth else ""
         print(f"  {r.container_id}{label}: {r.before} -> {r.after}: {r.reason}")
     if len(changed) > 20:
         print(f"  ... {len(changed) - 20} more" + (f" in {args.out}" if args.out else ""))

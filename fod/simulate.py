@@ -232,10 +232,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     summary["violations"] = safety_violations(summary)
     if args.knapp:
-        from edge.knapp import knapp, write_report
+        from edge.knapp import container_of, knapp, write_report
 
         res = knapp(
-            [(c.id.split("-")[0], not c.passed) for c in phys],
+            [(container_of(c.id), not c.passed) for c in phys],
             {c.id: c.label for c in containers},  # already read: no second parse
         )
         write_report(res, args.out)
