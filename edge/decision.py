@@ -165,8 +165,9 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
     (`track_threshold`) can only add rejects: they can also bend a path (a particle's
     track continued by a bubble's blob may read as rising), so the tracks of the sure
     sightings alone are judged first and their reject stands."""
+    start, cont = _thresholds(names, cfg)
     sure = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
-    if sure.reject or cfg.track_threshold >= max(_thresholds(names, cfg)[0], default=0.0):
+    if sure.reject or not (cont < start).any():  # no class takes unsure sightings
         return sure
     return _judge(frames, names, cfg)
 
