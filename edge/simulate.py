@@ -156,7 +156,12 @@ class FaultyBackend:
 class SimCamera:
     """The station's camera: frames of the container in front of it, each stamped when
     taken. Like a real driver it hands out one buffered frame from before the trigger
-    first (the runtime must drop it)."""
+    first (the runtime must drop it).
+
+    The triggers' thread swaps the container's video (`show`) while the camera stage
+    reads (`read`): a lock keeps a reader from being closed in the middle of its read
+    (OpenCV decodes without the GIL, and FFmpeg freed under a running decode crashed
+    the process with a segfault in libavcodec)."""
 
     def __init__(
         self,
@@ -172,39 +177,44 @@ class SimCamera:
         self._last: Optional[np.ndarray] = None
         self._stale: Optional[Frame] = None
         self.cid: Optional[str] = None  # the container in front of the camera
+        self._lock = threading.Lock()  # held while a reader reads and while one is swapped
 
     def show(self, video: Path, cid: str) -> None:
-        self.cid = cid
-        if self._src is not None:
-            self._src.close()
-        if self._last is not None:
-            self._stale = Frame(self._last, time.monotonic() - 0.05)
-        self._src = self.open_reader(f"file:{video}")
+        new = self.open_reader(f"file:{video}")  # unlocked: opening takes 0.1-0.3 s
+        with self._lock:
+            old, self._src, self.cid = self._src, new, cid
+            if self._last is not None:
+                self._stale = Frame(self._last, time.monotonic() - 0.05)
+        if old is not None:
+            old.close()  # nobody reads it now: read() takes the reader under the lock
 
     def read(self) -> Optional[Frame]:
-        if self._stale is not None:
-            stale, self._stale = self._stale, None
+        with self._lock:
+            stale, self._stale, cid = self._stale, None, self.cid
+        if stale is not None:
             return stale
-        if self.injector.take("stall", self.cid):
+        if self.injector.take("stall", cid):
             time.sleep(self.stall_s)  # a hung driver call, past the gate delay
-        got = self._src.read() if self._src is not None else None
-        if got is None or self.injector.take("camera_drop", self.cid):
+        with self._lock:  # the frame and the container it shows, together
+            got, cid = (self._src.read() if self._src is not None else None), self.cid
+        if got is None or self.injector.take("camera_drop", cid):
             return None
         img = got.image
         if self.noise > 0:  # a re-inspection never sees identical pixels
             img = np.clip(img + self.rng.normal(0, self.noise, img.shape), 0, 255).astype(np.uint8)
-        if self._last is not None and self.injector.take("frozen", self.cid):
+        if self._last is not None and self.injector.take("frozen", cid):
             img = self._last.copy()  # the driver repeats its last buffer
-        elif self.injector.take("black", self.cid):
+        elif self.injector.take("black", cid):
             img = np.zeros_like(img)  # lamp off
-        elif self.injector.take("corrupt", self.cid):
+        elif self.injector.take("corrupt", cid):
             img = img[: img.shape[0] // 2]  # a truncated transfer
         self._last = img
         return Frame(img, time.monotonic())
 
     def close(self) -> None:
-        if self._src is not None:
-            self._src.close()
+        with self._lock:
+            if self._src is not None:
+                self._src.close()
 
 
 def audit_authorizer(injector: Injector, holder: Callable[[], Optional[str]]) -> Callable[..., int]:

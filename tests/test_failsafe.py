@@ -6,19 +6,24 @@ that let its container through would show as a physical pass."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.simulate import (
     FAULT_KINDS,
+    Injector,
     Physical,
+    SimCamera,
     gate_model,
     judge,
     pin_intervals,
 )
+from edge.sources import Frame
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
@@ -155,3 +160,49 @@ def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
     assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
     assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
+
+
+def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
+    """The triggers' thread swaps videos while the camera stage reads: a reader closed in
+    the middle of its read (OpenCV decodes without the GIL) crashed `fod simulate` with a
+    segfault in libavcodec. Here every read takes 2 ms and the videos are swapped 300
+    times from another thread; a close that lands inside a read is counted."""
+    clashes, reads = [], []
+
+    class SlowReader:
+        def __init__(self) -> None:
+            self.busy = self.closed = False
+
+        def read(self):
+            self.busy = True
+            time.sleep(0.002)  # a decode, the GIL released
+            if self.closed:
+                clashes.append("read after close")
+            self.busy = False
+            reads.append(1)
+            return Frame(np.zeros((4, 4), np.uint8), time.monotonic())
+
+        def close(self) -> None:
+            if self.busy:
+                clashes.append("closed mid-read")
+            self.closed = True
+
+    cam = SimCamera(lambda spec: SlowReader(), Injector({}, 0), stall_s=0.0)
+    cam.show(tmp_path / "c0.avi", "c0")
+    done = threading.Event()
+
+    def camera_stage() -> None:
+        while not done.is_set():
+            cam.read()
+
+    t = threading.Thread(target=camera_stage)
+    t.start()
+    try:
+        for i in range(300):
+            cam.show(tmp_path / f"c{i}.avi", f"c{i}")
+            time.sleep(0.001)
+    finally:
+        done.set()
+        t.join(5)
+    cam.close()
+    assert len(reads) > 50 and clashes == []
