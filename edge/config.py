@@ -189,12 +189,13 @@ def _check(cfg: LineConfig, source: str) -> None:
     for key in (
         "score_threshold",
         "track_threshold",
+        "unsure_weight",
         "rising_steps",
         "moving_weight",
         "static_weight",
         "rising_weight",
     ):
-        top = 1 if key in ("score_threshold", "track_threshold", "rising_steps") else 100
+        top = 100 if key.endswith("_weight") and key != "unsure_weight" else 1
         if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
     for name, thr in d.class_thresholds.items():

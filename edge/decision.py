@@ -26,6 +26,7 @@ class DecisionConfig:
     min_evidence: float = 3.0  # k: weighted frames a track needs to reject the container
     score_threshold: float = 0.5  # default per-class score threshold: a track starts here
     track_threshold: float = 0.3  # a live track continues from this score (capped per class)
+    unsure_weight: float = 0.4  # a track seen only from track_threshold counts this share (0: off)
     class_thresholds: Dict[str, float] = field(default_factory=dict)  # overrides by class name
     min_size: float = 2.0  # px: a detection's longer side must reach this
     match_distance: float = 40.0  # px: largest centre jump between frames for one track
@@ -50,8 +51,10 @@ def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     between its halves, while a mark's box, the larger the mark the more, jitters about
     one place and can stretch the path's extent without going anywhere.
     Rising: it climbs at least `rising_distance` with most steps going up, as a bubble
-    does; a particle's swirl goes sideways and it sinks, so a path that only climbs is
-    not a particle's. Anything else moves like a particle.
+    does - most of all its steps, or most of those longer than half `rising_distance` (a
+    bubble that reached the surface rests there; its jitter then says nothing). A
+    particle's swirl goes sideways and it sinks, so a path that only climbs is not a
+    particle's. Anything else moves like a particle.
     """
     extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
     half = max(1, len(centres) // 2)
@@ -59,10 +62,11 @@ def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     if extent < cfg.moving_distance or shift < cfg.moving_distance / 2:
         return STATIC
     dy = np.diff(centres[:, 1])  # [T-1]
-    climb = float(centres[0, 1] - centres[-1, 1])
-    if climb >= cfg.rising_distance and float(np.mean(dy < 0)) >= cfg.rising_steps:
-        return RISING
-    return MOVING
+    if float(centres[0, 1] - centres[-1, 1]) < cfg.rising_distance:
+        return MOVING
+    moved = np.abs(dy) >= cfg.rising_distance / 2
+    up = [float(np.mean(dy < 0)), float(np.mean(dy[moved] < 0)) if moved.any() else 0.0]
+    return RISING if max(up) >= cfg.rising_steps else MOVING
 
 
 @dataclass(eq=False)  # identity: tracks are matched by object, not by their arrays
@@ -71,6 +75,7 @@ class Track:
     centres: List[np.ndarray]  # [2] per sighting
     labels: List[int]
     scores: List[float]
+    sure: int = 1  # sightings at or above their class's threshold
 
     @property
     def travel(self) -> float:
@@ -82,9 +87,12 @@ class Track:
         return classify_path(np.stack(self.centres), cfg)
 
     def evidence(self, cfg: DecisionConfig, kind: str = "") -> float:
-        """Weighted frame count; `kind`: its path when the caller has classified it."""
+        """Weighted frame count; `kind`: its path when the caller has classified it. A track
+        never seen sure counts `unsure_weight` of it. Rounded: weights like 0.4 x 1.5 x 5
+        must reach a `min_evidence` of 3.0, not fall 4e-16 short of it."""
         w = {MOVING: cfg.moving_weight, RISING: cfg.rising_weight, STATIC: cfg.static_weight}
-        return w[kind or self.path(cfg)] * len(self.frames)
+        share = 1.0 if self.sure else cfg.unsure_weight
+        return round(w[kind or self.path(cfg)] * len(self.frames) * share, 9)
 
     @property
     def label(self) -> int:
@@ -129,10 +137,12 @@ def link_tracks(
     frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig
 ) -> List[Track]:
     """Nearest-centre association across frames. Detections at a class's threshold
-    start tracks and are matched first; below it, from `track_threshold`, they only
-    continue a live track that nothing stronger took (as ByteTrack associates its
-    low-score boxes): an unsure sighting of a particle already found still counts, an
-    unsure blob on its own starts nothing."""
+    start tracks and are matched first; below it, from `track_threshold`, they continue a
+    live track that nothing stronger took (as ByteTrack associates its low-score boxes):
+    an unsure sighting of a particle already found counts in full. With `unsure_weight`
+    on they also start tracks, which count that share of their frames until a sure
+    sighting joins them: a particle the model never scores high must be seen moving in
+    more frames."""
     start, cont = _thresholds(names, cfg)
     tracks: List[Track] = []
     for t, d in enumerate(frames):
@@ -143,7 +153,7 @@ def link_tracks(
         live = [tr for tr in tracks if t - tr.frames[-1] <= cfg.max_gap + 1]
         last = np.stack([tr.centres[-1] for tr in live]) if live else np.zeros((0, 2))  # [T, 2]
         free: np.ndarray = np.ones(len(live), dtype=bool)
-        for keep, starts in ((strong, True), (weak, False)):
+        for keep, sure in ((strong, True), (weak, False)):
             boxes, scores, labels = d.boxes[keep], d.scores[keep], d.labels[keep]
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
             matched = _associate(last, free, centres, cfg)
@@ -154,17 +164,20 @@ def link_tracks(
                     tr.centres.append(centres[k])
                     tr.labels.append(int(labels[k]))
                     tr.scores.append(float(scores[k]))
-                elif starts:
-                    tracks.append(Track([t], [centres[k]], [int(labels[k])], [float(scores[k])]))
+                    tr.sure += sure
+                elif sure or cfg.unsure_weight > 0:
+                    tracks.append(
+                        Track([t], [centres[k]], [int(labels[k])], [float(scores[k])], int(sure))
+                    )
     return tracks
 
 
 def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
     """Reject when any track's weighted frame count reaches `min_evidence`; the reason
     names the strongest track's path and what was discounted. Unsure sightings
-    (`track_threshold`) can only add rejects: they can also bend a path (a particle's
-    track continued by a bubble's blob may read as rising), so the tracks of the sure
-    sightings alone are judged first and their reject stands."""
+    (`track_threshold`, `unsure_weight`) can only add rejects: they can also bend a path
+    (a particle's track continued by a bubble's blob may read as rising), so the tracks
+    of the sure sightings alone are judged first and their reject stands."""
     start, cont = _thresholds(names, cfg)
     sure = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
     if sure.reject or not (cont < start).any():  # no class takes unsure sightings
@@ -182,8 +195,9 @@ def _judge(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
     scored = [(tr.evidence(cfg, k), k, tr) for tr, k in zip(tracks, kinds)]
     # The strongest track; among equals (say, all discounted) the longest-seen one.
     ev, kind, best = max(scored, key=lambda s: (s[0], len(s[2].frames)))
+    unsure = "" if best.sure else ", unsure"
     what = (
-        f"{names[best.label]} track, {kind} ({best.travel:.0f} px), "
+        f"{names[best.label]} track, {kind} ({best.travel:.0f} px){unsure}, "
         f"seen in {len(best.frames)}/{len(frames)} frames, "
         f"evidence {ev:.1f} of {cfg.min_evidence:.1f}"
     )

@@ -92,6 +92,17 @@ def test_swirl_that_climbs_a_little_is_still_a_particle() -> None:
     # Up one frame, sideways and down the next: a climb without steady steps up.
     xy = np.array([[100, 100], [110, 96], [118, 99], [121, 93], [119, 98], [112, 95]], float)
     assert classify_path(xy, DecisionConfig()) == MOVING
+    # Up and down in long steps, 14 px up in all: 3 of its 5 long steps go up.
+    xy = np.array([[100, 100], [104, 92], [108, 97], [112, 88], [116, 94], [120, 86]], float)
+    assert classify_path(xy, DecisionConfig()) == MOVING
+
+
+def test_bubble_resting_at_the_surface_is_still_a_bubble() -> None:
+    # Climbs 8 px a frame, then sits under the meniscus with 1 px jitter: only 4 of its
+    # 7 steps go up, all 3 of those longer than half rising_distance do.
+    y = [200, 192, 184, 176, 176, 177, 176, 177]
+    xy = np.stack([np.full(8, 300.0), np.array(y, float)], 1)
+    assert classify_path(xy, DecisionConfig()) == RISING
 
 
 def test_rising_bubble_alone_never_rejects() -> None:
@@ -133,9 +144,9 @@ def test_particle_beside_bubble_and_mark_rejects_and_names_them() -> None:
 
 def test_thresholds_and_min_size() -> None:
     moving = [(100, 100 + 5 * t) for t in range(12)]
-    assert not decide(_frames(moving, score=0.4), NAMES, DecisionConfig()).reject
+    assert not decide(_frames(moving, score=0.25), NAMES, DecisionConfig()).reject
     assert decide(
-        _frames(moving, score=0.4), NAMES, DecisionConfig(class_thresholds={"particle": 0.3})
+        _frames(moving, score=0.25), NAMES, DecisionConfig(class_thresholds={"particle": 0.2})
     ).reject
     assert not decide(_frames(moving, size=1.5), NAMES, DecisionConfig()).reject
 
@@ -205,20 +216,39 @@ def test_track_threshold_continues_tracks_but_starts_none() -> None:
     assert not decide(frames, NAMES, DecisionConfig(track_threshold=0.5)).reject  # off
     d = decide(frames, NAMES, DecisionConfig())  # the default, 0.3
     assert d.reject and "moving particle (56 px), seen in 8/8 frames" in d.reason
-    # Unsure sightings alone start nothing, however long they move.
+    # With unsure_weight off, unsure sightings alone start nothing, however long they move.
     alone = _two([None] * 8, sink)
-    assert link_tracks(alone, NAMES, DecisionConfig(track_threshold=0.3)) == []
+    assert link_tracks(alone, NAMES, DecisionConfig(unsure_weight=0)) == []
     # A class threshold below track_threshold is the floor for that class.
-    cfg = DecisionConfig(track_threshold=0.3, class_thresholds={"particle": 0.2})
+    cfg = DecisionConfig(unsure_weight=0, class_thresholds={"particle": 0.2})
     assert decide(alone, NAMES, cfg).reject
+
+
+def test_a_track_seen_only_unsure_needs_more_frames() -> None:
+    cfg = DecisionConfig()  # unsure_weight 0.4: 1.5 x 0.4 a frame, 5 frames reach 3.0
+    sink = [(100, 100 + 8 * t) for t in range(8)]
+    four = decide(_two([None] * 8, sink[:4] + [None] * 4), NAMES, cfg)
+    assert not four.reject and four.evidence == pytest.approx(2.4)
+    assert "moving particle (24 px), unsure, seen in 4/8 frames" in four.reason
+    five = decide(_two([None] * 8, sink[:5] + [None] * 3), NAMES, cfg)
+    assert five.reject and five.evidence == 3.0  # not 4e-16 short of it
+    off = decide(_two([None] * 8, sink), NAMES, DecisionConfig(unsure_weight=0))
+    assert not off.reject and off.reason.startswith("clean")
+    # An unsure bubble counts nothing however often it is seen.
+    climb = [(100, 200 - 8 * t) for t in range(8)]
+    assert not decide(_two([None] * 8, climb), NAMES, cfg).reject
+    # A sure sighting joining an unsure track makes all of it count: 3 frames x 1.5.
+    d = decide(_two([None, None, sink[2]] + [None] * 5, sink[:2] + [None] * 6), NAMES, cfg)
+    assert d.reject and d.evidence == 4.5 and ", unsure" not in d.reason
 
 
 def test_strong_sightings_are_matched_before_unsure_ones() -> None:
     # A track at (100, 100); next frame a 0.9 at 30 px and a 0.35 at 5 px: the strong one
     # continues it (closest first would hand it the unsure blob and start a second track).
     frames = _two([(100, 100), (100, 130)], [None, (100, 105)], n=2)
-    tracks = link_tracks(frames, NAMES, DecisionConfig(track_threshold=0.3))
-    assert len(tracks) == 1 and tracks[0].scores == [pytest.approx(0.9)] * 2
+    first, blob = link_tracks(frames, NAMES, DecisionConfig(track_threshold=0.3))
+    assert first.scores == [pytest.approx(0.9)] * 2 and first.sure == 2
+    assert blob.frames == [1] and blob.sure == 0  # the blob starts a track of its own
 
 
 def test_unsure_sightings_never_undo_a_reject() -> None:

@@ -27,7 +27,7 @@ def _sinking(score: float, n: int = 6, label: int = 1) -> list:
 def _audit(folder: Path) -> Path:
     rows = [  # id, decision, fault, detections (what the line recorded)
         ("c000001-0", "reject", None, _sinking(0.9)),  # a clear particle
-        ("c000002-1", "accept", None, _sinking(0.45)),  # an unsure one
+        ("c000002-1", "accept", None, [*_sinking(0.45)[:4], [], []]),  # an unsure one
         ("c000003-2", "reject", "camera_drop", []),  # a fault: no model decision
         ("c000004-3", "accept", None, [[] for _ in range(6)]),  # nothing seen
         ("c000005-4", "accept", None, _sinking(0.9)),  # an accept the gate did not pass ...
@@ -56,7 +56,7 @@ def test_replay_hand_made(tmp_path: Path) -> None:
     # A lower threshold turns the unsure particle into a reject; faults stay rejects.
     low = replay(rec, NAMES, DecisionConfig(score_threshold=0.4, track_threshold=0.4), 0.05)
     assert [r.after for r in low] == ["reject", "reject", "reject", "accept", "reject"]
-    assert low[1].reason.startswith("particle: particle track, moving particle (40 px)")
+    assert low[1].reason.startswith("particle: particle track, moving particle (24 px)")
     truth = {"c000001": "reject", "c000002": "reject", "c000003": "reject", "c000004": "accept"}
     truth["c000005"] = "accept"
     s = summarize(low, truth)
@@ -64,7 +64,9 @@ def test_replay_hand_made(tmp_path: Path) -> None:
     assert s["detection_rate_before"] == 0.5 and s["detection_rate_after"] == 1.0
     assert s["false_reject_rate_before"] == 0.0 == s["false_reject_rate_after"]
     # A high threshold lets the clear particle through: the replay says so, it does not hide it.
-    high = summarize(replay(rec, NAMES, DecisionConfig(score_threshold=0.95), 0.05), truth)
+    high = summarize(
+        replay(rec, NAMES, DecisionConfig(score_threshold=0.95, unsure_weight=0), 0.05), truth
+    )
     assert high["reject_to_accept"] == 1 and high["detection_rate_after"] == 0.0
 
 

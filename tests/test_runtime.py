@@ -346,7 +346,11 @@ def test_expired_container_is_rejected_without_inference(bundle: Path, tmp_path:
         ("sinking", (0.9, 0.9, 0.9), False, "moving particle"),
         # Seen sure once, then unsure (0.35, above track_threshold): its track still rejects.
         ("sinking", (0.9, 0.35, 0.35), False, "moving particle (20 px), seen in 3/3 frames"),
-        ("sinking", (0.35, 0.35, 0.35), True, "clean"),  # unsure alone starts no track
+        # Unsure alone: a track of a share of the weight (unsure_weight 0.4): 3 x 1.5 x 0.4
+        # = 1.8 falls short, 5 frames reach 3.0; a bubble seen unsure counts nothing.
+        ("sinking", (0.35, 0.35, 0.35), True, "below evidence: particle track, moving"),
+        ("sinking", (0.35,) * 5, False, "moving particle (40 px), unsure, seen in 5/5 frames"),
+        ("rising", (0.35,) * 5, True, "rising: bubble (40 px), unsure"),
     ],
 )
 def test_track_path_decides_the_gate(
@@ -372,12 +376,12 @@ def test_track_path_decides_the_gate(
         return Scripted()
 
     f = MockFactory()
-    cfg = _cfg(bundle, tmp_path)
+    cfg = _cfg(bundle, tmp_path, camera={"frames": len(scores)})
     seen = []
     with line_runtime(cfg, f, wrap, seen.append) as rt:
         pin = f.pin(cfg.gpio.ejector_pin)
         pin.clear_states()
-        rt.submit(Job("c0", time.monotonic(), _frames()))
+        rt.submit(Job("c0", time.monotonic(), _frames(len(scores))))
         assert rt.drain(10)
         time.sleep(1.6)
         assert rt.io.pulses.wait_idle(2)
