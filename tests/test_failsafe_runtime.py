@@ -19,6 +19,7 @@ from edge.supervise import Stage, Watchdog, sd_notify
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401
+from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows, accept_one, bundle  # noqa: F401
 
 
@@ -209,9 +210,9 @@ def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> 
     with line_runtime(cfg, f) as rt:
         rt.submit(Job("c0", time.monotonic(), _frames()))
         assert rt.drain(10) and rt.io.pulses.wait_idle(3)
-        time.sleep(0.1)
+        # The crash handler runs on the stage's own thread: wait for its alarm, not a fixed time.
+        assert _wait_for(lambda: any("pulses crashed" in r for r in rt.alarm_reasons))
         gate_on, alarm_on = ejector.state, alarm.state
-        assert any("pulses crashed" in r for r in rt.alarm_reasons)
     assert gate_on is False and alarm_on is True
     decision, fault, reason = _rows(tmp_path)["c0"]  # the amending row stands
     assert (decision, fault) == ("reject", "gpio_error") and "pulse thread crashed" in reason
