@@ -176,12 +176,17 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
     """Reject when any track's weighted frame count reaches `min_evidence`; the reason
     names the strongest track's path and what was discounted. Unsure sightings
     (`track_threshold`, `unsure_weight`) can only add rejects: they can also bend a path
-    (a particle's track continued by a bubble's blob may read as rising), so the tracks
-    of the sure sightings alone are judged first and their reject stands."""
+    (a particle's track continued by a bubble's blob may read as rising) or, starting
+    tracks of their own, take a sure sighting into another track, so the linkings are
+    judged in turn - sure sightings alone, then unsure ones continuing tracks, then unsure
+    tracks - and the first reject stands."""
     start, cont = _thresholds(names, cfg)
-    sure = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
-    if sure.reject or not (cont < start).any():  # no class takes unsure sightings
-        return sure
+    d = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
+    if d.reject or not (cont < start).any():  # no class takes unsure sightings
+        return d
+    d = _judge(frames, names, dataclasses.replace(cfg, unsure_weight=0.0))
+    if d.reject or cfg.unsure_weight == 0:
+        return d
     return _judge(frames, names, cfg)
 
 

@@ -97,6 +97,29 @@ def test_swirl_that_climbs_a_little_is_still_a_particle() -> None:
     assert classify_path(xy, DecisionConfig()) == MOVING
 
 
+def test_unsure_tracks_never_undo_a_reject() -> None:
+    # A particle seen sure once at (100, 100), then unsure while it sinks 8 px a frame. An
+    # unsure blob 10 px below it in the first frame starts a track of its own, and being
+    # closer takes the particle's unsure sightings: that track (4 unsure frames, 2.4) and
+    # the particle's (1 frame) both fall short. Linked without unsure tracks, the particle's
+    # track holds all 4 frames (6.0): that reject must stand.
+    frames = [
+        Detections(
+            np.array([[97, 97, 103, 103], [97, 107, 103, 113]], np.float32),
+            np.array([0.9, 0.35], np.float32),
+            np.ones(2, np.int64),
+        ),
+        *_two([None] * 3, [(97, 109 + 8 * t) for t in range(3)], n=3),
+    ]
+    cfg = DecisionConfig()
+    particle, blob = link_tracks(frames, NAMES, cfg)
+    assert len(particle.frames) == 1 and blob.frames == [0, 1, 2, 3] and blob.sure == 0
+    off = decide(frames, NAMES, DecisionConfig(unsure_weight=0))
+    assert off.reject and "seen in 4/4 frames" in off.reason
+    d = decide(frames, NAMES, cfg)
+    assert d.reject and d.reason == off.reason
+
+
 def test_bubble_resting_at_the_surface_is_still_a_bubble() -> None:
     # Climbs 8 px a frame, then sits under the meniscus with 1 px jitter: only 4 of its
     # 7 steps go up, all 3 of those longer than half rising_distance do.
