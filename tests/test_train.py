@@ -305,7 +305,9 @@ def test_torchrun_two_processes_stay_in_sync(small_set: Path, tmp_path: Path) ->
         "train", "--data", str(small_set), "--out", str(out), "--epochs", "1",
         "--max-iters", "2", "--batch", "2", "--device", "cpu", *SMALL_MODEL,
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    # Rank 0's own traceback first: when it dies, the tail of stderr is rank 1's barrier error.
+    rank0 = "\n".join(line for line in r.stderr.splitlines() if line.startswith("[rank0]"))
+    assert r.returncode == 0, rank0[-3000:] + "\n...\n" + r.stderr[-2000:]
     s = json.loads((out / "metrics.json").read_text())
     assert s["world_size"] == 2 and s["iterations"] == 2
     digests = s["rank_weight_digests"]
