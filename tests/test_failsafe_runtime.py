@@ -210,8 +210,10 @@ def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> 
     with line_runtime(cfg, f) as rt:
         rt.submit(Job("c0", time.monotonic(), _frames()))
         assert rt.drain(10) and rt.io.pulses.wait_idle(3)
-        # The crash handler runs on the stage's own thread: wait for its alarm, not a fixed time.
-        assert _wait_for(lambda: any("pulses crashed" in r for r in rt.alarm_reasons))
+        # The crash handler runs on the stage's own thread, after the pulse's end: wait for
+        # the alarm pin itself (set after the reason is recorded), not a fixed time.
+        assert _wait_for(lambda: bool(alarm.state))
+        assert any("pulses crashed" in r for r in rt.alarm_reasons)
         gate_on, alarm_on = ejector.state, alarm.state
     assert gate_on is False and alarm_on is True
     decision, fault, reason = _rows(tmp_path)["c0"]  # the amending row stands
