@@ -195,7 +195,7 @@ def _check(cfg: LineConfig, source: str) -> None:
         "static_weight",
         "rising_weight",
     ):
-        top = 100 if key.endswith("_weight") and key != "unsure_weight" else 1
+        top = 100 if key in ("moving_weight", "static_weight", "rising_weight") else 1
         if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
     for name, thr in d.class_thresholds.items():

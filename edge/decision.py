@@ -181,13 +181,16 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
     judged in turn - sure sightings alone, then unsure ones continuing tracks, then unsure
     tracks - and the first reject stands."""
     start, cont = _thresholds(names, cfg)
-    d = _judge(frames, names, dataclasses.replace(cfg, track_threshold=1.0))
-    if d.reject or not (cont < start).any():  # no class takes unsure sightings
-        return d
-    d = _judge(frames, names, dataclasses.replace(cfg, unsure_weight=0.0))
-    if d.reject or cfg.unsure_weight == 0:
-        return d
-    return _judge(frames, names, cfg)
+    linkings = [dataclasses.replace(cfg, track_threshold=1.0)]  # sure sightings alone
+    if (cont < start).any():  # some class takes unsure sightings
+        linkings.append(dataclasses.replace(cfg, unsure_weight=0.0))
+        if cfg.unsure_weight > 0:
+            linkings.append(cfg)
+    for linking in linkings:
+        d = _judge(frames, names, linking)
+        if d.reject:
+            break
+    return d
 
 
 def _judge(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:

@@ -156,12 +156,8 @@ class FaultyBackend:
 class SimCamera:
     """The station's camera: frames of the container in front of it, each stamped when
     taken. Like a real driver it hands out one buffered frame from before the trigger
-    first (the runtime must drop it).
-
-    The triggers' thread swaps the container's video (`show`) while the camera stage
-    reads (`read`): a lock keeps a reader from being closed in the middle of its read
-    (OpenCV decodes without the GIL, and FFmpeg freed under a running decode crashed
-    the process with a segfault in libavcodec)."""
+    first (the runtime must drop it). A lock keeps `show` (the triggers' thread) from
+    closing a video mid-`read` (OpenCV decodes without the GIL: a segfault in libavcodec)."""
 
     def __init__(
         self,
