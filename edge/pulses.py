@@ -128,12 +128,12 @@ class PulseScheduler:
             if p.state != "pending":
                 return
             late = self.clock() - at > self.pulse_s
-            if not late:
-                p.state, self._active = "on", 1
-        if late:  # the container is past the gate: a pulse now would hit the next one
-            self._finish(p, "missed")
-            return
+            # Pending (for wait_idle) until finished: a missed pulse too is reported first.
+            p.state, self._active = "on", 1
         try:  # the pulse counts as pending until the gate is seen to follow it off
+            if late:  # the container is past the gate: a pulse now would hit the next one
+                self._finish(p, "missed")
+                return
             self._fire(p)
             if self.feedback is not None:
                 self._stop.wait(self.feedback_s)

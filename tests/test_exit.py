@@ -9,7 +9,7 @@ import textwrap
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading, time
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper as h
@@ -39,11 +39,15 @@ CHILD = textwrap.dedent(
     cpu = ["CPUExecutionProvider"]
     session = ort.InferenceSession(model.SerializeToString(), so, providers=cpu)
 
+    calling = threading.Event()
+
     def infer():
+        calling.set()
         session.run(None, {"x": np.zeros(1, np.float32)})
 
     stage = Stage("inference", infer, lambda s, e: False)
     stage.start()
+    assert calling.wait(60)  # a loaded machine may start the thread late
     time.sleep(0.3)  # inside session.run by now
     stage.stop()
     assert not stage.join(0.2) and stuck_stages() == ["inference"]

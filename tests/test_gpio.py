@@ -32,7 +32,7 @@ def test_accept_release_pulses_at_the_gate() -> None:
         t0 = time.monotonic()
         assert io.arm("c0", t0) is None  # positive release arms nothing
         assert io.release("c0", t0, None)
-        time.sleep(0.35)
+        assert io.pulses.wait_idle(2)
         states = pin.states
         (p,) = list(io.pulses.done)
     assert p.state == "fired" and abs(p.fired_t - (t0 + 0.150)) < TOL
@@ -64,7 +64,7 @@ def test_reject_wiring_armed_pulse_fires_unless_cancelled() -> None:
         keep, cancel = io.arm("bad", t0), io.arm("good", t0 + 0.05)
         assert io.release("good", t0 + 0.05, cancel)  # a recorded accept cancels its pulse
         assert not io.release("bad", t0, None)
-        time.sleep(0.3)
+        assert io.pulses.wait_idle(2)
         states = pin.states
     assert keep.state == "fired" and cancel.state == "cancelled"
     assert len(states) == 3 and [s.state for s in states] == [False, True, False]
@@ -76,7 +76,7 @@ def test_missed_and_failed_pulses_are_reported() -> None:
     seen = []
     with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f, on_pulse_done=seen.append) as io:
         io.pulses.schedule(time.monotonic() - 0.5, "stale")  # its gate passed 0.5 s ago
-        time.sleep(0.1)
+        assert io.pulses.wait_idle(2)
         broken = f.pin(GpioConfig().ejector_pin)
 
         def boom(value):
@@ -84,7 +84,7 @@ def test_missed_and_failed_pulses_are_reported() -> None:
 
         broken._set_state = boom
         io.pulses.schedule(time.monotonic() + 0.02, "broken")
-        time.sleep(0.15)
+        assert io.pulses.wait_idle(2)
     assert [(p.tag, p.state) for p in seen] == [("stale", "missed"), ("broken", "error")]
     assert "pin gone" in seen[1].error
 
@@ -114,7 +114,7 @@ def test_a_crash_in_the_middle_of_a_pulse_leaves_the_output_off() -> None:
         time.sleep(0.15)  # c0's pulse (200 ms) would still be on
         during = pin.state
         assert io.release("c1", time.monotonic(), None)
-        time.sleep(0.4)
+        assert io.pulses.wait_idle(2)
         states = [s.state for s in pin.states]
     assert during is False  # cut short: the output did not stay energised
     assert [type(e) for e in crashes] == [SystemExit]
