@@ -32,7 +32,7 @@ from .audit import audit_files
 from .errors import FodError
 from .jobs import Job
 from .knapp import share
-from .sources import Frame
+from .sim_camera import SimCamera
 
 FAULT_KINDS = (
     "camera_drop",
@@ -151,66 +151,6 @@ class FaultyBackend:
 
     def close(self) -> None:
         self.inner.close()
-
-
-class SimCamera:
-    """The station's camera: frames of the container in front of it, each stamped when
-    taken. Like a real driver it hands out one buffered frame from before the trigger
-    first (the runtime must drop it). A lock keeps `show` (the triggers' thread) from
-    closing a video mid-`read` (OpenCV decodes without the GIL: a segfault in libavcodec)."""
-
-    def __init__(
-        self,
-        open_reader: Callable[[str], Any],
-        injector: Injector,
-        stall_s: float,
-        noise: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        self.open_reader, self.injector, self.stall_s = open_reader, injector, stall_s
-        self.noise, self.rng = noise, np.random.default_rng(seed)
-        self._src: Any = None
-        self._last: Optional[np.ndarray] = None
-        self._stale: Optional[Frame] = None
-        self.cid: Optional[str] = None  # the container in front of the camera
-        self._lock = threading.Lock()  # held while a reader reads and while one is swapped
-
-    def show(self, video: Path, cid: str) -> None:
-        new = self.open_reader(f"file:{video}")  # unlocked: opening takes 0.1-0.3 s
-        with self._lock:
-            old, self._src, self.cid = self._src, new, cid
-            if self._last is not None:
-                self._stale = Frame(self._last, time.monotonic() - 0.05)
-        if old is not None:
-            old.close()  # nobody reads it now: read() takes the reader under the lock
-
-    def read(self) -> Optional[Frame]:
-        with self._lock:
-            stale, self._stale, cid = self._stale, None, self.cid
-        if stale is not None:
-            return stale
-        if self.injector.take("stall", cid):
-            time.sleep(self.stall_s)  # a hung driver call, past the gate delay
-        with self._lock:  # the frame and the container it shows, together
-            got, cid = (self._src.read() if self._src is not None else None), self.cid
-        if got is None or self.injector.take("camera_drop", cid):
-            return None
-        img = got.image
-        if self.noise > 0:  # a re-inspection never sees identical pixels
-            img = np.clip(img + self.rng.normal(0, self.noise, img.shape), 0, 255).astype(np.uint8)
-        if self._last is not None and self.injector.take("frozen", cid):
-            img = self._last.copy()  # the driver repeats its last buffer
-        elif self.injector.take("black", cid):
-            img = np.zeros_like(img)  # lamp off
-        elif self.injector.take("corrupt", cid):
-            img = img[: img.shape[0] // 2]  # a truncated transfer
-        self._last = img
-        return Frame(img, time.monotonic())
-
-    def close(self) -> None:
-        with self._lock:
-            if self._src is not None:
-                self._src.close()
 
 
 def audit_authorizer(injector: Injector, holder: Callable[[], Optional[str]]) -> Callable[..., int]:
@@ -384,17 +324,27 @@ def run_line(
 
     rt.io.on_trigger(on_edge)
     out: List[Physical] = []
+    # Each video is opened while the one before is inspected: a trigger late by an open
+    # lets the previous container's capture read the next one's frames.
+    reader = camera.open(containers[0].video)
     start = time.monotonic() + 0.05
-    for i in range(count):
-        c = containers[i % len(containers)]
-        t = start + i * period
-        now = time.monotonic()
-        if t > now:
-            time.sleep(t - now)
-        cid = f"{c.id}-{i}"
-        injector.draw(cid)
-        camera.show(c.video, cid)
-        current[0] = (cid, 0)
-        edge = drive_trigger(trigger_pin, injector.take("bounce", cid))
-        out.append(Physical(f"{c.id}-{i}", c.label, edge))
+    try:
+        for i in range(count):
+            c = containers[i % len(containers)]
+            t = start + i * period
+            now = time.monotonic()
+            if t > now:
+                time.sleep(t - now)
+            cid = f"{c.id}-{i}"
+            injector.draw(cid)
+            camera.show(c.video, cid, reader)
+            current[0] = (cid, 0)
+            edge = drive_trigger(trigger_pin, injector.take("bounce", cid))
+            out.append(Physical(f"{c.id}-{i}", c.label, edge))
+            reader = None
+            if i + 1 < count:
+                reader = camera.open(containers[(i + 1) % len(containers)].video)
+    finally:
+        if reader is not None:
+            reader.close()
     return out

@@ -114,11 +114,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.config import LineConfig, load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_json
+    from edge.sim_camera import SimCamera
     from edge.simulate import (
         FaultyBackend,
         FaultyPin,
         Injector,
-        SimCamera,
         attach_audit,
         audit_authorizer,
         gate_model,

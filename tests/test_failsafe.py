@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge.sim_camera import SimCamera
 from edge.simulate import (
     FAULT_KINDS,
+    Container,
     Injector,
     Physical,
-    SimCamera,
     gate_model,
     judge,
     pin_intervals,
+    run_line,
 )
 from edge.sources import Frame
 from fod.cli import main
@@ -160,6 +162,88 @@ def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
     assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
     assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
+
+
+def test_sim_line_opens_each_video_before_its_trigger(tmp_path: Path) -> None:
+    """Opening a video is slow (seconds for the first while the runtime starts): opened at
+    its trigger, the first container came 2 s late, the second right behind it, and the
+    first one's capture read the second's frames ("frame 5 of 8 missing"). Each capture
+    here reads 8 frames of 40 ms; every container must see only its own video."""
+    opened: list = []
+
+    class Video:
+        def __init__(self, name: str) -> None:
+            time.sleep(1.0 if not opened else 0.2)  # the first open pays the start-up
+            opened.append(name)
+            self.name, self.left = name, 8
+
+        def read(self):
+            if self.left == 0:
+                return None
+            time.sleep(0.04)
+            self.left -= 1
+            return Frame(np.full((4, 4), len(self.name), np.uint8), time.monotonic()), self.name
+
+        def close(self) -> None:
+            pass
+
+    class Reader:  # SimCamera wants `.read()` -> Frame; the video's name rides along
+        def __init__(self, spec: str) -> None:
+            self.video = Video(Path(spec.partition(":")[2]).name)
+
+        def read(self):
+            got = self.video.read()
+            if got is None:
+                return None
+            seen[-1][1].append(got[1])
+            return got[0]
+
+        def close(self) -> None:
+            pass
+
+    seen: list = []  # (container, videos its frames came from)
+    captures: list = []
+
+    class FakeRuntime:
+        class io:
+            on_trigger = None
+
+        def submit(self, job) -> None:
+            def capture() -> None:
+                seen.append((job.container_id, []))
+                for _ in range(9):  # the stale frame, then 8 of the container's
+                    job.read_frame()
+
+            t = threading.Thread(target=capture)  # the camera stage, one job at a time
+            if captures:
+                captures[-1].join()
+            captures.append(t)
+            t.start()
+
+    rt = FakeRuntime()
+    f = MockFactory()
+    trigger = f.pin(17)
+
+    def on_trigger(cb) -> None:  # the runtime's trigger input: rising edges
+        def edge(ticks, state) -> None:
+            if state:
+                cb(time.monotonic())
+
+        handlers.append(edge)  # gpiozero keeps a weak reference
+        trigger.when_changed = edge
+
+    handlers: list = []
+
+    rt.io.on_trigger = on_trigger
+    cam = SimCamera(Reader, Injector({}, 0), stall_s=0.0)
+    line = [Container(f"v{i}", tmp_path / f"v{i}.avi", "accept") for i in range(3)]
+    run_line(rt, trigger, cam, Injector({}, 0), line, 3, rate_per_min=120)
+    for t in captures:
+        t.join(5)
+    cam.close()
+    assert [(cid, set(videos)) for cid, videos in seen] == [
+        (f"v{i}-{i}", {f"v{i}.avi"}) for i in range(3)
+    ]
 
 
 def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
