@@ -324,8 +324,8 @@ def run_line(
 
     rt.io.on_trigger(on_edge)
     out: List[Physical] = []
-    # Each video is opened while the one before is inspected: a trigger late by an open
-    # lets the previous container's capture read the next one's frames.
+    # Each video is opened ahead of its trigger: a trigger late by an open lets the
+    # previous container's capture read the next one's frames.
     reader = camera.open(containers[0].video)
     start = time.monotonic() + 0.05
     try:
@@ -343,6 +343,11 @@ def run_line(
             out.append(Physical(f"{c.id}-{i}", c.label, edge))
             reader = None
             if i + 1 < count:
+                # Half a period on: this container's capture (tens of ms) is done, and an
+                # open (FFmpeg probing) beside it would delay its frames.
+                now = time.monotonic()
+                if t + period / 2 > now:
+                    time.sleep(t + period / 2 - now)
                 reader = camera.open(containers[(i + 1) % len(containers)].video)
     finally:
         if reader is not None:
