@@ -246,6 +246,30 @@ def test_sim_line_opens_each_video_before_its_trigger(tmp_path: Path) -> None:
     ]
 
 
+def test_sim_camera_open_reads_the_file_and_names_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`open` reads the video file before the reader opens it (into the page cache: a frame
+    read from disk at capture time was late) and still lets the reader name a missing file."""
+    from edge.sources import SourceError, open_source
+
+    cam = SimCamera(lambda spec: open_source(spec, mono=True), Injector({}, 0), stall_s=0.0)
+    with pytest.raises(SourceError, match=r"nothere\.avi: no such video file"):
+        cam.open(tmp_path / "nothere.avi")
+    events: list = []
+    read_bytes = Path.read_bytes
+
+    def recording(self: Path) -> bytes:
+        events.append(f"read {self.name}")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", recording)
+    cam = SimCamera(lambda spec: events.append(f"open {spec}"), Injector({}, 0), stall_s=0.0)
+    (tmp_path / "v.avi").write_bytes(b"x")
+    cam.open(tmp_path / "v.avi")
+    assert events == ["read v.avi", f"open file:{tmp_path / 'v.avi'}"]
+
+
 def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
     """The triggers' thread swaps videos while the camera stage reads: a reader closed in
     the middle of its read (OpenCV decodes without the GIL) crashed `fod simulate` with a
