@@ -14,7 +14,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import check_rollback, line_runtime
 from edge.bundle import open_bundle
-from edge.config import ConfigError, parse_config
+from edge.config import ConfigError, LineConfig, load_config, parse_config
 from edge.errors import FodError
 from edge.simulate import FAULT_KINDS, Injector, parse_faults
 from fod.cli import main
@@ -151,3 +151,18 @@ def test_per_call_faults_do_not_depend_on_the_threads_interleaving() -> None:
     calls_b = [b.chance("gpio_error") for _ in range(40)]
     assert b.active == a.active and calls_b == calls_a
     assert 5 < sum(calls_a) < 35 and 5 < sum(f["camera_drop"] for f in a.active.values()) < 35
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "line.toml"
+    p.write_text("[gpio]\ndelay_ms = 'soon'\n")
+    with pytest.raises(ConfigError, match=r"line\.toml: gpio\.delay_ms must be a number"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"unknown key camera\.fps"):
+        parse_config({"camera": {"fps": 30}}, "x.toml")
+    with pytest.raises(ConfigError, match="unknown section"):
+        parse_config({"cameras": {}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"decision_margin_ms must be below gpio\.delay_ms"):
+        parse_config({"gpio": {"delay_ms": 50.0}}, "x.toml")
+    example = Path(__file__).resolve().parent.parent / "edge" / "line.example.toml"
+    assert load_config(example) == LineConfig()  # the commented example is the defaults
