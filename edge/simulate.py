@@ -302,6 +302,13 @@ def safety_violations(summary: Dict[str, Any]) -> List[str]:
     return [f"{k}={summary[k]}" for k in SAFETY_COUNTS if summary.get(k)]
 
 
+def _sleep_until(t: float) -> None:
+    """Until monotonic time `t` (at once if it has passed)."""
+    now = time.monotonic()
+    if t > now:
+        time.sleep(t - now)
+
+
 def run_line(
     rt: Any,
     trigger_pin: MockPin,
@@ -332,9 +339,7 @@ def run_line(
         for i in range(count):
             c = containers[i % len(containers)]
             t = start + i * period
-            now = time.monotonic()
-            if t > now:
-                time.sleep(t - now)
+            _sleep_until(t)
             cid = f"{c.id}-{i}"
             injector.draw(cid)
             camera.show(c.video, cid, reader)
@@ -345,9 +350,7 @@ def run_line(
             if i + 1 < count:
                 # Half a period on: this container's capture (tens of ms) is done, and an
                 # open (FFmpeg probing) beside it would delay its frames.
-                now = time.monotonic()
-                if t + period / 2 > now:
-                    time.sleep(t + period / 2 - now)
+                _sleep_until(t + period / 2)
                 reader = camera.open(containers[(i + 1) % len(containers)].video)
     finally:
         if reader is not None:

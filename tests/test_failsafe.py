@@ -171,32 +171,19 @@ def test_sim_line_opens_each_video_before_its_trigger(tmp_path: Path) -> None:
     here reads 8 frames of 40 ms; every container must see only its own video."""
     opened: list = []
 
-    class Video:
-        def __init__(self, name: str) -> None:
+    class Reader:  # one container's video of 8 frames; each read noted for the capture
+        def __init__(self, spec: str) -> None:
             time.sleep(1.0 if not opened else 0.2)  # the first open pays the start-up
-            opened.append(name)
-            self.name, self.left = name, 8
+            self.name, self.left = Path(spec.partition(":")[2]).name, 8
+            opened.append(self.name)
 
         def read(self):
             if self.left == 0:
                 return None
             time.sleep(0.04)
             self.left -= 1
-            return Frame(np.full((4, 4), len(self.name), np.uint8), time.monotonic()), self.name
-
-        def close(self) -> None:
-            pass
-
-    class Reader:  # SimCamera wants `.read()` -> Frame; the video's name rides along
-        def __init__(self, spec: str) -> None:
-            self.video = Video(Path(spec.partition(":")[2]).name)
-
-        def read(self):
-            got = self.video.read()
-            if got is None:
-                return None
-            seen[-1][1].append(got[1])
-            return got[0]
+            seen[-1][1].append(self.name)
+            return Frame(np.zeros((4, 4), np.uint8), time.monotonic())
 
         def close(self) -> None:
             pass

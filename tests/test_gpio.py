@@ -76,7 +76,7 @@ def test_missed_and_failed_pulses_are_reported() -> None:
     seen = []
     with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f, on_pulse_done=seen.append) as io:
         io.pulses.schedule(time.monotonic() - 0.5, "stale")  # its gate passed 0.5 s ago
-        assert io.pulses.wait_idle(2)
+        assert io.pulses.wait_idle(2) and [p.tag for p in seen] == ["stale"]  # reported first
         broken = f.pin(GpioConfig().ejector_pin)
 
         def boom(value):
