@@ -2,23 +2,27 @@
 the sighting recall by particle size - what the line's decision sees.
 
     python benchmarks/look_eval.py --model models/demo --data SET [--data SET ...]
-        [--score 0.5] [--json out.json]
+        [--score 0.5] [--by FIELD] [--json out.json]
 
 --model: a bundle (its INT8 CPU model, else INT8, else FP32) or an .onnx file; it runs
 through the edge pipeline (ONNX Runtime, letterbox, numpy postprocess). A sighting is a
 labelled particle with a detection of any class scoring >= --score whose centre lies
 within max(4 px, half the box diagonal) of the particle's centre; sizes are the box's
-longer side in source pixels.
+longer side in source pixels. --by FIELD splits the figures by a field of the `look` each
+image of a `fod synth` set records (family, background, lighting, container, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from calibration.metrics import coco_metrics, load_gt
 from edge.bundle import open_bundle
@@ -72,16 +76,57 @@ def sighting_recall(
     }
 
 
-def evaluate(model: Path, data_root: Path, score: float) -> Dict[str, Any]:
+def by_look(
+    gt: COCO, dets: List[Dict[str, Any]], field: str, names: List[str]
+) -> Dict[str, Dict[str, Any]]:
+    """AP50/AP overall and per class (with its object count) for each value of the images'
+    `look[field]`; images without that field group under `?`."""
+    groups: Dict[str, List[int]] = {}
+    for img in gt.dataset["images"]:
+        groups.setdefault(str(img.get("look", {}).get(field, "?")), []).append(img["id"])
+    out = {}
+    for value, ids in sorted(groups.items()):
+        keep = set(ids)
+        sub = COCO()  # the group's images and boxes only: COCOeval's means are per group
+        sub.dataset = {
+            "images": [i for i in gt.dataset["images"] if i["id"] in keep],
+            "annotations": [a for a in gt.dataset["annotations"] if a["image_id"] in keep],
+            "categories": gt.dataset["categories"],
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            sub.createIndex()
+        metrics, ev = coco_metrics(sub, [d for d in dets if d["image_id"] in keep])
+        counts = {
+            c["name"]: len(sub.getAnnIds(catIds=[c["id"]])) for c in sub.dataset["categories"]
+        }
+        classes = (
+            per_class_ap(ev, names)
+            if ev is not None
+            else {n: {"ap50": 0.0, "ap": 0.0} for n in names}
+        )
+        out[value] = {
+            "images": len(ids),
+            "ap50": metrics.ap50,
+            "ap": metrics.ap,
+            "per_class": {n: {**v, "objects": counts.get(n, 0)} for n, v in classes.items()},
+        }
+    return out
+
+
+def evaluate(model: Path, data_root: Path, score: float, by: str = "") -> Dict[str, Any]:
     data = CocoDetection(data_root)
     dets = predict_onnx(model, data, threads=None)
-    metrics, ev = coco_metrics(load_gt(data_root / "annotations.json"), dets)
-    return {
+    gt = load_gt(data_root / "annotations.json")
+    metrics, ev = coco_metrics(gt, dets)
+    out = {
         "data": str(data_root),
         **metrics.to_dict(),
         "per_class": per_class_ap(ev, data.class_names) if ev is not None else {},
         "sighting_recall": sighting_recall(data, dets, score),
     }
+    if by:
+        out["by"] = {by: by_look(gt, dets, by, data.class_names)}
+    return out
 
 
 def main() -> None:
@@ -89,15 +134,16 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True, help="bundle or .onnx")
     p.add_argument("--data", type=Path, action="append", required=True)
     p.add_argument("--score", type=float, default=0.5)
+    p.add_argument("--by", default="", help="split by this field of each image's look")
     p.add_argument("--json", type=Path, help="write the results here too")
     args = p.parse_args()
     if args.model.suffix == ".onnx":
-        results = [evaluate(args.model, d, args.score) for d in args.data]
+        results = [evaluate(args.model, d, args.score, args.by) for d in args.data]
     else:
         with open_bundle(args.model) as b:
             roles = {e["role"]: name for name, e in b.manifest["files"].items()}
             name = next(roles[r] for r in ("int8_cpu", "int8", "onnx") if r in roles)
-            results = [evaluate(b.root / name, d, args.score) for d in args.data]
+            results = [evaluate(b.root / name, d, args.score, args.by) for d in args.data]
     for r in results:
         classes = " ".join(f"{k} {v['ap50']:.3f}/{v['ap']:.3f}" for k, v in r["per_class"].items())
         sizes = " ".join(
@@ -105,6 +151,11 @@ def main() -> None:
         )
         print(f"{r['data']}: AP50 {r['ap50']:.3f} AP {r['ap']:.3f} | per class AP50/AP: {classes}")
         print(f"  sighting recall at score {args.score}: {sizes}")
+        for value, g in r.get("by", {}).get(args.by, {}).items():
+            classes = " ".join(
+                f"{k} {v['ap50']:.3f} (n={v['objects']})" for k, v in g["per_class"].items()
+            )
+            print(f"  {args.by} {value} ({g['images']} images): AP50 {g['ap50']:.3f} | {classes}")
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=1))
 
