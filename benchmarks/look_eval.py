@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -80,10 +81,14 @@ def by_look(
     gt: COCO, dets: List[Dict[str, Any]], field: str, names: List[str]
 ) -> Dict[str, Dict[str, Any]]:
     """AP50/AP overall and per class (with its object count) for each value of the images'
-    `look[field]`; images without that field group under `?`."""
+    `look[field]`; images without that field group under `?`. A field no image records
+    (a typo, or a set made without looks) raises ValueError naming the fields there are."""
     groups: Dict[str, List[int]] = {}
     for img in gt.dataset["images"]:
         groups.setdefault(str(img.get("look", {}).get(field, "?")), []).append(img["id"])
+    if list(groups) == ["?"]:
+        known = sorted({k for img in gt.dataset["images"] for k in img.get("look", {})})
+        raise ValueError(f"no image records look field {field!r} (fields: {known or 'none'})")
     out = {}
     for value, ids in sorted(groups.items()):
         keep = set(ids)
@@ -125,7 +130,11 @@ def evaluate(model: Path, data_root: Path, score: float, by: str = "") -> Dict[s
         "sighting_recall": sighting_recall(data, dets, score),
     }
     if by:
-        out["by"] = {by: by_look(gt, dets, by, data.class_names)}
+        try:
+            out["by"] = {by: by_look(gt, dets, by, data.class_names)}
+        except ValueError as e:
+            print(f"look_eval: {data_root}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     return out
 
 

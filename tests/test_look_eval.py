@@ -83,3 +83,8 @@ def test_by_look_scores_each_group_on_its_own_images() -> None:
     assert out["?"]["images"] == 1 and out["?"]["ap50"] == pytest.approx(1.0)
     # the whole set's figure sits between the groups': the split is not the whole set again
     assert 0.0 < _look_eval().coco_metrics(gt, dets)[0].ap50 < 1.0
+
+
+def test_by_look_names_a_field_no_image_records() -> None:
+    with pytest.raises(ValueError, match=r"'backgrund' \(fields: \['background', 'family'\]\)"):
+        _look_eval().by_look(_gt(), [], "backgrund", NAMES)
