@@ -15,8 +15,6 @@ image of a `fod synth` set records (family, background, lighting, container, ...
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -91,29 +89,21 @@ def by_look(
         raise ValueError(f"no image records look field {field!r} (fields: {known or 'none'})")
     out = {}
     for value, ids in sorted(groups.items()):
-        keep = set(ids)
-        sub = COCO()  # the group's images and boxes only: COCOeval's means are per group
-        sub.dataset = {
-            "images": [i for i in gt.dataset["images"] if i["id"] in keep],
-            "annotations": [a for a in gt.dataset["annotations"] if a["image_id"] in keep],
-            "categories": gt.dataset["categories"],
-        }
-        with contextlib.redirect_stdout(io.StringIO()):
-            sub.createIndex()
-        metrics, ev = coco_metrics(sub, [d for d in dets if d["image_id"] in keep])
-        counts = {
-            c["name"]: len(sub.getAnnIds(catIds=[c["id"]])) for c in sub.dataset["categories"]
-        }
+        metrics, ev = coco_metrics(gt, dets, img_ids=ids)  # the group's images only
         classes = (
             per_class_ap(ev, names)
             if ev is not None
             else {n: {"ap50": 0.0, "ap": 0.0} for n in names}
         )
+        objects = {
+            c["name"]: len(gt.getAnnIds(imgIds=ids, catIds=[c["id"]]))
+            for c in gt.dataset["categories"]
+        }
         out[value] = {
             "images": len(ids),
             "ap50": metrics.ap50,
             "ap": metrics.ap,
-            "per_class": {n: {**v, "objects": counts.get(n, 0)} for n, v in classes.items()},
+            "per_class": {n: {**v, "objects": objects.get(n, 0)} for n, v in classes.items()},
         }
     return out
 

@@ -10,7 +10,7 @@ import contextlib
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -33,8 +33,11 @@ def load_gt(annotations: Path) -> COCO:
         return COCO(str(annotations))
 
 
-def coco_metrics(gt: COCO, detections: List[Dict[str, Any]]) -> Tuple[Metrics, Optional[COCOeval]]:
-    """Metrics of `detections` ([{image_id, category_id, bbox xywh, score}]) against `gt`.
+def coco_metrics(
+    gt: COCO, detections: List[Dict[str, Any]], img_ids: Optional[Sequence[int]] = None
+) -> Tuple[Metrics, Optional[COCOeval]]:
+    """Metrics of `detections` ([{image_id, category_id, bbox xywh, score}]) against `gt`,
+    on the images `img_ids` only when given (COCOeval's own restriction: a part of a set).
 
     No detection at all scores 0 everywhere (pycocotools cannot load an empty result).
     A metric that COCO marks undefined (-1, e.g. no small boxes in the set) is reported as 0.
@@ -44,6 +47,8 @@ def coco_metrics(gt: COCO, detections: List[Dict[str, Any]]) -> Tuple[Metrics, O
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, "bbox")
+        if img_ids is not None:
+            ev.params.imgIds = sorted(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

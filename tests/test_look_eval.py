@@ -14,7 +14,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "look_eval.py"
 NAMES = ["fiber", "particle", "glass_flake"]
 
 
-def _look_eval():
+@pytest.fixture(scope="module")
+def look_eval():
+    """The script as a module, loaded once (it is not a package)."""
     spec = importlib.util.spec_from_file_location("look_eval", SCRIPT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -53,7 +55,7 @@ def _gt() -> COCO:
     return gt
 
 
-def test_by_look_scores_each_group_on_its_own_images() -> None:
+def test_by_look_scores_each_group_on_its_own_images(look_eval) -> None:
     gt = _gt()
     # Exact boxes on the checker images and the look-less one; the stripes images get a
     # detection far from any object.
@@ -68,7 +70,7 @@ def test_by_look_scores_each_group_on_its_own_images() -> None:
         if a["image_id"] in (1, 2, 5)
     ]
     dets += [{"image_id": 3, "category_id": 1, "bbox": [40, 40, 10, 10], "score": 0.9}]
-    out = _look_eval().by_look(gt, dets, "background", NAMES)
+    out = look_eval.by_look(gt, dets, "background", NAMES)
     assert sorted(out) == ["?", "checker", "stripes"]
     assert out["checker"]["images"] == 2 and out["checker"]["ap50"] == pytest.approx(1.0)
     assert out["stripes"]["ap50"] == 0.0
@@ -82,9 +84,9 @@ def test_by_look_scores_each_group_on_its_own_images() -> None:
     )
     assert out["?"]["images"] == 1 and out["?"]["ap50"] == pytest.approx(1.0)
     # the whole set's figure sits between the groups': the split is not the whole set again
-    assert 0.0 < _look_eval().coco_metrics(gt, dets)[0].ap50 < 1.0
+    assert 0.0 < look_eval.coco_metrics(gt, dets)[0].ap50 < 1.0
 
 
-def test_by_look_names_a_field_no_image_records() -> None:
+def test_by_look_names_a_field_no_image_records(look_eval) -> None:
     with pytest.raises(ValueError, match=r"'backgrund' \(fields: \['background', 'family'\]\)"):
-        _look_eval().by_look(_gt(), [], "backgrund", NAMES)
+        look_eval.by_look(_gt(), [], "backgrund", NAMES)
