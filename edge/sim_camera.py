@@ -43,15 +43,18 @@ class SimCamera:
         """The next container's reader, opened ahead of its trigger (0.1-0.3 s, and
         seconds for the first video while the runtime starts) so that `show` is on time.
         The file is read once first: from a video not in the page cache, single frame reads
-        at capture time took 0.1-0.8 s (late frames, `camera_drop`); the disk is read here."""
-        with contextlib.suppress(OSError):  # a missing file: the reader says so, below
-            video.read_bytes()
+        at capture time took 0.1-0.8 s (late frames, `camera_drop`); the disk is read here,
+        in chunks, so a long video warms the cache without being held in memory."""
+        with contextlib.suppress(OSError), video.open("rb") as f:  # missing: the reader says so
+            while f.read(1 << 20):
+                pass
         return self.open_reader(f"file:{video}")
 
-    def show(self, video: Path, cid: str, reader: Any = None) -> None:
-        new = reader if reader is not None else self.open(video)  # unlocked: opening is slow
+    def show(self, cid: str, reader: Any) -> None:
+        """Container `cid` is now in front of the camera; `reader` (from `open`, called
+        ahead: opening is slow) gives its frames."""
         with self._lock:
-            old, self._src, self.cid = self._src, new, cid
+            old, self._src, self.cid = self._src, reader, cid
             if self._last is not None:
                 self._stale = Frame(self._last, time.monotonic() - 0.05)
         if old is not None:

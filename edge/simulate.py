@@ -342,7 +342,7 @@ def run_line(
             _sleep_until(t)
             cid = f"{c.id}-{i}"
             injector.draw(cid)
-            camera.show(c.video, cid, reader)
+            camera.show(cid, reader)
             current[0] = (cid, 0)
             edge = drive_trigger(trigger_pin, injector.take("bounce", cid))
             out.append(Physical(f"{c.id}-{i}", c.label, edge))

@@ -244,17 +244,32 @@ def test_sim_camera_open_reads_the_file_and_names_a_missing_one(
     with pytest.raises(SourceError, match=r"nothere\.avi: no such video file"):
         cam.open(tmp_path / "nothere.avi")
     events: list = []
-    read_bytes = Path.read_bytes
+    path_open = Path.open
 
-    def recording(self: Path) -> bytes:
-        events.append(f"read {self.name}")
-        return read_bytes(self)
+    class Recording:  # the file as `open` reads it: how many bytes, in what chunks
+        def __init__(self, f) -> None:
+            self.f = f
 
-    monkeypatch.setattr(Path, "read_bytes", recording)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def read(self, n: int) -> bytes:
+            got = self.f.read(n)
+            events.append(f"read {len(got)} of at most {n}")
+            return got
+
+    (tmp_path / "v.avi").write_bytes(b"x" * (3 << 20))
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: Recording(path_open(self, *a, **k)))
     cam = SimCamera(lambda spec: events.append(f"open {spec}"), Injector({}, 0), stall_s=0.0)
-    (tmp_path / "v.avi").write_bytes(b"x")
     cam.open(tmp_path / "v.avi")
-    assert events == ["read v.avi", f"open file:{tmp_path / 'v.avi'}"]
+    mib = 1 << 20  # the whole file, in chunks that never hold it all, before the reader opens
+    assert events == [f"read {mib} of at most {mib}"] * 3 + [
+        f"read 0 of at most {mib}",
+        f"open file:{tmp_path / 'v.avi'}",
+    ]
 
 
 def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
@@ -283,7 +298,7 @@ def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
             self.closed = True
 
     cam = SimCamera(lambda spec: SlowReader(), Injector({}, 0), stall_s=0.0)
-    cam.show(tmp_path / "c0.avi", "c0")
+    cam.show("c0", cam.open(tmp_path / "c0.avi"))
     done = threading.Event()
 
     def camera_stage() -> None:
@@ -294,7 +309,7 @@ def test_sim_camera_never_closes_a_reader_mid_read(tmp_path: Path) -> None:
     t.start()
     try:
         for i in range(300):
-            cam.show(tmp_path / f"c{i}.avi", f"c{i}")
+            cam.show(f"c{i}", cam.open(tmp_path / f"c{i}.avi"))
             time.sleep(0.001)
     finally:
         done.set()
