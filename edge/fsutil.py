@@ -37,11 +37,16 @@ def atomic_output(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
+def iter_chunks(path: PathLike, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes in chunks of at most `size`: a large file is never held whole."""
+    with Path(path).open("rb") as f:
+        yield from iter(lambda: f.read(size), b"")
+
+
 def sha256_file(path: PathLike) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter_chunks(path):
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
+from .fsutil import iter_chunks
 from .sources import Frame
 
 if TYPE_CHECKING:  # simulate.py imports this module
@@ -45,8 +46,8 @@ class SimCamera:
         The file is read once first: from a video not in the page cache, single frame reads
         at capture time took 0.1-0.8 s (late frames, `camera_drop`); the disk is read here,
         in chunks, so a long video warms the cache without being held in memory."""
-        with contextlib.suppress(OSError), video.open("rb") as f:  # missing: the reader says so
-            while f.read(1 << 20):
+        with contextlib.suppress(OSError):  # a missing file: the reader says so, below
+            for _ in iter_chunks(video):
                 pass
         return self.open_reader(f"file:{video}")
 
