@@ -269,6 +269,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if failed and not any(faults.values()):  # none injected: a stage down is a bug
+        print(
+            f"fod simulate: the runtime failed with no fault injected: {failed}; every "
+            f"container from then on was rejected (summary {args.out / 'summary.json'})",
+            file=sys.stderr,
+        )
+        return 3  # as `fod run` exits after a failed stage
     return 0
 
 

@@ -78,6 +78,27 @@ def test_every_fault_class_rejects_physically_and_is_audited(
         assert s["failed"] and "inference" in s["failed"]
 
 
+def test_a_decision_bug_with_no_fault_injected_rejects_and_exits_3(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A real bug, not an injected fault: the decision rule raises on every container. The
+    stage is restarted until it stays down; every container is rejected at the pins, the
+    alarm is raised, and the run is red (3, as `fod run`), not a quiet 0."""
+    import edge.runtime
+
+    def broken(*_a, **_k):
+        raise ZeroDivisionError("a bug in the decision rule")
+
+    monkeypatch.setattr(edge.runtime, "decide", broken)
+    assert main(_argv(bundle, small_set, tmp_path / "sim", "")) == 3
+    cap = capsys.readouterr()
+    s = json.loads(cap.out)
+    assert s["injected"] == {} and s["failed"] and "inference" in s["failed"]
+    assert s["physically_passed"] == 0 and s["alarms"] >= 1  # min_evidence 99: else all pass
+    assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0 and not s["violations"]
+    assert "no fault injected" in cap.err and s["failed"] in cap.err
+
+
 def test_faults_with_the_reject_wiring(bundle: Path, small_set: Path, tmp_path: Path, capsys):
     s = _simulate(bundle, small_set, tmp_path / "sim", "camera_drop=0.5,nan=0.5", capsys, "reject")
     assert s["wiring"] == "reject"
