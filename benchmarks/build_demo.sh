@@ -7,9 +7,10 @@
 # cpu: 2 cores, ~3 h (native-resolution crops: a first schedule of 8 epochs, then shorter
 # ones of EXTRA="3 4" epochs, each from the previous best.pt, its lr steps again); gpu: one
 # GPU, full frames, one schedule (EXTRA="" unless set).
-# Each stage is skipped when its output exists, so an interrupted build continues where it
-# stopped. TEACHER=ckpt distils the student from a trained teacher (`fod distill --method
-# ours`) instead of training it alone. ZERO_INIT=1 starts the student alone's first schedule
+# Each stage is skipped when its output exists, and a training schedule killed part-way
+# resumes from its last.pt, so an interrupted build continues where it stopped.
+# TEACHER=ckpt distils the student from a trained teacher (`fod distill --method ours`)
+# instead of training it alone. ZERO_INIT=1 starts the student alone's first schedule
 # with `--zero-init-residual` (default 0: the plain random init, the cpu build the README
 # measures through all three schedules; zero-init was ahead after the first schedule and
 # behind after the second, one run each); a distilled student always starts from the plain
@@ -40,8 +41,19 @@ step() {  # step OUTPUT CMD...: run CMD unless OUTPUT exists; record it for the 
   local cmd="fod ${*:2}"  # as a user types it, whatever FOD points at, paths under WORK/
   RECIPE+=(--recipe "${cmd//"$WORK"/WORK}")
   if [[ -e $out ]]; then echo "== $out exists, skipped: $*"; return; fi
-  echo "== $*"
-  "$@"
+  local run=("$@") dir=${out%/best.pt}
+  if [[ $out == */best.pt && -f $dir/last.pt ]]; then
+    # A schedule killed part-way left its last epoch: continue it (its lr, its optimizer
+    # state) instead of starting over; --resume replaces the --init it started from.
+    run=()
+    while (($#)); do
+      if [[ $1 == --init ]]; then shift 2; continue; fi
+      run+=("$1"); shift
+    done
+    run+=(--resume "$dir/last.pt")
+  fi
+  echo "== ${run[*]}"
+  "${run[@]}"
 }
 
 # Training families only (random); the held-out look is for measuring generalisation.

@@ -23,8 +23,9 @@ with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps(args) + "\\n")
 out = Path(args[args.index("--out") + 1])
 if args[0] in ("train", "distill"):
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)  # a resumed schedule writes into its own folder
     (out / "best.pt").write_text("")
+    (out / "last.pt").write_text("")
 elif args[0] == "export":
     out.write_text("")
 elif args[0] == "calibrate":
@@ -111,3 +112,28 @@ def test_teacher_distils_the_first_schedule_and_a_rerun_skips_every_stage(tmp_pa
     r = _run(tmp_path, "gpu", TEACHER="/models/teacher.pt")
     assert r.returncode == 0 and len(_calls(tmp_path)) == n  # all outputs exist: nothing runs
     assert r.stdout.count("exists, skipped") == 7
+
+
+def test_a_schedule_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    r = _run(tmp_path, EXTRA="3 4")
+    assert r.returncode == 0, r.stderr
+    w = tmp_path / "w"
+    (w / "run-2" / "best.pt").unlink()  # killed after an epoch: last.pt only
+    (w / "run-3").rename(w / "gone")  # and the schedules after it never started
+    for stage in ("demo.onnx", "cal-out", "bundle"):
+        shutil.move(str(w / stage), str(tmp_path / stage))
+    (tmp_path / "calls").unlink()
+    r = _run(tmp_path, EXTRA="3 4")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert [c[0] for c in calls] == ["train", "train", "export", "calibrate", "bundle"]
+    resumed, fresh = calls[:2]
+    assert "--init" not in resumed  # the CLI refuses --init with --resume
+    assert resumed[resumed.index("--resume") + 1] == str(w / "run-2" / "last.pt")
+    assert resumed[resumed.index("--out") + 1] == str(w / "run-2")
+    assert fresh[fresh.index("--init") + 1] == str(w / "run-2" / "best.pt")
+    assert "--resume" not in fresh
+    # The recipe still says how the bundle is made: the uninterrupted commands.
+    bundle = calls[-1]
+    recipe = [bundle[i + 1] for i, a in enumerate(bundle) if a == "--recipe"]
+    assert "--init WORK/run/best.pt" in recipe[4] and "--resume" not in " ".join(recipe)

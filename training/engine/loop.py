@@ -195,7 +195,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
                 train_config=cfg.to_json(),
                 **task.extra_state(),
             )
-            for name in ("last.pt",) + (("best.pt",) if improved or val is None else ()):
+            # best.pt first: killed between the two, a resume repeats one epoch, never skips
+            # the final best.pt a finished schedule is known by.
+            for name in (("best.pt",) if improved or val is None else ()) + ("last.pt",):
                 save_checkpoint(
                     cfg.out / name,
                     task.detector,
