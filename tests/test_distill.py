@@ -192,6 +192,23 @@ def test_ablation_switches_and_export(small_set, teacher, tmp_path, capsys) -> N
     assert onnx_path.stat().st_size > 0
 
 
+def test_resume_continues_the_student_and_its_adapters(small_set, teacher, tmp_path) -> None:
+    out = tmp_path / "r"
+    more = ("--method", "ours", "--epochs", "2", "--batch", "4")
+    assert main(distill_args(small_set, teacher, out, 3, *more)) == 0  # one epoch of 3
+    first = torch.load(out / "last.pt", weights_only=True)
+    assert any(v.abs().sum() > 0 for v in first["adapters"].values())  # moved off their zeros
+    # lr 0: what the resumed run saves is what it loaded, adapters included.
+    resume = ("--resume", str(out / "last.pt"), "--lr", "0")
+    assert main(distill_args(small_set, teacher, out, 6, *more, *resume)) == 0
+    again = torch.load(out / "last.pt", weights_only=True)
+    assert again["iter"] == 6 and again["train_config"]["resume"] == str(out / "last.pt")
+    for name, v in first["adapters"].items():
+        assert torch.equal(v, again["adapters"][name]), name
+    w = [k for k in first["state_dict"] if k.endswith(".weight")]  # parameters, not BN stats
+    assert all(torch.equal(first["state_dict"][k], again["state_dict"][k]) for k in w)
+
+
 def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
     other = tmp_path / "t64.pt"
     cfg = arch_config("gfl-r18", 3, teacher=True, channels=64, stacked_convs=2)

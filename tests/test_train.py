@@ -288,7 +288,26 @@ def test_resume_other_arch_refused(
             *SMALL_MODEL,
         ]
     )
-    assert rc == 2 and "another config or class count" in capsys.readouterr().err
+    assert rc == 2 and "checkpoint is gfl-r18, not --arch gfl-r50" in capsys.readouterr().err
+
+
+def test_resume_a_run_started_from_init_continues_the_checkpoints_model(
+    small_set: Path, tmp_path: Path
+) -> None:
+    # The demo build's second schedule: --init from a zero-init first schedule. The model
+    # trained is the checkpoint's (its config records zero_init_residual), so a resume
+    # without --init must rebuild that one, not the flags' and refuse the mismatch.
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["train", "--data", str(small_set), *SMALL_MODEL, "--batch", "4"]
+    zi = ["--zero-init-residual", "--max-iters", "1", "--lr", "0", "--out", str(first)]
+    assert main([*base, *zi]) == 0
+    args = [*base, "--epochs", "2", "--out", str(second)]
+    assert main([*args, "--init", str(first / "last.pt"), "--max-iters", "3"]) == 0
+    assert main([*args, "--resume", str(second / "last.pt")]) == 0
+    _, cfg, _, ckpt = load_detector(second / "last.pt")
+    assert cfg == load_detector(first / "last.pt")[1] and cfg.backbone.zero_init_residual
+    assert json.loads((second / "metrics.json").read_text())["iterations"] == 6
+    assert ckpt["train_config"]["fpn_channels"] == cfg.fpn.channels  # the record says so too
 
 
 def test_eval_other_class_count_refused(

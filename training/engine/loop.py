@@ -109,11 +109,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
 
     start_epoch, it, best_ap = 0, 0, -1.0
     if cfg.resume is not None:
-        ckpt = read_checkpoint(cfg.resume)
-        if ckpt["arch"] != task.arch or ckpt["model_config"] != task.detector_config.to_dict():
-            raise FodError(
-                f"{cfg.resume}: checkpoint is {ckpt['arch']} with another config or class count"
-            )
+        ckpt = read_checkpoint(cfg.resume)  # the task was built from its architecture
         task.detector.load_state_dict(ckpt["state_dict"])
         task.load_extra_state(ckpt)
         opt.load_state_dict(ckpt["optimizer"])

@@ -92,15 +92,24 @@ class DetectorTask:
     """Plain detection training: the GFL criterion on the model's own outputs."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingData) -> None:
-        init = read_checkpoint(cfg.init) if cfg.init is not None else None
-        if init is not None:  # fine-tuning: the checkpoint's architecture, its weights
-            if list(init["class_names"]) != data.class_names:
+        # Fine-tuning (--init) or continuing (--resume): the checkpoint's architecture,
+        # whatever the flags say. A run started from --init never had the flags' own.
+        source = cfg.init if cfg.init is not None else cfg.resume
+        ckpt = read_checkpoint(source) if source is not None else None
+        init = ckpt if cfg.init is not None else None
+        if ckpt is not None:
+            if list(ckpt["class_names"]) != data.class_names:
                 raise FodError(
-                    f"{cfg.init}: trained on classes {init['class_names']}, "
+                    f"{source}: trained on classes {ckpt['class_names']}, "
                     f"{cfg.data} has {data.class_names}"
                 )
-            self.detector_config = DetectorConfig.from_dict(init["model_config"])
-            self.arch = str(init["arch"])
+            if cfg.resume is not None and ckpt["arch"] != cfg.arch:
+                raise FodError(
+                    f"{source}: checkpoint is {ckpt['arch']}, not --arch {cfg.arch} "
+                    "(--resume continues the run it names)"
+                )
+            self.detector_config = DetectorConfig.from_dict(ckpt["model_config"])
+            self.arch = str(ckpt["arch"])
         else:
             self.detector_config = arch_config(
                 cfg.arch,
@@ -114,7 +123,7 @@ class DetectorTask:
             self.arch = cfg.arch
         self.detector, self.criterion, self.post = build_detector(
             self.detector_config,
-            None if init is not None else cfg.backbone_weights,
+            None if ckpt is not None else cfg.backbone_weights,
             nearest=cfg.assign == "atss-near",
         )
         if init is not None:
@@ -168,9 +177,9 @@ def fit(
 
 
 def as_trained(cfg: TrainConfig, task: DetectorTask) -> TrainConfig:
-    """The config as the checkpoints record it: with --init, the model trained is the
-    checkpoint's, whatever the architecture flags said."""
-    if cfg.init is None:
+    """The config as the checkpoints record it: with --init or --resume, the model trained
+    is the checkpoint's, whatever the architecture flags said."""
+    if cfg.init is None and cfg.resume is None:
         return cfg
     d = task.detector_config
     return dataclasses.replace(
