@@ -103,13 +103,42 @@ def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
     return out
 
 
-def truth_from_sequences(path: Path) -> Dict[str, str]:
-    """Container id -> accept/reject; only ids and labels are needed (no videos)."""
+LABELS = ("accept", "reject")
+
+
+def read_sequences(path: Path) -> List[Tuple[str, Optional[str], str]]:
+    """(container id, video path relative to the file's folder or None, label) per
+    container of a `sequences.json`, checked: a label the study does not know would count
+    the container on neither side and leave a rate empty instead of refusing the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {f"c{c['id']:06d}": c["label"] for c in data["containers"]}
+        containers = json.loads(path.read_text(encoding="utf-8"))["containers"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FodError(f"{path}: not a sequences file from `fod synth`: {e}") from None
+    if not isinstance(containers, list) or not containers:
+        raise FodError(f"{path}: 'containers' must be a non-empty list")
+    out: List[Tuple[str, Optional[str], str]] = []
+    seen = set()
+    for i, c in enumerate(containers):
+        where = f"{path}: containers[{i}]"
+        if not isinstance(c, dict):
+            raise FodError(f"{where} is not an object")
+        cid, video, label = c.get("id"), c.get("path"), c.get("label")
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0:
+            raise FodError(f"{where}: 'id' must be a non-negative integer, got {cid!r}")
+        if cid in seen:
+            raise FodError(f"{where}: id {cid} appears twice")
+        seen.add(cid)
+        if label not in LABELS:
+            raise FodError(f"{where}: 'label' must be one of {LABELS}, got {label!r}")
+        if video is not None and (not isinstance(video, str) or not video):
+            raise FodError(f"{where}: 'path' must name the container's video, got {video!r}")
+        out.append((f"c{cid:06d}", video, label))
+    return out
+
+
+def truth_from_sequences(path: Path) -> Dict[str, str]:
+    """Container id -> accept/reject; only ids and labels are needed (no videos)."""
+    return {cid: label for cid, _, label in read_sequences(path)}
 
 
 def write_report(res: KnappResult, out_dir: Path) -> None:

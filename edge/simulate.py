@@ -16,7 +16,6 @@ the SQLite INSERT (`audit_error`).
 from __future__ import annotations
 
 import collections
-import json
 import random
 import sqlite3
 import threading
@@ -31,7 +30,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockPin
 from .audit import audit_files
 from .errors import FodError
 from .jobs import Job
-from .knapp import share
+from .knapp import read_sequences, share
 from .sim_camera import SimCamera
 
 FAULT_KINDS = (
@@ -178,15 +177,14 @@ class Container:
 
 def load_sequences(folder: Path) -> List[Container]:
     path = folder / "sequences.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        out = [
-            Container(f"c{c['id']:06d}", folder / c["path"], c["label"]) for c in data["containers"]
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FodError(f"{path}: not a sequences file from `fod synth`: {e}") from None
-    if not out:
-        raise FodError(f"{path}: no containers")
+    out = []
+    for cid, video, label in read_sequences(path):
+        # refused before the line starts, not as camera faults on the line
+        if video is None:
+            raise FodError(f"{path}: {cid} names no video ('path')")
+        if not (folder / video).is_file():
+            raise FodError(f"{path}: {cid}'s video {folder / video} not found")
+        out.append(Container(cid, folder / video, label))
     return out
 
 

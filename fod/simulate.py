@@ -146,9 +146,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise FodError(f"{args.out / 'audit'}: exists; pass a new --out, or --append to add to it")
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
-    args.out.mkdir(parents=True, exist_ok=True)
     seq_dir = args.sequences
-    if seq_dir is None:
+    if seq_dir is not None:  # checked before anything is written: a bad set leaves no --out
+        containers = load_sequences(seq_dir)
+        args.out.mkdir(parents=True, exist_ok=True)
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
         from training.data.synth import SynthConfig
         from training.data.synth_writer import write_synthetic_set
 
@@ -163,7 +166,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 args.seed,
                 progress=False,
             )
-    containers = load_sequences(seq_dir)
+        containers = load_sequences(seq_dir)
     cfg = _sim_config(args, base)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)

@@ -70,3 +70,47 @@ def test_fod_knapp_from_audit(tmp_path: Path, capsys) -> None:
     assert r["reject_zone_efficiency"] == 1.0 and r["false_reject_rate"] == 0.25
     assert (tmp_path / "k" / "knapp.png").stat().st_size > 0
     assert "| c000002 | accept | 1/4 | 0.25 | accept |" in (tmp_path / "k" / "knapp.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "containers, problem",
+    [
+        ([{"id": 1, "label": "good"}], "containers[0]: 'label' must be one of"),
+        ([{"id": "1", "label": "reject"}], "containers[0]: 'id' must be a non-negative integer"),
+        ([{"id": 1, "label": "reject", "path": 3}], "containers[0]: 'path' must name"),
+        ([{"id": 1, "label": "reject"}, {"id": 1, "label": "accept"}], "id 1 appears twice"),
+        ([], "'containers' must be a non-empty list"),
+    ],
+)
+def test_a_sequences_file_is_checked(tmp_path: Path, containers, problem) -> None:
+    from edge.knapp import truth_from_sequences
+
+    seq = tmp_path / "sequences.json"
+    seq.write_text(json.dumps({"containers": containers}))
+    with pytest.raises(FodError) as e:
+        truth_from_sequences(seq)
+    assert str(e.value).startswith(str(seq)) and problem in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        # A label outside accept/reject would count the container on neither side: the
+        # report's false-reject rate came out empty instead of the file being refused.
+        ({"id": 1, "label": "good", "path": "c.avi"}, "'label' must be one of"),
+        ({"id": 1, "label": "accept", "path": "missing.avi"}, "missing.avi not found"),
+        ({"id": 1, "label": "accept"}, "names no video"),
+    ],
+)
+def test_fod_simulate_refuses_a_bad_set_before_writing(
+    tmp_path: Path, capsys, entry, problem
+) -> None:
+    seqs = tmp_path / "seqs"
+    seqs.mkdir()
+    (seqs / "c.avi").write_bytes(b"")
+    (seqs / "sequences.json").write_text(json.dumps({"containers": [entry]}))
+    out = tmp_path / "sim"
+    assert main(["simulate", "--sequences", str(seqs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(seqs / "sequences.json") in err and problem in err
+    assert not out.exists()
