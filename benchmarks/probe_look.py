@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from edge.errors import FodError
+from edge.fsutil import atomic_write_json, staged_dir
 
 W, H, FRAMES, FPS = 640, 384, 8, 25.0
 CATEGORIES = ("fiber", "particle", "glass_flake")
@@ -37,7 +39,7 @@ CATEGORIES = ("fiber", "particle", "glass_flake")
 class Particle:
     category: int  # 1-based, as in COCO
     path: np.ndarray  # [FRAMES, 2] centre per frame
-    shape: Dict[str, float]
+    shape: Dict[str, Any]  # floats; a flake's corner angles and radii as arrays [n]
 
 
 def _disk(cx: float, cy: float, r: float) -> np.ndarray:
@@ -104,9 +106,8 @@ def _particles(rng: np.random.Generator, area: Sequence[float]) -> List[Particle
             n = int(rng.integers(4, 7))
             radius = rng.uniform(3.5, 8.0)
             shape = dict(
-                {f"a{i}": a for i, a in enumerate(np.sort(rng.uniform(0, 2 * np.pi, n)))},
-                **{f"r{i}": radius * rng.uniform(0.6, 1.0) for i in range(n)},
-                n=n,
+                angles=np.sort(rng.uniform(0, 2 * np.pi, n)),
+                radii=radius * rng.uniform(0.6, 1.0, n),
                 spin=rng.uniform(-0.2, 0.2),
                 dark=rng.uniform(15, 35),
                 edge=rng.uniform(20, 50),
@@ -131,9 +132,7 @@ def _draw_particle(img: np.ndarray, p: Particle, t: int) -> np.ndarray:
         m = _disk(cx, cy, s["radius"])
         img -= s["dark"] * m
         return m
-    k = int(s["n"])
-    a = np.array([s[f"a{i}"] for i in range(k)]) + s["spin"] * t
-    r = np.array([s[f"r{i}"] for i in range(k)])
+    a, r = s["angles"] + s["spin"] * t, s["radii"]
     pts = np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1)
     m = _poly(pts)
     edge = _poly(np.vstack([pts, pts[:1]]), 1.0)  # the glint on its broken edge
@@ -188,24 +187,34 @@ def render_container(rng: np.random.Generator, reject: bool) -> Tuple[List[np.nd
     return frames, truth
 
 
+def _write_video(path: Path, frames: Sequence[np.ndarray]) -> None:
+    fourcc = cv2.VideoWriter_fourcc(*"FFV1")  # lossless: a lossy codec erases 2-px specks
+    writer = cv2.VideoWriter(str(path), fourcc, FPS, (W, H), False)
+    if not writer.isOpened():
+        raise FodError(f"{path}: OpenCV cannot write FFV1 video (no FFmpeg backend?)")
+    try:
+        for f in frames:
+            writer.write(f)
+    finally:
+        writer.release()
+
+
 def write_set(out: Path, containers: int, seed: int) -> Dict[str, int]:
-    """The set in `out` (written beside it, then renamed: never half a set)."""
-    if out.exists():
-        raise SystemExit(f"{out}: exists; pass a new --out")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "sequences").mkdir(parents=True)
+    """The set in `out` (staged beside it, then renamed: never half a set)."""
+    with staged_dir(out) as tmp:
+        (tmp / "sequences").mkdir()
+        rows = _write_containers(tmp, containers, seed)
+    return {"containers": containers, "rejects": sum(r["label"] == "reject" for r in rows)}
+
+
+def _write_containers(root: Path, containers: int, seed: int) -> List[Dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(1, containers + 1):
         reject = bool(rng.random() < 0.5)
         frames, truth = render_container(rng, reject)
         rel = f"sequences/c{i:06d}.avi"
-        fourcc = cv2.VideoWriter_fourcc(*"FFV1")  # lossless: a lossy codec erases 2-px specks
-        writer = cv2.VideoWriter(str(tmp / rel), fourcc, FPS, (W, H), False)
-        for f in frames:
-            writer.write(f)
-        writer.release()
+        _write_video(root / rel, frames)
         rows.append(
             {"id": i, "path": rel, "label": "reject" if reject else "accept", "num_frames": FRAMES,
              "width": W, "height": H, "fps": FPS, "frames": truth}
@@ -215,11 +224,10 @@ def write_set(out: Path, containers: int, seed: int) -> Dict[str, int]:
         for i, n in enumerate(CATEGORIES)
     ]
     info = {"description": "pharma-fod probe look (benchmarks/probe_look.py)", "seed": seed}
-    (tmp / "sequences.json").write_text(
-        json.dumps({"info": info, "categories": cats, "containers": rows})
+    atomic_write_json(
+        root / "sequences.json", {"info": info, "categories": cats, "containers": rows}
     )
-    tmp.rename(out)
-    return {"containers": containers, "rejects": sum(r["label"] == "reject" for r in rows)}
+    return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -230,7 +238,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.containers < 1:
         ap.error(f"--containers must be at least 1, got {args.containers}")
-    print(json.dumps(write_set(args.out, args.containers, args.seed)))
+    try:
+        print(json.dumps(write_set(args.out, args.containers, args.seed)))
+    except FodError as e:  # e.g. --out holds a set already: refused, nothing written
+        raise SystemExit(f"probe_look: error: {e}") from None
     return 0
 
 

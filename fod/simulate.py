@@ -149,9 +149,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seq_dir = args.sequences
     if seq_dir is not None:  # checked before anything is written: a bad set leaves no --out
         containers = load_sequences(seq_dir)
-        args.out.mkdir(parents=True, exist_ok=True)
-    else:
-        args.out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if seq_dir is None:
         from training.data.synth import SynthConfig
         from training.data.synth_writer import write_synthetic_set
 
