@@ -102,9 +102,10 @@ def run_bench(
             pending.append(Detections(boxes_to_source(d.boxes, lb), d.scores, d.labels))
         t4 = clock()
         decided = 0.0
+        in_frame = decision.in_frame(lbs[0].src_h)  # its distances in the frames' px
         while len(pending) >= cfg.frames:
             td = clock()
-            decide(pending[: cfg.frames], info.class_names, decision)
+            decide(pending[: cfg.frames], info.class_names, in_frame)
             del pending[: cfg.frames]
             ms = (clock() - td) * 1e3
             timer.add("decision", ms)

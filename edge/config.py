@@ -198,6 +198,8 @@ def _check(cfg: LineConfig, source: str) -> None:
         top = 100 if key in ("moving_weight", "static_weight", "rising_weight") else 1
         if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
+    if d.match_distance == 0:  # every track one sighting long: a particle would never reject
+        raise ConfigError(f"{source}: decision.match_distance must be > 0 px")
     for name, thr in d.class_thresholds.items():
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
             raise ConfigError(

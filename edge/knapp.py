@@ -136,6 +136,21 @@ def read_sequences(path: Path) -> List[Tuple[str, Optional[str], str]]:
     return out
 
 
+def sequences_frame_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(w, h) that every container of a `sequences.json` declares, None where none
+    declares one; a set of mixed sizes is refused (one camera takes one size)."""
+    containers = json.loads(path.read_text(encoding="utf-8"))["containers"]
+    sizes = {(c.get("width"), c.get("height")) for c in containers} - {(None, None)}
+    if not sizes:
+        return None
+    (w, h), *more = sizes
+    if more or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+        raise FodError(
+            f"{path}: containers must share one width x height, got {sorted(sizes, key=str)}"
+        )
+    return w, h
+
+
 def truth_from_sequences(path: Path) -> Dict[str, str]:
     """Container id -> accept/reject; only ids and labels are needed (no videos)."""
     return {cid: label for cid, _, label in read_sequences(path)}

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .audit_verify import iter_rows
+from .bundle import open_bundle
+from .config import LineConfig
 from .decision import DecisionConfig, decide
 from .errors import FodError
 from .knapp import container_of, share
@@ -80,6 +82,19 @@ def frame_detections(frames: Sequence[Sequence[Sequence[float]]]) -> List[Detect
             )
         )
     return out
+
+
+def line_decision(cfg: LineConfig) -> DecisionConfig:
+    """The line's [decision] for its camera's frames, where the audit's detections are: a
+    camera.height of 0 is the model's, read from the bundle the config names."""
+    height = cfg.camera.height
+    if not height and cfg.decision.reference_height:
+        with open_bundle(Path(cfg.model.bundle)) as b:
+            size = b.manifest.get("input_size")
+        if not (isinstance(size, list) and len(size) == 2 and isinstance(size[1], int)):
+            raise FodError(f"{cfg.model.bundle}: manifest input_size is not [w, h]: {size!r}")
+        height = size[1]
+    return cfg.decision.in_frame(height) if height else cfg.decision
 
 
 def lowest_threshold(cfg: DecisionConfig) -> float:

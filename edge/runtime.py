@@ -64,6 +64,7 @@ class Runtime:
         self.frame_shape = tuple(frame_shape)
         self.names = detector.info.class_names
         self.decide = decide  # the decision rule (simulation injects a crash here)
+        self.decision = cfg.decision.in_frame(self.frame_shape[0])  # distances in frame px
         depth = cfg.timing.queue_depth
         self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
@@ -258,7 +259,7 @@ class Runtime:
         out.image, out.detections = v.image, v.detections
 
     def _rule(self, dets: List[Detections]) -> Decision:
-        return self.decide(dets, self.names, self.cfg.decision)
+        return self.decide(dets, self.names, self.decision)
 
     def _audit_step(self) -> None:
         out = self._get(self.recorder.queue, "audit")

@@ -178,7 +178,7 @@ def _replay(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from edge.fsutil import atomic_write_bytes
     from edge.knapp import container_of, truth_from_sequences
-    from edge.replay import recorded_containers, replay, summarize
+    from edge.replay import line_decision, recorded_containers, replay, summarize
 
     if args.config is None:
         raise FodError("fod audit replay needs --config: the line config to decide with")
@@ -187,7 +187,7 @@ def _replay(args: argparse.Namespace) -> int:
     rows = replay(
         recorded_containers(args.folder),
         names,
-        cfg.decision,
+        line_decision(cfg),
         cfg.postprocess.score_threshold,
     )
     truth = truth_from_sequences(args.truth) if args.truth else None

@@ -69,9 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
-def _sim_config(args: argparse.Namespace, base):
+def _sim_config(args: argparse.Namespace, base, frame_size=None):
     """The simulation's line config: mock pins with a trigger input, a fresh audit folder;
-    overrides go through the same validation as a config file."""
+    overrides go through the same validation as a config file. `frame_size` (w, h): the
+    sequences' camera, where the config names none."""
     from edge.config import parse_config
 
     data = {
@@ -81,6 +82,8 @@ def _sim_config(args: argparse.Namespace, base):
         "audit": {"folder": str(args.out / "audit"), "min_free_bytes": 0},
         "metrics": {"port": base.metrics.port if args.config else 0},
     }
+    if frame_size and not (base.camera.width or base.camera.height):
+        data["camera"].update(width=frame_size[0], height=frame_size[1])
     if args.delay_ms is not None or not args.config:
         data["gpio"]["delay_ms"] = args.delay_ms or 3000.0
     if args.wiring:
@@ -114,6 +117,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.config import LineConfig, load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_json
+    from edge.knapp import sequences_frame_size
     from edge.sim_camera import SimCamera
     from edge.simulate import (
         FaultyBackend,
@@ -147,8 +151,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     seq_dir = args.sequences
+    frame_size = None
     if seq_dir is not None:  # checked before anything is written: a bad set leaves no --out
         containers = load_sequences(seq_dir)
+        frame_size = sequences_frame_size(seq_dir / "sequences.json")
     args.out.mkdir(parents=True, exist_ok=True)
     if seq_dir is None:
         from training.data.synth import SynthConfig
@@ -166,7 +172,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 progress=False,
             )
         containers = load_sequences(seq_dir)
-    cfg = _sim_config(args, base)
+    cfg = _sim_config(args, base, frame_size)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)
     fb = cfg.gpio.gate_feedback_pin  # wired to the gate relay's auxiliary contact

@@ -391,3 +391,56 @@ def test_timeline_ticks_never_overprint() -> None:
     assert tick_step(200.0) == 1  # a 5 s run: a tick per second
     assert tick_step(1040 / 200) == 10  # 100 containers at 30/min: every 10 s, 52 px apart
     assert all(tick_step(px) * px >= 40 for px in (0.05, 0.3, 3.0, 33.0))
+
+
+@pytest.mark.parametrize(
+    "steps, pulse, words",
+    [
+        # 25 px a frame at the reference height = 50 px of this camera: past match_distance
+        ([(0, 25)] * 3, False, "moving particle (150 px), seen in 4/4 frames"),
+        # A mark's box creeping 4 px = 8 px of this camera: past moving_distance (6)
+        ([(1, 0), (1.5, 0), (1.5, 0)], True, "static: mark (8 px)"),
+    ],
+)
+def test_decision_distances_scale_with_the_camera(
+    bundle: Path, tmp_path: Path, steps: list, pulse: bool, words: str
+) -> None:
+    """Distances set for a 256-px-high frame (reference_height), on a 512-px-high camera
+    letterboxed into the 320x256 model: a fast particle stays one track (rejected: no
+    pulse) and a creeping mark stays static (accepted: the gate's pulse)."""
+    steps = [(0, 0), *steps]
+    calls = {"n": 0}
+
+    def wrap(be):
+        class Scripted:
+            def infer(self, images):  # the particle's box in model px (half the camera's)
+                boxes, raw = be.infer(images)
+                boxes, out = boxes.copy(), np.zeros_like(raw)
+                n = calls["n"]
+                x = 100.0 + sum(dx for dx, _ in steps[: n + 1])
+                y = 60.0 + sum(dy for _, dy in steps[: n + 1])
+                out[:, 0, 1] = 0.9
+                calls["n"] += 1
+                boxes[:, 0] = [x, y, x + 6.0, y + 6.0]
+                return boxes, out
+
+        return Scripted()
+
+    f = MockFactory()
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        camera={"frames": len(steps), "width": 640, "height": 512},
+        decision={"reference_height": 256.0},
+    )
+    with line_runtime(cfg, f, wrap) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames(len(steps), (512, 640, 3))))
+        assert rt.drain(10)
+        assert rt.io.pulses.wait_idle(5)
+        states = [s.state for s in pin.states]
+    assert states == ([False, True, False] if pulse else [False])
+    decision, fault, reason = _rows(tmp_path)["c0"]
+    assert decision == ("accept" if pulse else "reject") and fault is None
+    assert words in reason

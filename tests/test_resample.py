@@ -1,0 +1,79 @@
+"""benchmarks/resample_sequences.py and a camera finer than the model on the simulated line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge.errors import FodError
+from edge.knapp import sequences_frame_size
+from fod.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> tuple:
+    root = tmp_path_factory.mktemp("resample")
+    src, fine = root / "src", root / "fine"
+    assert _load("probe_look").main(["--out", str(src), "--containers", "3", "--seed", "11"]) == 0
+    assert (
+        _load("resample_sequences").main(["--src", str(src), "--out", str(fine), "--factor", "2"])
+        == 0
+    )
+    return src, fine
+
+
+def test_resampled_frames_and_boxes_scale_together(sets) -> None:
+    src, fine = sets
+    assert sequences_frame_size(src / "sequences.json") == (640, 384)
+    assert sequences_frame_size(fine / "sequences.json") == (1280, 768)
+    a = json.loads((src / "sequences.json").read_text())["containers"]
+    b = json.loads((fine / "sequences.json").read_text())["containers"]
+    for ca, cb in zip(a, b):
+        for fa, fb in zip(ca["frames"], cb["frames"]):
+            assert [[2 * v for v in o["bbox"]] for o in fa] == [o["bbox"] for o in fb]
+        cap = cv2.VideoCapture(str(fine / cb["path"]))
+        ok, frame = cap.read()
+        n = 1 + sum(cap.read()[0] for _ in range(20))
+        cap.release()
+        assert ok and frame.shape[:2] == (768, 1280) and n == cb["num_frames"] == 8
+
+
+def test_a_set_of_mixed_sizes_is_refused(sets, tmp_path: Path) -> None:
+    data = json.loads((sets[1] / "sequences.json").read_text())
+    data["containers"][0]["width"] = 640
+    (tmp_path / "sequences.json").write_text(json.dumps(data))
+    with pytest.raises(FodError, match="share one width x height"):
+        sequences_frame_size(tmp_path / "sequences.json")
+
+
+def test_fod_simulate_takes_the_camera_size_from_the_set(sets, tmp_path: Path, capsys) -> None:
+    """1280x768 containers before the demo's 640x384 model: the simulated camera is set to
+    the set's size, so its frames are decided (not rejected as corrupt), and the audit's
+    boxes are in the camera's pixels."""
+    out = tmp_path / "sim"
+    argv = ["simulate", "--sequences", str(sets[1]), "--containers", "3", "--rate", "60"]
+    assert main([*argv, "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["containers"] == 3 and s["audit_disagrees"] == 0 and not s["violations"]
+    assert "corrupt" not in s["faults"]
+    db = sqlite3.connect(str(next((out / "audit").glob("audit-*.db"))))
+    rows = db.execute("SELECT detections FROM containers").fetchall()
+    db.close()
+    boxes = [b for (d,) in rows for f in json.loads(d) for b in f]
+    assert boxes and max(b[3] for b in boxes) > 384  # below the model's height: camera px
