@@ -8,7 +8,8 @@
 # ones of EXTRA="3 4" epochs, each from the previous best.pt, its lr steps again); gpu: one
 # GPU, full frames, one schedule (EXTRA="" unless set).
 # Each stage is skipped when its output exists, and a training schedule killed part-way
-# resumes from its last.pt, so an interrupted build continues where it stopped.
+# resumes from its last.pt (saved every 50 iterations), so an interrupted build continues
+# where it stopped.
 # TEACHER=ckpt distils the student from a trained teacher (`fod distill --method ours`)
 # instead of training it alone. ZERO_INIT=1 starts the student alone's first schedule
 # with `--zero-init-residual` (default 0: the plain random init, the cpu build the README
@@ -65,7 +66,8 @@ step "$WORK/cal" "$FOD" synth --out "$WORK/cal" --images 300 --sequences 0 \
   --size 640x384 --seed 33 --look random
 
 COMMON=(--data "$WORK/train" --val "$WORK/val" --arch gfl-r18 --size 640x384 "${SHAPE[@]}"
-  --fpn-channels 64 --stacked-convs 2 --batch "$BATCH" --workers "$WORKERS" --device "$DEVICE")
+  --fpn-channels 64 --stacked-convs 2 --batch "$BATCH" --workers "$WORKERS" --device "$DEVICE"
+  --save-every 50)
 TRAIN_ARGS=("${COMMON[@]}" --epochs "$EPOCHS" --warmup-iters 300 --eval-interval "$EPOCHS"
   --out "$WORK/run")
 if [[ -n ${TEACHER:-} ]]; then

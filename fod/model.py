@@ -178,6 +178,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-interval", type=positive_int, default=1, help="epochs between validations"
     )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        help="also save last.pt every N iterations, so a killed run resumes mid-epoch "
+        "(default 0: at epoch ends only)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -233,6 +240,7 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         stacked_convs=args.stacked_convs,
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
+        save_every=args.save_every,
         assign=args.assign,
         init=args.init,
         replay=args.replay,

@@ -8,11 +8,12 @@ adapters when distilling); anything frozen (a teacher) stays outside it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import resource
 import time
-from typing import Any, Callable, Dict, List, Protocol, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,41 @@ class Task(Protocol):
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None: ...
 
 
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler whose next epoch can start part-way: a run resumed from a
+    checkpoint taken mid-epoch leaves out the `skip` indices it had trained (the order is
+    the epoch's own, seeded by (seed, epoch), so the rest is what the first run would
+    have seen). The skip is taken by the epoch that iterates first, then cleared."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def _check_resume_step(
+    cfg: Any, ckpt: Dict[str, Any], step: int, steps_per_epoch: int, world_size: int
+) -> None:
+    """A mid-epoch checkpoint resumes only where its batches mean the same images."""
+    if not step:
+        return
+    was = (ckpt.get("batch"), ckpt.get("world_size"))
+    if was != (cfg.batch, world_size):
+        raise FodError(
+            f"{cfg.resume}: taken {step} batches into an epoch with --batch {was[0]} on "
+            f"{was[1]} process(es); resume it with the same, not --batch {cfg.batch} on "
+            f"{world_size}"
+        )
+    if step >= steps_per_epoch:
+        raise FodError(
+            f"{cfg.resume}: {step} batches into an epoch of {steps_per_epoch}: not this data"
+        )
+
+
 def _peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -81,7 +117,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         # Batch statistics over the global batch; SyncBatchNorm runs on CUDA only.
         task.module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.module)
     task.module.to(dev)
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         task.dataset, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     loader = DataLoader(
@@ -99,7 +135,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             f"{cfg.data}: {len(task.dataset)} images are fewer than one batch of "
             f"{cfg.batch} x {ctx.world_size}"
         )
-    total = cfg.epochs * len(loader)
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
     stop = min(total, cfg.max_iters) if cfg.max_iters else total
     schedule = Schedule(total, warmup_iters=min(cfg.warmup_iters, max(total // 3, 1)))
     base_lr = cfg.lr if cfg.lr is not None else 0.01 * cfg.batch * ctx.world_size / 16
@@ -107,7 +144,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     opt = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    start_epoch, it, best_ap = 0, 0, -1.0
+    start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
         ckpt = read_checkpoint(cfg.resume)  # the task was built from its architecture
         task.detector.load_state_dict(ckpt["state_dict"])
@@ -115,7 +152,12 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, it, best_ap = ckpt["epoch"] + 1, ckpt["iter"], ckpt["best_ap"]
-        log.info("resumed from %s at epoch %d, iteration %d", cfg.resume, start_epoch, it)
+        step = ckpt.get("step", 0)  # batches of epoch start_epoch already trained
+        _check_resume_step(cfg, ckpt, step, steps_per_epoch, ctx.world_size)
+        sampler.skip = step * cfg.batch
+        log.info(
+            "resumed from %s at epoch %d, batch %d, iteration %d", cfg.resume, start_epoch, step, it
+        )
 
     net = (
         DistributedDataParallel(task.module, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -129,6 +171,33 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     losses_seen: List[float] = []
     seen, t_start = 0, None
     metrics = None
+
+    def save(names: Sequence[str], epoch_done: int, step: int) -> None:
+        """Checkpoints as of iteration `it`: epochs up to `epoch_done` and `step` batches
+        of the next one trained (rank 0)."""
+        extra = dict(
+            epoch=epoch_done,
+            step=step,
+            iter=it,
+            batch=cfg.batch,
+            world_size=ctx.world_size,
+            best_ap=best_ap,
+            metrics=metrics,
+            optimizer=opt.state_dict(),
+            scaler=scaler.state_dict(),
+            train_config=cfg.to_json(),
+            **task.extra_state(),
+        )
+        for name in names:
+            save_checkpoint(
+                cfg.out / name,
+                task.detector,
+                task.detector_config,
+                task.arch,
+                task.class_names,
+                **extra,
+            )
+
     for epoch in range(start_epoch, cfg.epochs):
         if it >= stop:
             break
@@ -157,7 +226,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
-            it += 1
+            it, step = it + 1, step + 1
             losses_seen.append(loss.item())
             if t_start is None:  # the first step pays for allocation and warm-up: not counted
                 t_start = time.perf_counter()
@@ -165,6 +234,10 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
                 seen += cfg.batch * ctx.world_size
             if ctx.is_main and (it % cfg.log_interval == 0 or it == stop):
                 _log_step(writer, bar, losses, loss, lr, it, stop, cfg.log_interval)
+            mid_epoch = it < stop and step < steps_per_epoch  # else the epoch's save follows
+            if ctx.is_main and cfg.save_every and it % cfg.save_every == 0 and mid_epoch:
+                save(("last.pt",), epoch - 1, step)  # a killed run resumes from here
+        finished = step == steps_per_epoch  # all of it: not cut by --max-iters
         ctx.sync_buffers(task.module)  # evaluate and save rank 0's running statistics
         last = it >= stop or epoch + 1 == cfg.epochs
         metrics = None
@@ -181,27 +254,12 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             history.append({"epoch": epoch + 1, "iter": it, "metrics": metrics})
             improved = metrics is not None and metrics["ap"] >= best_ap
             best_ap = metrics["ap"] if improved else best_ap
-            extra = dict(
-                epoch=epoch,
-                iter=it,
-                best_ap=best_ap,
-                metrics=metrics,
-                optimizer=opt.state_dict(),
-                scaler=scaler.state_dict(),
-                train_config=cfg.to_json(),
-                **task.extra_state(),
-            )
             # best.pt first: killed between the two, a resume repeats one epoch, never skips
-            # the final best.pt a finished schedule is known by.
-            for name in (("best.pt",) if improved or val is None else ()) + ("last.pt",):
-                save_checkpoint(
-                    cfg.out / name,
-                    task.detector,
-                    task.detector_config,
-                    task.arch,
-                    task.class_names,
-                    **extra,
-                )
+            # the final best.pt a finished schedule is known by. An epoch cut short
+            # (--max-iters) is recorded as such: a resume trains its remaining batches.
+            names = (("best.pt",) if improved or val is None else ()) + ("last.pt",)
+            save(names, epoch if finished else epoch - 1, 0 if finished else step)
+        step = 0
         ctx.barrier()
 
     digests = ctx.all_gather(state_digest(task.module))

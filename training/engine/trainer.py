@@ -59,6 +59,7 @@ class TrainConfig:
     replay: Optional[Path] = None  # a set mixed into every epoch (fine-tuning without forgetting)
     replay_share: float = 0.5  # of each epoch's images drawn from `replay`
     log_interval: int = 10
+    save_every: int = 0  # iterations between mid-epoch last.pt saves (0: at epoch ends only)
 
     def validate(self) -> None:
         for name, wh in (("--size", self.size), ("--crop", self.crop)):
@@ -79,6 +80,8 @@ class TrainConfig:
                 "--zero-init-residual initialises a backbone trained from scratch; "
                 "--init and --backbone-weights bring their own weights"
             )
+        if self.save_every < 0:
+            raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
         if self.epochs < 1 or self.batch < 1:
             raise FodError("--epochs and --batch must be >= 1")
 
