@@ -4,10 +4,11 @@ view: every frame resized by --factor, every truth box scaled with it.
     python benchmarks/resample_sequences.py --src D --out D2x --factor 2
     fod simulate --bundle models/demo --sequences D2x --containers 100 --out sim-2x
 
-A line's decision must not depend on its camera's pixel count: the same containers at
-1280x768 and at 640x384 should be decided alike (`decision.reference_height`). Upsampled
-frames add no detail, so the model sees the same pixels after letterboxing; what the set
-tests is the decision's distances. FFV1 (lossless), grey, and a `sequences.json` like its
+A site moving to a finer camera of the same field of view sees its particles move more
+pixels; with its distances scaled (`decision.reference_height`) the same containers
+should be decided alike at 1280x768 and at 640x384. Upsampled frames add no detail, so
+the model sees nearly the same pixels after letterboxing; what the set tests is the
+decision's distances. FFV1 (lossless), grey, and a `sequences.json` like its
 source's (widths, heights and boxes scaled; `info.resampled_from` records the source).
 """
 

@@ -28,8 +28,9 @@ class DecisionConfig:
     track_threshold: float = 0.3  # a live track continues from this score (capped per class)
     unsure_weight: float = 0.4  # a track seen only from track_threshold counts this share (0: off)
     class_thresholds: Dict[str, float] = field(default_factory=dict)  # overrides by class name
-    # Distances are px of a frame `reference_height` px high (see in_frame); 0: the frame's px.
-    reference_height: float = 384.0
+    # Distances are px of the camera's frame, or of a frame `reference_height` px high,
+    # scaled to the camera's (see in_frame).
+    reference_height: float = 0.0
     min_size: float = 2.0  # px: a detection's longer side must reach this
     match_distance: float = 40.0  # px: largest centre jump between frames for one track
     max_gap: int = 2  # frames a track may be missed and still continue
@@ -41,12 +42,12 @@ class DecisionConfig:
     rising_weight: float = 0.0  # a rising track's frames (an air bubble) count this much
 
     def in_frame(self, height: int) -> DecisionConfig:
-        """This config for frames `height` px high: its distances scaled from
-        `reference_height` (0: taken as the frame's px, unscaled). Lamp-inspection optics
-        frame the container, so a particle's path spans the same share of any camera's
-        frame: a 768-px-high camera sees it move twice the px a 384-px-high one does,
-        whatever size the model's input is. Fixed px would split a fast particle's track
-        on the finer camera and read a mark's wobble as motion."""
+        """This config for frames `height` px high: with a `reference_height`, its
+        distances scaled from a frame that high (a camera of twice the resolution and the
+        same field of view sees a particle move twice the px); 0 (the default) takes them
+        as the frame's px. Off by default because it holds only where motion scales with
+        the frame: on `fod synth` frames rendered at 1280x800, whose particles move as
+        many px as at 640x384, scaled distances read slow particles as static marks."""
         if not height > 0:
             raise ValueError(f"frame height must be positive, got {height!r}")
         if self.reference_height == 0 or height == self.reference_height:

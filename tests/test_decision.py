@@ -305,12 +305,12 @@ def test_a_large_marks_jittering_box_is_static_a_slow_sinker_is_not() -> None:
 
 @pytest.mark.parametrize("factor", [2.0, 4.0, 5 / 3])
 def test_a_finer_camera_decides_as_the_reference_one(factor: float) -> None:
-    """The same scenes seen by a camera `factor` times finer (same field of view): with the
-    config taken in_frame(its height), every decision and track is the one the 384-px-high
-    camera gives. Fixed px would split a fast particle's track (its jumps exceed
-    match_distance) and read a mark's wobble as motion."""
+    """The same scenes seen by a camera `factor` times finer (same field of view): with
+    distances set for the 384-px-high camera (reference_height 384) and taken in_frame(its
+    height), every decision and track is the one that camera gives. Unscaled px would
+    split a fast particle's track (its jumps exceed match_distance)."""
     rng = np.random.default_rng(3)
-    cfg = DecisionConfig()
+    cfg = DecisionConfig(reference_height=384)
     fine = cfg.in_frame(round(384 * factor))
     kinds = ["rising", "sinking", "swirling", "static", "jittering"]
     for i in range(60):
@@ -324,12 +324,12 @@ def test_a_finer_camera_decides_as_the_reference_one(factor: float) -> None:
     fast = _frames([(100, 100 + 30 * t) for t in range(3)], n=3)
     seen = [Detections(d.boxes * factor, d.scores, d.labels) for d in fast]
     assert decide(seen, NAMES, fine).reject
-    # Unscaled, the finer camera's 50+ px jumps split it into three one-sighting tracks.
-    assert not decide(seen, NAMES, DecisionConfig(reference_height=0).in_frame(768)).reject
+    # Unscaled (the default), the finer camera's 50+ px jumps split it into three tracks.
+    assert not decide(seen, NAMES, DecisionConfig().in_frame(768)).reject
 
 
 def test_in_frame_scales_distances_only() -> None:
-    cfg = DecisionConfig(class_thresholds={"fiber": 0.4})
+    cfg = DecisionConfig(reference_height=384, class_thresholds={"fiber": 0.4})
     assert cfg.in_frame(384) == cfg
     fine = cfg.in_frame(768)
     assert (fine.min_size, fine.match_distance, fine.moving_distance, fine.rising_distance) == (
@@ -340,8 +340,8 @@ def test_in_frame_scales_distances_only() -> None:
     )
     assert fine.min_evidence == cfg.min_evidence and fine.class_thresholds == {"fiber": 0.4}
     assert cfg.in_frame(192).match_distance == 20.0
-    off = DecisionConfig(reference_height=0)
-    assert off.in_frame(768) == off  # distances taken as the frame's px
+    off = DecisionConfig()
+    assert off.reference_height == 0 and off.in_frame(768) == off  # the frame's px
     for bad in (0, -1, float("nan")):
         with pytest.raises(ValueError, match="frame height"):
             cfg.in_frame(bad)

@@ -136,22 +136,28 @@ def test_a_reader_that_left_gets_no_traceback(tmp_path: Path) -> None:
 
 
 def test_replay_scales_distances_to_the_recorded_camera(tmp_path: Path, capsys):
-    """An audit of a 768-px-high camera: a particle jumping 50 px a frame (25 px at the
-    384-px reference) is one track under a config that names the camera, three one-sighting
-    tracks under one whose camera is the demo model's size (384 px high, from its bundle).
-    With no camera.height and no readable bundle, the frame's height is unknown: refused."""
+    """An audit of a 768-px-high camera: a particle jumping 50 px a frame. Distances set
+    for a 384-px-high frame (reference_height 384) make it one track under a config naming
+    the camera, three one-sighting tracks when the camera is the demo model's size (384 px
+    high, read from the config's bundle) and under the default (the camera's own px).
+    With no camera.height and no readable bundle the scale is unknown: refused."""
     jumps = [[[100.0, 100.0 + 50 * t, 112.0, 112.0 + 50 * t, 0.9, 1.0]] for t in range(3)]
     with AuditLog(AuditConfig(tmp_path / "audit", min_free_bytes=0)) as log:
         log.record(ContainerRecord("c000001-0", 0, 1, "reject", "r", None, jumps, "m", "c"))
     demo = Path(__file__).resolve().parents[1] / "models" / "demo"
-    fine, model_sized, lost = (tmp_path / f"{n}.toml" for n in ("fine", "model", "lost"))
-    fine.write_text("[camera]\nwidth = 1280\nheight = 768\n")
-    model_sized.write_text(f'[model]\nbundle = "{demo}"\n')
-    lost.write_text(f'[camera]\nwidth = 1280\n[model]\nbundle = "{tmp_path / "gone"}"\n')
+    ref = "[decision]\nreference_height = 384.0\n"
+    configs = {
+        "fine": "[camera]\nwidth = 1280\nheight = 768\n" + ref,
+        "model": f'[model]\nbundle = "{demo}"\n' + ref,
+        "plain": "[camera]\nwidth = 1280\nheight = 768\n",
+        "lost": f'[camera]\nwidth = 1280\n[model]\nbundle = "{tmp_path / "gone"}"\n' + ref,
+    }
+    for name, text in configs.items():
+        (tmp_path / f"{name}.toml").write_text(text)
     audit = str(tmp_path / "audit")
-    assert main(["audit", "replay", audit, "--config", str(fine), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["reject_to_accept"] == 0
-    assert main(["audit", "replay", audit, "--config", str(model_sized), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["reject_to_accept"] == 1
-    assert main(["audit", "replay", audit, "--config", str(lost)]) == 2
+    for name, flipped in (("fine", 0), ("model", 1), ("plain", 1)):
+        assert main(["audit", "replay", audit, "--config", str(tmp_path / f"{name}.toml"),
+                     "--json"]) == 0  # fmt: skip
+        assert json.loads(capsys.readouterr().out)["reject_to_accept"] == flipped, name
+    assert main(["audit", "replay", audit, "--config", str(tmp_path / "lost.toml")]) == 2
     assert "gone: bundle not found" in capsys.readouterr().err

@@ -407,7 +407,8 @@ def test_decision_distances_scale_with_the_camera(
 ) -> None:
     """Distances set for a 256-px-high frame (reference_height), on a 512-px-high camera
     letterboxed into the 320x256 model: a fast particle stays one track (rejected: no
-    pulse) and a creeping mark stays static (accepted: the gate's pulse)."""
+    pulse) and a creeping mark stays static (accepted: the gate's pulse). In the camera's
+    px (the default) the first would pass: its sightings are separate tracks."""
     steps = [(0, 0), *steps]
     calls = {"n": 0}
 
