@@ -382,3 +382,24 @@ def test_torchrun_two_processes_stay_in_sync(small_set: Path, tmp_path: Path) ->
         for a, b in zip(init.state_dict().values(), trained_model.state_dict().values())
     )
     assert moved, "two DDP steps must change the weights"
+
+
+def test_torchrun_resumes_mid_epoch_to_the_same_weights(small_set: Path, tmp_path: Path) -> None:
+    """Two processes, epochs of 3 batches each: cut at iteration 4 (1 batch into epoch 2)
+    and resumed, every rank ends with the weights of the run never stopped."""
+
+    def run(name: str, *more: str) -> dict:
+        out = tmp_path / name
+        r = torchrun(
+            "train", "--data", str(small_set), "--out", str(out), "--epochs", "2",
+            "--batch", "2", "--warmup-iters", "2", "--device", "cpu", *SMALL_MODEL, *more,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads((out / "metrics.json").read_text())
+
+    whole = run("whole")
+    cut = run("cut", "--max-iters", "4")
+    assert cut["iterations"] == 4
+    resumed = run("cut", "--resume", str(tmp_path / "cut" / "last.pt"))
+    assert resumed["iterations"] == 6 == whole["iterations"]
+    assert resumed["rank_weight_digests"] == whole["rank_weight_digests"]
