@@ -237,6 +237,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         alarm_reasons=alarm_reasons[:5],
         bounces_filtered=bounces,
         sequences=str(seq_dir),
+        # A frame larger than the model's input reaches it shrunk (letterboxed), and its
+        # particles with it: what the detection rate is read against.
+        frame_size=[cfg.camera.width or size[0], cfg.camera.height or size[1]],
+        model_input=list(size),
     )
     summary["violations"] = safety_violations(summary)
     if args.knapp:
@@ -267,6 +271,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
             f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
+            f"frames {'x'.join(map(str, summary['frame_size']))} to the model's "
+            f"{'x'.join(map(str, size))}; "
             f"sequences {seq_dir}; audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
             + (f"; the runtime failed: {failed}" if failed else "")
         )

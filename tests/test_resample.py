@@ -72,6 +72,7 @@ def test_fod_simulate_takes_the_camera_size_from_the_set(sets, tmp_path: Path, c
     s = json.loads(capsys.readouterr().out)
     assert s["containers"] == 3 and s["audit_disagrees"] == 0 and not s["violations"]
     assert "corrupt" not in s["faults"]
+    assert s["frame_size"] == [1280, 768] and s["model_input"] == [640, 384]
     db = sqlite3.connect(str(next((out / "audit").glob("audit-*.db"))))
     rows = db.execute("SELECT detections FROM containers").fetchall()
     db.close()
