@@ -19,7 +19,9 @@
 # too, as `student-long`, to tell the architecture from the schedule); `smoke` the same
 # commands at a tiny scale (its figures show the pipeline works, they rank nothing:
 # every model scores 0).
-# Each step is skipped when its output exists, so a stopped run resumes;
+# Each step is skipped when its output exists, and a training run stopped part-way (a
+# time limit) continues from its last.pt (saved every SAVE iterations), so a stopped
+# table resumes;
 # TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
 # TABLE=0 trains and makes no table (several invocations sharing one machine);
 # RUNS="teacher student none ours ..." trains only those (in the script's order);
@@ -68,12 +70,13 @@ for split in train:"$TRAIN":1 val:"$VAL":2; do
     --sequences 0 --size "$SIZE" --preset hard --seed "$seed"
 done
 # Epochs from the iteration budget, so the lr schedule (warm-up, steps at 8/12 and 11/12)
-# spans the run; validation once, at the end.
+# spans the run; validation once, at the end; last.pt every tenth of the run.
 EPOCHS=$(( (ITERS * BATCH + TRAIN - 1) / TRAIN ))
+SAVE=$(( ITERS / 10 > 10 ? ITERS / 10 : 10 ))
 # Gradient clipping for every run alike: feature losses on raw FPN maps (mimic) can blow up.
 common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" "${CROP[@]}" --epochs "$EPOCHS"
   --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS" --grad-clip 35
-  --warmup-iters "$WARMUP"
+  --warmup-iters "$WARMUP" --save-every "$SAVE"
   --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
 run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written)
   local name=$1 verb=$2
@@ -81,16 +84,26 @@ run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.jso
   if [[ -f "$OUT/runs/$name/metrics.json" ]]; then say "$name: done before"; return; fi
   [[ ${TABLE_ONLY:-0} == 1 ]] && return
   [[ -n ${RUNS:-} && " $RUNS " != *" $name "* ]] && return
-  rm -rf "${OUT:?}/runs/$name"
-  say "$name: fod $verb $*"
-  local t0=$SECONDS
   local zi=()  # from scratch only: a run from --init brings its weights (the CLI refuses both)
   [[ ${ZERO_INIT:-1} == 1 && $verb == train && " $* " != *" --init "* ]] &&
     zi=(--zero-init-residual)
+  local last=$OUT/runs/$name/last.pt args=("$@") from=()
+  if [[ -f $last ]]; then  # stopped part-way: continue it (its weights, lr, optimizer state)
+    args=() zi=() from=(--resume "$last")
+    while (($#)); do  # --resume replaces the --init it started from (its architecture)
+      if [[ $1 == --init ]]; then shift 2; continue; fi
+      args+=("$1"); shift
+    done
+  else
+    rm -rf "${OUT:?}/runs/$name"
+    : > "$OUT/runs/$name.log"
+  fi
+  say "$name: fod $verb ${args[*]} ${from[*]}"
+  local t0=$SECONDS
   local threads=()  # THREADS per training run only: the table afterwards has every core
   [[ -n $THREADS ]] && threads=(env "OMP_NUM_THREADS=$THREADS")
-  if "${threads[@]}" "$FOD" "$verb" "${common[@]}" "${zi[@]}" "$@" --out "$OUT/runs/$name" \
-    > "$OUT/runs/$name.log" 2>&1; then
+  if "${threads[@]}" "$FOD" "$verb" "${common[@]}" "${zi[@]}" "${from[@]}" "${args[@]}" \
+    --out "$OUT/runs/$name" >> "$OUT/runs/$name.log" 2>&1; then
     say "$name: $((SECONDS - t0)) s"
   else  # one method failing (e.g. diverging) is a result too: the table goes on without it
     say "$name: FAILED after $((SECONDS - t0)) s: $(tail -n 1 "$OUT/runs/$name.log")"

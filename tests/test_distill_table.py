@@ -21,7 +21,7 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher='' init='' runs='' zi=''
+out='' teacher='' init='' runs='' zi='' resume=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) while [[ $# -gt 1 && $2 != --* ]]; do runs+=" $(basename "$2")"; shift; done ;;
@@ -29,6 +29,8 @@ while [[ $# -gt 0 ]]; do
     --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
     --init) init=$(basename "$(dirname "$2")"); shift ;;
     --zero-init-residual) zi=1 ;;
+    --resume) resume=$2; shift ;;
+    --save-every) echo "$2" > "$STUB_DIR/save_every"; shift ;;
   esac
   shift
 done
@@ -40,6 +42,10 @@ case $verb in
       if [[ -n $f && ! -f $f ]]; then echo "no $f" >&2; exit 3; fi
     done
     [[ $(basename "$out") == "$STUB_FAIL" ]] && { echo "diverged" >&2; exit 1; }
+    if [[ -n $resume ]]; then  # refused with --init, as by the CLI; must be the run's own
+      [[ -n $init || $resume != "$out/last.pt" ]] && { echo "bad --resume" >&2; exit 2; }
+      basename "$out" >> "$STUB_DIR/resumed"
+    fi
     if [[ -n $zi ]]; then  # refused with --init, as by the CLI
       [[ -n $init ]] && { echo "bring their own weights" >&2; exit 2; }
       basename "$out" >> "$STUB_DIR/zi"
@@ -116,6 +122,26 @@ def test_cpu_scale_runs_two_side_by_side_teachers_first(tmp_path: Path) -> None:
     calls = _calls(tmp_path)
     scratch = {c[1] for c in calls if c[0] == "train" and c[3] == "-"}
     assert sorted(zi) == sorted(scratch) == ["student", "teacher-c1", "teacher-nocarafe-c1"]
+
+
+def test_a_run_stopped_part_way_is_resumed_not_restarted(tmp_path: Path) -> None:
+    """A time limit stopped the table: runs with a last.pt and no metrics.json continue
+    from it (the second teacher schedule without the --init it started from, and no
+    zero-init), the rest start afresh."""
+    runs = tmp_path / "out" / "runs"
+    for name in ("teacher", "student-long"):  # second schedules, started from --init
+        (runs / name).mkdir(parents=True)
+        (runs / name / "last.pt").write_text("")
+    (runs / "teacher-c1").mkdir()
+    (runs / "teacher-c1" / "last.pt").write_text("")  # a first schedule, from scratch
+    r = _run(tmp_path, "cpu", RUNS="teacher-c1 teacher student student-long", TABLE="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    resumed = sorted((tmp_path / "resumed").read_text().split())
+    assert resumed == ["student-long", "teacher", "teacher-c1"]
+    trained = _trained(tmp_path)
+    assert trained["teacher"][1] == "-" and trained["student-long"][1] == "-"  # no --init
+    assert (tmp_path / "zi").read_text().split() == ["student"]  # fresh, from scratch
+    assert (tmp_path / "save_every").read_text().split() == ["40"]  # a tenth of 400 iterations
 
 
 def test_zero_init_off(tmp_path: Path) -> None:
