@@ -261,6 +261,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         lat = summary["latency_ms"]
+        frame, model_in = ("x".join(map(str, summary[k])) for k in ("frame_size", "model_input"))
+        letterboxed = f"frames {frame} letterboxed to {model_in}; " if frame != model_in else ""
         print(
             f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
             f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
@@ -271,9 +273,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
             f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
-            f"frames {'x'.join(map(str, summary['frame_size']))} to the model's "
-            f"{'x'.join(map(str, size))}; "
-            f"sequences {seq_dir}; audit {args.out / 'audit'}, timeline {args.out / 'timeline.png'}"
+            + letterboxed
+            + f"sequences {seq_dir}; audit {args.out / 'audit'}, "
+            f"timeline {args.out / 'timeline.png'}"
             + (f"; the runtime failed: {failed}" if failed else "")
         )
     if summary["violations"]:  # a safety invariant broke: red, whatever the faults asked for
