@@ -24,7 +24,7 @@ import cv2
 
 from edge.errors import FodError
 from edge.fsutil import atomic_write_json, staged_dir
-from edge.knapp import read_sequences
+from edge.knapp import read_sequences, sequences_frame_size
 
 
 def _resample_video(src: Path, dst: Path, size: tuple, fps: float) -> int:
@@ -60,14 +60,16 @@ def resample_set(src: Path, out: Path, factor: float) -> Dict[str, Any]:
     """`src`'s set resampled by `factor` into `out` (staged beside it, then renamed)."""
     path = src / "sequences.json"
     read_sequences(path)  # checked: labels, ids, video paths
+    wh = sequences_frame_size(path)  # checked: one size for the set, as the simulator takes it
+    if wh is None:
+        raise FodError(f"{path}: its containers declare no width and height")
+    size = (round(wh[0] * factor), round(wh[1] * factor))
     data = json.loads(path.read_text(encoding="utf-8"))
     rows: List[Dict[str, Any]] = []
     with staged_dir(out) as tmp:
         for c in data["containers"]:
-            w, h = c.get("width"), c.get("height")
-            if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            if (c.get("width"), c.get("height")) != wh:  # the set's size skips undeclared ones
                 raise FodError(f"{path}: container {c['id']} declares no width and height")
-            size = (round(w * factor), round(h * factor))
             (tmp / c["path"]).parent.mkdir(parents=True, exist_ok=True)
             n = _resample_video(src / c["path"], tmp / c["path"], size, float(c.get("fps", 25.0)))
             frames = [

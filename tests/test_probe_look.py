@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +10,12 @@ import pytest
 
 from edge.simulate import load_sequences
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_look.py"
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def probe_look():
-    spec = importlib.util.spec_from_file_location("probe_look", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass looks its module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("probe_look")
 
 
 def test_a_probe_set_is_deterministic_and_reads_as_a_synth_set(probe_look, tmp_path: Path):

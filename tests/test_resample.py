@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,26 +13,16 @@ from edge.errors import FodError
 from edge.knapp import sequences_frame_size
 from fod.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> tuple:
     root = tmp_path_factory.mktemp("resample")
     src, fine = root / "src", root / "fine"
-    assert _load("probe_look").main(["--out", str(src), "--containers", "3", "--seed", "11"]) == 0
-    assert (
-        _load("resample_sequences").main(["--src", str(src), "--out", str(fine), "--factor", "2"])
-        == 0
-    )
+    probe, resample = load_script("probe_look"), load_script("resample_sequences")
+    assert probe.main(["--out", str(src), "--containers", "3", "--seed", "11"]) == 0
+    assert resample.main(["--src", str(src), "--out", str(fine), "--factor", "2"]) == 0
     return src, fine
 
 

@@ -144,49 +144,6 @@ def test_resume_continues(trained: Path, small_set: Path, tmp_path: Path) -> Non
     assert json.loads((out / "metrics.json").read_text())["iterations"] == 6
 
 
-def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(
-    small_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two epochs of 3 batches. Killed as its 6th iteration starts, a run saving every 2
-    iterations resumes from iteration 4 (1 batch into epoch 2); cut by --max-iters 4, a
-    run resumes from there too; both finish with the weights of the run never stopped
-    (the epoch's order is seeded, the batches it had trained are left out)."""
-    from training.engine.schedule import Schedule
-
-    def run(name: str, *more: str, rc: int = 0) -> Path:
-        out = tmp_path / name
-        args = ["train", "--data", str(small_set), "--out", str(out), "--epochs", "2"]
-        assert main([*args, "--batch", "4", "--warmup-iters", "2", *SMALL_MODEL, *more]) == rc
-        return out / "last.pt"
-
-    whole = load_detector(run("whole"))[0].state_dict()
-    factor = Schedule.factor
-
-    def killed_at_5(self, it):
-        if it == 5:
-            raise KeyboardInterrupt  # the process dies here
-        return factor(self, it)
-
-    monkeypatch.setattr(Schedule, "factor", killed_at_5)
-    run("killed", "--save-every", "2", rc=130)  # fod's exit status for an interrupt
-    monkeypatch.setattr(Schedule, "factor", factor)
-    ckpt = load_detector(tmp_path / "killed" / "last.pt")[3]
-    assert (ckpt["iter"], ckpt["epoch"], ckpt["step"]) == (4, 0, 1)
-    cut = run("cut", "--max-iters", "4")
-    assert {k: load_detector(cut)[3][k] for k in ("iter", "epoch", "step")} == {
-        "iter": 4, "epoch": 0, "step": 1
-    }  # fmt: skip
-    # Another batch size would make its 1 batch other images: refused.
-    args = ["train", "--data", str(small_set), "--out", str(tmp_path / "cut"), "--batch", "2"]
-    assert main([*args, "--epochs", "2", *SMALL_MODEL, "--resume", str(cut)]) == 2
-    for name in ("killed", "cut"):
-        last = tmp_path / name / "last.pt"
-        resumed = load_detector(run(name, "--resume", str(last)))
-        assert resumed[3]["iter"] == 6 and resumed[3]["step"] == 0
-        for k, v in resumed[0].state_dict().items():
-            assert torch.equal(v, whole[k]), (name, k)
-
-
 def test_init_fine_tunes_from_a_checkpoint(trained: Path, small_set: Path, tmp_path: Path) -> None:
     # No --fpn-channels/--stacked-convs: the checkpoint's architecture is the one trained.
     out = tmp_path / "ft"
@@ -382,24 +339,3 @@ def test_torchrun_two_processes_stay_in_sync(small_set: Path, tmp_path: Path) ->
         for a, b in zip(init.state_dict().values(), trained_model.state_dict().values())
     )
     assert moved, "two DDP steps must change the weights"
-
-
-def test_torchrun_resumes_mid_epoch_to_the_same_weights(small_set: Path, tmp_path: Path) -> None:
-    """Two processes, epochs of 3 batches each: cut at iteration 4 (1 batch into epoch 2)
-    and resumed, every rank ends with the weights of the run never stopped."""
-
-    def run(name: str, *more: str) -> dict:
-        out = tmp_path / name
-        r = torchrun(
-            "train", "--data", str(small_set), "--out", str(out), "--epochs", "2",
-            "--batch", "2", "--warmup-iters", "2", "--device", "cpu", *SMALL_MODEL, *more,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
-        return json.loads((out / "metrics.json").read_text())
-
-    whole = run("whole")
-    cut = run("cut", "--max-iters", "4")
-    assert cut["iterations"] == 4
-    resumed = run("cut", "--resume", str(tmp_path / "cut" / "last.pt"))
-    assert resumed["iterations"] == 6 == whole["iterations"]
-    assert resumed["rank_weight_digests"] == whole["rank_weight_digests"]
