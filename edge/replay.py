@@ -133,7 +133,8 @@ def replay(
 
 def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Counts of changed decisions; with truth (container id before its first '-' -> label),
-    the model's detection and false-reject rates before and after over unfaulted containers."""
+    over unfaulted containers the model's detection and false-reject rates before and
+    after, and the counts behind them (a site quotes "52 of 54", not a rounded rate)."""
     model = [r for r in rows if r.fault is None]
     out: Dict[str, Any] = {
         "containers": len(rows),
@@ -154,6 +155,8 @@ def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) 
         rej = [getattr(r, when) == "reject" for r in model]
         out[f"detection_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "reject"])
         out[f"false_reject_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "accept"])
+        out[f"defective_rejected_{when}"] = sum(x for x, t in zip(rej, labels) if t == "reject")
+        out[f"good_rejected_{when}"] = sum(x for x, t in zip(rej, labels) if t == "accept")
     out["defective"] = labels.count("reject")
     out["good"] = labels.count("accept")
     return out

@@ -215,10 +215,13 @@ def _replay(args: argparse.Namespace) -> int:
     )
     if args.truth:
         print(
-            f"detection {pct(summary['detection_rate_before'])} -> "
-            f"{pct(summary['detection_rate_after'])} of {summary['defective']} defective, "
-            f"false rejects {pct(summary['false_reject_rate_before'])} -> "
-            f"{pct(summary['false_reject_rate_after'])} of {summary['good']} good"
+            f"defective rejected {summary['defective_rejected_before']} -> "
+            f"{summary['defective_rejected_after']} of {summary['defective']} "
+            f"({pct(summary['detection_rate_before'])} -> "
+            f"{pct(summary['detection_rate_after'])}), good rejected "
+            f"{summary['good_rejected_before']} -> {summary['good_rejected_after']} of "
+            f"{summary['good']} ({pct(summary['false_reject_rate_before'])} -> "
+            f"{pct(summary['false_reject_rate_after'])})"
         )
     kind = {"reject": " (defective)", "accept": " (good)"}
     for r in changed[:20]:

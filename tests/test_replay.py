@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,11 +64,14 @@ def test_replay_hand_made(tmp_path: Path) -> None:
     assert s["accept_to_reject"] == 1 and s["defective"] == 2 and s["good"] == 1
     assert s["detection_rate_before"] == 0.5 and s["detection_rate_after"] == 1.0
     assert s["false_reject_rate_before"] == 0.0 == s["false_reject_rate_after"]
+    assert (s["defective_rejected_before"], s["defective_rejected_after"]) == (1, 2)
+    assert s["good_rejected_before"] == 0 == s["good_rejected_after"]
     # A high threshold lets the clear particle through: the replay says so, it does not hide it.
     high = summarize(
         replay(rec, NAMES, DecisionConfig(score_threshold=0.95, unsure_weight=0), 0.05), truth
     )
     assert high["reject_to_accept"] == 1 and high["detection_rate_after"] == 0.0
+    assert high["defective_rejected_after"] == 0 and high["good_rejected_after"] == 0
 
 
 def test_replay_refuses_what_it_cannot_know(tmp_path: Path) -> None:
@@ -107,10 +111,14 @@ def test_fod_audit_replay_reproduces_a_simulated_line(tmp_path: Path, small_set:
 
     strict = tmp_path / "strict.toml"
     strict.write_text("[decision]\nmin_evidence = 100.0\n")  # nothing can reach it
-    assert main(["audit", "replay", str(sim / "audit"), "--config", str(strict)]) == 0
+    assert main(["audit", "replay", str(sim / "audit"), "--config", str(strict), "--truth",
+                 truth]) == 0  # fmt: skip
     out = capsys.readouterr().out
     model_rejects = sum(r.decision == "reject" and r.fault is None for r in rec)
     assert f"0 accept -> reject, {model_rejects} reject -> accept" in out
+    # The counts behind the rates, each side of the arrow: every model reject is undone.
+    counts = re.search(r"defective rejected (\d+) -> 0 of \d+ .*good rejected (\d+) -> 0 of", out)
+    assert counts and int(counts[1]) + int(counts[2]) == model_rejects
     assert main(["audit", "replay", str(sim / "audit")]) == 2
     assert "needs --config" in capsys.readouterr().err
 
