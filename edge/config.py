@@ -194,8 +194,11 @@ def _check(cfg: LineConfig, source: str) -> None:
         "moving_weight",
         "static_weight",
         "rising_weight",
+        "wander_straightness",
+        "wander_roughness",
     ):
         top = 100 if key in ("moving_weight", "static_weight", "rising_weight") else 1
+        top = 2 if key == "wander_roughness" else top  # a step can at most reverse: 2x
         if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
     if d.match_distance == 0:  # every track one sighting long: a particle would never reject

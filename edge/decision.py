@@ -40,6 +40,10 @@ class DecisionConfig:
     rising_distance: float = 6.0  # px: net climb that, with steady steps up, is a bubble
     rising_steps: float = 0.75  # share of frame-to-frame steps that must go up
     rising_weight: float = 0.0  # a rising track's frames (an air bubble) count this much
+    # A wandering box is a mark's (see classify_path): net travel under this share of the
+    # path's length (0: off) with steps that turn more than `wander_roughness` x their size.
+    wander_straightness: float = 0.0
+    wander_roughness: float = 1.0
 
     def in_frame(self, height: int) -> DecisionConfig:
         """This config for frames `height` px high: with a `reference_height`, its
@@ -68,6 +72,11 @@ def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     median positions): a path that travels `moving_distance` moves about half of it
     between its halves, while a mark's box, the larger the mark the more, jitters about
     one place and can stretch the path's extent without going anywhere.
+    With `wander_straightness` on, also static: a path that wanders - its net travel under
+    that share of its length, its steps changing by more than `wander_roughness` times
+    their mean size from one to the next - as the box of a resting bubble or a mark does
+    when its outline or label changes; a particle's path is smooth even where its swirl
+    turns back. Off by default: a slow particle under a jittery detector wanders too.
     Rising: it climbs at least `rising_distance` with most steps going up, as a bubble
     does - most of all its steps, or most of those longer than half `rising_distance` (a
     bubble that reached the surface rests there; its jitter then says nothing). A
@@ -77,7 +86,7 @@ def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
     half = max(1, len(centres) // 2)
     shift = float(np.linalg.norm(np.median(centres[-half:], 0) - np.median(centres[:half], 0)))
-    if extent < cfg.moving_distance or shift < cfg.moving_distance / 2:
+    if extent < cfg.moving_distance or shift < cfg.moving_distance / 2 or wanders(centres, cfg):
         return STATIC
     dy = np.diff(centres[:, 1])  # [T-1]
     if float(centres[0, 1] - centres[-1, 1]) < cfg.rising_distance:
@@ -85,6 +94,21 @@ def classify_path(centres: np.ndarray, cfg: DecisionConfig) -> str:
     moved = np.abs(dy) >= cfg.rising_distance / 2
     up = [float(np.mean(dy < 0)), float(np.mean(dy[moved] < 0)) if moved.any() else 0.0]
     return RISING if max(up) >= cfg.rising_steps else MOVING
+
+
+def wanders(centres: np.ndarray, cfg: DecisionConfig) -> bool:
+    """Whether a path (ndarray [T, 2]) wanders: it travels less than `wander_straightness`
+    of its length and its steps turn more than `wander_roughness` of their mean size."""
+    if cfg.wander_straightness <= 0 or len(centres) < 3:
+        return False
+    steps = np.diff(centres, axis=0)  # [T-1, 2]
+    size = np.linalg.norm(steps, axis=1)  # [T-1]
+    turn = np.linalg.norm(np.diff(steps, axis=0), axis=1)  # [T-2]
+    travel = float(np.linalg.norm(centres[-1] - centres[0]))
+    return bool(
+        travel < cfg.wander_straightness * float(size.sum())
+        and float(turn.mean()) > cfg.wander_roughness * float(size.mean())
+    )
 
 
 @dataclass(eq=False)  # identity: tracks are matched by object, not by their arrays

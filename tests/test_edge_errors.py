@@ -31,6 +31,8 @@ from .test_runtime import _cfg, bundle  # noqa: F401
         ({"decision": {"score_threshold": 7.0}}, r"decision\.score_threshold out of range"),
         ({"decision": {"track_threshold": 1.5}}, r"decision\.track_threshold out of range"),
         ({"decision": {"unsure_weight": 1.5}}, r"decision\.unsure_weight out of range"),
+        ({"decision": {"wander_straightness": 1.5}}, r"wander_straightness out of range"),
+        ({"decision": {"wander_roughness": 2.5}}, r"decision\.wander_roughness out of range"),
         ({"decision": {"class_thresholds": {"fiber": "high"}}}, r"class_thresholds\.fiber must"),
         ({"decision": {"class_thresholds": {"fiber": 1.5}}}, r"class_thresholds\.fiber must"),
         ({"timing": {"queue_depth": 0}}, r"queue_depth must be >= 1"),
