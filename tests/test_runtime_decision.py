@@ -122,3 +122,51 @@ def test_decision_distances_scale_with_the_camera(
     decision, fault, reason = _rows(tmp_path)["c0"]
     assert decision == ("accept" if pulse else "reject") and fault is None
     assert words in reason
+
+
+# Box centres, model px: a probe-look look-alike's as the demo placed them, moved by (-300, -100).
+WANDER = [(130, 166), (132, 173), (132, 170), (132, 164), None, (129, 167), (129, 166), (129, 166)]
+
+
+@pytest.mark.parametrize(
+    "decision, pulse, words",
+    [
+        ({}, False, "moving particle (9 px), seen in 7/8 frames"),
+        ({"wander_straightness": 0.3}, True, "static: mark (9 px), seen in 7/8 frames"),
+    ],
+)
+def test_wander_test_reaches_the_gate(
+    bundle: Path, tmp_path: Path, decision: dict, pulse: bool, words: str
+) -> None:
+    """A look-alike whose box wanders in place (a good container of the probe look, as the
+    demo model placed it): rejected by default, accepted - the gate's pulse - with the
+    opt-in wander test set in the line config."""
+    calls = {"n": 0}
+
+    def wrap(be):
+        class Scripted:
+            def infer(self, images):
+                boxes, raw = be.infer(images)
+                boxes, out = boxes.copy(), np.zeros_like(raw)
+                xy = WANDER[calls["n"]]
+                calls["n"] += 1
+                if xy is not None:  # missed that frame: every score stays 0
+                    out[:, 0, 2] = 0.8
+                    boxes[:, 0] = [xy[0] - 3.0, xy[1] - 3.0, xy[0] + 3.0, xy[1] + 3.0]
+                return boxes, out
+
+        return Scripted()
+
+    f = MockFactory()
+    cfg = _cfg(bundle, tmp_path, camera={"frames": len(WANDER)}, decision=decision)
+    with line_runtime(cfg, f, wrap, lambda _: None) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames(len(WANDER))))
+        assert rt.drain(10)
+        assert rt.io.pulses.wait_idle(5)
+        states = [s.state for s in pin.states]
+    assert states == ([False, True, False] if pulse else [False])
+    decision_row, fault, reason = _rows(tmp_path)["c0"]
+    assert decision_row == ("accept" if pulse else "reject") and fault is None
+    assert words in reason
