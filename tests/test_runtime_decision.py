@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -15,6 +16,53 @@ from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+
+Sighting = Optional[Tuple[float, float, float]]  # (x0, y0, score) of a 6-px box; None: unseen
+
+
+def _gate(
+    bundle: Path, tmp_path: Path, script: Sequence[Sighting], label: int, **over
+) -> Tuple[List[bool], Tuple[str, Optional[str], str], list]:
+    """One container whose model outputs are scripted per frame (one `label` box, model px)
+    through the runtime: the ejector pin's states, its audit row (decision, fault, reason)
+    and the outcomes the runtime reported."""
+    calls = {"n": 0}
+
+    def wrap(be):
+        class Scripted:
+            def infer(self, images):
+                boxes, raw = be.infer(images)
+                boxes, out = boxes.copy(), np.zeros_like(raw)
+                seen = script[calls["n"]]
+                calls["n"] += 1
+                if seen is not None:  # else every score stays 0: nothing that frame
+                    x, y, score = seen
+                    out[:, 0, label] = score
+                    boxes[:, 0] = [x, y, x + 6.0, y + 6.0]
+                return boxes, out
+
+        return Scripted()
+
+    f = MockFactory()
+    cfg = _cfg(bundle, tmp_path, **over)
+    outcomes: list = []
+    shape = (cfg.camera.height, cfg.camera.width, 3)
+    with line_runtime(cfg, f, wrap, outcomes.append) as rt:
+        pin = f.pin(cfg.gpio.ejector_pin)
+        pin.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _frames(len(script), shape)))
+        assert rt.drain(10)
+        assert rt.io.pulses.wait_idle(5)  # every pulse due has fired
+        states = [s.state for s in pin.states]
+    return states, _rows(tmp_path)["c0"], outcomes
+
+
+def _check(states: List[bool], row: Tuple[str, Optional[str], str], pulse: bool, words: str):
+    """Accepted: one pulse on the gate and an accept row; rejected: no pulse, a reject row."""
+    assert states == ([False, True, False] if pulse else [False])
+    decision, fault, reason = row
+    assert decision == ("accept" if pulse else "reject") and fault is None
+    assert words in reason
 
 
 @pytest.mark.parametrize(
@@ -38,36 +86,10 @@ def test_track_path_decides_the_gate(
     bubble: accepted, the gate gets its pulse) or sinking (rejected: no pulse), at the given
     score per frame."""
     step = -10.0 if path == "rising" else 10.0
-    calls = {"n": 0}
-
-    def wrap(be):
-        class Scripted:
-            def infer(self, images):
-                boxes, raw = be.infer(images)
-                boxes, out = boxes.copy(), np.zeros_like(raw)
-                y = 150.0 + step * calls["n"]
-                out[:, 0, 1] = scores[calls["n"]]
-                calls["n"] += 1
-                boxes[:, 0] = [100.0, y, 106.0, y + 6.0]
-                return boxes, out
-
-        return Scripted()
-
-    f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, camera={"frames": len(scores)})
-    seen = []
-    with line_runtime(cfg, f, wrap, seen.append) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        rt.submit(Job("c0", time.monotonic(), _frames(len(scores))))
-        assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(5)  # every pulse due has fired
-        states = [s.state for s in pin.states]
-    assert seen[0].fault is None
-    assert states == ([False, True, False] if pulse else [False])
-    decision, fault, reason = _rows(tmp_path)["c0"]
-    assert decision == ("accept" if pulse else "reject") and fault is None
-    assert words in reason
+    script = [(100.0, 150.0 + step * n, s) for n, s in enumerate(scores)]
+    states, row, outcomes = _gate(bundle, tmp_path, script, 1, camera={"frames": len(scores)})
+    assert outcomes[0].fault is None
+    _check(states, row, pulse, words)
 
 
 @pytest.mark.parametrize(
@@ -86,46 +108,18 @@ def test_decision_distances_scale_with_the_camera(
     letterboxed into the 320x256 model: a fast particle stays one track (rejected: no
     pulse) and a creeping mark stays static (accepted: the gate's pulse). In the camera's
     px (the default) the first would pass: its sightings are separate tracks."""
-    steps = [(0, 0), *steps]
-    calls = {"n": 0}
-
-    def wrap(be):
-        class Scripted:
-            def infer(self, images):  # the particle's box in model px (half the camera's)
-                boxes, raw = be.infer(images)
-                boxes, out = boxes.copy(), np.zeros_like(raw)
-                n = calls["n"]
-                x = 100.0 + sum(dx for dx, _ in steps[: n + 1])
-                y = 60.0 + sum(dy for _, dy in steps[: n + 1])
-                out[:, 0, 1] = 0.9
-                calls["n"] += 1
-                boxes[:, 0] = [x, y, x + 6.0, y + 6.0]
-                return boxes, out
-
-        return Scripted()
-
-    f = MockFactory()
-    cfg = _cfg(
-        bundle,
-        tmp_path,
-        camera={"frames": len(steps), "width": 640, "height": 512},
-        decision={"reference_height": 256.0},
+    xy = np.add(np.cumsum([(0, 0), *steps], axis=0), (100.0, 60.0))  # model px: half the camera's
+    script = [(float(x), float(y), 0.9) for x, y in xy]
+    camera = {"frames": len(script), "width": 640, "height": 512}
+    states, row, _ = _gate(
+        bundle, tmp_path, script, 1, camera=camera, decision={"reference_height": 256.0}
     )
-    with line_runtime(cfg, f, wrap) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        rt.submit(Job("c0", time.monotonic(), _frames(len(steps), (512, 640, 3))))
-        assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(5)
-        states = [s.state for s in pin.states]
-    assert states == ([False, True, False] if pulse else [False])
-    decision, fault, reason = _rows(tmp_path)["c0"]
-    assert decision == ("accept" if pulse else "reject") and fault is None
-    assert words in reason
+    _check(states, row, pulse, words)
 
 
-# Box centres, model px: a probe-look look-alike's as the demo placed them, moved by (-300, -100).
-WANDER = [(130, 166), (132, 173), (132, 170), (132, 164), None, (129, 167), (129, 166), (129, 166)]
+# A good container of the probe look: a look-alike's box corners (model px) as the demo
+# placed them, moved by (-303, -103); it was missed in frame 4.
+WANDER = [(127, 163), (129, 170), (129, 167), (129, 161), None, (126, 164), (126, 163), (126, 163)]
 
 
 @pytest.mark.parametrize(
@@ -138,35 +132,9 @@ WANDER = [(130, 166), (132, 173), (132, 170), (132, 164), None, (129, 167), (129
 def test_wander_test_reaches_the_gate(
     bundle: Path, tmp_path: Path, decision: dict, pulse: bool, words: str
 ) -> None:
-    """A look-alike whose box wanders in place (a good container of the probe look, as the
-    demo model placed it): rejected by default, accepted - the gate's pulse - with the
-    opt-in wander test set in the line config."""
-    calls = {"n": 0}
-
-    def wrap(be):
-        class Scripted:
-            def infer(self, images):
-                boxes, raw = be.infer(images)
-                boxes, out = boxes.copy(), np.zeros_like(raw)
-                xy = WANDER[calls["n"]]
-                calls["n"] += 1
-                if xy is not None:  # missed that frame: every score stays 0
-                    out[:, 0, 2] = 0.8
-                    boxes[:, 0] = [xy[0] - 3.0, xy[1] - 3.0, xy[0] + 3.0, xy[1] + 3.0]
-                return boxes, out
-
-        return Scripted()
-
-    f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, camera={"frames": len(WANDER)}, decision=decision)
-    with line_runtime(cfg, f, wrap, lambda _: None) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        rt.submit(Job("c0", time.monotonic(), _frames(len(WANDER))))
-        assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(5)
-        states = [s.state for s in pin.states]
-    assert states == ([False, True, False] if pulse else [False])
-    decision_row, fault, reason = _rows(tmp_path)["c0"]
-    assert decision_row == ("accept" if pulse else "reject") and fault is None
-    assert words in reason
+    """A look-alike whose box wanders in place: rejected by default, accepted - the gate's
+    pulse - with the opt-in wander test set in the line config."""
+    script = [None if c is None else (c[0], c[1], 0.8) for c in WANDER]
+    camera = {"frames": len(script)}
+    states, row, _ = _gate(bundle, tmp_path, script, 2, camera=camera, decision=decision)
+    _check(states, row, pulse, words)
