@@ -325,7 +325,7 @@ def test_a_wandering_box_is_a_mark_only_with_wander_on() -> None:
 
 
 def test_wander_on_lets_a_wandering_look_alike_pass_not_a_particle() -> None:
-    # A good container of the probe look (seed 12): a look-alike's box centre in 7 of 8
+    # A good container of the probe look (seed 12): a look-alike's box in 7 of 8
     # frames, as the demo model placed it, wandering 9 px.
     xy = [(430, 266), (432, 273), (432, 270), (432, 264), None, (429, 267), (429, 266)]
     frames = _frames([*xy, (429, 266)], label=2, n=8)
