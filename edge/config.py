@@ -186,19 +186,18 @@ def _check(cfg: LineConfig, source: str) -> None:
     if not 0 < cfg.gpio.gate_feedback_ms < cfg.gpio.pulse_ms:  # it is read at the pulse's end
         raise ConfigError(f"{source}: gpio.gate_feedback_ms must be in (0, gpio.pulse_ms)")
     d = cfg.decision
-    for key in (
-        "score_threshold",
-        "track_threshold",
-        "unsure_weight",
-        "rising_steps",
-        "moving_weight",
-        "static_weight",
-        "rising_weight",
-        "wander_straightness",
-        "wander_roughness",
-    ):
-        top = 100 if key in ("moving_weight", "static_weight", "rising_weight") else 1
-        top = 2 if key == "wander_roughness" else top  # a step can at most reverse: 2x
+    tops = {  # each key's range is [0, top]
+        "score_threshold": 1,
+        "track_threshold": 1,
+        "unsure_weight": 1,
+        "rising_steps": 1,
+        "moving_weight": 100,
+        "static_weight": 100,
+        "rising_weight": 100,
+        "wander_straightness": 1,
+        "wander_roughness": 2,  # a step can at most reverse: a change of 2x its size
+    }
+    for key, top in tops.items():
         if not 0 <= getattr(d, key) <= top:
             raise ConfigError(f"{source}: decision.{key} out of range, got {getattr(d, key)!r}")
     if d.match_distance == 0:  # every track one sighting long: a particle would never reject

@@ -153,10 +153,12 @@ def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) 
         labels.append(truth[key])
     for when in ("before", "after"):
         rej = [getattr(r, when) == "reject" for r in model]
-        out[f"detection_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "reject"])
-        out[f"false_reject_rate_{when}"] = share([x for x, t in zip(rej, labels) if t == "accept"])
-        out[f"defective_rejected_{when}"] = sum(x for x, t in zip(rej, labels) if t == "reject")
-        out[f"good_rejected_{when}"] = sum(x for x, t in zip(rej, labels) if t == "accept")
+        defective = [x for x, t in zip(rej, labels) if t == "reject"]
+        good = [x for x, t in zip(rej, labels) if t == "accept"]
+        out[f"detection_rate_{when}"] = share(defective)
+        out[f"false_reject_rate_{when}"] = share(good)
+        out[f"defective_rejected_{when}"] = sum(defective)
+        out[f"good_rejected_{when}"] = sum(good)
     out["defective"] = labels.count("reject")
     out["good"] = labels.count("accept")
     return out
