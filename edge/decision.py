@@ -44,6 +44,10 @@ class DecisionConfig:
     # path's length (0: off) with steps that turn more than `wander_roughness` x their size.
     wander_straightness: float = 0.0
     wander_roughness: float = 1.0
+    # A jump - a step over `jump_distance` px (0: off) and `jump_ratio` x the track's median
+    # speed - is where linking joined two objects; see classify_track.
+    jump_distance: float = 12.0
+    jump_ratio: float = 3.0
 
     def in_frame(self, height: int) -> DecisionConfig:
         """This config for frames `height` px high: with a `reference_height`, its
@@ -60,7 +64,7 @@ class DecisionConfig:
         return dataclasses.replace(self, **{k: getattr(self, k) * scale for k in DISTANCES})
 
 
-DISTANCES = ("min_size", "match_distance", "moving_distance", "rising_distance")  # px
+DISTANCES = ("min_size", "match_distance", "moving_distance", "rising_distance", "jump_distance")
 MOVING, RISING, STATIC = "moving particle", "rising: bubble", "static: mark"
 
 
@@ -111,6 +115,36 @@ def wanders(centres: np.ndarray, cfg: DecisionConfig) -> bool:
     )
 
 
+def jumps(centres: np.ndarray, frames: np.ndarray, cfg: DecisionConfig) -> np.ndarray:
+    """Indices i of the sightings (centres [T, 2] in frames [T]) reached by a jump from
+    sighting i-1: a step longer than `jump_distance` and faster than `jump_ratio` times the
+    track's median speed (px per frame, so a step across missed frames is not one)."""
+    if cfg.jump_distance <= 0 or len(centres) < 3:
+        return np.zeros(0, dtype=int)
+    step = np.linalg.norm(np.diff(centres, axis=0), axis=1)  # [T-1]
+    speed = step / np.diff(frames)  # [T-1]
+    jump = (step > cfg.jump_distance) & (speed > cfg.jump_ratio * float(np.median(speed)))
+    return np.flatnonzero(jump) + 1
+
+
+def classify_track(centres: np.ndarray, frames: np.ndarray, cfg: DecisionConfig) -> str:
+    """classify_path for a track's centres [T, 2] seen in frames [T], judged by its pieces
+    when it jumps. A particle's speed changes smoothly; a sudden jump is linking passing
+    from one object to another within `match_distance`: a bubble rising to one beside it,
+    a bubble to a mark. Such a track reads as moving over its whole length although no
+    piece of it moves like a particle, so a moving track with jumps is read by its pieces
+    between them: moving if any piece moves (all its frames count, as without the test),
+    else what its longest piece is (a one-sighting piece shows no path: static)."""
+    kind = classify_path(centres, cfg)
+    cuts = jumps(centres, frames, cfg)
+    if kind != MOVING or not len(cuts):
+        return kind
+    kinds = [(len(p), classify_path(p, cfg)) for p in np.split(centres, cuts)]
+    if any(k == MOVING for _, k in kinds):
+        return MOVING
+    return max(kinds, key=lambda nk: nk[0])[1]  # the first of the longest pieces
+
+
 @dataclass(eq=False)  # identity: tracks are matched by object, not by their arrays
 class Track:
     frames: List[int]  # frame indices where it was seen
@@ -126,7 +160,7 @@ class Track:
         return float(np.linalg.norm(c.max(axis=0) - c.min(axis=0)))
 
     def path(self, cfg: DecisionConfig) -> str:
-        return classify_path(np.stack(self.centres), cfg)
+        return classify_track(np.stack(self.centres), np.array(self.frames), cfg)
 
     def evidence(self, cfg: DecisionConfig, kind: str = "") -> float:
         """Weighted frame count; `kind`: its path when the caller has classified it. A track

@@ -38,6 +38,7 @@ from .test_runtime import _cfg, bundle  # noqa: F401
         ({"timing": {"queue_depth": 0}}, r"queue_depth must be >= 1"),
         ({"decision": {"match_distance": 0.0}}, r"decision\.match_distance must be > 0 px"),
         ({"decision": {"rising_distance": -6.0}}, r"decision\.rising_distance must not be neg"),
+        ({"decision": {"jump_distance": -1.0}}, r"decision\.jump_distance must not be neg"),
         ({"gpio": {"pulse_ms": 0.0}}, r"gpio\.pulse_ms must be in"),
         ({"gpio": {"gate_feedback_ms": 40.0}}, r"gpio\.gate_feedback_ms must be in \(0, gpio"),
         ({"gpio": {"delay_ms": 50.0}}, r"decision_margin_ms must be below gpio\.delay_ms"),

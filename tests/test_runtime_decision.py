@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.runtime import Job
 
+from .test_decision import BUBBLES
 from .test_export import exported  # noqa: F401
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
@@ -137,4 +138,23 @@ def test_wander_test_reaches_the_gate(
     script = [None if c is None else (c[0], c[1], 0.8) for c in WANDER]
     camera = {"frames": len(script)}
     states, row, _ = _gate(bundle, tmp_path, script, 2, camera=camera, decision=decision)
+    _check(states, row, pulse, words)
+
+
+@pytest.mark.parametrize(
+    "decision, pulse, words",
+    [
+        ({}, True, "rising: bubble (33 px), seen in 8/8 frames"),
+        ({"jump_distance": 0.0}, False, "moving particle (33 px), seen in 8/8 frames"),
+    ],
+)
+def test_jump_test_reaches_the_gate(
+    bundle: Path, tmp_path: Path, decision: dict, pulse: bool, words: str
+) -> None:
+    """Two bubbles rising one after the other, 28 px apart, that linking joins into one
+    track (tests/test_decision.py): accepted - the gate's pulse - by default, rejected with
+    the jump test off in the line config."""
+    script = [(float(x), float(y), 0.8) for x, y in [*BUBBLES, (125, 96)]]
+    camera = {"frames": len(script)}
+    states, row, _ = _gate(bundle, tmp_path, script, 1, camera=camera, decision=decision)
     _check(states, row, pulse, words)
