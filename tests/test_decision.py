@@ -352,17 +352,20 @@ def test_wander_on_lets_a_wandering_look_alike_pass_not_a_particle() -> None:
 # Two bubbles in a good container of the probe look (seed 13): the demo's track centres,
 # moved by (-268, -57), as box corners. One rises 4 px a frame, then the next, 28 px away,
 # rises after it; linking joins them by a jump.
-BUBBLES = [(100, 100), (101, 95), (101, 91), (100, 87), (121, 108), (121, 105), (122, 100)]
+BUBBLES = [
+    *[(100, 100), (101, 95), (101, 91), (100, 87)],  # the first bubble
+    *[(121, 108), (121, 105), (122, 100), (125, 96)],  # the next
+]
 
 
 def test_two_bubbles_joined_by_a_jump_are_not_a_particle() -> None:
-    frames = _frames([*BUBBLES, (125, 96)], n=8)
+    frames = _frames(BUBBLES, n=8)
     off = DecisionConfig(jump_distance=0)
     d = decide(frames, NAMES, off)
     assert d.reject and "moving particle" in d.reason  # as one path it goes nowhere straight
     d = decide(frames, NAMES, DecisionConfig())
     assert not d.reject and "rising: bubble (33 px), seen in 8/8 frames" in d.reason
-    c = np.array([(x + 3.0, y + 3.0) for x, y in [*BUBBLES, (125, 96)]])
+    c = np.array(BUBBLES, dtype=float) + 3.0  # box centres
     assert jumps(c, np.arange(8), DecisionConfig()).tolist() == [4]
     # A bubble rising into a mark: the longest piece names it.
     mark = np.array([*c[:3], *[(160.0, 140.0)] * 5])

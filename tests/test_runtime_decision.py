@@ -154,7 +154,7 @@ def test_jump_test_reaches_the_gate(
     """Two bubbles rising one after the other, 28 px apart, that linking joins into one
     track (tests/test_decision.py): accepted - the gate's pulse - by default, rejected with
     the jump test off in the line config."""
-    script = [(float(x), float(y), 0.8) for x, y in [*BUBBLES, (125, 96)]]
+    script = [(float(x), float(y), 0.8) for x, y in BUBBLES]
     camera = {"frames": len(script)}
     states, row, _ = _gate(bundle, tmp_path, script, 1, camera=camera, decision=decision)
     _check(states, row, pulse, words)
