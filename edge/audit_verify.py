@@ -30,6 +30,9 @@ from .audit import (
     read_anchor,
     row_hash,
 )
+from .decision import DecisionConfig, explain
+from .postprocess import frame_detections
+from .review import LEGEND, draw_tracks, put_label
 
 
 @dataclass(frozen=True)
@@ -179,11 +182,16 @@ def find_row(folder: Path, seq: int) -> Dict[str, Any]:
 
 
 def draw_record(
-    folder: Path, seq: int, class_names: Sequence[str] = (), min_score: float = 0.5
+    folder: Path,
+    seq: int,
+    class_names: Sequence[str] = (),
+    min_score: float = 0.5,
+    decision: Optional[DecisionConfig] = None,
 ) -> np.ndarray:
     """The evidence frame of row `seq` (its hash checked) with the recorded detections of
     every frame at or above `min_score` (the decision's default threshold) drawn over it,
-    BGR, so a reviewer sees which speck caused the reject."""
+    BGR, so a reviewer sees which speck caused the reject; with `decision`, also the tracks
+    it links those detections into, each drawn as its path (edge/review.py)."""
     import cv2
 
     row = find_row(folder, seq)
@@ -216,13 +224,21 @@ def draw_record(
                 (0, 0, shade),
                 1,
             )
-    cv2.putText(
-        img,
-        f"seq {seq} {row['container_id']}: {row['decision']} - {row['reason']}"[:110],
-        (4, 14),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.4,
-        (0, 200, 255),
-        1,
-    )
+    lines = [f"seq {seq} {row['container_id']}: {row['decision']} - {row['reason']}"]
+    if decision is not None:
+        labels = [int(x[5]) for frame in dets for x in frame]
+        if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
+            raise AuditError(
+                f"{folder}: row seq {seq} holds class index {max(labels)}, but only "
+                f"{len(class_names)} class names given: cannot link its tracks"
+            )
+        d, judged = explain(frame_detections(dets), class_names, decision)
+        draw_tracks(img, judged, decision)
+        lines.append(LEGEND)
+        again = "reject" if d.reject else "accept"
+        if row["fault"] is None and again != row["decision"]:
+            # Another config than the line ran: say so rather than draw a silent mismatch.
+            lines.append(f"this config decides {again}: {d.reason}")
+    for i, text in enumerate(lines):
+        put_label(img, text[:110], (4, 14 + 14 * i), (0, 200, 255))
     return img

@@ -248,6 +248,15 @@ def link_tracks(
     return tracks
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A track as the decision judged it."""
+
+    track: Track
+    kind: str  # MOVING, RISING or STATIC
+    evidence: float
+
+
 def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
     """Reject when any track's weighted frame count reaches `min_evidence`; the reason
     names the strongest track's path and what was discounted. Unsure sightings
@@ -256,6 +265,13 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
     tracks of their own, take a sure sighting into another track, so the linkings are
     judged in turn - sure sightings alone, then unsure ones continuing tracks, then unsure
     tracks - and the first reject stands."""
+    return explain(frames, names, cfg)[0]
+
+
+def explain(
+    frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig
+) -> Tuple[Decision, List[Judged]]:
+    """decide, and the tracks of the linking that decided, strongest first (for review)."""
     start, cont = _thresholds(names, cfg)
     linkings = [dataclasses.replace(cfg, track_threshold=1.0)]  # sure sightings alone
     if (cont < start).any():  # some class takes unsure sightings
@@ -263,31 +279,33 @@ def decide(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConf
         if cfg.unsure_weight > 0:
             linkings.append(cfg)
     for linking in linkings:
-        d = _judge(frames, names, linking)
+        d, judged = _judge(frames, names, linking)
         if d.reject:
             break
-    return d
+    return d, judged
 
 
-def _judge(frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig) -> Decision:
+def _judge(
+    frames: Sequence[Detections], names: Sequence[str], cfg: DecisionConfig
+) -> Tuple[Decision, List[Judged]]:
     tracks = link_tracks(frames, names, cfg)
     if not tracks:
         return Decision(
             False, f"clean: no detection above threshold in {len(frames)} frames", 0, 0.0
-        )
-    kinds = [tr.path(cfg) for tr in tracks]
-    scored = [(tr.evidence(cfg, k), k, tr) for tr, k in zip(tracks, kinds)]
+        ), []
+    judged = [Judged(tr, k, tr.evidence(cfg, k)) for tr in tracks for k in [tr.path(cfg)]]
     # The strongest track; among equals (say, all discounted) the longest-seen one.
-    ev, kind, best = max(scored, key=lambda s: (s[0], len(s[2].frames)))
+    judged.sort(key=lambda j: (j.evidence, len(j.track.frames)), reverse=True)
+    ev, kind, best = judged[0].evidence, judged[0].kind, judged[0].track
     unsure = "" if best.sure else ", unsure"
     what = (
         f"{names[best.label]} track, {kind} ({best.travel:.0f} px){unsure}, "
         f"seen in {len(best.frames)}/{len(frames)} frames, "
         f"evidence {ev:.1f} of {cfg.min_evidence:.1f}"
     )
-    others = Counter(k for _, k, tr in scored if tr is not best and k != MOVING)
+    others = Counter(j.kind for j in judged[1:] if j.kind != MOVING)
     if others:
         what += "; also " + ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
     if ev >= cfg.min_evidence:
-        return Decision(True, "particle: " + what, len(tracks), ev)
-    return Decision(False, "below evidence: " + what, len(tracks), ev)
+        return Decision(True, "particle: " + what, len(tracks), ev), judged
+    return Decision(False, "below evidence: " + what, len(tracks), ev), judged

@@ -8,7 +8,7 @@ NMS over all levels (OpenCV's NMSBoxesBatched), then the best `max_per_image`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,20 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def frame_detections(frames: Sequence[Sequence[Sequence[float]]]) -> List[Detections]:
+    """The audit's per-frame rows ([[x0, y0, x1, y1, score, label], ...] per frame) back
+    into Detections."""
+    out = []
+    for rows in frames:
+        a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)  # [K, 6]
+        out.append(
+            Detections(
+                a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64)
+            )
+        )
+    return out
 
 
 def select_per_image(

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from .audit_verify import iter_rows
 from .bundle import open_bundle
 from .config import LineConfig
 from .decision import DecisionConfig, decide
 from .errors import FodError
 from .knapp import container_of, share
-from .postprocess import Detections
+from .postprocess import frame_detections
 
 
 @dataclass(frozen=True)
@@ -69,19 +67,6 @@ def recorded_containers(folder: Path) -> List[Recorded]:
     if not by_id:
         raise FodError(f"{folder}: no audited containers")
     return list(by_id.values())
-
-
-def frame_detections(frames: Sequence[Sequence[Sequence[float]]]) -> List[Detections]:
-    """The audit's per-frame rows back into Detections."""
-    out = []
-    for rows in frames:
-        a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)  # [K, 6]
-        out.append(
-            Detections(
-                a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64)
-            )
-        )
-    return out
 
 
 def line_decision(cfg: LineConfig) -> DecisionConfig:

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "| replay FOLDER --config TOML",
         description="verify: check the hash chain, evidence images, anchor and checkpoints; "
         "export: every row with its chain fields; show: draw a row's detections over its "
-        "evidence frame; replay: decide every recorded container again under the [decision] "
+        "evidence frame, and the paths of the tracks the decision links them into; replay: "
+        "decide every recorded container again under the [decision] "
         "of another line config, from its recorded detections.",
     )
     p.add_argument("action", choices=["verify", "export", "show", "replay"])
@@ -60,7 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, help="export: file (default stdout); show: PNG; replay: JSON report"
     )
-    p.add_argument("--config", type=Path, help="replay: the line config to decide with")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="replay: the line config to decide with; show: to link tracks with "
+        "(default: the built-in [decision])",
+    )
     p.add_argument(
         "--truth", type=Path, help="replay: sequences.json of simulated containers (rates)"
     )
@@ -146,8 +152,11 @@ def cmd_knapp(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from edge.audit_verify import draw_record, export_rows, verify
+    from edge.config import load_config
+    from edge.decision import DecisionConfig
     from edge.errors import FodError
     from edge.fsutil import atomic_write_bytes, write_png
+    from edge.replay import line_decision
 
     if args.action == "verify":
         r = verify(args.folder, args.public_key)
@@ -168,8 +177,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.seq is None or args.out is None:
             raise FodError("fod audit show needs SEQ and --out PNG")
         names = args.classes.split(",")
-        write_png(args.out, draw_record(args.folder, args.seq, names, args.min_score))
-        print(f"{args.out}: seq {args.seq} with its recorded detections")
+        decision = line_decision(load_config(args.config)) if args.config else DecisionConfig()
+        write_png(args.out, draw_record(args.folder, args.seq, names, args.min_score, decision))
+        linked = args.config or "the built-in [decision]"
+        print(f"{args.out}: seq {args.seq}, its recorded detections and tracks ({linked})")
     return 0
 
 

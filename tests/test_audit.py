@@ -290,6 +290,39 @@ def test_a_file_is_complete_or_absent(tmp_path: Path) -> None:
     assert verify(tmp_path).rows == 2
 
 
+def _near(img: np.ndarray, xy: tuple, bgr: tuple, r: int = 2) -> bool:
+    """Whether a pixel within r of (x, y) has this colour (each channel within 60)."""
+    x, y = xy
+    patch = img[y - r : y + r + 1, x - r : x + r + 1].astype(int)  # [2r+1, 2r+1, 3]
+    return bool((np.abs(patch - np.array(bgr)) < 60).all(axis=2).any())
+
+
+def test_show_draws_the_tracks_as_the_decision_reads_them(tmp_path: Path) -> None:
+    """A reject row with a sinking particle and two bubbles that linking joins by a jump:
+    the review image draws the particle's path magenta, the bubbles' pieces cyan and the
+    jump yellow; with the jump test off the bubbles' track is one moving path."""
+    from edge.audit_verify import draw_record
+    from edge.decision import DecisionConfig
+
+    from .test_decision import BUBBLES
+
+    sink = [(50.0, 40.0 + 6 * t) for t in range(8)]
+    dets = [[[x, y, x + 6, y + 6, 0.8, 1.0] for x, y in (sink[t], BUBBLES[t])] for t in range(8)]
+    rec = ContainerRecord("c0", 0, 500, "reject", "particle: ...", None, dets, "m" * 64, "c" * 64)
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0)) as log:
+        log.record(rec, image=np.zeros((200, 200), np.uint8))
+    names = ["fiber", "particle", "glass_flake"]
+    img = draw_record(tmp_path, 1, names, decision=DecisionConfig())
+    magenta, cyan, yellow = (255, 0, 255), (255, 255, 0), (0, 255, 255)
+    assert _near(img, (53, 64), magenta)  # the particle, between its 4th and 5th sighting
+    assert _near(img, (104, 95), cyan) and _near(img, (124, 106), cyan)  # each bubble
+    assert _near(img, (113, 99), yellow)  # the jump from one bubble to the next
+    off = draw_record(tmp_path, 1, names, decision=DecisionConfig(jump_distance=0))
+    assert _near(off, (113, 99), magenta) and not _near(off, (113, 99), yellow)
+    with pytest.raises(AuditError, match="class index 1, but only 1 class names"):
+        draw_record(tmp_path, 1, ["fiber"], decision=DecisionConfig())
+
+
 def test_export_and_show(tmp_path: Path) -> None:
     from edge.audit_verify import draw_record, export_rows
 
