@@ -124,37 +124,23 @@ WANDER = [(127, 163), (129, 170), (129, 167), (129, 161), None, (126, 164), (126
 
 
 @pytest.mark.parametrize(
-    "decision, pulse, words",
+    "path, label, decision, pulse, words",
     [
-        ({}, False, "moving particle (9 px), seen in 7/8 frames"),
-        ({"wander_straightness": 0.3}, True, "static: mark (9 px), seen in 7/8 frames"),
+        # A look-alike whose box wanders in place: rejected by default, accepted with the
+        # opt-in wander test.
+        (WANDER, 2, {}, False, "moving particle (9 px), seen in 7/8 frames"),
+        (WANDER, 2, {"wander_straightness": 0.3}, True, "static: mark (9 px), seen in 7/8"),
+        # Two bubbles rising one after the other, 28 px apart, that linking joins into one
+        # track (tests/test_decision.py): accepted by default, rejected with the jump test off.
+        (BUBBLES, 1, {}, True, "rising: bubble (33 px), seen in 8/8 frames"),
+        (BUBBLES, 1, {"jump_distance": 0.0}, False, "moving particle (33 px), seen in 8/8"),
     ],
 )
-def test_wander_test_reaches_the_gate(
-    bundle: Path, tmp_path: Path, decision: dict, pulse: bool, words: str
+def test_path_tests_reach_the_gate(
+    bundle: Path, tmp_path: Path, path: list, label: int, decision: dict, pulse: bool, words: str
 ) -> None:
-    """A look-alike whose box wanders in place: rejected by default, accepted - the gate's
-    pulse - with the opt-in wander test set in the line config."""
-    script = [None if c is None else (c[0], c[1], 0.8) for c in WANDER]
+    """A path test set in the line config decides the gate: an accept is the gate's pulse."""
+    script = [None if c is None else (float(c[0]), float(c[1]), 0.8) for c in path]
     camera = {"frames": len(script)}
-    states, row, _ = _gate(bundle, tmp_path, script, 2, camera=camera, decision=decision)
-    _check(states, row, pulse, words)
-
-
-@pytest.mark.parametrize(
-    "decision, pulse, words",
-    [
-        ({}, True, "rising: bubble (33 px), seen in 8/8 frames"),
-        ({"jump_distance": 0.0}, False, "moving particle (33 px), seen in 8/8 frames"),
-    ],
-)
-def test_jump_test_reaches_the_gate(
-    bundle: Path, tmp_path: Path, decision: dict, pulse: bool, words: str
-) -> None:
-    """Two bubbles rising one after the other, 28 px apart, that linking joins into one
-    track (tests/test_decision.py): accepted - the gate's pulse - by default, rejected with
-    the jump test off in the line config."""
-    script = [(float(x), float(y), 0.8) for x, y in BUBBLES]
-    camera = {"frames": len(script)}
-    states, row, _ = _gate(bundle, tmp_path, script, 1, camera=camera, decision=decision)
+    states, row, _ = _gate(bundle, tmp_path, script, label, camera=camera, decision=decision)
     _check(states, row, pulse, words)
