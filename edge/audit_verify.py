@@ -210,8 +210,8 @@ def draw_record(
     for f, frame in enumerate(dets):
         shade = int(80 + 175 * (f + 1) / max(1, len(dets)))  # later frames brighter
         for x0, y0, x1, y1, score, label in frame:
-            if score < min_score:
-                continue
+            if not np.isfinite([x0, y0, x1, y1, score]).all() or score < min_score:
+                continue  # a non-finite row is never a decision's; nothing to place
             p0, p1 = (int(x0) - 2, int(y0) - 2), (int(x1) + 2, int(y1) + 2)
             cv2.rectangle(img, p0, p1, (0, 0, shade), 1)
             name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))

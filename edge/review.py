@@ -27,6 +27,8 @@ def draw_tracks(img: np.ndarray, judged: Sequence[Judged], cfg: DecisionConfig) 
 
     for i, j in enumerate(judged):
         c = np.stack(j.track.centres)  # [T, 2]
+        if not np.isfinite(c).all():  # a hand-edited or foreign row: nothing to place
+            continue
         cuts = set(jumps(c, np.asarray(j.track.frames), cfg).tolist())
         width = 2 if i == 0 else 1
         pts = [(int(x), int(y)) for x, y in np.rint(c)]  # cv2 takes int pixel tuples

@@ -3,6 +3,7 @@ disk budget and disk-full behaviour, and SIGKILL at random points leaves a sound
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -321,6 +322,15 @@ def test_show_draws_the_tracks_as_the_decision_reads_them(tmp_path: Path) -> Non
     assert _near(off, (113, 99), magenta) and not _near(off, (113, 99), yellow)
     with pytest.raises(AuditError, match="class index 1, but only 1 class names"):
         draw_record(tmp_path, 1, ["fiber"], decision=DecisionConfig())
+    # A row with a non-finite box (never a decision's: the runtime faults on those) is
+    # drawn without it, not a crash.
+    dets[0][0][0] = float("nan")
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0)) as log:
+        log.record(
+            dataclasses.replace(rec, container_id="c1", detections=dets),
+            image=np.zeros((200, 200), np.uint8),
+        )
+    assert draw_record(tmp_path, 2, names, decision=DecisionConfig()).shape == (200, 200, 3)
 
 
 def test_export_and_show(tmp_path: Path) -> None:
