@@ -43,7 +43,9 @@ def draw_tracks(img: np.ndarray, judged: Sequence[Judged], cfg: DecisionConfig) 
     return img
 
 
-def put_label(img: np.ndarray, text: str, org: Tuple[int, int], colour: Tuple[int, int, int]):
+def put_label(
+    img: np.ndarray, text: str, org: Tuple[int, int], colour: Tuple[int, int, int]
+) -> None:
     """Text on a dark strip: readable over the bright diffuser of a back-lit frame."""
     import cv2
 
