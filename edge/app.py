@@ -23,6 +23,7 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
+from .preprocess import parse_grid
 from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,11 @@ def line_runtime(
         stack.callback(metrics.close)
         check_rollback(bundle.manifest, cfg.audit.folder, allow_rollback)
         detector = EdgeDetector(
-            wrap_backend(backend) if wrap_backend else backend, backend.info, cfg.postprocess
+            wrap_backend(backend) if wrap_backend else backend,
+            backend.info,
+            cfg.postprocess,
+            parse_grid(cfg.model.tiles),
+            cfg.model.tile_overlap,
         )
         io = stack.enter_context(LineIO(cfg.gpio, pin_factory))
         if cfg.gpio.energise_to == "reject":

@@ -17,6 +17,7 @@ from .decision import DecisionConfig
 from .errors import FodError
 from .gpio import GpioConfig
 from .postprocess import PostprocessConfig
+from .preprocess import parse_grid, tile_windows
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,6 +52,10 @@ class ModelConfig:
     int8_kernels: str = "auto"  # auto | integer | float: float on x86 without VNNI (saturation)
     engine_cache: str = ""  # TensorRT engines; "": /var/lib/pharma-fod/engines or ~/.cache
     dla_core: int = -1  # TensorRT on a DLA core (Xavier/Orin); -1: the GPU
+    # A camera frame larger than the model input is cut into COLSxROWS tiles overlapping by
+    # tile_overlap px, each run through the model at (nearly) its own pixels; "1x1": whole.
+    tiles: str = "1x1"
+    tile_overlap: int = 32
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,12 @@ def _check(cfg: LineConfig, source: str) -> None:
         )
     if cfg.model.int8_kernels not in ("auto", "integer", "float"):
         raise ConfigError(f"{source}: model.int8_kernels must be 'auto', 'integer' or 'float'")
+    try:
+        grid = parse_grid(cfg.model.tiles)
+        if cfg.camera.width and cfg.camera.height:  # else checked on the first frame
+            tile_windows((cfg.camera.width, cfg.camera.height), grid, cfg.model.tile_overlap)
+    except ValueError as e:
+        raise ConfigError(f"{source}: model.tiles: {e}") from None
     if cfg.model.backend not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
     if not 0 < cfg.postprocess.score_threshold <= 1 or not 0 < cfg.postprocess.nms_iou <= 1:

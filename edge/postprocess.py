@@ -69,6 +69,24 @@ def select_per_image(
     lab = np.concatenate(kl).astype(np.int64)
     if s.size == 0:
         return Detections(b, s, lab)
+    return _nms(Detections(b, s, lab), cfg)
+
+
+def merge_detections(parts: Sequence[Detections], cfg: PostprocessConfig) -> Detections:
+    """Detections of overlapping tiles of one frame (already in frame pixels) -> the
+    frame's: class-wise NMS across tiles (an object in an overlap is seen twice), then the
+    best `max_per_image`."""
+    d = Detections(
+        np.concatenate([p.boxes for p in parts]).astype(np.float32).reshape(-1, 4),
+        np.concatenate([p.scores for p in parts]).astype(np.float32),
+        np.concatenate([p.labels for p in parts]).astype(np.int64),
+    )
+    return _nms(d, cfg) if len(d) else d
+
+
+def _nms(d: Detections, cfg: PostprocessConfig) -> Detections:
+    """Class-wise NMS, best first, at most `max_per_image`."""
+    b, s, lab = d.boxes, d.scores, d.labels
     xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).astype(np.float64)
     idx = cv2.dnn.NMSBoxesBatched(
         xywh.tolist(), s.tolist(), lab.astype(np.int32).tolist(), 0.0, cfg.nms_iou

@@ -7,8 +7,9 @@ the line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -55,6 +56,43 @@ def letterbox(
     out = np.full((lb.dst_h, lb.dst_w, *image.shape[2:]), pad_value, dtype=image.dtype)
     out[lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w] = image
     return out, lb
+
+
+def parse_grid(spec: str) -> Tuple[int, int]:
+    """ "CxR" (columns x rows, each 1-8) -> (C, R); ValueError names what is wrong."""
+    parts = spec.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 8 for p in parts):
+        raise ValueError(f"tiles must be COLSxROWS, each 1-8 (e.g. 2x2), got {spec!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def tile_windows(
+    frame_wh: Tuple[int, int], grid: Tuple[int, int], overlap: int, aspect: float = 0.0
+) -> List[Tuple[int, int, int, int]]:
+    """Windows (x0, y0, x1, y1), row-major, that cut a frame into a grid of equal tiles
+    overlapping by at least `overlap` px, so an object up to that size lies whole in at
+    least one tile; a 1x1 grid is the whole frame. With `aspect` (the model input's w / h)
+    the tiles grow, overlapping more, to that shape where the frame allows: a tile that
+    fills the model input needs no padding, whose edge through a bright container would
+    read as a fibre. ValueError where no such tiles exist."""
+    (w, h), (cols, rows) = frame_wh, grid
+    tw, th = (_tile(n, k, overlap) for n, k in ((w, cols), (h, rows)))
+    if aspect > 0:
+        tw, th = min(w, max(tw, math.ceil(th * aspect))), min(h, max(th, math.ceil(tw / aspect)))
+    xs, ys = _starts(w, tw, cols), _starts(h, th, rows)
+    return [(x, y, x + tw, y + th) for y in ys for x in xs]
+
+
+def _tile(n: int, k: int, overlap: int) -> int:
+    size = -(-(n + (k - 1) * overlap) // k)  # ceil: k tiles of `size` cover n with overlaps
+    if k > 1 and not overlap < size <= n:
+        raise ValueError(f"{k} tiles across {n} px with {overlap} px overlap: no such tiles")
+    return size
+
+
+def _starts(n: int, size: int, k: int) -> List[int]:
+    """k starts spread evenly from 0 to n - size."""
+    return [round(i * (n - size) / (k - 1)) for i in range(k)] if k > 1 else [0]
 
 
 def nchw_float(images: np.ndarray) -> np.ndarray:

@@ -241,6 +241,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # particles with it: what the detection rate is read against.
         frame_size=[cfg.camera.width or size[0], cfg.camera.height or size[1]],
         model_input=list(size),
+        tiles=cfg.model.tiles,  # "1x1": letterboxed whole
     )
     summary["violations"] = safety_violations(summary)
     if args.knapp:
@@ -262,7 +263,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         lat = summary["latency_ms"]
         frame, model_in = ("x".join(map(str, summary[k])) for k in ("frame_size", "model_input"))
-        letterboxed = f"frames {frame} letterboxed to {model_in}; " if frame != model_in else ""
+        how = "letterboxed" if summary["tiles"] == "1x1" else f"in {summary['tiles']} tiles"
+        letterboxed = f"frames {frame} {how} to {model_in}; " if frame != model_in else ""
         print(
             f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
             f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
