@@ -35,7 +35,12 @@ class EdgeDetector:
         detections are merged by NMS; a bad output of any tile fails the frame."""
         if self.tiles != (1, 1):
             return [self._detect_tiled(f) for f in frames]
-        boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in frames))
+        return self._detect_whole(frames)
+
+    def _detect_whole(self, images: Sequence[np.ndarray]) -> List[Detections]:
+        """Each image letterboxed whole into the model, one call for all of them ->
+        detections in each image's pixels."""
+        boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
         boxes, scores = self.backend.infer(np.stack(boxed))
         check_outputs(boxes, scores)  # NaN or out-of-range scores must not read as "clean"
         out = []
@@ -49,10 +54,8 @@ class EdgeDetector:
         parts = []
         aspect = self.info.input_size[0] / self.info.input_size[1]
         for x0, y0, x1, y1 in tile_windows((w, h), self.tiles, self.overlap, aspect):
-            tile, lb = letterbox(np.ascontiguousarray(frame[y0:y1, x0:x1]), self.info.input_size)
-            boxes, scores = self.backend.infer(tile[None])
-            check_outputs(boxes, scores)
-            d = select_per_image(boxes[0], scores[0], self.info.level_counts, self.cfg)
-            b = boxes_to_source(d.boxes, lb) + np.array([x0, y0, x0, y0], np.float32)
-            parts.append(Detections(b, d.scores, d.labels))
+            # One call per tile: an engine's batch may be 1.
+            d = self._detect_whole([np.ascontiguousarray(frame[y0:y1, x0:x1])])[0]
+            offset = np.array([x0, y0, x0, y0], np.float32)
+            parts.append(Detections(d.boxes + offset, d.scores, d.labels))
         return merge_detections(parts, self.cfg)
