@@ -31,7 +31,7 @@ from .audit import (
     row_hash,
 )
 from .decision import DecisionConfig, explain
-from .postprocess import frame_detections
+from .postprocess import frame_detections, label_beyond
 from .review import LEGEND, draw_tracks, put_label
 
 
@@ -226,10 +226,10 @@ def draw_record(
             )
     lines = [f"seq {seq} {row['container_id']}: {row['decision']} - {row['reason']}"]
     if decision is not None:
-        labels = [int(x[5]) for frame in dets for x in frame]
-        if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
+        beyond = label_beyond(dets, class_names)
+        if beyond is not None:
             raise AuditError(
-                f"{folder}: row seq {seq} holds class index {max(labels)}, but only "
+                f"{folder}: row seq {seq} holds class index {beyond}, but only "
                 f"{len(class_names)} class names given: cannot link its tracks"
             )
         d, judged = explain(frame_detections(dets), class_names, decision)

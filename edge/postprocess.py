@@ -8,7 +8,7 @@ NMS over all levels (OpenCV's NMSBoxesBatched), then the best `max_per_image`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -46,6 +46,17 @@ def frame_detections(frames: Sequence[Sequence[Sequence[float]]]) -> List[Detect
             )
         )
     return out
+
+
+def label_beyond(
+    frames: Sequence[Sequence[Sequence[float]]], names: Sequence[str]
+) -> Optional[int]:
+    """The highest class index of the audit's per-frame rows when any lies outside
+    `names`, else None: such rows were recorded by a model of other classes."""
+    labels = [int(x[5]) for rows in frames for x in rows]
+    if labels and not 0 <= min(labels) <= max(labels) < len(names):
+        return max(labels)
+    return None
 
 
 def select_per_image(

@@ -20,7 +20,7 @@ from .config import LineConfig
 from .decision import DecisionConfig, decide
 from .errors import FodError
 from .knapp import container_of, share
-from .postprocess import frame_detections
+from .postprocess import frame_detections, label_beyond
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,10 @@ def replay(
         )
     out = []
     for r in recorded:
-        labels = [int(x[5]) for frame in r.detections for x in frame]
-        if labels and not 0 <= min(labels) <= max(labels) < len(names):
+        beyond = label_beyond(r.detections, names)
+        if beyond is not None:
             raise FodError(
-                f"container {r.container_id}: class index {max(labels)} on record, but only "
+                f"container {r.container_id}: class index {beyond} on record, but only "
                 f"{len(names)} class names given ({', '.join(names)})"
             )
         if r.fault is not None:
