@@ -23,7 +23,7 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
-from .preprocess import parse_grid
+from .preprocess import parse_grid, tile_windows
 from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,11 @@ def line_runtime(
                 f"{cfg.model.bundle}: the model takes grey frames; set camera.mono = true"
             )
         check_classes(cfg, backend.info.class_names, "line config")
+        grid, shape = parse_grid(cfg.model.tiles), _frame_shape(cfg, backend.info.input_size)
+        try:  # the config could check this only for a camera of a given size
+            tile_windows((shape[1], shape[0]), grid, cfg.model.tile_overlap)
+        except ValueError as e:
+            raise FodError(f"model.tiles for {shape[1]}x{shape[0]} frames: {e}") from None
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:
             metrics.serve(cfg.metrics.port, cfg.metrics.address)
@@ -142,7 +147,7 @@ def line_runtime(
             wrap_backend(backend) if wrap_backend else backend,
             backend.info,
             cfg.postprocess,
-            parse_grid(cfg.model.tiles),
+            grid,
             cfg.model.tile_overlap,
         )
         io = stack.enter_context(LineIO(cfg.gpio, pin_factory))
@@ -159,7 +164,7 @@ def line_runtime(
             audit,
             metrics,
             model_hash,
-            _frame_shape(cfg, backend.info.input_size),
+            shape,
             on_outcome=on_outcome,
         )
         stack.callback(runtime.close)

@@ -228,7 +228,7 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: model.int8_kernels must be 'auto', 'integer' or 'float'")
     try:
         grid = parse_grid(cfg.model.tiles)
-        if cfg.camera.width and cfg.camera.height:  # else checked on the first frame
+        if cfg.camera.width and cfg.camera.height:  # else at start, for the model's size
             tile_windows((cfg.camera.width, cfg.camera.height), grid, cfg.model.tile_overlap)
     except ValueError as e:
         raise ConfigError(f"{source}: model.tiles: {e}") from None

@@ -15,6 +15,7 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.config import ConfigError, parse_config
 from edge.detector import EdgeDetector
+from edge.errors import FodError
 from edge.health import BadOutput
 from edge.model_info import ModelInfo
 from edge.preprocess import letterbox_params, parse_grid, tile_windows
@@ -156,3 +157,21 @@ def test_a_tile_gone_bad_rejects_the_container_at_the_gate(bundle: Path, tmp_pat
     assert calls["n"] == 6 + 12  # c0 stops at its bad tile; c1: 3 frames x 4 tiles
     assert rows["c1"][1] is None  # decided by the model, whatever it decided
     assert states.count(True) == (rows["c1"][0] == "accept")  # a pulse only for an accept
+
+
+def test_tiles_that_cannot_cut_the_frames_are_refused_at_start(bundle: Path, tmp_path: Path):
+    """A camera of the model's size (camera.width/height 0: the config cannot check) with
+    an overlap as wide as its frames: refused before the pins, the audit or the bundle
+    record are touched, rather than rejecting every container as a backend error."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        model={"tiles": "2x1", "tile_overlap": 400},
+        camera={"width": 0, "height": 0},
+    )
+    f = MockFactory()
+    refused = pytest.raises(FodError, match=r"model\.tiles for 320x256 frames: .*no such tiles")
+    with refused, line_runtime(cfg, f, None, lambda o: None):
+        pass
+    assert not (tmp_path / "audit").exists()  # not even the bundle recorded as run
+    assert [s.state for s in f.pin(cfg.gpio.ejector_pin).states] == [False]  # never driven
