@@ -305,7 +305,7 @@ def test_show_draws_the_tracks_as_the_decision_reads_them(tmp_path: Path) -> Non
     from edge.audit_verify import draw_record
     from edge.decision import DecisionConfig
 
-    from .test_decision import BUBBLES
+    from .test_path_tests import BUBBLES
 
     sink = [(50.0, 40.0 + 6 * t) for t in range(8)]
     dets = [[[x, y, x + 6, y + 6, 0.8, 1.0] for x, y in (sink[t], BUBBLES[t])] for t in range(8)]

@@ -14,8 +14,8 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.runtime import Job
 
-from .test_decision import BUBBLES
 from .test_export import exported  # noqa: F401
+from .test_path_tests import BUBBLES
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
 Sighting = Optional[Tuple[float, float, float]]  # (x0, y0, score) of a 6-px box; None: unseen
