@@ -51,6 +51,8 @@ inv=$WORK/inventory.yml
     st=$WORK/station$s
     mkdir -p "$st/etc" "$st/state"
     cat > "$st/etc/line.toml" << TOML
+[camera]
+mono = true
 [model]
 bundle = "$st/state/current"
 public_key = "$WORK/keys/fod_signing.pub"

@@ -17,13 +17,12 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .audit import AuditLog
 from .bundle import open_bundle
-from .config import LineConfig, check_classes
+from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
-from .preprocess import parse_grid, tile_windows
 from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,6 @@ def _read_permit(path: Path, manifest: dict) -> Optional[str]:
     return f"{p.get('by', '?')} at {p.get('at', '?')}: {p.get('reason', '')}"
 
 
-def _frame_shape(cfg: LineConfig, input_size: Tuple[int, int]) -> Tuple[int, ...]:
-    w = cfg.camera.width or input_size[0]
-    h = cfg.camera.height or input_size[1]
-    return (h, w) if cfg.camera.mono else (h, w, 3)
-
-
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Keep what startup built out of the garbage collector's full passes while the line runs.
@@ -126,16 +119,8 @@ def line_runtime(
         bundle = stack.enter_context(open_bundle(Path(cfg.model.bundle), pk))
         backend, model_hash = open_configured(bundle, cfg.model)
         stack.callback(backend.close)
-        if backend.info.input_layout == "uint8_nhw" and not cfg.camera.mono:
-            raise FodError(
-                f"{cfg.model.bundle}: the model takes grey frames; set camera.mono = true"
-            )
+        shape, grid = frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
         check_classes(cfg, backend.info.class_names, "line config")
-        grid, shape = parse_grid(cfg.model.tiles), _frame_shape(cfg, backend.info.input_size)
-        try:  # the config could check this only for a camera of a given size
-            tile_windows((shape[1], shape[0]), grid, cfg.model.tile_overlap)
-        except ValueError as e:
-            raise FodError(f"model.tiles for {shape[1]}x{shape[0]} frames: {e}") from None
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:
             metrics.serve(cfg.metrics.port, cfg.metrics.address)

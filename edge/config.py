@@ -10,7 +10,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
 from .audit import AuditConfig
 from .decision import DecisionConfig
@@ -246,6 +246,24 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: metrics.address must be an IP address, got {cfg.metrics.address!r}"
         ) from None
+
+
+def frames_for_model(
+    cfg: LineConfig, input_size: Tuple[int, int], input_layout: str
+) -> Tuple[Tuple[int, ...], Tuple[int, int]]:
+    """The shape of every camera frame ((h, w) grey, (h, w, 3) RGB) and the tile grid, for
+    the model the unit loaded; raises FodError where the frames cannot reach that model.
+    `fod run` and `fod check` both ask here, so a config the preflight passes starts."""
+    if input_layout == "uint8_nhw" and not cfg.camera.mono:
+        raise FodError(f"{cfg.model.bundle}: the model takes grey frames; set camera.mono = true")
+    w = cfg.camera.width or input_size[0]
+    h = cfg.camera.height or input_size[1]
+    grid = parse_grid(cfg.model.tiles)
+    try:  # the config alone could check this only for a camera of a given size
+        tile_windows((w, h), grid, cfg.model.tile_overlap)
+    except ValueError as e:
+        raise FodError(f"model.tiles for {w}x{h} frames: {e}") from None
+    return ((h, w) if cfg.camera.mono else (h, w, 3)), grid
 
 
 def check_classes(cfg: LineConfig, class_names: Any, source: str) -> None:

@@ -1,6 +1,8 @@
 """`fod check`: the preflight before a shift. Each check opens the real thing (bundle,
 backend or engine, camera, GPIO pins, audit folder, clocks) and says ok, warn or fail
 with a one-line detail; `fod run` would stop on any failure, so the shift would too.
+The timing check runs containers through the configured model and decision on this
+unit: a line that cannot decide before the gate would reject every container.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .config import LineConfig, check_classes
+from .config import LineConfig, check_classes, frames_for_model
 from .errors import FodError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -25,6 +27,7 @@ class Check:
     name: str
     status: str  # ok | warn | fail
     detail: str
+    ms: Optional[float] = None  # what a timed check measured (camera: one container's capture)
 
 
 def _run(name: str, fn: Callable[[], Check]) -> Check:
@@ -58,6 +61,7 @@ def check_model(cfg: LineConfig) -> Check:
         backend, digest = open_configured(b, cfg.model)
         try:
             check_classes(cfg, backend.info.class_names, "line config")
+            frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
             w, h = backend.info.input_size
             what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
             return Check("model", OK, f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}")
@@ -84,16 +88,75 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
             gaps.append((now - t) * 1e3)
             t = now
             shape = f.image.shape
-        worst = max(gaps[1:] or gaps)
+        steady = gaps[1:] or gaps  # the first frame also waited for the camera to start
+        worst = max(steady)
+        # A container's frames come at the camera's rate once its trigger fired.
+        capture = cfg.camera.frames * sum(steady) / len(steady)
         detail = f"{cfg.camera.source}: {n} frames {shape}, slowest {worst:.1f} ms"
         if worst > cfg.camera.frame_timeout_ms:
-            return Check("camera", FAIL, f"{detail} > camera.frame_timeout_ms")
+            return Check("camera", FAIL, f"{detail} > camera.frame_timeout_ms", capture)
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
-            return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}")
-        return Check("camera", OK, detail)
+            return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
+        return Check("camera", OK, detail, capture)
     finally:
         src.close()
+
+
+def check_timing(
+    cfg: LineConfig, capture_ms: Optional[float] = None, containers: int = 3, headroom: float = 0.8
+) -> Check:
+    """Containers of `camera.frames` synthetic frames of the configured size through the
+    configured backend, tiles and decision, as the runtime judges them; the slowest of
+    `containers` (after one to warm up) plus the camera's capture time must fit in what the
+    gate leaves: `gpio.delay_ms - timing.decision_margin_ms`. Over it fails (every
+    container would be rejected late, or as a stall); over `headroom` of it warns."""
+    from .backends.select import open_configured
+    from .bench import synthetic_frames
+    from .bundle import open_bundle
+    from .decision import decide
+    from .detector import EdgeDetector
+    from .verdict import judge
+
+    with open_bundle(Path(cfg.model.bundle)) as b:
+        backend, _ = open_configured(b, cfg.model)
+        try:
+            info = backend.info
+            shape, grid = frames_for_model(cfg, info.input_size, info.input_layout)
+            detector = EdgeDetector(backend, info, cfg.postprocess, grid, cfg.model.tile_overlap)
+            rule_cfg = cfg.decision.in_frame(shape[0])
+            read = synthetic_frames((shape[1], shape[0]), cfg.camera.mono)
+            times = []
+            for i in range(containers + 1):
+                frames = [read() for _ in range(cfg.camera.frames)]
+                t0 = time.perf_counter()
+                v = judge(frames, detector.detect, lambda d: decide(d, info.class_names, rule_cfg))
+                if v.fault is not None:
+                    return Check("timing", FAIL, f"the model failed on test frames: {v.reason}")
+                if i:  # the first pays for allocations and autotuning
+                    times.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            backend.close()
+    worst = max(times)
+    budget = cfg.gpio.delay_ms - cfg.timing.decision_margin_ms
+    total = worst + (capture_ms or 0.0)
+    cut = "" if grid == (1, 1) else f" in {grid[0]}x{grid[1]} tiles"
+    what = f"{cfg.camera.frames} frames {shape[1]}x{shape[0]}{cut}: model + decision {worst:.0f} ms"
+    if capture_ms is None:
+        what += " (capture not measured)"
+    else:
+        what += f" + capture {capture_ms:.0f} ms"
+    # Capture and inference are stages of their own: the slower one paces the line.
+    rate = 60_000 / max(worst, capture_ms or 0.0)
+    detail = (
+        f"{what} = {total:.0f} ms of the {budget:.0f} ms before the gate "
+        f"(gpio.delay_ms - timing.decision_margin_ms); keeps up with {rate:.0f} containers/min"
+    )
+    if total > budget:
+        return Check("timing", FAIL, f"{detail}: every container would be rejected late", worst)
+    if total > headroom * budget:
+        return Check("timing", WARN, f"{detail}: little headroom", worst)
+    return Check("timing", OK, detail, worst)
 
 
 def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
@@ -173,16 +236,26 @@ def check_metrics(cfg: LineConfig) -> Check:
 
 
 def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
+    done: Dict[str, Check] = {}
     checks = [
         ("bundle", lambda: check_bundle(cfg)),
         ("model", lambda: check_model(cfg)),
         ("camera", lambda: check_camera(cfg)),
+        ("timing", lambda: _timing(cfg, done)),
         ("gpio", lambda: check_gpio(cfg, pin_factory)),
         ("audit", lambda: check_audit(cfg)),
         ("clock", lambda: check_clock()),
         ("metrics", lambda: check_metrics(cfg)),
     ]
-    return [_run(name, fn) for name, fn in checks]
+    for name, fn in checks:
+        done[name] = _run(name, fn)
+    return list(done.values())
+
+
+def _timing(cfg: LineConfig, done: Dict[str, Check]) -> Check:
+    if done["model"].status == FAIL:  # its reason is on the model's line already
+        return Check("timing", FAIL, "not timed: the model did not load")
+    return check_timing(cfg, done["camera"].ms)  # with the capture just measured
 
 
 def summary(checks: List[Check]) -> Dict[str, Any]:

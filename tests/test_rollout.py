@@ -40,6 +40,8 @@ def station(tmp: Path, keys: Path) -> Path:
     root.mkdir(parents=True)
     (tmp / "line.toml").write_text(
         f"""
+[camera]
+mono = true  # the demo model takes grey frames: a colour camera fails the rollout's check
 [model]
 bundle = "{root / "current"}"
 public_key = "{keys / "fod_signing.pub"}"
@@ -133,6 +135,11 @@ def test_failed_verify_engine_or_check_leaves_current(tmp_path, keys) -> None:
     # A unit that must build a TensorRT engine and cannot (no TensorRT here).
     ok = make_bundle(tmp_path / "e", "1.1.0", keys)
     assert "tensorrt" in _refused(tmp_path, ok, "engine", "--engine")["steps"][-1]["detail"]
+    # A line whose camera gives colour frames cannot run the grey model: `fod run` would
+    # refuse to start, so the check refuses before the switch.
+    line = tmp_path / "line.toml"
+    line.write_text(line.read_text().replace("mono = true", "mono = false"))
+    assert "camera.mono" in _refused(tmp_path, ok, "check")["steps"][-1]["detail"]
 
 
 def test_failed_health_probe_rolls_back_with_a_permit(tmp_path, keys) -> None:
