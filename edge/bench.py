@@ -7,22 +7,27 @@ backend tells them apart; ONNX Runtime on the CPU has only compute), inference (
 backend's whole call), postprocess (output check, top-k, NMS, back to frame pixels),
 decision (per container of `frames` frames) and end_to_end (per batch). `edge_overhead`
 is what the CPU adds per frame around the model: preprocess + postprocess, plus the
-container's decision on the frame that completes it (as on the line).
+container's decision on the frame that completes it (as on the line). With tiles
+(`model.tiles`), each frame is cut as the line cuts it and every tile is a model call of
+its own; the stages sum over the tiles, and postprocess includes the merge across them.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .backends import StagedBackend
 from .decision import DecisionConfig, decide
+from .detector import detect_tiles
+from .errors import FodError
 from .health import check_outputs
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, select_per_image
-from .preprocess import boxes_to_source, letterbox
+from .preprocess import boxes_to_source, letterbox, tile_windows
 from .timing import StageTimer, clock
 
 
@@ -33,6 +38,8 @@ class BenchConfig:
     warmup: int = 20  # untimed iterations first (engine autotuning, caches, clocks ramp)
     duration_s: float = 0.0  # and at least this long
     frames: int = 12  # frames per container, for the decision stage
+    tiles: Tuple[int, int] = (1, 1)  # COLSxROWS model calls per frame, as model.tiles
+    tile_overlap: int = 32
 
 
 def synthetic_frames(
@@ -91,18 +98,12 @@ def run_bench(
                 raise EOFError("the frame source ran out")
             frames.append(f)
         t1 = clock()
-        boxed, lbs = zip(*(letterbox(f, info.input_size) for f in frames))
-        x = backend.prepare(np.stack(boxed))
-        t2 = clock()
-        boxes, scores = backend.run(x)
-        t3 = clock()
-        check_outputs(boxes, scores)
-        for b, s, lb in zip(boxes, scores, lbs):
-            d = select_per_image(b, s, info.level_counts, post)
-            pending.append(Detections(boxes_to_source(d.boxes, lb), d.scores, d.labels))
-        t4 = clock()
+        if done == 0 and cfg.tiles != (1, 1):
+            _check_tiles(frames[0].shape, info.input_size, cfg)
+        dets, spans = _detect_frames(backend, info, frames, cfg, post)
+        pending.extend(dets)
         decided = 0.0
-        in_frame = decision.in_frame(lbs[0].src_h)  # its distances in the frames' px
+        in_frame = decision.in_frame(frames[0].shape[0])  # its distances in the frames' px
         while len(pending) >= cfg.frames:
             td = clock()
             decide(pending[: cfg.frames], info.class_names, in_frame)
@@ -111,18 +112,12 @@ def run_bench(
             timer.add("decision", ms)
             decided += ms
         t5 = clock()
-        for stage, ms in (
-            ("read", t1 - t0),
-            ("preprocess", t2 - t1),
-            ("inference", t3 - t2),
-            ("postprocess", t4 - t3),
-            ("end_to_end", t5 - t0),
-        ):
-            timer.add(stage, ms * 1e3)
-        for stage, ms in backend.last_times.items():
+        timer.add("read", (t1 - t0) * 1e3)
+        for stage, ms in spans.items():
             timer.add(stage, ms)
+        timer.add("end_to_end", (t5 - t0) * 1e3)
         # The frame that completes a container carries its decision, as on the line.
-        overhead = (t2 - t1 + t4 - t3) * 1e3 + decided
+        overhead = spans["preprocess"] + spans["postprocess"] + decided
         timer.add("edge_overhead", overhead / cfg.batch)
         done += 1
         if progress is not None:
@@ -146,5 +141,70 @@ def run_bench(
         "end_to_end_ms": timer.times["end_to_end"],
         "fps": stats["end_to_end"].throughput_per_s,
         "batch": cfg.batch,
+        "tiles": f"{cfg.tiles[0]}x{cfg.tiles[1]}",
+        "frame_size": [int(frames[0].shape[1]), int(frames[0].shape[0])],  # as read: W, H
         "iterations": len(timer.times["end_to_end"]),
     }
+
+
+def _detect_frames(
+    backend: StagedBackend,
+    info: ModelInfo,
+    frames: Sequence[np.ndarray],
+    cfg: BenchConfig,
+    post: PostprocessConfig,
+) -> Tuple[List[Detections], Dict[str, float]]:
+    """The frames through the model as the detector runs them (whole in one call, or tile
+    by tile) -> their detections and the ms of each stage."""
+    spans: Dict[str, float] = defaultdict(float)
+    t0 = clock()
+    if cfg.tiles == (1, 1):
+        dets = _timed_call(backend, info, frames, post, spans)
+    else:
+
+        def one(tile: np.ndarray) -> Detections:
+            return _timed_call(backend, info, [tile], post, spans)[0]
+
+        dets = [
+            detect_tiles(f, cfg.tiles, cfg.tile_overlap, info.input_size, one, post) for f in frames
+        ]
+    # What no call timed (cutting tiles, merging them) is the postprocess's.
+    inside = spans["preprocess"] + spans["inference"] + spans["postprocess"]
+    spans["postprocess"] += max(0.0, (clock() - t0) * 1e3 - inside)
+    return dets, spans
+
+
+def _timed_call(
+    backend: StagedBackend,
+    info: ModelInfo,
+    images: Sequence[np.ndarray],
+    post: PostprocessConfig,
+    spans: Dict[str, float],
+) -> List[Detections]:
+    """One backend call over `images`, as the detector makes it; its stages' ms added to
+    `spans` -> detections in each image's pixels."""
+    t0 = clock()
+    boxed, lbs = zip(*(letterbox(np.ascontiguousarray(f), info.input_size) for f in images))
+    x = backend.prepare(np.stack(boxed))
+    t1 = clock()
+    boxes, scores = backend.run(x)
+    t2 = clock()
+    check_outputs(boxes, scores)
+    out = []
+    for b, s, lb in zip(boxes, scores, lbs):
+        d = select_per_image(b, s, info.level_counts, post)
+        out.append(Detections(boxes_to_source(d.boxes, lb), d.scores, d.labels))
+    t3 = clock()
+    for stage, ms in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2)):
+        spans[stage] += ms * 1e3
+    for stage, ms in backend.last_times.items():
+        spans[stage] += ms
+    return out
+
+
+def _check_tiles(shape: Tuple[int, ...], input_size: Tuple[int, int], cfg: BenchConfig) -> None:
+    h, w = shape[:2]
+    try:
+        tile_windows((w, h), cfg.tiles, cfg.tile_overlap, input_size[0] / input_size[1])
+    except ValueError as e:
+        raise FodError(f"tiles {cfg.tiles[0]}x{cfg.tiles[1]} for {w}x{h} frames: {e}") from None

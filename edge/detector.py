@@ -4,7 +4,7 @@ pixels instead of halving them)."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,12 +50,32 @@ class EdgeDetector:
         return out
 
     def _detect_tiled(self, frame: np.ndarray) -> Detections:
-        h, w = frame.shape[:2]
-        parts = []
-        aspect = self.info.input_size[0] / self.info.input_size[1]
-        for x0, y0, x1, y1 in tile_windows((w, h), self.tiles, self.overlap, aspect):
-            # One call per tile: an engine's batch may be 1.
-            d = self._detect_whole([np.ascontiguousarray(frame[y0:y1, x0:x1])])[0]
-            offset = np.array([x0, y0, x0, y0], np.float32)
-            parts.append(Detections(d.boxes + offset, d.scores, d.labels))
-        return merge_detections(parts, self.cfg)
+        # One call per tile: an engine's batch may be 1.
+        return detect_tiles(
+            frame,
+            self.tiles,
+            self.overlap,
+            self.info.input_size,
+            lambda tile: self._detect_whole([np.ascontiguousarray(tile)])[0],
+            self.cfg,
+        )
+
+
+def detect_tiles(
+    frame: np.ndarray,
+    grid: Tuple[int, int],
+    overlap: int,
+    input_size: Tuple[int, int],
+    detect_one: Callable[[np.ndarray], Detections],
+    cfg: PostprocessConfig,
+) -> Detections:
+    """A frame cut into `grid` tiles of the model input's shape, overlapping by at least
+    `overlap` px; `detect_one` gets each tile (a view into the frame) and returns its
+    detections in tile pixels -> the frame's detections, merged by NMS across tiles."""
+    h, w = frame.shape[:2]
+    parts = []
+    for x0, y0, x1, y1 in tile_windows((w, h), grid, overlap, input_size[0] / input_size[1]):
+        d = detect_one(frame[y0:y1, x0:x1])
+        offset = np.array([x0, y0, x0, y0], np.float32)
+        parts.append(Detections(d.boxes + offset, d.scores, d.labels))
+    return merge_detections(parts, cfg)

@@ -46,6 +46,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=0.0, help="and at least S seconds")
     p.add_argument("--size", type=size_wh, help="torch: input WxH (default 1280x800)")
     p.add_argument(
+        "--tiles",
+        type=grid_spec,
+        default=(1, 1),
+        metavar="COLSxROWS",
+        help="cut each frame into tiles, one model call each, as model.tiles (default 1x1)",
+    )
+    p.add_argument("--tile-overlap", type=int, default=32, help="px, as model.tile_overlap")
+    p.add_argument(
+        "--frame-size",
+        type=size_wh,
+        help="synthetic frames' WxH, e.g. the camera's (default: the model input's)",
+    )
+    p.add_argument(
         "--source",
         default="synthetic",
         help="frames: synthetic (in memory, as a camera hands them over) or a camera source "
@@ -100,6 +113,15 @@ def _split_spec(spec: str, default_backend: str) -> Tuple[str, str]:
     return default_backend, spec
 
 
+def grid_spec(text: str) -> Tuple[int, int]:
+    from edge.preprocess import parse_grid
+
+    try:
+        return parse_grid(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict[str, Any]:
     import contextlib
 
@@ -109,7 +131,16 @@ def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict
     from edge.device_info import device_info
     from edge.errors import FodError
 
-    cfg = BenchConfig(args.batch, args.iters, args.warmup, args.duration)
+    cfg = BenchConfig(
+        args.batch,
+        args.iters,
+        args.warmup,
+        args.duration,
+        tiles=args.tiles,
+        tile_overlap=args.tile_overlap,
+    )
+    if backend_name == "torch" and args.tiles != (1, 1):
+        raise FodError("--tiles times the edge path: use a bundle's backend, not torch")
     with contextlib.ExitStack() as stack:
         if backend_name == "torch":
             from training.bench_torch import TorchBackend
@@ -141,8 +172,10 @@ def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict
         info = backend.info
         model.update(arch=info.arch, input=info.input_layout, size=list(info.input_size))
         if args.source == "synthetic":
-            read = synthetic_frames(info.input_size, args.mono)
+            read = synthetic_frames(args.frame_size or info.input_size, args.mono)
         else:
+            if args.frame_size is not None:
+                raise FodError("--frame-size is for synthetic frames; a source has its own")
             from edge.sources import open_source
 
             src = stack.enter_context(contextlib.closing(open_source(args.source, args.mono)))
@@ -198,9 +231,11 @@ def _print_table(runs: List[Dict[str, Any]]) -> None:
     cols = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
     for r in runs:
         d = r["device"]
+        w, h = r["frame_size"]
+        cut = "" if r["tiles"] == "1x1" else f" in {r['tiles']} tiles"
         print(
             f"{r['label']} [{r['backend']}, {r['precision']}, {r['model']['input']}, "
-            f"batch {r['batch']}, {r['frames']} frames] on {d['board']}"
+            f"batch {r['batch']}, {r['frames']} frames {w}x{h}{cut}] on {d['board']}"
             f"{', TensorRT ' + d['tensorrt'] if d['tensorrt'] else ''}"
             f"{', ' + d['gpu'] if d['gpu'] else ''}: "
             f"{r['fps']:.1f} frames/s, {r['iterations']} iterations"

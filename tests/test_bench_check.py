@@ -13,6 +13,7 @@ import pytest
 
 from edge.bench import BenchConfig, run_bench, synthetic_frames
 from edge.device_info import clocks_locked, device_info, l4t_release
+from edge.errors import FodError
 from edge.model_info import ModelInfo
 from edge.preflight import check_clock
 from edge.timing import StageTimer, repeat, summarize
@@ -258,3 +259,36 @@ def test_fod_check_tensorrt_without_tensorrt_is_a_failed_check(bundle, tmp_path,
     s = json.loads(capsys.readouterr().out)
     model = next(c for c in s["checks"] if c["name"] == "model")
     assert model["status"] == "fail" and "tensorrt" in model["detail"], model
+
+
+def test_bench_with_tiles_times_every_tile_call_of_a_frame() -> None:
+    """With 2x2 tiles each frame is four model calls, as on the line: a frame's compute is
+    the sum of its four scripted times; tiles that cannot cut the frames are refused."""
+    info = ModelInfo(["a", "b", "c"], (64, 32), [8 * 4, 4 * 2], "-", "x", "uint8_nhw")
+    computes = [float(v) for v in range(1, 4 * (1 + 6) + 1)]  # 1 warm-up + 6 timed frames
+    cfg = BenchConfig(batch=1, iters=6, warmup=1, frames=3, tiles=(2, 2), tile_overlap=4)
+    res = run_bench(ScriptedBackend(info, computes), info, synthetic_frames((128, 64), True), cfg)
+    per_frame = [sum(computes[i : i + 4]) for i in range(4, len(computes), 4)]
+    assert res["stages"]["compute"] == summarize(per_frame, 1).to_dict()
+    assert res["tiles"] == "2x2" and res["frame_size"] == [128, 64]
+    assert res["stages"]["decision"]["runs"] == 6 // 3
+    too_wide = BenchConfig(iters=1, warmup=0, tiles=(2, 1), tile_overlap=100)
+    with pytest.raises(FodError, match=r"tiles 2x1 for 64x32 frames"):
+        small = synthetic_frames((64, 32), True)
+        run_bench(ScriptedBackend(info, [1.0] * 8), info, small, too_wide)
+
+
+def test_fod_bench_tiles_on_camera_sized_frames(bundle, tmp_path, capsys) -> None:
+    args = ["bench", "--bundle", str(bundle), "--iters", "2", "--warmup", "1"]
+    assert main([*args, "--tiles", "2x2", "--frame-size", "640x512", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["tiles"] == "2x2" and run["frame_size"] == [640, 512], run
+    assert main([*args, "--tiles", "2x2", "--frame-size", "640x512"]) == 0
+    assert "frames 640x512 in 2x2 tiles]" in capsys.readouterr().out
+    whole = main([*args, "--json"])
+    assert whole == 0 and json.loads(capsys.readouterr().out)["runs"][0]["frame_size"] == [320, 256]
+    with pytest.raises(SystemExit):  # argparse: a grid out of range
+        main([*args, "--tiles", "9x1"])
+    assert "each 1-8" in capsys.readouterr().err
+    assert main([*args, "--frame-size", "640x512", "--source", "file:x.avi"]) != 0
+    assert "--frame-size is for synthetic frames" in capsys.readouterr().err
