@@ -216,7 +216,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "bench.json", {"runs": runs})
-        title = f"end-to-end latency per batch of {args.batch}, {runs[0]['device']['board']}"
+        cut = "" if args.tiles == (1, 1) else f" ({args.tiles[0]}x{args.tiles[1]} tiles a frame)"
+        title = f"end-to-end latency per batch of {args.batch}{cut}, {runs[0]['device']['board']}"
         latency_histogram(series, args.out / "latency_hist.png", title)
     if args.json:
         print(json.dumps({"runs": runs}))
