@@ -133,7 +133,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="mixed precision (default: on with CUDA)",
+        help="mixed precision (default: on with CUDA, float16; on the CPU --amp trains in "
+        "bfloat16, fast where the CPU has AMX or AVX512-BF16)",
     )
     p.add_argument("--resume", type=Path, help="continue from a last.pt")
     p.add_argument(

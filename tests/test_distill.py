@@ -73,12 +73,13 @@ def test_paired_views_clean_teacher_noisy_student(small_set, teacher, tmp_path) 
     assert torch.equal(t_img, s_img)
 
 
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])  # --amp on the CPU
 @pytest.mark.parametrize("method", ["ours", "crosskd", "fgd"])
-def test_one_step_gradients(small_set, teacher, tmp_path, method) -> None:
+def test_one_step_gradients(small_set, teacher, tmp_path, method, amp) -> None:
     task = _task(small_set, teacher, tmp_path, method=method)
     batch = task.collate([task.dataset[i] for i in range(2)])
     task.module.train()
-    losses = task.losses(task.module, batch, torch.device("cpu"), False)
+    losses = task.losses(task.module, batch, torch.device("cpu"), amp)
     want = {
         "ours": {"loss_residual", "loss_ld", "loss_ld_vlr"},
         "crosskd": {"loss_crosskd_cls", "loss_crosskd_box"},

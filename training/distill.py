@@ -50,6 +50,7 @@ from .distill_losses import (
     vlr_weights,
 )
 from .engine.data import DistillSet, collate_distill
+from .engine.loop import autocast
 from .engine.trainer import DetectorTask, TrainConfig, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
@@ -249,10 +250,10 @@ class DistillTask(DetectorTask):
         if m != "none":  # the student alone: its cost is the student's, no teacher pass
             self.teacher.to(device)
             xt = t_img.to(device, non_blocking=True).float()  # [N, 3, H, W] 0-255, clean
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            with torch.no_grad(), autocast(device, amp):
                 t_feats = self.teacher.features(xt)
                 t_cls, t_reg = self.teacher.head(t_feats)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with autocast(device, amp):
             o = net(xs, t_feats if m in ("crosskd", "fgd", "ours") else None)
         cls = [c.float() for c in o["cls"]]
         reg = [r.float() for r in o["reg"]]

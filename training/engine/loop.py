@@ -13,7 +13,8 @@ import logging
 import math
 import resource
 import time
-from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -112,7 +113,12 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     """Train `task` under `cfg` (a TrainConfig); returns the summary written to
     `out/metrics.json` on rank 0."""
     dev = ctx.device
-    amp = dev.type == "cuda" if cfg.amp is None else cfg.amp and dev.type == "cuda"
+    amp = dev.type == "cuda" if cfg.amp is None else bool(cfg.amp)
+    if amp and dev.type == "cpu" and cpu_bf16_native() is False:
+        log.warning(
+            "--amp on a CPU without AMX or AVX512-BF16: bfloat16 is emulated there, "
+            "slower than float32"
+        )
     if ctx.distributed and dev.type == "cuda" and not task.detector_config.backbone.norm_eval:
         # Batch statistics over the global batch; SyncBatchNorm runs on CUDA only.
         task.module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.module)
@@ -142,7 +148,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     base_lr = cfg.lr if cfg.lr is not None else 0.01 * cfg.batch * ctx.world_size / 16
     params = [p for p in task.module.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # fp16 needs its loss scaled; bf16 (the CPU's) has float32's range and does not.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
 
     start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
@@ -271,6 +278,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         "rank": ctx.rank,
         "device": str(dev),
         "amp": amp,
+        "amp_dtype": str(amp_dtype(dev)).replace("torch.", "") if amp else None,
         "images_per_s": seen / elapsed if seen else None,
         "peak_memory_mib": _peak_memory_mib(dev),
         "first_losses": losses_seen[:5],
@@ -320,5 +328,26 @@ def check_val(data: TrainingData, val_path: Any) -> Any:
 
 
 def forward_detector(net: nn.Module, x: Tensor, amp: bool, device: torch.device) -> Sequence:
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with autocast(device, amp):
         return net(x)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """float16 on CUDA (with the loss scaler); bfloat16 on the CPU, where AMX and
+    AVX512-BF16 compute it natively."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=amp_dtype(device), enabled=enabled)
+
+
+def cpu_bf16_native(cpuinfo: Optional[str] = None) -> Optional[bool]:
+    """Whether this x86 CPU computes bfloat16 natively (AMX or AVX512-BF16); None where
+    it cannot be told (no /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    return bool(set(cpuinfo.split()) & {"amx_bf16", "avx512_bf16"})

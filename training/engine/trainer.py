@@ -45,7 +45,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None  # max grad norm; None as in mmdetection's GFL
     workers: int = 2  # data loader processes per training process
     seed: int = 0
-    amp: Optional[bool] = None  # None: on with CUDA
+    amp: Optional[bool] = None  # None: on with CUDA (float16); on the CPU, True: bfloat16
     device: str = "auto"
     resume: Optional[Path] = None
     backbone_weights: Optional[Path] = None  # local ImageNet state dict
