@@ -15,7 +15,9 @@
 # with `--zero-init-residual` (default 0: the plain random init, the cpu build the README
 # measures through all three schedules; zero-init was ahead after the first schedule and
 # behind after the second, one run each); a distilled student always starts from the plain
-# init. The bundle lands in WORK/bundle; copy it to models/demo.
+# init. AMP=1 trains every schedule with `--amp`: bfloat16 on the CPU (about 2x faster on a
+# CPU with AMX or AVX512-BF16, slower without), float16 on a GPU (its default anyway).
+# The bundle lands in WORK/bundle; copy it to models/demo.
 set -euo pipefail
 
 WORK=${1:?usage: build_demo.sh WORK [cpu|gpu]}
@@ -33,6 +35,11 @@ case ${ZERO_INIT:-0} in
   1) ZI=(--zero-init-residual) ;;  # the first schedule only: the later ones start from --init
   0) ZI=() ;;
   *) echo "ZERO_INIT must be 0 or 1, got $ZERO_INIT" >&2; exit 2 ;;
+esac
+case ${AMP:-0} in
+  1) MP=(--amp) ;;
+  0) MP=() ;;
+  *) echo "AMP must be 0 or 1, got $AMP" >&2; exit 2 ;;
 esac
 mkdir -p "$WORK"  # only once the knobs are known good: a refusal leaves nothing behind
 
@@ -67,7 +74,7 @@ step "$WORK/cal" "$FOD" synth --out "$WORK/cal" --images 300 --sequences 0 \
 
 COMMON=(--data "$WORK/train" --val "$WORK/val" --arch gfl-r18 --size 640x384 "${SHAPE[@]}"
   --fpn-channels 64 --stacked-convs 2 --batch "$BATCH" --workers "$WORKERS" --device "$DEVICE"
-  --save-every 50)
+  --save-every 50 "${MP[@]}")
 TRAIN_ARGS=("${COMMON[@]}" --epochs "$EPOCHS" --warmup-iters 300 --eval-interval "$EPOCHS"
   --out "$WORK/run")
 if [[ -n ${TEACHER:-} ]]; then

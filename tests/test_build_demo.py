@@ -42,7 +42,7 @@ def _run(tmp: Path, budget: str = "cpu", **env: str) -> subprocess.CompletedProc
         stub.write_text(f"#!{sys.executable}\n{STUB}")
         stub.chmod(0o755)
     e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), **env}
-    for k in ("EXTRA", "TEACHER", "ZERO_INIT"):
+    for k in ("EXTRA", "TEACHER", "ZERO_INIT", "AMP"):
         if k not in env:
             e.pop(k, None)
     return subprocess.run(
@@ -97,6 +97,19 @@ def test_default_and_zero_init_0_give_no_flag_and_a_bad_value_stops_first(tmp_pa
         r = _run(bad, budget, ZERO_INIT=knob)
         assert r.returncode == 2 and word in r.stderr
         assert _calls(bad) == [] and not (bad / "w").exists()
+    r = _run(bad, "cpu", AMP="bf16")
+    assert r.returncode == 2 and "AMP" in r.stderr and not (bad / "w").exists()
+
+
+def test_amp_trains_every_schedule_in_mixed_precision(tmp_path: Path) -> None:
+    r = _run(tmp_path, AMP="1")  # the cpu default: three schedules
+    assert r.returncode == 0, r.stderr
+    trains = [c for c in _calls(tmp_path) if c[0] == "train"]
+    assert len(trains) == 3 and all("--amp" in c for c in trains)
+    shutil.rmtree(tmp_path / "w")
+    (tmp_path / "calls").unlink()
+    assert _run(tmp_path).returncode == 0  # AMP unset: float32, as the shipped demo
+    assert not any("--amp" in c for c in _calls(tmp_path))
 
 
 def test_teacher_distils_the_first_schedule_and_a_rerun_skips_every_stage(tmp_path: Path) -> None:
