@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import platform
 import resource
 import time
 from pathlib import Path
@@ -344,8 +345,10 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 def cpu_bf16_native(cpuinfo: Optional[str] = None) -> Optional[bool]:
     """Whether this x86 CPU computes bfloat16 natively (AMX or AVX512-BF16); None where
-    it cannot be told (no /proc/cpuinfo)."""
+    it cannot be told (another architecture, no /proc/cpuinfo)."""
     if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return None
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
