@@ -54,6 +54,15 @@ def _cfg(bundle: Path, tmp: Path, **over) -> LineConfig:
     return cfg
 
 
+def _claims(factory: MockFactory) -> list:
+    """The pins a factory is asked for from now on (every gpiozero device asks for its pin):
+    a start refused before the pins leaves it empty."""
+    claimed: list = []
+    make = factory.pin
+    factory.pin = lambda spec, **kw: claimed.append(spec) or make(spec, **kw)  # type: ignore[method-assign]
+    return claimed
+
+
 def _frames(n=3, shape=(256, 320, 3)):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(n)]

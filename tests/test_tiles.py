@@ -22,7 +22,7 @@ from edge.preprocess import letterbox_params, parse_grid, tile_windows
 from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _claims, _frames, _rows, bundle  # noqa: F401
 
 
 @pytest.mark.parametrize(
@@ -170,8 +170,9 @@ def test_tiles_that_cannot_cut_the_frames_are_refused_at_start(bundle: Path, tmp
         camera={"width": 0, "height": 0},
     )
     f = MockFactory()
+    claimed = _claims(f)
     refused = pytest.raises(FodError, match=r"model\.tiles for 320x256 frames: .*no such tiles")
     with refused, line_runtime(cfg, f, None, lambda o: None):
         pass
+    assert claimed == []  # no output device was made on any pin
     assert not (tmp_path / "audit").exists()  # not even the bundle recorded as run
-    assert [s.state for s in f.pin(cfg.gpio.ejector_pin).states] == [False]  # never driven
