@@ -142,15 +142,18 @@ def test_a_tile_gone_bad_rejects_the_container_at_the_gate(bundle: Path, tmp_pat
         return NanOnSixth()
 
     f = MockFactory()
-    cfg = _cfg(bundle, tmp_path, model={"tiles": "2x2"}, camera={"width": 640, "height": 512})
+    # A roomy gate (4 model calls a frame on a loaded CI core must not read as a stall).
+    gpio = {"delay_ms": 5000}
+    cam = {"width": 640, "height": 512}
+    cfg = _cfg(bundle, tmp_path, model={"tiles": "2x2"}, camera=cam, gpio=gpio)
     outcomes: list = []
     with line_runtime(cfg, f, wrap, outcomes.append) as rt:
         pin = f.pin(cfg.gpio.ejector_pin)
         pin.clear_states()
         for cid in ("c0", "c1"):
             rt.submit(Job(cid, time.monotonic(), _frames(3, (512, 640, 3))))
-            assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(5)
+            assert rt.drain(20)
+        assert rt.io.pulses.wait_idle(15)
         states = [s.state for s in pin.states]
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "bad_output")
