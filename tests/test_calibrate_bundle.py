@@ -151,14 +151,17 @@ def test_calibrate_summary_signs_the_change() -> None:
     # The report stores drops (FP32 - INT8); the console line shows the change, so a loss
     # of 1.84 points reads -1.84, not +1.84.
     r = {
-        "metrics": {"fp32": {"ap50": 0.6447}, "int8": {"ap50": 0.6263}},
+        "metrics": {"fp32": {"ap50": 0.6447}, "int8": {"ap50": 0.6263}, "int8_cpu": {"ap50": 0.65}},
         "drop_points": {"ap50": 1.84},
-        "speedup": 1.08,
+        "drop_points_cpu": {"ap50": -0.53},
+        "speedup": 0.81,
+        "speedup_cpu": 2.29,
     }
     line = calibrate_summary(r, Path("cal"))
-    assert "0.6447 -> 0.6263 (-1.84 points)" in line and "speed-up 1.08x" in line
+    assert "0.6447 -> 0.6263 (-1.84 points; INT8-CPU 0.6500, +0.53)" in line
+    assert "INT8-CPU 2.29x, the Q/DQ model for TensorRT 0.81x" in line
     r["drop_points"]["ap50"] = -0.5
-    assert "(+0.50 points)" in calibrate_summary(r, Path("cal"))
+    assert "(+0.50 points;" in calibrate_summary(r, Path("cal"))
 
 
 def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:
