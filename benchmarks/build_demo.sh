@@ -17,6 +17,8 @@
 # behind after the second, one run each); a distilled student always starts from the plain
 # init. AMP=1 trains every schedule with `--amp`: bfloat16 on the CPU (about 2x faster on a
 # CPU with AMX or AVX512-BF16, slower without), float16 on a GPU (its default anyway).
+# IMAGES (training images) and EPOCHS (the first schedule's) override the budget's: twice
+# the images at half the epochs trains the same iterations on twice the looks.
 # The bundle lands in WORK/bundle; copy it to models/demo.
 set -euo pipefail
 
@@ -26,9 +28,10 @@ FOD=${FOD:-fod}
 VERSION=${VERSION:-$(date -u +%Y.%m.%d)}
 
 case $BUDGET in
-  cpu) IMAGES=2400 EPOCHS=8 BATCH=16 SHAPE=(--crop 384x256) WORKERS=1 DEVICE=cpu
-    EXTRA=${EXTRA-3 4} ;;
-  gpu) IMAGES=6000 EPOCHS=12 BATCH=32 SHAPE=() WORKERS=8 DEVICE=cuda EXTRA=${EXTRA-} ;;
+  cpu) IMAGES=${IMAGES:-2400} EPOCHS=${EPOCHS:-8} BATCH=16 SHAPE=(--crop 384x256) WORKERS=1
+    DEVICE=cpu EXTRA=${EXTRA-3 4} ;;
+  gpu) IMAGES=${IMAGES:-6000} EPOCHS=${EPOCHS:-12} BATCH=32 SHAPE=() WORKERS=8 DEVICE=cuda
+    EXTRA=${EXTRA-} ;;
   *) echo "budget must be cpu or gpu, got $BUDGET" >&2; exit 2 ;;
 esac
 case ${ZERO_INIT:-0} in
@@ -41,6 +44,9 @@ case ${AMP:-0} in
   0) MP=() ;;
   *) echo "AMP must be 0 or 1, got $AMP" >&2; exit 2 ;;
 esac
+for knob in IMAGES EPOCHS; do
+  [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "$knob must be a positive integer, got ${!knob}" >&2; exit 2; }
+done
 mkdir -p "$WORK"  # only once the knobs are known good: a refusal leaves nothing behind
 
 RECIPE=()

@@ -42,7 +42,7 @@ def _run(tmp: Path, budget: str = "cpu", **env: str) -> subprocess.CompletedProc
         stub.write_text(f"#!{sys.executable}\n{STUB}")
         stub.chmod(0o755)
     e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), **env}
-    for k in ("EXTRA", "TEACHER", "ZERO_INIT", "AMP"):
+    for k in ("EXTRA", "TEACHER", "ZERO_INIT", "AMP", "IMAGES", "EPOCHS"):
         if k not in env:
             e.pop(k, None)
     return subprocess.run(
@@ -110,6 +110,23 @@ def test_amp_trains_every_schedule_in_mixed_precision(tmp_path: Path) -> None:
     (tmp_path / "calls").unlink()
     assert _run(tmp_path).returncode == 0  # AMP unset: float32, as the shipped demo
     assert not any("--amp" in c for c in _calls(tmp_path))
+
+
+def test_images_and_epochs_override_the_budget_and_bad_values_stop_first(tmp_path: Path):
+    r = _run(tmp_path, IMAGES="4800", EPOCHS="4", EXTRA="2")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    train_set = next(c for c in calls if c[0] == "synth" and c[2].endswith("/train"))
+    assert train_set[train_set.index("--images") + 1] == "4800"
+    first, second = (c for c in calls if c[0] == "train")
+    assert first[first.index("--epochs") + 1] == "4"  # the first schedule's
+    assert second[second.index("--epochs") + 1] == "2"  # EXTRA's
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for knob, value in (("IMAGES", "0"), ("EPOCHS", "4.5"), ("IMAGES", "lots")):
+        r = _run(bad, **{knob: value})
+        assert r.returncode == 2 and f"{knob} must be a positive integer" in r.stderr
+        assert _calls(bad) == [] and not (bad / "w").exists()
 
 
 def test_teacher_distils_the_first_schedule_and_a_rerun_skips_every_stage(tmp_path: Path) -> None:
