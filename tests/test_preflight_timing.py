@@ -9,17 +9,15 @@ from typing import Dict
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
 import edge.backends.select as select
 import edge.detector as detector
-from edge.app import line_runtime
 from edge.config import frames_for_model
 from edge.errors import FodError
 from edge.preflight import FAIL, OK, WARN, check_model, check_timing, preflight
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _claims, bundle  # noqa: F401
+from .test_runtime import _cfg, _refused_at_start, bundle  # noqa: F401
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 ROOMY = {"delay_ms": 60_000, "pulse_ms": 20}  # 59.9 s before the gate: any machine fits
@@ -113,10 +111,4 @@ def test_fod_run_refuses_a_colour_camera_on_a_grey_model_before_the_pins(tmp_pat
     opened or the bundle recorded as run - so no container meets a line that would reject
     every one of them as a backend error."""
     cfg = _cfg(DEMO, tmp_path, camera={"source": "sim", "mono": False, "width": 0, "height": 0})
-    f = MockFactory()
-    claimed = _claims(f)
-    refused = pytest.raises(FodError, match=r"set camera\.mono = true")
-    with refused, line_runtime(cfg, f, None, lambda o: None):
-        pass
-    assert claimed == []  # no output device was made on any pin
-    assert not (tmp_path / "audit").exists()
+    _refused_at_start(cfg, r"set camera\.mono = true")

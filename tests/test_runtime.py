@@ -20,6 +20,7 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.audit_verify import verify
 from edge.config import LineConfig
+from edge.errors import FodError
 from edge.runtime import Job
 from edge.timeline import tick_step
 from fod.cli import main
@@ -54,13 +55,18 @@ def _cfg(bundle: Path, tmp: Path, **over) -> LineConfig:
     return cfg
 
 
-def _claims(factory: MockFactory) -> list:
-    """The pins a factory is asked for from now on (every gpiozero device asks for its pin):
-    a start refused before the pins leaves it empty."""
+def _refused_at_start(cfg: LineConfig, match: str) -> None:
+    """`fod run`'s start refuses cfg (FodError matching `match`) before any pin is claimed
+    (every gpiozero device asks the factory for its pin), the audit opened or the bundle
+    recorded as run."""
+    factory = MockFactory()
     claimed: list = []
     make = factory.pin
     factory.pin = lambda spec, **kw: claimed.append(spec) or make(spec, **kw)  # type: ignore[method-assign]
-    return claimed
+    with pytest.raises(FodError, match=match), line_runtime(cfg, factory, None, lambda o: None):
+        pass
+    assert claimed == []  # no output device was made on any pin
+    assert not cfg.audit.folder.exists()
 
 
 def _frames(n=3, shape=(256, 320, 3)):
