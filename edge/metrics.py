@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import urllib.request
+from typing import Any, Dict, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -52,3 +53,25 @@ class RuntimeMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def scrape_url(port: int, address: str = "127.0.0.1") -> str:
+    """The endpoint a process on this unit reaches: a wildcard bind answers on loopback."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
+    return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
+
+
+def read_gauges(url: str, timeout_s: float = 5.0) -> Dict[str, float]:
+    """The unlabelled gauges a running runtime serves (fod_alarm, ...), read from its text
+    endpoint with prometheus_client's own parser; OSError where it does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:  # our own http:// URL
+        text = r.read().decode("utf-8")
+    return {
+        s.name: s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.type == "gauge"
+        for s in fam.samples
+        if not s.labels
+    }

@@ -9,10 +9,11 @@ Layout under the unit's state folder (default /var/lib/pharma-fod):
 Steps: stage (verify with the fleet's public key, copy, verify the copy), engine (TensorRT
 units: `fod engine`), check (the bundle and model checks of `fod check` on the staged
 copy: the running service keeps the camera and pins), switch `current`, restart, probe
-(the service must stay healthy for `settle_s`). A failure before the switch leaves
-`current` and the running service untouched. A failure after it switches back, writes a
-rollback permit for exactly the previous bundle (the runtime refuses an older bundle
-otherwise, see edge/app.py), restarts and probes again. Every step is logged.
+(the service must stay up, with its alarm down where it serves metrics, for `settle_s`).
+A failure before the switch leaves `current` and the running service untouched. A failure
+after it switches back, writes a rollback permit for exactly the previous bundle (the
+runtime refuses an older bundle otherwise, see edge/app.py), restarts and probes again.
+Every step is logged.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class RolloutConfig:
     settle_s: float = 20.0  # the service must pass every probe for this long
     probe_every_s: float = 2.0
     build_engine: Optional[bool] = None  # None: when the config's backend is tensorrt
+    # Each probe also reads the service's metrics (line config [metrics], unless port 0):
+    # a raised alarm fails it, so a bundle that starts but rejects every container (too
+    # slow for the gate, bad outputs) is rolled back like one that crashes.
+    alarm_probe: bool = True
 
 
 @dataclass
@@ -118,10 +123,14 @@ class Rollout:
         _run(self.cfg.restart, "restart")
 
     def probe(self) -> None:
-        """Healthy on every probe for settle_s (a service that crashes after start fails)."""
+        """Healthy on every probe for settle_s: up (a service that crashes after start fails)
+        and, where it serves metrics, its alarm down (the alarm latches until a restart, so
+        one raised since this restart is the new bundle's or the line's: either way not a
+        bundle to leave running unattended)."""
         end = self.clock() + self.cfg.settle_s
         while True:
             _run(self.cfg.probe, "probe")
+            self._alarm_down()
             if self.clock() >= end:
                 return
             time.sleep(self.cfg.probe_every_s)
@@ -181,6 +190,22 @@ class Rollout:
         return res
 
     # -- helpers ----------------------------------------------------------------------------
+    def _alarm_down(self) -> None:
+        from .metrics import read_gauges, scrape_url
+
+        m = self.line.metrics
+        if not self.cfg.alarm_probe or not m.port:
+            return
+        url = scrape_url(m.port, m.address)
+        try:
+            alarm = read_gauges(url).get("fod_alarm")
+        except (OSError, ValueError) as e:  # up (per the probe command) but not serving
+            raise RolloutError(f"probe: {url} did not answer: {e}") from None
+        if alarm is None:
+            raise RolloutError(f"probe: {url} serves no fod_alarm: not the runtime's endpoint")
+        if alarm != 0:  # NaN included
+            raise RolloutError(f"probe: the service raised its alarm ({url}: fod_alarm {alarm:g})")
+
     def _wants_engine(self) -> bool:
         if self.cfg.build_engine is not None:
             return self.cfg.build_engine

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a health probe: exit 0 when the service is up and ready",
     )
     p.add_argument(
+        "--alarm-probe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each probe also reads the line config's metrics endpoint: a raised alarm fails "
+        "it (default on; skipped where metrics.port = 0)",
+    )
+    p.add_argument(
         "--engine",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -66,6 +73,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         probe=shlex.split(args.probe_cmd),
         settle_s=args.settle,
         build_engine=args.engine,
+        alarm_probe=args.alarm_probe,
     )
     res = Rollout(cfg).run(args.bundle)
     if args.json:

@@ -1,6 +1,7 @@
 """`fod rollout` on local folders standing for stations: a failed verify, engine, check or
-health probe leaves `current` where it was and the previous bundle running; the runtime
-accepts the older bundle only with the rollout's permit."""
+health probe (the service down, or up with its alarm raised) leaves `current` where it was
+and the previous bundle running; the runtime accepts the older bundle only with the
+rollout's permit."""
 
 from __future__ import annotations
 
@@ -162,6 +163,66 @@ def test_failed_health_probe_rolls_back_with_a_permit(tmp_path, keys) -> None:
     permit = json.loads((root / "audit" / ROLLBACK_PERMIT).read_text())
     assert (permit["name"], permit["version"]) == ("line-a", "1.0.0")
     assert "failed after the switch" in permit["reason"]
+
+
+class AlarmEndpoint:
+    """The service's metrics as the runtime serves them (prometheus_client's own server):
+    fod_alarm is 1 while a bundle whose version says "alarm" is current - one that starts,
+    then rejects every container (too slow for the gate, bad outputs) and raises its alarm."""
+
+    def __init__(self, root: Path) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.root = root
+        registry = CollectorRegistry()
+        registry.register(self)
+        self.server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+        self.port = self.server.server_address[1]
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        version = current_version(self.root) if (self.root / "current").exists() else ""
+        yield GaugeMetricFamily("fod_alarm", "alarm", value=float("alarm" in version))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _serve_metrics(tmp_path: Path, port: int) -> None:
+    line = tmp_path / "line.toml"
+    line.write_text(line.read_text().replace("port = 0", f"port = {port}"))
+
+
+def test_a_bundle_that_raises_the_alarm_is_rolled_back(tmp_path, keys) -> None:
+    root = station(tmp_path, keys)
+    service = AlarmEndpoint(root)
+    try:
+        _serve_metrics(tmp_path, service.port)
+        assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+        r = rollout(tmp_path, make_bundle(tmp_path / "a", "2.0.0-alarm", keys))
+        assert (r["status"], r["rc"]) == ("rolled_back", 1), r
+        probe = [s for s in r["steps"] if s["step"] == "probe"]
+        assert not probe[0]["ok"] and "fod_alarm 1" in probe[0]["detail"]
+        assert r["steps"][-1] == {**r["steps"][-1], "step": "rollback probe", "ok": True}
+        assert current_version(root) == "1.0.0"
+        # Opted out, the same bundle stays: the probe command alone says the service is up.
+        r = rollout(tmp_path, tmp_path / "a", "--no-alarm-probe")
+        assert r["status"] == "done" and current_version(root) == "2.0.0-alarm"
+    finally:
+        service.close()
+
+
+def test_a_service_up_without_its_metrics_fails_the_probe(tmp_path, keys) -> None:
+    station(tmp_path, keys)
+    service = AlarmEndpoint(tmp_path / "state")
+    service.close()  # the port is free again: nothing answers there
+    _serve_metrics(tmp_path, service.port)
+    r = rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))
+    assert (r["status"], r["rc"]) == ("failed", 3)  # a first install: nothing to go back to
+    probe = next(s for s in r["steps"] if s["step"] == "probe")
+    assert not probe["ok"] and "did not answer" in probe["detail"]
 
 
 def test_runtime_takes_an_older_bundle_only_with_its_permit(tmp_path) -> None:
