@@ -7,6 +7,7 @@ unit: a line that cannot decide before the gate would reject every container.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .config import LineConfig, check_classes, frames_for_model
 from .errors import FodError
@@ -52,21 +53,30 @@ def check_bundle(cfg: LineConfig) -> Check:
         return Check("bundle", OK if key else WARN, detail)
 
 
-def check_model(cfg: LineConfig) -> Check:
-    """The backend loads the model; for TensorRT, the engine built on this unit matches."""
+@contextlib.contextmanager
+def opened_model(cfg: LineConfig) -> Iterator[Tuple[Any, str]]:
+    """(backend, model sha256) of the configured bundle and backend, closed on exit."""
     from .backends.select import open_configured
     from .bundle import open_bundle
 
     with open_bundle(Path(cfg.model.bundle)) as b:
         backend, digest = open_configured(b, cfg.model)
         try:
-            check_classes(cfg, backend.info.class_names, "line config")
-            frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
-            w, h = backend.info.input_size
-            what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
-            return Check("model", OK, f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}")
+            yield backend, digest
         finally:
             backend.close()
+
+
+def check_model(cfg: LineConfig, model: Optional[Tuple[Any, str]] = None) -> Check:
+    """The backend loads the model; for TensorRT, the engine built on this unit matches.
+    `model`: (backend, digest) already opened by `opened_model`, else opened here."""
+    with contextlib.ExitStack() as stack:
+        backend, digest = model or stack.enter_context(opened_model(cfg))
+        check_classes(cfg, backend.info.class_names, "line config")
+        frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
+        w, h = backend.info.input_size
+        what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
+        return Check("model", OK, f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}")
 
 
 def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
@@ -104,39 +114,40 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
 
 
 def check_timing(
-    cfg: LineConfig, capture_ms: Optional[float] = None, containers: int = 3, headroom: float = 0.8
+    cfg: LineConfig,
+    capture_ms: Optional[float] = None,
+    containers: int = 3,
+    headroom: float = 0.8,
+    backend: Any = None,
 ) -> Check:
     """Containers of `camera.frames` synthetic frames of the configured size through the
     configured backend, tiles and decision, as the runtime judges them; the slowest of
     `containers` (after one to warm up) plus the camera's capture time must fit in what the
     gate leaves: `gpio.delay_ms - timing.decision_margin_ms`. Over it fails (every
-    container would be rejected late, or as a stall); over `headroom` of it warns."""
-    from .backends.select import open_configured
+    container would be rejected late, or as a stall); over `headroom` of it warns.
+    `backend`: one `opened_model` already loaded (the preflight's), else opened here."""
     from .bench import synthetic_frames
-    from .bundle import open_bundle
     from .decision import decide
     from .detector import EdgeDetector
     from .verdict import judge
 
-    with open_bundle(Path(cfg.model.bundle)) as b:
-        backend, _ = open_configured(b, cfg.model)
-        try:
-            info = backend.info
-            shape, grid = frames_for_model(cfg, info.input_size, info.input_layout)
-            detector = EdgeDetector(backend, info, cfg.postprocess, grid, cfg.model.tile_overlap)
-            rule_cfg = cfg.decision.in_frame(shape[0])
-            read = synthetic_frames((shape[1], shape[0]), cfg.camera.mono)
-            times = []
-            for i in range(containers + 1):
-                frames = [read() for _ in range(cfg.camera.frames)]
-                t0 = time.perf_counter()
-                v = judge(frames, detector.detect, lambda d: decide(d, info.class_names, rule_cfg))
-                if v.fault is not None:
-                    return Check("timing", FAIL, f"the model failed on test frames: {v.reason}")
-                if i:  # the first pays for allocations and autotuning
-                    times.append((time.perf_counter() - t0) * 1e3)
-        finally:
-            backend.close()
+    with contextlib.ExitStack() as stack:
+        if backend is None:
+            backend, _ = stack.enter_context(opened_model(cfg))
+        info = backend.info
+        shape, grid = frames_for_model(cfg, info.input_size, info.input_layout)
+        detector = EdgeDetector(backend, info, cfg.postprocess, grid, cfg.model.tile_overlap)
+        rule_cfg = cfg.decision.in_frame(shape[0])
+        read = synthetic_frames((shape[1], shape[0]), cfg.camera.mono)
+        times = []
+        for i in range(containers + 1):
+            frames = [read() for _ in range(cfg.camera.frames)]
+            t0 = time.perf_counter()
+            v = judge(frames, detector.detect, lambda d: decide(d, info.class_names, rule_cfg))
+            if v.fault is not None:
+                return Check("timing", FAIL, f"the model failed on test frames: {v.reason}")
+            if i:  # the first pays for allocations and autotuning
+                times.append((time.perf_counter() - t0) * 1e3)
     worst = max(times)
     budget = cfg.gpio.delay_ms - cfg.timing.decision_margin_ms
     total = worst + (capture_ms or 0.0)
@@ -237,25 +248,34 @@ def check_metrics(cfg: LineConfig) -> Check:
 
 def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
     done: Dict[str, Check] = {}
-    checks = [
-        ("bundle", lambda: check_bundle(cfg)),
-        ("model", lambda: check_model(cfg)),
-        ("camera", lambda: check_camera(cfg)),
-        ("timing", lambda: _timing(cfg, done)),
-        ("gpio", lambda: check_gpio(cfg, pin_factory)),
-        ("audit", lambda: check_audit(cfg)),
-        ("clock", lambda: check_clock()),
-        ("metrics", lambda: check_metrics(cfg)),
-    ]
-    for name, fn in checks:
-        done[name] = _run(name, fn)
+    with contextlib.ExitStack() as stack:
+        loaded: List[Any] = []  # the model check's backend, kept for the timing check
+
+        def model() -> Check:
+            opened = stack.enter_context(opened_model(cfg))
+            loaded.append(opened[0])
+            return check_model(cfg, opened)
+
+        def timing() -> Check:
+            if done["model"].status == FAIL:  # its reason is on the model's line already
+                return Check("timing", FAIL, "not timed: the model did not load")
+            # The model loaded once (a TensorRT engine is seconds and memory on a Jetson),
+            # timed with the camera's capture just measured.
+            return check_timing(cfg, done["camera"].ms, backend=loaded[0])
+
+        checks = [
+            ("bundle", lambda: check_bundle(cfg)),
+            ("model", model),
+            ("camera", lambda: check_camera(cfg)),
+            ("timing", timing),
+            ("gpio", lambda: check_gpio(cfg, pin_factory)),
+            ("audit", lambda: check_audit(cfg)),
+            ("clock", lambda: check_clock()),
+            ("metrics", lambda: check_metrics(cfg)),
+        ]
+        for name, fn in checks:
+            done[name] = _run(name, fn)
     return list(done.values())
-
-
-def _timing(cfg: LineConfig, done: Dict[str, Check]) -> Check:
-    if done["model"].status == FAIL:  # its reason is on the model's line already
-        return Check("timing", FAIL, "not timed: the model did not load")
-    return check_timing(cfg, done["camera"].ms)  # with the capture just measured
 
 
 def summary(checks: List[Check]) -> Dict[str, Any]:

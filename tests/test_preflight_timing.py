@@ -77,6 +77,29 @@ def test_a_model_that_outputs_nan_fails_the_timing(
     assert c.status == FAIL and "the model failed on test frames" in c.detail, c
 
 
+def test_preflight_loads_the_model_once_and_closes_it(
+    bundle: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The model and timing checks share one backend (a TensorRT engine is seconds and
+    memory on a Jetson), closed when the preflight is done."""
+    opened = select.open_configured
+    backends: list = []
+    closed: list = []
+
+    def spied(b, model_cfg):
+        backend, digest = opened(b, model_cfg)
+        close = backend.close
+        backend.close = lambda: closed.append(backend) or close()
+        backends.append(backend)
+        return backend, digest
+
+    monkeypatch.setattr(select, "open_configured", spied)
+    cfg = _cfg(bundle, tmp_path, gpio=ROOMY, camera={"source": "sim"})
+    checks = {c.name: c for c in preflight(cfg)}
+    assert checks["model"].status == OK and checks["timing"].status == OK, checks
+    assert len(backends) == 1 and closed == backends
+
+
 def test_frames_for_model_says_what_fod_run_would_refuse(bundle: Path, tmp_path: Path) -> None:
     cfg = _cfg(bundle, tmp_path, camera={"width": 0, "height": 0, "mono": True})
     assert frames_for_model(cfg, (320, 256), "uint8_nhw") == ((256, 320), (1, 1))
