@@ -63,7 +63,8 @@ def scrape_url(port: int, address: str = "127.0.0.1") -> str:
 
 def read_gauges(url: str, timeout_s: float = 5.0) -> Dict[str, float]:
     """The unlabelled gauges a running runtime serves (fod_alarm, ...), read from its text
-    endpoint with prometheus_client's own parser; OSError where it does not answer."""
+    endpoint with prometheus_client's own parser. Raises OSError where nothing answers,
+    http.client.HTTPException or ValueError where something else does."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url, timeout=timeout_s) as r:  # our own http:// URL

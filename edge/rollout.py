@@ -145,9 +145,10 @@ class Rollout:
             t0 = self.clock()
             try:
                 out = fn()
-            except (FodError, OSError, ImportError) as e:  # ImportError: no TensorRT here
-                self._log(res, name, False, str(e), t0)
-                raise RolloutError(f"{name}: {e}") from None
+            except Exception as e:  # any failure fails the step: refused before the switch,
+                # rolled back after it - never a unit left on a bundle whose probe crashed
+                self._log(res, name, False, _why(e), t0)
+                raise RolloutError(f"{name}: {_why(e)}") from None
             self._log(res, name, True, "", t0)
             return out
 
@@ -184,13 +185,15 @@ class Rollout:
             self.probe()
             self._log(res, "rollback probe", True, "", self.clock())
             res.status, res.current = "rolled_back", before
-        except (FodError, OSError) as e:
-            self._log(res, "rollback", False, str(e), self.clock())
+        except Exception as e:  # whatever it was, the unit is not known good: failed
+            self._log(res, "rollback", False, _why(e), self.clock())
             res.status, res.current = "failed", _target(self.current)
         return res
 
     # -- helpers ----------------------------------------------------------------------------
     def _alarm_down(self) -> None:
+        from http.client import HTTPException
+
         from .metrics import read_gauges, scrape_url
 
         m = self.line.metrics
@@ -199,8 +202,8 @@ class Rollout:
         url = scrape_url(m.port, m.address)
         try:
             alarm = read_gauges(url).get("fod_alarm")
-        except (OSError, ValueError) as e:  # up (per the probe command) but not serving
-            raise RolloutError(f"probe: {url} did not answer: {e}") from None
+        except (OSError, ValueError, HTTPException) as e:  # up, per the probe, but not serving
+            raise RolloutError(f"probe: {url} did not answer: {e!r}") from None
         if alarm is None:
             raise RolloutError(f"probe: {url} serves no fod_alarm: not the runtime's endpoint")
         if alarm != 0:  # NaN included
@@ -270,6 +273,12 @@ def _run(cmd: Sequence[str], what: str) -> None:
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
         raise RolloutError(f"{what}: {' '.join(cmd)} exited {r.returncode} {tail[0]}".rstrip())
+
+
+def _why(e: Exception) -> str:
+    """An expected failure in its own words (ImportError: no TensorRT on this unit);
+    anything else - a bug - with its type."""
+    return str(e) if isinstance(e, (FodError, OSError, ImportError)) else f"{type(e).__name__}: {e}"
 
 
 def _target(link: Path) -> Optional[str]:

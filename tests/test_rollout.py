@@ -214,15 +214,73 @@ def test_a_bundle_that_raises_the_alarm_is_rolled_back(tmp_path, keys) -> None:
         service.close()
 
 
-def test_a_service_up_without_its_metrics_fails_the_probe(tmp_path, keys) -> None:
+def test_a_step_that_crashes_after_the_switch_is_rolled_back(tmp_path, keys) -> None:
+    """Not only the errors a step expects: a bug in the probe after the switch (here a
+    RuntimeError) still rolls back, journalled with its type."""
+    from edge.rollout import Rollout, RolloutConfig
+
+    root = station(tmp_path, keys)
+    assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+
+    class Buggy(Rollout):
+        def restart(self) -> None:
+            pass
+
+        def probe(self) -> None:
+            if "bug" in current_version(root):
+                raise RuntimeError("probe crashed")
+
+    cfg = RolloutConfig(root, tmp_path / "line.toml", keys / "fod_signing.pub")
+    res = Buggy(cfg).run(make_bundle(tmp_path / "x", "2.0.0-bug", keys))
+    assert res.status == "rolled_back" and current_version(root) == "1.0.0"
+    probe = next(s for s in res.steps if s["step"] == "probe")
+    assert not probe["ok"] and probe["detail"] == "RuntimeError: probe crashed"
+
+    # A probe that crashes on the way back too: failed (exit 3), journalled, no traceback.
+    class AlwaysBuggy(Buggy):
+        def probe(self) -> None:
+            raise RuntimeError("probe crashed")
+
+    res = AlwaysBuggy(cfg).run(tmp_path / "x")
+    assert (res.status, res.exit_code) == ("failed", 3) and current_version(root) == "1.0.0"
+    assert res.steps[-1]["step"] == "rollback" and "RuntimeError" in res.steps[-1]["detail"]
+
+
+class NotHttp:
+    """Something else on the metrics port: it answers each connection with a line of text."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        class Reply(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.sendall(b"hello\r\n")
+
+        self.server = socketserver.TCPServer(("127.0.0.1", 0), Reply)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("there", ["nothing", "not http"])
+def test_a_service_up_without_its_metrics_fails_the_probe(tmp_path, keys, there) -> None:
     station(tmp_path, keys)
-    service = AlarmEndpoint(tmp_path / "state")
-    service.close()  # the port is free again: nothing answers there
-    _serve_metrics(tmp_path, service.port)
-    r = rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))
+    service = NotHttp()
+    if there == "nothing":
+        service.close()  # the port is free again: nothing answers there
+    try:
+        _serve_metrics(tmp_path, service.port)
+        r = rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))
+    finally:
+        if there != "nothing":
+            service.close()
     assert (r["status"], r["rc"]) == ("failed", 3)  # a first install: nothing to go back to
     probe = next(s for s in r["steps"] if s["step"] == "probe")
-    assert not probe["ok"] and "did not answer" in probe["detail"]
+    assert not probe["ok"] and "did not answer" in probe["detail"], probe
 
 
 def test_runtime_takes_an_older_bundle_only_with_its_permit(tmp_path) -> None:
