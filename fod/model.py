@@ -121,6 +121,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         type=size_wh,
         help="train on native-resolution crops WxH (tiny particles keep pixels)",
     )
+    p.add_argument(
+        "--photometric",
+        type=float,
+        default=1.0,
+        help="strength of the brightness/contrast/gamma jitter (default 1: +-0.1, +-15 %%, "
+        "+-0.15; 0 off)",
+    )
+    p.add_argument(
+        "--blur", type=float, default=0.0, help="chance of a Gaussian blur per view (default 0)"
+    )
     p.add_argument("--epochs", type=positive_int, default=12)
     p.add_argument("--batch", type=positive_int, default=2, help="images per process (default 2)")
     p.add_argument("--lr", type=float, help="base lr (default 0.01 x global batch / 16)")
@@ -225,6 +235,8 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         teacher=teacher,
         size=args.size,
         crop=args.crop,
+        photometric=args.photometric,
+        blur=args.blur,
         epochs=args.epochs,
         batch=args.batch,
         lr=args.lr,

@@ -23,6 +23,7 @@ from training.data.augment import (
     apply_geometry,
     augment,
     paired_view,
+    photometric,
     sample_geometry,
 )
 from training.data.dataset import CocoDetection, Sample
@@ -170,3 +171,41 @@ def test_grey_images_get_grey_noise() -> None:
     noisy = apply_noise(colour, draw, np.random.default_rng(0))
     assert (noisy.astype(int) - colour).std(axis=(0, 1)).min() > 0
     assert not is_grey(noisy)
+
+
+def test_photometric_strength_and_blur() -> None:
+    """strength scales the jitter (0: the image as it was); blur softens edges; the default
+    draws the same numbers as before the knobs (a run's bytes do not move)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 215, (64, 96, 3), dtype=np.uint8)
+    off = AugmentConfig(strength=0.0)
+    assert np.array_equal(photometric(img, off, np.random.default_rng(1)), img)
+
+    def change(strength: float) -> float:  # the same draws, scaled
+        out = photometric(img, AugmentConfig(strength=strength), np.random.default_rng(7))
+        return float(np.abs(out.astype(int) - img).mean())
+
+    assert 0 < change(1.0) < change(3.0)
+    sharp = photometric(img, AugmentConfig(strength=0.0, blur=1.0), np.random.default_rng(2))
+    assert (
+        np.abs(np.diff(sharp.astype(int), axis=1)).mean()
+        < 0.5 * np.abs(np.diff(img.astype(int), axis=1)).mean()
+    )
+    # The defaults, against the jitter as it was written before the knobs.
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    x = img.astype(np.float32) * (1.0 / 255.0)
+    gain = b.uniform(0.85, 1.15)
+    x = (x - x.mean()) * gain + x.mean() + b.uniform(-0.1, 0.1)
+    x = np.clip(x, 0.0, 1.0) ** np.exp(b.uniform(-0.15, 0.15))
+    before = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    assert np.array_equal(photometric(img, AugmentConfig(), a), before)
+    assert a.random() == b.random()  # and the same draws after it
+
+
+@pytest.mark.parametrize("flag", [("--photometric", "-1"), ("--blur", "1.5")])
+def test_bad_augment_flags_are_refused(tmp_path: Path, flag, capsys) -> None:
+    from fod.cli import main
+
+    rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flag])
+    assert rc != 0 and not (tmp_path / "r").exists()
+    assert flag[0] in capsys.readouterr().err

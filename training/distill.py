@@ -32,7 +32,6 @@ from edge.errors import FodError
 from .assigner import atss_thresholds
 from .checkpoint import load_detector
 from .criterion import Targets, flatten_levels, flatten_maps
-from .data.augment import AugmentConfig
 from .data.dataset import TrainingData
 from .distill_losses import (
     FEATURES,
@@ -51,7 +50,7 @@ from .distill_losses import (
 )
 from .engine.data import DistillSet, collate_distill
 from .engine.loop import autocast
-from .engine.trainer import DetectorTask, TrainConfig, fit
+from .engine.trainer import DetectorTask, TrainConfig, augment_config, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
 METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
@@ -212,9 +211,7 @@ class DistillTask(DetectorTask):
         )
         self.module = DistillStudent(self.detector, adapters, cross, relation, dcfg.features)
         noise = NoiseConfig() if dcfg.noise else NoiseConfig(p=0.0)
-        self.dataset = DistillSet(
-            data, AugmentConfig(size=cfg.size, crop=cfg.crop), noise, cfg.seed
-        )
+        self.dataset = DistillSet(data, augment_config(cfg), noise, cfg.seed)
         self.collate = collate_distill
 
     def set_epoch(self, epoch: int) -> None:

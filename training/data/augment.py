@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 
 from calibration.noise import NoiseConfig, NoiseDraw, student_noise
@@ -18,6 +19,7 @@ from edge.preprocess import boxes_to_model, letterbox
 from .dataset import Sample
 
 MIN_VISIBLE = 0.5  # a box cut by a crop is kept if this share of its area remains
+BLUR_SIGMA = (0.5, 1.5)  # px: out of focus, a 3-5 px speck still shows
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class AugmentConfig:
     brightness: float = 0.1  # additive shift ~ U(-b, b) of full scale
     contrast: float = 0.15  # gain ~ U(1 - c, 1 + c) around the mean
     gamma: float = 0.15  # gamma ~ exp(U(-g, g))
+    strength: float = 1.0  # scales brightness, contrast and gamma together (0: no jitter)
+    blur: float = 0.0  # chance of a Gaussian blur, sigma ~ U(BLUR_SIGMA): focus drift
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,17 @@ def apply_geometry(sample: Sample, geo: Geometry) -> Sample:
 
 
 def photometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Lamp and exposure drift: contrast around the mean, brightness shift, gamma."""
+    """Lamp and exposure drift: contrast around the mean, brightness shift, gamma, each
+    scaled by `strength`; then, with chance `blur`, focus drift."""
+    k = cfg.strength
     x = image.astype(np.float32) * (1.0 / 255.0)
-    gain = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
-    x = (x - x.mean()) * gain + x.mean() + rng.uniform(-cfg.brightness, cfg.brightness)
-    x = np.clip(x, 0.0, 1.0) ** np.exp(rng.uniform(-cfg.gamma, cfg.gamma))
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    gain = rng.uniform(1 - k * cfg.contrast, 1 + k * cfg.contrast)
+    x = (x - x.mean()) * gain + x.mean() + rng.uniform(-k * cfg.brightness, k * cfg.brightness)
+    x = np.clip(x, 0.0, 1.0) ** np.exp(rng.uniform(-k * cfg.gamma, k * cfg.gamma))
+    out = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    if cfg.blur > 0 and rng.random() < cfg.blur:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(*BLUR_SIGMA)))
+    return out
 
 
 def to_model(sample: Sample, size: Tuple[int, int]) -> Sample:

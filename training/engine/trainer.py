@@ -36,6 +36,8 @@ class TrainConfig:
     teacher: bool = False  # the teacher's FPN: CARAFE upsampling (feature difference enhancement)
     size: Tuple[int, int] = (1280, 800)  # W, H of the model input (eval letterbox)
     crop: Optional[Tuple[int, int]] = None  # train on native-resolution crops of this W, H
+    photometric: float = 1.0  # strength of the brightness/contrast/gamma jitter
+    blur: float = 0.0  # chance of a Gaussian blur per training view
     epochs: int = 12
     batch: int = 2  # images per process
     lr: Optional[float] = None  # None: 0.01 * global batch / 16
@@ -80,6 +82,10 @@ class TrainConfig:
                 "--zero-init-residual initialises a backbone trained from scratch; "
                 "--init and --backbone-weights bring their own weights"
             )
+        if not 0.0 <= self.photometric <= 5.0:
+            raise FodError(f"--photometric {self.photometric}: expected a strength in [0, 5]")
+        if not 0.0 <= self.blur <= 1.0:
+            raise FodError(f"--blur {self.blur}: expected a chance in [0, 1]")
         if self.save_every < 0:
             raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
         if self.epochs < 1 or self.batch < 1:
@@ -89,6 +95,10 @@ class TrainConfig:
         return {
             k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
         }
+
+
+def augment_config(cfg: TrainConfig) -> AugmentConfig:
+    return AugmentConfig(size=cfg.size, crop=cfg.crop, strength=cfg.photometric, blur=cfg.blur)
 
 
 class DetectorTask:
@@ -138,7 +148,7 @@ class DetectorTask:
                 ) from None
         self.module = self.detector
         self.class_names = data.class_names
-        self.dataset = TrainSet(data, AugmentConfig(size=cfg.size, crop=cfg.crop), cfg.seed)
+        self.dataset = TrainSet(data, augment_config(cfg), cfg.seed)
         self.collate = collate_train
 
     def set_epoch(self, epoch: int) -> None:
