@@ -147,8 +147,9 @@ class Rollout:
                 out = fn()
             except Exception as e:  # any failure fails the step: refused before the switch,
                 # rolled back after it - never a unit left on a bundle whose probe crashed
-                self._log(res, name, False, _why(e), t0)
-                raise RolloutError(f"{name}: {_why(e)}") from None
+                why = _why(e)
+                self._log(res, name, False, why, t0)
+                raise RolloutError(f"{name}: {why}") from None
             self._log(res, name, True, "", t0)
             return out
 
