@@ -96,8 +96,38 @@ def test_loss_falls_on_fixed_batch(trained: Path, small_set: Path) -> None:
     assert l1 < 0.9 * l0, (l0, l1)
     summary = json.loads((trained / "metrics.json").read_text())
     assert summary["iterations"] == 30 and summary["images_per_s"] > 0
+    # no validation set: the steps' own rate is the whole rate
+    assert summary["eval_seconds"] == 0
+    assert summary["step_images_per_s"] == summary["images_per_s"]
     assert (trained / "best.pt").is_file()
     assert list((trained / "tb").glob("events.out.tfevents.*"))
+
+
+def test_validation_inside_training_is_timed_apart(small_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--data",
+        str(small_set),
+        "--val",
+        str(small_set),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--max-iters",
+        "3",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        *SMALL_MODEL,
+    ]
+    assert main(argv) == 0
+    s = json.loads((out / "metrics.json").read_text())
+    assert set(s["metrics"]) >= {"ap50", "ap"} and s["eval_seconds"] > 0
+    # a planner sizing a run from step_images_per_s must not pay for validation per step
+    assert s["step_images_per_s"] > s["images_per_s"]
 
 
 def test_eval_gives_all_metrics_and_pictures(

@@ -114,6 +114,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     """Train `task` under `cfg` (a TrainConfig); returns the summary written to
     `out/metrics.json` on rank 0."""
     dev = ctx.device
+    if dev.type == "cuda":  # every batch has one size (crops or --size): tune convs once
+        torch.backends.cudnn.benchmark = True
     amp = dev.type == "cuda" if cfg.amp is None else bool(cfg.amp)
     if amp and dev.type == "cpu" and cpu_bf16_native() is False:
         log.warning(
@@ -177,7 +179,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         cfg.out.mkdir(parents=True, exist_ok=True)
     history: List[Dict[str, Any]] = []
     losses_seen: List[float] = []
-    seen, t_start = 0, None
+    seen, t_start, eval_s = 0, None, 0.0  # eval_s: validation time inside the timed span
     metrics = None
 
     def save(names: Sequence[str], epoch_done: int, step: int) -> None:
@@ -250,9 +252,11 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         last = it >= stop or epoch + 1 == cfg.epochs
         metrics = None
         if ctx.is_main and val is not None and (last or (epoch + 1) % cfg.eval_interval == 0):
+            t_eval = time.perf_counter()
             metrics = evaluate_model(
                 task.detector, task.post, val, cfg.size, dev, cfg.out / "eval" if last else None
             ).to_dict()
+            eval_s += time.perf_counter() - t_eval
             for k, v in metrics.items():
                 writer.add_scalar(f"val/{k}", v, it)
             log.info(
@@ -281,6 +285,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         "amp": amp,
         "amp_dtype": str(amp_dtype(dev)).replace("torch.", "") if amp else None,
         "images_per_s": seen / elapsed if seen else None,
+        # Steps alone (a budget planner's rate): images_per_s counts validation time too.
+        "step_images_per_s": seen / (elapsed - eval_s) if seen else None,
+        "eval_seconds": eval_s,
         "peak_memory_mib": _peak_memory_mib(dev),
         "first_losses": losses_seen[:5],
         "last_losses": losses_seen[-5:],
