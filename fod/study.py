@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fod.args import size_wh
+from fod.args import positive_int, size_wh
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_wh, default=(1280, 800), help="eval and GMACs WxH")
     p.add_argument("--noisy", action="store_true", help="also evaluate with the student noise")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--jobs", type=positive_int, default=1, help="runs evaluated at once (processes)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -33,7 +36,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from training.compare import compare, table, write
     from training.engine.distributed import pick_device
 
-    rows = compare(args.runs, args.data, args.size, pick_device(args.device, 0), args.noisy)
+    device = pick_device(args.device, 0)
+    rows = compare(args.runs, args.data, args.size, device, args.noisy, args.jobs)
     write(rows, args.out, args.size)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows]))

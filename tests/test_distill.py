@@ -329,6 +329,9 @@ def test_compare_and_heatmap(small_set, teacher, tmp_path, capsys) -> None:
     md = (table / "compare.md").read_text()
     assert "| AP50 | AP | AP_S | AR | AR_S | AP50 noisy |" in md and md.count("\n") == 6
     assert (table / "compare.csv").read_text().splitlines()[0].startswith("run,model,method,AP50")
+    # runs evaluated in processes of their own: the same rows, in the order asked for
+    assert main([*args[:-1], "--out", str(tmp_path / "jobs"), "--jobs", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows
     image = sorted((small_set / "images").glob("*"))[0]
     assert (
         main(

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -82,31 +85,46 @@ def pick_checkpoint(run: Path) -> Path:
     raise FodError(f"{run}: no best.pt or last.pt (a run folder of fod train / fod distill)")
 
 
+def row(run: Path, val: Path, size: Tuple[int, int], device: torch.device, noisy: bool) -> Row:
+    """One run's row: its checkpoint on the clean (and noisy) set, params and GMACs."""
+    data = CocoDetection(val)
+    path = pick_checkpoint(run)
+    model, cfg, names, ckpt = load_detector(path)
+    if names != data.class_names:
+        raise FodError(f"{path}: classes {names}, {val} has {data.class_names}")
+    post = build_detector(cfg)[2]
+    model = model.to(device)
+    m = evaluate_model(model, post, data, size, device).to_dict()
+    n = evaluate_model(model, post, NoisyCoco(val), size, device).to_dict() if noisy else None
+    c = measure(cfg, size)
+    label, method = describe(ckpt, cfg)
+    return Row(run.name, label, method, m, n, c.params_total / 1e6, c.gmacs)
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)  # jobs x torch's default would oversubscribe the cores
+
+
 def compare(
     runs: List[Path],
     val: Path,
     size: Tuple[int, int],
     device: torch.device,
     noisy: bool = False,
+    jobs: int = 1,
 ) -> List[Row]:
-    data = CocoDetection(val)
-    noisy_data = NoisyCoco(val) if noisy else None
-    rows = []
-    for run in runs:
-        path = pick_checkpoint(run)
-        model, cfg, names, ckpt = load_detector(path)
-        if names != data.class_names:
-            raise FodError(f"{path}: classes {names}, {val} has {data.class_names}")
-        post = build_detector(cfg)[2]
-        model = model.to(device)
-        m = evaluate_model(model, post, data, size, device).to_dict()
-        n = None
-        if noisy_data is not None:
-            n = evaluate_model(model, post, noisy_data, size, device).to_dict()
-        c = measure(cfg, size)
-        label, method = describe(ckpt, cfg)
-        rows.append(Row(run.name, label, method, m, n, c.params_total / 1e6, c.gmacs))
-    return rows
+    """Rows in the order of `runs`. `jobs` > 1 evaluates that many runs at once, each in a
+    process of its own (spawned: CUDA does not survive a fork) with its share of the cores:
+    decoding and scoring the images is CPU work, which one process leaves mostly idle on a
+    many-core machine."""
+    if jobs <= 1 or len(runs) <= 1:
+        return [row(r, val, size, device, noisy) for r in runs]
+    jobs = min(jobs, len(runs))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, ctx, initializer=_worker_threads, initargs=(threads,)) as ex:
+        futures = [ex.submit(row, r, val, size, device, noisy) for r in runs]
+        return [f.result() for f in futures]
 
 
 def table(rows: List[Row], size: Tuple[int, int]) -> Tuple[str, str]:
