@@ -24,7 +24,12 @@
 # table resumes;
 # TABLE_ONLY=1 skips training and tabulates the runs that finished (after a time limit);
 # TABLE=0 trains and makes no table (several invocations sharing one machine);
-# RUNS="teacher student none ours ..." trains only those (in the script's order);
+# RUNS="teacher student none ours ..." trains only those (in the script's order) and
+# tabulates only those;
+# IMAGES, VAL_IMAGES, ITERS, JOBS, THREADS replace the scale's training images, validation
+# images, iterations per run, runs side by side and torch threads per run (a throughput
+# probe, a machine of another size: benchmarks/timed_table.sh sizes them to a deadline);
+# SHOW=1 prints the sizes the call would use and makes nothing;
 # ZERO_INIT=0 trains every backbone from its plain random init (default 1: each `fod train`
 # run that starts from scratch, the teachers and the student alone, gets
 # --zero-init-residual; any other value is refused; the recorded cpu table of the README
@@ -39,22 +44,34 @@
 set -euo pipefail
 OUT=${1:?usage: distill_table.sh OUT [smoke|cpu|gpu|h200]}
 SCALE=${2:-cpu}
+knobs=("${IMAGES:-}" "${VAL_IMAGES:-}" "${ITERS:-}" "${JOBS:-}" "${THREADS-unset}")
 CROP=() JOBS=1 THREADS=''  # JOBS: runs side by side; THREADS: torch threads of each run
+CJOBS=1  # runs the table evaluates at once (fod compare --jobs)
 TCYCLES=1  # schedules the teachers train, one after the other (from scratch, R50 learns slower)
 TWORKERS=''  # data loader processes of each teacher run (default: WORKERS)
 # WARMUP: linear lr warm-up iterations, a small share of the run (the trainer's default of
 # 500 would take all of a short run).
 case $SCALE in
   smoke) SIZE=256x160 TRAIN=80 VAL=30 ITERS=120 BATCH=4 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
-    WARMUP=20 ;;
+    WARMUP=20 CJOBS=1 ;;
   cpu) SIZE=640x384 TRAIN=600 VAL=200 ITERS=400 BATCH=8 CH=64 CONVS=2 DEVICE=cpu WORKERS=1
-    WARMUP=60 CROP=(--crop 256x256) JOBS=2 THREADS=1 TCYCLES=2 ;;
+    WARMUP=60 CROP=(--crop 256x256) JOBS=2 THREADS=1 TCYCLES=2 CJOBS=2 ;;
   gpu) SIZE=1280x800 TRAIN=3000 VAL=400 ITERS=12000 BATCH=8 CH=256 CONVS=4 DEVICE=cuda WORKERS=8
-    WARMUP=500 ;;
+    WARMUP=500 CJOBS=4 ;;
   h200) SIZE=640x384 TRAIN=3000 VAL=300 ITERS=500 BATCH=16 CH=128 CONVS=4 DEVICE=cuda WORKERS=1
-    WARMUP=60 TWORKERS=7 CROP=(--crop 384x256) JOBS=13 ;;
+    WARMUP=60 TWORKERS=7 CROP=(--crop 384x256) JOBS=16 THREADS=2 CJOBS=14 ;;
   *) echo "distill_table.sh: scale must be smoke, cpu, gpu or h200" >&2; exit 2 ;;
 esac
+TRAIN=${knobs[0]:-$TRAIN} VAL=${knobs[1]:-$VAL} ITERS=${knobs[2]:-$ITERS} JOBS=${knobs[3]:-$JOBS}
+[[ ${knobs[4]} != unset ]] && THREADS=${knobs[4]}
+for k in TRAIN VAL ITERS JOBS; do
+  [[ ${!k} =~ ^[1-9][0-9]*$ ]] ||
+    { echo "distill_table.sh: $k must be a positive integer, got '${!k}'" >&2; exit 2; }
+done
+if [[ ${SHOW:-0} == 1 ]]; then  # the sizes this call would use, nothing made (a planner)
+  echo "SIZE=$SIZE TRAIN=$TRAIN VAL=$VAL ITERS=$ITERS BATCH=$BATCH JOBS=$JOBS DEVICE=$DEVICE"
+  exit 0
+fi
 case ${ZERO_INIT:-1} in  # refused before anything is made, like a bad scale
   0 | 1) ;;
   *) echo "distill_table.sh: ZERO_INIT must be 0 or 1, got $ZERO_INIT" >&2; exit 2 ;;
@@ -170,10 +187,11 @@ wait
 runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
 for n in teacher "${extra[@]}" teacher-nocarafe student "${DISTILL[@]%% *}" ours-no-carafe; do
+  [[ -n ${RUNS:-} && " $RUNS " != *" $n "* ]] && continue
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \
-  --size "$SIZE" --noisy --device "$DEVICE"
+  --size "$SIZE" --noisy --device "$DEVICE" --jobs "$CJOBS"
 image=$(find "$OUT/val/images" -name '*.png' | sort | head -n 1)
 heat=()
 for n in teacher student ours; do [[ -f "$OUT/runs/$n/metrics.json" ]] && heat+=("$OUT/runs/$n"); done

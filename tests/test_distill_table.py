@@ -31,6 +31,8 @@ while [[ $# -gt 0 ]]; do
     --zero-init-residual) zi=1 ;;
     --resume) resume=$2; shift ;;
     --save-every) echo "$2" > "$STUB_DIR/save_every"; shift ;;
+    --images) echo "$2" > "$STUB_DIR/images"; shift ;;  # the last set made
+    --epochs) echo "$2" > "$STUB_DIR/epochs"; shift ;;
   esac
   shift
 done
@@ -53,9 +55,11 @@ case $verb in
     ( flock 9; n=$(( $(cat "$STUB_DIR/now" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB_DIR/now"
       [[ $n -gt $(cat "$STUB_DIR/max" 2>/dev/null || echo 0) ]] && echo $n > "$STUB_DIR/max" || true
     ) 9> "$STUB_DIR/lock"
-    if [[ $(basename "$out") == "$STUB_SLOW" ]]; then sleep 3; else sleep 0.4; fi
+    if [[ $(basename "$out") == "$STUB_SLOW" ]]; then sleep "${STUB_SLOW_S:-3}"; else sleep 0.4; fi
     ( flock 9; echo $(( $(cat "$STUB_DIR/now") - 1 )) > "$STUB_DIR/now" ) 9> "$STUB_DIR/lock"
-    mkdir -p "$out"; : > "$out/last.pt"; echo '{}' > "$out/metrics.json" ;;
+    mkdir -p "$out"; : > "$out/last.pt"
+    echo '{"config": {"batch": 4}, "step_images_per_s": 40.0, "eval_seconds": 0.1}' \
+      > "$out/metrics.json" ;;
   compare|heatmap) mkdir -p "$out"; : > "$out/$verb.md" ;;
 esac
 """
@@ -67,17 +71,19 @@ ALL = [
 ]  # fmt: skip
 
 
-def _run(tmp: Path, scale: str, **env: str) -> subprocess.CompletedProcess:
+KNOBS = ("IMAGES", "VAL_IMAGES", "ITERS", "JOBS", "THREADS", "SHOW", "RUNS", "PROBE")
+
+
+def _run(tmp: Path, scale: str, *extra: str, script: Path = SCRIPT, **env: str):
     stub = tmp / "fod"
     if not stub.exists():
         stub.write_text(STUB)
         stub.chmod(0o755)
-    e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), "STUB_DIR": str(tmp),
+    base = {k: v for k, v in os.environ.items() if k not in KNOBS and k != "OMP_NUM_THREADS"}
+    e = {**base, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), "STUB_DIR": str(tmp),
          "STUB_FAIL": "-", "STUB_SLOW": "-", **env}  # fmt: skip
-    e.pop("OMP_NUM_THREADS", None)
-    return subprocess.run(
-        ["bash", str(SCRIPT), str(tmp / "out"), scale], env=e, capture_output=True, text=True
-    )
+    args = ["bash", str(script), str(tmp / "out"), *extra[:1], scale, *extra[1:]]
+    return subprocess.run(args, env=e, capture_output=True, text=True)
 
 
 def _calls(tmp: Path) -> List[List[str]]:
@@ -153,16 +159,20 @@ def test_zero_init_off(tmp_path: Path) -> None:
 
 def test_runs_subset_and_table_only(tmp_path: Path) -> None:
     r = _run(tmp_path, "smoke", RUNS="teacher student ours")
-    assert r.returncode == 1  # the runs left out are named, not silently missing
-    assert "not in the table): teacher-nocarafe none" in r.stdout
+    assert r.returncode == 0, r.stdout  # the table of the runs asked for
     assert sorted(_trained(tmp_path)) == ["ours", "student", "teacher"]
+    assert next(c for c in _calls(tmp_path) if c[0] == "compare")[4:] == RUNS_3
     (tmp_path / "calls").unlink()
     r = _run(tmp_path, "smoke", TABLE_ONLY="1")
-    assert r.returncode == 1
+    assert r.returncode == 1  # every other run is named, not silently missing
+    assert "not in the table): teacher-nocarafe none" in r.stdout
     assert [c[0] for c in _calls(tmp_path)] == ["compare", "heatmap"]  # nothing trained
     (tmp_path / "calls").unlink()
     r = _run(tmp_path, "smoke", RUNS="none", TABLE="0")
     assert r.returncode == 0 and [c[:2] for c in _calls(tmp_path)] == [["distill", "none"]]
+
+
+RUNS_3 = ["teacher", "student", "ours"]
 
 
 def test_a_failed_method_is_named_and_the_table_still_made(tmp_path: Path) -> None:
@@ -178,3 +188,58 @@ def test_unknown_scale_or_zero_init_is_refused_before_anything_is_made(tmp_path:
     r = _run(tmp_path, "smoke", ZERO_INIT="yes")  # not read as "off"
     assert r.returncode == 2 and "ZERO_INIT must be 0 or 1, got yes" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "calls").exists()
+
+
+def test_knobs_replace_the_scale_sizes_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    r = _run(tmp_path, "h200", SHOW="1", ITERS="7", IMAGES="33", JOBS="2")
+    assert r.returncode == 0
+    assert r.stdout.split() == [
+        "SIZE=640x384", "TRAIN=33", "VAL=300", "ITERS=7", "BATCH=16", "JOBS=2", "DEVICE=cuda"
+    ]  # fmt: skip
+    assert not (tmp_path / "out").exists()  # SHOW makes nothing
+    r = _run(tmp_path, "smoke", ITERS="0")
+    assert r.returncode == 2 and "ITERS must be a positive integer, got '0'" in r.stderr
+    r = _run(tmp_path, "smoke", RUNS="teacher", ITERS="40", IMAGES="20", TABLE="0")
+    assert r.returncode == 0
+    assert (tmp_path / "images").read_text().split() == ["30"]  # val last; train made first
+    assert (tmp_path / "epochs").read_text().split() == ["8"]  # 40 steps of 4 over 20 images
+
+
+TIMED = ROOT / "benchmarks" / "timed_table.sh"
+THREE = "teacher student ours"
+
+
+def _tar_names(path: Path) -> List[str]:
+    return subprocess.run(["tar", "-tzf", str(path)], capture_output=True, text=True).stdout.split()
+
+
+def test_timed_table_probes_then_sizes_the_runs_to_whole_epochs(tmp_path: Path) -> None:
+    r = _run(tmp_path, "smoke", "120", script=TIMED, RUNS=THREE, PROBE="2",
+             PROBE_IMAGES="8", PROBE_VAL="5")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    sizing = (tmp_path / "out" / "sizing.txt").read_text()
+    assert "probe: sets" in sizing and "teacher: 40.0 images/s, 100 ms/step" in sizing
+    line = next(x for x in sizing.splitlines() if "training stops at" in x)
+    iters, images = (int(x.split("=")[1].rstrip(";")) for x in line.split()[3:5])
+    epochs = -(-iters * 4 // images)  # distill_table.sh's own count
+    assert iters >= 2 and epochs * images >= iters * 4 > (epochs - 1) * images
+    assert images * epochs - iters * 4 < epochs  # whole epochs: at most a batch over ITERS
+    calls = _calls(tmp_path)
+    assert [c[1] for c in calls if c[0] == "synth"] == ["train", "val", "train", "val"]
+    names = _tar_names(tmp_path / "out" / "results.tar.gz")
+    assert {"./table/compare.md", "./sizing.txt", "./probe/runs/ours/metrics.json"} <= set(names)
+    assert not any(n.endswith(".pt") for n in names)
+
+
+def test_timed_table_stops_a_run_that_overruns_and_tabulates_the_rest(tmp_path: Path) -> None:
+    r = _run(tmp_path, "smoke", "40", script=TIMED, RUNS=THREE, PROBE="0", ITERS="5",
+             TABLE_S="2", STUB_SLOW="ours", STUB_SLOW_S="61.25")  # fmt: skip
+    assert r.returncode == 1  # a run is missing from the table, and named
+    out = tmp_path / "out"
+    assert "training: exit 124" in (out / "sizing.txt").read_text()
+    assert "not in the table): ours" in (out / "table.log").read_text()
+    compared = next(c for c in _calls(tmp_path) if c[0] == "compare")[4:]
+    assert compared == ["teacher", "student"]
+    # the stopped run's whole process group went with it: no stub still sleeping
+    assert subprocess.run(["pgrep", "-f", "sleep 61.25"]).returncode == 1
+    assert "./table/compare.md" in _tar_names(out / "results.tar.gz")
