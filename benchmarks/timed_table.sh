@@ -28,8 +28,9 @@ SCALE=${3:-h200}
 PACK=${4:-$W/results.tar.gz}
 PROBE=${PROBE:-30} PROBE_IMAGES=${PROBE_IMAGES:-480} PROBE_VAL=${PROBE_VAL:-100}
 MARGIN=${MARGIN:-0.85} PACK_S=20  # seconds kept for packing
-export RUNS=${RUNS:-teacher teacher-nocarafe student none ours ld pkd crosskd fgd mimic \
-ours-no-noise ours-no-residual ours-no-ld ours-no-carafe}
+export RUNS=${RUNS:-teacher-c1 teacher teacher-nocarafe-c1 teacher-nocarafe student \
+student-long none ours ld pkd crosskd fgd mimic ours-no-noise ours-no-residual ours-no-ld \
+ours-w2 ours-no-carafe}
 [[ $DEADLINE =~ ^[1-9][0-9]*$ ]] || { echo "timed_table.sh: DEADLINE_S must be seconds" >&2; exit 2; }
 mkdir -p "$W" && W=$(cd "$W" && pwd) || exit 1
 cd "$(dirname "$0")/.." || exit 1
@@ -88,7 +89,7 @@ say "deadline $DEADLINE s, scale $SCALE, runs: $RUNS"
 
 KNOWN_ITERS=${ITERS:-}
 read -r SIZES < <(SHOW=1 "$TABLE_SH" "$W" "$SCALE") || exit 1
-eval "$SIZES"  # SIZE TRAIN VAL ITERS BATCH JOBS DEVICE: the scale's own (and the knobs')
+eval "$SIZES"  # SIZE TRAIN VAL ITERS BATCH JOBS DEVICE TCYCLES: the scale's (and knobs')
 say "scale $SCALE: $SIZES"
 if [[ $PROBE == 0 ]]; then  # sized by an earlier probe: ITERS (and IMAGES) given
   [[ -n ${KNOWN_ITERS:-} ]] || { say "PROBE=0 needs ITERS"; exit 2; }
@@ -114,13 +115,13 @@ say "probe: sets $probe_sets s, training $probe_train s, table $probe_table s (e
 # that ITERS steps are whole epochs (the lr schedule spans whole epochs): near TRAIN
 # images. Last line: ITERS IMAGES and the seconds kept for the table.
 read -r ITERS IMAGES table_s < <(python3 - "$W/probe/runs" "$PROBE" "$PROBE_IMAGES" \
-  "$PROBE_VAL" "$TRAIN" "$VAL" "$BATCH" "$probe_sets" "$probe_train" "$probe_table" \
+  "$PROBE_VAL" "$TRAIN" "$VAL" "$BATCH" "$TCYCLES" "$probe_sets" "$probe_train" "$probe_table" \
   "$((DEADLINE - SECONDS - PACK_S))" "$MARGIN" << 'EOF' | tee -a "$W/sizing.txt" | tail -n 1
 import json, math, sys
 from pathlib import Path
 runs = sys.argv[1]
-probe, probe_images, probe_val, train, val, batch = map(int, sys.argv[2:8])
-sets_s, train_s, table_s, left, margin = map(float, sys.argv[8:])
+probe, probe_images, probe_val, train, val, batch, cycles = map(int, sys.argv[2:9])
+sets_s, train_s, table_s, left, margin = map(float, sys.argv[9:])
 k = val / probe_val
 step = {1: 0.0, 2: 0.0}  # slowest seconds per step: from-scratch runs (1), distillations (2)
 ev = {1: 0.0, 2: 0.0}
@@ -131,14 +132,17 @@ for m in sorted(Path(runs).glob("*/metrics.json")):
     step[phase], ev[phase] = max(step[phase], sec), max(ev[phase], s["eval_seconds"])
     print(f"{name}: {s['step_images_per_s']:.1f} images/s, {sec * 1000:.0f} ms/step, "
           f"validation {s['eval_seconds']:.1f} s")
-startup = train_s - probe * (step[1] + step[2]) - ev[1] - ev[2]
+# The runs from scratch train `cycles` schedules in a row before the distillations start.
+per_iter = cycles * step[1] + step[2]
+startup = train_s - probe * per_iter - cycles * ev[1] - ev[2]
 table = k * table_s + 10
 sets = sets_s * (train + val) / (probe_images + probe_val)
-fixed = startup + sets + k * (ev[1] + ev[2]) + table
-iters = int(margin * (left - fixed) / (step[1] + step[2]))
+fixed = startup + sets + k * (cycles * ev[1] + ev[2]) + table
+iters = int(margin * (left - fixed) / per_iter)
 epochs = max(1, round(iters * batch / train))
 images = math.ceil(iters * batch / epochs)
-print(f"per step {step[1] * 1000:.0f} + {step[2] * 1000:.0f} ms; start-up {startup:.0f} s; "
+print(f"per step {cycles} x {step[1] * 1000:.0f} + {step[2] * 1000:.0f} ms; "
+      f"start-up {startup:.0f} s; "
       f"sets {sets:.0f} s; validations x{k:.1f} and table {fixed - startup - sets:.0f} s; "
       f"{left:.0f} s left; {epochs} epochs of {images} images")
 print(iters, images, int(table))

@@ -21,7 +21,7 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher='' init='' runs='' zi='' resume=''
+out='' teacher='' init='' runs='' zi='' resume='' batch=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) while [[ $# -gt 1 && $2 != --* ]]; do runs+=" $(basename "$2")"; shift; done ;;
@@ -33,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --save-every) echo "$2" > "$STUB_DIR/save_every"; shift ;;
     --images) echo "$2" > "$STUB_DIR/images"; shift ;;  # the last set made
     --epochs) echo "$2" > "$STUB_DIR/epochs"; shift ;;
+    --batch) batch=$2; shift ;;
   esac
   shift
 done
@@ -58,16 +59,16 @@ case $verb in
     if [[ $(basename "$out") == "$STUB_SLOW" ]]; then sleep "${STUB_SLOW_S:-3}"; else sleep 0.4; fi
     ( flock 9; echo $(( $(cat "$STUB_DIR/now") - 1 )) > "$STUB_DIR/now" ) 9> "$STUB_DIR/lock"
     mkdir -p "$out"; : > "$out/last.pt"
-    echo '{"config": {"batch": 4}, "step_images_per_s": 40.0, "eval_seconds": 0.1}' \
-      > "$out/metrics.json" ;;
+    echo "{\"config\": {\"batch\": $batch}, \"step_images_per_s\": 40.0," \
+      '"eval_seconds": 0.1}' > "$out/metrics.json" ;;
   compare|heatmap) mkdir -p "$out"; : > "$out/$verb.md" ;;
 esac
 """
 
 ALL = [
     "teacher", "teacher-nocarafe", "student", "none", "ours", "ld", "pkd", "crosskd", "fgd",
-    "mimic", "pkd-no-noise", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-own",
-    "ours-teacher", "ours-no-carafe",
+    "mimic", "pkd-no-noise", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-w2",
+    "ours-own", "ours-teacher", "ours-no-carafe",
 ]  # fmt: skip
 
 
@@ -194,7 +195,8 @@ def test_knobs_replace_the_scale_sizes_and_bad_ones_are_refused(tmp_path: Path) 
     r = _run(tmp_path, "h200", SHOW="1", ITERS="7", IMAGES="33", JOBS="2")
     assert r.returncode == 0
     assert r.stdout.split() == [
-        "SIZE=640x384", "TRAIN=33", "VAL=300", "ITERS=7", "BATCH=16", "JOBS=2", "DEVICE=cuda"
+        "SIZE=640x384", "TRAIN=33", "VAL=300", "ITERS=7", "BATCH=16", "JOBS=2", "DEVICE=cuda",
+        "TCYCLES=2",
     ]  # fmt: skip
     assert not (tmp_path / "out").exists()  # SHOW makes nothing
     r = _run(tmp_path, "smoke", ITERS="0")
@@ -213,17 +215,26 @@ def _tar_names(path: Path) -> List[str]:
     return subprocess.run(["tar", "-tzf", str(path)], capture_output=True, text=True).stdout.split()
 
 
-def test_timed_table_probes_then_sizes_the_runs_to_whole_epochs(tmp_path: Path) -> None:
-    r = _run(tmp_path, "smoke", "120", script=TIMED, RUNS=THREE, PROBE="2",
+@pytest.mark.parametrize(
+    "scale, runs, batch, cycles",
+    [("smoke", THREE, 4, 1), ("cpu", "teacher-c1 teacher student student-long ours", 8, 2)],
+)
+def test_timed_table_probes_then_sizes_the_runs_to_whole_epochs(
+    tmp_path: Path, scale: str, runs: str, batch: int, cycles: int
+) -> None:
+    r = _run(tmp_path, scale, "120", script=TIMED, RUNS=runs, PROBE="2",
              PROBE_IMAGES="8", PROBE_VAL="5")  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     sizing = (tmp_path / "out" / "sizing.txt").read_text()
-    assert "probe: sets" in sizing and "teacher: 40.0 images/s, 100 ms/step" in sizing
+    step_ms = 1000 * batch // 40  # the stub's 40 images/s
+    assert "probe: sets" in sizing and f"teacher: 40.0 images/s, {step_ms} ms/step" in sizing
+    # the runs from scratch train `cycles` schedules before the distillations start
+    assert f"per step {cycles} x {step_ms} + {step_ms} ms" in sizing
     line = next(x for x in sizing.splitlines() if "training stops at" in x)
     iters, images = (int(x.split("=")[1].rstrip(";")) for x in line.split()[3:5])
-    epochs = -(-iters * 4 // images)  # distill_table.sh's own count
-    assert iters >= 2 and epochs * images >= iters * 4 > (epochs - 1) * images
-    assert images * epochs - iters * 4 < epochs  # whole epochs: at most a batch over ITERS
+    epochs = -(-iters * batch // images)  # distill_table.sh's own count
+    assert iters >= 2 and epochs * images >= iters * batch > (epochs - 1) * images
+    assert images * epochs - iters * batch < epochs  # whole epochs: under a batch over ITERS
     calls = _calls(tmp_path)
     assert [c[1] for c in calls if c[0] == "synth"] == ["train", "val", "train", "val"]
     names = _tar_names(tmp_path / "out" / "results.tar.gz")
@@ -232,8 +243,9 @@ def test_timed_table_probes_then_sizes_the_runs_to_whole_epochs(tmp_path: Path) 
 
 
 def test_timed_table_stops_a_run_that_overruns_and_tabulates_the_rest(tmp_path: Path) -> None:
+    slow = f"61.{os.getpid()}"  # this test's own: not another run's stub
     r = _run(tmp_path, "smoke", "40", script=TIMED, RUNS=THREE, PROBE="0", ITERS="5",
-             TABLE_S="2", STUB_SLOW="ours", STUB_SLOW_S="61.25")  # fmt: skip
+             TABLE_S="2", STUB_SLOW="ours", STUB_SLOW_S=slow)  # fmt: skip
     assert r.returncode == 1  # a run is missing from the table, and named
     out = tmp_path / "out"
     assert "training: exit 124" in (out / "sizing.txt").read_text()
@@ -241,5 +253,5 @@ def test_timed_table_stops_a_run_that_overruns_and_tabulates_the_rest(tmp_path: 
     compared = next(c for c in _calls(tmp_path) if c[0] == "compare")[4:]
     assert compared == ["teacher", "student"]
     # the stopped run's whole process group went with it: no stub still sleeping
-    assert subprocess.run(["pgrep", "-f", "sleep 61.25"]).returncode == 1
+    assert subprocess.run(["pgrep", "-f", f"sleep {slow}"]).returncode == 1
     assert "./table/compare.md" in _tar_names(out / "results.tar.gz")
