@@ -16,8 +16,9 @@
 #    table of the runs that finished (TABLE_ONLY=1);
 # 5. the table, heatmaps, each run's metrics.json and log, and the sizing (sizing.txt)
 #    packed into PACK (default WORK/results.tar.gz), also when a step fails.
-# PROBE=0 skips the probe: ITERS (and IMAGES) as an earlier probe sized them, TABLE_S the
-# seconds kept for the table (default 60).
+# PROBE=0 skips the probe: ITERS and IMAGES as an earlier probe sized them (default: the
+# scale's own), TABLE_S the seconds kept for the table (default 60). On one H200:
+#   PROBE=0 TABLE_S=75 benchmarks/timed_table.sh WORK 580 h200
 # RUNS defaults to the issue's table (teachers, student, every method, the ablation).
 # Without the venv (a lent machine): `python3 -m fod` from this checkout, after installing
 # any wheels in .whl/ (pycocotools) into /tmp/site.
@@ -31,7 +32,8 @@ MARGIN=${MARGIN:-0.85} PACK_S=20  # seconds kept for packing
 export RUNS=${RUNS:-teacher-c1 teacher teacher-nocarafe-c1 teacher-nocarafe student \
 student-long none ours ld pkd crosskd fgd mimic ours-no-noise ours-no-residual ours-no-ld \
 ours-w2 ours-no-carafe}
-[[ $DEADLINE =~ ^[1-9][0-9]*$ ]] || { echo "timed_table.sh: DEADLINE_S must be seconds" >&2; exit 2; }
+[[ $DEADLINE =~ ^[1-9][0-9]*$ ]] ||
+  { echo "timed_table.sh: DEADLINE_S must be seconds" >&2; exit 2; }
 mkdir -p "$W" && W=$(cd "$W" && pwd) || exit 1
 cd "$(dirname "$0")/.." || exit 1
 TABLE_SH=$PWD/benchmarks/distill_table.sh
@@ -87,36 +89,34 @@ print(sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvi
 } 2>&1 | tee "$W/env.txt"
 say "deadline $DEADLINE s, scale $SCALE, runs: $RUNS"
 
-KNOWN_ITERS=${ITERS:-}
 read -r SIZES < <(SHOW=1 "$TABLE_SH" "$W" "$SCALE") || exit 1
 eval "$SIZES"  # SIZE TRAIN VAL ITERS BATCH JOBS DEVICE TCYCLES: the scale's (and knobs')
 say "scale $SCALE: $SIZES"
-if [[ $PROBE == 0 ]]; then  # sized by an earlier probe: ITERS (and IMAGES) given
-  [[ -n ${KNOWN_ITERS:-} ]] || { say "PROBE=0 needs ITERS"; exit 2; }
-  ITERS=$KNOWN_ITERS IMAGES=$TRAIN table_s=${TABLE_S:-60}
-else
-probe=(ITERS="$PROBE" IMAGES="$PROBE_IMAGES" VAL_IMAGES="$PROBE_VAL")
-t=$SECONDS  # the probe's sets first (the probe times the runs alone), timed for the real ones
-env "${probe[@]}" RUNS=__sets_only__ TABLE=0 "$TABLE_SH" "$W/probe" "$SCALE" > "$W/sets.log" 2>&1 ||
-  { say "the sets failed: $(tail -n 3 "$W/sets.log")"; exit 1; }
-probe_sets=$((SECONDS - t))
-t=$SECONDS
-env "${probe[@]}" TABLE=0 "$TABLE_SH" "$W/probe" "$SCALE" > "$W/probe.log" 2>&1
-probe_train=$((SECONDS - t))
-t=$SECONDS
-env "${probe[@]}" TABLE_ONLY=1 "$TABLE_SH" "$W/probe" "$SCALE" > "$W/probe-table.log" 2>&1
-probe_rc=$? probe_table=$((SECONDS - t))
-say "probe: sets $probe_sets s, training $probe_train s, table $probe_table s (exit $probe_rc)"
-[[ $probe_rc == 0 ]] || { say "the probe failed: $(grep -h FAILED "$W/probe.log" | head -n 3)"; exit 1; }
+plan() {  # the probe, then ITERS, IMAGES and table_s from the time left
+  local probe=(ITERS="$PROBE" IMAGES="$PROBE_IMAGES" VAL_IMAGES="$PROBE_VAL") t
+  local probe_sets probe_train probe_table probe_rc
+  t=$SECONDS  # the probe's sets first (the probe times the runs alone), timed for the real ones
+  env "${probe[@]}" RUNS=__sets_only__ TABLE=0 "$TABLE_SH" "$W/probe" "$SCALE" \
+    > "$W/sets.log" 2>&1 || { say "the sets failed: $(tail -n 3 "$W/sets.log")"; exit 1; }
+  probe_sets=$((SECONDS - t))
+  t=$SECONDS
+  env "${probe[@]}" TABLE=0 "$TABLE_SH" "$W/probe" "$SCALE" > "$W/probe.log" 2>&1
+  probe_train=$((SECONDS - t))
+  t=$SECONDS
+  env "${probe[@]}" TABLE_ONLY=1 "$TABLE_SH" "$W/probe" "$SCALE" > "$W/probe-table.log" 2>&1
+  probe_rc=$? probe_table=$((SECONDS - t))
+  say "probe: sets $probe_sets s, training $probe_train s, table $probe_table s (exit $probe_rc)"
+  [[ $probe_rc == 0 ]] ||
+    { say "the probe failed: $(grep -h FAILED "$W/probe.log" | head -n 3)"; exit 1; }
 
-# ITERS from the time left. The probe's wall = start-up + PROBE steps of each phase + its
-# validations; the real run makes its sets, repeats the start-up, takes ITERS steps, and
-# validates and tabulates VAL / PROBE_VAL as many images. The training set is sized so
-# that ITERS steps are whole epochs (the lr schedule spans whole epochs): near TRAIN
-# images. Last line: ITERS IMAGES and the seconds kept for the table.
-read -r ITERS IMAGES table_s < <(python3 - "$W/probe/runs" "$PROBE" "$PROBE_IMAGES" \
-  "$PROBE_VAL" "$TRAIN" "$VAL" "$BATCH" "$TCYCLES" "$probe_sets" "$probe_train" "$probe_table" \
-  "$((DEADLINE - SECONDS - PACK_S))" "$MARGIN" << 'EOF' | tee -a "$W/sizing.txt" | tail -n 1
+  # ITERS from the time left. The probe's wall = start-up + PROBE steps of each phase + its
+  # validations; the real run makes its sets, repeats the start-up, takes ITERS steps, and
+  # validates and tabulates VAL / PROBE_VAL as many images. The training set is sized so
+  # that ITERS steps are whole epochs (the lr schedule spans whole epochs): near TRAIN
+  # images. Last line: ITERS IMAGES and the seconds kept for the table.
+  read -r ITERS IMAGES table_s < <(python3 - "$W/probe/runs" "$PROBE" "$PROBE_IMAGES" \
+    "$PROBE_VAL" "$TRAIN" "$VAL" "$BATCH" "$TCYCLES" "$probe_sets" "$probe_train" \
+    "$probe_table" "$((DEADLINE - SECONDS - PACK_S))" "$MARGIN" << 'EOF' | tee -a "$W/sizing.txt" | tail -n 1
 import json, math, sys
 from pathlib import Path
 runs = sys.argv[1]
@@ -147,16 +147,24 @@ print(f"per step {cycles} x {step[1] * 1000:.0f} + {step[2] * 1000:.0f} ms; "
       f"{left:.0f} s left; {epochs} epochs of {images} images")
 print(iters, images, int(table))
 EOF
-)
-[[ $ITERS =~ ^[1-9][0-9]*$ && $ITERS -ge $PROBE ]] ||
-  { say "no time left for a run (ITERS '$ITERS')"; exit 1; }
+  )
+  [[ $ITERS =~ ^[1-9][0-9]*$ && $ITERS -ge $PROBE ]] ||
+    { say "no time left for a run (ITERS '$ITERS')"; exit 1; }
+}
+
+if [[ $PROBE == 0 ]]; then  # sized before: ITERS and IMAGES as given, else the scale's
+  IMAGES=$TRAIN table_s=${TABLE_S:-60}
+else
+  plan
 fi
-say "ITERS=$ITERS IMAGES=$IMAGES; training stops at $((DEADLINE - PACK_S - table_s)) s at the latest"
+say "ITERS=$ITERS IMAGES=$IMAGES; training stops at" \
+  "$((DEADLINE - PACK_S - table_s)) s at the latest"
 
 t=$SECONDS
 ITERS=$ITERS IMAGES=$IMAGES TABLE=0 within $((DEADLINE - PACK_S - table_s - SECONDS)) \
   "$TABLE_SH" "$W" "$SCALE" > "$W/train.log" 2>&1
-say "training: exit $? after $((SECONDS - t)) s; $(grep -c ': [0-9]* s$' "$W/train.log") runs finished"
+say "training: exit $? after $((SECONDS - t)) s;" \
+  "$(grep -c ': [0-9]* s$' "$W/train.log") runs finished"
 ITERS=$ITERS IMAGES=$IMAGES TABLE_ONLY=1 within $((DEADLINE - PACK_S - SECONDS)) \
   "$TABLE_SH" "$W" "$SCALE" > "$W/table.log" 2>&1
 rc=$?
