@@ -277,6 +277,8 @@ def test_describe_names_the_variant_and_the_ablation() -> None:
     assert describe({"distill_config": d}, cfg)[1] == "ours teacher -ld"
     assert describe({"distill_config": {**d, "features": "own"}}, cfg)[1] == "ours own -ld"
     assert describe({"distill_config": {**d, "features": "raw"}}, cfg)[1] == "ours -ld"
+    d = {"method": "ours", "features": "raw", "feature_weight": 2.0, "noise": False}
+    assert describe({"distill_config": d}, cfg)[1] == "ours w2 -noise"
 
 
 def test_the_cli_defaults_are_the_configs() -> None:

@@ -73,7 +73,9 @@ def describe(ckpt: Dict[str, Any], cfg: Any) -> Tuple[str, str]:
     # --features (default raw); checkpoints from before it record `normalize` (True: own)
     features = d.get("features", "own" if d.get("normalize", True) else "raw")
     view = f" {features}" if method == "ours" and features != "raw" else ""
-    return model, method + view + "".join(f" -{o}" for o in off)
+    fw = d.get("feature_weight")  # None: the method's own default
+    weight = f" w{fw:g}" if fw is not None else ""
+    return model, method + view + weight + "".join(f" -{o}" for o in off)
 
 
 def pick_checkpoint(run: Path) -> Path:
