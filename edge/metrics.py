@@ -76,3 +76,21 @@ def read_gauges(url: str, timeout_s: float = 5.0) -> Dict[str, float]:
         for s in fam.samples
         if not s.labels
     }
+
+
+def alarm_state(port: int, address: str = "127.0.0.1", timeout_s: float = 5.0) -> str:
+    """Why the runtime on this unit is not known healthy, '' when its endpoint answers with
+    the alarm down: nothing answering, something other than HTTP or other than the
+    runtime's endpoint, or fod_alarm not 0 (NaN included)."""
+    from http.client import HTTPException
+
+    url = scrape_url(port, address)
+    try:
+        alarm = read_gauges(url, timeout_s).get("fod_alarm")
+    except (OSError, ValueError, HTTPException) as e:
+        return f"{url} did not answer: {e!r}"
+    if alarm is None:
+        return f"{url} serves no fod_alarm: not the runtime's endpoint"
+    if alarm != 0:
+        return f"the runtime raised its alarm ({url}: fod_alarm {alarm:g})"
+    return ""

@@ -193,22 +193,14 @@ class Rollout:
 
     # -- helpers ----------------------------------------------------------------------------
     def _alarm_down(self) -> None:
-        from http.client import HTTPException
-
-        from .metrics import read_gauges, scrape_url
+        from .metrics import alarm_state
 
         m = self.line.metrics
         if not self.cfg.alarm_probe or not m.port:
             return
-        url = scrape_url(m.port, m.address)
-        try:
-            alarm = read_gauges(url).get("fod_alarm")
-        except (OSError, ValueError, HTTPException) as e:  # up, per the probe, but not serving
-            raise RolloutError(f"probe: {url} did not answer: {e!r}") from None
-        if alarm is None:
-            raise RolloutError(f"probe: {url} serves no fod_alarm: not the runtime's endpoint")
-        if alarm != 0:  # NaN included
-            raise RolloutError(f"probe: the service raised its alarm ({url}: fod_alarm {alarm:g})")
+        why = alarm_state(m.port, m.address)  # up, per the probe command, but is it well?
+        if why:
+            raise RolloutError(f"probe: {why}")
 
     def _wants_engine(self) -> bool:
         if self.cfg.build_engine is not None:

@@ -1,11 +1,13 @@
 """On-the-unit verbs: `fod engine` (build and cache the TensorRT engine), `fod bench`
-(latency per stage on this device), `fod check` (the preflight before a shift)."""
+(latency per stage on this device), `fod check` (the preflight before a shift), `fod health`
+(the running runtime's alarm, from its metrics)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -82,6 +84,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "health", help="is the runtime on this unit up with its alarm down? (its metrics)"
+    )
+    p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
+    p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for an answer")
+    p.set_defaults(func=cmd_health)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """0 only when the runtime's metrics endpoint (the line config's) answers with fod_alarm
+    0: a container health check, a monitoring probe. 1 with the reason otherwise."""
+    from edge.config import load_config
+    from edge.errors import FodError
+    from edge.metrics import alarm_state, scrape_url
+
+    m = load_config(args.config).metrics
+    if not m.port:
+        raise FodError(f"{args.config}: [metrics] port = 0: the runtime serves nothing to ask")
+    why = alarm_state(m.port, m.address, args.timeout)
+    if why:
+        print(f"unhealthy: {why}", file=sys.stderr)
+        return 1
+    print(f"healthy: {scrape_url(m.port, m.address)} fod_alarm 0")
+    return 0
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

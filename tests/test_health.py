@@ -1,0 +1,80 @@
+"""`fod health`: the running runtime's alarm read from its own metrics endpoint (the
+runtime's RuntimeMetrics exporter, served for real on loopback), as a container health
+check or a monitoring probe asks it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from edge.metrics import RuntimeMetrics
+from fod.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "line.example.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    text = EXAMPLE.read_text()
+    assert "port = 9108" in text
+    path = tmp_path / "line.toml"
+    path.write_text(text.replace("port = 9108", f"port = {port}", 1))
+    return path
+
+
+def _health(cfg: Path) -> int:
+    return main(["health", "--config", str(cfg), "--timeout", "2"])
+
+
+@pytest.fixture
+def runtime():
+    m = RuntimeMetrics()
+    m.serve(_free_port())
+    yield m
+    m.close()
+
+
+def test_healthy_only_while_the_alarm_is_down(tmp_path, runtime, capsys) -> None:
+    cfg = _config(tmp_path, runtime.address[1])
+    assert _health(cfg) == 0
+    assert "healthy: http://127.0.0.1:" in capsys.readouterr().out
+    for raised in (1.0, float("nan")):  # a NaN on the gauge is not "down"
+        runtime.alarm.set(raised)
+        assert _health(cfg) == 1
+        assert "raised its alarm" in capsys.readouterr().err
+    runtime.alarm.set(0)
+    assert _health(cfg) == 0
+
+
+def test_a_runtime_that_is_gone_is_unhealthy(tmp_path, runtime, capsys) -> None:
+    cfg = _config(tmp_path, runtime.address[1])
+    runtime.close()  # the process died: nothing answers on its port
+    assert _health(cfg) == 1
+    assert "did not answer" in capsys.readouterr().err
+
+
+def test_something_else_on_the_port_is_unhealthy(tmp_path, capsys) -> None:
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    other = CollectorRegistry()  # an exporter, but not the runtime's: no fod_alarm
+    Gauge("node_load1", "load", registry=other).set(0.5)
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=other)
+    try:
+        assert _health(_config(tmp_path, server.server_address[1])) == 1
+        assert "serves no fod_alarm" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_metrics_off_is_refused_naming_the_file(tmp_path, capsys) -> None:
+    cfg = _config(tmp_path, 0)
+    assert _health(cfg) == 2
+    assert f"{cfg}: [metrics] port = 0" in capsys.readouterr().err
