@@ -53,6 +53,7 @@ class Task(Protocol):
     post: nn.Module
     dataset: Dataset
     collate: Callable[[List[Any]], Any]
+    resumed: Optional[Dict[str, Any]]  # the --resume checkpoint the task was built from
 
     def set_epoch(self, epoch: int) -> None: ...
 
@@ -156,7 +157,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
 
     start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
-        ckpt = read_checkpoint(cfg.resume)  # the task was built from its architecture
+        # the task was built from its architecture and has read it: one read of a large file
+        ckpt = task.resumed if task.resumed is not None else read_checkpoint(cfg.resume)
+        task.resumed = None  # its optimizer state is not held for the whole run
         task.detector.load_state_dict(ckpt["state_dict"])
         task.load_extra_state(ckpt)
         opt.load_state_dict(ckpt["optimizer"])

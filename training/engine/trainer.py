@@ -110,6 +110,8 @@ class DetectorTask:
         source = cfg.init if cfg.init is not None else cfg.resume
         ckpt = read_checkpoint(source) if source is not None else None
         init = ckpt if cfg.init is not None else None
+        # --resume: the loop restores weights, optimizer and position from this same read
+        self.resumed = ckpt if cfg.resume is not None else None
         if ckpt is not None:
             if list(ckpt["class_names"]) != data.class_names:
                 raise FodError(
