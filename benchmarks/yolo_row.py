@@ -99,6 +99,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--device", default="0")
     p.add_argument("--workers", type=int, default=8)
     args = p.parse_args(argv)
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # no hub, no fonts: a closed machine
     from ultralytics import YOLO  # the harness's own environment
 
     data = args.out / "data"
