@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from typing import Any, Dict, Optional
 
@@ -35,6 +36,13 @@ class RuntimeMetrics:
         )
         self.alarm = Gauge(
             "fod_alarm", "1 while the alarm output is raised", registry=self.registry
+        )
+        # The endpoint answers from its own thread: this says the supervisor (deadlines,
+        # stuck stages, the alarm) still goes round, not only that the process is alive.
+        self.heartbeat = Gauge(
+            "fod_heartbeat_timestamp_seconds",
+            "Unix time of the supervisor's last round",
+            registry=self.registry,
         )
         self._server: Optional[Any] = None
 
@@ -78,19 +86,31 @@ def read_gauges(url: str, timeout_s: float = 5.0) -> Dict[str, float]:
     }
 
 
-def alarm_state(port: int, address: str = "127.0.0.1", timeout_s: float = 5.0) -> str:
+def alarm_state(
+    port: int,
+    address: str = "127.0.0.1",
+    timeout_s: float = 5.0,
+    max_age_s: Optional[float] = None,
+) -> str:
     """Why the runtime on this unit is not known healthy, '' when its endpoint answers with
     the alarm down: nothing answering, something other than HTTP or other than the
-    runtime's endpoint, or fod_alarm not 0 (NaN included)."""
+    runtime's endpoint, or fod_alarm not 0 (NaN included); with `max_age_s`, also a
+    supervisor whose last round is older than that (hung while the endpoint answers)."""
     from http.client import HTTPException
 
     url = scrape_url(port, address)
     try:
-        alarm = read_gauges(url, timeout_s).get("fod_alarm")
+        gauges = read_gauges(url, timeout_s)
     except (OSError, ValueError, HTTPException) as e:
         return f"{url} did not answer: {e!r}"
+    alarm = gauges.get("fod_alarm")
     if alarm is None:
         return f"{url} serves no fod_alarm: not the runtime's endpoint"
     if alarm != 0:
         return f"the runtime raised its alarm ({url}: fod_alarm {alarm:g})"
+    if max_age_s is not None:
+        beat = gauges.get("fod_heartbeat_timestamp_seconds", 0.0)
+        age = time.time() - beat
+        if not age <= max_age_s:  # NaN included
+            return f"the runtime's supervisor last went round {age:.0f} s ago ({url})"
     return ""

@@ -283,6 +283,7 @@ class Runtime:
         if now - self._last_pet >= self._pet_every:
             self._last_pet = now
             self.watchdog.tick()
+        self.metrics.heartbeat.set_to_current_time()  # wall time: read by other processes
         self._stopping.wait(_TICK)
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:

@@ -90,12 +90,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
     p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for an answer")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=30.0,
+        help="unhealthy when the supervisor's last round is older (seconds; 0: not checked)",
+    )
     p.set_defaults(func=cmd_health)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     """0 only when the runtime's metrics endpoint (the line config's) answers with fod_alarm
-    0: a container health check, a monitoring probe. 1 with the reason otherwise."""
+    0 and a recent supervisor round: a container health check, a monitoring probe. 1 with
+    the reason otherwise."""
     from edge.config import load_config
     from edge.errors import FodError
     from edge.metrics import alarm_state, scrape_url
@@ -103,11 +110,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     m = load_config(args.config).metrics
     if not m.port:
         raise FodError(f"{args.config}: [metrics] port = 0: the runtime serves nothing to ask")
-    why = alarm_state(m.port, m.address, args.timeout)
+    why = alarm_state(m.port, m.address, args.timeout, args.max_age or None)
     if why:
         print(f"unhealthy: {why}", file=sys.stderr)
         return 1
-    print(f"healthy: {scrape_url(m.port, m.address)} fod_alarm 0")
+    print(f"healthy: {scrape_url(m.port, m.address)} fod_alarm 0, supervisor going round")
     return 0
 
 

@@ -5,6 +5,7 @@ check or a monitoring probe asks it."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,14 @@ def _config(tmp_path: Path, port: int) -> Path:
     return path
 
 
-def _health(cfg: Path) -> int:
-    return main(["health", "--config", str(cfg), "--timeout", "2"])
+def _health(cfg: Path, *more: str) -> int:
+    return main(["health", "--config", str(cfg), "--timeout", "2", *more])
 
 
 @pytest.fixture
 def runtime():
     m = RuntimeMetrics()
+    m.heartbeat.set_to_current_time()  # as the supervisor sets it each round
     m.serve(_free_port())
     yield m
     m.close()
@@ -51,6 +53,17 @@ def test_healthy_only_while_the_alarm_is_down(tmp_path, runtime, capsys) -> None
         assert "raised its alarm" in capsys.readouterr().err
     runtime.alarm.set(0)
     assert _health(cfg) == 0
+
+
+def test_a_supervisor_that_stopped_going_round_is_unhealthy(tmp_path, runtime, capsys) -> None:
+    cfg = _config(tmp_path, runtime.address[1])
+    runtime.heartbeat.set(time.time() - 60)  # the endpoint still answers, its alarm down
+    assert _health(cfg) == 1
+    assert "supervisor last went round 60 s ago" in capsys.readouterr().err
+    assert _health(cfg, "--max-age", "90") == 0  # a looser limit
+    assert _health(cfg, "--max-age", "0") == 0  # not checked
+    runtime.heartbeat.set(float("nan"))
+    assert _health(cfg) == 1
 
 
 def test_a_runtime_that_is_gone_is_unhealthy(tmp_path, runtime, capsys) -> None:

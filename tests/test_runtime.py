@@ -274,6 +274,33 @@ def test_metrics_bind_to_loopback_only(bundle: Path, tmp_path: Path) -> None:
         assert "fod_containers_total" in text and "fod_stage_seconds_bucket" in text
 
 
+def test_fod_health_sees_the_supervisor_hang(bundle: Path, tmp_path: Path, capsys) -> None:
+    """The real runtime serving its metrics: healthy while its supervisor goes round; with
+    the supervisor thread blocked (inside its round, where it checks the stages), the
+    endpoint still answers with the alarm down, and `fod health` says unhealthy."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _cfg(bundle, tmp_path, metrics={"port": port})
+    toml = tmp_path / "line.toml"
+    toml.write_text(f"[metrics]\nport = {port}\n")
+    health = ["health", "--config", str(toml), "--timeout", "2", "--max-age", "1"]
+    release = threading.Event()
+    with line_runtime(cfg, MockFactory()) as rt:
+        deadline = time.monotonic() + 10
+        while main(health) != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first round after start
+        assert main(health) == 0
+        stuck = rt.watchdog.stuck
+        rt.watchdog.stuck = lambda: release.wait() and stuck()  # the next round blocks here
+        time.sleep(1.5)
+        capsys.readouterr()
+        assert main(health) == 1
+        assert "supervisor last went round" in capsys.readouterr().err
+        release.set()
+        rt.watchdog.stuck = stuck
+
+
 def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, capsys) -> None:
     out = tmp_path / "sim"
     rc = main(
