@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,13 @@ from training.data.synth_writer import write_synthetic_set
 
 SMALL = SynthConfig(width=320, height=256, frames=5)
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (free when asked; the caller binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_script(name: str):

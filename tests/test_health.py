@@ -4,7 +4,6 @@ check or a monitoring probe asks it."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -13,13 +12,9 @@ import pytest
 from edge.metrics import RuntimeMetrics
 from fod.cli import main
 
+from .conftest import free_port
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "line.example.toml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(tmp_path: Path, port: int) -> Path:
@@ -38,7 +33,7 @@ def _health(cfg: Path, *more: str) -> int:
 def runtime():
     m = RuntimeMetrics()
     m.heartbeat.set_to_current_time()  # as the supervisor sets it each round
-    m.serve(_free_port())
+    m.serve(free_port())
     yield m
     m.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ from edge.runtime import Job
 from edge.timeline import tick_step
 from fod.cli import main
 
+from .conftest import free_port
 from .test_export import exported  # noqa: F401
 
 
@@ -260,9 +260,7 @@ def test_a_rejected_container_gets_no_pulse(bundle: Path, tmp_path: Path) -> Non
 
 
 def test_metrics_bind_to_loopback_only(bundle: Path, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = _cfg(bundle, tmp_path, metrics={"port": port})
     with line_runtime(cfg, MockFactory()) as rt:
         assert rt.metrics.address[0] == "127.0.0.1"
@@ -278,9 +276,7 @@ def test_fod_health_sees_the_supervisor_hang(bundle: Path, tmp_path: Path, capsy
     """The real runtime serving its metrics: healthy while its supervisor goes round; with
     the supervisor thread blocked (inside its round, where it checks the stages), the
     endpoint still answers with the alarm down, and `fod health` says unhealthy."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = _cfg(bundle, tmp_path, metrics={"port": port})
     toml = tmp_path / "line.toml"
     toml.write_text(f"[metrics]\nport = {port}\n")

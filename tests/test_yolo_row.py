@@ -5,7 +5,6 @@ that answers with the ground truth."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +14,9 @@ import torch
 from calibration.metrics import coco_metrics, load_gt
 from training.data.dataset import CocoDetection
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("yolo_row", ROOT / "benchmarks" / "yolo_row.py")
-yolo_row = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(yolo_row)
+from .conftest import load_script
+
+yolo_row = load_script("yolo_row")
 
 
 def test_labels_are_the_coco_boxes_normalised(small_set: Path, tmp_path: Path) -> None:
