@@ -27,7 +27,7 @@ from tqdm import tqdm
 from edge.errors import FodError
 from edge.fsutil import atomic_write_json
 
-from ..checkpoint import read_checkpoint, save_checkpoint, state_digest
+from ..checkpoint import save_checkpoint, state_digest
 from ..data.dataset import CocoDetection, TrainingData
 from ..evaluation import evaluate_model
 from ..models.config import DetectorConfig
@@ -53,7 +53,7 @@ class Task(Protocol):
     post: nn.Module
     dataset: Dataset
     collate: Callable[[List[Any]], Any]
-    resumed: Optional[Dict[str, Any]]  # the --resume checkpoint the task was built from
+    resumed: Optional[Dict[str, Any]]  # with --resume: the checkpoint it was built from
 
     def set_epoch(self, epoch: int) -> None: ...
 
@@ -158,8 +158,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
         # the task was built from its architecture and has read it: one read of a large file
-        ckpt = task.resumed if task.resumed is not None else read_checkpoint(cfg.resume)
-        task.resumed = None  # its optimizer state is not held for the whole run
+        ckpt, task.resumed = task.resumed, None  # its optimizer state not held all run
+        assert ckpt is not None, "a task built for --resume keeps the checkpoint it read"
         task.detector.load_state_dict(ckpt["state_dict"])
         task.load_extra_state(ckpt)
         opt.load_state_dict(ckpt["optimizer"])
