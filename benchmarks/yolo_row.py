@@ -121,9 +121,8 @@ def main(argv: List[str]) -> int:
     train_s = time.perf_counter() - t0
     weights = args.out / "train" / "weights" / "last.pt"
     model = YOLO(str(weights))
-    cats = sorted(c["id"] for c in json.loads((args.val / "annotations.json").read_text())[
-        "categories"])  # fmt: skip
     gt = load_gt(args.val / "annotations.json")
+    cats = sorted(gt.getCatIds())  # class index -> category id, as to_yolo numbered them
     clean, ms = detect(model, CocoDetection(args.val), cats, args)
     noisy, _ = detect(model, NoisyCoco(args.val), cats, args)
     m = coco_metrics(gt, clean)[0].to_dict()
