@@ -28,6 +28,10 @@
 # TABLE=0 trains and makes no table (several invocations sharing one machine);
 # RUNS="teacher student none ours ..." trains only those (in the script's order) and
 # tabulates only those;
+# SEEDS="0 1 2" trains the student alone and every distillation from the CARAFE teacher
+# once per seed (default "0"): seed 0 keeps the row's name, seed N runs with --seed N as
+# NAME-sN (its own init, crops, order and noise; the teachers stay one each: they are the
+# fixed input of the distillations); RUNS names the rows, each with all its seeds;
 # IMAGES, VAL_IMAGES, ITERS, JOBS, THREADS replace the scale's training images, validation
 # images, iterations per run, runs side by side and torch threads per run (a throughput
 # probe, a machine of another size: benchmarks/timed_table.sh sizes them to a deadline);
@@ -38,6 +42,8 @@
 # was made before that, i.e. with ZERO_INIT=0). Distilled students always start from the
 # plain init: at the cpu scale `ours` reached the same mean AP from either init, with far
 # less spread between runs from the plain one, which a table of one run per method needs.
+# AMP=1 trains every run with --amp (on the CPU bfloat16: about twice as fast on a CPU with
+# AMX; on CUDA --amp is the default anyway); default 0 (the recorded cpu table: float32).
 # FOD names the fod command (default .venv/bin/fod). On a GPU machine without the venv:
 #
 #   printf '#!/bin/sh\nexec python3 -m fod "$@"\n' > /tmp/fod && chmod +x /tmp/fod
@@ -70,6 +76,10 @@ for k in TRAIN VAL ITERS JOBS; do
   [[ ${!k} =~ ^[1-9][0-9]*$ ]] ||
     { echo "distill_table.sh: $k must be a positive integer, got '${!k}'" >&2; exit 2; }
 done
+SEEDS=${SEEDS:-0}
+[[ $SEEDS =~ ^[0-9]+( [0-9]+)*$ ]] ||
+  { echo "distill_table.sh: SEEDS must be seeds (integers) apart by spaces, got '$SEEDS'" >&2
+    exit 2; }
 if [[ ${SHOW:-0} == 1 ]]; then  # the sizes this call would use, nothing made (a planner)
   echo "SIZE=$SIZE TRAIN=$TRAIN VAL=$VAL ITERS=$ITERS BATCH=$BATCH JOBS=$JOBS DEVICE=$DEVICE" \
     "TCYCLES=$TCYCLES"
@@ -78,6 +88,11 @@ fi
 case ${ZERO_INIT:-1} in  # refused before anything is made, like a bad scale
   0 | 1) ;;
   *) echo "distill_table.sh: ZERO_INIT must be 0 or 1, got $ZERO_INIT" >&2; exit 2 ;;
+esac
+case ${AMP:-0} in
+  1) MP=(--amp) ;;
+  0) MP=() ;;
+  *) echo "distill_table.sh: AMP must be 0 or 1, got $AMP" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 FOD=${FOD:-.venv/bin/fod}
@@ -96,14 +111,25 @@ SAVE=$(( ITERS / 10 > 10 ? ITERS / 10 : 10 ))
 # Gradient clipping for every run alike: feature losses on raw FPN maps (mimic) can blow up.
 common=(--data "$OUT/train" --val "$OUT/val" --size "$SIZE" "${CROP[@]}" --epochs "$EPOCHS"
   --batch "$BATCH" --fpn-channels "$CH" --stacked-convs "$CONVS" --grad-clip 35
-  --warmup-iters "$WARMUP" --save-every "$SAVE"
+  --warmup-iters "$WARMUP" --save-every "$SAVE" "${MP[@]}"
   --device "$DEVICE" --workers "$WORKERS" --eval-interval "$EPOCHS")
-run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written)
+asked() {  # asked NAME: NAME is in RUNS (or no RUNS); a seed's run NAME-sN by its row
+  local row=$1
+  [[ $row =~ ^(.+)-s[0-9]+$ ]] && row=${BASH_REMATCH[1]}
+  [[ -z ${RUNS:-} || " $RUNS " == *" $row "* ]]
+}
+seeded() {  # seeded NAME: NAME's run of each seed in SEEDS
+  local s
+  for s in $SEEDS; do if [[ $s == 0 ]]; then echo "$1"; else echo "$1-s$s"; fi; done
+}
+run() {  # run NAME VERB ARGS...: skipped when NAME finished before (metrics.json written);
+  # a seed's run (NAME-sN) gets --seed N
   local name=$1 verb=$2
   shift 2
   if [[ -f "$OUT/runs/$name/metrics.json" ]]; then say "$name: done before"; return; fi
   [[ ${TABLE_ONLY:-0} == 1 ]] && return
-  [[ -n ${RUNS:-} && " $RUNS " != *" $name "* ]] && return
+  asked "$name" || return 0
+  [[ $name =~ -s([0-9]+)$ ]] && set -- "$@" --seed "${BASH_REMATCH[1]}"
   local zi=()  # from scratch only: a run from --init brings its weights (the CLI refuses both)
   [[ ${ZERO_INIT:-1} == 1 && $verb == train && " $* " != *" --init "* ]] &&
     zi=(--zero-init-residual)
@@ -160,11 +186,13 @@ nocarafe() {  # the teacher without CARAFE, then ours from it: one chain, so the
 step cycles teacher "$(first teacher)" --arch gfl-r50 --teacher "${tw[@]}"
 teacher=$LAST
 step nocarafe
-if [[ $TCYCLES -le 1 ]]; then  # the student alone needs no teacher: beside them
-  step run student train --arch gfl-r18
-else  # and at the teachers' schedule, to tell the architecture from the schedule
-  step cycles student-long student --arch gfl-r18
-fi
+for s in $(seeded student); do
+  if [[ $s != student || $TCYCLES -le 1 ]]; then  # the student alone needs no teacher
+    step run "$s" train --arch gfl-r18
+  else  # and at the teachers' schedule, to tell the architecture from the schedule
+    step cycles student-long student --arch gfl-r18
+  fi
+done
 # The distillations from the CARAFE teacher wait for it alone (reaped already if the pool
 # waited on it).
 [[ -n $teacher ]] && { wait "$teacher" 2> /dev/null || true; }
@@ -185,15 +213,17 @@ DISTILL=(
 )
 for d in "${DISTILL[@]}"; do
   read -r -a a <<< "$d"
-  step run "${a[0]}" distill --teacher "$T" "${a[@]:1}"
+  for s in $(seeded "${a[0]}"); do step run "$s" distill --teacher "$T" "${a[@]:1}"; done
 done
 wait
 [[ ${TABLE:-1} == 0 ]] && { say "TABLE=0: no table"; exit 0; }
 
 runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
-for n in teacher "${extra[@]}" teacher-nocarafe student "${DISTILL[@]%% *}" ours-no-carafe; do
-  [[ -n ${RUNS:-} && " $RUNS " != *" $n "* ]] && continue
+rows=()
+for d in student "${DISTILL[@]%% *}"; do mapfile -t -O "${#rows[@]}" rows < <(seeded "$d"); done
+for n in teacher "${extra[@]}" teacher-nocarafe "${rows[@]}" ours-no-carafe; do
+  asked "$n" || continue
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done
 "$FOD" compare --runs "${runs[@]}" --data "$OUT/val" --out "$OUT/table" \

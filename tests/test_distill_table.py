@@ -21,7 +21,7 @@ SCRIPT = ROOT / "benchmarks" / "distill_table.sh"
 STUB = r"""#!/usr/bin/env bash
 set -euo pipefail
 verb=$1; shift
-out='' teacher='' init='' runs='' zi='' resume='' batch=0
+out='' teacher='' init='' runs='' zi='' resume='' batch=0 amp='' seed=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) while [[ $# -gt 1 && $2 != --* ]]; do runs+=" $(basename "$2")"; shift; done ;;
@@ -29,6 +29,8 @@ while [[ $# -gt 0 ]]; do
     --teacher) [[ $verb == distill ]] && { teacher=$2; shift; } ;;  # a flag to train
     --init) init=$(basename "$(dirname "$2")"); shift ;;
     --zero-init-residual) zi=1 ;;
+    --amp) amp=1 ;;
+    --seed) seed=$2; shift ;;
     --resume) resume=$2; shift ;;
     --save-every) echo "$2" > "$STUB_DIR/save_every"; shift ;;
     --images) echo "$2" > "$STUB_DIR/images"; shift ;;  # the last set made
@@ -49,6 +51,8 @@ case $verb in
       [[ -n $init || $resume != "$out/last.pt" ]] && { echo "bad --resume" >&2; exit 2; }
       basename "$out" >> "$STUB_DIR/resumed"
     fi
+    [[ -n $amp ]] && basename "$out" >> "$STUB_DIR/amp"
+    [[ -n $seed ]] && echo "$(basename "$out")=$seed" >> "$STUB_DIR/seeds"
     if [[ -n $zi ]]; then  # refused with --init, as by the CLI
       [[ -n $init ]] && { echo "bring their own weights" >&2; exit 2; }
       basename "$out" >> "$STUB_DIR/zi"
@@ -72,7 +76,18 @@ ALL = [
 ]  # fmt: skip
 
 
-KNOBS = ("IMAGES", "VAL_IMAGES", "ITERS", "JOBS", "THREADS", "SHOW", "RUNS", "PROBE")
+KNOBS = (
+    "IMAGES",
+    "VAL_IMAGES",
+    "ITERS",
+    "JOBS",
+    "THREADS",
+    "SHOW",
+    "RUNS",
+    "PROBE",
+    "AMP",
+    "SEEDS",
+)
 
 
 def _run(tmp: Path, scale: str, *extra: str, script: Path = SCRIPT, **env: str):
@@ -156,6 +171,49 @@ def test_zero_init_off(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(_trained(tmp_path)) == ["ours", "student", "teacher"]
     assert not (tmp_path / "zi").exists()
+
+
+def test_amp_trains_every_run_in_mixed_precision_and_a_bad_value_is_refused(
+    tmp_path: Path,
+) -> None:
+    r = _run(tmp_path, "smoke", AMP="1", RUNS="teacher student ours", TABLE="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted((tmp_path / "amp").read_text().split()) == ["ours", "student", "teacher"]
+    (tmp_path / "amp").unlink()
+    r = _run(tmp_path, "smoke", RUNS="none", TABLE="0")  # default: float32, no --amp
+    assert r.returncode == 0 and not (tmp_path / "amp").exists()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    r = _run(bad, "smoke", AMP="on")  # refused before anything is made
+    assert r.returncode == 2 and "AMP must be 0 or 1, got on" in r.stderr
+    assert not (bad / "out").exists() and not (bad / "calls").exists()
+
+
+def test_seeds_repeat_the_student_and_each_distillation_under_their_row(
+    tmp_path: Path,
+) -> None:
+    r = _run(tmp_path, "smoke", SEEDS="0 3", RUNS="teacher student ours pkd")
+    assert r.returncode == 0, r.stdout + r.stderr
+    trained = ["ours", "ours-s3", "pkd", "pkd-s3", "student", "student-s3", "teacher"]
+    assert sorted(_trained(tmp_path)) == trained  # the teacher once: the fixed input
+    seeds = (tmp_path / "seeds").read_text().split()
+    assert sorted(seeds) == ["ours-s3=3", "pkd-s3=3", "student-s3=3"]  # seed 0: the default
+    table = ["teacher", "student", "student-s3", "ours", "ours-s3", "pkd", "pkd-s3"]
+    assert next(c for c in _calls(tmp_path) if c[0] == "compare")[4:] == table
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    r = _run(bad, "smoke", SEEDS="0,1")
+    assert r.returncode == 2 and "SEEDS must be seeds (integers)" in r.stderr
+    assert not (bad / "out").exists()
+
+
+def test_seeds_at_two_schedules_the_first_seed_keeps_the_chain(tmp_path: Path) -> None:
+    r = _run(tmp_path, "cpu", SEEDS="0 1", RUNS="student student-long", TABLE="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _trained(tmp_path) == {
+        "student": ["1", "-"], "student-long": ["1", "student"], "student-s1": ["1", "-"],
+    }  # fmt: skip
+    assert sorted((tmp_path / "seeds").read_text().split()) == ["student-long=2", "student-s1=1"]
 
 
 def test_runs_subset_and_table_only(tmp_path: Path) -> None:
