@@ -138,6 +138,24 @@ def test_the_adapters_and_the_loss_see_the_compared_maps(
     assert losses["loss_residual"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
+def test_probes_of_a_step_of_ours(small_set, teacher, tmp_path) -> None:
+    """At the zero-initialised start the adapters have taken none of the gap; without them
+    only the gap is probed; the probes are detached diagnostics, never in the losses."""
+    for kw, want in (
+        ({}, {"feature_gap", "residual_absorbed"}),
+        ({"residual": False}, {"feature_gap"}),
+    ):
+        task = _task(small_set, teacher, tmp_path, **kw)
+        batch = task.collate([task.dataset[i] for i in range(2)])
+        losses = task.losses(task.module, batch, torch.device("cpu"), False)
+        assert set(task.probes) == want and not want & set(losses)
+        assert (
+            task.probes["feature_gap"].item() > 0 and not task.probes["feature_gap"].requires_grad
+        )
+        if "residual_absorbed" in want:
+            assert task.probes["residual_absorbed"].item() == 0.0
+
+
 def test_student_alone_costs_no_teacher_pass(small_set, teacher, tmp_path) -> None:
     """`none` is the student alone: its losses are the student's, the teacher never runs."""
     task = _task(small_set, teacher, tmp_path, method="none")
@@ -166,6 +184,10 @@ def test_every_method_end_to_end(small_set, teacher, tmp_path, method, capsys) -
     fresh.load_state_dict(ckpt["state_dict"], strict=True)
     assert cfg.fpn.upsample == "nearest" and ckpt["distill_config"]["method"] == method
     assert ("adapters" in ckpt) == (method == "ours")
+    # The diagnostics of the feature methods, where the run ended (metrics.json).
+    probes = {"ours": {"feature_gap", "residual_absorbed"}, "mimic": {"feature_gap"}}
+    assert set(s["probes"]) == probes.get(method, set())
+    assert all(np.isfinite(v) for v in s["probes"].values())
 
 
 def test_ablation_switches_and_export(small_set, teacher, tmp_path, capsys) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from training.distill_losses import (
     channel_normalize,
+    feature_gap,
     feature_view,
     fgd_attention,
     fgd_global_loss,
@@ -20,6 +21,7 @@ from training.distill_losses import (
     mimic_loss,
     pkd_loss,
     quality_focal_kd,
+    residual_absorbed,
     residual_loss,
     vlr_weights,
 )
@@ -68,6 +70,21 @@ def test_residual_loss() -> None:
     s, t = torch.randn(2, 64, 6, 7), torch.randn(2, 64, 6, 7)
     got = residual_loss(channel_normalize(s), torch.zeros_like(s), channel_normalize(t)).item()
     assert got == pytest.approx(2 * pkd_loss(s, t).item(), rel=1e-4)
+
+
+def test_feature_gap_and_residual_absorbed_by_hand() -> None:
+    s = [torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 1, 1)]
+    t = [torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 1, 1), 4.0)]
+    assert feature_gap(s, t).item() == pytest.approx((4 + 16) / 2)  # per level, then mean
+    gap = [b - a for a, b in zip(s, t)]
+    assert residual_absorbed(s, [torch.zeros_like(a) for a in s], t).item() == 0.0  # R = 0
+    assert residual_absorbed(s, gap, t).item() == pytest.approx(1.0)  # R = T - S: all of it
+    # Half of every gap taken: ||S + R - T||^2 is a quarter of ||S - T||^2 on each level.
+    assert residual_absorbed(s, [g / 2 for g in gap], t).item() == pytest.approx(0.75)
+    # Overshooting by 2x widens nothing and closes nothing; 3x widens the gap.
+    assert residual_absorbed(s, [2 * g for g in gap], t).item() == pytest.approx(0.0)
+    assert residual_absorbed(s, [3 * g for g in gap], t).item() == pytest.approx(-3.0)
+    assert residual_absorbed(t, gap, t).item() == 0.0  # no gap: nothing to take over
 
 
 def test_residual_loss_on_raw_maps() -> None:

@@ -37,6 +37,7 @@ from .distill_losses import (
     FEATURES,
     channel_normalize,
     channel_stats,
+    feature_gap,
     feature_view,
     fgd_global_loss,
     fgd_loss,
@@ -45,6 +46,7 @@ from .distill_losses import (
     mimic_loss,
     pkd_loss,
     quality_focal_kd,
+    residual_absorbed,
     residual_loss,
     vlr_weights,
 )
@@ -264,6 +266,7 @@ class DistillTask(DetectorTask):
         fw = d.feature_weight if d.feature_weight is not None else (1.0 if raw else 6.0)
         if m == "mimic":
             out["loss_mimic"] = fw * sum(mimic_loss(s, t) for s, t in zip(feats, t_feats))
+            self.probes = {"feature_gap": feature_gap(feats, t_feats)}
         elif m == "pkd":
             out["loss_pkd"] = fw * sum(pkd_loss(s, t) for s, t in zip(feats, t_feats))
         elif m == "ours":
@@ -271,11 +274,13 @@ class DistillTask(DetectorTask):
                 feature_view(f, d.features, t) for f, t in zip(feats, t_feats)
             ]
             t_cmp = [feature_view(t, d.features, t) for t in t_feats]
+            self.probes = {"feature_gap": feature_gap(s_cmp, t_cmp)}
             if residuals:
                 out["loss_residual"] = fw * sum(
                     residual_loss(s, r, t, d.residual_lambda)
                     for s, r, t in zip(s_cmp, residuals, t_cmp)
                 )
+                self.probes["residual_absorbed"] = residual_absorbed(s_cmp, residuals, t_cmp)
             else:  # --no-residual: the same imitation without adapters
                 out["loss_imitation"] = fw * sum(
                     residual_loss(s, torch.zeros_like(s), t, d.residual_lambda)

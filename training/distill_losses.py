@@ -89,6 +89,31 @@ def residual_loss(s: Tensor, residual: Tensor, t: Tensor, lam: float = 1.0) -> T
     return (full + lam * direct) / (2 * s.numel())
 
 
+@torch.no_grad()
+def feature_gap(s: Sequence[Tensor], t: Sequence[Tensor]) -> Tensor:
+    """How far the student's maps are from the teacher's (a diagnostic, detached): the
+    mean squared difference per level, averaged over the levels.
+
+    s, t (per level Tensor[N, C, H, W]) -> scalar."""
+    return torch.stack([(a.float() - b.float()).pow(2).mean() for a, b in zip(s, t)]).mean()
+
+
+@torch.no_grad()
+def residual_absorbed(
+    s: Sequence[Tensor], residual: Sequence[Tensor], t: Sequence[Tensor]
+) -> Tensor:
+    """The share of the student's gap to the teacher that the adapters take over (a
+    diagnostic, detached): 1 - sum ||S + R(S) - T||^2 / sum ||S - T||^2 over the levels.
+    0 at the zero-initialised start; 1 when R(S) = T - S, where residual_loss's first
+    term no longer pulls S and only its lam term does (half of the pull at lam = 1);
+    negative while the adapters widen the gap; 0 where there is no gap.
+
+    s, residual, t (per level Tensor[N, C, H, W]) -> scalar."""
+    full = sum((a.float() + r.float() - b.float()).pow(2).sum() for a, r, b in zip(s, residual, t))
+    direct = sum((a.float() - b.float()).pow(2).sum() for a, b in zip(s, t))
+    return torch.where(direct > 0, 1 - full / direct.clamp_min(1e-30), torch.zeros(()))
+
+
 def ld_loss(
     s_logits: Tensor,
     t_logits: Tensor,

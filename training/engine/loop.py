@@ -15,7 +15,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,9 @@ class Task(Protocol):
     dataset: Dataset
     collate: Callable[[List[Any]], Any]
     resumed: Optional[Dict[str, Any]]  # with --resume: the checkpoint it was built from
+    # Diagnostics of the last step (detached scalars, never optimised): logged to
+    # TensorBoard as probe/NAME, their mean over the run's last tenth in the summary.
+    probes: Dict[str, Tensor]
 
     def set_epoch(self, epoch: int) -> None: ...
 
@@ -182,6 +185,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         cfg.out.mkdir(parents=True, exist_ok=True)
     history: List[Dict[str, Any]] = []
     losses_seen: List[float] = []
+    probes_seen: Dict[str, List[Tuple[int, float]]] = {}  # name -> (iteration, value) logged
     seen, t_start, eval_s = 0, None, 0.0  # eval_s: validation time inside the timed span
     metrics = None
 
@@ -247,6 +251,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
                 seen += cfg.batch * ctx.world_size
             if ctx.is_main and (it % cfg.log_interval == 0 or it == stop):
                 _log_step(writer, bar, losses, loss, lr, it, stop, cfg.log_interval)
+                for k, v in task.probes.items():
+                    probes_seen.setdefault(k, []).append((it, v.item()))
+                    writer.add_scalar(f"probe/{k}", v.item(), it)
             mid_epoch = it < stop and step < steps_per_epoch  # else the epoch's save follows
             if ctx.is_main and cfg.save_every and it % cfg.save_every == 0 and mid_epoch:
                 save(("last.pt",), epoch - 1, step)  # a killed run resumes from here
@@ -292,6 +299,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         "step_images_per_s": seen / (elapsed - eval_s) if seen else None,
         "eval_seconds": eval_s,
         "peak_memory_mib": _peak_memory_mib(dev),
+        "probes": _late_means(probes_seen, it),
         "first_losses": losses_seen[:5],
         "last_losses": losses_seen[-5:],
         "rank_weight_digests": digests,
@@ -304,6 +312,16 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         atomic_write_json(cfg.out / "metrics.json", summary)
         writer.close()
     return summary
+
+
+def _late_means(seen: Dict[str, List[Tuple[int, float]]], end: int) -> Dict[str, float]:
+    """Each probe's mean over the values logged in the run's last tenth (its last value
+    where none was logged there): where the run ended up, less one step's noise."""
+    out = {}
+    for k, vals in seen.items():
+        late = [v for i, v in vals if i > 0.9 * end] or [vals[-1][1]]
+        out[k] = sum(late) / len(late)
+    return out
 
 
 def _log_step(

@@ -149,6 +149,7 @@ class DetectorTask:
                     f"{cfg.init}: weights do not fit its own config: {str(e).splitlines()[0]}"
                 ) from None
         self.module = self.detector
+        self.probes: Dict[str, Tensor] = {}  # plain training has no diagnostics to log
         self.class_names = data.class_names
         self.dataset = TrainSet(data, augment_config(cfg), cfg.seed)
         self.collate = collate_train
