@@ -110,6 +110,8 @@ def alarm_state(
         return f"the runtime raised its alarm ({url}: fod_alarm {alarm:g})"
     if max_age_s is not None:
         beat = gauges.get("fod_heartbeat_timestamp_seconds", 0.0)
+        if beat == 0:  # a fresh gauge: served, but its supervisor never went round
+            return f"the runtime's supervisor has not gone round ({url})"
         age = time.time() - beat
         if not age <= max_age_s:  # NaN included
             return f"the runtime's supervisor last went round {age:.0f} s ago ({url})"

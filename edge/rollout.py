@@ -55,6 +55,11 @@ class RolloutConfig:
     # a raised alarm fails it, so a bundle that starts but rejects every container (too
     # slow for the gate, bad outputs) is rolled back like one that crashes.
     alarm_probe: bool = True
+    # ... and the supervisor's heartbeat (fod_heartbeat_timestamp_seconds): the endpoint
+    # answers from its own thread, so a bundle whose supervisor hangs (nothing rejects an
+    # overdue container or alarms on a stuck stage) fails the probe when its last round is
+    # older than this (seconds; 0: not checked), as `fod health --max-age` does.
+    heartbeat_max_age_s: float = 30.0
 
 
 @dataclass
@@ -198,7 +203,8 @@ class Rollout:
         m = self.line.metrics
         if not self.cfg.alarm_probe or not m.port:
             return
-        why = alarm_state(m.port, m.address)  # up, per the probe command, but is it well?
+        age = self.cfg.heartbeat_max_age_s or None
+        why = alarm_state(m.port, m.address, max_age_s=age)  # up, per the probe, but well?
         if why:
             raise RolloutError(f"probe: {why}")
 

@@ -280,10 +280,12 @@ class Runtime:
             if name not in self._stale_alarmed:
                 self._stale_alarmed.add(name)
                 self.raise_alarm(f"stage {name} is stuck (no heartbeat)")
+        # Wall time, read by other processes; before the watchdog's tick, so the beat is
+        # there when the tick's first READY=1 lets `systemctl restart` return.
+        self.metrics.heartbeat.set_to_current_time()
         if now - self._last_pet >= self._pet_every:
             self._last_pet = now
             self.watchdog.tick()
-        self.metrics.heartbeat.set_to_current_time()  # wall time: read by other processes
         self._stopping.wait(_TICK)
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:

@@ -42,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it (default on; skipped where metrics.port = 0)",
     )
     p.add_argument(
+        "--max-age",
+        type=float,
+        default=30.0,
+        help="with the alarm probe: a supervisor whose last round is older fails it "
+        "(seconds; 0: not checked)",
+    )
+    p.add_argument(
         "--engine",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -74,6 +81,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         settle_s=args.settle,
         build_engine=args.engine,
         alarm_probe=args.alarm_probe,
+        heartbeat_max_age_s=args.max_age,
     )
     res = Rollout(cfg).run(args.bundle)
     if args.json:

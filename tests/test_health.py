@@ -61,6 +61,16 @@ def test_a_supervisor_that_stopped_going_round_is_unhealthy(tmp_path, runtime, c
     assert _health(cfg) == 1
 
 
+def test_a_supervisor_that_never_went_round_is_unhealthy(tmp_path, capsys) -> None:
+    fresh = RuntimeMetrics()  # serving, but no round yet: the gauge's own 0
+    fresh.serve(free_port())
+    try:
+        assert _health(_config(tmp_path, fresh.address[1])) == 1
+        assert "supervisor has not gone round" in capsys.readouterr().err
+    finally:
+        fresh.close()
+
+
 def test_a_runtime_that_is_gone_is_unhealthy(tmp_path, runtime, capsys) -> None:
     cfg = _config(tmp_path, runtime.address[1])
     runtime.close()  # the process died: nothing answers on its port

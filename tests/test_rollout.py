@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,9 @@ def test_failed_health_probe_rolls_back_with_a_permit(tmp_path, keys) -> None:
 class AlarmEndpoint:
     """The service's metrics as the runtime serves them (prometheus_client's own server):
     fod_alarm is 1 while a bundle whose version says "alarm" is current - one that starts,
-    then rejects every container (too slow for the gate, bad outputs) and raises its alarm."""
+    then rejects every container (too slow for the gate, bad outputs) and raises its alarm;
+    the supervisor's heartbeat is a minute old while one whose version says "hung" is - its
+    endpoint answers with the alarm down, its supervisor no longer goes round."""
 
     def __init__(self, root: Path) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -184,6 +187,8 @@ class AlarmEndpoint:
 
         version = current_version(self.root) if (self.root / "current").exists() else ""
         yield GaugeMetricFamily("fod_alarm", "alarm", value=float("alarm" in version))
+        beat = time.time() - (60 if "hung" in version else 0)
+        yield GaugeMetricFamily("fod_heartbeat_timestamp_seconds", "beat", value=beat)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -210,6 +215,23 @@ def test_a_bundle_that_raises_the_alarm_is_rolled_back(tmp_path, keys) -> None:
         # Opted out, the same bundle stays: the probe command alone says the service is up.
         r = rollout(tmp_path, tmp_path / "a", "--no-alarm-probe")
         assert r["status"] == "done" and current_version(root) == "2.0.0-alarm"
+    finally:
+        service.close()
+
+
+def test_a_bundle_whose_supervisor_hangs_is_rolled_back(tmp_path, keys) -> None:
+    root = station(tmp_path, keys)
+    service = AlarmEndpoint(root)
+    try:
+        _serve_metrics(tmp_path, service.port)
+        assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+        r = rollout(tmp_path, make_bundle(tmp_path / "h", "2.0.0-hung", keys))
+        assert (r["status"], r["rc"]) == ("rolled_back", 1), r
+        probe = next(s for s in r["steps"] if s["step"] == "probe")
+        assert not probe["ok"] and "supervisor last went round 60 s ago" in probe["detail"]
+        assert current_version(root) == "1.0.0"
+        r = rollout(tmp_path, tmp_path / "h", "--max-age", "90")  # a looser limit: it stays
+        assert r["status"] == "done" and current_version(root) == "2.0.0-hung"
     finally:
         service.close()
 
