@@ -11,6 +11,7 @@ import csv
 import io
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,35 @@ def table(rows: List[Row], size: Tuple[int, int]) -> Tuple[str, str]:
     w = csv.writer(buf)
     w.writerow(head)
     w.writerows(body)
-    return "\n".join(md) + "\n", buf.getvalue()
+    return "\n".join(md) + "\n" + seed_means(rows), buf.getvalue()
+
+
+def seed_means(rows: List[Row]) -> str:
+    """Markdown of the mean and range of each row trained with several seeds (runs NAME,
+    NAME-s1, NAME-s2, ... as benchmarks/distill_table.sh's SEEDS names them), in percent;
+    '' when no row has more than one run. Single runs rank nothing at small scales: the
+    spread is what a difference between rows has to beat."""
+    groups: Dict[str, List[Row]] = {}
+    for r in rows:
+        groups.setdefault(re.sub(r"-s\d+$", "", r.run), []).append(r)
+    if all(len(g) == 1 for g in groups.values()):
+        return ""
+
+    def stat(vals: List[float]) -> str:
+        v = 100 * np.asarray(vals)
+        return f"{v.mean():.1f} ({v.min():.1f}-{v.max():.1f})" if len(v) > 1 else f"{v[0]:.1f}"
+
+    noisy = all(r.noisy for r in rows)
+    head = ["row", "method", "runs", "AP50", "AP"] + (["AP50 noisy", "AP noisy"] if noisy else [])
+    md = ["", "Mean (min-max) over each row's seeds:", ""]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, g in groups.items():
+        cells = [name, g[0].method, str(len(g))]
+        cells += [stat([r.metrics[k] for r in g]) for k in ("ap50", "ap")]
+        if noisy:
+            cells += [stat([r.noisy[k] for r in g if r.noisy]) for k in ("ap50", "ap")]
+        md.append("| " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
 
 
 def write(rows: List[Row], out: Path, size: Tuple[int, int]) -> None:
