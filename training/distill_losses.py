@@ -111,7 +111,7 @@ def residual_absorbed(
     s, residual, t (per level Tensor[N, C, H, W]) -> scalar."""
     full = sum((a.float() + r.float() - b.float()).pow(2).sum() for a, r, b in zip(s, residual, t))
     direct = sum((a.float() - b.float()).pow(2).sum() for a, b in zip(s, t))
-    return torch.where(direct > 0, 1 - full / direct.clamp_min(1e-30), torch.zeros(()))
+    return torch.where(direct > 0, 1 - full / direct.clamp_min(1e-30), direct.new_zeros(()))
 
 
 def ld_loss(
