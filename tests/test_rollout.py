@@ -200,40 +200,40 @@ def _serve_metrics(tmp_path: Path, port: int) -> None:
     line.write_text(line.read_text().replace("port = 0", f"port = {port}"))
 
 
-def test_a_bundle_that_raises_the_alarm_is_rolled_back(tmp_path, keys) -> None:
+@pytest.fixture
+def watched(tmp_path, keys):
+    """A station whose line config reads the stand-in service's metrics, with 1.0.0 rolled
+    out: yields the state folder."""
     root = station(tmp_path, keys)
     service = AlarmEndpoint(root)
     try:
         _serve_metrics(tmp_path, service.port)
         assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
-        r = rollout(tmp_path, make_bundle(tmp_path / "a", "2.0.0-alarm", keys))
-        assert (r["status"], r["rc"]) == ("rolled_back", 1), r
-        probe = [s for s in r["steps"] if s["step"] == "probe"]
-        assert not probe[0]["ok"] and "fod_alarm 1" in probe[0]["detail"]
-        assert r["steps"][-1] == {**r["steps"][-1], "step": "rollback probe", "ok": True}
-        assert current_version(root) == "1.0.0"
-        # Opted out, the same bundle stays: the probe command alone says the service is up.
-        r = rollout(tmp_path, tmp_path / "a", "--no-alarm-probe")
-        assert r["status"] == "done" and current_version(root) == "2.0.0-alarm"
+        yield root
     finally:
         service.close()
 
 
-def test_a_bundle_whose_supervisor_hangs_is_rolled_back(tmp_path, keys) -> None:
-    root = station(tmp_path, keys)
-    service = AlarmEndpoint(root)
-    try:
-        _serve_metrics(tmp_path, service.port)
-        assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
-        r = rollout(tmp_path, make_bundle(tmp_path / "h", "2.0.0-hung", keys))
-        assert (r["status"], r["rc"]) == ("rolled_back", 1), r
-        probe = next(s for s in r["steps"] if s["step"] == "probe")
-        assert not probe["ok"] and "supervisor last went round 60 s ago" in probe["detail"]
-        assert current_version(root) == "1.0.0"
-        r = rollout(tmp_path, tmp_path / "h", "--max-age", "90")  # a looser limit: it stays
-        assert r["status"] == "done" and current_version(root) == "2.0.0-hung"
-    finally:
-        service.close()
+def test_a_bundle_that_raises_the_alarm_is_rolled_back(tmp_path, keys, watched) -> None:
+    r = rollout(tmp_path, make_bundle(tmp_path / "a", "2.0.0-alarm", keys))
+    assert (r["status"], r["rc"]) == ("rolled_back", 1), r
+    probe = [s for s in r["steps"] if s["step"] == "probe"]
+    assert not probe[0]["ok"] and "fod_alarm 1" in probe[0]["detail"]
+    assert r["steps"][-1] == {**r["steps"][-1], "step": "rollback probe", "ok": True}
+    assert current_version(watched) == "1.0.0"
+    # Opted out, the same bundle stays: the probe command alone says the service is up.
+    r = rollout(tmp_path, tmp_path / "a", "--no-alarm-probe")
+    assert r["status"] == "done" and current_version(watched) == "2.0.0-alarm"
+
+
+def test_a_bundle_whose_supervisor_hangs_is_rolled_back(tmp_path, keys, watched) -> None:
+    r = rollout(tmp_path, make_bundle(tmp_path / "h", "2.0.0-hung", keys))
+    assert (r["status"], r["rc"]) == ("rolled_back", 1), r
+    probe = next(s for s in r["steps"] if s["step"] == "probe")
+    assert not probe["ok"] and "supervisor last went round 60 s ago" in probe["detail"]
+    assert current_version(watched) == "1.0.0"
+    r = rollout(tmp_path, tmp_path / "h", "--max-age", "90")  # a looser limit: it stays
+    assert r["status"] == "done" and current_version(watched) == "2.0.0-hung"
 
 
 def test_a_step_that_crashes_after_the_switch_is_rolled_back(tmp_path, keys) -> None:
