@@ -86,16 +86,22 @@ def read_gauges(url: str, timeout_s: float = 5.0) -> Dict[str, float]:
     }
 
 
+# Seconds a supervisor round may be old before `fod health` and `fod rollout`'s probe call
+# the runtime hung (it goes round every fraction of a second).
+HEARTBEAT_MAX_AGE_S = 30.0
+
+
 def alarm_state(
     port: int,
     address: str = "127.0.0.1",
     timeout_s: float = 5.0,
-    max_age_s: Optional[float] = None,
+    max_age_s: float = 0.0,
 ) -> str:
     """Why the runtime on this unit is not known healthy, '' when its endpoint answers with
     the alarm down: nothing answering, something other than HTTP or other than the
-    runtime's endpoint, or fod_alarm not 0 (NaN included); with `max_age_s`, also a
-    supervisor whose last round is older than that (hung while the endpoint answers)."""
+    runtime's endpoint, or fod_alarm not 0 (NaN included); with `max_age_s` (0: not
+    checked), also a supervisor whose last round is older than that (hung while the
+    endpoint answers)."""
     from http.client import HTTPException
 
     url = scrape_url(port, address)
@@ -108,7 +114,7 @@ def alarm_state(
         return f"{url} serves no fod_alarm: not the runtime's endpoint"
     if alarm != 0:
         return f"the runtime raised its alarm ({url}: fod_alarm {alarm:g})"
-    if max_age_s is not None:
+    if max_age_s:
         beat = gauges.get("fod_heartbeat_timestamp_seconds", 0.0)
         if beat == 0:  # a fresh gauge: served, but its supervisor never went round
             return f"the runtime's supervisor has not gone round ({url})"

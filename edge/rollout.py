@@ -33,6 +33,7 @@ from .bundle import open_bundle
 from .config import LineConfig, load_config
 from .errors import FodError
 from .fsutil import atomic_write_json
+from .metrics import HEARTBEAT_MAX_AGE_S, alarm_state
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class RolloutConfig:
     # answers from its own thread, so a bundle whose supervisor hangs (nothing rejects an
     # overdue container or alarms on a stuck stage) fails the probe when its last round is
     # older than this (seconds; 0: not checked), as `fod health --max-age` does.
-    heartbeat_max_age_s: float = 30.0
+    heartbeat_max_age_s: float = HEARTBEAT_MAX_AGE_S
 
 
 @dataclass
@@ -198,13 +199,11 @@ class Rollout:
 
     # -- helpers ----------------------------------------------------------------------------
     def _alarm_down(self) -> None:
-        from .metrics import alarm_state
-
         m = self.line.metrics
         if not self.cfg.alarm_probe or not m.port:
             return
-        age = self.cfg.heartbeat_max_age_s or None
-        why = alarm_state(m.port, m.address, max_age_s=age)  # up, per the probe, but well?
+        # up, per the probe command, but is it well?
+        why = alarm_state(m.port, m.address, max_age_s=self.cfg.heartbeat_max_age_s)
         if why:
             raise RolloutError(f"probe: {why}")
 

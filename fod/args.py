@@ -17,6 +17,21 @@ def size_wh(text: str) -> Tuple[int, int]:
     return w, h
 
 
+# = edge.metrics.HEARTBEAT_MAX_AGE_S (a test holds them equal): importing it here would
+# add prometheus_client to every `fod` start.
+HEARTBEAT_MAX_AGE_S = 30.0
+
+
+def add_max_age(p: argparse.ArgumentParser, what: str) -> None:
+    """--max-age: how old the runtime supervisor's last round may be (its heartbeat)."""
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=HEARTBEAT_MAX_AGE_S,
+        help=f"{what} when the supervisor's last round is older (seconds; 0: not checked)",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text)

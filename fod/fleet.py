@@ -9,6 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from fod.args import add_max_age
+
 STATE = Path("/var/lib/pharma-fod")
 CONFIG = Path("/etc/pharma-fod/line.toml")
 
@@ -41,13 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="each probe also reads the line config's metrics endpoint: a raised alarm fails "
         "it (default on; skipped where metrics.port = 0)",
     )
-    p.add_argument(
-        "--max-age",
-        type=float,
-        default=30.0,
-        help="with the alarm probe: a supervisor whose last round is older fails it "
-        "(seconds; 0: not checked)",
-    )
+    add_max_age(p, "with the alarm probe, a probe fails")
     p.add_argument(
         "--engine",
         action=argparse.BooleanOptionalAction,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from fod.args import positive_int, size_wh
+from fod.args import add_max_age, positive_int, size_wh
 
 log = logging.getLogger("fod")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -90,12 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
     p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for an answer")
-    p.add_argument(
-        "--max-age",
-        type=float,
-        default=30.0,
-        help="unhealthy when the supervisor's last round is older (seconds; 0: not checked)",
-    )
+    add_max_age(p, "unhealthy")
     p.set_defaults(func=cmd_health)
 
 
@@ -110,7 +105,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     m = load_config(args.config).metrics
     if not m.port:
         raise FodError(f"{args.config}: [metrics] port = 0: the runtime serves nothing to ask")
-    why = alarm_state(m.port, m.address, args.timeout, args.max_age or None)
+    why = alarm_state(m.port, m.address, args.timeout, args.max_age)
     if why:
         print(f"unhealthy: {why}", file=sys.stderr)
         return 1

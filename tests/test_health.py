@@ -71,6 +71,20 @@ def test_a_supervisor_that_never_went_round_is_unhealthy(tmp_path, capsys) -> No
         fresh.close()
 
 
+def test_the_cli_default_max_age_is_the_runtime_side_one() -> None:
+    import fod.args
+    from edge import metrics
+    from edge.rollout import RolloutConfig
+    from fod.cli import build_parser
+
+    limit = metrics.HEARTBEAT_MAX_AGE_S
+    assert fod.args.HEARTBEAT_MAX_AGE_S == limit == 30.0
+    assert RolloutConfig(Path("r"), Path("c"), None).heartbeat_max_age_s == limit
+    parser = build_parser()
+    for verb in (["health", "--config", "x"], ["rollout", "--bundle", "b"]):
+        assert parser.parse_args(verb).max_age == limit
+
+
 def test_a_runtime_that_is_gone_is_unhealthy(tmp_path, runtime, capsys) -> None:
     cfg = _config(tmp_path, runtime.address[1])
     runtime.close()  # the process died: nothing answers on its port
