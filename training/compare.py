@@ -144,13 +144,16 @@ def table(rows: List[Row], size: Tuple[int, int]) -> Tuple[str, str]:
             cells += [f"{100 * r.noisy[k]:.1f}" if r.noisy else "" for k in ("ap50", "ap")]
         cells += [f"{r.params_m:.2f}", f"{r.gmacs:.1f}"]
         body.append(cells)
-    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(c) + " |" for c in body]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(head)
     w.writerows(body)
-    return "\n".join(md) + "\n" + seed_means(rows), buf.getvalue()
+    return _markdown(head, body) + seed_means(rows), buf.getvalue()
+
+
+def _markdown(head: List[str], body: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in body]) + "\n"
 
 
 def seed_means(rows: List[Row]) -> str:
@@ -170,15 +173,14 @@ def seed_means(rows: List[Row]) -> str:
 
     noisy = all(r.noisy for r in rows)
     head = ["row", "method", "runs", "AP50", "AP"] + (["AP50 noisy", "AP noisy"] if noisy else [])
-    md = ["", "Mean (min-max) over each row's seeds:", ""]
-    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for name, g in groups.items():
         cells = [name, g[0].method, str(len(g))]
         cells += [stat([r.metrics[k] for r in g]) for k in ("ap50", "ap")]
         if noisy:
             cells += [stat([r.noisy[k] for r in g if r.noisy]) for k in ("ap50", "ap")]
-        md.append("| " + " | ".join(cells) + " |")
-    return "\n".join(md) + "\n"
+        body.append(cells)
+    return "\nMean (min-max) over each row's seeds:\n\n" + _markdown(head, body)
 
 
 def write(rows: List[Row], out: Path, size: Tuple[int, int]) -> None:

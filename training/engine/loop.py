@@ -252,8 +252,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             if ctx.is_main and (it % cfg.log_interval == 0 or it == stop):
                 _log_step(writer, bar, losses, loss, lr, it, stop, cfg.log_interval)
                 for k, v in task.probes.items():
-                    probes_seen.setdefault(k, []).append((it, v.item()))
-                    writer.add_scalar(f"probe/{k}", v.item(), it)
+                    value = v.item()  # one device sync per probe
+                    probes_seen.setdefault(k, []).append((it, value))
+                    writer.add_scalar(f"probe/{k}", value, it)
             mid_epoch = it < stop and step < steps_per_epoch  # else the epoch's save follows
             if ctx.is_main and cfg.save_every and it % cfg.save_every == 0 and mid_epoch:
                 save(("last.pt",), epoch - 1, step)  # a killed run resumes from here
