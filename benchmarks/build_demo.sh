@@ -18,7 +18,13 @@
 # init. AMP=1 trains every schedule with `--amp`: bfloat16 on the CPU (about 2x faster on a
 # CPU with AMX or AVX512-BF16, slower without), float16 on a GPU (its default anyway).
 # IMAGES (training images) and EPOCHS (the first schedule's) override the budget's: twice
-# the images at half the epochs trains the same iterations on twice the looks.
+# the images at half the epochs trains the same iterations on twice the looks. WORKERS
+# overrides the data loader processes (cpu 1, gpu 8): on a GPU the loaders bound the run.
+# TRAIN_ONLY=1 stops after the training schedules: train on a GPU machine that lacks the
+# ONNX tools, copy WORK/run*/best.pt to WORK on a machine that has them, and run the same
+# command there without TRAIN_ONLY (the sets are drawn again from their seeds, the
+# schedules are skipped) for the export, calibration and bundle. NOTE="text" adds a line
+# "# text" to the recipe, for what the commands alone do not say (a schedule stopped early).
 # The bundle lands in WORK/bundle; copy it to models/demo.
 set -euo pipefail
 
@@ -28,10 +34,10 @@ FOD=${FOD:-fod}
 VERSION=${VERSION:-$(date -u +%Y.%m.%d)}
 
 case $BUDGET in
-  cpu) IMAGES=${IMAGES:-2400} EPOCHS=${EPOCHS:-8} BATCH=16 SHAPE=(--crop 384x256) WORKERS=1
-    DEVICE=cpu EXTRA=${EXTRA-3 4} ;;
-  gpu) IMAGES=${IMAGES:-6000} EPOCHS=${EPOCHS:-12} BATCH=32 SHAPE=() WORKERS=8 DEVICE=cuda
-    EXTRA=${EXTRA-} ;;
+  cpu) IMAGES=${IMAGES:-2400} EPOCHS=${EPOCHS:-8} BATCH=16 SHAPE=(--crop 384x256)
+    WORKERS=${WORKERS:-1} DEVICE=cpu EXTRA=${EXTRA-3 4} ;;
+  gpu) IMAGES=${IMAGES:-6000} EPOCHS=${EPOCHS:-12} BATCH=32 SHAPE=() WORKERS=${WORKERS:-8}
+    DEVICE=cuda EXTRA=${EXTRA-} ;;
   *) echo "budget must be cpu or gpu, got $BUDGET" >&2; exit 2 ;;
 esac
 case ${ZERO_INIT:-0} in
@@ -44,7 +50,11 @@ case ${AMP:-0} in
   0) MP=() ;;
   *) echo "AMP must be 0 or 1, got $AMP" >&2; exit 2 ;;
 esac
-for knob in IMAGES EPOCHS; do
+case ${TRAIN_ONLY:-0} in
+  0 | 1) ;;
+  *) echo "TRAIN_ONLY must be 0 or 1, got $TRAIN_ONLY" >&2; exit 2 ;;
+esac
+for knob in IMAGES EPOCHS WORKERS; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "$knob must be a positive integer, got ${!knob}" >&2; exit 2; }
 done
 mkdir -p "$WORK"  # only once the knobs are known good: a refusal leaves nothing behind
@@ -97,10 +107,12 @@ for e in $EXTRA; do
     --warmup-iters 20 --eval-interval "$e" --seed $((k - 1)) --out "$WORK/run-$k"
   MODEL=$WORK/run-$k/best.pt
 done
+if [[ ${TRAIN_ONLY:-0} == 1 ]]; then echo "== trained: $MODEL (TRAIN_ONLY=1)"; exit 0; fi
 step "$WORK/demo.onnx" "$FOD" export --weights "$MODEL" --out "$WORK/demo.onnx" \
   --size 640x384 --input uint8 --mono
 step "$WORK/cal-out" "$FOD" calibrate --onnx "$WORK/demo.onnx" --data "$WORK/cal" \
   --val "$WORK/val" --out "$WORK/cal-out" --images 200 --seed 0
+[[ -n ${NOTE:-} ]] && RECIPE+=(--recipe "# $NOTE")
 step "$WORK/bundle" "$FOD" bundle make --int8-cpu "$WORK/cal-out/model.int8-cpu.onnx" \
   --report "$WORK/cal-out/report.json" --out "$WORK/bundle" --name demo --version "$VERSION" \
   "${RECIPE[@]}"

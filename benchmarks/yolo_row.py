@@ -8,7 +8,7 @@ Ultralytics is not a dependency of pharma-fod: run this where it is installed, e
 
     pip install --target /tmp/ul ultralytics   # plus what it needs that is missing
     PYTHONPATH=/tmp/ul:$PWD python benchmarks/yolo_row.py --train D --val V --out DIR \\
-        [--epochs 30] [--batch 16] [--imgsz 640] [--device 0|cpu] [--workers 8]
+        [--epochs 30 | --hours H] [--batch 16] [--imgsz 640] [--device 0|cpu] [--workers 8]
 
 Writes DIR/yolo_row.json and DIR/yolo_row.md (`fod compare`'s columns, plus latency).
 """
@@ -94,6 +94,13 @@ def main(argv: List[str]) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", default="yolo11s.yaml", help="architecture (from scratch)")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=0.0,
+        help="train for this long instead (Ultralytics' `time`: after the first epoch it "
+        "sets the epochs, and the lr schedule with them, to fit)",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--device", default="0")
@@ -116,9 +123,11 @@ def main(argv: List[str]) -> int:
     model.train(
         data=str(yaml), epochs=args.epochs, batch=args.batch, imgsz=args.imgsz,
         device=args.device, workers=args.workers, pretrained=False, plots=False, val=False,
+        **({"time": args.hours} if args.hours > 0 else {}),
         project=str(args.out.resolve()), name="train", exist_ok=True, seed=0, verbose=False,
     )  # fmt: skip
     train_s = time.perf_counter() - t0
+    epochs = model.trainer.epoch + 1  # with --hours, the epochs its clock allowed
     weights = args.out / "train" / "weights" / "last.pt"
     model = YOLO(str(weights))
     gt = load_gt(args.val / "annotations.json")
@@ -133,7 +142,8 @@ def main(argv: List[str]) -> int:
         "metrics": m, "noisy": n,
         "params_m": sum(q.numel() for q in model.model.parameters()) / 1e6,
         "latency_ms_median": statistics.median(warm), "train_seconds": train_s,
-        "epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz, "device": args.device,
+        "epochs": epochs,
+        "hours": args.hours, "batch": args.batch, "imgsz": args.imgsz, "device": args.device,
     }  # fmt: skip
     (args.out / "yolo_row.json").write_text(json.dumps(row, indent=2))
     head = ["run", "model", *HEADERS, "AP50 noisy", "AP noisy", "params (M)", "ms/image"]

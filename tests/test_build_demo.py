@@ -14,6 +14,9 @@ from typing import List
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "build_demo.sh"
+# The script's knobs: unset unless a test sets them (the session's environment may hold any).
+KNOBS = ("EXTRA", "TEACHER", "ZERO_INIT", "AMP", "IMAGES", "EPOCHS", "WORKERS", "TRAIN_ONLY",
+         "NOTE")  # fmt: skip
 
 # The stub logs its argv (one JSON list per call) and makes what the script looks for.
 STUB = """import json, os, sys
@@ -42,7 +45,7 @@ def _run(tmp: Path, budget: str = "cpu", **env: str) -> subprocess.CompletedProc
         stub.write_text(f"#!{sys.executable}\n{STUB}")
         stub.chmod(0o755)
     e = {**os.environ, "FOD": str(stub), "STUB_LOG": str(tmp / "calls"), **env}
-    for k in ("EXTRA", "TEACHER", "ZERO_INIT", "AMP", "IMAGES", "EPOCHS"):
+    for k in KNOBS:
         if k not in env:
             e.pop(k, None)
     return subprocess.run(
@@ -167,3 +170,29 @@ def test_a_schedule_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: P
     bundle = calls[-1]
     recipe = [bundle[i + 1] for i, a in enumerate(bundle) if a == "--recipe"]
     assert "--init WORK/run/best.pt" in recipe[4] and "--resume" not in " ".join(recipe)
+
+
+def test_train_only_stops_after_the_schedules_and_the_rerun_bundles_them(tmp_path: Path):
+    # A GPU machine without the ONNX tools trains; where they are, the same command
+    # without TRAIN_ONLY skips the schedules and exports, calibrates and bundles.
+    r = _run(tmp_path, "gpu", EXTRA="2", WORKERS="15", TRAIN_ONLY="1")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert [c[0] for c in calls] == ["synth"] * 3 + ["train"] * 2
+    assert all(c[c.index("--workers") + 1] == "15" for c in calls[3:])
+    (tmp_path / "calls").unlink()
+    r = _run(tmp_path, "gpu", EXTRA="2", NOTE="first schedule stopped at 2200")
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert [c[0] for c in calls] == ["export", "calibrate", "bundle"]
+    assert calls[0][calls[0].index("--weights") + 1] == str(tmp_path / "w" / "run-2" / "best.pt")
+    bundle = calls[2]
+    recipe = [bundle[i + 1] for i, a in enumerate(bundle) if a == "--recipe"]
+    assert recipe[-1] == "# first schedule stopped at 2200"  # after the 7 stages' commands
+    assert len(recipe) == 8 and sum(x.startswith("fod train ") for x in recipe) == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for knob, value in (("TRAIN_ONLY", "yes"), ("WORKERS", "0")):
+        r = _run(bad, "gpu", **{knob: value})
+        assert r.returncode == 2 and knob in r.stderr
+        assert _calls(bad) == [] and not (bad / "w").exists()
