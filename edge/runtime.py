@@ -267,6 +267,7 @@ class Runtime:
             self._holding["audit"] = out.container_id
             self.recorder.handle(out)
             self._holding["audit"] = None
+        self._alarm_stuck("supervisor")  # who watches the watcher: the audit writer does
 
     def _supervise_step(self) -> None:
         if self._stopping.is_set():
@@ -276,10 +277,7 @@ class Runtime:
             due = [c for c in self._inflight.values() if now > c.deadline]
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
-        for name in self.watchdog.stuck():
-            if name not in self._stale_alarmed:
-                self._stale_alarmed.add(name)
-                self.raise_alarm(f"stage {name} is stuck (no heartbeat)")
+        self._alarm_stuck()
         # Wall time, read by other processes; before the watchdog's tick, so the beat is
         # there when the tick's first READY=1 lets `systemctl restart` return.
         self.metrics.heartbeat.set_to_current_time()
@@ -287,6 +285,17 @@ class Runtime:
             self._last_pet = now
             self.watchdog.tick()
         self._stopping.wait(_TICK)
+
+    def _alarm_stuck(self, only: Optional[str] = None) -> None:
+        """Raise the alarm once per stage that missed its beat (`only`: that stage alone).
+        The supervisor checks every stage; the audit stage checks the supervisor, whose own
+        hang would otherwise show only when systemd's watchdog kills the process."""
+        if self._stopping.is_set():  # stages end one by one at close: none is stuck
+            return
+        for name in self.watchdog.stuck():
+            if (only is None or name == only) and name not in self._stale_alarmed:
+                self._stale_alarmed.add(name)  # a race between the two costs one more log line
+                self.raise_alarm(f"stage {name} is stuck (no heartbeat)")
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:
         """An exception escaped a stage: reject what it held, alarm, restart or fail."""

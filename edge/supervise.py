@@ -67,9 +67,12 @@ class Stage:
         self.stopped.set()
 
     def stale(self, now: float, interval_s: float) -> bool:
-        """True when a step has been running longer than `interval_s` (no beat since)."""
-        busy = self.busy_since
-        return (busy is not None and now - busy > interval_s) or not self._thread.is_alive()
+        """True when a step has been running longer than `interval_s` (no beat since), or the
+        thread has ended (crashed and stays down). Not before it was started."""
+        busy, t = self.busy_since, self._thread
+        return (busy is not None and now - busy > interval_s) or (
+            t.ident is not None and not t.is_alive()
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ garbage collection at the gate, a late frame, the outputs driven off on every ex
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
 from edge.runtime import Job
-from edge.simulate import FaultyPin, Injector, audit_authorizer
+from edge.simulate import FaultyPin, Injector, Physical, audit_authorizer, gate_model, pin_intervals
 from edge.supervise import Stage, Watchdog, sd_notify
 from fod.cli import main
 
@@ -291,3 +292,70 @@ def test_a_frame_later_than_its_timeout_rejects_at_the_pins(bundle: Path, tmp_pa
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "camera_drop") and "later than" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_hung_supervisor_passes_nothing_undecided_and_the_alarm_goes_up(
+    wiring: str, bundle: Path, tmp_path: Path
+) -> None:
+    """The supervisor (deadlines, stuck stages, watchdog) hangs in its sd_notify call (a
+    full notify socket blocks the send), and while it hangs a camera hangs on a container.
+    Nobody finalises that container at its deadline, so the gate must reject it by itself:
+    no accept pulse (accept wiring), or the reject pulse armed at the trigger fires
+    (reject wiring). The container decided meanwhile passes only on its recorded accept.
+    The audit writer sees the supervisor stuck and raises the alarm output; once the
+    supervisor is back, the hung container is audited as the stall reject it was."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": wiring})
+    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    f = MockFactory()
+    gate, alarm_pin = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+    hung, release, camera = threading.Event(), threading.Event(), threading.Event()
+    seen: list = []
+    with line_runtime(cfg, f, on_outcome=seen.append) as rt:
+
+        def notify(message: str) -> bool:  # the supervisor's own call blocks
+            hung.set()
+            release.wait(30)
+            return True
+
+        rt.watchdog.notify = notify
+        assert _wait_for(hung.is_set, 5)  # the supervisor is stuck from here
+        t0 = time.monotonic()
+        gate.clear_states()
+        edges = {"decided": t0}
+        rt.submit(Job("decided", t0, _frames()))
+        time.sleep(0.3)  # the two gate times well apart
+        edges["hung"] = time.monotonic()
+        rt.submit(Job("hung", edges["hung"], lambda: camera.wait(30) and None))
+        # The audit stage alarms once the supervisor has missed its beat (the gate delay).
+        assert _wait_for(lambda: alarm_pin.state, delay + 5)
+        assert _wait_for(lambda: time.monotonic() > edges["hung"] + delay + pulse + 0.2)
+        on = pin_intervals(gate, t0)  # the gate's history while the supervisor still hangs
+        reasons = list(rt._alarm.reasons)
+        assert rt.holding("capture") == "hung"  # no one decided it
+        release.set()  # the supervisor returns: it finalises the hung container
+        assert _wait_for(lambda: any(o.container_id == "hung" for o in seen))
+        camera.set()
+        assert rt.drain(10) and rt.io.pulses.wait_idle(3)
+    assert reasons == ["stage supervisor is stuck (no heartbeat)"]
+    cs = [Physical(cid, "accept", t) for cid, t in edges.items()]
+    gate_model(cs, on, delay, pulse, wiring)
+    decided, stuck = cs
+    assert not stuck.passed  # physically rejected with no one deciding it
+    rows = _rows(tmp_path)
+    assert rows["hung"][:2] == ("reject", "stall")
+    # The decided container passed exactly when its accept was recorded (in time).
+    assert decided.passed == (rows["decided"][0] == "accept")
+
+
+def test_a_stage_not_yet_started_is_not_stuck_and_one_that_ended_is() -> None:
+    """The audit stage checks the supervisor from its first step, which can come before the
+    supervisor's thread starts: not started must not read as stuck (a false alarm at every
+    start). A stage that ended (crashed, stays down) is stuck."""
+    clock = {"t": 0.0}
+    s = Stage("supervisor", lambda: None, lambda st, e: False, lambda: clock["t"])
+    clock["t"] = 100.0
+    assert not s.stale(clock["t"], 1.0)
+    s.stop()
+    s.start()
+    assert s.join(2) and s.stale(clock["t"], 1.0)
