@@ -331,7 +331,7 @@ def test_a_hung_supervisor_passes_nothing_undecided_and_the_alarm_goes_up(
         assert _wait_for(lambda: alarm_pin.state, delay + 5)
         assert _wait_for(lambda: time.monotonic() > edges["hung"] + delay + pulse + 0.2)
         on = pin_intervals(gate, t0)  # the gate's history while the supervisor still hangs
-        reasons = list(rt._alarm.reasons)
+        reasons = rt.alarm_reasons
         assert rt.holding("capture") == "hung"  # no one decided it
         release.set()  # the supervisor returns: it finalises the hung container
         assert _wait_for(lambda: any(o.container_id == "hung" for o in seen))

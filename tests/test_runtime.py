@@ -274,10 +274,11 @@ def test_metrics_bind_to_loopback_only(bundle: Path, tmp_path: Path) -> None:
 
 def test_fod_health_sees_the_supervisor_hang(bundle: Path, tmp_path: Path, capsys) -> None:
     """The real runtime serving its metrics: healthy while its supervisor goes round; with
-    the supervisor thread blocked (inside its round, where it checks the stages), the
-    endpoint still answers with the alarm down, and `fod health` says unhealthy."""
+    the supervisor thread blocked (inside its round, where it sets the beat), the endpoint
+    still answers with the alarm down, and `fod health` says unhealthy. (A gate delay of
+    5 s: the audit writer alarms on a supervisor stuck that long, after this check.)"""
     port = free_port()
-    cfg = _cfg(bundle, tmp_path, metrics={"port": port})
+    cfg = _cfg(bundle, tmp_path, metrics={"port": port}, gpio={"delay_ms": 5000.0})
     toml = tmp_path / "line.toml"
     toml.write_text(f"[metrics]\nport = {port}\n")
     health = ["health", "--config", str(toml), "--timeout", "2", "--max-age", "1"]
@@ -287,14 +288,16 @@ def test_fod_health_sees_the_supervisor_hang(bundle: Path, tmp_path: Path, capsy
         while main(health) != 0 and time.monotonic() < deadline:
             time.sleep(0.1)  # the first round after start
         assert main(health) == 0
-        stuck = rt.watchdog.stuck
-        rt.watchdog.stuck = lambda: release.wait() and stuck()  # the next round blocks here
+        beat = rt.metrics.heartbeat
+        beat_now = beat.set_to_current_time
+        beat.set_to_current_time = lambda: release.wait() and beat_now()  # the next round
         time.sleep(1.5)
         capsys.readouterr()
         assert main(health) == 1
         assert "supervisor last went round" in capsys.readouterr().err
+        assert not rt.alarm  # the heartbeat alone said it
         release.set()
-        rt.watchdog.stuck = stuck
+        beat.set_to_current_time = beat_now
 
 
 def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, capsys) -> None:
