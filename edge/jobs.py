@@ -24,6 +24,7 @@ FAULTS = (
     "audit_unavailable",
     "shutdown",
     "bad_trigger",
+    "trigger_conflict",
 )
 
 

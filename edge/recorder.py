@@ -40,6 +40,9 @@ class Recorder:
         self.hashes, self.raise_alarm = hashes, raise_alarm
         self.queue: queue.Queue[Outcome] = queue.Queue(4096)
         self.holding: Optional[Outcome] = None  # the outcome being recorded or released
+        # Another trigger too close for the gate to tell the two containers apart (the
+        # runtime sets it): its reason, else None.
+        self.clash: Callable[[float], Optional[str]] = lambda trigger_t: None
 
     def enqueue(self, out: Outcome) -> None:
         try:
@@ -97,6 +100,10 @@ class Recorder:
     def _release(self, out: Outcome) -> None:
         """Only now, with the accept committed, may the container pass."""
         armed = self.ledger.take_armed(out.container_id)
+        clash = self.clash(out.trigger_t)
+        if clash is not None:  # its pulse would pass the other one too: no release
+            self.amend(out, "trigger_conflict", f"accept not released: {clash}")
+            return
         try:
             out.released = self.io.release(out.container_id, out.trigger_t, armed)
         except Exception as e:  # the output failed: no release, so a reject

@@ -76,6 +76,7 @@ class Runtime:
         self.recorder = Recorder(
             cfg, audit, io, self.ledger, metrics, (model_hash, self.config_hash), self.raise_alarm
         )
+        self.recorder.clash = self._trigger_clash
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
@@ -285,6 +286,19 @@ class Runtime:
             self._last_pet = now
             self.watchdog.tick()
         self._stopping.wait(_TICK)
+
+    def _trigger_clash(self, trigger_t: float) -> Optional[str]:
+        """Why a container triggered at `trigger_t` must not be released: another trigger
+        within one gate pulse plus the debounce time. The gate cannot tell two containers
+        that close apart, so an accept pulse for one (a ghost trigger: a bounce the
+        debounce let through, a glitch) would pass the other whatever its own decision."""
+        window = (self.cfg.gpio.pulse_ms + self.cfg.gpio.trigger_bounce_ms) / 1000
+        with self._lock:
+            near = [t - trigger_t for t in self._triggers if abs(t - trigger_t) < window]
+        if len(near) < 2:  # its own trigger only
+            return None
+        gap = min((abs(d) for d in near if d != 0), default=0.0)
+        return f"another trigger {gap * 1000:.1f} ms from its own (the gate cannot tell them apart)"
 
     def _alarm_stuck(self, only: Optional[str] = None) -> None:
         """Raise the alarm once per stage that missed its beat (`only`: that stage alone).

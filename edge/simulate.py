@@ -84,6 +84,7 @@ class Injector:
         self.streams = {k: random.Random(f"{seed}:{k}") for k in faults}
         self.active: collections.OrderedDict[str, Dict[str, bool]] = collections.OrderedDict()
         self.injected: Dict[str, int] = {k: 0 for k in faults}
+        self.bounce_edges = 0  # chatter edges driven after the triggers' own (bounce)
         self._lock = threading.Lock()  # stages of several threads take from it
 
     def draw(self, cid: str) -> None:
@@ -200,17 +201,22 @@ class Physical:
     faulted: bool = False  # any of its audit rows names a fault
 
 
-def drive_trigger(pin: MockPin, bounce: bool) -> float:
-    """One rising edge on the trigger input (with contact bounce if asked); its time."""
+def drive_trigger(pin: MockPin, bounce: bool, within_s: float = 0.005) -> Tuple[float, int]:
+    """One rising edge on the trigger input (with contact bounce if asked): its time and
+    the bounce edges driven after it."""
     t = time.monotonic()
     pin.drive_high()
+    edges = 0
     if bounce:  # the contact chatters for ~0.5 ms: extra edges well inside the debounce
         for _ in range(3):
+            if time.monotonic() - t > within_s:  # this thread was preempted: a chatter
+                break  # edge now would be a real second edge (a ghost), not a bounce
             pin.drive_low()
             pin.drive_high()
+            edges += 1
     time.sleep(0.001)
     pin.drive_low()
-    return t
+    return t, edges
 
 
 def pin_intervals(pin: MockPin, t_clear: float) -> List[Tuple[float, float]]:
@@ -342,7 +348,10 @@ def run_line(
             injector.draw(cid)
             camera.show(cid, reader)
             current[0] = (cid, 0)
-            edge = drive_trigger(trigger_pin, injector.take("bounce", cid))
+            edge, chatter = drive_trigger(
+                trigger_pin, injector.take("bounce", cid), rt.io.debounce.bounce_s / 2
+            )
+            injector.bounce_edges += chatter
             out.append(Physical(f"{c.id}-{i}", c.label, edge))
             reader = None
             if i + 1 < count:

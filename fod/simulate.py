@@ -236,6 +236,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         failed=failed,
         alarm_reasons=alarm_reasons[:5],
         bounces_filtered=bounces,
+        bounce_edges=injector.bounce_edges,
         sequences=str(seq_dir),
         # A frame larger than the model's input reaches it shrunk (letterboxed), and its
         # particles with it: what the detection rate is read against.

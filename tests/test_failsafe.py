@@ -58,7 +58,9 @@ def test_every_fault_class_rejects_physically_and_is_audited(
     assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0
     assert main(["audit", "verify", str(tmp_path / "sim" / "audit")]) == 0
     if kind == "bounce":  # debounced: one container per trigger, each accepted unless late
-        assert s["bounces_filtered"] == 3 * N
+        # Every chatter edge filtered (3 a trigger; fewer where this thread was preempted
+        # mid-chatter: an edge then would be a second trigger, not a bounce).
+        assert s["bounces_filtered"] == s["bounce_edges"] >= N
         # On a loaded machine a decision can miss its gate: that container is rejected and
         # recorded as a timing fault, never as a bounce's doing.
         assert set(s["faults"]) <= {"late", "stall", "camera_drop"}, s["faults"]
@@ -219,6 +221,9 @@ def test_sim_line_opens_each_video_before_its_trigger(tmp_path: Path) -> None:
     class FakeRuntime:
         class io:
             on_trigger = None
+
+            class debounce:
+                bounce_s = 0.01
 
         def submit(self, job) -> None:
             def capture() -> None:

@@ -359,3 +359,39 @@ def test_a_stage_not_yet_started_is_not_stuck_and_one_that_ended_is() -> None:
     s.stop()
     s.start()
     assert s.join(2) and s.stale(clock["t"], 1.0)
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_ghost_trigger_never_releases_the_real_container_beside_it(
+    wiring: str, bundle: Path, tmp_path: Path
+) -> None:
+    """A trigger 5 ms after a real one (a bounce that got past the debounce, a glitch) is a
+    container of its own to the runtime, with the real one's frames: an accept. Its accept
+    pulse would fall inside the real container's gate window and pass it, whatever the
+    real one's decision (here a camera drop: a reject). Judged on the gate pin: the real
+    container is rejected, neither accept is released, and a container a normal pitch
+    later is accepted and passes."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": wiring})
+    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    f = MockFactory()
+    gate = f.pin(cfg.gpio.ejector_pin)
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t0 = time.monotonic()
+        # Both edges already past when submitted: frames stamped before a trigger are
+        # not that container's.
+        edges = {"real": t0 - 0.005, "ghost": t0, "next": t0 + 0.4}
+        rt.submit(Job("real", edges["real"], lambda: None))  # its camera drops it
+        rt.submit(Job("ghost", edges["ghost"], _frames()))
+        assert _wait_for(lambda: time.monotonic() > edges["next"])
+        rt.submit(Job("next", edges["next"], _frames()))
+        assert rt.drain(10)
+        assert _wait_for(lambda: time.monotonic() > edges["next"] + delay + pulse + 0.1)
+        assert rt.io.pulses.wait_idle(3)
+        on = pin_intervals(gate, t0)
+    cs = {cid: Physical(cid, "accept", t) for cid, t in edges.items()}
+    gate_model(list(cs.values()), on, delay, pulse, wiring)
+    rows = _rows(tmp_path)
+    assert not cs["real"].passed and rows["real"][:2] == ("reject", "camera_drop")
+    assert not cs["ghost"].passed and rows["ghost"][:2] == ("reject", "trigger_conflict")
+    assert cs["next"].passed == (rows["next"][0] == "accept")  # in time on any machine here
