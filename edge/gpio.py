@@ -167,6 +167,14 @@ class LineIO:
         self.pulses.schedule(gate, tag)
         return True
 
+    def withdraw_accepts(self, trigger_t: float, window_s: float) -> List[Pulse]:
+        """Accept wiring: cancel the accept pulses still pending for containers triggered
+        within `window_s` of `trigger_t` (their gate windows overlap its own); returns them.
+        Reject wiring has none to withdraw: each container's armed reject pulse stands."""
+        if self.cfg.energise_to != "accept":
+            return []
+        return self.pulses.cancel_near(self.gate_time(trigger_t), window_s)
+
     def on_trigger(self, callback: Callable[[float], None]) -> None:
         """Call `callback(edge_t)` once per debounced rising edge of the trigger input;
         `edge_t` is the edge's monotonic time from the pin factory's ticks, not the (later,

@@ -92,6 +92,17 @@ class PulseScheduler:
             self.counts["cancelled"] += 1
         return True
 
+    def cancel_near(self, at: float, window_s: float) -> List[Pulse]:
+        """Cancel every pending pulse within `window_s` of `at`; returns those cancelled."""
+        out = []
+        with self._lock:
+            for _, _, p in self._heap:
+                if p.state == "pending" and abs(p.at - at) < window_s:
+                    p.state = "cancelled"
+                    self.counts["cancelled"] += 1
+                    out.append(p)
+        return out
+
     def pending(self) -> int:
         with self._lock:
             return sum(p.state == "pending" for _, _, p in self._heap) + self._active

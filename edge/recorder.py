@@ -129,6 +129,12 @@ class Recorder:
             self.ledger.open()
         self.enqueue(fix)
 
+    def withdrawn(self, p: Pulse, why: str) -> None:
+        """From the trigger side: a released accept's pulse was withdrawn before it fired
+        (another trigger beside its own), so the container is rejected at the gate."""
+        stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)
+        self.amend(stub, "trigger_conflict", f"accept withdrawn: {why}")
+
     def pulse_done(self, p: Pulse) -> None:
         """From the pulse thread: a pulse that did not happen changes the physical outcome."""
         if p.state not in ("missed", "error"):

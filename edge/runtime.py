@@ -117,6 +117,10 @@ class Runtime:
             self.ledger.open(job.container_id, c.armed)
             self._inflight[job.container_id] = c
             self._triggers.append(job.trigger_t)
+        # An accept already released beside this trigger (a decision faster than the window)
+        # is withdrawn: its pulse would pass this container too.
+        for p in self.io.withdraw_accepts(job.trigger_t, self._clash_window()):
+            self.recorder.withdrawn(p, f"another trigger ({job.container_id}) beside its own")
         if bad:
             self._finalize(
                 self._fail(
@@ -287,12 +291,16 @@ class Runtime:
             self.watchdog.tick()
         self._stopping.wait(_TICK)
 
+    def _clash_window(self) -> float:
+        """Two triggers closer than this (s): the gate cannot tell the containers apart."""
+        return (self.cfg.gpio.pulse_ms + self.cfg.gpio.trigger_bounce_ms) / 1000
+
     def _trigger_clash(self, trigger_t: float) -> Optional[str]:
         """Why a container triggered at `trigger_t` must not be released: another trigger
         within one gate pulse plus the debounce time. The gate cannot tell two containers
         that close apart, so an accept pulse for one (a ghost trigger: a bounce the
         debounce let through, a glitch) would pass the other whatever its own decision."""
-        window = (self.cfg.gpio.pulse_ms + self.cfg.gpio.trigger_bounce_ms) / 1000
+        window = self._clash_window()
         with self._lock:
             near = [t - trigger_t for t in self._triggers if abs(t - trigger_t) < window]
         if len(near) < 2:  # its own trigger only

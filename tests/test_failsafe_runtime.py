@@ -395,3 +395,36 @@ def test_a_ghost_trigger_never_releases_the_real_container_beside_it(
     assert not cs["real"].passed and rows["real"][:2] == ("reject", "camera_drop")
     assert not cs["ghost"].passed and rows["ghost"][:2] == ("reject", "trigger_conflict")
     assert cs["next"].passed == (rows["next"][0] == "accept")  # in time on any machine here
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_an_accept_released_before_a_trigger_beside_it_is_withdrawn(
+    wiring: str, bundle: Path, tmp_path: Path
+) -> None:
+    """The other order: the first container is decided, recorded and released before a
+    second trigger 5 ms after its own arrives (a decision faster than one pulse plus the
+    debounce). Its pending accept pulse would pass the second container (here a camera
+    drop) too, so the second trigger withdraws it: with accept wiring the first is
+    rejected at the gate and amended `trigger_conflict`; with reject wiring the second's
+    own armed reject pulse stands. Judged on the gate pin."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio={"energise_to": wiring})
+    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    f = MockFactory()
+    gate = f.pin(cfg.gpio.ejector_pin)
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t0 = time.monotonic()
+        edges = {"first": t0, "second": t0 + 0.005}
+        rt.submit(Job("first", edges["first"], _frames()))
+        assert _wait_for(lambda: rt.counts["accept"] == 1)  # recorded and released
+        rt.submit(Job("second", edges["second"], lambda: None))  # its camera drops it
+        assert rt.drain(10)
+        assert _wait_for(lambda: time.monotonic() > edges["second"] + delay + pulse + 0.1)
+        assert rt.io.pulses.wait_idle(3)
+        on = pin_intervals(gate, t0)
+    cs = {cid: Physical(cid, "accept", t) for cid, t in edges.items()}
+    gate_model(list(cs.values()), on, delay, pulse, wiring)
+    rows = _rows(tmp_path)
+    assert not cs["second"].passed and rows["second"][:2] == ("reject", "camera_drop")
+    if wiring == "accept":
+        assert not cs["first"].passed and rows["first"][:2] == ("reject", "trigger_conflict")
