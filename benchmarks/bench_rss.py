@@ -58,7 +58,11 @@ def fast_runtime(folder: Path, rotate_bytes: int = 256 * 2**20, on_outcome=None)
     cfg = dataclasses.replace(
         base,
         camera=dataclasses.replace(base.camera, frames=1, width=W, height=H, mono=True),
-        gpio=dataclasses.replace(base.gpio, pin_factory="mock", delay_ms=5000.0, pulse_ms=1.0),
+        # Triggers microseconds apart, in bursts of 32: a 1 us pulse and no debounce keep
+        # them apart (trigger_conflict rejects triggers closer than pulse + debounce).
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=5000.0, pulse_ms=0.001, trigger_bounce_ms=0.0
+        ),
         timing=dataclasses.replace(base.timing, queue_depth=64),
         audit=dataclasses.replace(
             base.audit, folder=folder, min_free_bytes=0, rotate_bytes=rotate_bytes
