@@ -88,8 +88,7 @@ class PulseScheduler:
         with self._lock:
             if pulse.state != "pending":
                 return False
-            pulse.state = "cancelled"
-            self.counts["cancelled"] += 1
+            self._cancel_locked(pulse)
         return True
 
     def cancel_near(self, at: float, window_s: float) -> List[Pulse]:
@@ -98,10 +97,13 @@ class PulseScheduler:
         with self._lock:
             for _, _, p in self._heap:
                 if p.state == "pending" and abs(p.at - at) < window_s:
-                    p.state = "cancelled"
-                    self.counts["cancelled"] += 1
+                    self._cancel_locked(p)
                     out.append(p)
         return out
+
+    def _cancel_locked(self, p: Pulse) -> None:  # with self._lock held
+        p.state = "cancelled"
+        self.counts["cancelled"] += 1
 
     def pending(self) -> int:
         with self._lock:
