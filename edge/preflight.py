@@ -157,11 +157,17 @@ def check_timing(
         what += " (capture not measured)"
     else:
         what += f" + capture {capture_ms:.0f} ms"
-    # Capture and inference are stages of their own: the slower one paces the line.
+    # Capture and inference are stages of their own: the slower one paces the line. The
+    # gate bounds it too: containers closer than one pulse plus the debounce are rejected
+    # as trigger_conflict (the gate cannot tell them apart).
     rate = 60_000 / max(worst, capture_ms or 0.0)
+    gate_rate = 60_000 / (cfg.gpio.pulse_ms + cfg.gpio.trigger_bounce_ms)
+    pace = f"keeps up with {min(rate, gate_rate):.0f} containers/min"
+    if gate_rate < rate:
+        pace += " (the gate's bound: gpio.pulse_ms + gpio.trigger_bounce_ms between triggers)"
     detail = (
         f"{what} = {total:.0f} ms of the {budget:.0f} ms before the gate "
-        f"(gpio.delay_ms - timing.decision_margin_ms); keeps up with {rate:.0f} containers/min"
+        f"(gpio.delay_ms - timing.decision_margin_ms); {pace}"
     )
     if total > budget:
         return Check("timing", FAIL, f"{detail}: every container would be rejected late", worst)

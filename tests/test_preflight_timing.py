@@ -29,6 +29,9 @@ def test_timing_fits_the_gate_or_fails_the_check(bundle: Path, tmp_path: Path) -
     ok = check_timing(cfg)
     assert ok.status == OK and ok.ms is not None and ok.ms > 0, ok
     assert "3 frames 320x256: model + decision" in ok.detail and "capture not measured" in ok.detail
+    # Containers closer than a pulse plus the debounce are trigger_conflict rejects.
+    slow_gate = check_timing(_cfg(bundle, tmp_path, gpio={**ROOMY, "pulse_ms": 30_000}))
+    assert "keeps up with 2 containers/min (the gate's bound" in slow_gate.detail, slow_gate
     # The camera's capture time counts against the same gate.
     late = check_timing(cfg, capture_ms=budget)
     assert late.status == FAIL and "rejected late" in late.detail, late
