@@ -209,9 +209,11 @@ def drive_trigger(pin: MockPin, bounce: bool, within_s: float = 0.005) -> Tuple[
     edges = 0
     if bounce:  # the contact chatters for ~0.5 ms: extra edges well inside the debounce
         for _ in range(3):
-            if time.monotonic() - t > within_s:  # this thread was preempted: a chatter
-                break  # edge now would be a real second edge (a ghost), not a bounce
             pin.drive_low()
+            # Checked right before the rising edge (the falling one's callbacks run first):
+            # a thread preempted this long would drive a real second edge (a ghost).
+            if time.monotonic() - t > within_s:
+                break
             pin.drive_high()
             edges += 1
     time.sleep(0.001)
