@@ -35,14 +35,14 @@ class Recorder:
         metrics: RuntimeMetrics,
         hashes: Tuple[str, str],  # (model, config): on every row
         raise_alarm: Callable[[str], None],
+        # trigger time -> why another trigger is too close for the gate to tell the two
+        # containers apart, else None (the runtime keeps the triggers)
+        clash: Callable[[float], Optional[str]],
     ) -> None:
         self.cfg, self.audit, self.io, self.ledger, self.metrics = cfg, audit, io, ledger, metrics
-        self.hashes, self.raise_alarm = hashes, raise_alarm
+        self.hashes, self.raise_alarm, self.clash = hashes, raise_alarm, clash
         self.queue: queue.Queue[Outcome] = queue.Queue(4096)
         self.holding: Optional[Outcome] = None  # the outcome being recorded or released
-        # Another trigger too close for the gate to tell the two containers apart (the
-        # runtime sets it): its reason, else None.
-        self.clash: Callable[[float], Optional[str]] = lambda trigger_t: None
 
     def enqueue(self, out: Outcome) -> None:
         try:

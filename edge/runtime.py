@@ -74,9 +74,15 @@ class Runtime:
         self._lock = self.ledger.lock  # one lock for the books and the undecided containers
         self.counts, self.recent = self.ledger.counts, self.ledger.recent
         self.recorder = Recorder(
-            cfg, audit, io, self.ledger, metrics, (model_hash, self.config_hash), self.raise_alarm
+            cfg,
+            audit,
+            io,
+            self.ledger,
+            metrics,
+            (model_hash, self.config_hash),
+            self.raise_alarm,
+            self._trigger_clash,
         )
-        self.recorder.clash = self._trigger_clash
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
