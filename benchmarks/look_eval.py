@@ -2,14 +2,16 @@
 the sighting recall by particle size - what the line's decision sees.
 
     python benchmarks/look_eval.py --model models/demo --data SET [--data SET ...]
-        [--score 0.5] [--by FIELD] [--json out.json]
+        [--score 0.5] [--by FIELD] [--mirror] [--json out.json]
 
 --model: a bundle (its INT8 CPU model, else INT8, else FP32) or an .onnx file; it runs
 through the edge pipeline (ONNX Runtime, letterbox, numpy postprocess). A sighting is a
 labelled particle with a detection of any class scoring >= --score whose centre lies
 within max(4 px, half the box diagonal) of the particle's centre; sizes are the box's
-longer side in source pixels. --by FIELD splits the figures by a field of the `look` each
-image of a `fod synth` set records (family, background, lighting, container, ...).
+longer side in source pixels. --mirror runs each image again mirrored left-right and merges
+the views, as the line's `model.mirror`. --by FIELD splits the figures by a field of the
+`look` each image of a `fod synth` set records (family, background, lighting, container,
+...).
 """
 
 from __future__ import annotations
@@ -108,9 +110,11 @@ def by_look(
     return out
 
 
-def evaluate(model: Path, data_root: Path, score: float, by: str = "") -> Dict[str, Any]:
+def evaluate(
+    model: Path, data_root: Path, score: float, by: str = "", mirror: bool = False
+) -> Dict[str, Any]:
     data = CocoDetection(data_root)
-    dets = predict_onnx(model, data, threads=None)
+    dets = predict_onnx(model, data, threads=None, mirror=mirror)
     gt = load_gt(data_root / "annotations.json")
     metrics, ev = coco_metrics(gt, dets)
     out = {
@@ -134,15 +138,18 @@ def main() -> None:
     p.add_argument("--data", type=Path, action="append", required=True)
     p.add_argument("--score", type=float, default=0.5)
     p.add_argument("--by", default="", help="split by this field of each image's look")
+    p.add_argument("--mirror", action="store_true", help="also run each image mirrored")
     p.add_argument("--json", type=Path, help="write the results here too")
     args = p.parse_args()
     if args.model.suffix == ".onnx":
-        results = [evaluate(args.model, d, args.score, args.by) for d in args.data]
+        results = [evaluate(args.model, d, args.score, args.by, args.mirror) for d in args.data]
     else:
         with open_bundle(args.model) as b:
             roles = {e["role"]: name for name, e in b.manifest["files"].items()}
             name = next(roles[r] for r in ("int8_cpu", "int8", "onnx") if r in roles)
-            results = [evaluate(b.root / name, d, args.score, args.by) for d in args.data]
+            results = [
+                evaluate(b.root / name, d, args.score, args.by, args.mirror) for d in args.data
+            ]
     for r in results:
         classes = " ".join(f"{k} {v['ap50']:.3f}/{v['ap']:.3f}" for k, v in r["per_class"].items())
         sizes = " ".join(

@@ -134,6 +134,7 @@ def line_runtime(
             cfg.postprocess,
             grid,
             cfg.model.tile_overlap,
+            cfg.model.mirror,
         )
         io = stack.enter_context(LineIO(cfg.gpio, pin_factory))
         if cfg.gpio.energise_to == "reject":

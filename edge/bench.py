@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import StagedBackend
 from .decision import DecisionConfig, decide
-from .detector import detect_tiles
+from .detector import detect_mirrored, detect_tiles
 from .errors import FodError
 from .health import check_outputs
 from .model_info import ModelInfo
@@ -40,6 +40,7 @@ class BenchConfig:
     frames: int = 12  # frames per container, for the decision stage
     tiles: Tuple[int, int] = (1, 1)  # COLSxROWS model calls per frame, as model.tiles
     tile_overlap: int = 32
+    mirror: bool = False  # each frame also run mirrored left-right, as model.mirror
 
 
 def synthetic_frames(
@@ -142,6 +143,7 @@ def run_bench(
         "fps": stats["end_to_end"].throughput_per_s,
         "batch": cfg.batch,
         "tiles": f"{cfg.tiles[0]}x{cfg.tiles[1]}",
+        "mirror": cfg.mirror,
         "frame_size": [int(frames[0].shape[1]), int(frames[0].shape[0])],  # as read: W, H
         "iterations": len(timer.times["end_to_end"]),
     }
@@ -155,20 +157,24 @@ def _detect_frames(
     post: PostprocessConfig,
 ) -> Tuple[List[Detections], Dict[str, float]]:
     """The frames through the model as the detector runs them (whole in one call, or tile
-    by tile) -> their detections and the ms of each stage."""
+    by tile; with `cfg.mirror` again mirrored, merged) -> their detections and the ms of
+    each stage."""
     spans: Dict[str, float] = defaultdict(float)
     t0 = clock()
-    if cfg.tiles == (1, 1):
-        dets = _timed_call(backend, info, frames, post, spans)
-    else:
+
+    def one_view(images: Sequence[np.ndarray]) -> List[Detections]:
+        if cfg.tiles == (1, 1):
+            return _timed_call(backend, info, images, post, spans)
 
         def one(tile: np.ndarray) -> Detections:
             return _timed_call(backend, info, [tile], post, spans)[0]
 
-        dets = [
-            detect_tiles(f, cfg.tiles, cfg.tile_overlap, info.input_size, one, post) for f in frames
+        return [
+            detect_tiles(f, cfg.tiles, cfg.tile_overlap, info.input_size, one, post) for f in images
         ]
-    # What no call timed (cutting tiles, merging them) is the postprocess's.
+
+    dets = detect_mirrored(frames, one_view, post) if cfg.mirror else one_view(frames)
+    # What no call timed (cutting tiles, merging views) is the postprocess's.
     inside = spans["preprocess"] + spans["inference"] + spans["postprocess"]
     spans["postprocess"] += max(0.0, (clock() - t0) * 1e3 - inside)
     return dets, spans

@@ -56,6 +56,9 @@ class ModelConfig:
     # tile_overlap px, each run through the model at (nearly) its own pixels; "1x1": whole.
     tiles: str = "1x1"
     tile_overlap: int = 32
+    # Each frame is also run mirrored left-right and the two views' detections merged:
+    # a second look for an unsure particle, at twice the model calls per frame.
+    mirror: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Frames in, detections in frame pixels out: letterbox -> backend -> postprocess -> unletterbox,
 whole or tile by tile (a camera larger than the model input keeps its small particles'
-pixels instead of halving them)."""
+pixels instead of halving them), optionally also mirrored left-right (a second look at
+each frame, merged by NMS)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,26 @@ class EdgeDetector:
         cfg: Optional[PostprocessConfig] = None,
         tiles: Tuple[int, int] = (1, 1),
         overlap: int = 32,
+        mirror: bool = False,
     ) -> None:
         self.backend, self.info = backend, info
         self.cfg = cfg if cfg is not None else PostprocessConfig()
         self.tiles, self.overlap = tiles, overlap
+        self.mirror = mirror
 
     def detect(self, frames: Sequence[np.ndarray]) -> List[Detections]:
         """uint8 frames, RGB [H, W, 3] or grey [H, W], of any size -> detections in each
         frame's pixels. With tiles, each frame is cut into overlapping tiles, each tile
         goes through the model on its own (an engine's batch may be 1) and the tiles'
-        detections are merged by NMS; a bad output of any tile fails the frame."""
+        detections are merged by NMS; a bad output of any tile fails the frame. With
+        `mirror`, each frame is also run mirrored left-right (as a whole or tiled alike),
+        and both views' detections are merged by NMS: twice the model calls; a bad output
+        of either view fails the frame."""
+        if self.mirror:
+            return detect_mirrored(frames, self._detect_view, self.cfg)
+        return self._detect_view(frames)
+
+    def _detect_view(self, frames: Sequence[np.ndarray]) -> List[Detections]:
         if self.tiles != (1, 1):
             return [self._detect_tiled(f) for f in frames]
         return self._detect_whole(frames)
@@ -59,6 +70,28 @@ class EdgeDetector:
             lambda tile: self._detect_whole([np.ascontiguousarray(tile)])[0],
             self.cfg,
         )
+
+
+def detect_mirrored(
+    frames: Sequence[np.ndarray],
+    detect_view: Callable[[Sequence[np.ndarray]], List[Detections]],
+    cfg: PostprocessConfig,
+) -> List[Detections]:
+    """Each frame through `detect_view` as it is and mirrored left-right -> per frame, both
+    views' detections in the frame's pixels, merged by class-wise NMS."""
+    plain = detect_view(frames)
+    flipped = detect_view([np.ascontiguousarray(f[:, ::-1]) for f in frames])
+    return [
+        merge_detections([d, mirrored(m, f.shape[1])], cfg)
+        for f, d, m in zip(frames, plain, flipped)
+    ]
+
+
+def mirrored(d: Detections, width: int) -> Detections:
+    """Detections of a frame mirrored left-right -> the same objects in the frame's pixels."""
+    b = d.boxes  # [N, 4] xyxy
+    boxes = np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], axis=1)
+    return Detections(boxes.astype(np.float32).reshape(-1, 4), d.scores, d.labels)
 
 
 def detect_tiles(

@@ -136,7 +136,9 @@ def check_timing(
             backend, _ = stack.enter_context(opened_model(cfg))
         info = backend.info
         shape, grid = frames_for_model(cfg, info.input_size, info.input_layout)
-        detector = EdgeDetector(backend, info, cfg.postprocess, grid, cfg.model.tile_overlap)
+        detector = EdgeDetector(
+            backend, info, cfg.postprocess, grid, cfg.model.tile_overlap, cfg.model.mirror
+        )
         rule_cfg = cfg.decision.in_frame(shape[0])
         read = synthetic_frames((shape[1], shape[0]), cfg.camera.mono)
         times = []
@@ -152,6 +154,7 @@ def check_timing(
     budget = cfg.gpio.delay_ms - cfg.timing.decision_margin_ms
     total = worst + (capture_ms or 0.0)
     cut = "" if grid == (1, 1) else f" in {grid[0]}x{grid[1]} tiles"
+    cut += ", mirrored too" if cfg.model.mirror else ""
     what = f"{cfg.camera.frames} frames {shape[1]}x{shape[0]}{cut}: model + decision {worst:.0f} ms"
     if capture_ms is None:
         what += " (capture not measured)"

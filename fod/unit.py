@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tile-overlap", type=int, default=32, help="px, as model.tile_overlap")
     p.add_argument(
+        "--mirror",
+        action="store_true",
+        help="run each frame again mirrored left-right and merge, as model.mirror (2x the calls)",
+    )
+    p.add_argument(
         "--frame-size",
         type=size_wh,
         help="synthetic frames' WxH, e.g. the camera's (default: the model input's)",
@@ -167,9 +172,10 @@ def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict
         args.duration,
         tiles=args.tiles,
         tile_overlap=args.tile_overlap,
+        mirror=args.mirror,
     )
-    if backend_name == "torch" and args.tiles != (1, 1):
-        raise FodError("--tiles times the edge path: use a bundle's backend, not torch")
+    if backend_name == "torch" and (args.tiles != (1, 1) or args.mirror):
+        raise FodError("--tiles and --mirror time the edge path: use a bundle's backend, not torch")
     with contextlib.ExitStack() as stack:
         if backend_name == "torch":
             from training.bench_torch import TorchBackend
@@ -246,6 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "bench.json", {"runs": runs})
         cut = "" if args.tiles == (1, 1) else f" ({args.tiles[0]}x{args.tiles[1]} tiles a frame)"
+        cut += ", mirrored too" if args.mirror else ""
         title = f"end-to-end latency per batch of {args.batch}{cut}, {runs[0]['device']['board']}"
         latency_histogram(series, args.out / "latency_hist.png", title)
     if args.json:
@@ -263,6 +270,7 @@ def _print_table(runs: List[Dict[str, Any]]) -> None:
         d = r["device"]
         w, h = r["frame_size"]
         cut = "" if r["tiles"] == "1x1" else f" in {r['tiles']} tiles"
+        cut += ", mirrored too" if r.get("mirror") else ""
         print(
             f"{r['label']} [{r['backend']}, {r['precision']}, {r['model']['input']}, "
             f"batch {r['batch']}, {r['frames']} frames {w}x{h}{cut}] on {d['board']}"

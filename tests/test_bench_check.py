@@ -278,6 +278,30 @@ def test_bench_with_tiles_times_every_tile_call_of_a_frame() -> None:
         run_bench(ScriptedBackend(info, [1.0] * 8), info, small, too_wide)
 
 
+def test_bench_with_mirror_times_both_views_of_a_frame() -> None:
+    """With `mirror` each frame is two model calls (the frame, then its mirror), with
+    tiles four per view: a frame's compute is the sum of its calls' scripted times."""
+    info = ModelInfo(["a", "b", "c"], (64, 32), [8 * 4, 4 * 2], "-", "x", "uint8_nhw")
+    for tiles, calls in (((1, 1), 2), ((2, 2), 8)):
+        computes = [float(v) for v in range(1, calls * (1 + 6) + 1)]  # 1 warm-up + 6 frames
+        cfg = BenchConfig(batch=1, iters=6, warmup=1, frames=3, tiles=tiles, mirror=True)
+        frames = synthetic_frames((128, 64), True)
+        res = run_bench(ScriptedBackend(info, computes), info, frames, cfg)
+        per_frame = [sum(computes[i : i + calls]) for i in range(calls, len(computes), calls)]
+        assert res["stages"]["compute"] == summarize(per_frame, 1).to_dict()
+        assert res["mirror"] is True
+
+
+def test_fod_bench_mirror(bundle, tmp_path, capsys) -> None:
+    args = ["bench", "--bundle", str(bundle), "--iters", "2", "--warmup", "1", "--mirror"]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["mirror"] is True
+    assert main(args) == 0
+    assert ", mirrored too]" in capsys.readouterr().out
+    assert main([*args, "--backend", "torch", "--bundle", "gfl-r18"]) != 0
+    assert "--mirror time the edge path" in capsys.readouterr().err
+
+
 def test_fod_bench_tiles_on_camera_sized_frames(bundle, tmp_path, capsys) -> None:
     args = ["bench", "--bundle", str(bundle), "--iters", "2", "--warmup", "1"]
     assert main([*args, "--tiles", "2x2", "--frame-size", "640x512", "--json"]) == 0

@@ -57,6 +57,11 @@ def test_timing_runs_the_tiles_the_line_runs(bundle: Path, tmp_path: Path, monke
     c = check_timing(cfg, containers=2)
     assert c.status == OK and "3 frames 640x512 in 2x2 tiles" in c.detail, c
     assert calls["images"] == (2 + 1) * 3 * 4  # warm-up + 2 containers, 3 frames, 4 tiles
+    calls["images"] = 0
+    cfg = _cfg(bundle, tmp_path, gpio=ROOMY, model={"mirror": True})
+    c = check_timing(cfg, containers=2)
+    assert c.status == OK and "3 frames 320x256, mirrored too:" in c.detail, c
+    assert calls["images"] == (2 + 1) * 3 * 2  # each frame and its mirror
 
 
 def test_a_model_that_outputs_nan_fails_the_timing(

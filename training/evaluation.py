@@ -61,11 +61,12 @@ def predict(
 
 
 def predict_onnx(
-    path: Path, data: CocoDetection, threads: Optional[int] = None
+    path: Path, data: CocoDetection, threads: Optional[int] = None, mirror: bool = False
 ) -> List[Dict[str, Any]]:
     """COCO-format detections of an exported (FP32 or Q/DQ INT8) ONNX model, through the edge
-    pipeline: letterbox, ONNX Runtime, numpy postprocess. What is measured here is what the
-    device computes."""
+    pipeline: letterbox, ONNX Runtime, numpy postprocess (with `mirror`, each image also run
+    mirrored and merged, as `model.mirror`). What is measured here is what the device
+    computes."""
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge.detector import EdgeDetector
 
@@ -75,7 +76,7 @@ def predict_onnx(
             f"{path}: classes {backend.info.class_names} differ from "
             f"{data.root}'s {data.class_names}"
         )
-    det = EdgeDetector(backend, backend.info)
+    det = EdgeDetector(backend, backend.info, mirror=mirror)
     cat_ids = [c.id for c in data.coco.categories]
     out: List[Dict[str, Any]] = []
     for i in tqdm(range(len(data)), desc=f"eval {path.name}", unit="img", disable=None):
