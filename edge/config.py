@@ -10,7 +10,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
 from .audit import AuditConfig
 from .decision import DecisionConfig
@@ -239,6 +239,9 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(f"{source}: model.backend must be 'onnxruntime' or 'tensorrt'")
     if not 0 < cfg.postprocess.score_threshold <= 1 or not 0 < cfg.postprocess.nms_iou <= 1:
         raise ConfigError(f"{source}: postprocess thresholds must lie in (0, 1]")
+    for key in ("nms_pre", "max_per_image"):  # 0 keeps no detection: a blind line
+        if getattr(cfg.postprocess, key) < 1:
+            raise ConfigError(f"{source}: postprocess.{key} must be >= 1")
     if cfg.timing.decision_margin_ms >= cfg.gpio.delay_ms:
         raise ConfigError(f"{source}: timing.decision_margin_ms must be below gpio.delay_ms")
     if not 0 < cfg.metrics.port < 65536 and cfg.metrics.port != 0:
@@ -249,6 +252,23 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: metrics.address must be an IP address, got {cfg.metrics.address!r}"
         ) from None
+
+
+def blind_spots(cfg: LineConfig) -> List[str]:
+    """Why no detection could ever reject a container under `cfg` (empty: it can). A line
+    run so passes every container the faults spare; `fod run` refuses it and `fod check`
+    fails it, while `fod simulate` warns (an experiment may reject on faults alone)."""
+    d, out = cfg.decision, []
+    reach = d.moving_weight * cfg.camera.frames
+    if reach < d.min_evidence:
+        out.append(
+            f"decision.min_evidence {d.min_evidence:g} is out of reach: a moving particle seen "
+            f"in all {cfg.camera.frames} camera.frames counts {reach:g} "
+            f"(decision.moving_weight {d.moving_weight:g} a frame)"
+        )
+    if cfg.postprocess.score_threshold >= 1:
+        out.append("postprocess.score_threshold is 1: the model passes on no detection")
+    return out
 
 
 def frames_for_model(

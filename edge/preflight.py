@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .config import LineConfig, check_classes, frames_for_model
+from .config import LineConfig, blind_spots, check_classes, frames_for_model
 from .errors import FodError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -246,6 +246,17 @@ def check_clock(synced: Optional[bool] = None) -> Check:
     return Check("clock", OK if synced else WARN, f"monotonic ({res * 1e9:.0f} ns), wall {how}")
 
 
+def check_decision(cfg: LineConfig) -> Check:
+    """Whether any detection could reject a container (`fod run` refuses a line that
+    could only pass them)."""
+    spots = blind_spots(cfg)
+    if spots:
+        return Check("decision", FAIL, "no detection could reject a container: " + "; ".join(spots))
+    d = cfg.decision
+    reach = d.moving_weight * cfg.camera.frames
+    return Check("decision", OK, f"min_evidence {d.min_evidence:g} of at most {reach:g}")
+
+
 def check_metrics(cfg: LineConfig) -> Check:
     if cfg.metrics.port == 0:
         return Check("metrics", OK, "off")
@@ -274,6 +285,7 @@ def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
 
         checks = [
             ("bundle", lambda: check_bundle(cfg)),
+            ("decision", lambda: check_decision(cfg)),
             ("model", model),
             ("camera", lambda: check_camera(cfg)),
             ("timing", timing),

@@ -87,10 +87,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge.app import run_forever
-    from edge.config import load_config
+    from edge.config import blind_spots, load_config
     from edge.errors import FodError
 
     cfg = load_config(args.config)
+    spots = blind_spots(cfg)
+    if spots:  # a line that could only pass containers
+        raise FodError(f"{args.config}: no detection could reject a container: {'; '.join(spots)}")
     if cfg.camera.source == "sim":
         raise FodError(
             "camera.source is 'sim': use `fod simulate`, or set a camera in the line config"

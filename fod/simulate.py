@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 from fod.args import positive_int
 from fod.line import DEMO_BUNDLE
 from training.data.synth_looks import LOOK_CHOICES
+
+log = logging.getLogger("fod")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,7 +117,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.app import line_runtime
     from edge.audit import read_anchor
     from edge.bundle import open_bundle
-    from edge.config import LineConfig, load_config
+    from edge.config import LineConfig, blind_spots, load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_json
     from edge.knapp import sequences_frame_size
@@ -173,6 +176,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
         containers = load_sequences(seq_dir)
     cfg = _sim_config(args, base, frame_size)
+    for why in blind_spots(cfg):  # an experiment here; `fod run` refuses it
+        log.warning("no detection could reject a container: %s", why)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)
     fb = cfg.gpio.gate_feedback_pin  # wired to the gate relay's auxiliary contact

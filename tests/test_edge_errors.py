@@ -14,8 +14,9 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import check_rollback, line_runtime
 from edge.bundle import open_bundle
-from edge.config import ConfigError, LineConfig, load_config, parse_config
+from edge.config import ConfigError, LineConfig, blind_spots, load_config, parse_config
 from edge.errors import FodError
+from edge.preflight import FAIL, OK, check_decision
 from edge.simulate import FAULT_KINDS, Injector, parse_faults
 from fod.cli import main
 
@@ -42,11 +43,46 @@ from .test_runtime import _cfg, bundle  # noqa: F401
         ({"gpio": {"pulse_ms": 0.0}}, r"gpio\.pulse_ms must be in"),
         ({"gpio": {"gate_feedback_ms": 40.0}}, r"gpio\.gate_feedback_ms must be in \(0, gpio"),
         ({"gpio": {"delay_ms": 50.0}}, r"decision_margin_ms must be below gpio\.delay_ms"),
+        ({"postprocess": {"nms_pre": 0}}, r"postprocess\.nms_pre must be >= 1"),
+        ({"postprocess": {"max_per_image": 0}}, r"postprocess\.max_per_image must be >= 1"),
     ],
 )
 def test_config_values_that_break_the_line_are_refused(data, message) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(data, "line.toml")
+
+
+def test_blind_spots_name_what_keeps_every_detection_from_rejecting() -> None:
+    assert blind_spots(parse_config({})) == []
+    assert blind_spots(parse_config({"camera": {"frames": 2}})) == []  # 2 x 1.5 reaches 3.0
+    one_frame = blind_spots(parse_config({"camera": {"frames": 1}}))
+    assert len(one_frame) == 1 and "min_evidence 3 is out of reach" in one_frame[0]
+    assert "all 1 camera.frames counts 1.5" in one_frame[0]
+    assert "counts 0" in blind_spots(parse_config({"decision": {"moving_weight": 0.0}}))[0]
+    floor = blind_spots(parse_config({"postprocess": {"score_threshold": 1.0}}))
+    assert floor == ["postprocess.score_threshold is 1: the model passes on no detection"]
+    check = check_decision(parse_config({"decision": {"min_evidence": 99.0}}))
+    assert check.status == FAIL and "min_evidence 99 is out of reach" in check.detail
+    assert check_decision(parse_config({})).status == OK
+
+
+def test_fod_run_refuses_a_line_that_could_only_pass_containers(
+    bundle: Path, tmp_path: Path, capsys
+) -> None:
+    """One camera frame with the default min_evidence (two sightings of a moving particle):
+    no detection could ever reject, so every container the faults spare would pass.
+    `fod run` refuses before the pins or the audit are touched."""
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(
+        f'[camera]\nsource = "file:{tmp_path / "cam.avi"}"\nframes = 1\n'
+        f'[model]\nbundle = "{bundle}"\nallow_unsigned = true\n'
+        f'[audit]\nfolder = "{tmp_path / "audit"}"\n[gpio]\npin_factory = "mock"\n'
+    )
+    assert main(["run", "--config", str(cfg), "--allow-mock-pins"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: no detection could reject a container" in err
+    assert "decision.min_evidence 3 is out of reach" in err
+    assert not (tmp_path / "audit").exists()
 
 
 def test_unknown_class_threshold_is_refused(bundle: Path, tmp_path: Path) -> None:

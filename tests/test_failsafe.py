@@ -51,9 +51,11 @@ def _argv(bundle: Path, seqs: Path, out: Path, faults: str, wiring="accept") -> 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_every_fault_class_rejects_physically_and_is_audited(
-    kind: str, bundle: Path, small_set: Path, tmp_path: Path, capsys
+    kind: str, bundle: Path, small_set: Path, tmp_path: Path, capsys, caplog
 ) -> None:
     s = _simulate(bundle, small_set, tmp_path / "sim", f"{kind}=1.0", capsys)
+    # min_evidence 99: only faults can reject here, which `fod run` would refuse to run.
+    assert "no detection could reject a container: decision.min_evidence 99" in caplog.text
     assert s["containers"] == N and s["ghost_containers"] == 0
     assert s["passed_faulty"] == 0 and s["audit_disagrees"] == 0
     assert main(["audit", "verify", str(tmp_path / "sim" / "audit")]) == 0
