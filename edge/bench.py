@@ -24,7 +24,7 @@ from .backends import StagedBackend
 from .decision import DecisionConfig, decide
 from .detector import detect_mirrored, detect_tiles
 from .errors import FodError
-from .health import check_outputs
+from .health import check_outputs, check_shapes
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, select_per_image
 from .preprocess import boxes_to_source, letterbox, tile_windows
@@ -195,6 +195,7 @@ def _timed_call(
     t1 = clock()
     boxes, scores = backend.run(x)
     t2 = clock()
+    check_shapes(boxes, scores, len(images), info)
     check_outputs(boxes, scores)
     out = []
     for b, s, lb in zip(boxes, scores, lbs):

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backends import Backend
-from .health import check_outputs
+from .health import check_outputs, check_shapes
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, merge_detections, select_per_image
 from .preprocess import boxes_to_source, letterbox, tile_windows
@@ -53,6 +53,7 @@ class EdgeDetector:
         detections in each image's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
         boxes, scores = self.backend.infer(np.stack(boxed))
+        check_shapes(boxes, scores, len(boxed), self.info)  # missing anchors: not "clean"
         check_outputs(boxes, scores)  # NaN or out-of-range scores must not read as "clean"
         out = []
         for b, s, lb in zip(boxes, scores, lbs):

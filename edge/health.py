@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .errors import FodError
+from .model_info import ModelInfo
 
 
 class BadOutput(FodError):
@@ -69,6 +70,18 @@ def frame_fault(
     ):
         return "frame_health", "frozen: identical to the previous frame"
     return None
+
+
+def check_shapes(boxes: np.ndarray, scores: np.ndarray, images: int, info: ModelInfo) -> None:
+    """Raise BadOutput unless boxes are [images, A, 4] and scores [images, A, C] for the
+    model's A anchor points (`info.level_counts`) and C classes: a backend that hands back
+    fewer anchors (a wrong or broken engine) would otherwise read as a clean frame."""
+    want_a, want_c = int(sum(info.level_counts)), len(info.class_names)
+    if boxes.shape != (images, want_a, 4) or scores.shape != (images, want_a, want_c):
+        raise BadOutput(
+            f"backend outputs boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)}, "
+            f"expected ({images}, {want_a}, 4) and ({images}, {want_a}, {want_c})"
+        )
 
 
 def check_outputs(boxes: np.ndarray, scores: np.ndarray) -> None:
