@@ -8,6 +8,7 @@ unit: a line that cannot decide before the gate would reject every container.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import socket
 import subprocess
@@ -253,8 +254,14 @@ def check_decision(cfg: LineConfig) -> Check:
     if spots:
         return Check("decision", FAIL, "no detection could reject a container: " + "; ".join(spots))
     d = cfg.decision
-    reach = d.moving_weight * cfg.camera.frames
-    return Check("decision", OK, f"min_evidence {d.min_evidence:g} of at most {reach:g}")
+    # Not blind, so a positive min_evidence comes with a positive moving_weight.
+    need = 1 if d.min_evidence <= 0 else max(1, math.ceil(d.min_evidence / d.moving_weight - 1e-9))
+    return Check(
+        "decision",
+        OK,
+        f"a moving particle rejects from {need} of {cfg.camera.frames} frames "
+        f"(min_evidence {d.min_evidence:g}, moving_weight {d.moving_weight:g})",
+    )
 
 
 def check_metrics(cfg: LineConfig) -> Check:

@@ -63,7 +63,10 @@ def test_blind_spots_name_what_keeps_every_detection_from_rejecting() -> None:
     assert floor == ["postprocess.score_threshold is 1: the model passes on no detection"]
     check = check_decision(parse_config({"decision": {"min_evidence": 99.0}}))
     assert check.status == FAIL and "min_evidence 99 is out of reach" in check.detail
-    assert check_decision(parse_config({})).status == OK
+    ok = check_decision(parse_config({}))
+    assert ok.status == OK and "a moving particle rejects from 2 of 12 frames" in ok.detail
+    zero = check_decision(parse_config({"decision": {"min_evidence": 0.0, "moving_weight": 0.0}}))
+    assert zero.status == OK and "rejects from 1 of 12" in zero.detail  # no division by 0
 
 
 def test_fod_run_refuses_a_line_that_could_only_pass_containers(
