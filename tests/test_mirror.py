@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from edge.app import line_runtime
 from edge.config import ConfigError, parse_config
 from edge.detector import EdgeDetector, mirrored
 from edge.health import BadOutput
 from edge.postprocess import Detections
-from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _spoil_call, _two_containers, bundle  # noqa: F401
 from .test_tiles import Blobs
 
 
@@ -71,16 +67,7 @@ def test_an_object_both_views_see_is_one_detection_also_in_tiles() -> None:
 
 
 def test_a_bad_output_of_the_mirrored_view_fails_the_frame() -> None:
-    be = Blobs((64, 48))
-    real = be.infer
-
-    def nan_on_second(images):
-        boxes, scores = real(images)
-        if be.calls == 2:
-            scores[:] = np.nan
-        return boxes, scores
-
-    be.infer = nan_on_second  # type: ignore[method-assign]
+    be = Blobs((64, 48), nan_on=2)  # the mirrored view's call
     with pytest.raises(BadOutput):
         EdgeDetector(be, be.info, mirror=True).detect([np.zeros((48, 64), np.uint8)])
 
@@ -96,31 +83,9 @@ def test_a_mirrored_view_gone_bad_rejects_the_container_at_the_gate(bundle: Path
     model runs twice a frame; NaN scores from the mirrored view of the second frame reject
     the container - no pulse on the gate - and the audit names the fault; the next
     container, every view sound, is decided by the model."""
-    calls = {"n": 0}
-
-    def wrap(be):
-        class NanOnFourth:
-            def infer(self, images):
-                boxes, scores = be.infer(images)
-                calls["n"] += 1
-                if calls["n"] == 4:
-                    scores = np.full_like(scores, np.nan)
-                return boxes, scores
-
-        return NanOnFourth()
-
-    f = MockFactory()
+    wrap, calls = _spoil_call(4, lambda boxes, scores: (boxes, np.full_like(scores, np.nan)))
     cfg = _cfg(bundle, tmp_path, model={"mirror": True}, gpio={"delay_ms": 5000})
-    outcomes: list = []
-    with line_runtime(cfg, f, wrap, outcomes.append) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        for cid in ("c0", "c1"):
-            rt.submit(Job(cid, time.monotonic(), _frames(3, (256, 320, 3))))
-            assert rt.drain(20)
-        assert rt.io.pulses.wait_idle(15)
-        states = [s.state for s in pin.states]
-    rows = _rows(tmp_path)
+    rows, states = _two_containers(cfg, wrap, (256, 320, 3))
     assert rows["c0"][:2] == ("reject", "bad_output")
     assert calls["n"] == 4 + 6  # c0 stops at its second frame's mirror; c1: 3 frames x 2
     assert rows["c1"][1] is None  # decided by the model, whatever it decided

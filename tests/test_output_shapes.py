@@ -3,20 +3,16 @@ count, a missing image) is a bad output - a reject - never a frame with nothing 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from edge.app import line_runtime
 from edge.health import BadOutput, check_shapes
 from edge.model_info import ModelInfo
-from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _spoil_call, _two_containers, bundle  # noqa: F401
 
 INFO = ModelInfo(["fiber", "particle", "glass_flake"], (64, 32), [32, 8], "0" * 64, "t")
 
@@ -45,31 +41,9 @@ def test_a_backend_that_drops_anchors_rejects_the_container_at_the_gate(
     anchor points on the second call - every score of them 0, a frame that would read as
     clean - rejects that container with no pulse on the gate, audited as a bad output; the
     next container, whole outputs again, is accepted and pulsed."""
-    calls = {"n": 0}
-
-    def wrap(be):
-        class Truncating:
-            def infer(self, images):
-                boxes, scores = be.infer(images)
-                calls["n"] += 1
-                if calls["n"] == 2:
-                    return boxes[:, :100], np.zeros_like(scores[:, :100])
-                return boxes, scores
-
-        return Truncating()
-
-    f = MockFactory()
+    wrap, _ = _spoil_call(2, lambda boxes, scores: (boxes[:, :100], np.zeros_like(scores[:, :100])))
     cfg = _cfg(bundle, tmp_path, gpio={"delay_ms": 5000}, decision={"min_evidence": 99.0})
-    outcomes: list = []
-    with line_runtime(cfg, f, wrap, outcomes.append) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        for cid in ("c0", "c1"):
-            rt.submit(Job(cid, time.monotonic(), _frames(3, (256, 320, 3))))
-            assert rt.drain(20)
-        assert rt.io.pulses.wait_idle(15)
-        states = [s.state for s in pin.states]
-    rows = _rows(tmp_path)
+    rows, states = _two_containers(cfg, wrap, (256, 320, 3))
     assert rows["c0"][:2] == ("reject", "bad_output")
     assert "expected (1, " in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)

@@ -4,24 +4,20 @@ once, and a bad output of one tile rejecting the container at the gate."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Tuple
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from edge.app import line_runtime
 from edge.config import ConfigError, parse_config
 from edge.detector import EdgeDetector
 from edge.health import BadOutput
 from edge.model_info import ModelInfo
 from edge.preprocess import letterbox_params, parse_grid, tile_windows
-from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _refused_at_start, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _refused_at_start, _spoil_call, _two_containers, bundle  # noqa: F401
 
 
 @pytest.mark.parametrize(
@@ -66,10 +62,11 @@ def test_one_tile_is_the_frame_and_bad_grids_are_refused() -> None:
 
 class Blobs:
     """A backend that 'detects' the bright pixels of its input: one box around them,
-    class 1, score 0.9 (model pixels), so a test knows where each tile saw what."""
+    class 1, score 0.9 (model pixels), so a test knows where each tile saw what; its
+    `nan_on`-th call (1-based; 0: none) returns NaN scores."""
 
-    def __init__(self, wh: Tuple[int, int]) -> None:
-        self.calls = 0
+    def __init__(self, wh: Tuple[int, int], nan_on: int = 0) -> None:
+        self.calls, self.nan_on = 0, nan_on
         self.info = ModelInfo(["fiber", "particle", "glass_flake"], wh, [1], "0" * 64, "t")
 
     def infer(self, images: np.ndarray):
@@ -81,6 +78,8 @@ class Blobs:
             if len(xs):
                 boxes[i, 0] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
                 scores[i, 0, 1] = 0.9
+        if self.calls == self.nan_on:
+            scores[:] = np.nan
         return boxes, scores
 
 
@@ -107,16 +106,7 @@ def test_whole_frame_detection_is_unchanged_by_the_tiling_code() -> None:
 
 
 def test_a_bad_output_of_one_tile_fails_the_frame() -> None:
-    be = Blobs((64, 48))
-    real = be.infer
-
-    def nan_on_third(images):
-        boxes, scores = real(images)
-        if be.calls == 3:
-            scores[:] = np.nan
-        return boxes, scores
-
-    be.infer = nan_on_third  # type: ignore[method-assign]
+    be = Blobs((64, 48), nan_on=3)
     det = EdgeDetector(be, be.info, tiles=(2, 2), overlap=8)
     with pytest.raises(BadOutput):
         det.detect([np.zeros((88, 120), np.uint8)])
@@ -127,34 +117,12 @@ def test_a_tile_gone_bad_rejects_the_container_at_the_gate(bundle: Path, tmp_pat
     runs 4 times a frame; NaN scores from one tile of the second frame reject the container
     - no pulse on the gate - and the audit names the fault; the next container, all tiles
     sound, is decided by the model."""
-    calls = {"n": 0}
-
-    def wrap(be):
-        class NanOnSixth:
-            def infer(self, images):
-                boxes, scores = be.infer(images)
-                calls["n"] += 1
-                if calls["n"] == 6:
-                    scores = np.full_like(scores, np.nan)
-                return boxes, scores
-
-        return NanOnSixth()
-
-    f = MockFactory()
+    wrap, calls = _spoil_call(6, lambda boxes, scores: (boxes, np.full_like(scores, np.nan)))
     # A roomy gate (4 model calls a frame on a loaded CI core must not read as a stall).
     gpio = {"delay_ms": 5000}
     cam = {"width": 640, "height": 512}
     cfg = _cfg(bundle, tmp_path, model={"tiles": "2x2"}, camera=cam, gpio=gpio)
-    outcomes: list = []
-    with line_runtime(cfg, f, wrap, outcomes.append) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        for cid in ("c0", "c1"):
-            rt.submit(Job(cid, time.monotonic(), _frames(3, (512, 640, 3))))
-            assert rt.drain(20)
-        assert rt.io.pulses.wait_idle(15)
-        states = [s.state for s in pin.states]
-    rows = _rows(tmp_path)
+    rows, states = _two_containers(cfg, wrap, (512, 640, 3))
     assert rows["c0"][:2] == ("reject", "bad_output")
     assert calls["n"] == 6 + 12  # c0 stops at its bad tile; c1: 3 frames x 4 tiles
     assert rows["c1"][1] is None  # decided by the model, whatever it decided
