@@ -43,6 +43,12 @@ class BenchConfig:
     mirror: bool = False  # each frame also run mirrored left-right, as model.mirror
 
 
+def views_label(tiles: str, mirror: bool) -> str:
+    """How a frame goes through the model, for reports: e.g. " in 2x2 tiles, mirrored too"
+    ("" for whole, once)."""
+    return ("" if tiles == "1x1" else f" in {tiles} tiles") + (", mirrored too" if mirror else "")
+
+
 def synthetic_frames(
     size: tuple, mono: bool, count: int = 8, seed: int = 0
 ) -> Callable[[], np.ndarray]:

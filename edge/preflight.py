@@ -127,7 +127,7 @@ def check_timing(
     gate leaves: `gpio.delay_ms - timing.decision_margin_ms`. Over it fails (every
     container would be rejected late, or as a stall); over `headroom` of it warns.
     `backend`: one `opened_model` already loaded (the preflight's), else opened here."""
-    from .bench import synthetic_frames
+    from .bench import synthetic_frames, views_label
     from .decision import decide
     from .detector import EdgeDetector
     from .verdict import judge
@@ -154,8 +154,7 @@ def check_timing(
     worst = max(times)
     budget = cfg.gpio.delay_ms - cfg.timing.decision_margin_ms
     total = worst + (capture_ms or 0.0)
-    cut = "" if grid == (1, 1) else f" in {grid[0]}x{grid[1]} tiles"
-    cut += ", mirrored too" if cfg.model.mirror else ""
+    cut = views_label(f"{grid[0]}x{grid[1]}", cfg.model.mirror)
     what = f"{cfg.camera.frames} frames {shape[1]}x{shape[0]}{cut}: model + decision {worst:.0f} ms"
     if capture_ms is None:
         what += " (capture not measured)"

@@ -87,13 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge.app import run_forever
-    from edge.config import blind_spots, load_config
+    from edge.config import load_config
     from edge.errors import FodError
+    from edge.preflight import FAIL, check_decision
 
     cfg = load_config(args.config)
-    spots = blind_spots(cfg)
-    if spots:  # a line that could only pass containers
-        raise FodError(f"{args.config}: no detection could reject a container: {'; '.join(spots)}")
+    decision = check_decision(cfg)
+    if decision.status == FAIL:  # a line that could only pass containers
+        raise FodError(f"{args.config}: {decision.detail}")
     if cfg.camera.source == "sim":
         raise FodError(
             "camera.source is 'sim': use `fod simulate`, or set a camera in the line config"

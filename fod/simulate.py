@@ -117,10 +117,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.app import line_runtime
     from edge.audit import read_anchor
     from edge.bundle import open_bundle
-    from edge.config import LineConfig, blind_spots, load_config
+    from edge.config import LineConfig, load_config
     from edge.errors import FodError
     from edge.fsutil import atomic_write_json
     from edge.knapp import sequences_frame_size
+    from edge.preflight import FAIL, check_decision
     from edge.sim_camera import SimCamera
     from edge.simulate import (
         FaultyBackend,
@@ -176,8 +177,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
         containers = load_sequences(seq_dir)
     cfg = _sim_config(args, base, frame_size)
-    for why in blind_spots(cfg):  # an experiment here; `fod run` refuses it
-        log.warning("no detection could reject a container: %s", why)
+    decision = check_decision(cfg)
+    if decision.status == FAIL:  # an experiment here; `fod run` refuses it
+        log.warning("%s", decision.detail)
     injector = Injector(faults, args.seed)
     factory = MockFactory(pin_class=FaultyPin)
     fb = cfg.gpio.gate_feedback_pin  # wired to the gate relay's auxiliary contact

@@ -265,12 +265,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _print_table(runs: List[Dict[str, Any]]) -> None:
+    from edge.bench import views_label
+
     cols = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
     for r in runs:
         d = r["device"]
         w, h = r["frame_size"]
-        cut = "" if r["tiles"] == "1x1" else f" in {r['tiles']} tiles"
-        cut += ", mirrored too" if r.get("mirror") else ""
+        cut = views_label(r["tiles"], r.get("mirror", False))
         print(
             f"{r['label']} [{r['backend']}, {r['precision']}, {r['model']['input']}, "
             f"batch {r['batch']}, {r['frames']} frames {w}x{h}{cut}] on {d['board']}"

@@ -11,8 +11,9 @@ import pytest
 from edge.health import BadOutput, check_shapes
 from edge.model_info import ModelInfo
 
+from .gate_run import _spoil_call, _two_containers
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _spoil_call, _two_containers, bundle  # noqa: F401
+from .test_runtime import _cfg, bundle  # noqa: F401
 
 INFO = ModelInfo(["fiber", "particle", "glass_flake"], (64, 32), [32, 8], "0" * 64, "t")
 

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -83,40 +83,6 @@ def _rows(tmp: Path):
     ).fetchall()
     db.close()
     return {r[0]: r[1:] for r in rows}
-
-
-def _spoil_call(n: int, spoil: Callable) -> Tuple[Callable, Dict[str, int]]:
-    """A `wrap_backend` whose backend's `n`-th call returns spoil(boxes, scores) instead of
-    its outputs -> (wrap, the call counter)."""
-    calls = {"n": 0}
-
-    def wrap(be):
-        class Spoiled:
-            def infer(self, images):
-                boxes, scores = be.infer(images)
-                calls["n"] += 1
-                return spoil(boxes, scores) if calls["n"] == n else (boxes, scores)
-
-        return Spoiled()
-
-    return wrap, calls
-
-
-def _two_containers(
-    cfg: LineConfig, wrap: Callable, shape: Tuple[int, ...]
-) -> Tuple[Dict[str, tuple], List[bool]]:
-    """Containers c0 then c1 (3 random frames of `shape` each) through the runtime on
-    MockFactory pins -> their audit rows and the gate pin's states from c0's trigger on."""
-    f = MockFactory()
-    with line_runtime(cfg, f, wrap, lambda o: None) as rt:
-        pin = f.pin(cfg.gpio.ejector_pin)
-        pin.clear_states()
-        for cid in ("c0", "c1"):
-            rt.submit(Job(cid, time.monotonic(), _frames(3, shape)))
-            assert rt.drain(20)
-        assert rt.io.pulses.wait_idle(15)
-        states = [s.state for s in pin.states]
-    return _rows(cfg.audit.folder.parent), states
 
 
 def test_every_fault_class_rejects_and_is_audited(bundle: Path, tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from edge.health import BadOutput
 from edge.model_info import ModelInfo
 from edge.preprocess import letterbox_params, parse_grid, tile_windows
 
+from .gate_run import _spoil_call, _two_containers
 from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _refused_at_start, _spoil_call, _two_containers, bundle  # noqa: F401
+from .test_runtime import _cfg, _refused_at_start, bundle  # noqa: F401
 
 
 @pytest.mark.parametrize(
