@@ -11,7 +11,6 @@ when that subsample repeats).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -19,6 +18,8 @@ import numpy as np
 
 from .errors import FodError
 from .model_info import ModelInfo
+
+INVERTED_PX = 0.5  # px of slack before an x1 < x0 box is a broken output
 
 
 class BadOutput(FodError):
@@ -85,15 +86,35 @@ def check_shapes(boxes: np.ndarray, scores: np.ndarray, images: int, info: Model
 
 
 def check_outputs(boxes: np.ndarray, scores: np.ndarray) -> None:
-    """Raise BadOutput unless boxes [N, A, 4] are finite and scores [N, A, C] lie in [0, 1].
+    """Raise BadOutput unless boxes [N, A, 4] are finite, xyxy (no side below
+    -`INVERTED_PX`) and not all one value per image, and scores [N, A, C] lie in [0, 1] and
+    are not all one value per image.
 
-    One reduction per array (a per-frame cost on the line): NaN propagates through sum,
-    min and max, and a sum of finite box coordinates stays finite."""
-    if boxes.size and not math.isfinite(float(boxes.sum(dtype=np.float64))):
-        raise BadOutput("non-finite box coordinates from the backend")
+    A trained model's boxes are anchor points plus non-negative distances, so they span
+    the input and never invert, and its scores differ from anchor to anchor: a buffer the
+    backend never wrote (all zeros) or a dead head would otherwise read as a clean frame,
+    and an inverted box would fall under `min_size` and be dropped. A few reductions per
+    array (a per-frame cost on the line): NaN propagates through min and max."""
+    n = len(boxes)
+    if boxes.size:
+        flat = boxes.reshape(n, -1)  # [N, A*4]
+        lo, hi = flat.min(axis=1), flat.max(axis=1)  # [N]
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise BadOutput("non-finite box coordinates from the backend")
+        if (lo == hi).any():
+            raise BadOutput(f"every box coordinate is {float(lo[lo == hi][0]):.3g}: a dead output")
+        # Width and height apart: 1-D strided differences are 5x faster than one [N, A, 2].
+        side = float(
+            min((boxes[..., 2] - boxes[..., 0]).min(), (boxes[..., 3] - boxes[..., 1]).min())
+        )
+        if side < -INVERTED_PX:
+            raise BadOutput(f"inverted boxes from the backend (a side of {side:.3g} px)")
     if scores.size:
-        lo, hi = float(scores.min()), float(scores.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
+        flat = scores.reshape(len(scores), -1)  # [N, A*C]
+        lo, hi = flat.min(axis=1), flat.max(axis=1)  # [N]
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             raise BadOutput("non-finite scores from the backend")
-        if lo < 0.0 or hi > 1.0:
-            raise BadOutput(f"scores outside [0, 1] ({lo:.3g}..{hi:.3g})")
+        if lo.min() < 0.0 or hi.max() > 1.0:
+            raise BadOutput(f"scores outside [0, 1] ({lo.min():.3g}..{hi.max():.3g})")
+        if flat.shape[1] > 1 and (lo == hi).any():
+            raise BadOutput(f"every score is {float(lo[lo == hi][0]):.3g}: a dead output")

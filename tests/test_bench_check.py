@@ -19,6 +19,7 @@ from edge.preflight import check_clock
 from edge.timing import StageTimer, repeat, summarize
 from fod.cli import main
 
+from .quiet import quiet_outputs
 from .test_export import exported  # noqa: F401
 from .test_runtime import bundle  # noqa: F401
 
@@ -63,7 +64,7 @@ class ScriptedBackend:
     def run(self, x: np.ndarray):
         self.last_times = {"compute": next(self.computes)}
         n = len(x)
-        return np.zeros((n, self.a, 4), np.float32), np.zeros((n, self.a, 3), np.float32)
+        return quiet_outputs(n, self.a, 3)
 
     def infer(self, images: np.ndarray):
         return self.run(images)

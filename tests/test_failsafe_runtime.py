@@ -141,10 +141,11 @@ def test_frame_health() -> None:
     assert frame_fault(np.full_like(ok, 255), (64, 80))[1].startswith("saturated")
     assert frame_fault(np.full_like(ok, 120), (64, 80))[1].startswith("uniform")
     assert frame_fault(ok, (64, 80), ok.copy())[1].startswith("frozen")
+    boxes = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]], np.float32)  # [1, 2, 4]
     with pytest.raises(BadOutput, match="non-finite scores"):
-        check_outputs(np.zeros((1, 2, 4)), np.array([[[0.1], [np.nan]]]))
+        check_outputs(boxes, np.array([[[0.1], [np.nan]]]))
     with pytest.raises(BadOutput, match="outside"):
-        check_outputs(np.zeros((1, 1, 4)), np.array([[[7.0]]]))
+        check_outputs(boxes, np.array([[[0.1], [7.0]]]))
 
 
 def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, capsys) -> None:

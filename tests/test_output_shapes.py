@@ -1,5 +1,6 @@
 """A backend whose outputs do not have the model's shape (fewer anchors, another class
-count, a missing image) is a bad output - a reject - never a frame with nothing in it."""
+count, a missing image), or outputs no trained model gives (a buffer never written, a dead
+head, boxes inside out), is a bad output - a reject - never a frame with nothing in it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.health import BadOutput, check_shapes
+from edge.health import BadOutput, check_outputs, check_shapes
 from edge.model_info import ModelInfo
 
 from .gate_run import _spoil_call, _two_containers
+from .quiet import quiet_outputs
 from .test_export import exported  # noqa: F401
 from .test_runtime import _cfg, bundle  # noqa: F401
 
@@ -47,5 +49,51 @@ def test_a_backend_that_drops_anchors_rejects_the_container_at_the_gate(
     rows, states = _two_containers(cfg, wrap, (256, 320, 3))
     assert rows["c0"][:2] == ("reject", "bad_output")
     assert "expected (1, " in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
+    assert states == [False, True, False]  # off, then one pulse: c1's; none for c0
+
+
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (lambda b, s: (np.zeros_like(b), np.zeros_like(s)), "every box coordinate is 0"),
+        (lambda b, s: (b, np.full_like(s, 0.02)), "every score is 0.02"),
+        (lambda b, s: (b[..., [2, 3, 0, 1]], s), "inverted boxes"),
+    ],
+    ids=["zero-buffer", "dead-head", "inverted"],
+)
+def test_dead_or_inverted_outputs_are_bad(spoil, match) -> None:
+    boxes, scores = quiet_outputs(2, 40, 3)
+    check_outputs(boxes, scores)  # a healthy model's quiet frame passes
+    check_outputs(*quiet_outputs(1, 1, 3))  # one anchor: still boxes and scores that differ
+    with pytest.raises(BadOutput, match=match):
+        check_outputs(*spoil(boxes, scores))
+    one = spoil(boxes, scores)  # the second image alone spoiled fails the call too
+    with pytest.raises(BadOutput, match=match):
+        check_outputs(
+            np.concatenate([boxes[:1], one[0][1:]]), np.concatenate([scores[:1], one[1][1:]])
+        )
+
+
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (lambda b, s: (np.zeros_like(b), np.zeros_like(s)), "every box coordinate is 0"),
+        # Every box turned inside out and scored sure: each would fall under min_size.
+        (lambda b, s: (b[..., [2, 3, 0, 1]], np.where(s == s.max(), 0.95, s)), "inverted"),
+    ],
+    ids=["zero-buffer", "inverted"],
+)
+def test_a_dead_or_inverted_output_rejects_the_container_at_the_gate(
+    bundle: Path, tmp_path: Path, spoil, match
+):
+    """Through the runtime (real ONNX Runtime, MockFactory pins, a decision that accepts
+    whatever the model sees): a backend whose second call hands back an unwritten (all
+    zero) buffer, or its boxes inside out, rejects that container - no pulse on the gate,
+    audited as a bad output - and the next container is accepted and pulsed."""
+    wrap, _ = _spoil_call(2, spoil)
+    cfg = _cfg(bundle, tmp_path, gpio={"delay_ms": 5000}, decision={"min_evidence": 99.0})
+    rows, states = _two_containers(cfg, wrap, (256, 320, 3))
+    assert rows["c0"][:2] == ("reject", "bad_output") and match in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
     assert states == [False, True, False]  # off, then one pulse: c1's; none for c0

@@ -17,6 +17,7 @@ from edge.model_info import ModelInfo
 from edge.preprocess import letterbox_params, parse_grid, tile_windows
 
 from .gate_run import _spoil_call, _two_containers
+from .quiet import quiet_outputs
 from .test_export import exported  # noqa: F401
 from .test_runtime import _cfg, _refused_at_start, bundle  # noqa: F401
 
@@ -72,8 +73,7 @@ class Blobs:
 
     def infer(self, images: np.ndarray):
         self.calls += 1
-        boxes = np.zeros((len(images), 1, 4), np.float32)
-        scores = np.zeros((len(images), 1, 3), np.float32)
+        boxes, scores = quiet_outputs(len(images), 1, 3)
         for i, img in enumerate(images):
             ys, xs = np.nonzero(img > 200)
             if len(xs):
