@@ -268,7 +268,20 @@ def blind_spots(cfg: LineConfig) -> List[str]:
         )
     if cfg.postprocess.score_threshold >= 1:
         out.append("postprocess.score_threshold is 1: the model passes on no detection")
+    # A track starts at its class's threshold; at 1 only unsure tracks (track_threshold,
+    # unsure_weight) can still reach min_evidence. Classes the model has but the config
+    # does not name take decision.score_threshold.
+    unsure_reach = reach * d.unsure_weight if d.track_threshold < 1 else 0.0
+    if unsure_reach < d.min_evidence:
+        named = {f"class_thresholds.{n}": t for n, t in sorted(d.class_thresholds.items())}
+        for key, thr in {"score_threshold": d.score_threshold, **named}.items():
+            if thr >= 1:
+                out.append(f"decision.{key} is 1: no track of {_whom(key)} starts")
     return out
+
+
+def _whom(key: str) -> str:
+    return "any class not in class_thresholds" if "." not in key else key.split(".", 1)[1]
 
 
 def frames_for_model(

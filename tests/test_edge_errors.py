@@ -61,6 +61,19 @@ def test_blind_spots_name_what_keeps_every_detection_from_rejecting() -> None:
     assert "counts 0" in blind_spots(parse_config({"decision": {"moving_weight": 0.0}}))[0]
     floor = blind_spots(parse_config({"postprocess": {"score_threshold": 1.0}}))
     assert floor == ["postprocess.score_threshold is 1: the model passes on no detection"]
+    # Without unsure tracks, a class whose threshold is 1 never starts a track.
+    sure = {"unsure_weight": 0.0}
+    shut = blind_spots(parse_config({"decision": {**sure, "class_thresholds": {"fiber": 1.0}}}))
+    assert shut == ["decision.class_thresholds.fiber is 1: no track of fiber starts"]
+    default = {**sure, "score_threshold": 1.0, "class_thresholds": {"a": 0.5}}
+    assert blind_spots(parse_config({"decision": default})) == [
+        "decision.score_threshold is 1: no track of any class not in class_thresholds starts"
+    ]
+    # With the default unsure tracks (from track_threshold 0.3, counting 0.4 x 1.5 x 12 =
+    # 7.2 >= 3) a class at threshold 1 still rejects: not blind; with 0.1 x 18 = 1.8 it is.
+    assert blind_spots(parse_config({"decision": {"score_threshold": 1.0}})) == []
+    faint = {"score_threshold": 1.0, "unsure_weight": 0.1}
+    assert len(blind_spots(parse_config({"decision": faint}))) == 1
     check = check_decision(parse_config({"decision": {"min_evidence": 99.0}}))
     assert check.status == FAIL and "min_evidence 99 is out of reach" in check.detail
     ok = check_decision(parse_config({}))
