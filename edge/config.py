@@ -277,6 +277,12 @@ def blind_spots(cfg: LineConfig) -> List[str]:
         for key, thr in {"score_threshold": d.score_threshold, **named}.items():
             if thr >= 1:
                 out.append(f"decision.{key} is 1: no track of {_whom(key)} starts")
+    w, h = cfg.camera.width, cfg.camera.height
+    if w and h:  # else the model's input size, known at start only
+        longest = max(w, h)
+        size = d.in_frame(h).min_size
+        if size > longest:
+            out.append(f"decision.min_size is {size:g} px in {w}x{h} frames: no box is that large")
     return out
 
 
