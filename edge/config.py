@@ -277,12 +277,6 @@ def blind_spots(cfg: LineConfig) -> List[str]:
         for key, thr in {"score_threshold": d.score_threshold, **named}.items():
             if thr >= 1:
                 out.append(f"decision.{key} is 1: no track of {_whom(key)} starts")
-    w, h = cfg.camera.width, cfg.camera.height
-    if w and h:  # else the model's input size, known at start only
-        longest = max(w, h)
-        size = d.in_frame(h).min_size
-        if size > longest:
-            out.append(f"decision.min_size is {size:g} px in {w}x{h} frames: no box is that large")
     return out
 
 
@@ -294,7 +288,8 @@ def frames_for_model(
     cfg: LineConfig, input_size: Tuple[int, int], input_layout: str
 ) -> Tuple[Tuple[int, ...], Tuple[int, int]]:
     """The shape of every camera frame ((h, w) grey, (h, w, 3) RGB) and the tile grid, for
-    the model the unit loaded; raises FodError where the frames cannot reach that model.
+    the model the unit loaded; raises FodError where the frames cannot reach that model or
+    no box in them could count (`decision.min_size` over the frame's longer side).
     `fod run` and `fod check` both ask here, so a config the preflight passes starts."""
     if input_layout == "uint8_nhw" and not cfg.camera.mono:
         raise FodError(f"{cfg.model.bundle}: the model takes grey frames; set camera.mono = true")
@@ -305,6 +300,9 @@ def frames_for_model(
         tile_windows((w, h), grid, cfg.model.tile_overlap)
     except ValueError as e:
         raise FodError(f"model.tiles for {w}x{h} frames: {e}") from None
+    size = cfg.decision.in_frame(h).min_size
+    if size > max(w, h):  # every box dropped: a line that could only pass containers
+        raise FodError(f"decision.min_size is {size:g} px in {w}x{h} frames: no box is that large")
     return ((h, w) if cfg.camera.mono else (h, w, 3)), grid
 
 

@@ -120,6 +120,16 @@ def test_frames_for_model_says_what_fod_run_would_refuse(bundle: Path, tmp_path:
     cfg = _cfg(bundle, tmp_path, camera={"width": 0, "height": 0}, model=model)
     with pytest.raises(FodError, match=r"model\.tiles for 320x256 frames"):
         frames_for_model(cfg, (320, 256), "uint8_nhwc")
+    # A min_size no box in these frames reaches: every detection would be dropped.
+    cfg = _cfg(bundle, tmp_path, camera={"width": 0, "height": 0}, decision={"min_size": 321.0})
+    with pytest.raises(FodError, match=r"decision\.min_size is 321 px in 320x256 frames"):
+        frames_for_model(cfg, (320, 256), "uint8_nhwc")
+    scaled = {"min_size": 200.0, "reference_height": 128.0}  # 400 px in 256-px-high frames
+    cfg = _cfg(bundle, tmp_path, camera={"width": 0, "height": 0}, decision=scaled)
+    with pytest.raises(FodError, match=r"min_size is 400 px"):
+        frames_for_model(cfg, (320, 256), "uint8_nhwc")
+    cfg = _cfg(bundle, tmp_path, camera={"width": 0, "height": 0}, decision={"min_size": 320.0})
+    assert frames_for_model(cfg, (320, 256), "uint8_nhwc")[0] == (256, 320, 3)
 
 
 @pytest.mark.skipif(not DEMO.exists(), reason="no models/demo in this tree")
