@@ -202,7 +202,7 @@ def _timed_call(
     boxes, scores = backend.run(x)
     t2 = clock()
     check_shapes(boxes, scores, len(images), info)
-    check_outputs(boxes, scores)
+    check_outputs(boxes, scores, info.input_size)
     out = []
     for b, s, lb in zip(boxes, scores, lbs):
         d = select_per_image(b, s, info.level_counts, post)

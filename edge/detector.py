@@ -54,7 +54,7 @@ class EdgeDetector:
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
         boxes, scores = self.backend.infer(np.stack(boxed))
         check_shapes(boxes, scores, len(boxed), self.info)  # missing anchors: not "clean"
-        check_outputs(boxes, scores)  # NaN or out-of-range scores must not read as "clean"
+        check_outputs(boxes, scores, self.info.input_size)  # NaN, dead: never "clean"
         out = []
         for b, s, lb in zip(boxes, scores, lbs):
             d = select_per_image(b, s, self.info.level_counts, self.cfg)

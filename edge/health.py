@@ -19,7 +19,7 @@ import numpy as np
 from .errors import FodError
 from .model_info import ModelInfo
 
-INVERTED_PX = 0.5  # px of slack before an x1 < x0 box is a broken output
+INVERTED_PX = 0.5  # px of slack before an inverted or off-input box is a broken output
 
 
 class BadOutput(FodError):
@@ -85,16 +85,21 @@ def check_shapes(boxes: np.ndarray, scores: np.ndarray, images: int, info: Model
         )
 
 
-def check_outputs(boxes: np.ndarray, scores: np.ndarray) -> None:
+def check_outputs(
+    boxes: np.ndarray, scores: np.ndarray, input_wh: Optional[Tuple[int, int]] = None
+) -> None:
     """Raise BadOutput unless boxes [N, A, 4] are finite, xyxy (no side below
-    -`INVERTED_PX`) and not all one value per image, and scores [N, A, C] lie in [0, 1] and
+    -`INVERTED_PX`), inside the model input `input_wh` (W, H) when given (give or take
+    `INVERTED_PX`) and not all one value per image, and scores [N, A, C] lie in [0, 1] and
     are not all one value per image.
 
-    A trained model's boxes are anchor points plus non-negative distances, so they span
-    the input and never invert, and its scores differ from anchor to anchor: a buffer the
-    backend never wrote (all zeros) or a dead head would otherwise read as a clean frame,
-    and an inverted box would fall under `min_size` and be dropped. A few reductions per
-    array (a per-frame cost on the line): NaN propagates through min and max."""
+    A trained model's boxes are anchor points plus non-negative distances, clipped to the
+    input in the exported graph, so they span it, stay in it and never invert, and its
+    scores differ from anchor to anchor: a buffer the backend never wrote (all zeros) or a
+    dead head would otherwise read as a clean frame, an inverted box would fall under
+    `min_size` and be dropped, and boxes scaled or shifted off the input would leave
+    tracks that never link or sit nowhere on the frame. A few reductions per array (a
+    per-frame cost on the line): NaN propagates through min and max."""
     n = len(boxes)
     if boxes.size:
         flat = boxes.reshape(n, -1)  # [N, A*4]
@@ -109,6 +114,16 @@ def check_outputs(boxes: np.ndarray, scores: np.ndarray) -> None:
         )
         if side < -INVERTED_PX:
             raise BadOutput(f"inverted boxes from the backend (a side of {side:.3g} px)")
+        if input_wh is not None:
+            w, h = input_wh  # x1 >= x0 and y1 >= y0 (above), so x1 and y1 bound the maxima
+            far = max(
+                -float(lo.min()), float(boxes[..., 2].max()) - w, float(boxes[..., 3].max()) - h
+            )
+            if far > INVERTED_PX:
+                raise BadOutput(
+                    f"boxes {far:.3g} px outside the {w}x{h} model input (values "
+                    f"{float(lo.min()):.3g}..{float(hi.max()):.3g})"
+                )
     if scores.size:
         flat = scores.reshape(len(scores), -1)  # [N, A*C]
         lo, hi = flat.min(axis=1), flat.max(axis=1)  # [N]

@@ -1,6 +1,7 @@
 """A backend whose outputs do not have the model's shape (fewer anchors, another class
 count, a missing image), or outputs no trained model gives (a buffer never written, a dead
-head, boxes inside out), is a bad output - a reject - never a frame with nothing in it."""
+head, boxes inside out or off the input), is a bad output - a reject - never a frame with
+nothing in it."""
 
 from __future__ import annotations
 
@@ -59,19 +60,27 @@ def test_a_backend_that_drops_anchors_rejects_the_container_at_the_gate(
         (lambda b, s: (np.zeros_like(b), np.zeros_like(s)), "every box coordinate is 0"),
         (lambda b, s: (b, np.full_like(s, 0.02)), "every score is 0.02"),
         (lambda b, s: (b[..., [2, 3, 0, 1]], s), "inverted boxes"),
+        (lambda b, s: (b * 1e30, s), "outside the 64x32 model input"),
+        (lambda b, s: (b - 1e4, s), "outside the 64x32 model input"),
+        (lambda b, s: (b + np.float32([0, 32, 0, 32]), s), "1 px outside"),  # y to 33
     ],
-    ids=["zero-buffer", "dead-head", "inverted"],
+    ids=["zero-buffer", "dead-head", "inverted", "scaled", "shifted", "below"],
 )
-def test_dead_or_inverted_outputs_are_bad(spoil, match) -> None:
-    boxes, scores = quiet_outputs(2, 40, 3)
-    check_outputs(boxes, scores)  # a healthy model's quiet frame passes
-    check_outputs(*quiet_outputs(1, 1, 3))  # one anchor: still boxes and scores that differ
+def test_dead_inverted_or_off_input_outputs_are_bad(spoil, match) -> None:
+    boxes, scores = quiet_outputs(2, 40, 3)  # x 0..41, y 0..1
+    wh = INFO.input_size  # 64x32
+    check_outputs(boxes, scores, wh)  # a healthy model's quiet frame passes
+    check_outputs(*quiet_outputs(1, 1, 3), wh)  # one anchor: still boxes and scores that differ
+    edge = boxes + np.float32(
+        [0, 30.5, 22.5, 30.5]
+    )  # up to x 63.5 .. 64.5, y 32.5: within the slack
+    check_outputs(edge, scores, wh)
     with pytest.raises(BadOutput, match=match):
-        check_outputs(*spoil(boxes, scores))
-    one = spoil(boxes, scores)  # the second image alone spoiled fails the call too
+        check_outputs(*spoil(boxes, scores), wh)
+    bad_b, bad_s = spoil(boxes, scores)  # the second image alone spoiled fails the call too
     with pytest.raises(BadOutput, match=match):
         check_outputs(
-            np.concatenate([boxes[:1], one[0][1:]]), np.concatenate([scores[:1], one[1][1:]])
+            np.concatenate([boxes[:1], bad_b[1:]]), np.concatenate([scores[:1], bad_s[1:]]), wh
         )
 
 
@@ -81,16 +90,19 @@ def test_dead_or_inverted_outputs_are_bad(spoil, match) -> None:
         (lambda b, s: (np.zeros_like(b), np.zeros_like(s)), "every box coordinate is 0"),
         # Every box turned inside out and scored sure: each would fall under min_size.
         (lambda b, s: (b[..., [2, 3, 0, 1]], np.where(s == s.max(), 0.95, s)), "inverted"),
+        # Every box shifted far off the input: tracks that sit nowhere on the frame.
+        (lambda b, s: (b + 1e4, s), "outside the 320x256 model input"),
     ],
-    ids=["zero-buffer", "inverted"],
+    ids=["zero-buffer", "inverted", "off-input"],
 )
 def test_a_dead_or_inverted_output_rejects_the_container_at_the_gate(
     bundle: Path, tmp_path: Path, spoil, match
 ):
     """Through the runtime (real ONNX Runtime, MockFactory pins, a decision that accepts
     whatever the model sees): a backend whose second call hands back an unwritten (all
-    zero) buffer, or its boxes inside out, rejects that container - no pulse on the gate,
-    audited as a bad output - and the next container is accepted and pulsed."""
+    zero) buffer, or its boxes inside out or off the input, rejects that container - no
+    pulse on the gate, audited as a bad output - and the next container is accepted and
+    pulsed."""
     wrap, _ = _spoil_call(2, spoil)
     cfg = _cfg(bundle, tmp_path, gpio={"delay_ms": 5000}, decision={"min_evidence": 99.0})
     rows, states = _two_containers(cfg, wrap, (256, 320, 3))
