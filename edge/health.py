@@ -23,7 +23,7 @@ INVERTED_PX = 0.5  # px of slack before an inverted or off-input box is a broken
 
 
 class BadOutput(FodError):
-    """The backend returned non-finite or out-of-range values."""
+    """The backend returned values no healthy model gives (non-finite, out of range, dead)."""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class PulseScheduler:
         self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0, "stuck": 0}
         self._active = 0  # 1 while a pulse is on
         self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
+        self._riders: List[Pulse] = []  # pulses riding on the one now on (pulse thread only)
         self.stage = Stage("pulses", self._step, self._crashed, clock)
         self.stage.start()
 
@@ -156,11 +157,24 @@ class PulseScheduler:
                 self._active = 0
 
     def _fire(self, p: Pulse) -> None:
+        """Gate on for `p`, and for as long as pulses come due while it is on: each rides
+        on this pulse and holds the gate on for its full length from its own time. Fired
+        apart, the later of two pulses closer than one pulse length would wait for the
+        first to end and, with a thread woken a few ms late, be missed although the gate
+        was on at its time (its container reported passed that was rejected)."""
+        riders = self._riders
         try:
             self._on = p
             self.device.on()
             p.fired_t = self.clock()
-            self._stop.wait(self.pulse_s)
+            end = p.fired_t + self.pulse_s
+            while True:
+                self._stop.wait(max(0.0, end - self.clock()))
+                more = self._due_while_on(p.fired_t)
+                if not more:
+                    break
+                riders += more
+                end = max(end, max(q.at for q in more) + self.pulse_s)
             if self.feedback is not None and not self.feedback.is_active:
                 raise GpioError("the gate feedback stayed off: the gate did not energise")
             self.device.off()
@@ -169,9 +183,30 @@ class PulseScheduler:
             p.error, self._on = f"{type(e).__name__}: {e}", None
             with contextlib.suppress(Exception):
                 self.device.off()
-            self._finish(p, "error")
+            for q in [p, *riders]:
+                q.error = p.error
+                self._finish(q, "error")
         else:
-            self._finish(p, "fired")
+            for q in [p, *riders]:
+                self._finish(q, "fired")
+        finally:
+            self._riders = []
+
+    def _due_while_on(self, on_since: float) -> List[Pulse]:
+        """Pop the pending pulses due by now whose time is at most one pulse length before
+        the gate went on at `on_since` (so no later than `_step` would fire them); a
+        cancelled one is dropped."""
+        now, out = self.clock(), []
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                at, _, q = self._heap[0]
+                if q.state == "pending" and on_since - at > self.pulse_s:
+                    break  # due long before the gate went on: _step reports it missed
+                heapq.heappop(self._heap)
+                if q.state == "pending":
+                    q.state, q.fired_t = "on", max(at, on_since)
+                    out.append(q)
+        return out
 
     def _check_off(self, when: str) -> None:
         """With the output off, the feedback must be off: else the gate is stuck energised
@@ -197,10 +232,12 @@ class PulseScheduler:
         with contextlib.suppress(Exception):
             self.device.off()
         p, self._on = self._on, None
+        riders, self._riders = self._riders, []
         if p is not None:  # cut short: reported like a pulse whose write failed
-            p.error = f"pulse thread crashed: {exc!r}"
-            with contextlib.suppress(Exception):
-                self._finish(p, "error")
+            for q in [p, *riders]:
+                q.error = f"pulse thread crashed: {exc!r}"
+                with contextlib.suppress(Exception):
+                    self._finish(q, "error")
         if self.on_crash is not None:
             try:
                 self.on_crash(exc)

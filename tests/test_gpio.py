@@ -123,6 +123,37 @@ def test_a_crash_in_the_middle_of_a_pulse_leaves_the_output_off() -> None:
     assert states == [False, True, False, True, False]  # c0 cut off, then c1's whole pulse
 
 
+@pytest.mark.parametrize("wiring", ["reject", "accept"])
+def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
+    """Two pulses 5 ms apart, 40 ms long, with a gate driver whose writes take 30 ms (a
+    slow or loaded unit): the second came due while the first held the gate on. Fired
+    apart, the second waited for the first to end and its write, was judged late and
+    reported missed - with the reject wiring, a container reported as passed while the
+    gate was on at its time. Judged on the pin: the gate goes on once, stays on until the
+    second pulse's full length, and both pulses are reported fired."""
+    f = MockFactory()
+    cfg = GpioConfig(energise_to=wiring, delay_ms=100, pulse_ms=40)
+    seen: list = []
+    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
+        pin = f.pin(cfg.ejector_pin)
+        real = pin._set_state
+
+        def slow(value):
+            real(value)
+            time.sleep(0.03)
+
+        pin._set_state = slow
+        pin.clear_states()
+        t0 = time.monotonic() + 0.1
+        io.pulses.schedule(t0, "first")
+        io.pulses.schedule(t0 + 0.005, "second")
+        assert io.pulses.wait_idle(2)
+        states = pin.states
+    assert [(p.tag, p.state) for p in seen] == [("first", "fired"), ("second", "fired")]
+    assert [s.state for s in states] == [False, True, False]  # one pulse, never off between
+    assert states[2].timestamp >= 0.005 + 0.040 - 0.002  # on through the second's length
+
+
 def test_a_pulse_without_a_finite_time_is_refused() -> None:
     f = MockFactory()
     with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f) as io:
