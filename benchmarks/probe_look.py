@@ -2,7 +2,7 @@
 look-alikes and motion, drawn by code that shares nothing with the generator the demo
 was trained on. A bundle that holds only on `fod synth`'s looks fails here first.
 
-    python benchmarks/probe_look.py --out D [--containers 100] [--seed 7]
+    python benchmarks/probe_look.py --out D [--containers 100] [--seed 7] [--frames 8]
     fod simulate --bundle models/demo --sequences D --containers 100 --out sim
 
 The scene: a back-lit vial on a lamp whose brightness falls off to the sides, dark
@@ -11,7 +11,7 @@ walls, a curved meniscus, static bright wall highlights; per container 0-4 air b
 scratches and 0-2 dark specks on the outer glass (static); about half the containers hold
 1-2 particles: dark specks (4-12 px), thin bent fibers (14-40 px) or translucent glass
 flakes with a bright edge (7-16 px), each swirling and sinking at constant velocity. 8
-frames of 640x384, FFV1, and a `sequences.json` as `fod synth` writes it (per frame the
+frames (`--frames`) of 640x384, FFV1, and a `sequences.json` as `fod synth` writes it (per frame the
 particles' tight boxes, category and track id), so `fod simulate`, `fod knapp` and
 `fod audit replay --truth` read it as they read `fod synth`'s. Same seed, same bytes.
 """
@@ -31,14 +31,14 @@ import numpy as np
 from edge.errors import FodError
 from edge.fsutil import atomic_write_json, staged_dir
 
-W, H, FRAMES, FPS = 640, 384, 8, 25.0
+W, H, FRAMES, FPS = 640, 384, 8, 25.0  # FRAMES: the default frames a container
 CATEGORIES = ("fiber", "particle", "glass_flake")
 
 
 @dataclass(frozen=True)
 class Particle:
     category: int  # 1-based, as in COCO
-    path: np.ndarray  # [FRAMES, 2] centre per frame
+    path: np.ndarray  # [frames, 2] centre per frame
     shape: Dict[str, Any]  # floats; a flake's corner angles and radii as arrays [n]
 
 
@@ -83,14 +83,16 @@ def _lamp_and_vial(rng: np.random.Generator) -> Tuple[np.ndarray, Tuple[float, .
     return img, (x0 + 12, x1 - 12, meniscus + 15, H - 20)
 
 
-def _particles(rng: np.random.Generator, area: Sequence[float]) -> List[Particle]:
+def _particles(
+    rng: np.random.Generator, area: Sequence[float], frames: int = FRAMES
+) -> List[Particle]:
     x0, x1, y0, y1 = area
     out = []
     for _ in range(rng.integers(1, 3)):
         category = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
         start = np.array([rng.uniform(x0 + 20, x1 - 20), rng.uniform(y0 + 10, y1 - 80)])
         velocity = np.array([rng.uniform(-6, 6), rng.uniform(1, 5)])  # swirl and sink
-        path = start + velocity * np.arange(FRAMES)[:, None] + rng.normal(0, 0.7, (FRAMES, 2))
+        path = start + velocity * np.arange(frames)[:, None] + rng.normal(0, 0.7, (frames, 2))
         if category == 1:
             shape = dict(
                 length=rng.uniform(14, 40),
@@ -149,16 +151,18 @@ def _tight_box(coverage: np.ndarray) -> Optional[List[int]]:
     return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
 
 
-def render_container(rng: np.random.Generator, reject: bool) -> Tuple[List[np.ndarray], list]:
-    """FRAMES uint8 [H, W] frames and, per frame, the particles' COCO boxes."""
+def render_container(
+    rng: np.random.Generator, reject: bool, frames: int = FRAMES
+) -> Tuple[List[np.ndarray], list]:
+    """`frames` uint8 [H, W] frames and, per frame, the particles' COCO boxes."""
     scene, area = _lamp_and_vial(rng)
     x0, x1, y0, y1 = area
-    particles = _particles(rng, area) if reject else []
+    particles = _particles(rng, area, frames) if reject else []
     bubbles = []
     for _ in range(rng.integers(0, 5)):
         cx, cy = rng.uniform(x0 + 10, x1 - 10), rng.uniform(y0 + 80, y1)
         rise, r, wobble = rng.uniform(3, 9), rng.uniform(2.5, 7), rng.uniform(0, 2)
-        path = [(cx + wobble * np.sin(t), max(cy - rise * t, y0 - 5)) for t in range(FRAMES)]
+        path = [(cx + wobble * np.sin(t), max(cy - rise * t, y0 - 5)) for t in range(frames)]
         bubbles.append((path, r))  # rests under the meniscus once it gets there
     for _ in range(rng.integers(0, 4)):  # faint scratches on the glass
         cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
@@ -169,8 +173,8 @@ def render_container(rng: np.random.Generator, reject: bool) -> Tuple[List[np.nd
         cx, cy, r = rng.uniform(x0, x1), rng.uniform(y0, y1), rng.uniform(1.5, 4)
         scene += rng.uniform(-40, -15) * _disk(cx, cy, r)
     noise = rng.uniform(1.5, 4.0)
-    frames, truth = [], []
-    for t in range(FRAMES):
+    out, truth = [], []
+    for t in range(frames):
         img = scene.copy()
         for path, r in bubbles:
             cx, cy = path[t]
@@ -182,9 +186,9 @@ def render_container(rng: np.random.Generator, reject: bool) -> Tuple[List[np.nd
             if box is not None:
                 boxes.append({"bbox": box, "category_id": p.category, "track_id": track})
         img = cv2.GaussianBlur(img, (0, 0), 0.7) + rng.normal(0, noise, img.shape)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
         truth.append(boxes)
-    return frames, truth
+    return out, truth
 
 
 def _write_video(path: Path, frames: Sequence[np.ndarray]) -> None:
@@ -199,24 +203,24 @@ def _write_video(path: Path, frames: Sequence[np.ndarray]) -> None:
         writer.release()
 
 
-def write_set(out: Path, containers: int, seed: int) -> Dict[str, int]:
+def write_set(out: Path, containers: int, seed: int, frames: int = FRAMES) -> Dict[str, int]:
     """The set in `out` (staged beside it, then renamed: never half a set)."""
     with staged_dir(out) as tmp:
         (tmp / "sequences").mkdir()
-        rows = _write_containers(tmp, containers, seed)
+        rows = _write_containers(tmp, containers, seed, frames)
     return {"containers": containers, "rejects": sum(r["label"] == "reject" for r in rows)}
 
 
-def _write_containers(root: Path, containers: int, seed: int) -> List[Dict[str, Any]]:
+def _write_containers(root: Path, containers: int, seed: int, frames: int) -> List[Dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(1, containers + 1):
         reject = bool(rng.random() < 0.5)
-        frames, truth = render_container(rng, reject)
+        images, truth = render_container(rng, reject, frames)
         rel = f"sequences/c{i:06d}.avi"
-        _write_video(root / rel, frames)
+        _write_video(root / rel, images)
         rows.append(
-            {"id": i, "path": rel, "label": "reject" if reject else "accept", "num_frames": FRAMES,
+            {"id": i, "path": rel, "label": "reject" if reject else "accept", "num_frames": frames,
              "width": W, "height": H, "fps": FPS, "frames": truth}
         )  # fmt: skip
     cats = [
@@ -235,11 +239,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="new folder for the set")
     ap.add_argument("--containers", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7, help="same seed, same bytes")
+    ap.add_argument(
+        "--frames", type=int, default=FRAMES, help=f"frames a container (default {FRAMES})"
+    )
     args = ap.parse_args(argv)
-    if args.containers < 1:
-        ap.error(f"--containers must be at least 1, got {args.containers}")
+    if args.containers < 1 or args.frames < 2:
+        ap.error(
+            f"--containers must be at least 1 and --frames 2, got {args.containers}, {args.frames}"
+        )
     try:
-        print(json.dumps(write_set(args.out, args.containers, args.seed)))
+        print(json.dumps(write_set(args.out, args.containers, args.seed, args.frames)))
     except FodError as e:  # e.g. --out holds a set already: refused, nothing written
         raise SystemExit(f"probe_look: error: {e}") from None
     return 0

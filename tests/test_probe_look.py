@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -32,6 +33,18 @@ def test_a_probe_set_is_deterministic_and_reads_as_a_synth_set(probe_look, tmp_p
         assert all(bool(f) == (r["label"] == "reject") for f in r["frames"])
     with pytest.raises(SystemExit, match="exists"):
         probe_look.main(["--out", str(a)])
+
+
+def test_frames_sets_how_many_frames_a_container_has(probe_look, tmp_path: Path) -> None:
+    out = tmp_path / "f12"
+    assert probe_look.main(["--out", str(out), "--containers", "2", "--frames", "12"]) == 0
+    rows = json.loads((out / "sequences.json").read_text())["containers"]
+    assert [(r["num_frames"], len(r["frames"])) for r in rows] == [(12, 12)] * 2
+    cap = cv2.VideoCapture(str(out / rows[0]["path"]))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    with pytest.raises(SystemExit):
+        probe_look.main(["--out", str(tmp_path / "one"), "--frames", "1"])
 
 
 def test_a_particle_box_is_tight_around_what_it_changed(probe_look) -> None:
