@@ -183,14 +183,15 @@ class PulseScheduler:
             p.error, self._on = f"{type(e).__name__}: {e}", None
             with contextlib.suppress(Exception):
                 self.device.off()
+            self._riders = []
             for q in [p, *riders]:
                 q.error = p.error
                 self._finish(q, "error")
         else:
+            self._riders = []
             for q in [p, *riders]:
                 self._finish(q, "fired")
-        finally:
-            self._riders = []
+        # Anything else (SystemExit from a driver) leaves p and its riders to _crashed.
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now whose time is at most one pulse length before

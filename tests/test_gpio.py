@@ -154,6 +154,34 @@ def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
     assert states[2].timestamp >= 0.005 + 0.040 - 0.002  # on through the second's length
 
 
+def test_a_crash_ending_a_pulse_reports_the_pulses_riding_on_it() -> None:
+    """The driver raises SystemExit on the write that ends a pulse another rode on: the
+    output ends off and both pulses are reported failed (none left 'on' unreported)."""
+    f = MockFactory()
+    cfg = GpioConfig(energise_to="reject", delay_ms=100, pulse_ms=40)
+    seen: list = []
+    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
+        io.pulses.on_crash = lambda e: None
+        pin = f.pin(cfg.ejector_pin)
+        real, offs = pin._set_state, {"n": 0}
+
+        def exit_on_first_off(value):
+            real(value)
+            if not value:
+                offs["n"] += 1
+                if offs["n"] == 1:
+                    raise SystemExit("the driver exited")
+
+        pin._set_state = exit_on_first_off
+        t0 = time.monotonic() + 0.1
+        io.pulses.schedule(t0, "first")
+        io.pulses.schedule(t0 + 0.005, "second")
+        assert io.pulses.wait_idle(2)
+        assert pin.state is False
+    assert [(p.tag, p.state) for p in seen] == [("first", "error"), ("second", "error")]
+    assert all("pulse thread crashed" in p.error for p in seen)
+
+
 def test_a_pulse_without_a_finite_time_is_refused() -> None:
     f = MockFactory()
     with LineIO(GpioConfig(delay_ms=50, pulse_ms=10), f) as io:
