@@ -71,9 +71,8 @@ def test_dead_inverted_or_off_input_outputs_are_bad(spoil, match) -> None:
     wh = INFO.input_size  # 64x32
     check_outputs(boxes, scores, wh)  # a healthy model's quiet frame passes
     check_outputs(*quiet_outputs(1, 1, 3), wh)  # one anchor: still boxes and scores that differ
-    edge = boxes + np.float32(
-        [0, 30.5, 22.5, 30.5]
-    )  # up to x 63.5 .. 64.5, y 32.5: within the slack
+    # Up to x 63.5 .. 64.5 and y 32.5: within the slack.
+    edge = boxes + np.float32([0, 30.5, 22.5, 30.5])
     check_outputs(edge, scores, wh)
     with pytest.raises(BadOutput, match=match):
         check_outputs(*spoil(boxes, scores), wh)
@@ -95,7 +94,7 @@ def test_dead_inverted_or_off_input_outputs_are_bad(spoil, match) -> None:
     ],
     ids=["zero-buffer", "inverted", "off-input"],
 )
-def test_a_dead_or_inverted_output_rejects_the_container_at_the_gate(
+def test_a_dead_inverted_or_off_input_output_rejects_the_container_at_the_gate(
     bundle: Path, tmp_path: Path, spoil, match
 ):
     """Through the runtime (real ONNX Runtime, MockFactory pins, a decision that accepts
