@@ -24,7 +24,7 @@ from .backends import StagedBackend
 from .decision import DecisionConfig, decide
 from .detector import detect_mirrored, detect_tiles
 from .errors import FodError
-from .health import check_outputs, check_shapes
+from .health import check_backend_outputs
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, select_per_image
 from .preprocess import boxes_to_source, letterbox, tile_windows
@@ -201,8 +201,7 @@ def _timed_call(
     t1 = clock()
     boxes, scores = backend.run(x)
     t2 = clock()
-    check_shapes(boxes, scores, len(images), info)
-    check_outputs(boxes, scores, info.input_size)
+    check_backend_outputs(boxes, scores, len(images), info)
     out = []
     for b, s, lb in zip(boxes, scores, lbs):
         d = select_per_image(b, s, info.level_counts, post)

@@ -273,15 +273,12 @@ def blind_spots(cfg: LineConfig) -> List[str]:
     # does not name take decision.score_threshold.
     unsure_reach = reach * d.unsure_weight if d.track_threshold < 1 else 0.0
     if unsure_reach < d.min_evidence:
-        named = {f"class_thresholds.{n}": t for n, t in sorted(d.class_thresholds.items())}
-        for key, thr in {"score_threshold": d.score_threshold, **named}.items():
+        starts = [("score_threshold", "any class not in class_thresholds", d.score_threshold)]
+        starts += [(f"class_thresholds.{n}", n, t) for n, t in sorted(d.class_thresholds.items())]
+        for key, whom, thr in starts:
             if thr >= 1:
-                out.append(f"decision.{key} is 1: no track of {_whom(key)} starts")
+                out.append(f"decision.{key} is 1: no track of {whom} starts")
     return out
-
-
-def _whom(key: str) -> str:
-    return "any class not in class_thresholds" if "." not in key else key.split(".", 1)[1]
 
 
 def frames_for_model(

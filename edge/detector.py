@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backends import Backend
-from .health import check_outputs, check_shapes
+from .health import check_backend_outputs
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, merge_detections, select_per_image
 from .preprocess import boxes_to_source, letterbox, tile_windows
@@ -53,8 +53,8 @@ class EdgeDetector:
         detections in each image's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
         boxes, scores = self.backend.infer(np.stack(boxed))
-        check_shapes(boxes, scores, len(boxed), self.info)  # missing anchors: not "clean"
-        check_outputs(boxes, scores, self.info.input_size)  # NaN, dead: never "clean"
+        # Missing anchors, NaN, a dead or off-input output: never a "clean" frame.
+        check_backend_outputs(boxes, scores, len(boxed), self.info)
         out = []
         for b, s, lb in zip(boxes, scores, lbs):
             d = select_per_image(b, s, self.info.level_counts, self.cfg)

@@ -85,6 +85,16 @@ def check_shapes(boxes: np.ndarray, scores: np.ndarray, images: int, info: Model
         )
 
 
+def check_backend_outputs(
+    boxes: np.ndarray, scores: np.ndarray, images: int, info: ModelInfo
+) -> None:
+    """Every check of one backend call's outputs for `images` images of the model `info`:
+    check_shapes, then check_outputs against its input size (the line and `fod bench`
+    check alike)."""
+    check_shapes(boxes, scores, images, info)
+    check_outputs(boxes, scores, info.input_size)
+
+
 def check_outputs(
     boxes: np.ndarray, scores: np.ndarray, input_wh: Optional[Tuple[int, int]] = None
 ) -> None:

@@ -162,7 +162,6 @@ class PulseScheduler:
         apart, the later of two pulses closer than one pulse length would wait for the
         first to end and, with a thread woken a few ms late, be missed although the gate
         was on at its time (its container reported passed that was rejected)."""
-        riders = self._riders
         try:
             self._on = p
             self.device.on()
@@ -173,25 +172,22 @@ class PulseScheduler:
                 more = self._due_while_on(p.fired_t)
                 if not more:
                     break
-                riders += more
+                self._riders += more
                 end = max(end, max(q.at for q in more) + self.pulse_s)
             if self.feedback is not None and not self.feedback.is_active:
                 raise GpioError("the gate feedback stayed off: the gate did not energise")
             self.device.off()
-            self._on = None
+            self._on, state = None, "fired"
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
-            p.error, self._on = f"{type(e).__name__}: {e}", None
+            p.error, self._on, state = f"{type(e).__name__}: {e}", None, "error"
             with contextlib.suppress(Exception):
                 self.device.off()
-            self._riders = []
-            for q in [p, *riders]:
-                q.error = p.error
-                self._finish(q, "error")
-        else:
-            self._riders = []
-            for q in [p, *riders]:
-                self._finish(q, "fired")
-        # Anything else (SystemExit from a driver) leaves p and its riders to _crashed.
+        # Anything else (SystemExit from a driver) skips this: _crashed reports p and its
+        # riders.
+        ended, self._riders = [p, *self._riders], []
+        for q in ended:
+            q.error = p.error
+            self._finish(q, state)
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now whose time is at most one pulse length before

@@ -4,6 +4,7 @@ pulse, missed and failed pulses reported, debounced trigger edges, cleanup."""
 from __future__ import annotations
 
 import time
+from typing import Callable, Tuple
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -123,6 +124,27 @@ def test_a_crash_in_the_middle_of_a_pulse_leaves_the_output_off() -> None:
     assert states == [False, True, False, True, False]  # c0 cut off, then c1's whole pulse
 
 
+def _two_pulses_5ms_apart(wiring: str, write: Callable) -> Tuple[list, list, bool]:
+    """Two 40 ms pulses 5 ms apart on a gate pin whose every write goes through
+    write(real_write, value) -> the pulses as reported, the pin's states from just before
+    the first, and the pin's state once both ended (before LineIO's close drives it off)."""
+    f = MockFactory()
+    cfg = GpioConfig(energise_to=wiring, delay_ms=100, pulse_ms=40)
+    seen: list = []
+    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
+        io.pulses.on_crash = lambda e: None
+        pin = f.pin(cfg.ejector_pin)
+        real = pin._set_state
+        pin._set_state = lambda value: write(real, value)
+        pin.clear_states()
+        t0 = time.monotonic() + 0.1
+        io.pulses.schedule(t0, "first")
+        io.pulses.schedule(t0 + 0.005, "second")
+        assert io.pulses.wait_idle(2)
+        states, end = pin.states, pin.state
+    return seen, states, end
+
+
 @pytest.mark.parametrize("wiring", ["reject", "accept"])
 def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
     """Two pulses 5 ms apart, 40 ms long, with a gate driver whose writes take 30 ms (a
@@ -131,24 +153,12 @@ def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
     reported missed - with the reject wiring, a container reported as passed while the
     gate was on at its time. Judged on the pin: the gate goes on once, stays on until the
     second pulse's full length, and both pulses are reported fired."""
-    f = MockFactory()
-    cfg = GpioConfig(energise_to=wiring, delay_ms=100, pulse_ms=40)
-    seen: list = []
-    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
-        pin = f.pin(cfg.ejector_pin)
-        real = pin._set_state
 
-        def slow(value):
-            real(value)
-            time.sleep(0.03)
+    def slow(real, value):
+        real(value)
+        time.sleep(0.03)
 
-        pin._set_state = slow
-        pin.clear_states()
-        t0 = time.monotonic() + 0.1
-        io.pulses.schedule(t0, "first")
-        io.pulses.schedule(t0 + 0.005, "second")
-        assert io.pulses.wait_idle(2)
-        states = pin.states
+    seen, states, _ = _two_pulses_5ms_apart(wiring, slow)
     assert [(p.tag, p.state) for p in seen] == [("first", "fired"), ("second", "fired")]
     assert [s.state for s in states] == [False, True, False]  # one pulse, never off between
     assert states[2].timestamp >= 0.005 + 0.040 - 0.002  # on through the second's length
@@ -157,27 +167,17 @@ def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
 def test_a_crash_ending_a_pulse_reports_the_pulses_riding_on_it() -> None:
     """The driver raises SystemExit on the write that ends a pulse another rode on: the
     output ends off and both pulses are reported failed (none left 'on' unreported)."""
-    f = MockFactory()
-    cfg = GpioConfig(energise_to="reject", delay_ms=100, pulse_ms=40)
-    seen: list = []
-    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
-        io.pulses.on_crash = lambda e: None
-        pin = f.pin(cfg.ejector_pin)
-        real, offs = pin._set_state, {"n": 0}
+    offs = {"n": 0}
 
-        def exit_on_first_off(value):
-            real(value)
-            if not value:
-                offs["n"] += 1
-                if offs["n"] == 1:
-                    raise SystemExit("the driver exited")
+    def exit_on_first_off(real, value):
+        real(value)
+        if not value:
+            offs["n"] += 1
+            if offs["n"] == 1:
+                raise SystemExit("the driver exited")
 
-        pin._set_state = exit_on_first_off
-        t0 = time.monotonic() + 0.1
-        io.pulses.schedule(t0, "first")
-        io.pulses.schedule(t0 + 0.005, "second")
-        assert io.pulses.wait_idle(2)
-        assert pin.state is False
+    seen, _, end = _two_pulses_5ms_apart("reject", exit_on_first_off)
+    assert end is False
     assert [(p.tag, p.state) for p in seen] == [("first", "error"), ("second", "error")]
     assert all("pulse thread crashed" in p.error for p in seen)
 
