@@ -11,7 +11,7 @@ frames=${4:-4}
 fod=${FOD:-fod}
 mkdir -p "$out"
 red=()  # runs that broke a safety invariant (`fod simulate` exit 1): their rows still print
-kinds="camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error bounce audit_error"
+kinds="camera_drop corrupt black frozen stall nan backend_error slow stale_output thread_crash gpio_error bounce audit_error"
 echo "| faults | containers | injected | fault rows | alarms | passed_defective (model misses) | passed_faulty | audit_disagrees | ghosts |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do

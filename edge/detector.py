@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backends import Backend
-from .health import check_backend_outputs
+from .health import StaleOutputs, check_backend_outputs
 from .model_info import ModelInfo
 from .postprocess import Detections, PostprocessConfig, merge_detections, select_per_image
 from .preprocess import boxes_to_source, letterbox, tile_windows
@@ -30,6 +30,7 @@ class EdgeDetector:
         self.cfg = cfg if cfg is not None else PostprocessConfig()
         self.tiles, self.overlap = tiles, overlap
         self.mirror = mirror
+        self.stale = StaleOutputs()
 
     def detect(self, frames: Sequence[np.ndarray]) -> List[Detections]:
         """uint8 frames, RGB [H, W, 3] or grey [H, W], of any size -> detections in each
@@ -52,9 +53,11 @@ class EdgeDetector:
         """Each image letterboxed whole into the model, one call for all of them ->
         detections in each image's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
-        boxes, scores = self.backend.infer(np.stack(boxed))
-        # Missing anchors, NaN, a dead or off-input output: never a "clean" frame.
+        batch = np.stack(boxed)
+        boxes, scores = self.backend.infer(batch)
+        # Missing anchors, NaN, a dead, off-input or stale output: never a "clean" frame.
         check_backend_outputs(boxes, scores, len(boxed), self.info)
+        self.stale.check(batch, boxes, scores)
         out = []
         for b, s, lb in zip(boxes, scores, lbs):
             d = select_per_image(b, s, self.info.level_counts, self.cfg)

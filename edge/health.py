@@ -143,3 +143,36 @@ def check_outputs(
             raise BadOutput(f"scores outside [0, 1] ({lo.min():.3g}..{hi.max():.3g})")
         if flat.shape[1] > 1 and (lo == hi).any():
             raise BadOutput(f"every score is {float(lo[lo == hi][0]):.3g}: a dead output")
+
+
+class StaleOutputs:
+    """Remembers one backend call's last image and outputs, to catch a backend that did not
+    run: one that hands back, bit for bit, what it returned for the image before while the
+    image differs. Backends reuse their output buffers (TensorRT's pinned host memory, an
+    I/O binding), so a copy that never happened reads as the previous frame's detections:
+    a particle that moves looks static, a defective container looks like the clean one
+    before it. A healthy model's outputs change with any change of its input (sensor noise
+    alone changes every frame), and the same image may give the same outputs (`fod bench`)."""
+
+    def __init__(self) -> None:
+        self._last: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+
+    def check(self, images: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
+        """images [N, ...] as the backend took them, boxes [N, A, 4], scores [N, A, C] (shapes
+        checked) -> raise BadOutput where image i's boxes and scores equal those of the image
+        before it (i - 1, or the previous call's last) while the two images differ."""
+        before = self._last
+        # Copies: the caller's arrays may be the backend's reused buffers.
+        self._last = (images[-1].copy(), boxes[-1].copy(), scores[-1].copy())
+        for i in range(len(images)):
+            prev = before if i == 0 else (images[i - 1], boxes[i - 1], scores[i - 1])
+            if (
+                prev is not None
+                and np.array_equal(prev[2], scores[i])  # scores first: they differ soonest
+                and np.array_equal(prev[1], boxes[i])
+                and not np.array_equal(prev[0], images[i])
+            ):
+                raise BadOutput(
+                    "stale output: the backend returned, bit for bit, its outputs for the "
+                    "image before, for a different image (it did not run)"
+                )

@@ -8,7 +8,7 @@ output's pin history (not the runtime's records) at each container's gate time t
 whether it physically passed, and compares that with the truth and with the audit DB.
 
 Faults are injected where they really happen: in the camera (drop, corrupt, black,
-frozen, stall), the backend call (error, NaN, slow), the decision code (a crash of the
+frozen, stall), the backend call (error, NaN, slow, stale output), the decision code (a crash of the
 inference stage), the gate output pin (`gpio_error`), the trigger input (`bounce`) and
 the SQLite INSERT (`audit_error`).
 """
@@ -41,7 +41,8 @@ FAULT_KINDS = (
     "stall",  # the camera
     "nan",
     "backend_error",
-    "slow",  # the backend call
+    "slow",
+    "stale_output",  # the backend call
     "thread_crash",  # the decision code raises in the inference stage
     "gpio_error",  # the gate output pin raises
     "bounce",  # the trigger input bounces
@@ -131,20 +132,26 @@ class FaultyPin(MockConnectedPin):
 
 
 class FaultyBackend:
-    """Wraps a backend: raises, returns NaN or stalls, as the injector says."""
+    """Wraps a backend: raises, returns NaN, stalls or hands back its previous call's
+    outputs (a run that did not happen, read from reused buffers), as the injector says."""
 
     def __init__(
         self, inner: Any, injector: Injector, slow_s: float, holder: Callable[[], Optional[str]]
     ) -> None:
         self.inner, self.injector, self.slow_s = inner, injector, slow_s
         self.holder = holder  # the container the inference stage is working on
+        self.last: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         if self.injector.take("backend_error", self.holder()):
             raise RuntimeError("injected backend error")
         if self.injector.take("slow", self.holder()):
             time.sleep(self.slow_s)
+        last = self.last  # the first call has nothing to repeat: the fault waits a call
+        if last is not None and self.injector.take("stale_output", self.holder()):
+            return last[0].copy(), last[1].copy()
         boxes, scores = self.inner.infer(images)
+        self.last = (boxes.copy(), scores.copy())
         if self.injector.take("nan", self.holder()):
             scores = np.full_like(scores, np.nan)
         return boxes, scores

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.health import BadOutput, check_outputs, check_shapes
+from edge.health import BadOutput, StaleOutputs, check_outputs, check_shapes
 from edge.model_info import ModelInfo
 
 from .gate_run import _spoil_call, _two_containers
@@ -108,3 +108,63 @@ def test_a_dead_inverted_or_off_input_output_rejects_the_container_at_the_gate(
     assert rows["c0"][:2] == ("reject", "bad_output") and match in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
     assert states == [False, True, False]  # off, then one pulse: c1's; none for c0
+
+
+def test_stale_outputs_for_another_image_are_bad() -> None:
+    boxes, scores = quiet_outputs(3, 40, 3)
+    images = np.arange(3 * 8, dtype=np.uint8).reshape(3, 8)  # three different images
+    watch = StaleOutputs()
+    fresh = scores * np.float32([[[1.0]], [[1.1]], [[1.2]]])  # each image its own outputs
+    watch.check(images, boxes, fresh)
+    watch.check(images[:1], boxes[:1], fresh[:1])  # the same image again: the same outputs
+    with pytest.raises(BadOutput, match="stale output"):  # within one call
+        StaleOutputs().check(images, boxes, scores)
+    watch = StaleOutputs()
+    watch.check(images[:1], boxes[:1], fresh[:1])
+    with pytest.raises(BadOutput, match="stale output"):  # across calls
+        watch.check(images[1:2], boxes[:1], fresh[:1])
+    # Equal scores with other boxes (or the reverse) are a model's, not a repeat.
+    StaleOutputs().check(images[:2], np.stack([boxes[0], boxes[0] + 1]), scores[:2])
+    StaleOutputs().check(images[:2], boxes[:2], fresh[:2])
+
+
+@pytest.mark.parametrize("stuck", [False, True], ids=["healthy", "stuck"])
+def test_a_backend_that_stops_running_cannot_hide_a_particle(
+    bundle: Path, tmp_path: Path, stuck: bool
+):
+    """Through the runtime (real ONNX Runtime, MockFactory pins, today's decision): c0's
+    frames show nothing, c1's a particle sinking 10 px a frame. A backend that stops
+    running after c0 and hands back c0's last outputs for every frame of c1 (its buffers
+    never written again) would show c1 as clean as c0 and pulse it through; it is a bad
+    output instead - no pulse for c1, the stale output audited. Healthy, c1 is rejected by
+    its particle's path."""
+    calls = {"n": 0}
+
+    def wrap(be):
+        class Scripted:
+            last = None
+
+            def infer(self, images):
+                calls["n"] += 1
+                if stuck and calls["n"] > 3:  # c1's frames: c0's last outputs again
+                    return self.last[0].copy(), self.last[1].copy()
+                boxes, raw = be.infer(images)
+                boxes, scores = boxes.copy(), quiet_outputs(*raw.shape)[1]
+                if calls["n"] > 3:  # c1: a particle at 40 + 10 k px
+                    k = 10.0 * (calls["n"] - 4)
+                    scores[:, 0, 1] = 0.9
+                    boxes[:, 0] = [40 + k, 40 + k, 48 + k, 48 + k]
+                self.last = (boxes, scores)
+                return boxes, scores
+
+        return Scripted()
+
+    rows, states = _two_containers(
+        _cfg(bundle, tmp_path, gpio={"delay_ms": 5000}), wrap, (256, 320, 3)
+    )
+    assert rows["c0"][:2] == ("accept", None)
+    if stuck:
+        assert rows["c1"][:2] == ("reject", "bad_output") and "stale output" in rows["c1"][2]
+    else:
+        assert rows["c1"][:2] == ("reject", None) and "moving particle" in rows["c1"][2]
+    assert states == [False, True, False]  # off, then one pulse: c0's; none for c1
