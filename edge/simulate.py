@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from gpiozero.pins.mock import MockConnectedPin, MockPin
+from gpiozero.pins.mock import MockConnectedPin, MockPin, PinState
 
 from .audit import audit_files
 from .errors import FodError
@@ -208,24 +208,38 @@ class Physical:
     faulted: bool = False  # any of its audit rows names a fault
 
 
-def drive_trigger(pin: MockPin, bounce: bool, within_s: float = 0.005) -> Tuple[float, int]:
+def drive_trigger(pin: MockPin, bounce: bool) -> Tuple[float, int]:
     """One rising edge on the trigger input (with contact bounce if asked): its time and
-    the bounce edges driven after it."""
+    the bounce edges driven after it. The contact chatters for 0.3 ms: three more rising
+    edges, each stamped when it physically happened (as a kernel stamps GPIO edges),
+    whenever this thread gets to deliver it, so a preempted thread cannot turn a bounce into
+    a second trigger."""
     t = time.monotonic()
     pin.drive_high()
     edges = 0
-    if bounce:  # the contact chatters for ~0.5 ms: extra edges well inside the debounce
-        for _ in range(3):
-            pin.drive_low()
-            # Checked right before the rising edge (the falling one's callbacks run first):
-            # a thread preempted this long would drive a real second edge (a ghost).
-            if time.monotonic() - t > within_s:
-                break
-            pin.drive_high()
+    if bounce:
+        for k in range(3):
+            drive_at(pin, False, t + (2 * k + 1) * 50e-6)
+            drive_at(pin, True, t + (2 * k + 2) * 50e-6)
             edges += 1
     time.sleep(0.001)
     pin.drive_low()
     return t, edges
+
+
+def drive_at(pin: MockPin, high: bool, t: float) -> None:
+    """Drive an input MockPin to `high` with the edge stamped at monotonic time `t` (at the
+    latest now): MockPin stamps an edge when it is driven, and its callbacks read the edge's
+    time (gpiozero's `active_time`) from that stamp (`_last_change`), which this sets
+    instead. tests/test_gpio.py checks it against the installed gpiozero."""
+    if bool(pin.state) == high:
+        return
+    t = max(pin._last_change, min(t, time.monotonic()))
+    pin._state = high
+    pin.states.append(PinState(t - pin._last_change, high))
+    pin._last_change = t
+    if pin.edges in ("both", "rising" if high else "falling") and pin.when_changed is not None:
+        pin._call_when_changed()
 
 
 def pin_intervals(pin: MockPin, t_clear: float) -> List[Tuple[float, float]]:
@@ -357,9 +371,7 @@ def run_line(
             injector.draw(cid)
             camera.show(cid, reader)
             current[0] = (cid, 0)
-            edge, chatter = drive_trigger(
-                trigger_pin, injector.take("bounce", cid), rt.io.debounce.bounce_s / 2
-            )
+            edge, chatter = drive_trigger(trigger_pin, injector.take("bounce", cid))
             injector.bounce_edges += chatter
             out.append(Physical(f"{c.id}-{i}", c.label, edge))
             reader = None

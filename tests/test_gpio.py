@@ -4,14 +4,14 @@ pulse, missed and failed pulses reported, debounced trigger edges, cleanup."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.app import frozen_heap
 from edge.gpio import Debouncer, GpioConfig, GpioError, LineIO, load_pin_factory
-from edge.simulate import FaultyPin, Injector
+from edge.simulate import FaultyPin, Injector, drive_at
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
 
@@ -223,6 +223,46 @@ def test_trigger_edges_debounced_and_timestamped_at_the_edge() -> None:
         pin.drive_low()
     assert len(edges) == 2 and io.debounce.bounces == 3
     assert -1e-4 <= edges[0] - t0 < 0.002 and edges[1] - edges[0] > 0.015
+
+
+def test_a_bounce_delivered_late_is_still_a_bounce() -> None:
+    """The simulator's chatter edges carry the time the contact bounced, not the time its
+    thread got to drive them (edge.simulate.drive_at): delivered 30 ms late, past the 10 ms
+    debounce (a preempted thread), three bounces within 0.3 ms of the edge are still
+    bounces; driven plainly that late they would be a second trigger (a ghost container).
+    Checks drive_at against the installed gpiozero's MockPin."""
+
+    def run(late_chatter) -> Tuple[List[float], int, float]:
+        f = MockFactory()
+        edges: List[float] = []
+        with LineIO(GpioConfig(trigger_pin="GPIO22", trigger_bounce_ms=10), f) as io:
+            io.on_trigger(edges.append)
+            pin = f.pin("GPIO22")
+            t0 = time.monotonic()
+            pin.drive_high()
+            time.sleep(0.03)
+            late_chatter(pin, t0)
+            pin.drive_low()
+            time.sleep(0.02)
+            t1 = time.monotonic() - 0.005
+            drive_at(pin, True, t1)  # the next container, delivered 5 ms after its edge
+            pin.drive_low()
+        return [e - t0 for e in edges], io.debounce.bounces, t1 - t0
+
+    def stamped(pin, t0) -> None:
+        for k in range(3):
+            drive_at(pin, False, t0 + (2 * k + 1) * 50e-6)
+            drive_at(pin, True, t0 + (2 * k + 2) * 50e-6)
+
+    def plain(pin, t0) -> None:
+        pin.drive_low()
+        pin.drive_high()
+
+    edges, bounces, t1 = run(stamped)
+    assert bounces == 3 and len(edges) == 2
+    assert -1e-4 <= edges[0] < 0.002 and abs(edges[1] - t1) < 0.001  # each at its own stamp
+    edges, bounces, _ = run(plain)
+    assert bounces == 0 and len(edges) == 3 and edges[1] > 0.025  # a ghost trigger
 
 
 def test_debouncer_on_a_fake_clock() -> None:
