@@ -9,6 +9,8 @@ import stat
 import tarfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -82,22 +84,45 @@ def test_blind_spots_name_what_keeps_every_detection_from_rejecting() -> None:
     assert zero.status == OK and "rejects from 1 of 12" in zero.detail  # no division by 0
 
 
+@pytest.mark.parametrize(
+    "toml, why",
+    [
+        ("[camera]\nframes = 1\n", "decision.min_evidence 3 is out of reach"),
+        ("[postprocess]\nscore_threshold = 1.0\n", "postprocess.score_threshold is 1"),
+        (
+            "[decision]\nscore_threshold = 1.0\nunsure_weight = 0.0\n",
+            "decision.score_threshold is 1: no track of any class not in class_thresholds",
+        ),
+        (
+            "[decision]\nunsure_weight = 0.0\n[decision.class_thresholds]\nparticle = 1.0\n",
+            "decision.class_thresholds.particle is 1: no track of particle starts",
+        ),
+        ("[decision]\nmin_size = 5000.0\n", "decision.min_size is 5000 px in 320x256 frames"),
+    ],
+    ids=["min_evidence", "postprocess", "score_threshold", "class_threshold", "min_size"],
+)
 def test_fod_run_refuses_a_line_that_could_only_pass_containers(
-    bundle: Path, tmp_path: Path, capsys
+    bundle: Path, tmp_path: Path, capsys, toml: str, why: str
 ) -> None:
-    """One camera frame with the default min_evidence (two sightings of a moving particle):
-    no detection could ever reject, so every container the faults spare would pass.
-    `fod run` refuses before the pins or the audit are touched."""
+    """Configs under which no detection could ever reject (one camera frame with the
+    default min_evidence of two moving sightings; nothing passed by postprocess; a
+    threshold of 1 with no unsure tracks; boxes that could never be min_size): every
+    container the faults spare would pass. `fod run` refuses each before the pins or the
+    audit are touched."""
+    cam = tmp_path / "cam"  # a camera that opens: the min_size check needs the model
+    cam.mkdir()
+    cv2.imwrite(str(cam / "0.png"), np.full((256, 320, 3), 128, np.uint8))
     cfg = tmp_path / "line.toml"
     cfg.write_text(
-        f'[camera]\nsource = "file:{tmp_path / "cam.avi"}"\nframes = 1\n'
         f'[model]\nbundle = "{bundle}"\nallow_unsigned = true\n'
-        f'[audit]\nfolder = "{tmp_path / "audit"}"\n[gpio]\npin_factory = "mock"\n'
+        f'[audit]\nfolder = "{tmp_path / "audit"}"\n'
+        f'[gpio]\npin_factory = "mock"\ntrigger_pin = "GPIO22"\n{toml}'
+        + ("" if "[camera]" in toml else "[camera]\n")
+        + f'source = "file:{cam}"\n'
     )
     assert main(["run", "--config", str(cfg), "--allow-mock-pins"]) == 2
     err = capsys.readouterr().err
-    assert f"{cfg}: no detection could reject a container" in err
-    assert "decision.min_evidence 3 is out of reach" in err
+    assert why in err
     assert not (tmp_path / "audit").exists()
 
 
