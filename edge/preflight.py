@@ -109,6 +109,16 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
+        if src.driver_stamps:  # V4L2: its queued frames need its stamps
+            if src.stamps != "driver":
+                return Check(
+                    "camera",
+                    WARN,
+                    f"{detail}; the driver's frame timestamps are not of the monotonic clock: "
+                    "a frame queued from before a trigger would count as the container's",
+                    capture,
+                )
+            detail += ", stamped by the driver"
         return Check("camera", OK, detail, capture)
     finally:
         src.close()

@@ -10,6 +10,8 @@ Video files and PNG-frame folders (OpenCV), V4L2 devices and GStreamer pipelines
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Union
@@ -20,6 +22,9 @@ import numpy as np
 from .errors import FodError
 
 FILE_PARAMS = (cv2.CAP_PROP_N_THREADS, 1)  # open parameters of a video file source
+STAMP_SLACK_S = 0.002  # a driver stamp this far after the grab still counts as the clock's
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(FodError):
@@ -31,8 +36,27 @@ class Frame(NamedTuple):
     t: float  # monotonic time the frame was grabbed: frames from before a trigger are stale
 
 
+def driver_time(stamp_ms: float, grabbed: float) -> Optional[float]:
+    """A frame's time from its driver's buffer timestamp (ms, as OpenCV reports a V4L2
+    buffer's) -> seconds of the monotonic clock, or None where the stamp cannot be a time of
+    that clock taken before the grab at `grabbed` (none yet: 0; not finite; later than the
+    grab: wall-clock time or a clock of its own). An old stamp is an old frame, not a
+    wrong clock: a frame that waited in the driver's queue."""
+    if not math.isfinite(stamp_ms) or stamp_ms <= 0:
+        return None
+    t = stamp_ms / 1000.0
+    return t if t <= grabbed + STAMP_SLACK_S else None
+
+
 class CaptureSource:
-    """Anything cv2.VideoCapture opens; frames come back RGB, or grey when `mono`."""
+    """Anything cv2.VideoCapture opens; frames come back RGB, or grey when `mono`.
+
+    Each frame is stamped with when it was taken. A V4L2 driver (`driver_stamps`) keeps
+    frames in a queue of buffers (OpenCV asks for 4) while nobody reads, so a frame grabbed
+    after a container's trigger may have been exposed before it, showing the container
+    before; its buffer's timestamp (the kernel's monotonic clock, the runtime's clock) says
+    so, and the capture skips it. Other sources, and a driver whose stamps are not of that
+    clock, are stamped at the grab (`stamps` says which; a warning says the latter)."""
 
     def __init__(
         self,
@@ -41,13 +65,16 @@ class CaptureSource:
         what: str = "",
         mono: bool = False,
         params: Sequence[int] = (),
+        driver_stamps: bool = False,
     ) -> None:
         self.cap = cv2.VideoCapture(target, api, list(params))  # type: ignore[call-overload]
         if params and not self.cap.isOpened():  # a backend that refuses the open parameters
             self.cap = cv2.VideoCapture(target, api)  # type: ignore[call-overload]
         if not self.cap.isOpened():
             raise SourceError(f"{what or target}: cannot open camera source")
-        self.mono = mono
+        self.mono, self.what = mono, what or str(target)
+        self.driver_stamps = driver_stamps
+        self.stamps = "driver" if driver_stamps else "grab"  # what stamped the last frame
         if mono:  # GRAY8 stays GRAY8 (FFmpeg and V4L2 backends) instead of becoming BGR
             self.cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
 
@@ -55,6 +82,18 @@ class CaptureSource:
         if not self.cap.grab():  # grab first: the timestamp is the frame's, not the decode's
             return None
         t = time.monotonic()
+        if self.driver_stamps:
+            taken = driver_time(float(self.cap.get(cv2.CAP_PROP_POS_MSEC)), t)
+            if taken is not None:
+                t, self.stamps = taken, "driver"
+            elif self.stamps == "driver":  # warned once, when it changes
+                self.stamps = "grab"
+                log.warning(
+                    "%s: the driver's frame timestamps are not of the monotonic clock: frames "
+                    "are stamped when grabbed, and a frame that waited in the driver's queue "
+                    "from before a trigger passes for the container's own",
+                    self.what,
+                )
         ok, raw = self.cap.retrieve()
         if not ok or raw is None:
             return None
@@ -72,6 +111,8 @@ class CaptureSource:
 
 class FolderSource:
     """PNG frames of a folder in name order."""
+
+    driver_stamps, stamps = False, "grab"  # stamped when read, as CaptureSource's files
 
     def __init__(self, folder: Path, mono: bool = False) -> None:
         self.files: List[Path] = sorted(folder.glob("*.png"))
@@ -99,7 +140,7 @@ def open_source(spec: str, mono: bool = False) -> CaptureSource | FolderSource:
     """`file:<video or folder>`, `v4l2:<index>`, `gst:<pipeline>`, or a bare path."""
     kind, _, rest = spec.partition(":")
     if kind == "v4l2":
-        return CaptureSource(int(rest), cv2.CAP_V4L2, spec, mono)
+        return CaptureSource(int(rest), cv2.CAP_V4L2, spec, mono, driver_stamps=True)
     if kind == "gst":
         return CaptureSource(rest, cv2.CAP_GSTREAMER, spec, mono)
     path = Path(rest if kind == "file" else spec)

@@ -1,0 +1,123 @@
+"""Which time a camera frame was taken: a V4L2 driver queues frames while nobody reads, and a
+frame grabbed after a container's trigger may have been exposed before it. Its buffer's
+timestamp says so; frames stamped only at the grab would pass for the container's own.
+
+No V4L2 device runs here: a real video file stands in for the frames, and a thin wrapper
+around OpenCV's capture reports buffer timestamps as the V4L2 backend does
+(CAP_PROP_POS_MSEC: the kernel's monotonic clock, in ms)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import cv2
+import numpy as np
+import pytest
+
+import edge.sources
+from edge.capture import capture_frames
+from edge.config import CameraConfig, LineConfig
+from edge.preflight import OK, WARN, check_camera
+from edge.sources import STAMP_SLACK_S, CaptureSource, driver_time
+
+H, W, FRAMES = 48, 64, 8
+
+
+def _video(path: Path) -> Path:
+    """FRAMES frames, frame i a fixed texture plus 20 * i grey levels (FFV1: lossless)."""
+    texture = np.random.default_rng(0).integers(0, 40, (H, W), dtype=np.uint8)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (W, H), False)
+    for i in range(FRAMES):
+        out.write(texture + np.uint8(20 * i + 10))
+    out.release()
+    return path
+
+
+def _index(img: np.ndarray) -> int:
+    """The frame's number in _video."""
+    return round((float(img.mean()) - 10 - 19.5) / 20)
+
+
+class Queued:
+    """OpenCV's capture of the video, reporting each frame's buffer timestamp as the V4L2
+    backend does: `stamps()` gives frame i's, in ms."""
+
+    def __init__(self, cap: cv2.VideoCapture, stamps: Callable[[int], float]) -> None:
+        self.cap, self.stamps, self.i = cap, stamps, -1
+
+    def grab(self) -> bool:
+        self.i += 1
+        return self.cap.grab()
+
+    def retrieve(self):
+        return self.cap.retrieve()
+
+    def get(self, prop: int) -> float:
+        assert prop == cv2.CAP_PROP_POS_MSEC
+        return self.stamps(self.i)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def _source(video: Path, stamps: Callable[[int], float], driver: bool = True) -> CaptureSource:
+    src = CaptureSource(str(video), what="v4l2:0", mono=True, driver_stamps=driver)
+    src.cap = Queued(src.cap, stamps)
+    return src
+
+
+def test_driver_time_takes_the_monotonic_clock_only() -> None:
+    now = time.monotonic()
+    assert driver_time(1000.0 * (now - 600), now) == pytest.approx(now - 600)  # queued long
+    assert driver_time(1000.0 * (now + STAMP_SLACK_S / 2), now) is not None
+    assert driver_time(1000.0 * time.time(), now) is None  # wall-clock: far in the future
+    assert driver_time(0.0, now) is None  # OpenCV before the first frame
+    assert driver_time(math.nan, now) is None and driver_time(-5.0, now) is None
+
+
+def test_frames_queued_before_the_trigger_are_not_the_containers(tmp_path: Path) -> None:
+    """Four frames waited in the driver's queue from before the trigger (stamped 0.5-0.2 s
+    before it), the rest come after it. Stamped by the driver, the container gets frames 4,
+    5 and 6 and the four queued ones are skipped; stamped at the grab (as before), it got
+    frames 0-2: three frames of whatever stood under the camera before its trigger."""
+    video = _video(tmp_path / "cam.avi")
+    trigger = time.monotonic()
+
+    def stamps(i: int) -> float:  # ms; queued frames 100 ms apart, then fresh ones
+        return 1000.0 * (trigger - 0.5 + 0.1 * i if i < 4 else time.monotonic())
+
+    def container(src: CaptureSource) -> tuple:
+        got = capture_frames(src.read, trigger, math.inf, 3, (H, W), None, 1000.0)
+        assert got.fault is None, got.reason
+        return [_index(f) for f in got.frames], got.stale
+
+    assert container(_source(video, stamps)) == ([4, 5, 6], 4)
+    assert container(_source(video, stamps, driver=False)) == ([0, 1, 2], 0)
+
+
+def test_a_driver_off_the_monotonic_clock_is_stamped_at_the_grab_and_warned(
+    tmp_path: Path, caplog, monkeypatch
+) -> None:
+    video = _video(tmp_path / "cam.avi")
+    src = _source(video, lambda i: 1000.0 * time.time())  # wall-clock stamps
+    before = time.monotonic()
+    with caplog.at_level(logging.WARNING, "edge.sources"):
+        frames: List[float] = [src.read().t for _ in range(3)]
+    assert src.stamps == "grab" and all(before <= t <= time.monotonic() for t in frames)
+    assert caplog.text.count("not of the monotonic clock") == 1  # once, not per frame
+
+    # `fod check` says so for the camera of the line config; a driver on the clock passes.
+    cfg = LineConfig(camera=CameraConfig(source="v4l2:0", frames=3, mono=True))
+    for clock, status in ((time.time, WARN), (time.monotonic, OK)):
+        monkeypatch.setattr(
+            edge.sources,
+            "open_source",
+            lambda spec, mono, c=clock: _source(video, lambda i: 1000.0 * c()),
+        )
+        check = check_camera(cfg)
+        assert check.status == status, check.detail
+    assert "stamped by the driver" in check.detail
