@@ -113,7 +113,8 @@ step "$WORK/demo.onnx" "$FOD" export --weights "$MODEL" --out "$WORK/demo.onnx" 
 step "$WORK/cal-out" "$FOD" calibrate --onnx "$WORK/demo.onnx" --data "$WORK/cal" \
   --val "$WORK/val" --out "$WORK/cal-out" --images 200 --seed 0
 [[ -n ${NOTE:-} ]] && RECIPE+=(--recipe "# $NOTE")
+# Reference frames: the first 8 val images with objects, which the unit's backend must find.
 step "$WORK/bundle" "$FOD" bundle make --int8-cpu "$WORK/cal-out/model.int8-cpu.onnx" \
-  --report "$WORK/cal-out/report.json" --out "$WORK/bundle" --name demo --version "$VERSION" \
-  "${RECIPE[@]}"
+  --report "$WORK/cal-out/report.json" --reference "$WORK/val" --reference-images 8 \
+  --out "$WORK/bundle" --name demo --version "$VERSION" "${RECIPE[@]}"
 du -sh "$WORK/bundle"

@@ -23,6 +23,7 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
+from .reference import bundle_reference
 from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,12 @@ def line_runtime(
         stack.callback(backend.close)
         shape, grid = frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
         check_classes(cfg, backend.info.class_names, "line config")
+        # A model blind to its own reference objects would accept every container.
+        seen = bundle_reference(bundle, backend, cfg.postprocess)
+        if seen is None:
+            log.warning("the bundle has no reference frames: the model's sight is unchecked")
+        else:
+            log.info("reference frames: %s", seen)
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:
             metrics.serve(cfg.metrics.port, cfg.metrics.address)

@@ -24,7 +24,8 @@ from .fsutil import FILE_MODE, atomic_write_bytes, sha256_file, staged_dir
 FORMAT = "pharma-fod/bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"  # raw 64-byte Ed25519 signature of manifest.json's bytes
-ROLES = ("fp32", "int8", "int8_cpu", "cache", "report")  # what each bundled file is for
+# What each bundled file is for; `reference`: frames with known objects (edge.reference).
+ROLES = ("fp32", "int8", "int8_cpu", "cache", "report", "reference")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 from .config import LineConfig, blind_spots, check_classes, frames_for_model
 from .errors import FodError
@@ -54,30 +54,43 @@ def check_bundle(cfg: LineConfig) -> Check:
         return Check("bundle", OK if key else WARN, detail)
 
 
+class OpenedModel(NamedTuple):
+    backend: Any
+    digest: str  # the model file's sha256
+    bundle: Any  # edge.bundle.Bundle, verified (its files readable while opened)
+
+
 @contextlib.contextmanager
-def opened_model(cfg: LineConfig) -> Iterator[Tuple[Any, str]]:
-    """(backend, model sha256) of the configured bundle and backend, closed on exit."""
+def opened_model(cfg: LineConfig) -> Iterator[OpenedModel]:
+    """The configured bundle and backend, closed on exit."""
     from .backends.select import open_configured
     from .bundle import open_bundle
 
     with open_bundle(Path(cfg.model.bundle)) as b:
         backend, digest = open_configured(b, cfg.model)
         try:
-            yield backend, digest
+            yield OpenedModel(backend, digest, b)
         finally:
             backend.close()
 
 
-def check_model(cfg: LineConfig, model: Optional[Tuple[Any, str]] = None) -> Check:
-    """The backend loads the model; for TensorRT, the engine built on this unit matches.
-    `model`: (backend, digest) already opened by `opened_model`, else opened here."""
+def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
+    """The backend loads the model; for TensorRT, the engine built on this unit matches;
+    the model finds the bundle's reference objects (warn where the bundle has none).
+    `model`: already opened by `opened_model`, else opened here."""
+    from .reference import bundle_reference
+
     with contextlib.ExitStack() as stack:
-        backend, digest = model or stack.enter_context(opened_model(cfg))
+        backend, digest, bundle = model or stack.enter_context(opened_model(cfg))
         check_classes(cfg, backend.info.class_names, "line config")
         frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
         w, h = backend.info.input_size
         what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
-        return Check("model", OK, f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}")
+        detail = f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}"
+        seen = bundle_reference(bundle, backend, cfg.postprocess)
+        if seen is None:
+            return Check("model", WARN, f"{detail}; no reference frames in the bundle: unchecked")
+        return Check("model", OK, f"{detail}; {seen}")
 
 
 def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
@@ -144,7 +157,7 @@ def check_timing(
 
     with contextlib.ExitStack() as stack:
         if backend is None:
-            backend, _ = stack.enter_context(opened_model(cfg))
+            backend = stack.enter_context(opened_model(cfg)).backend
         info = backend.info
         shape, grid = frames_for_model(cfg, info.input_size, info.input_layout)
         detector = EdgeDetector(
@@ -289,7 +302,7 @@ def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
 
         def model() -> Check:
             opened = stack.enter_context(opened_model(cfg))
-            loaded.append(opened[0])
+            loaded.append(opened.backend)
             return check_model(cfg, opened)
 
         def timing() -> Check:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 from fod.args import positive_int
 
@@ -56,6 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--version", dest="bundle_version", default="0.1.0", help="bundle version")
     m.add_argument(
         "--sign", type=Path, metavar="KEY", help="Ed25519 private key (from `fod keygen`)"
+    )
+    m.add_argument(
+        "--reference",
+        type=Path,
+        metavar="D",
+        help="a labelled set (annotations.json + images/ at the model's input size): its "
+        "first images with objects go into the bundle as reference frames, which the unit's "
+        "backend must find before it runs (fod check, fod run, rollouts)",
+    )
+    m.add_argument(
+        "--reference-images", type=int, default=8, metavar="N", help="reference frames (8)"
     )
     m.add_argument("--tar", action="store_true", help="write one .tar.gz")
     m.add_argument(
@@ -147,9 +159,81 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
     meta = bundle_meta(args.name, args.bundle_version, models[0], args.report)
     if args.recipe:
         meta["recipe"] = list(args.recipe)  # the commands that made it, for the record
-    path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
+    with tempfile.TemporaryDirectory() as work:
+        if args.reference is not None:
+            # Measured on this CPU: the INT8-CPU model, else the Q/DQ one, else FP32.
+            role, model = next((r, p) for r, p in extra[:3][::-1] if p is not None)
+            files["reference"], meta["reference"] = make_reference(
+                args.reference, args.reference_images, model, role, Path(work) / "reference.npz"
+            )
+        path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
     print(f"wrote {path}: {', '.join(sorted(files))}{' (signed)' if args.sign else ''}")
     return 0
+
+
+def make_reference(
+    folder: Path, count: int, model: Path, role: str, out: Path
+) -> Tuple[Path, Dict[str, Any]]:
+    """The first `count` images of the labelled set `folder` that hold objects, in the
+    model's frame layout, written to `out` -> (out, the manifest's `reference` entry with
+    what `model` found of them on ONNX Runtime here)."""
+    import cv2
+    import numpy as np
+
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.detector import EdgeDetector
+    from edge.errors import FodError
+    from edge.reference import (
+        Reference,
+        found_objects,
+        model_frame_shape,
+        reference_meta,
+        save_reference,
+    )
+
+    if count < 1:
+        raise FodError(f"--reference-images must be >= 1, got {count}")
+    ann_path = folder / "annotations.json"
+    try:
+        ann = json.loads(ann_path.read_text(encoding="utf-8"))
+        boxes_of: Dict[Any, List[List[float]]] = {}
+        for a in ann["annotations"]:
+            if not a.get("iscrowd"):
+                x, y, w, h = (float(v) for v in a["bbox"])
+                boxes_of.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+        chosen = [im for im in sorted(ann["images"], key=lambda i: i["id"]) if im["id"] in boxes_of]
+    except FileNotFoundError:
+        raise FodError(
+            f"{ann_path}: not found (a labelled set: annotations.json + images/)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FodError(f"{ann_path}: not a COCO annotation file: {e!r}") from None
+    chosen = chosen[:count]
+    if not chosen:
+        raise FodError(f"{ann_path}: no image with objects for the reference frames")
+    with OnnxRuntimeBackend(model) as backend:
+        shape = model_frame_shape(backend.info)
+        images, boxes, image_of = [], [], []
+        for i, im in enumerate(chosen):
+            path = folder / "images" / im["file_name"]
+            img = cv2.imread(
+                str(path), cv2.IMREAD_GRAYSCALE if len(shape) == 2 else cv2.IMREAD_COLOR
+            )
+            if img is None:
+                raise FodError(f"{path}: cannot read the image")
+            if len(shape) == 3:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            if img.shape != shape:
+                raise FodError(f"{path}: is {img.shape}, the model takes frames of {shape}")
+            images.append(img)
+            boxes += boxes_of[im["id"]]
+            image_of += [i] * len(boxes_of[im["id"]])
+        ref = Reference(np.stack(images), np.float32(boxes), np.int64(image_of))
+        found = found_objects(EdgeDetector(backend, backend.info).detect, ref)
+    if found == 0:
+        raise FodError(f"{model}: finds none of the {len(boxes)} reference objects in {folder}")
+    save_reference(out, ref)
+    return out, reference_meta(ref, found, f"onnxruntime {role} ({backend.kernels})")
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

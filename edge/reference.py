@@ -1,0 +1,154 @@
+"""Reference frames: a few images with known objects, shipped in the bundle, that the unit's
+own backend must find before it decides anything.
+
+The frames' outputs pass every health check of a blind model: an engine built wrong (an
+INT8 calibration gone bad, a precision bug, a wrong input layout) returns finite, distinct,
+low scores and in-range boxes, and the line would accept every container. The bundle's
+maker records how many of the reference objects its own backend found; `fod check`,
+`fod run` and a rollout run the same frames through the unit's backend and refuse a model
+that finds fewer than `REFERENCE_SHARE` of them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .bundle import Bundle
+from .detector import EdgeDetector
+from .errors import FodError
+from .fsutil import atomic_write_bytes
+from .model_info import ModelInfo
+from .postprocess import Detections, PostprocessConfig
+
+REFERENCE_SCORE = 0.5  # a sure sighting: the decision's default score_threshold
+REFERENCE_IOU = 0.3  # found: a detection at REFERENCE_SCORE overlaps the object this much
+REFERENCE_SHARE = 0.8  # of the objects the bundle's maker found, the unit must find
+
+
+@dataclass(frozen=True)
+class Reference:
+    images: np.ndarray  # [N, H, W] grey or [N, H, W, 3] RGB uint8, the model input's size
+    boxes: np.ndarray  # [M, 4] xyxy in model-input px
+    image_of: np.ndarray  # [M] int64: the image each box is in
+
+
+def save_reference(path: Path, ref: Reference) -> None:
+    """Write `ref` as a compressed .npz (no pickles), atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=ref.images, boxes=ref.boxes, image_of=ref.image_of)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_reference(path: Path) -> Reference:
+    """Read and check a reference .npz; FodError naming the file and the problem."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, boxes, image_of = z["images"], z["boxes"], z["image_of"]
+    except (OSError, ValueError, KeyError) as e:
+        raise FodError(f"{path}: not a reference frame file: {e}") from None
+    n = len(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or n == 0:
+        raise FodError(f"{path}: images must be [N, H, W(, 3)] uint8, got {images.shape}")
+    if boxes.shape != (len(image_of), 4) or not np.isfinite(boxes).all() or not len(boxes):
+        raise FodError(f"{path}: boxes must be [M, 4] finite with M >= 1, got {boxes.shape}")
+    if image_of.dtype.kind not in "iu" or not ((image_of >= 0) & (image_of < n)).all():
+        raise FodError(f"{path}: image_of must index the {n} images")
+    return Reference(images, boxes.astype(np.float32), image_of.astype(np.int64))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a [T, 4], b [P, 4] xyxy -> IoU [T, P]."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # [T, P, 2]
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)  # [T, P]
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)  # [T]
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)  # [P]
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def found_objects(detect: Callable[[List[np.ndarray]], List[Detections]], ref: Reference) -> int:
+    """The reference objects that a detection of any class at REFERENCE_SCORE or more
+    overlaps by REFERENCE_IOU (any class: on the line a particle read as a fibre still
+    rejects), one image a call."""
+    found = 0
+    for i, image in enumerate(ref.images):
+        d = detect([image])[0]
+        sure = d.boxes[d.scores >= REFERENCE_SCORE].reshape(-1, 4)
+        truth = ref.boxes[ref.image_of == i]
+        if len(truth) and len(sure):
+            found += int((iou_matrix(truth, sure) >= REFERENCE_IOU).any(axis=1).sum())
+    return found
+
+
+def needed(found_by_maker: int) -> int:
+    """Objects the unit must find of the reference: REFERENCE_SHARE of what the bundle's
+    maker found (TensorRT and ONNX Runtime differ by a few sightings), at least 1."""
+    return max(1, math.floor(REFERENCE_SHARE * found_by_maker))
+
+
+def reference_meta(ref: Reference, found: int, measured_with: str) -> Dict[str, Any]:
+    """The manifest's `reference` entry: what the maker's backend found, at which rule."""
+    return {
+        "images": len(ref.images),
+        "objects": len(ref.boxes),
+        "found": int(found),
+        "score": REFERENCE_SCORE,
+        "iou": REFERENCE_IOU,
+        "measured_with": measured_with,
+    }
+
+
+def check_reference(
+    detect: Callable[[List[np.ndarray]], List[Detections]],
+    ref: Reference,
+    meta: Dict[str, Any],
+    input_shape: Sequence[int],
+    source: str,
+) -> str:
+    """Run the reference frames through `detect` (the unit's backend) -> a line saying what
+    it found; raise FodError where it found fewer than `needed` of what the maker found,
+    or where the frames are not the model's input shape [H, W(, 3)]."""
+    if tuple(ref.images.shape[1:]) != tuple(input_shape):
+        raise FodError(
+            f"{source}: reference frames are {tuple(ref.images.shape[1:])}, the model takes "
+            f"{tuple(input_shape)}"
+        )
+    by_maker = meta.get("found")
+    if isinstance(by_maker, bool) or not isinstance(by_maker, int) or by_maker < 1:
+        raise FodError(f"{source}: the manifest's reference.found must be a count >= 1")
+    got, need = found_objects(detect, ref), needed(by_maker)
+    line = (
+        f"found {got} of {len(ref.boxes)} reference objects "
+        f"({by_maker} by {meta.get('measured_with', 'the maker')}, at least {need} needed)"
+    )
+    if got < need:
+        raise FodError(f"{source}: the model is blind to its reference frames: {line}")
+    return line
+
+
+def model_frame_shape(info: ModelInfo) -> Tuple[int, ...]:
+    """The frames a model takes: (H, W) grey for a grey-input graph, else (H, W, 3) RGB."""
+    w, h = info.input_size
+    return (h, w) if info.input_layout == "uint8_nhw" else (h, w, 3)
+
+
+def bundle_reference(
+    bundle: Bundle, backend: Any, cfg: Optional[PostprocessConfig] = None
+) -> Optional[str]:
+    """The bundle's reference frames through `backend` (check_reference) -> what it found,
+    or None where the bundle has none (made without `--reference`)."""
+    path = bundle.file("reference")
+    if path is None:
+        return None
+    meta = bundle.manifest.get("reference")
+    if not isinstance(meta, dict):
+        raise FodError(f"{path}: the bundle's manifest has no `reference` entry")
+    detector = EdgeDetector(backend, backend.info, cfg)
+    ref = load_reference(path)
+    return check_reference(detector.detect, ref, meta, model_frame_shape(backend.info), str(path))
