@@ -72,6 +72,7 @@ class PulseScheduler:
         self._active = 0  # 1 while a pulse is on
         self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
         self._riders: List[Pulse] = []  # pulses riding on the one now on (pulse thread only)
+        self._late: List[Pulse] = []  # popped while one was on, due too long before (missed)
         self.stage = Stage("pulses", self._step, self._crashed, clock)
         self.stage.start()
 
@@ -185,23 +186,29 @@ class PulseScheduler:
         # Anything else (SystemExit from a driver) skips this: _crashed reports p and its
         # riders.
         ended, self._riders = [p, *self._riders], []
+        late, self._late = self._late, []
         for q in ended:
             q.error = p.error
             self._finish(q, state)
+        for q in late:
+            self._finish(q, "missed")
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
-        """Pop the pending pulses due by now whose time is at most one pulse length before
-        the gate went on at `on_since` (so no later than `_step` would fire them); a
-        cancelled one is dropped."""
+        """Pop the pending pulses due by now: one due at most a pulse length before the gate
+        went on at `on_since` rides (no later than `_step` would fire it); one due longer
+        before is missed, as `_step` would report it, and reported when this pulse ends,
+        so it holds up none due behind it; a cancelled one is dropped."""
         now, out = self.clock(), []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
-                at, _, q = self._heap[0]
-                if q.state == "pending" and on_since - at > self.pulse_s:
-                    break  # due long before the gate went on: _step reports it missed
-                heapq.heappop(self._heap)
-                if q.state == "pending":
-                    q.state, q.fired_t = "on", max(at, on_since)
+                at, _, q = heapq.heappop(self._heap)
+                if q.state != "pending":
+                    continue
+                q.state = "on"  # out of the heap, still pending for wait_idle (_active)
+                if on_since - at > self.pulse_s:
+                    self._late.append(q)
+                else:
+                    q.fired_t = max(at, on_since)
                     out.append(q)
         return out
 
@@ -230,11 +237,15 @@ class PulseScheduler:
             self.device.off()
         p, self._on = self._on, None
         riders, self._riders = self._riders, []
+        late, self._late = self._late, []
         if p is not None:  # cut short: reported like a pulse whose write failed
             for q in [p, *riders]:
                 q.error = f"pulse thread crashed: {exc!r}"
                 with contextlib.suppress(Exception):
                     self._finish(q, "error")
+        for q in late:  # missed whatever the crash did
+            with contextlib.suppress(Exception):
+                self._finish(q, "missed")
         if self.on_crash is not None:
             try:
                 self.on_crash(exc)

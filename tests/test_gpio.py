@@ -164,6 +164,34 @@ def test_a_pulse_due_while_the_gate_is_on_rides_on_it(wiring: str) -> None:
     assert states[2].timestamp >= 0.005 + 0.040 - 0.002  # on through the second's length
 
 
+def test_a_pulse_long_overdue_holds_up_none_riding_behind_it() -> None:
+    """While the first pulse holds the gate on, a pulse comes in due a second ago (long
+    missed) and another is due 10 ms after the first: the overdue one is reported missed,
+    and the other still rides on the gate (before, the overdue one at the head of the
+    queue stopped it riding: the gate went off and on again for it)."""
+    f = MockFactory()
+    cfg = GpioConfig(delay_ms=200, pulse_ms=50)
+    seen: list = []
+    with LineIO(cfg, f, on_pulse_done=seen.append) as io:
+        pin = f.pin(cfg.ejector_pin)
+        pin.clear_states()
+        t0 = time.monotonic() + 0.05
+        io.pulses.schedule(t0, "first")
+        io.pulses.schedule(t0 + 0.01, "rider")
+        end = time.monotonic() + 2
+        while not pin.state and time.monotonic() < end:
+            time.sleep(0.001)
+        io.pulses.schedule(t0 - 1.0, "overdue")
+        assert io.pulses.wait_idle(2)
+        states = [s.state for s in pin.states]
+    assert sorted((p.tag, p.state) for p in seen) == [
+        ("first", "fired"),
+        ("overdue", "missed"),
+        ("rider", "fired"),
+    ]
+    assert states == [False, True, False]  # on once, through the rider's length
+
+
 def test_a_crash_ending_a_pulse_reports_the_pulses_riding_on_it() -> None:
     """The driver raises SystemExit on the write that ends a pulse another rode on: the
     output ends off and both pulses are reported failed (none left 'on' unreported)."""
