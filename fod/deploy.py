@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -67,7 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "backend must find before it runs (fod check, fod run, rollouts)",
     )
     m.add_argument(
-        "--reference-images", type=int, default=8, metavar="N", help="reference frames (8)"
+        "--reference-images",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="reference frames (8)",
     )
     m.add_argument("--tar", action="store_true", help="write one .tar.gz")
     m.add_argument(
@@ -191,8 +196,6 @@ def make_reference(
         save_reference,
     )
 
-    if count < 1:
-        raise FodError(f"--reference-images must be >= 1, got {count}")
     ann_path = folder / "annotations.json"
     try:
         ann = json.loads(ann_path.read_text(encoding="utf-8"))
@@ -200,6 +203,8 @@ def make_reference(
         for a in ann["annotations"]:
             if not a.get("iscrowd"):
                 x, y, w, h = (float(v) for v in a["bbox"])
+                if not (math.isfinite(x + y + w + h) and w > 0 and h > 0):
+                    raise ValueError(f"annotation {a.get('id')}: bbox {a['bbox']} is not a box")
                 boxes_of.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
         chosen = [im for im in sorted(ann["images"], key=lambda i: i["id"]) if im["id"] in boxes_of]
     except FileNotFoundError:

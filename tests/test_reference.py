@@ -178,6 +178,11 @@ def test_bundle_make_refuses_reference_frames_the_model_cannot_take(tmp_path: Pa
             str(tmp_path / "b"),
         ]
         assert main([*argv, "--reference", str(small)]) == 2
-    err = capsys.readouterr().err
-    assert ".png: is (256, 320), the model takes frames of (384, 640)" in err
+        err = capsys.readouterr().err
+        assert ".png: is (256, 320), the model takes frames of (384, 640)" in err
+        ann = json.loads((small / "annotations.json").read_text())
+        ann["annotations"][0]["bbox"][2] = float("nan")
+        (small / "annotations.json").write_text(json.dumps(ann))
+        assert main([*argv, "--reference", str(small)]) == 2
+        assert "annotations.json: not a COCO annotation file" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
