@@ -162,7 +162,7 @@ def test_a_blind_engine_fails_the_check_and_never_runs_the_line(
     )
 
 
-def test_bundle_make_refuses_reference_frames_the_model_cannot_take(tmp_path: Path, capsys):
+def test_bundle_make_refuses_reference_frames_it_cannot_use(tmp_path: Path, capsys):
     if not DEMO_BUNDLE.exists():
         pytest.skip("no models/demo in this tree")
     small = tmp_path / "small"

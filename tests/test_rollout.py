@@ -10,15 +10,18 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.app import ROLLBACK_PERMIT, check_rollback
+from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import create_bundle
 from edge.errors import FodError
 from fod.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "models/demo/model.int8-cpu.onnx"
+DEMO_REFERENCE = ROOT / "models/demo/reference.npz"
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,33 @@ def test_failed_verify_engine_or_check_leaves_current(tmp_path, keys) -> None:
     line = tmp_path / "line.toml"
     line.write_text(line.read_text().replace("mono = true", "mono = false"))
     assert "camera.mono" in _refused(tmp_path, ok, "check")["steps"][-1]["detail"]
+
+
+def test_a_model_blind_to_its_reference_frames_is_refused(tmp_path, keys, monkeypatch) -> None:
+    """A bundle with the demo's reference frames, on a unit whose engine is miscalibrated
+    (every score a fifth of the model's: outputs no health check flags): refused at the
+    check, the running bundle left current; on a sound engine the same bundle goes in."""
+    root = station(tmp_path, keys)
+    assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+    meta = {
+        "name": "line-a",
+        "version": "1.1.0",
+        "classes": ["fiber", "particle", "glass_flake"],
+        "reference": json.loads((ROOT / "models/demo/manifest.json").read_text())["reference"],
+    }
+    files = {"int8_cpu": DEMO_MODEL, "reference": DEMO_REFERENCE}
+    seeing = create_bundle(tmp_path / "r", files, meta, sign_key=keys / "fod_signing.key")
+    run = OnnxRuntimeBackend.run
+
+    def dim(self, x):
+        boxes, scores = run(self, x)
+        return boxes, scores * np.float32(0.2)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", dim)
+    detail = _refused(tmp_path, seeing, "check")["steps"][-1]["detail"]
+    assert "blind to its reference frames: found 0 of 16" in detail
+    monkeypatch.undo()
+    assert rollout(tmp_path, seeing)["status"] == "done" and current_version(root) == "1.1.0"
 
 
 def test_failed_health_probe_rolls_back_with_a_permit(tmp_path, keys) -> None:
