@@ -33,7 +33,7 @@ class SourceError(FodError):
 
 class Frame(NamedTuple):
     image: np.ndarray  # uint8 [H, W] grey or [H, W, 3] RGB
-    t: float  # monotonic time the frame was grabbed: frames from before a trigger are stale
+    t: float  # monotonic time it was taken (V4L2: the driver's stamp, else the grab)
 
 
 def driver_time(stamp_ms: float, grabbed: float) -> Optional[float]:
