@@ -95,7 +95,7 @@ def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
 
 def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
     """The camera opens and delivers `frames` frames, each within frame_timeout_ms."""
-    from .sources import open_source
+    from .sources import appsink_queues, open_source
 
     if cfg.camera.source == "sim":
         return Check("camera", WARN, "camera.source is 'sim': simulation only, no camera checked")
@@ -122,6 +122,15 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
+        kind, _, rest = cfg.camera.source.partition(":")
+        if kind == "gst" and appsink_queues(rest):
+            return Check(
+                "camera",
+                WARN,
+                f"{detail}; the pipeline's appsink keeps more than the newest frame: end it "
+                "with `appsink drop=true max-buffers=1`",
+                capture,
+            )
         if src.driver_stamps:  # V4L2: its queued frames need its stamps
             if src.stamps != "driver":
                 return Check(

@@ -136,6 +136,18 @@ class FolderSource:
         self.i = len(self.files)
 
 
+def appsink_queues(pipeline: str) -> bool:
+    """Whether a GStreamer pipeline's appsink may hold more than the newest frame: without
+    `drop=true max-buffers=1` it queues frames while nobody reads, and a frame from before a
+    trigger (stamped at the grab) would pass for the container's own."""
+    sink = pipeline.rsplit("!", 1)[-1].split()
+    if not sink or sink[0] != "appsink":
+        return True  # not an appsink we can read: assume it queues
+    props = dict(p.split("=", 1) for p in sink[1:] if "=" in p)
+    drops = props.get("drop", "").lower() in ("true", "1", "yes")
+    return not (drops and props.get("max-buffers") == "1")
+
+
 def open_source(spec: str, mono: bool = False) -> CaptureSource | FolderSource:
     """`file:<video or folder>`, `v4l2:<index>`, `gst:<pipeline>`, or a bare path."""
     kind, _, rest = spec.partition(":")

@@ -121,3 +121,21 @@ def test_a_driver_off_the_monotonic_clock_is_stamped_at_the_grab_and_warned(
         check = check_camera(cfg)
         assert check.status == status, check.detail
     assert "stamped by the driver" in check.detail
+
+
+@pytest.mark.parametrize(
+    "pipeline, queues",
+    [
+        ("nvarguscamerasrc ! nvvidconv ! videoconvert ! appsink", True),
+        ("v4l2src ! videoconvert ! appsink drop=true max-buffers=1", False),
+        ("v4l2src ! videoconvert ! appsink sync=false max-buffers=1 drop=1", False),
+        ("v4l2src ! appsink drop=true", True),  # unbounded, dropping nothing
+        ("v4l2src ! appsink max-buffers=1", True),  # blocks the camera on its one old frame
+        ("v4l2src ! appsink drop=true max-buffers=4", True),
+        ("v4l2src ! fakesink", True),
+    ],
+)
+def test_an_appsink_that_queues_frames_is_named(pipeline: str, queues: bool) -> None:
+    """GStreamer frames are stamped at the grab: only an appsink that keeps the newest
+    frame alone leaves at most one from before a trigger (`fod check` warns otherwise)."""
+    assert edge.sources.appsink_queues(pipeline) is queues
