@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 from fod.args import positive_int
 
@@ -195,44 +194,27 @@ def make_reference(
         reference_meta,
         save_reference,
     )
+    from training.data.coco import load_coco
+    from training.data.dataset import read_rgb
 
-    ann_path = folder / "annotations.json"
-    try:
-        ann = json.loads(ann_path.read_text(encoding="utf-8"))
-        boxes_of: Dict[Any, List[List[float]]] = {}
-        for a in ann["annotations"]:
-            if not a.get("iscrowd"):
-                x, y, w, h = (float(v) for v in a["bbox"])
-                if not (math.isfinite(x + y + w + h) and w > 0 and h > 0):
-                    raise ValueError(f"annotation {a.get('id')}: bbox {a['bbox']} is not a box")
-                boxes_of.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
-        chosen = [im for im in sorted(ann["images"], key=lambda i: i["id"]) if im["id"] in boxes_of]
-    except FileNotFoundError:
-        raise FodError(
-            f"{ann_path}: not found (a labelled set: annotations.json + images/)"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FodError(f"{ann_path}: not a COCO annotation file: {e!r}") from None
-    chosen = chosen[:count]
+    coco = load_coco(folder)  # validated: finite boxes of positive size, known images
+    chosen = [im for im in sorted(coco.images, key=lambda im: im.id) if coco.annotations.get(im.id)]
     if not chosen:
-        raise FodError(f"{ann_path}: no image with objects for the reference frames")
+        raise FodError(f"{coco.source}: no image with objects for the reference frames")
     with OnnxRuntimeBackend(model) as backend:
         shape = model_frame_shape(backend.info)
         images, boxes, image_of = [], [], []
-        for i, im in enumerate(chosen):
-            path = folder / "images" / im["file_name"]
-            img = cv2.imread(
-                str(path), cv2.IMREAD_GRAYSCALE if len(shape) == 2 else cv2.IMREAD_COLOR
-            )
-            if img is None:
-                raise FodError(f"{path}: cannot read the image")
-            if len(shape) == 3:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        for i, im in enumerate(chosen[:count]):
+            path = folder / "images" / im.file_name
+            img = read_rgb(path)
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if len(shape) == 2 else img
             if img.shape != shape:
                 raise FodError(f"{path}: is {img.shape}, the model takes frames of {shape}")
             images.append(img)
-            boxes += boxes_of[im["id"]]
-            image_of += [i] * len(boxes_of[im["id"]])
+            for a in coco.annotations[im.id]:
+                x, y, w, h = a.bbox
+                boxes.append([x, y, x + w, y + h])
+                image_of.append(i)
         ref = Reference(np.stack(images), np.float32(boxes), np.int64(image_of))
         found = found_objects(EdgeDetector(backend, backend.info).detect, ref)
     if found == 0:
