@@ -28,6 +28,7 @@ from edge.fsutil import atomic_write_json
 from edge.knapp import read_sequences
 from edge.postprocess import Detections, PostprocessConfig, select_per_image
 from edge.preprocess import letterbox
+from edge.reference import iou_matrix
 
 
 def set_frames(folder: Path, videos: int, frames: int) -> Iterator[np.ndarray]:
@@ -44,20 +45,10 @@ def set_frames(folder: Path, videos: int, frames: int) -> Iterator[np.ndarray]:
             cap.release()
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, 4], [M, 4] x1y1x2y2 -> [N, M]."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def agreement(x: Detections, y: Detections, score: float) -> Dict[str, int]:
     """Detections at `score` or more in both, only in x, only in y (same class, IoU >= 0.5)."""
     a, b = x.scores >= score, y.scores >= score
-    same = (box_iou(x.boxes[a], y.boxes[b]) >= 0.5) & (x.labels[a][:, None] == y.labels[b][None])
+    same = (iou_matrix(x.boxes[a], y.boxes[b]) >= 0.5) & (x.labels[a][:, None] == y.labels[b][None])
     return {
         "both": int(same.any(1).sum()),
         "first_only": int((~same.any(1)).sum()),

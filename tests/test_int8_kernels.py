@@ -37,7 +37,7 @@ def _dets(rows) -> Detections:
 
 
 def test_box_iou_and_agreement_by_hand(kernels) -> None:
-    iou = kernels.box_iou(np.array([[0, 0, 10, 10]], float), np.array([[5, 0, 15, 10]], float))
+    iou = kernels.iou_matrix(np.array([[0, 0, 10, 10]], float), np.array([[5, 0, 15, 10]], float))
     assert iou[0, 0] == pytest.approx(50 / 150)
     x = _dets([[0, 0, 10, 10, 0.9, 1], [20, 20, 30, 30, 0.8, 0], [40, 40, 50, 50, 0.3, 2]])
     y = _dets([[1, 1, 10, 10, 0.7, 1], [20, 20, 30, 30, 0.6, 2], [60, 60, 70, 70, 0.55, 0]])
