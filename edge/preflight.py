@@ -122,24 +122,19 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
+        # Frames queued from before a trigger must be told apart (V4L2: by the driver's
+        # stamps) or not kept (GStreamer: an appsink holding the newest frame only).
         kind, _, rest = cfg.camera.source.partition(":")
+        queued = None
         if kind == "gst" and appsink_queues(rest):
-            return Check(
-                "camera",
-                WARN,
-                f"{detail}; the pipeline's appsink keeps more than the newest frame: end it "
-                "with `appsink drop=true max-buffers=1`",
-                capture,
-            )
-        if src.driver_stamps:  # V4L2: its queued frames need its stamps
-            if src.stamps != "driver":
-                return Check(
-                    "camera",
-                    WARN,
-                    f"{detail}; the driver's frame timestamps are not of the monotonic clock: "
-                    "a frame queued from before a trigger would count as the container's",
-                    capture,
-                )
+            queued = "the pipeline's appsink keeps more than the newest frame: end it with "
+            queued += "`appsink drop=true max-buffers=1`"
+        elif src.driver_stamps and src.stamps != "driver":
+            queued = "the driver's frame timestamps are not of the monotonic clock: a frame "
+            queued += "queued from before a trigger would count as the container's"
+        if queued is not None:
+            return Check("camera", WARN, f"{detail}; {queued}", capture)
+        if src.driver_stamps:
             detail += ", stamped by the driver"
         return Check("camera", OK, detail, capture)
     finally:
