@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fault matrix of the simulated line: each fault class alone at p = 0.2, then all of
-# them together at p = 0.05, through the demo bundle with the gate model judging what
-# physically happened. Prints one Markdown table; each run's summary.json stays in OUT.
+# them together at p = 0.05, then an engine that goes blind for good (`blind`, p = 0.05 a
+# container: its onset; the reference rounds must stop the line), through the demo bundle
+# with the gate model judging what physically happened. Prints one Markdown table; each run's summary.json stays in OUT.
 # Usage: benchmarks/fault_matrix.sh [OUT=fault-matrix] [CONTAINERS=200] [RATE=100] [FRAMES=4]
 set -euo pipefail
 out=${1:-fault-matrix}
@@ -14,7 +15,7 @@ red=()  # runs that broke a safety invariant (`fod simulate` exit 1): their rows
 kinds="camera_drop corrupt black frozen stall nan backend_error slow stale_output thread_crash gpio_error bounce audit_error"
 echo "| faults | containers | injected | fault rows | alarms | passed_defective (model misses) | passed_faulty | audit_disagrees | ghosts |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05; do
+for spec in $(for k in $kinds; do echo "$k=0.2"; done) all=0.05 blind=0.05; do
   dir="$out/${spec%%=*}"
   rm -rf "$dir"
   rc=0

@@ -23,7 +23,7 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
-from .reference import bundle_reference
+from .reference import SelfTest, bundle_reference
 from .runtime import Job, Outcome, Runtime
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def line_runtime(
         if seen is None:
             log.warning("the bundle has no reference frames: the model's sight is unchecked")
         else:
-            log.info("reference frames: %s", seen)
+            log.info("reference frames: %s", seen.line)
         metrics = RuntimeMetrics()  # before anything is written: a busy port leaves no trace
         try:
             metrics.serve(cfg.metrics.port, cfg.metrics.address)
@@ -159,6 +159,12 @@ def line_runtime(
             model_hash,
             shape,
             on_outcome=on_outcome,
+            # ... and one that goes blind mid-shift, as soon as a round of them shows it.
+            self_test=(
+                SelfTest(seen, cfg.model.reference_every_s)
+                if seen is not None and cfg.model.reference_every_s > 0
+                else None
+            ),
         )
         stack.callback(runtime.close)
         stack.enter_context(frozen_heap())

@@ -59,6 +59,10 @@ class ModelConfig:
     # Each frame is also run mirrored left-right and the two views' detections merged:
     # a second look for an unsure particle, at twice the model calls per frame.
     mirror: bool = False
+    # The bundle's reference frames go through the model again every this many seconds
+    # while the line runs (one frame at a time, when no container waits for the model); a
+    # round that finds too few of their objects stops the line. 0: only at start.
+    reference_every_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ def _finite(obj: Any, where: str, source: str) -> None:
 
 
 def _check(cfg: LineConfig, source: str) -> None:
-    for name in ("camera", "decision", "postprocess", "gpio", "timing"):
+    for name in ("camera", "model", "decision", "postprocess", "gpio", "timing"):
         _finite(getattr(cfg, name), name, source)
     if cfg.camera.frames < 1:
         raise ConfigError(f"{source}: camera.frames must be >= 1")

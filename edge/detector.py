@@ -47,9 +47,9 @@ class EdgeDetector:
     def _detect_view(self, frames: Sequence[np.ndarray]) -> List[Detections]:
         if self.tiles != (1, 1):
             return [self._detect_tiled(f) for f in frames]
-        return self._detect_whole(frames)
+        return self.detect_whole(frames)
 
-    def _detect_whole(self, images: Sequence[np.ndarray]) -> List[Detections]:
+    def detect_whole(self, images: Sequence[np.ndarray]) -> List[Detections]:
         """Each image letterboxed whole into the model, one call for all of them ->
         detections in each image's pixels."""
         boxed, lbs = zip(*(letterbox(f, self.info.input_size) for f in images))
@@ -71,7 +71,7 @@ class EdgeDetector:
             self.tiles,
             self.overlap,
             self.info.input_size,
-            lambda tile: self._detect_whole([np.ascontiguousarray(tile)])[0],
+            lambda tile: self.detect_whole([np.ascontiguousarray(tile)])[0],
             self.cfg,
         )
 

@@ -15,6 +15,7 @@ FAULTS = (
     "corrupt_frame",
     "frame_health",
     "bad_output",
+    "blind_model",
     "backend_error",
     "late",
     "stall",

@@ -31,6 +31,13 @@ class RuntimeMetrics:
         self.faults = Counter(
             "fod_faults_total", "Fail-safe rejects by fault", ["fault"], registry=self.registry
         )
+        self.reference = Counter(
+            "fod_reference_rounds_total",
+            "Rounds of the reference frames through the model while the line ran, by result"
+            " (passed, blind)",
+            ["result"],
+            registry=self.registry,
+        )
         self.queue = Gauge(
             "fod_queue_depth", "Items waiting per queue", ["queue"], registry=self.registry
         )

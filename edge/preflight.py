@@ -90,7 +90,9 @@ def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
         seen = bundle_reference(bundle, backend, cfg.postprocess)
         if seen is None:
             return Check("model", WARN, f"{detail}; no reference frames in the bundle: unchecked")
-        return Check("model", OK, f"{detail}; {seen}")
+        again = cfg.model.reference_every_s
+        when = f"again every {again:g} s on the line" if again > 0 else "at start only"
+        return Check("model", OK, f"{detail}; {seen.line}, {when}")
 
 
 def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
@@ -150,8 +152,9 @@ def check_timing(
 ) -> Check:
     """Containers of `camera.frames` synthetic frames of the configured size through the
     configured backend, tiles and decision, as the runtime judges them; the slowest of
-    `containers` (after one to warm up) plus the camera's capture time must fit in what the
-    gate leaves: `gpio.delay_ms - timing.decision_margin_ms`. Over it fails (every
+    `containers` (after one to warm up), plus one reference frame's model call where the
+    line re-checks them (a container may wait for one), plus the camera's capture time must
+    fit in what the gate leaves: `gpio.delay_ms - timing.decision_margin_ms`. Over it fails (every
     container would be rejected late, or as a stall); over `headroom` of it warns.
     `backend`: one `opened_model` already loaded (the preflight's), else opened here."""
     from .bench import synthetic_frames, views_label
@@ -178,11 +181,20 @@ def check_timing(
                 return Check("timing", FAIL, f"the model failed on test frames: {v.reason}")
             if i:  # the first pays for allocations and autotuning
                 times.append((time.perf_counter() - t0) * 1e3)
+        # A container may wait for one reference frame's call (the self-test, when idle).
+        ref_ms = 0.0
+        if cfg.model.reference_every_s > 0:
+            w, h = info.input_size
+            t0 = time.perf_counter()
+            detector.detect_whole([synthetic_frames((w, h), cfg.camera.mono)()])
+            ref_ms = (time.perf_counter() - t0) * 1e3
     worst = max(times)
     budget = cfg.gpio.delay_ms - cfg.timing.decision_margin_ms
-    total = worst + (capture_ms or 0.0)
+    total = worst + ref_ms + (capture_ms or 0.0)
     cut = views_label(f"{grid[0]}x{grid[1]}", cfg.model.mirror)
     what = f"{cfg.camera.frames} frames {shape[1]}x{shape[0]}{cut}: model + decision {worst:.0f} ms"
+    if ref_ms:
+        what += f" + a reference frame {ref_ms:.0f} ms"
     if capture_ms is None:
         what += " (capture not measured)"
     else:

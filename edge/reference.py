@@ -11,8 +11,10 @@ that finds fewer than `REFERENCE_SHARE` of them.
 
 from __future__ import annotations
 
+import collections
 import io
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -72,18 +74,22 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def found_in(d: Detections, truth: np.ndarray) -> int:
+    """Of one image's objects `truth` [M, 4], those that a detection of any class at
+    REFERENCE_SCORE or more overlaps by REFERENCE_IOU (any class: on the line a particle
+    read as a fibre still rejects)."""
+    sure = d.boxes[d.scores >= REFERENCE_SCORE].reshape(-1, 4)
+    if not len(truth) or not len(sure):
+        return 0
+    return int((iou_matrix(truth, sure) >= REFERENCE_IOU).any(axis=1).sum())
+
+
 def found_objects(detect: Callable[[List[np.ndarray]], List[Detections]], ref: Reference) -> int:
-    """The reference objects that a detection of any class at REFERENCE_SCORE or more
-    overlaps by REFERENCE_IOU (any class: on the line a particle read as a fibre still
-    rejects), one image a call."""
-    found = 0
-    for i, image in enumerate(ref.images):
-        d = detect([image])[0]
-        sure = d.boxes[d.scores >= REFERENCE_SCORE].reshape(-1, 4)
-        truth = ref.boxes[ref.image_of == i]
-        if len(truth) and len(sure):
-            found += int((iou_matrix(truth, sure) >= REFERENCE_IOU).any(axis=1).sum())
-    return found
+    """The reference objects found (`found_in`), one image a call."""
+    return sum(
+        found_in(detect([image])[0], ref.boxes[ref.image_of == i])
+        for i, image in enumerate(ref.images)
+    )
 
 
 def needed(found_by_maker: int) -> int:
@@ -123,13 +129,17 @@ def check_reference(
     if isinstance(by_maker, bool) or not isinstance(by_maker, int) or by_maker < 1:
         raise FodError(f"{source}: the manifest's reference.found must be a count >= 1")
     got, need = found_objects(detect, ref), needed(by_maker)
-    line = (
-        f"found {got} of {len(ref.boxes)} reference objects "
-        f"({by_maker} by {meta.get('measured_with', 'the maker')}, at least {need} needed)"
-    )
+    line = found_line(got, ref, by_maker, str(meta.get("measured_with", "the maker")))
     if got < need:
         raise FodError(f"{source}: the model is blind to its reference frames: {line}")
     return line
+
+
+def found_line(got: int, ref: Reference, by_maker: int, maker: str) -> str:
+    return (
+        f"found {got} of {len(ref.boxes)} reference objects "
+        f"({by_maker} by {maker}, at least {needed(by_maker)} needed)"
+    )
 
 
 def model_frame_shape(info: ModelInfo) -> Tuple[int, ...]:
@@ -138,9 +148,19 @@ def model_frame_shape(info: ModelInfo) -> Tuple[int, ...]:
     return (h, w) if info.input_layout == "uint8_nhw" else (h, w, 3)
 
 
+@dataclass(frozen=True)
+class Sight:
+    """What the unit's backend found of the bundle's reference frames at its check."""
+
+    line: str  # found N of M reference objects (...)
+    ref: Reference
+    by_maker: int  # objects the bundle's maker found
+    maker: str  # the maker's backend
+
+
 def bundle_reference(
     bundle: Bundle, backend: Any, cfg: Optional[PostprocessConfig] = None
-) -> Optional[str]:
+) -> Optional[Sight]:
     """The bundle's reference frames through `backend` (check_reference) -> what it found,
     or None where the bundle has none (made without `--reference`)."""
     path = bundle.file("reference")
@@ -151,4 +171,57 @@ def bundle_reference(
         raise FodError(f"{path}: the bundle's manifest has no `reference` entry")
     detector = EdgeDetector(backend, backend.info, cfg)
     ref = load_reference(path)
-    return check_reference(detector.detect, ref, meta, model_frame_shape(backend.info), str(path))
+    line = check_reference(detector.detect, ref, meta, model_frame_shape(backend.info), str(path))
+    return Sight(line, ref, int(meta["found"]), str(meta.get("measured_with", "the maker")))
+
+
+class SelfTest:
+    """The reference frames again while the line runs: a round every `every_s` seconds,
+    one image at a time, each in a moment the inference stage has nothing else to do.
+
+    An engine can go blind after its start-up check (its weights or context corrupted in
+    memory, a GPU fault, a driver reset) and still give outputs that pass every per-frame
+    check: the line would accept every container until the next start. A round that finds
+    fewer than `needed` of what the bundle's maker found is blind. Not thread-safe: one
+    stage (inference) steps it."""
+
+    def __init__(
+        self,
+        sight: Sight,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sight, self.every_s, self.clock = sight, every_s, clock
+        self.need = needed(sight.by_maker)
+        self.next_t = clock() + every_s  # the start-up check was the first round
+        self.rounds: collections.Counter[str] = collections.Counter()  # passed/blind/error
+        self.line = sight.line  # what the last finished round found
+        self._image = self._found = 0
+
+    def due(self) -> bool:
+        return self.clock() >= self.next_t
+
+    def step(self, detect: Callable[[np.ndarray], Detections]) -> Optional[bool]:
+        """`detect` (one image of the model input's size -> its detections) on the round's
+        next image -> None while the round goes on; at its end True (enough found) or
+        False (blind; `line` says what it found). A call that raises ends the round
+        unjudged (counted `error`, the next round `every_s` later) and propagates."""
+        ref, i = self.sight.ref, self._image
+        try:
+            d = detect(ref.images[i])
+        except BaseException:
+            self._end("error")
+            raise
+        self._found += found_in(d, ref.boxes[ref.image_of == i])
+        self._image += 1
+        if self._image < len(ref.images):
+            return None
+        self.line = found_line(self._found, ref, self.sight.by_maker, self.sight.maker)
+        ok = self._found >= self.need
+        self._end("passed" if ok else "blind")
+        return ok
+
+    def _end(self, result: str) -> None:
+        self.rounds[result] += 1
+        self._image = self._found = 0
+        self.next_t = self.clock() + self.every_s

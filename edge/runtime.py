@@ -36,6 +36,7 @@ from .ledger import Ledger
 from .metrics import RuntimeMetrics
 from .postprocess import Detections
 from .recorder import Recorder
+from .reference import SelfTest
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
 from .verdict import judge
 
@@ -57,6 +58,7 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         on_outcome: Optional[Callable[[Outcome], None]] = None,
         notify: Callable[[str], bool] = sd_notify,
+        self_test: Optional[SelfTest] = None,
     ) -> None:
         self.cfg, self.detector, self.io, self.audit = cfg, detector, io, audit
         self.metrics = metrics
@@ -84,6 +86,10 @@ class Runtime:
             self._trigger_clash,
         )
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
+        self.self_test = self_test  # the reference frames, again while the line runs
+        self.blind: Optional[str] = None  # why the model can no longer be trusted
+        self._unchecked: List[str] = []  # accepts since the last passed self-test: first, last
+        self._unchecked_n = 0
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
@@ -239,6 +245,8 @@ class Runtime:
         self._holding["capture"] = None
 
     def _infer_step(self) -> None:
+        if self._infer_q.empty():  # idle: a reference frame, at most one call's delay
+            self._self_test_step()
         item = self._get(self._infer_q, "inference")
         if item is None:
             return
@@ -248,7 +256,9 @@ class Runtime:
             return
         self._holding["inference"] = job.container_id
         out = Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured)
-        if fault is None and self.clock() > c.deadline:
+        if fault is None and self.blind is not None:
+            out.fault, out.reason = "blind_model", self.blind
+        elif fault is None and self.clock() > c.deadline:
             # Already too late: reject without spending the model on it, so an overload
             # drains instead of making every following container late as well.
             out.fault, out.reason = "late", "deadline passed while queued; not inferred"
@@ -259,8 +269,39 @@ class Runtime:
             late_ms = (out.decided_t - c.deadline) * 1000
             out.reject, out.fault = True, "late"
             out.reason = f"decision {late_ms:.0f} ms past its deadline ({out.reason})"
+        if not out.reject:  # on the model's word: unchecked until the next self-test passes
+            self._unchecked[1:] = [job.container_id]
+            self._unchecked_n += 1
         self._holding["inference"] = None
         self._finalize(out)
+
+    def _self_test_step(self) -> None:
+        """One reference frame through the model while no container waits for it, when a
+        round is due. A container whose frames arrive meanwhile waits one model call (its
+        deadline still holds); a line that never leaves the stage idle is never tested,
+        and its containers are late already."""
+        st = self.self_test
+        if st is None or self.blind is not None or self._stopping.is_set() or not st.due():
+            return
+        try:
+            ok = st.step(lambda image: self.detector.detect_whole([image])[0])
+        except Exception as e:  # a backend that fails, fails the containers' own calls too
+            log.warning("reference self-test: the model call raised %r; next round later", e)
+            return
+        if ok is None:
+            return
+        self.metrics.reference.labels("passed" if ok else "blind").inc()
+        if ok:
+            self._unchecked, self._unchecked_n = [], 0
+            return
+        self.blind = f"the model failed its reference frames mid-shift: {st.line}"
+        self.failed = self.blind  # `fod run` exits; a restart checks the frames before deciding
+        held = self._unchecked_n
+        which = " .. ".join(self._unchecked)
+        self.raise_alarm(
+            f"{self.blind}; {held} container(s) accepted since the last passed check"
+            + (f" ({which}): hold them for re-inspection" if held else "")
+        )
 
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
         t0 = self.clock()

@@ -52,6 +52,11 @@ FAULT_KINDS = (
 # the gate relay's contacts weld at an energising write and the gate stays energised. The
 # run must come out red (`safety_violations`); with the gate feedback the alarm is raised.
 HARDWARE_FAULTS = ("relay_welded",)
+# Faults that last from the container they strike to the end of the run (`all` leaves them
+# out: after one, the runtime decides nothing more): `blind`, the engine goes blind - every
+# score a fifth of the model's, finite and in range, which no per-frame check can tell from
+# a clean frame; the reference self-test (model.reference_every_s) must stop the line.
+ONSET_FAULTS = ("blind",)
 
 
 def parse_faults(spec: Optional[str]) -> Dict[str, float]:
@@ -59,8 +64,8 @@ def parse_faults(spec: Optional[str]) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for part in filter(None, (spec or "").split(",")):
         name, _, value = part.partition("=")
-        if name not in (*FAULT_KINDS, *HARDWARE_FAULTS, "all"):
-            kinds = ", ".join((*FAULT_KINDS, *HARDWARE_FAULTS))
+        if name not in (*FAULT_KINDS, *HARDWARE_FAULTS, *ONSET_FAULTS, "all"):
+            kinds = ", ".join((*FAULT_KINDS, *HARDWARE_FAULTS, *ONSET_FAULTS))
             raise FodError(f"--faults: unknown fault {name!r}; choose from all, {kinds}")
         try:
             p = float(value)
@@ -133,7 +138,8 @@ class FaultyPin(MockConnectedPin):
 
 class FaultyBackend:
     """Wraps a backend: raises, returns NaN, stalls or hands back its previous call's
-    outputs (a run that did not happen, read from reused buffers), as the injector says."""
+    outputs (a run that did not happen, read from reused buffers), as the injector says;
+    or goes blind for good (`blind`), every call from then on, the self-test's too."""
 
     def __init__(
         self, inner: Any, injector: Injector, slow_s: float, holder: Callable[[], Optional[str]]
@@ -141,6 +147,7 @@ class FaultyBackend:
         self.inner, self.injector, self.slow_s = inner, injector, slow_s
         self.holder = holder  # the container the inference stage is working on
         self.last: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self.blind = False
 
     def infer(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         if self.injector.take("backend_error", self.holder()):
@@ -155,6 +162,9 @@ class FaultyBackend:
             self.last = (boxes.copy(), scores.copy())
         if self.injector.take("nan", self.holder()):
             scores = np.full_like(scores, np.nan)
+        self.blind = self.blind or self.injector.take("blind", self.holder())
+        if self.blind:
+            scores = scores * np.float32(0.2)
         return boxes, scores
 
     def close(self) -> None:

@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--faults",
         help="per-container probabilities, e.g. camera_drop=0.2,nan=0.1 or all=0.05; kinds: "
-        "camera_drop corrupt black frozen stall nan backend_error slow thread_crash gpio_error "
-        "bounce audit_error; relay_welded (a machine fault, not in all: the run goes red)",
+        "camera_drop corrupt black frozen stall nan backend_error slow stale_output "
+        "thread_crash gpio_error bounce audit_error; relay_welded (a machine fault, not in all: "
+        "the run goes red); blind (the engine blind from then on, not in all)",
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
@@ -231,6 +232,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             rt.drain(timeout=60 + count * 2)
             rt.io.pulses.wait_idle(timeout=delay_s + 2)
             counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
+            rounds = dict(rt.self_test.rounds) if rt.self_test is not None else None
             bounces = rt.io.debounce.bounces
     finally:
         camera.close()
@@ -242,6 +244,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     summary.update(
         failed=failed,
         alarm_reasons=alarm_reasons[:5],
+        # rounds of the reference frames while the line ran, by result (None: not run)
+        reference_rounds=rounds,
         bounces_filtered=bounces,
         bounce_edges=injector.bounce_edges,
         sequences=str(seq_dir),
@@ -273,6 +277,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         frame, model_in = ("x".join(map(str, summary[k])) for k in ("frame_size", "model_input"))
         how = "letterboxed" if summary["tiles"] == "1x1" else f"in {summary['tiles']} tiles"
         letterboxed = f"frames {frame} {how} to {model_in}; " if frame != model_in else ""
+        r = summary["reference_rounds"]
+        rounds = "" if r is None else f"reference rounds {r or 'none due'}; "
         print(
             f"{summary['containers']} containers: {summary['physically_passed']} passed the gate, "
             f"faults {summary['faults'] or 'none'}; detection rate {summary['detection_rate']}, "
@@ -284,6 +290,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
             f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
             + letterboxed
+            + rounds
             + f"sequences {seq_dir}; audit {args.out / 'audit'}, "
             f"timeline {args.out / 'timeline.png'}"
             + (f"; the runtime failed: {failed}" if failed else "")

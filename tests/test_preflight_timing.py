@@ -44,23 +44,26 @@ def test_timing_fits_the_gate_or_fails_the_check(bundle: Path, tmp_path: Path) -
 
 def test_timing_runs_the_tiles_the_line_runs(bundle: Path, tmp_path: Path, monkeypatch) -> None:
     calls: Dict[str, int] = {"images": 0}
-    whole = detector.EdgeDetector._detect_whole
+    whole = detector.EdgeDetector.detect_whole
 
     def counted(self, images):
         calls["images"] += len(images)
         return whole(self, images)
 
-    monkeypatch.setattr(detector.EdgeDetector, "_detect_whole", counted)
+    monkeypatch.setattr(detector.EdgeDetector, "detect_whole", counted)
     cfg = _cfg(
         bundle, tmp_path, gpio=ROOMY, model={"tiles": "2x2"}, camera={"width": 640, "height": 512}
     )
     c = check_timing(cfg, containers=2)
     assert c.status == OK and "3 frames 640x512 in 2x2 tiles" in c.detail, c
-    assert calls["images"] == (2 + 1) * 3 * 4  # warm-up + 2 containers, 3 frames, 4 tiles
+    # warm-up + 2 containers, 3 frames, 4 tiles; and one reference frame, whole
+    assert calls["images"] == (2 + 1) * 3 * 4 + 1
+    assert "+ a reference frame" in c.detail
     calls["images"] = 0
-    cfg = _cfg(bundle, tmp_path, gpio=ROOMY, model={"mirror": True})
+    cfg = _cfg(bundle, tmp_path, gpio=ROOMY, model={"mirror": True, "reference_every_s": 0.0})
     c = check_timing(cfg, containers=2)
     assert c.status == OK and "3 frames 320x256, mirrored too:" in c.detail, c
+    assert "reference frame" not in c.detail  # checked at start only: no wait for one
     assert calls["images"] == (2 + 1) * 3 * 2  # each frame and its mirror
 
 

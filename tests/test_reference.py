@@ -5,22 +5,30 @@ check and would accept every container."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 from typing import List
 
 import cv2
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from edge.app import line_runtime
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import open_bundle
 from edge.config import CameraConfig, LineConfig, ModelConfig
 from edge.errors import FodError
+from edge.jobs import Job
 from edge.postprocess import Detections
 from edge.preflight import FAIL, OK, check_model
 from edge.reference import (
     Reference,
+    SelfTest,
+    Sight,
     check_reference,
     found_objects,
     iou_matrix,
@@ -30,6 +38,8 @@ from edge.reference import (
 )
 from fod.cli import main
 from fod.line import DEMO_BUNDLE
+
+from .test_runtime import _rows
 
 BOXES = np.float32([[10, 10, 20, 20], [40, 40, 46, 50], [5, 5, 9, 9]])  # [3, 4]
 REF = Reference(np.zeros((2, 32, 64), np.uint8), BOXES, np.int64([0, 0, 1]))
@@ -65,6 +75,39 @@ def test_found_objects_by_hand() -> None:
     assert line.startswith("found 1 of 3 reference objects (1 by the maker")
     with pytest.raises(FodError, match=r"reference frames are \(32, 64\), the model takes"):
         check_reference(_scripted([]), REF, meta, (32, 64, 3), "r.npz")
+
+
+def test_self_test_rounds_by_hand() -> None:
+    """A round is one call per reference image, due `every_s` after the last ended; it
+    passes on `needed` of what the maker found, is blind under it, and a call that raises
+    ends it unjudged."""
+    now = [100.0]
+    st = SelfTest(Sight("at start", REF, 3, "maker"), 10.0, lambda: now[0])
+    assert st.need == 2 and not st.due()
+    now[0] = 110.0
+    hit, miss = [[15, 10, 25, 20, 0.9]], [[15, 10, 25, 20, 0.4]]
+
+    def one(rows):  # detect() of one image, answering `rows`
+        return lambda image: _scripted([rows])([image])[0]
+
+    assert st.due() and st.step(one(hit)) is None  # image 0 (2 objects): one found
+    assert st.step(one([[5, 5, 9, 9, 0.5]])) is True  # image 1: found, 2 of 3
+    assert st.rounds["passed"] == 1 and not st.due() and st.line.startswith("found 2 of 3")
+    now[0] = 120.0
+    assert st.step(one(hit)) is None and st.step(one(miss)) is False  # 1 of 3: blind
+    assert st.rounds["blind"] == 1 and st.line.startswith("found 1 of 3")
+    now[0] = 130.0
+
+    def broken(image):
+        raise RuntimeError("engine lost")
+
+    assert st.step(one(hit)) is None
+    with pytest.raises(RuntimeError):
+        st.step(broken)
+    assert st.rounds["error"] == 1 and not st.due()
+    now[0] = 140.0  # a fresh round: the object found before the error does not count
+    assert st.step(one(miss)) is None and st.step(one(miss)) is False
+    assert st.line.startswith("found 0 of 3")
 
 
 def test_a_reference_file_that_is_not_one_is_named(tmp_path: Path) -> None:
@@ -187,3 +230,111 @@ def test_bundle_make_refuses_reference_frames_it_cannot_use(tmp_path: Path, caps
         err = capsys.readouterr().err
         assert "annotations.json: annotation" in err and "holds a non-finite number" in err
     assert not (tmp_path / "b").exists()
+
+
+def _quiet_frames(seed: int, n: int = 3):
+    """Grey frames of sensor noise about mid-grey: nothing the demo model scores 0.4."""
+    rng = np.random.default_rng(seed)
+    frames = [
+        np.clip(128 + rng.normal(0, 8, (384, 640)), 0, 255).astype(np.uint8) for _ in range(n)
+    ]
+    it = iter(frames)
+    return lambda: next(it, None)
+
+
+def _until(cond, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+@pytest.mark.parametrize("every_s", [0.3, 0.0], ids=["self-test", "start-only"])
+def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
+    ref_bundle, tmp_path: Path, every_s: float
+) -> None:
+    """Through the runtime (the demo's INT8-CPU model on ONNX Runtime, MockFactory pins):
+    the engine passes its start-up check and a self-test round, accepts c0, passes another
+    round, then goes blind (every score a fifth: outputs no per-frame check can tell from
+    a clean frame). c1, decided blind before the next round, is accepted - the exposure a
+    round's period bounds - and named in the alarm for re-inspection; the round that
+    follows stops the line: c2 gets no pulse, is audited `blind_model`, the alarm pin is
+    up and the runtime has failed. Checked at start only (every_s 0), c2 is pulsed
+    through like c0."""
+    base = _line(ref_bundle)
+    cfg = dataclasses.replace(
+        base,
+        camera=dataclasses.replace(base.camera, frames=3),
+        model=dataclasses.replace(base.model, reference_every_s=every_s),
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=4000, pulse_ms=20, alarm_pin="GPIO6"
+        ),
+        audit=dataclasses.replace(base.audit, folder=tmp_path / "audit", min_free_bytes=0),
+        metrics=dataclasses.replace(base.metrics, port=0),
+    )
+    blind = threading.Event()
+
+    def wrap(be):
+        class Engine:
+            def infer(self, images):
+                boxes, scores = be.infer(images)
+                return boxes, scores * np.float32(0.2) if blind.is_set() else scores
+
+        return Engine()
+
+    f = MockFactory()
+    with line_runtime(cfg, f, wrap, lambda o: None) as rt:
+        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin("GPIO6")
+        gate.clear_states()
+        if every_s:
+            assert _until(lambda: rt.self_test.rounds["passed"] >= 1, 20)
+        rt.submit(Job("c0", time.monotonic(), _quiet_frames(0)))
+        assert rt.drain(20)
+        if every_s:  # a round after c0 vouches for it
+            assert _until(lambda: rt.self_test.rounds["passed"] >= 2, 20)
+        blind.set()
+        rt.submit(Job("c1", time.monotonic(), _quiet_frames(1)))
+        assert rt.drain(20)
+        if every_s:
+            assert _until(lambda: rt.blind is not None, 20)
+        else:
+            time.sleep(1.5)  # as long as a round would take here
+        rt.submit(Job("c2", time.monotonic(), _quiet_frames(2)))
+        assert rt.drain(20)
+        assert rt.io.pulses.wait_idle(15)
+        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        alarm_up, failed, reasons = alarm.state, rt.failed, rt.alarm_reasons
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("accept", None) and rows["c1"][:2] == ("accept", None)
+    if not every_s:
+        assert rows["c2"][:2] == ("accept", None) and pulses == 3 and not alarm_up
+        return
+    assert rows["c2"][:2] == ("reject", "blind_model")
+    assert "failed its reference frames mid-shift: found 0 of" in rows["c2"][2]
+    assert pulses == 2 and alarm_up  # c0's and c1's pulses; none for c2
+    assert failed is not None and "mid-shift" in failed
+    assert "1 container(s) accepted since the last passed check (c1)" in reasons[0]
+
+
+def test_fod_simulate_blind_fault_is_caught_by_the_reference_rounds(
+    small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """`--faults blind=1.0`: the demo's engine blind from the first container on (its
+    start-up check runs before the fault can strike). The first round stops the line;
+    what it accepted before is named in the alarm, what came after is rejected
+    `blind_model`, and the gate agrees with the audit."""
+    if not DEMO_BUNDLE.exists():
+        pytest.skip("no models/demo in this tree")
+    cfg = tmp_path / "line.toml"
+    cfg.write_text("[model]\nreference_every_s = 0.3\n")
+    argv = ["simulate", "--sequences", str(small_set), "--containers", "8", "--rate", "120"]
+    argv += ["--frames", "3", "--config", str(cfg), "--out", str(tmp_path / "sim")]
+    assert main([*argv, "--faults", "blind=1.0", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["injected"] == {"blind": 1} and s["reference_rounds"]["blind"] == 1
+    assert "failed its reference frames mid-shift" in s["failed"] and s["alarms"] == 1
+    assert s["faults"]["blind_model"] >= 1 and s["violations"] == []
+    held = int(s["alarm_reasons"][0].split("; ")[1].split(" container(s)")[0])
+    assert s["physically_passed"] <= held  # every container through the gate is named
