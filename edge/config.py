@@ -246,6 +246,8 @@ def _check(cfg: LineConfig, source: str) -> None:
     for key in ("nms_pre", "max_per_image"):  # 0 keeps no detection: a blind line
         if getattr(cfg.postprocess, key) < 1:
             raise ConfigError(f"{source}: postprocess.{key} must be >= 1")
+    if cfg.audit.rotate_bytes < 2**20:  # each row would start a file: thousands a shift
+        raise ConfigError(f"{source}: audit.rotate_bytes must be at least 1 MiB (1048576)")
     if cfg.timing.decision_margin_ms >= cfg.gpio.delay_ms:
         raise ConfigError(f"{source}: timing.decision_margin_ms must be below gpio.delay_ms")
     if not 0 < cfg.metrics.port < 65536 and cfg.metrics.port != 0:

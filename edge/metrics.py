@@ -34,7 +34,7 @@ class RuntimeMetrics:
         self.reference = Counter(
             "fod_reference_rounds_total",
             "Rounds of the reference frames through the model while the line ran, by result"
-            " (passed, blind)",
+            " (passed, blind, error: ended by a model call that raised)",
             ["result"],
             registry=self.registry,
         )

@@ -31,6 +31,9 @@ from .postprocess import Detections, PostprocessConfig
 REFERENCE_SCORE = 0.5  # a sure sighting: the decision's default score_threshold
 REFERENCE_IOU = 0.3  # found: a detection at REFERENCE_SCORE overlaps the object this much
 REFERENCE_SHARE = 0.8  # of the objects the bundle's maker found, the unit must find
+# A round passes within its period plus this much (its frames wait for idle moments), or
+# the line runs unchecked: no round passed for 2 periods + REFERENCE_GRACE_S raises the alarm.
+REFERENCE_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -194,12 +197,20 @@ class SelfTest:
         self.sight, self.every_s, self.clock = sight, every_s, clock
         self.need = needed(sight.by_maker)
         self.next_t = clock() + every_s  # the start-up check was the first round
+        self.passed_t = clock()  # when the last round passed (the start-up check's, first)
         self.rounds: collections.Counter[str] = collections.Counter()  # passed/blind/error
         self.line = sight.line  # what the last finished round found
         self._image = self._found = 0
 
     def due(self) -> bool:
         return self.clock() >= self.next_t
+
+    def overdue(self) -> Optional[float]:
+        """Seconds since a round last passed, where that is past 2 periods plus
+        REFERENCE_GRACE_S (the stage never idle, or its rounds failing to run), else None.
+        Read from another thread than the one stepping: a float read."""
+        age = self.clock() - self.passed_t
+        return age if age > 2 * self.every_s + REFERENCE_GRACE_S else None
 
     def step(self, detect: Callable[[np.ndarray], Detections]) -> Optional[bool]:
         """`detect` (one image of the model input's size -> its detections) on the round's
@@ -222,6 +233,8 @@ class SelfTest:
         return ok
 
     def _end(self, result: str) -> None:
+        if result == "passed":
+            self.passed_t = self.clock()
         self.rounds[result] += 1
         self._image = self._found = 0
         self.next_t = self.clock() + self.every_s

@@ -90,6 +90,7 @@ class Runtime:
         self.blind: Optional[str] = None  # why the model can no longer be trusted
         self._unchecked: List[str] = []  # accepts since the last passed self-test: first, last
         self._unchecked_n = 0
+        self._overdue_alarmed = False
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
@@ -287,6 +288,7 @@ class Runtime:
             ok = st.step(lambda image: self.detector.detect_whole([image])[0])
         except Exception as e:  # a backend that fails, fails the containers' own calls too
             log.warning("reference self-test: the model call raised %r; next round later", e)
+            self.metrics.reference.labels("error").inc()
             return
         if ok is None:
             return
@@ -330,6 +332,7 @@ class Runtime:
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
+        self._alarm_unchecked()
         # Wall time, read by other processes; before the watchdog's tick, so the beat is
         # there when the tick's first READY=1 lets `systemctl restart` return.
         self.metrics.heartbeat.set_to_current_time()
@@ -337,6 +340,22 @@ class Runtime:
             self._last_pet = now
             self.watchdog.tick()
         self._stopping.wait(_TICK)
+
+    def _alarm_unchecked(self) -> None:
+        """Raise the alarm once when no reference round has passed for too long: the
+        inference stage never idle, or every round's model call raising. The line goes on
+        (its containers' own calls still run); an operator must look."""
+        st = self.self_test
+        if st is None or self.blind is not None or self._overdue_alarmed:
+            return
+        age = st.overdue()
+        if age is not None:
+            self._overdue_alarmed = True
+            self.raise_alarm(
+                f"no round of the reference frames has passed for {age:.0f} s "
+                f"({st.rounds.get('error', 0)} ended by a model call that raised): the "
+                "model's sight is unchecked"
+            )
 
     def _clash_window(self) -> float:
         """Two triggers closer than this (s): the gate cannot tell the containers apart."""

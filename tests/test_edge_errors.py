@@ -47,6 +47,9 @@ from .test_runtime import _cfg, bundle  # noqa: F401
         ({"gpio": {"delay_ms": 50.0}}, r"decision_margin_ms must be below gpio\.delay_ms"),
         ({"postprocess": {"nms_pre": 0}}, r"postprocess\.nms_pre must be >= 1"),
         ({"postprocess": {"max_per_image": 0}}, r"postprocess\.max_per_image must be >= 1"),
+        ({"model": {"reference_every_s": float("inf")}}, r"model\.reference_every_s must be a"),
+        ({"model": {"reference_every_s": -1.0}}, r"model\.reference_every_s must not be neg"),
+        ({"audit": {"rotate_bytes": 0}}, r"audit\.rotate_bytes must be at least 1 MiB"),
     ],
 )
 def test_config_values_that_break_the_line_are_refused(data, message) -> None:

@@ -108,6 +108,10 @@ def test_self_test_rounds_by_hand() -> None:
     now[0] = 140.0  # a fresh round: the object found before the error does not count
     assert st.step(one(miss)) is None and st.step(one(miss)) is False
     assert st.line.startswith("found 0 of 3")
+    # No round passed since 110: past 2 periods + REFERENCE_GRACE_S (50 s) it is overdue.
+    assert st.overdue() is None
+    now[0] = 161.0
+    assert st.overdue() == pytest.approx(51.0)
 
 
 def test_a_reference_file_that_is_not_one_is_named(tmp_path: Path) -> None:
@@ -338,3 +342,50 @@ def test_fod_simulate_blind_fault_is_caught_by_the_reference_rounds(
     assert s["faults"]["blind_model"] >= 1 and s["violations"] == []
     held = int(s["alarm_reasons"][0].split("; ")[1].split(" container(s)")[0])
     assert s["physically_passed"] <= held  # every container through the gate is named
+
+
+def test_rounds_that_never_pass_raise_the_alarm(ref_bundle, tmp_path: Path, monkeypatch) -> None:
+    """Every reference frame's model call raises (the containers' own calls run): no
+    round passes, and past 2 periods + REFERENCE_GRACE_S the alarm pin goes up while the
+    line goes on deciding (c0 before, c1 after: both accepted, both pulsed)."""
+    monkeypatch.setattr("edge.reference.REFERENCE_GRACE_S", 0.5)
+    base = _line(ref_bundle)
+    cfg = dataclasses.replace(
+        base,
+        camera=dataclasses.replace(base.camera, frames=3),
+        model=dataclasses.replace(base.model, reference_every_s=0.2),
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=4000, pulse_ms=20, alarm_pin="GPIO6"
+        ),
+        audit=dataclasses.replace(base.audit, folder=tmp_path / "audit", min_free_bytes=0),
+        metrics=dataclasses.replace(base.metrics, port=0),
+    )
+    runtime: list = []
+
+    def wrap(be):
+        class Engine:
+            def infer(self, images):
+                if runtime and runtime[0].holding("inference") is None:  # a reference frame
+                    raise RuntimeError("engine error on the reference frames only")
+                return be.infer(images)
+
+        return Engine()
+
+    f = MockFactory()
+    with line_runtime(cfg, f, wrap, lambda o: None) as rt:
+        runtime.append(rt)
+        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin("GPIO6")
+        gate.clear_states()
+        rt.submit(Job("c0", time.monotonic(), _quiet_frames(0)))
+        assert rt.drain(20)
+        assert _until(lambda: alarm.state, 20)
+        rt.submit(Job("c1", time.monotonic(), _quiet_frames(1)))
+        assert rt.drain(20)
+        assert rt.io.pulses.wait_idle(15)
+        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        failed, reasons, rounds = rt.failed, rt.alarm_reasons, dict(rt.self_test.rounds)
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("accept", None) and rows["c1"][:2] == ("accept", None)
+    assert pulses == 2 and failed is None
+    assert rounds["error"] >= 1 and not rounds.get("passed")
+    assert "no round of the reference frames has passed for" in reasons[0]
