@@ -8,7 +8,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque
+from typing import Any, Callable, Deque, Optional
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,27 @@ class Alarm:
         self.reasons: Deque[str] = collections.deque(maxlen=32)
         self._times: Deque[float] = collections.deque()
         self._lock = threading.Lock()
+        # Each reason on record (the audit folder's events), raised already or not.
+        self.on_event: Optional[Callable[[str], Any]] = None
 
     def raise_(self, reason: str) -> None:
         with self._lock:
             self.reasons.append(reason)
-            if self.raised:
-                return
-            self.raised = True
-        self.metrics.alarm.set(1)
-        log.error("alarm raised: %s", reason)
-        try:
-            self.io.set_alarm(True)
-        except Exception as e:  # the alarm output itself failed: the log is all that is left
-            log.critical("alarm output failed: %s", e)
+            first, self.raised = not self.raised, True
+        if first:
+            self.metrics.alarm.set(1)
+            log.error("alarm raised: %s", reason)
+            try:
+                self.io.set_alarm(True)
+            except Exception as e:  # the alarm output failed: the log and record are left
+                log.critical("alarm output failed: %s", e)
+        else:
+            log.error("alarm (raised already): %s", reason)
+        if self.on_event is not None:  # after the pin: a slow disk never delays it
+            try:
+                self.on_event(reason)
+            except Exception:
+                log.exception("alarm: recording %r failed", reason)
 
     def count(self, fault: str) -> None:
         """One fault of class `fault`; raises the alarm when the window holds `faults`."""

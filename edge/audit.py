@@ -199,6 +199,11 @@ class AuditLog:
     def last_seq(self) -> int:
         return self._last_seq
 
+    @property
+    def signing_key(self) -> Any:
+        """The Ed25519 private key of `audit.signing_key`, None without one."""
+        return self._key
+
     def _connect(self, path: Path) -> sqlite3.Connection:
         # With an authorizer (fault injection) every statement is prepared anew: SQLite asks
         # the authorizer at prepare time only, and cached statements are not re-prepared.

@@ -4,7 +4,8 @@
 the genesis hash (nothing prunes audit files, so a missing oldest file is a cut), every
 row must continue the chain, every evidence PNG still on disk must match the sha256 in
 its row, the last row must reach the anchor, and each signed checkpoint must sit on the
-chain (with the public key: and carry a valid signature).
+chain (with the public key: and carry a valid signature); the alarm events beside the rows
+(`events.jsonl`) must form their own unbroken chain.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .audit import (
     row_hash,
 )
 from .decision import DecisionConfig, explain
+from .events import verify_events
 from .postprocess import frame_detections, label_beyond
 from .review import LEGEND, draw_tracks, put_label
 
@@ -44,6 +46,7 @@ class VerifyReport:
     images: int  # evidence PNGs checked against their row's hash
     checkpoints: int  # checkpoints found on the chain
     signed: bool  # checkpoint signatures checked with a public key
+    events: int = 0  # alarm events on their chain (events.jsonl)
 
 
 def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
@@ -158,7 +161,10 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
                 ) from None
     if pub is not None and not cps and last > 0:
         raise AuditError(f"{folder}: a public key was given but there are no signed checkpoints")
-    return VerifyReport(files, rows, 1 if rows else 0, last, images, len(cps), pub is not None)
+    events = verify_events(folder, pub)
+    return VerifyReport(
+        files, rows, 1 if rows else 0, last, images, len(cps), pub is not None, events
+    )
 
 
 def export_rows(folder: Path, fmt: str) -> str:

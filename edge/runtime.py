@@ -30,6 +30,7 @@ from .capture import capture_frames
 from .config import LineConfig
 from .decision import Decision, decide
 from .detector import EdgeDetector
+from .events import EventLog
 from .gpio import LineIO
 from .jobs import InFlight, Job, Outcome
 from .ledger import Ledger
@@ -72,6 +73,8 @@ class Runtime:
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._inflight: Dict[str, InFlight] = {}  # undecided containers
         self._alarm = Alarm(io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock)
+        self.events = EventLog(cfg.audit.folder, audit.signing_key)  # every alarm, on record
+        self._alarm.on_event = lambda r: self.events.append("alarm", r, audit.last_seq)
         self.ledger = Ledger(metrics, self._alarm, clock, on_outcome)
         self._lock = self.ledger.lock  # one lock for the books and the undecided containers
         self.counts, self.recent = self.ledger.counts, self.ledger.recent

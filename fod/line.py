@@ -167,7 +167,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         signed = f", {r.checkpoints} checkpoints" + (" (signatures valid)" if r.signed else "")
         print(
             f"{args.folder}: {r.rows} containers in {r.files} file(s), "
-            f"seq {r.first_seq}..{r.last_seq}, {r.images} evidence images{signed}: chain intact"
+            f"seq {r.first_seq}..{r.last_seq}, {r.images} evidence images{signed}, "
+            f"{r.events} alarm events: chain intact"
         )
     elif args.action == "export":
         text = export_rows(args.folder, args.format)

@@ -320,6 +320,13 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
     assert pulses == 2 and alarm_up  # c0's and c1's pulses; none for c2
     assert failed is not None and "mid-shift" in failed
     assert "1 container(s) accepted since the last passed check (c1)" in reasons[0]
+    # On record beside the rows, after c1's (seq 2), on a chain `fod audit verify` checks.
+    events = [
+        json.loads(x) for x in (tmp_path / "audit" / "events.jsonl").read_text().split("\n")[:-1]
+    ]
+    assert [(e["kind"], e["audit_seq"]) for e in events][:1] == [("alarm", 2)]
+    assert events[0]["detail"] == reasons[0] and "hold them for re-inspection" in reasons[0]
+    assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
 
 
 def test_fod_simulate_blind_fault_is_caught_by_the_reference_rounds(

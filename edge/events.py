@@ -1,0 +1,135 @@
+"""Alarm events on record: `events.jsonl` in the audit folder, one JSON line an event,
+each carrying the sha256 of the line before it (a chain of its own beside the rows') and,
+with the audit's signing key, an Ed25519 signature of its hash; written and fsync'd
+before the call returns.
+
+The container rows say what happened to each container; an alarm is about the line - a
+stage down, a stuck gate, a model blind to its reference frames with the containers it
+accepted before that to be held for re-inspection. Quality assurance needs those on the
+same record as the rows, not only in the journal. Any thread may append (a lock keeps
+the lines whole); an append that fails is logged and never raises into the runtime.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, Tuple
+
+from .audit import GENESIS, AuditError
+
+log = logging.getLogger(__name__)
+EVENTS = "events.jsonl"
+_FIELDS = ("n", "wall_time", "kind", "detail", "audit_seq")
+
+
+def event_payload(n: int, h: str) -> bytes:
+    return f"pharma-fod audit event {n} {h}".encode()
+
+
+def event_hash(prev: str, fields: Dict[str, Any]) -> str:
+    """sha256 over the previous line's hash and this event's fields (canonical JSON)."""
+    text = json.dumps({k: fields[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev + text).encode("utf-8")).hexdigest()
+
+
+def _lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of every line; a last line cut before its newline included."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        yield from enumerate(f, 1)
+
+
+def verify_events(folder: Path, public_key: Any = None) -> int:
+    """Walk `events.jsonl` from the genesis -> how many events; AuditError naming the file
+    and line at the first line that is cut, not JSON, out of order or edited, and with
+    `public_key` (an Ed25519 public key object) unsigned or signed by another key."""
+    path = folder / EVENTS
+    if not path.exists():
+        return 0
+    prev, n = GENESIS, 0
+    for i, line in _lines(path):
+        if not line.endswith("\n"):
+            raise AuditError(f"{path}: line {i} is cut (written when the process died?)")
+        try:
+            e = json.loads(line)
+            ok = isinstance(e, dict) and e["n"] == n + 1 and e["prev_hash"] == prev
+            ok = ok and event_hash(prev, e) == e["hash"]
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{path}: line {i} is not an event (cut when written?)") from None
+        if not ok:
+            raise AuditError(f"{path}: line {i} was edited, moved or follows a removed line")
+        if public_key is not None:
+            _check_signature(public_key, e, f"{path}: line {i}")
+        prev, n = e["hash"], n + 1
+    return n
+
+
+def _check_signature(public_key: Any, e: Dict[str, Any], where: str) -> None:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        public_key.verify(bytes.fromhex(str(e["sig"])), event_payload(e["n"], e["hash"]))
+    except KeyError:
+        raise AuditError(f"{where}: unsigned, while a public key was given") from None
+    except (InvalidSignature, ValueError):
+        raise AuditError(f"{where}: bad signature") from None
+
+
+class EventLog:
+    """Appends events to `folder`/events.jsonl, continuing the chain already there;
+    `key`: the audit's Ed25519 private key, which signs each event."""
+
+    def __init__(self, folder: Path, key: Any = None) -> None:
+        self.path, self.key = folder / EVENTS, key
+        self._lock = threading.Lock()
+        self._prev, self._n = GENESIS, 0
+        if self.path.exists():
+            try:
+                for _, line in _lines(self.path):
+                    try:
+                        e = json.loads(line)
+                        self._prev, self._n = str(e["hash"]), int(e["n"])
+                    except (ValueError, KeyError, TypeError):
+                        continue  # `verify_events` names it; the chain goes on from the last
+            except (OSError, UnicodeDecodeError) as e:
+                raise AuditError(f"{self.path}: unreadable: {e}") from None
+
+    def append(self, kind: str, detail: str, audit_seq: int) -> bool:
+        """Record one event (after container row `audit_seq`) -> whether it is on disk."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        with self._lock:
+            n = self._n + 1
+            fields = {
+                "n": n,
+                "wall_time": now,
+                "kind": kind,
+                "detail": detail,
+                "audit_seq": int(audit_seq),
+            }
+            h = event_hash(self._prev, fields)
+            signed = {"sig": self.key.sign(event_payload(n, h)).hex()} if self.key else {}
+            line = json.dumps({**fields, "prev_hash": self._prev, "hash": h, **signed}) + "\n"
+            try:
+                with open(self.path, "ab") as f:
+                    # A line cut by a death mid-write stays (`verify_events` names it); this
+                    # event starts on a line of its own.
+                    cut = f.tell() > 0 and _last_byte(self.path) != b"\n"
+                    f.write((("\n" if cut else "") + line).encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # the alarm pin and the journal still carry it
+                log.error("%s: cannot record the event %r: %s", self.path, detail, e)
+                return False
+            self._prev, self._n = h, n
+            return True
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
