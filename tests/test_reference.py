@@ -246,6 +246,22 @@ def _quiet_frames(seed: int, n: int = 3):
     return lambda: next(it, None)
 
 
+def _running_line(bundle: Path, tmp_path: Path, every_s: float) -> LineConfig:
+    """A line on `bundle` with mock pins (alarm on GPIO6), 3 frames a container, a 4 s
+    gate, the reference frames again every `every_s`."""
+    base = _line(bundle)
+    return dataclasses.replace(
+        base,
+        camera=dataclasses.replace(base.camera, frames=3),
+        model=dataclasses.replace(base.model, reference_every_s=every_s),
+        gpio=dataclasses.replace(
+            base.gpio, pin_factory="mock", delay_ms=4000, pulse_ms=20, alarm_pin="GPIO6"
+        ),
+        audit=dataclasses.replace(base.audit, folder=tmp_path / "audit", min_free_bytes=0),
+        metrics=dataclasses.replace(base.metrics, port=0),
+    )
+
+
 def _until(cond, timeout_s: float) -> bool:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -267,17 +283,7 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
     follows stops the line: c2 gets no pulse, is audited `blind_model`, the alarm pin is
     up and the runtime has failed. Checked at start only (every_s 0), c2 is pulsed
     through like c0."""
-    base = _line(ref_bundle)
-    cfg = dataclasses.replace(
-        base,
-        camera=dataclasses.replace(base.camera, frames=3),
-        model=dataclasses.replace(base.model, reference_every_s=every_s),
-        gpio=dataclasses.replace(
-            base.gpio, pin_factory="mock", delay_ms=4000, pulse_ms=20, alarm_pin="GPIO6"
-        ),
-        audit=dataclasses.replace(base.audit, folder=tmp_path / "audit", min_free_bytes=0),
-        metrics=dataclasses.replace(base.metrics, port=0),
-    )
+    cfg = _running_line(ref_bundle, tmp_path, every_s)
     blind = threading.Event()
 
     def wrap(be):
@@ -356,17 +362,7 @@ def test_rounds_that_never_pass_raise_the_alarm(ref_bundle, tmp_path: Path, monk
     round passes, and past 2 periods + REFERENCE_GRACE_S the alarm pin goes up while the
     line goes on deciding (c0 before, c1 after: both accepted, both pulsed)."""
     monkeypatch.setattr("edge.reference.REFERENCE_GRACE_S", 0.5)
-    base = _line(ref_bundle)
-    cfg = dataclasses.replace(
-        base,
-        camera=dataclasses.replace(base.camera, frames=3),
-        model=dataclasses.replace(base.model, reference_every_s=0.2),
-        gpio=dataclasses.replace(
-            base.gpio, pin_factory="mock", delay_ms=4000, pulse_ms=20, alarm_pin="GPIO6"
-        ),
-        audit=dataclasses.replace(base.audit, folder=tmp_path / "audit", min_free_bytes=0),
-        metrics=dataclasses.replace(base.metrics, port=0),
-    )
+    cfg = _running_line(ref_bundle, tmp_path, 0.2)
     runtime: list = []
 
     def wrap(be):

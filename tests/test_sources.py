@@ -17,12 +17,19 @@ from typing import Callable, List
 import cv2
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 import edge.sources
+from edge.app import line_runtime
 from edge.capture import capture_frames
 from edge.config import CameraConfig, LineConfig
+from edge.jobs import Job
 from edge.preflight import OK, WARN, check_camera
+from edge.reference import load_reference
 from edge.sources import STAMP_SLACK_S, CaptureSource, driver_time
+
+from .test_reference import _running_line, ref_bundle  # noqa: F401
+from .test_runtime import _rows
 
 H, W, FRAMES = 48, 64, 8
 
@@ -139,3 +146,44 @@ def test_an_appsink_that_queues_frames_is_named(pipeline: str, queues: bool) -> 
     """GStreamer frames are stamped at the grab: only an appsink that keeps the newest
     frame alone leaves at most one from before a trigger (`fod check` warns otherwise)."""
     assert edge.sources.appsink_queues(pipeline) is queues
+
+
+@pytest.mark.parametrize("driver", [True, False], ids=["driver-stamps", "grab-stamps"])
+def test_a_queued_frame_cannot_pass_a_defective_container_at_the_gate(
+    ref_bundle: Path, tmp_path: Path, driver: bool
+) -> None:
+    """Through the runtime (the demo's INT8-CPU model, MockFactory pins): four frames of
+    the container before (sensor noise, nothing in it) wait in the driver's queue from
+    before c0's trigger; c0's own frames show its objects sinking 12 px a frame. With the
+    driver's stamps the queued frames are skipped and c0 is rejected by its particles'
+    paths, no pulse; stamped at the grab (as before), c0 was judged on the container
+    before's frames, accepted and pulsed through."""
+    ref = load_reference(ref_bundle / "reference.npz")
+    rng = np.random.default_rng(0)
+    quiet = [np.clip(128 + rng.normal(0, 8, (384, 640)), 0, 255).astype(np.uint8) for _ in "abcd"]
+    sinking = [np.roll(ref.images[0], 12 * k, axis=0) for k in range(4)]
+    path = tmp_path / "cam.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (640, 384), False)
+    for f in quiet + sinking:
+        out.write(f)
+    out.release()
+    cfg = _running_line(ref_bundle, tmp_path, 0.0)
+    factory = MockFactory()
+    with line_runtime(cfg, factory, None, lambda o: None) as rt:
+        gate = factory.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        trigger = time.monotonic()
+
+        def stamps(i: int) -> float:  # ms: the queued frames 100 ms apart, then fresh ones
+            return 1000.0 * (trigger - 0.5 + 0.1 * i if i < 4 else time.monotonic())
+
+        rt.submit(Job("c0", trigger, _source(path, stamps, driver).read))
+        assert rt.drain(20) and rt.io.pulses.wait_idle(15)
+        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        stale = rt.counts["stale_frames"]
+    decision, fault, reason = _rows(tmp_path)["c0"]
+    if driver:
+        assert (decision, fault, pulses, stale) == ("reject", None, 0, 4)
+        assert "moving particle" in reason
+    else:
+        assert (decision, fault, pulses, stale) == ("accept", None, 1, 0)
