@@ -1,17 +1,18 @@
 """Alarm events on record: `events.jsonl` in the audit folder, one JSON line an event,
 each carrying the sha256 of the line before it (a chain of its own beside the rows') and,
-with the audit's signing key, an Ed25519 signature of its hash; written and fsync'd
-before the call returns.
+with the audit's signing key, an Ed25519 signature of its hash; queued by any thread,
+written and fsync'd by one that may wait for the disk.
 
 The container rows say what happened to each container; an alarm is about the line - a
 stage down, a stuck gate, a model blind to its reference frames with the containers it
 accepted before that to be held for re-inspection. Quality assurance needs those on the
-same record as the rows, not only in the journal. Any thread may append (a lock keeps
-the lines whole); an append that fails is logged and never raises into the runtime.
+same record as the rows, not only in the journal. A write that fails is logged and
+never raises into the runtime; its events wait for the next.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Deque, Dict, Iterator, Tuple
 
 from .audit import GENESIS, AuditError
 
@@ -81,12 +82,19 @@ def _check_signature(public_key: Any, e: Dict[str, Any], where: str) -> None:
 
 
 class EventLog:
-    """Appends events to `folder`/events.jsonl, continuing the chain already there;
-    `key`: the audit's Ed25519 private key, which signs each event."""
+    """Events for `folder`/events.jsonl, continuing the chain already there; `key`: the
+    audit's Ed25519 private key, which signs each event.
+
+    `post` only queues (it is called from timing-critical threads: the pulse thread raises
+    the alarm on a stuck gate); `flush`, from a thread that may wait for the disk (the
+    runtime's supervisor, each round, and its close), writes what is queued."""
 
     def __init__(self, folder: Path, key: Any = None) -> None:
         self.path, self.key = folder / EVENTS, key
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue
+        self._write = threading.Lock()  # the chain and the file: one writer at a time
+        self._queue: Deque[Tuple[str, str, str, int]] = collections.deque(maxlen=1024)
+        self._failing = False  # a write failed: logged once until one succeeds
         self._prev, self._n = GENESIS, 0
         if self.path.exists():
             try:
@@ -99,33 +107,52 @@ class EventLog:
             except (OSError, UnicodeDecodeError) as e:
                 raise AuditError(f"{self.path}: unreadable: {e}") from None
 
-    def append(self, kind: str, detail: str, audit_seq: int) -> bool:
-        """Record one event (after container row `audit_seq`) -> whether it is on disk."""
+    def post(self, kind: str, detail: str, audit_seq: int) -> None:
+        """Queue one event (after container row `audit_seq`, stamped now); never blocks on
+        the disk. Past 1024 waiting, the oldest is dropped."""
         now = _dt.datetime.now(_dt.timezone.utc).isoformat()
         with self._lock:
-            n = self._n + 1
-            fields = {
-                "n": n,
-                "wall_time": now,
-                "kind": kind,
-                "detail": detail,
-                "audit_seq": int(audit_seq),
-            }
-            h = event_hash(self._prev, fields)
-            signed = {"sig": self.key.sign(event_payload(n, h)).hex()} if self.key else {}
-            line = json.dumps({**fields, "prev_hash": self._prev, "hash": h, **signed}) + "\n"
+            self._queue.append((now, kind, detail, int(audit_seq)))
+
+    def append(self, kind: str, detail: str, audit_seq: int) -> bool:
+        """Queue one event and write it -> whether every queued event is on disk."""
+        self.post(kind, detail, audit_seq)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write the queued events, chained, in one fsync'd append -> whether none is left
+        waiting (a failed write keeps them for the next flush and is logged once)."""
+        with self._write:
+            with self._lock:
+                events = list(self._queue)
+            if not events:
+                return True
+            prev, n, text = self._prev, self._n, ""
+            for now, kind, detail, seq in events:
+                n += 1
+                fields = dict(n=n, wall_time=now, kind=kind, detail=detail, audit_seq=seq)
+                h = event_hash(prev, fields)
+                signed = {"sig": self.key.sign(event_payload(n, h)).hex()} if self.key else {}
+                text += json.dumps({**fields, "prev_hash": prev, "hash": h, **signed}) + "\n"
+                prev = h
             try:
                 with open(self.path, "ab") as f:
-                    # A line cut by a death mid-write stays (`verify_events` names it); this
-                    # event starts on a line of its own.
+                    # A line cut by a death mid-write stays (`verify_events` names it); these
+                    # events start on a line of their own.
                     cut = f.tell() > 0 and _last_byte(self.path) != b"\n"
-                    f.write((("\n" if cut else "") + line).encode("utf-8"))
+                    f.write((("\n" if cut else "") + text).encode("utf-8"))
                     f.flush()
                     os.fsync(f.fileno())
-            except OSError as e:  # the alarm pin and the journal still carry it
-                log.error("%s: cannot record the event %r: %s", self.path, detail, e)
+            except OSError as e:  # the alarm pin and the journal still carry them
+                if not self._failing:
+                    log.error("%s: cannot record %d alarm event(s): %s", self.path, len(events), e)
+                self._failing = True
                 return False
-            self._prev, self._n = h, n
+            self._failing = False
+            self._prev, self._n = prev, n
+            with self._lock:
+                for _ in events:
+                    self._queue.popleft()
             return True
 
 

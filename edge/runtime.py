@@ -73,8 +73,10 @@ class Runtime:
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._inflight: Dict[str, InFlight] = {}  # undecided containers
         self._alarm = Alarm(io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock)
-        self.events = EventLog(cfg.audit.folder, audit.signing_key)  # every alarm, on record
-        self._alarm.on_event = lambda r: self.events.append("alarm", r, audit.last_seq)
+        # Every alarm reason on record: queued by whichever thread raises it (the pulse
+        # thread too), written by the supervisor's rounds.
+        self.events = EventLog(cfg.audit.folder, audit.signing_key)
+        self._alarm.on_event = lambda r: self.events.post("alarm", r, audit.last_seq)
         self.ledger = Ledger(metrics, self._alarm, clock, on_outcome)
         self._lock = self.ledger.lock  # one lock for the books and the undecided containers
         self.counts, self.recent = self.ledger.counts, self.ledger.recent
@@ -176,6 +178,7 @@ class Runtime:
         for s in self.stages:
             if not s.join(timeout=2.0):
                 log.error("stage %s did not stop (stuck in a call); left as a daemon", s.name)
+        self.events.flush()  # what the alarm was raised for while stopping, too
 
     def holding(self, stage: str) -> Optional[str]:
         """The container a stage is working on now, if any."""
@@ -336,6 +339,7 @@ class Runtime:
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
         self._alarm_unchecked()
+        self.events.flush()
         # Wall time, read by other processes; before the watchdog's tick, so the beat is
         # there when the tick's first READY=1 lets `systemctl restart` return.
         self.metrics.heartbeat.set_to_current_time()
