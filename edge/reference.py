@@ -201,6 +201,20 @@ class SelfTest:
         self.rounds: collections.Counter[str] = collections.Counter()  # passed/blind/error
         self.line = sight.line  # what the last finished round found
         self._image = self._found = 0
+        self._unchecked: List[str] = []  # accepts since the last passed round: first, last
+        self._unchecked_n = 0
+        self._overdue_alarmed = False
+
+    def accepted(self, container_id: str) -> None:
+        """A container accepted on the model's word: unchecked until a round passes."""
+        self._unchecked[1:] = [container_id]
+        self._unchecked_n += 1
+
+    def unchecked(self) -> str:
+        """The containers accepted since the last passed round, for the alarm."""
+        n, which = self._unchecked_n, " .. ".join(self._unchecked)
+        held = f" ({which}): hold them for re-inspection" if n else ""
+        return f"{n} container(s) accepted since the last passed check{held}"
 
     def due(self) -> bool:
         return self.clock() >= self.next_t
@@ -211,6 +225,20 @@ class SelfTest:
         Read from another thread than the one stepping: a float read."""
         age = self.clock() - self.passed_t
         return age if age > 2 * self.every_s + REFERENCE_GRACE_S else None
+
+    def overdue_alarm(self) -> Optional[str]:
+        """Why to raise the alarm, the first time `overdue` (None before and after): the
+        line goes on, its containers' own calls still run; an operator must look. Called
+        by the supervisor alone."""
+        age = None if self._overdue_alarmed else self.overdue()
+        if age is None:
+            return None
+        self._overdue_alarmed = True
+        return (
+            f"no round of the reference frames has passed for {age:.0f} s "
+            f"({self.rounds.get('error', 0)} ended by a model call that raised): the "
+            "model's sight is unchecked"
+        )
 
     def step(self, detect: Callable[[np.ndarray], Detections]) -> Optional[bool]:
         """`detect` (one image of the model input's size -> its detections) on the round's
@@ -235,6 +263,7 @@ class SelfTest:
     def _end(self, result: str) -> None:
         if result == "passed":
             self.passed_t = self.clock()
+            self._unchecked, self._unchecked_n = [], 0
         self.rounds[result] += 1
         self._image = self._found = 0
         self.next_t = self.clock() + self.every_s

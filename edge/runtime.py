@@ -93,9 +93,6 @@ class Runtime:
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self.self_test = self_test  # the reference frames, again while the line runs
         self.blind: Optional[str] = None  # why the model can no longer be trusted
-        self._unchecked: List[str] = []  # accepts since the last passed self-test: first, last
-        self._unchecked_n = 0
-        self._overdue_alarmed = False
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
@@ -276,9 +273,8 @@ class Runtime:
             late_ms = (out.decided_t - c.deadline) * 1000
             out.reject, out.fault = True, "late"
             out.reason = f"decision {late_ms:.0f} ms past its deadline ({out.reason})"
-        if not out.reject:  # on the model's word: unchecked until the next self-test passes
-            self._unchecked[1:] = [job.container_id]
-            self._unchecked_n += 1
+        if not out.reject and self.self_test is not None:
+            self.self_test.accepted(job.container_id)
         self._holding["inference"] = None
         self._finalize(out)
 
@@ -300,16 +296,10 @@ class Runtime:
             return
         self.metrics.reference.labels("passed" if ok else "blind").inc()
         if ok:
-            self._unchecked, self._unchecked_n = [], 0
             return
         self.blind = f"the model failed its reference frames mid-shift: {st.line}"
         self.failed = self.blind  # `fod run` exits; a restart checks the frames before deciding
-        held = self._unchecked_n
-        which = " .. ".join(self._unchecked)
-        self.raise_alarm(
-            f"{self.blind}; {held} container(s) accepted since the last passed check"
-            + (f" ({which}): hold them for re-inspection" if held else "")
-        )
+        self.raise_alarm(f"{self.blind}; {st.unchecked()}")
 
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
         t0 = self.clock()
@@ -338,7 +328,10 @@ class Runtime:
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
-        self._alarm_unchecked()
+        st = self.self_test  # no reference round passing for too long: the sight unchecked
+        why = st.overdue_alarm() if st is not None and self.blind is None else None
+        if why is not None:
+            self.raise_alarm(why)
         self.events.flush()
         # Wall time, read by other processes; before the watchdog's tick, so the beat is
         # there when the tick's first READY=1 lets `systemctl restart` return.
@@ -347,22 +340,6 @@ class Runtime:
             self._last_pet = now
             self.watchdog.tick()
         self._stopping.wait(_TICK)
-
-    def _alarm_unchecked(self) -> None:
-        """Raise the alarm once when no reference round has passed for too long: the
-        inference stage never idle, or every round's model call raising. The line goes on
-        (its containers' own calls still run); an operator must look."""
-        st = self.self_test
-        if st is None or self.blind is not None or self._overdue_alarmed:
-            return
-        age = st.overdue()
-        if age is not None:
-            self._overdue_alarmed = True
-            self.raise_alarm(
-                f"no round of the reference frames has passed for {age:.0f} s "
-                f"({st.rounds.get('error', 0)} ended by a model call that raised): the "
-                "model's sight is unchecked"
-            )
 
     def _clash_window(self) -> float:
         """Two triggers closer than this (s): the gate cannot tell the containers apart."""

@@ -15,6 +15,11 @@ from edge.runtime import Job
 from .test_runtime import _frames, _rows
 
 
+def rising_edges(pin) -> int:
+    """Pulses a MockPin gave: its off -> on transitions since its states were cleared."""
+    return sum(1 for a, b in zip(pin.states, pin.states[1:]) if b.state and not a.state)
+
+
 def _spoil_call(n: int, spoil: Callable) -> Tuple[Callable, Dict[str, int]]:
     """A `wrap_backend` whose backend's `n`-th call returns spoil(boxes, scores) instead of
     its outputs -> (wrap, the call counter)."""

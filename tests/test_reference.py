@@ -39,6 +39,7 @@ from edge.reference import (
 from fod.cli import main
 from fod.line import DEMO_BUNDLE
 
+from .gate_run import rising_edges
 from .test_runtime import _rows
 
 BOXES = np.float32([[10, 10, 20, 20], [40, 40, 46, 50], [5, 5, 9, 9]])  # [3, 4]
@@ -314,7 +315,7 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
         rt.submit(Job("c2", time.monotonic(), _quiet_frames(2)))
         assert rt.drain(20)
         assert rt.io.pulses.wait_idle(15)
-        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        pulses = rising_edges(gate)
         alarm_up, failed, reasons = alarm.state, rt.failed, rt.alarm_reasons
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("accept", None) and rows["c1"][:2] == ("accept", None)
@@ -385,7 +386,7 @@ def test_rounds_that_never_pass_raise_the_alarm(ref_bundle, tmp_path: Path, monk
         rt.submit(Job("c1", time.monotonic(), _quiet_frames(1)))
         assert rt.drain(20)
         assert rt.io.pulses.wait_idle(15)
-        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        pulses = rising_edges(gate)
         failed, reasons, rounds = rt.failed, rt.alarm_reasons, dict(rt.self_test.rounds)
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("accept", None) and rows["c1"][:2] == ("accept", None)

@@ -28,6 +28,7 @@ from edge.preflight import OK, WARN, check_camera
 from edge.reference import load_reference
 from edge.sources import STAMP_SLACK_S, CaptureSource, driver_time
 
+from .gate_run import rising_edges
 from .test_reference import _running_line, ref_bundle  # noqa: F401
 from .test_runtime import _rows
 
@@ -179,7 +180,7 @@ def test_a_queued_frame_cannot_pass_a_defective_container_at_the_gate(
 
         rt.submit(Job("c0", trigger, _source(path, stamps, driver).read))
         assert rt.drain(20) and rt.io.pulses.wait_idle(15)
-        pulses = sum(1 for a, b in zip(gate.states, gate.states[1:]) if b.state and not a.state)
+        pulses = rising_edges(gate)
         stale = rt.counts["stale_frames"]
     decision, fault, reason = _rows(tmp_path)["c0"]
     if driver:

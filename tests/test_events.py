@@ -1,0 +1,74 @@
+"""Alarm events on record beside the audit rows (`events.jsonl`): their own hash chain,
+signed with the audit's key, walked by `fod audit verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.audit import AuditConfig, AuditError, AuditLog
+from edge.audit_verify import verify
+from edge.events import EVENTS, EventLog, event_hash, verify_events
+
+from .test_audit import _rec, _write
+
+
+def test_alarm_events_are_chained_beside_the_rows(tmp_path: Path) -> None:
+    """events.jsonl: appends continue the chain across a reopen; an edited, removed or cut
+    line is named by line number, and an event after a cut starts a line of its own."""
+    _write(tmp_path, 2)
+    log = EventLog(tmp_path)
+    assert log.append("alarm", "stage inference crashed", 1) and log.append("alarm", "b", 2)
+    reopened = EventLog(tmp_path)
+    reopened.post("alarm", "hold c3 .. c9", 2)  # queued only: the raising thread never waits
+    assert verify_events(tmp_path) == 2
+    assert reopened.flush() and verify_events(tmp_path) == 3 and verify(tmp_path).events == 3
+    path = tmp_path / EVENTS
+    good = path.read_text()
+    lines = good.splitlines(keepends=True)
+    assert [json.loads(x)["n"] for x in lines] == [1, 2, 3]
+    path.write_text(good.replace("hold c3 .. c9", "hold c4 .. c9"))
+    with pytest.raises(AuditError, match=r"events.jsonl: line 3 was edited"):
+        verify(tmp_path)
+    path.write_text(lines[0] + lines[2])
+    with pytest.raises(AuditError, match=r"line 2 was edited, moved or follows a removed"):
+        verify_events(tmp_path)
+    path.write_text(good[:-20])  # died mid-write
+    with pytest.raises(AuditError, match=r"line 3 is cut"):
+        verify_events(tmp_path)
+    assert EventLog(tmp_path).append("alarm", "after the cut", 2)
+    assert path.read_text().endswith('"}\n') and len(path.read_text().splitlines()) == 4
+    with pytest.raises(AuditError, match=r"line 3 is not an event \(cut when written\?\)"):
+        verify_events(tmp_path)
+
+
+def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
+    """With the audit's signing key each event is signed: an editor who rewrites an event
+    and recomputes the hashes after it is caught with the public key, and so is an
+    unsigned event where a key was given."""
+    from edge.signing import generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "keys")
+    folder = tmp_path / "audit"
+    cfg = AuditConfig(folder, min_free_bytes=0, signing_key=str(key), checkpoint_every=1)
+    with AuditLog(cfg) as log:
+        log.record(_rec(0))
+        events = EventLog(folder, log.signing_key)
+        assert events.append("alarm", "a", 1) and events.append("alarm", "b", 1)
+    assert verify(folder, pub).events == 2
+    lines = [json.loads(x) for x in (folder / EVENTS).read_text().splitlines()]
+    lines[0]["detail"] = "nothing happened"
+    prev = "0" * 64
+    for e in lines:  # recomputed, the old signatures kept
+        e["prev_hash"], e["hash"] = prev, event_hash(prev, e)
+        prev = e["hash"]
+    (folder / EVENTS).write_text("".join(json.dumps(e) + "\n" for e in lines))
+    assert verify(folder).events == 2  # without the key the chain alone looks whole
+    with pytest.raises(AuditError, match=r"events.jsonl: line 1: bad signature"):
+        verify(folder, pub)
+    (folder / EVENTS).unlink()
+    EventLog(folder).append("alarm", "unsigned", 1)
+    with pytest.raises(AuditError, match=r"line 1: unsigned, while a public key was given"):
+        verify(folder, pub)
