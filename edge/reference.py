@@ -6,7 +6,10 @@ INT8 calibration gone bad, a precision bug, a wrong input layout) returns finite
 low scores and in-range boxes, and the line would accept every container. The bundle's
 maker records how many of the reference objects its own backend found; `fod check`,
 `fod run` and a rollout run the same frames through the unit's backend and refuse a model
-that finds fewer than `REFERENCE_SHARE` of them.
+that finds fewer than `REFERENCE_SHARE` of them, or where the maker found enough of a class
+to judge it alone, fewer than `CLASS_SHARE` of that class: an engine blind to one class
+(a per-channel quantisation scale gone wrong dims one class's scores) would otherwise pass
+on the others' objects and let that class's particles through.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +34,14 @@ from .postprocess import Detections, PostprocessConfig
 REFERENCE_SCORE = 0.5  # a sure sighting: the decision's default score_threshold
 REFERENCE_IOU = 0.3  # found: a detection at REFERENCE_SCORE overlaps the object this much
 REFERENCE_SHARE = 0.8  # of the objects the bundle's maker found, the unit must find
+# Per class, found as that class: a class's output gone blind finds about none of its own.
+# Looser than the total: a handful of objects magnifies the few sightings TensorRT and ONNX
+# Runtime differ by.
+CLASS_SHARE = 0.5  # of a class's objects the maker found as that class, the unit must find
+CLASS_MIN = 2  # a class the maker found fewer of is judged only in the total
+FOUND, OWN_CLASS = 1, 2  # how a reference object was seen (`seen_in`); 0: missed
+PICK_PER_CLASS = 4  # `fod bundle make` picks frames until the maker found this many a class
+PICK_SCAN = 200  # ... looking at most at this many images of the set
 # A round passes within its period plus this much (its frames wait for idle moments), or
 # the line runs unchecked: no round passed for 2 periods + REFERENCE_GRACE_S raises the alarm.
 REFERENCE_GRACE_S = 30.0
@@ -41,12 +52,18 @@ class Reference:
     images: np.ndarray  # [N, H, W] grey or [N, H, W, 3] RGB uint8, the model input's size
     boxes: np.ndarray  # [M, 4] xyxy in model-input px
     image_of: np.ndarray  # [M] int64: the image each box is in
+    labels: Optional[np.ndarray] = None  # [M] int64 class of each object; None: made before
 
 
 def save_reference(path: Path, ref: Reference) -> None:
     """Write `ref` as a compressed .npz (no pickles), atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=ref.images, boxes=ref.boxes, image_of=ref.image_of)
+    if ref.labels is None:
+        np.savez_compressed(buf, images=ref.images, boxes=ref.boxes, image_of=ref.image_of)
+    else:
+        np.savez_compressed(
+            buf, images=ref.images, boxes=ref.boxes, image_of=ref.image_of, labels=ref.labels
+        )
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -55,6 +72,7 @@ def load_reference(path: Path) -> Reference:
     try:
         with np.load(path, allow_pickle=False) as z:
             images, boxes, image_of = z["images"], z["boxes"], z["image_of"]
+            labels = z["labels"] if "labels" in z.files else None
     except (OSError, ValueError, KeyError) as e:
         raise FodError(f"{path}: not a reference frame file: {e}") from None
     n = len(images)
@@ -64,7 +82,16 @@ def load_reference(path: Path) -> Reference:
         raise FodError(f"{path}: boxes must be [M, 4] finite with M >= 1, got {boxes.shape}")
     if image_of.dtype.kind not in "iu" or not ((image_of >= 0) & (image_of < n)).all():
         raise FodError(f"{path}: image_of must index the {n} images")
-    return Reference(images, boxes.astype(np.float32), image_of.astype(np.int64))
+    if labels is not None and (
+        labels.shape != image_of.shape or labels.dtype.kind not in "iu" or (labels < 0).any()
+    ):
+        raise FodError(f"{path}: labels must be [M] class indices >= 0, got {labels.shape}")
+    return Reference(
+        images,
+        boxes.astype(np.float32),
+        image_of.astype(np.int64),
+        None if labels is None else labels.astype(np.int64),
+    )
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,22 +104,31 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def found_in(d: Detections, truth: np.ndarray) -> int:
-    """Of one image's objects `truth` [M, 4], those that a detection of any class at
-    REFERENCE_SCORE or more overlaps by REFERENCE_IOU (any class: on the line a particle
-    read as a fibre still rejects)."""
-    sure = d.boxes[d.scores >= REFERENCE_SCORE].reshape(-1, 4)
-    if not len(truth) or not len(sure):
-        return 0
-    return int((iou_matrix(truth, sure) >= REFERENCE_IOU).any(axis=1).sum())
+def seen_in(d: Detections, truth: np.ndarray, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """Of one image's objects `truth` [M, 4] (classes `labels` [M], where known), how each
+    was seen -> [M] int8: 0 missed; 1 found, by a detection of any class at REFERENCE_SCORE
+    or more overlapping it by REFERENCE_IOU (any class: on the line a particle read as a
+    fibre still rejects); 2 found by one of its own class."""
+    sure = d.scores >= REFERENCE_SCORE
+    boxes = d.boxes[sure].reshape(-1, 4)
+    seen: np.ndarray = np.zeros(len(truth), np.int8)
+    if not len(truth) or not len(boxes):
+        return seen
+    hit = iou_matrix(truth, boxes) >= REFERENCE_IOU  # [M, P]
+    seen[hit.any(axis=1)] = FOUND
+    if labels is not None:
+        seen[(hit & (labels[:, None] == d.labels[sure][None, :])).any(axis=1)] = OWN_CLASS
+    return seen
 
 
-def found_objects(detect: Callable[[List[np.ndarray]], List[Detections]], ref: Reference) -> int:
-    """The reference objects found (`found_in`), one image a call."""
-    return sum(
-        found_in(detect([image])[0], ref.boxes[ref.image_of == i])
-        for i, image in enumerate(ref.images)
-    )
+def sightings(detect: Callable[[List[np.ndarray]], List[Detections]], ref: Reference) -> np.ndarray:
+    """How each reference object was seen ([M] int8, `seen_in`), one image a call."""
+    seen: np.ndarray = np.zeros(len(ref.boxes), np.int8)
+    for i, image in enumerate(ref.images):
+        mine = ref.image_of == i
+        labels = None if ref.labels is None else ref.labels[mine]
+        seen[mine] = seen_in(detect([image])[0], ref.boxes[mine], labels)
+    return seen
 
 
 def needed(found_by_maker: int) -> int:
@@ -101,48 +137,131 @@ def needed(found_by_maker: int) -> int:
     return max(1, math.floor(REFERENCE_SHARE * found_by_maker))
 
 
-def reference_meta(ref: Reference, found: int, measured_with: str) -> Dict[str, Any]:
-    """The manifest's `reference` entry: what the maker's backend found, at which rule."""
-    return {
+def class_needed(found_by_maker: int) -> int:
+    """Objects of one class the unit must find as that class: CLASS_SHARE of what the maker
+    found so, at least 1; 0 (judged only in the total) where the maker found under CLASS_MIN."""
+    return 0 if found_by_maker < CLASS_MIN else max(1, math.floor(CLASS_SHARE * found_by_maker))
+
+
+def pick_frames(found: Iterable[np.ndarray], n: int, count: int, n_classes: int) -> List[int]:
+    """Which of `n` candidate images become the `count` reference frames, in the set's
+    order: first each image that brings a class the maker's model has found fewer than
+    PICK_PER_CLASS objects of so far, then the earliest others. `found` yields, image by
+    image, the classes [K] of the objects the model found as their class; it is read (the model
+    run) only until every class has its share, `count` are picked or PICK_SCAN were read."""
+    have: np.ndarray = np.zeros(n_classes, np.int64)
+    chosen: List[int] = []
+    for i, labels in zip(range(min(n, PICK_SCAN)), found):
+        if (have[labels] < PICK_PER_CLASS).any():
+            chosen.append(i)
+            have += np.bincount(labels, minlength=n_classes)
+        if len(chosen) == count or (have >= PICK_PER_CLASS).all():
+            break
+    rest = [i for i in range(n) if i not in chosen]
+    return sorted(chosen + rest[: count - len(chosen)])
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the unit must find of the reference frames: from what the bundle's maker found
+    (the manifest's `reference` entry), in all and, where recorded, per class."""
+
+    by_maker: int  # objects the bundle's maker found
+    maker: str  # the maker's backend
+    by_class: Tuple[int, ...] = ()  # per class, the maker found as that class; (): not recorded
+    names: Tuple[str, ...] = ()  # the model's class names, for the lines
+
+    @property
+    def need(self) -> int:
+        return needed(self.by_maker)
+
+    def judge(self, seen: np.ndarray, ref: Reference) -> Tuple[bool, str]:
+        """How `ref`'s objects were seen ([M] int8, `seen_in`) -> (enough found in all and
+        as each class: the rule passes; a line saying what)."""
+        got = int((seen >= FOUND).sum())
+        line = (
+            f"found {got} of {len(ref.boxes)} reference objects "
+            f"({self.by_maker} by {self.maker}, at least {self.need} needed)"
+        )
+        ok = got >= self.need
+        if not self.by_class or ref.labels is None:
+            return ok, line
+        per = np.bincount(ref.labels[seen == OWN_CLASS], minlength=len(self.by_class))
+        needs = [class_needed(n) for n in self.by_class]
+        short = [self.names[c] for c, need in enumerate(needs) if per[c] < need]
+        parts = [
+            f"{name} {per[c]}/{self.by_class[c]}" + (f" (>= {needs[c]})" if needs[c] else "")
+            for c, name in enumerate(self.names)
+        ]
+        line += "; as their own class, found/the maker's: " + ", ".join(parts)
+        if short:
+            line += f"; blind to {', '.join(short)}"
+        return ok and not short, line
+
+
+def reference_rule(meta: Dict[str, Any], ref: Reference, names: Sequence[str], source: str) -> Rule:
+    """The manifest's `reference` entry, checked against the reference file and the
+    model's classes -> the Rule; FodError naming `source` where they do not fit."""
+    by_maker = meta.get("found")
+    if isinstance(by_maker, bool) or not isinstance(by_maker, int) or by_maker < 1:
+        raise FodError(f"{source}: the manifest's reference.found must be a count >= 1")
+    maker = str(meta.get("measured_with", "the maker"))
+    by_class = meta.get("found_by_class")
+    if by_class is None:  # bundles made before per-class counts: judged in the total
+        return Rule(by_maker, maker)
+    if (
+        not isinstance(by_class, list)
+        or len(by_class) != len(names)
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in by_class)
+        or sum(by_class) > by_maker
+    ):
+        raise FodError(
+            f"{source}: the manifest's reference.found_by_class must be {len(names)} counts "
+            f"(the model's classes), {by_maker} (reference.found) at most, got {by_class!r}"
+        )
+    if ref.labels is None or (ref.labels >= len(names)).any():
+        raise FodError(
+            f"{source}: the reference objects need labels of the model's {len(names)} classes"
+        )
+    return Rule(by_maker, maker, tuple(by_class), tuple(names))
+
+
+def reference_meta(
+    ref: Reference, seen: np.ndarray, measured_with: str, n_classes: int
+) -> Dict[str, Any]:
+    """The manifest's `reference` entry: what the maker's backend found (`seen` [M] int8,
+    `seen_in`), in all and, where the objects are labelled, per class as that class."""
+    meta: Dict[str, Any] = {
         "images": len(ref.images),
         "objects": len(ref.boxes),
-        "found": int(found),
-        "score": REFERENCE_SCORE,
-        "iou": REFERENCE_IOU,
-        "measured_with": measured_with,
+        "found": int((seen >= FOUND).sum()),
     }
+    if ref.labels is not None:
+        own = ref.labels[seen == OWN_CLASS]
+        meta["found_by_class"] = np.bincount(own, minlength=n_classes).tolist()
+    meta.update(score=REFERENCE_SCORE, iou=REFERENCE_IOU, measured_with=measured_with)
+    return meta
 
 
 def check_reference(
     detect: Callable[[List[np.ndarray]], List[Detections]],
     ref: Reference,
-    meta: Dict[str, Any],
+    rule: Rule,
     input_shape: Sequence[int],
     source: str,
 ) -> str:
     """Run the reference frames through `detect` (the unit's backend) -> a line saying what
-    it found; raise FodError where it found fewer than `needed` of what the maker found,
-    or where the frames are not the model's input shape [H, W(, 3)]."""
+    it found; raise FodError where it found fewer than `rule` needs, or where the frames
+    are not the model's input shape [H, W(, 3)]."""
     if tuple(ref.images.shape[1:]) != tuple(input_shape):
         raise FodError(
             f"{source}: reference frames are {tuple(ref.images.shape[1:])}, the model takes "
             f"{tuple(input_shape)}"
         )
-    by_maker = meta.get("found")
-    if isinstance(by_maker, bool) or not isinstance(by_maker, int) or by_maker < 1:
-        raise FodError(f"{source}: the manifest's reference.found must be a count >= 1")
-    got, need = found_objects(detect, ref), needed(by_maker)
-    line = found_line(got, ref, by_maker, str(meta.get("measured_with", "the maker")))
-    if got < need:
+    ok, line = rule.judge(sightings(detect, ref), ref)
+    if not ok:
         raise FodError(f"{source}: the model is blind to its reference frames: {line}")
     return line
-
-
-def found_line(got: int, ref: Reference, by_maker: int, maker: str) -> str:
-    return (
-        f"found {got} of {len(ref.boxes)} reference objects "
-        f"({by_maker} by {maker}, at least {needed(by_maker)} needed)"
-    )
 
 
 def model_frame_shape(info: ModelInfo) -> Tuple[int, ...]:
@@ -157,8 +276,7 @@ class Sight:
 
     line: str  # found N of M reference objects (...)
     ref: Reference
-    by_maker: int  # objects the bundle's maker found
-    maker: str  # the maker's backend
+    rule: Rule
 
 
 def bundle_reference(
@@ -174,8 +292,9 @@ def bundle_reference(
         raise FodError(f"{path}: the bundle's manifest has no `reference` entry")
     detector = EdgeDetector(backend, backend.info, cfg)
     ref = load_reference(path)
-    line = check_reference(detector.detect, ref, meta, model_frame_shape(backend.info), str(path))
-    return Sight(line, ref, int(meta["found"]), str(meta.get("measured_with", "the maker")))
+    rule = reference_rule(meta, ref, backend.info.class_names, str(path))
+    line = check_reference(detector.detect, ref, rule, model_frame_shape(backend.info), str(path))
+    return Sight(line, ref, rule)
 
 
 class SelfTest:
@@ -185,7 +304,7 @@ class SelfTest:
     An engine can go blind after its start-up check (its weights or context corrupted in
     memory, a GPU fault, a driver reset) and still give outputs that pass every per-frame
     check: the line would accept every container until the next start. A round that finds
-    fewer than `needed` of what the bundle's maker found is blind. Not thread-safe: one
+    short of what its rule needs (`Rule.judge`) is blind. Not thread-safe: one
     stage (inference) steps it."""
 
     def __init__(
@@ -195,12 +314,13 @@ class SelfTest:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sight, self.every_s, self.clock = sight, every_s, clock
-        self.need = needed(sight.by_maker)
+        self.need = sight.rule.need
         self.next_t = clock() + every_s  # the start-up check was the first round
         self.passed_t = clock()  # when the last round passed (the start-up check's, first)
         self.rounds: collections.Counter[str] = collections.Counter()  # passed/blind/error
         self.line = sight.line  # what the last finished round found
-        self._image = self._found = 0
+        self._image = 0
+        self._seen: np.ndarray = np.zeros(len(sight.ref.boxes), np.int8)  # [M] `seen_in`
         self._unchecked: List[str] = []  # accepts since the last passed round: first, last
         self._unchecked_n = 0
         self._overdue_alarmed = False
@@ -251,12 +371,13 @@ class SelfTest:
         except BaseException:
             self._end("error")
             raise
-        self._found += found_in(d, ref.boxes[ref.image_of == i])
+        mine = ref.image_of == i
+        labels = None if ref.labels is None else ref.labels[mine]
+        self._seen[mine] = seen_in(d, ref.boxes[mine], labels)
         self._image += 1
         if self._image < len(ref.images):
             return None
-        self.line = found_line(self._found, ref, self.sight.by_maker, self.sight.maker)
-        ok = self._found >= self.need
+        ok, self.line = self.sight.rule.judge(self._seen, ref)
         self._end("passed" if ok else "blind")
         return ok
 
@@ -265,5 +386,6 @@ class SelfTest:
             self.passed_t = self.clock()
             self._unchecked, self._unchecked_n = [], 0
         self.rounds[result] += 1
-        self._image = self._found = 0
+        self._image = 0
+        self._seen[:] = 0
         self.next_t = self.clock() + self.every_s

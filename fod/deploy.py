@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List
 
 from fod.args import positive_int
 
@@ -165,62 +166,34 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
         meta["recipe"] = list(args.recipe)  # the commands that made it, for the record
     with tempfile.TemporaryDirectory() as work:
         if args.reference is not None:
-            # Measured on this CPU: the INT8-CPU model, else the Q/DQ one, else FP32.
-            role, model = next((r, p) for r, p in extra[:3][::-1] if p is not None)
+            from fod.reference_frames import make_reference
+
+            # Measured on this CPU: the INT8-CPU model first, then the Q/DQ one, then FP32.
+            models = [(r, p) for r, p in extra[:3][::-1] if p is not None]
             files["reference"], meta["reference"] = make_reference(
-                args.reference, args.reference_images, model, role, Path(work) / "reference.npz"
+                args.reference, args.reference_images, models, Path(work) / "reference.npz"
             )
+            for line in unjudged_classes(meta["reference"], meta["classes"]):
+                print(f"fod bundle make: {line}", file=sys.stderr)
         path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
     print(f"wrote {path}: {', '.join(sorted(files))}{' (signed)' if args.sign else ''}")
     return 0
 
 
-def make_reference(
-    folder: Path, count: int, model: Path, role: str, out: Path
-) -> Tuple[Path, Dict[str, Any]]:
-    """The first `count` images of the labelled set `folder` that hold objects, in the
-    model's frame layout, written to `out` -> (out, the manifest's `reference` entry with
-    what `model` found of them on ONNX Runtime here)."""
-    import cv2
-    import numpy as np
+def unjudged_classes(ref: Dict[str, Any], names: List[str]) -> List[str]:
+    """A line for each class the reference frames hold too few of, found as that class by
+    the bundle's models, for a unit to judge it alone (a blind class is then unseen where
+    the total still passes)."""
+    from edge.reference import CLASS_MIN
 
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from edge.detector import EdgeDetector
-    from edge.errors import FodError
-    from edge.reference import (
-        Reference,
-        found_objects,
-        model_frame_shape,
-        reference_meta,
-        save_reference,
-    )
-    from training.data.coco import load_coco
-    from training.data.dataset import read_rgb
-
-    coco = load_coco(folder)  # validated: finite boxes of positive size, known images
-    chosen = [im for im in sorted(coco.images, key=lambda im: im.id) if coco.annotations.get(im.id)]
-    if not chosen:
-        raise FodError(f"{coco.source}: no image with objects for the reference frames")
-    with OnnxRuntimeBackend(model) as backend:
-        shape = model_frame_shape(backend.info)
-        images, boxes, image_of = [], [], []
-        for i, im in enumerate(chosen[:count]):
-            path = folder / "images" / im.file_name
-            img = read_rgb(path)
-            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if len(shape) == 2 else img
-            if img.shape != shape:
-                raise FodError(f"{path}: is {img.shape}, the model takes frames of {shape}")
-            images.append(img)
-            for a in coco.annotations[im.id]:
-                x, y, w, h = a.bbox
-                boxes.append([x, y, x + w, y + h])
-                image_of.append(i)
-        ref = Reference(np.stack(images), np.float32(boxes), np.int64(image_of))
-        found = found_objects(EdgeDetector(backend, backend.info).detect, ref)
-    if found == 0:
-        raise FodError(f"{model}: finds none of the {len(boxes)} reference objects in {folder}")
-    save_reference(out, ref)
-    return out, reference_meta(ref, found, f"onnxruntime {role} ({backend.kernels})")
+    models = ", ".join(ref.get("found_by_class_of", []))
+    return [
+        f"reference frames: {name} found as {name} {n} time(s) by the fewest of {models} "
+        f"(under {CLASS_MIN}): judged only in the total; pick more frames "
+        "(--reference-images) or a set with more of it"
+        for name, n in zip(names, ref.get("found_by_class", []))
+        if n < CLASS_MIN
+    ]
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

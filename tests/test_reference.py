@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -26,15 +27,21 @@ from edge.jobs import Job
 from edge.postprocess import Detections
 from edge.preflight import FAIL, OK, check_model
 from edge.reference import (
+    PICK_PER_CLASS,
     Reference,
+    Rule,
     SelfTest,
     Sight,
     check_reference,
-    found_objects,
+    class_needed,
     iou_matrix,
     load_reference,
     needed,
+    pick_frames,
+    reference_meta,
+    reference_rule,
     save_reference,
+    sightings,
 )
 from fod.cli import main
 from fod.line import DEMO_BUNDLE
@@ -47,12 +54,14 @@ REF = Reference(np.zeros((2, 32, 64), np.uint8), BOXES, np.int64([0, 0, 1]))
 
 
 def _scripted(per_image: List[List[List[float]]]):
-    """detect() answering image i with per_image[i]: rows [x1, y1, x2, y2, score]."""
+    """detect() answering image i with per_image[i]: rows [x1, y1, x2, y2, score(, class)]
+    (class 0 where not given)."""
     calls = iter(per_image)
 
     def detect(frames) -> List[Detections]:
-        rows = np.float32(next(calls)).reshape(-1, 5)
-        return [Detections(rows[:, :4], rows[:, 4], np.zeros(len(rows), np.int64))]
+        rows = [r if len(r) == 6 else [*r, 0] for r in next(calls)]
+        a = np.float32(rows).reshape(-1, 6)
+        return [Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int64))]
 
     return detect
 
@@ -65,17 +74,86 @@ def test_found_objects_by_hand() -> None:
             [[5, 5, 9, 9, 0.5]],  # exact, at the score: found
         ]
     )
-    assert found_objects(detect, REF) == 2
+    assert sightings(detect, REF).tolist() == [1, 0, 1]  # no labels: found by any class
     assert [needed(n) for n in (1, 2, 5, 10, 19)] == [1, 1, 4, 8, 15]
-    meta = {"found": 3, "measured_with": "onnxruntime int8_cpu"}
+    rule = reference_rule({"found": 3, "measured_with": "onnxruntime int8_cpu"}, REF, [], "r")
     with pytest.raises(FodError, match=r"blind to its reference frames: found 1 of 3 .* 2 needed"):
-        check_reference(_scripted([[[15, 10, 25, 20, 0.9]], []]), REF, meta, (32, 64), "r.npz")
+        check_reference(_scripted([[[15, 10, 25, 20, 0.9]], []]), REF, rule, (32, 64), "r.npz")
     line = check_reference(
-        _scripted([[[15, 10, 25, 20, 0.9]], []]), REF, {"found": 1}, (32, 64), "r"
+        _scripted([[[15, 10, 25, 20, 0.9]], []]), REF, Rule(1, "the maker"), (32, 64), "r"
     )
     assert line.startswith("found 1 of 3 reference objects (1 by the maker")
     with pytest.raises(FodError, match=r"reference frames are \(32, 64\), the model takes"):
-        check_reference(_scripted([]), REF, meta, (32, 64, 3), "r.npz")
+        check_reference(_scripted([]), REF, rule, (32, 64, 3), "r.npz")
+
+
+LABELLED = dataclasses.replace(REF, labels=np.int64([0, 1, 1]))  # a fibre, two particles
+NAMES = ["fiber", "particle"]
+
+
+def test_each_class_must_be_found_as_itself_by_hand() -> None:
+    """With labelled objects the maker records, per class, the objects found as that class,
+    and the unit must find CLASS_SHARE of those (classes under CLASS_MIN: the total only).
+    An engine blind to one class - another class's detection on that object still counts
+    in the total - fails on that class alone."""
+    assert [class_needed(n) for n in (0, 1, 2, 3, 5, 8)] == [0, 0, 1, 1, 2, 4]
+    all_found = [  # image 0: the fibre as a fibre, particle 1 as a fibre; image 1: as itself
+        [[10, 10, 20, 20, 0.9, 0], [40, 40, 46, 50, 0.8, 0]],
+        [[5, 5, 9, 9, 0.7, 1]],
+    ]
+    seen = sightings(_scripted(all_found), LABELLED)
+    assert seen.tolist() == [2, 1, 2]  # own class, another class, own class
+    meta = reference_meta(LABELLED, seen, "maker", 2)
+    assert meta["found"] == 3 and meta["found_by_class"] == [1, 1]
+    meta["found_by_class"] = [2, 2]  # judged with a maker that found two of each as itself
+    with pytest.raises(FodError, match="found_by_class must be 2 counts"):
+        reference_rule(meta, LABELLED, NAMES, "r")  # 4 > found: counted some objects twice
+    meta["found"] = 4
+    rule = reference_rule(meta, LABELLED, NAMES, "r")
+    assert rule == Rule(4, "maker", (2, 2), ("fiber", "particle"))
+    ok, line = rule.judge(seen, LABELLED)
+    assert ok and line.endswith("found/the maker's: fiber 1/2 (>= 1), particle 1/2 (>= 1)")
+    blind_to_particles = [
+        [[10, 10, 20, 20, 0.9, 0], [40, 40, 46, 50, 0.8, 0]],
+        [[5, 5, 9, 9, 0.7, 0]],
+    ]
+    ok, line = rule.judge(sightings(_scripted(blind_to_particles), LABELLED), LABELLED)
+    assert (
+        not ok
+        and "found 3 of 3" in line
+        and line.endswith("particle 0/2 (>= 1); blind to particle")
+    )
+    with pytest.raises(FodError, match=r"blind to its reference frames: .* blind to particle"):
+        check_reference(_scripted(blind_to_particles), LABELLED, rule, (32, 64), "r")
+    # The file and the manifest must agree: counts per class need the objects' classes.
+    with pytest.raises(FodError, match="r: the reference objects need labels of the model's 2"):
+        reference_rule(meta, REF, NAMES, "r")
+    with pytest.raises(FodError, match="must be 2 counts"):
+        reference_rule({**meta, "found_by_class": [1, 1, 1]}, LABELLED, NAMES, "r")
+    # A bundle made before per-class counts: judged in the total, as it was.
+    assert reference_rule({"found": 3}, LABELLED, NAMES, "r") == Rule(3, "the maker")
+
+
+def test_pick_frames_covers_every_class_first() -> None:
+    """Images bringing a class still short of PICK_PER_CLASS first, then the earliest
+    others, in the set's order; the model runs only as far as needed."""
+    assert PICK_PER_CLASS == 4
+    found = [np.int64(x) for x in ([0, 0], [0, 0, 0], [], [1], [0], [2, 2, 2, 2], [1, 1, 1], [0])]
+    read: List[int] = []
+
+    def lazily():
+        for i, f in enumerate(found):
+            read.append(i)
+            yield f
+
+    # 0 and 1 bring fibres (4 by then), 2 nothing, 3 a particle, 4 only a fibre (enough of
+    # those), 5 the flakes, 6 the particles: every class covered, reading stops at 6.
+    assert pick_frames(lazily(), len(found), 8, 3) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert read == list(range(7))
+    read.clear()
+    assert pick_frames(lazily(), len(found), 5, 3) == [0, 1, 3, 5, 6]  # 2 and 4 left out
+    assert pick_frames(iter(found), len(found), 3, 3) == [0, 1, 3]
+    assert pick_frames(iter([np.int64([])] * 5), 5, 2, 3) == [0, 1]  # nothing found: earliest
 
 
 def test_self_test_rounds_by_hand() -> None:
@@ -83,7 +161,7 @@ def test_self_test_rounds_by_hand() -> None:
     passes on `needed` of what the maker found, is blind under it, and a call that raises
     ends it unjudged."""
     now = [100.0]
-    st = SelfTest(Sight("at start", REF, 3, "maker"), 10.0, lambda: now[0])
+    st = SelfTest(Sight("at start", REF, Rule(3, "maker")), 10.0, lambda: now[0])
     assert st.need == 2 and not st.due()
     now[0] = 110.0
     hit, miss = [[15, 10, 25, 20, 0.9]], [[15, 10, 25, 20, 0.4]]
@@ -210,6 +288,64 @@ def test_a_blind_engine_fails_the_check_and_never_runs_the_line(
     )
 
 
+def test_bundle_make_counts_each_class_by_the_fewest_of_its_models(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A bundle with two models: the per-class counts are the fewest either model found as
+    that class (a unit runs one of them), and a class found too rarely to be judged alone
+    is named when the bundle is made. The second model here is the demo's, blind to glass
+    flakes (their scores a fifth)."""
+    if not DEMO_BUNDLE.exists():
+        pytest.skip("no models/demo in this tree")
+    argv = ["synth", "--out", str(tmp_path / "set"), "--images", "8", "--sequences", "0"]
+    assert main([*argv, "--size", "640x384", "--seed", "77", "--look", "random"]) == 0
+    with open_bundle(DEMO_BUNDLE) as b:
+        model = b.file("int8_cpu")
+        blind = tmp_path / "blind-to-flakes.onnx"
+        blind.write_bytes(model.read_bytes())
+        init, run = OnnxRuntimeBackend.__init__, OnnxRuntimeBackend.run
+
+        def opened(self, path, *a, **k):
+            init(self, path, *a, **k)
+            self.dim = Path(path) == blind
+
+        def dimmed(self, x):
+            boxes, scores = run(self, x)
+            if self.dim:
+                scores = scores.copy()
+                scores[:, :, 2] *= np.float32(0.2)
+            return boxes, scores
+
+        monkeypatch.setattr(OnnxRuntimeBackend, "__init__", opened)
+        monkeypatch.setattr(OnnxRuntimeBackend, "run", dimmed)
+        argv = ["bundle", "make", "--int8-cpu", str(model), "--reference", str(tmp_path / "set")]
+        assert main([*argv, "--reference-images", "4", "--out", str(tmp_path / "one")]) == 0
+        assert "judged only in the total" not in capsys.readouterr().err
+        assert (
+            main(
+                [
+                    *argv,
+                    "--reference-images",
+                    "4",
+                    "--onnx",
+                    str(blind),
+                    "--out",
+                    str(tmp_path / "two"),
+                ]
+            )
+            == 0
+        )
+        err = capsys.readouterr().err
+    one, two = (
+        json.loads((tmp_path / d / "manifest.json").read_text())["reference"]
+        for d in ("one", "two")
+    )
+    assert one["found_by_class_of"] == ["int8_cpu"] and one["found_by_class"][2] >= 2
+    assert two["found_by_class_of"] == ["int8_cpu", "fp32"] and two["found"] == one["found"]
+    assert two["found_by_class"][:2] == one["found_by_class"][:2] and two["found_by_class"][2] == 0
+    assert "glass_flake found as glass_flake 0 time(s) by the fewest of int8_cpu, fp32" in err
+
+
 def test_bundle_make_refuses_reference_frames_it_cannot_use(tmp_path: Path, capsys):
     if not DEMO_BUNDLE.exists():
         pytest.skip("no models/demo in this tree")
@@ -234,6 +370,12 @@ def test_bundle_make_refuses_reference_frames_it_cannot_use(tmp_path: Path, caps
         assert main([*argv, "--reference", str(small)]) == 2
         err = capsys.readouterr().err
         assert "annotations.json: annotation" in err and "holds a non-finite number" in err
+        ann["annotations"][0]["bbox"][2] = 3.0
+        ann["categories"][1]["name"] = "dust"  # a set labelled for another model
+        (small / "annotations.json").write_text(json.dumps(ann))
+        assert main([*argv, "--reference", str(small)]) == 2
+        err = capsys.readouterr().err
+        assert "annotations.json: categories ['dust'] are not the model's classes" in err
     assert not (tmp_path / "b").exists()
 
 
@@ -272,18 +414,25 @@ def _until(cond, timeout_s: float) -> bool:
     return cond()
 
 
-@pytest.mark.parametrize("every_s", [0.3, 0.0], ids=["self-test", "start-only"])
+@pytest.mark.parametrize(
+    "every_s, dimmed",
+    [(0.3, slice(None)), (0.3, 2), (0.0, slice(None))],
+    ids=["self-test", "self-test-one-class", "start-only"],
+)
 def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
-    ref_bundle, tmp_path: Path, every_s: float
+    ref_bundle, tmp_path: Path, every_s: float, dimmed
 ) -> None:
     """Through the runtime (the demo's INT8-CPU model on ONNX Runtime, MockFactory pins):
     the engine passes its start-up check and a self-test round, accepts c0, passes another
-    round, then goes blind (every score a fifth: outputs no per-frame check can tell from
-    a clean frame). c1, decided blind before the next round, is accepted - the exposure a
-    round's period bounds - and named in the alarm for re-inspection; the round that
-    follows stops the line: c2 gets no pulse, is audited `blind_model`, the alarm pin is
-    up and the runtime has failed. Checked at start only (every_s 0), c2 is pulsed
-    through like c0."""
+    round, then goes blind (the scores of every class, or of glass flakes alone, a fifth:
+    outputs no per-frame check can tell from a clean frame). c1, decided blind before the
+    next round, is accepted - the exposure a round's period bounds - and named in the
+    alarm for re-inspection; the round that follows stops the line: c2 gets no pulse, is
+    audited `blind_model`, the alarm pin is up and the runtime has failed. Blind to flakes
+    alone, the engine still finds enough of the reference objects in all (5 of 9, 5
+    needed: another class's detection on a flake counts there); the round fails on the
+    flakes found as flakes. Checked at start only (every_s 0), c2 is pulsed through like
+    c0."""
     cfg = _running_line(ref_bundle, tmp_path, every_s)
     blind = threading.Event()
 
@@ -291,7 +440,10 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
         class Engine:
             def infer(self, images):
                 boxes, scores = be.infer(images)
-                return boxes, scores * np.float32(0.2) if blind.is_set() else scores
+                if blind.is_set():
+                    scores = scores.copy()
+                    scores[:, :, dimmed] *= np.float32(0.2)
+                return boxes, scores
 
         return Engine()
 
@@ -323,7 +475,11 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
         assert rows["c2"][:2] == ("accept", None) and pulses == 3 and not alarm_up
         return
     assert rows["c2"][:2] == ("reject", "blind_model")
-    assert "failed its reference frames mid-shift: found 0 of" in rows["c2"][2]
+    why = "found 0 of" if dimmed == slice(None) else "glass_flake 0/2 (>= 1); blind to glass_flake"
+    assert "failed its reference frames mid-shift: " in rows["c2"][2] and why in rows["c2"][2]
+    if dimmed != slice(None):  # enough in all: the flakes' own count is what failed
+        got, need = re.search(r"found (\d+) of .* at least (\d+) needed", rows["c2"][2]).groups()
+        assert int(got) >= int(need)
     assert pulses == 2 and alarm_up  # c0's and c1's pulses; none for c2
     assert failed is not None and "mid-shift" in failed
     assert "1 container(s) accepted since the last passed check (c1)" in reasons[0]
@@ -354,7 +510,7 @@ def test_fod_simulate_blind_fault_is_caught_by_the_reference_rounds(
     assert s["injected"] == {"blind": 1} and s["reference_rounds"]["blind"] == 1
     assert "failed its reference frames mid-shift" in s["failed"] and s["alarms"] == 1
     assert s["faults"]["blind_model"] >= 1 and s["violations"] == []
-    held = int(s["alarm_reasons"][0].split("; ")[1].split(" container(s)")[0])
+    held = int(re.search(r"; (\d+) container\(s\) accepted since", s["alarm_reasons"][0])[1])
     assert s["physically_passed"] <= held  # every container through the gate is named
 
 

@@ -169,7 +169,7 @@ def test_a_model_blind_to_its_reference_frames_is_refused(tmp_path, keys, monkey
 
     monkeypatch.setattr(OnnxRuntimeBackend, "run", dim)
     detail = _refused(tmp_path, seeing, "check")["steps"][-1]["detail"]
-    assert "blind to its reference frames: found 0 of 16" in detail
+    assert "blind to its reference frames: found 0 of 22" in detail
     monkeypatch.undo()
     assert rollout(tmp_path, seeing)["status"] == "done" and current_version(root) == "1.1.0"
 
