@@ -38,6 +38,12 @@ class RuntimeMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.gate_retries = Counter(
+            "fod_gate_write_retries_total",
+            "Gate pulses whose output write failed and, written again in the pulse's window,"
+            " succeeded (a GPIO line that fails now and then)",
+            registry=self.registry,
+        )
         self.queue = Gauge(
             "fod_queue_depth", "Items waiting per queue", ["queue"], registry=self.registry
         )

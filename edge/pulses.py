@@ -31,6 +31,11 @@ from .supervise import Stage, StopStage
 
 log = logging.getLogger(__name__)
 
+# Writes of the gate output tried per pulse: a GPIO line write can fail once and succeed
+# at once (a busy chardev, a bus hiccup), and with the reject wiring a pulse that is not
+# written lets its container pass. Tried again only inside the pulse's window.
+GATE_WRITE_TRIES = 3
+
 
 @dataclass(eq=False)
 class Pulse:
@@ -60,6 +65,7 @@ class PulseScheduler:
         self.on_crash: Optional[Callable[[BaseException], None]] = None  # the runtime alarms
         self.feedback, self.feedback_s = feedback, feedback_s  # an input following the gate
         self.on_stuck: Optional[Callable[[str], None]] = None  # the runtime alarms
+        self.on_retry: Optional[Callable[[Pulse], None]] = None  # the runtime counts
         self.stuck = False  # the feedback says the gate is energised while the output is off
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
@@ -69,6 +75,7 @@ class PulseScheduler:
         # Bounded: a line runs for months; the simulator reads the recent ones.
         self.done: Deque[Pulse] = collections.deque(maxlen=history)
         self.counts = {"fired": 0, "missed": 0, "error": 0, "cancelled": 0, "stuck": 0}
+        self.counts["retried"] = 0  # pulses whose gate write failed, then succeeded
         self._active = 0  # 1 while a pulse is on
         self._on: Optional[Pulse] = None  # the pulse now on (pulse thread only)
         self._riders: List[Pulse] = []  # pulses riding on the one now on (pulse thread only)
@@ -165,7 +172,7 @@ class PulseScheduler:
         was on at its time (its container reported passed that was rejected)."""
         try:
             self._on = p
-            self.device.on()
+            self._energise(p)
             p.fired_t = self.clock()
             end = p.fired_t + self.pulse_s
             while True:
@@ -192,6 +199,27 @@ class PulseScheduler:
             self._finish(q, state)
         for q in late:
             self._finish(q, "missed")
+
+    def _energise(self, p: Pulse) -> None:
+        """`device.on()`, written again after a write that raised, up to GATE_WRITE_TRIES
+        writes while `p` is still no later than a pulse length past its time (where
+        `_step` would still fire it); the last error propagates."""
+        for tries in range(1, GATE_WRITE_TRIES + 1):
+            try:
+                self.device.on()
+            except Exception as e:
+                if tries == GATE_WRITE_TRIES or self.clock() - p.at > self.pulse_s:
+                    raise
+                log.warning("gate write for %s failed (%r); writing it again", p.tag, e)
+                continue
+            if tries > 1:
+                self.counts["retried"] += 1
+                if self.on_retry is not None:
+                    try:  # the gate is on: nothing here may turn it into a failed pulse
+                        self.on_retry(p)
+                    except Exception:
+                        log.exception("pulse thread: counting a retried write failed")
+            return
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate

@@ -100,6 +100,7 @@ class Runtime:
         io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         io.pulses.on_stuck = self.raise_alarm
+        io.pulses.on_retry = lambda p: self.metrics.gate_retries.inc()
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
             Stage("inference", self._infer_step, self._crashed, clock),

@@ -234,6 +234,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
             rounds = dict(rt.self_test.rounds) if rt.self_test is not None else None
             bounces = rt.io.debounce.bounces
+            retried = rt.io.pulses.counts["retried"]
     finally:
         camera.close()
     gate_on = pin_intervals(factory.pin(cfg.gpio.ejector_pin), t_clear)
@@ -248,6 +249,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         reference_rounds=rounds,
         bounces_filtered=bounces,
         bounce_edges=injector.bounce_edges,
+        gate_write_retries=retried,  # pulses written again after a failed write, then fired
         sequences=str(seq_dir),
         # A frame larger than the model's input reaches it shrunk (letterboxed), and its
         # particles with it: what the detection rate is read against.
