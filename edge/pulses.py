@@ -184,12 +184,13 @@ class PulseScheduler:
                 end = max(end, max(q.at for q in more) + self.pulse_s)
             if self.feedback is not None and not self.feedback.is_active:
                 raise GpioError("the gate feedback stayed off: the gate did not energise")
-            self.device.off()
-            self._on, state = None, "fired"
+            state = "fired"
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
-            p.error, self._on, state = f"{type(e).__name__}: {e}", None, "error"
-            with contextlib.suppress(Exception):
-                self.device.off()
+            p.error, state = f"{type(e).__name__}: {e}", "error"
+        # The pulse ran its length (or never began): what it did stands whether or not the
+        # gate then goes off. A gate left on is reported stuck.
+        self._switch_off(p)
+        self._on = None
         # Anything else (SystemExit from a driver) skips this: _crashed reports p and its
         # riders.
         ended, self._riders = [p, *self._riders], []
@@ -221,6 +222,25 @@ class PulseScheduler:
                         log.exception("pulse thread: counting a retried write failed")
             return
 
+    def _switch_off(self, p: Pulse) -> None:
+        """`device.off()` after `p`, written again after a write that raises, up to
+        GATE_WRITE_TRIES writes. Failing all, the gate may stay energised (with a
+        controller that reads the level, every container would pass): reported as a stuck
+        gate, the alarm. Before, a failed off made the pulse itself a failure: an accept
+        released in full was amended to a reject the gate never made."""
+        for tries in range(1, GATE_WRITE_TRIES + 1):
+            try:
+                self.device.off()
+                return
+            except Exception as e:
+                if tries == GATE_WRITE_TRIES:
+                    self._report_stuck(
+                        f"gate output not switched off after the pulse for {p.tag} "
+                        f"({type(e).__name__}: {e}): the gate may stay energised"
+                    )
+                    return
+                log.warning("gate off for %s failed (%r); writing it again", p.tag, e)
+
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate
         went on at `on_since` rides (no later than `_step` would fire it); one due longer
@@ -247,15 +267,19 @@ class PulseScheduler:
             return
         on = bool(self.feedback.is_active)
         if on and not self.stuck:
-            self.counts["stuck"] += 1
-            reason = f"gate stuck energised {when}: the gate feedback is on, the output off"
-            log.critical(reason)
-            if self.on_stuck is not None:
-                try:
-                    self.on_stuck(reason)
-                except Exception:
-                    log.exception("pulse thread: reporting a stuck gate failed")
+            self._report_stuck(
+                f"gate stuck energised {when}: the gate feedback is on, the output off"
+            )
         self.stuck = on
+
+    def _report_stuck(self, reason: str) -> None:
+        self.counts["stuck"] += 1
+        log.critical(reason)
+        if self.on_stuck is not None:
+            try:
+                self.on_stuck(reason)
+            except Exception:
+                log.exception("pulse thread: reporting a stuck gate failed")
 
     def _crashed(self, stage: Stage, exc: BaseException) -> bool:
         # A crash in the middle of a pulse must not leave the output energised (with accept

@@ -167,13 +167,17 @@ def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, cap
 
 
 class FlakyPin(FaultyPin):
-    """A gate output whose next `fails` energising writes raise (EBUSY from the chardev)."""
+    """A gate output whose next `fails` energising writes, and `off_fails` de-energising
+    writes, raise (EBUSY from the chardev)."""
 
-    fails = 0
+    fails = off_fails = 0
 
     def _set_state(self, value: Any) -> None:
         if value and self.fails > 0:
             self.fails -= 1
+            raise OSError(16, "Device or resource busy")
+        if not value and self.off_fails > 0:
+            self.off_fails -= 1
             raise OSError(16, "Device or resource busy")
         super()._set_state(value)
 
@@ -213,6 +217,34 @@ def test_a_gate_write_that_fails_is_written_again_in_its_window(
     assert gate.fails == 10**6 - GATE_WRITE_TRIES  # tried 3 times, not forever
     assert (decision, fault) == (("accept", "gpio_error") if reject else ("reject", "gpio_error"))
     assert "Device or resource busy" in reason
+
+
+@pytest.mark.parametrize("off_fails", [1, 10**6], ids=["once", "for-good"])
+def test_a_gate_that_will_not_switch_off_keeps_the_release_it_made(
+    bundle: Path, tmp_path: Path, off_fails: int
+) -> None:
+    """Accept wiring, c0 accepted and pulsed; the write that ends the pulse raises. The
+    gate was on at c0's gate time, so c0 went through the good path on its recorded accept:
+    its row must stay the accept (before, the pulse was reported failed and an amending
+    reject row said the opposite of the pins). Failing once, the off is written again and
+    the gate ends off; failing for good, the gate stays energised and the alarm goes up at
+    once (a controller reading the level would pass every container)."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory(pin_class=FlakyPin)
+    gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        gate.off_fails = off_fails
+        rt.submit(Job("c0", time.monotonic(), _frames()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(5)
+        assert _wait_for(lambda: bool(alarm.state), 10 if off_fails > 1 else 1) == (off_fails > 1)
+        states, reasons = [s.state for s in gate.states], list(rt.alarm_reasons)
+    assert states[:2] == [False, True]  # energised at the gate: c0 released
+    assert _rows(tmp_path)["c0"][:2] == ("accept", None)
+    if off_fails == 1:
+        assert states == [False, True, False] and not reasons
+    else:
+        assert states == [False, True] and "not switched off after the pulse for c0" in reasons[0]
 
 
 def test_a_gate_write_is_not_tried_again_past_its_window() -> None:
