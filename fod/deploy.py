@@ -7,7 +7,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from fod.args import positive_int
 
@@ -63,9 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reference",
         type=Path,
         metavar="D",
-        help="a labelled set (annotations.json + images/ at the model's input size): its "
-        "first images with objects go into the bundle as reference frames, which the unit's "
-        "backend must find before it runs (fod check, fod run, rollouts)",
+        help="a labelled set (annotations.json + images/ at the model's input size, its "
+        "categories named as the model's classes): images with objects of every class go "
+        "into the bundle as reference frames, which the unit's backend must find, in all and "
+        "per class, before it runs and while it runs (fod check, fod run, rollouts)",
     )
     m.add_argument(
         "--reference-images",
@@ -166,7 +167,7 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
         meta["recipe"] = list(args.recipe)  # the commands that made it, for the record
     with tempfile.TemporaryDirectory() as work:
         if args.reference is not None:
-            from fod.reference_frames import make_reference
+            from fod.reference_frames import make_reference, unjudged_classes
 
             # Measured on this CPU: the INT8-CPU model first, then the Q/DQ one, then FP32.
             models = [(r, p) for r, p in extra[:3][::-1] if p is not None]
@@ -178,22 +179,6 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
         path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
     print(f"wrote {path}: {', '.join(sorted(files))}{' (signed)' if args.sign else ''}")
     return 0
-
-
-def unjudged_classes(ref: Dict[str, Any], names: List[str]) -> List[str]:
-    """A line for each class the reference frames hold too few of, found as that class by
-    the bundle's models, for a unit to judge it alone (a blind class is then unseen where
-    the total still passes)."""
-    from edge.reference import CLASS_MIN
-
-    models = ", ".join(ref.get("found_by_class_of", []))
-    return [
-        f"reference frames: {name} found as {name} {n} time(s) by the fewest of {models} "
-        f"(under {CLASS_MIN}): judged only in the total; pick more frames "
-        "(--reference-images) or a set with more of it"
-        for name, n in zip(names, ref.get("found_by_class", []))
-        if n < CLASS_MIN
-    ]
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

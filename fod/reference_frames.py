@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from edge.errors import FodError
+from edge.reference import CLASS_MIN
 
 
 def make_reference(
@@ -96,3 +97,17 @@ def class_indices(coco: Any, names: List[str]) -> Dict[int, int]:
     if unknown:
         raise FodError(f"{coco.source}: categories {unknown} are not the model's classes {names}")
     return {c.id: names.index(c.name) for c in coco.categories}
+
+
+def unjudged_classes(ref: Dict[str, Any], names: List[str]) -> List[str]:
+    """A line for each class the reference frames hold too few of, found as that class by
+    the bundle's models, for a unit to judge it alone (a blind class is then unseen where
+    the total still passes)."""
+    models = ", ".join(ref.get("found_by_class_of", []))
+    return [
+        f"reference frames: {name} found as {name} {n} time(s) by the fewest of {models} "
+        f"(under {CLASS_MIN}): judged only in the total; pick more frames "
+        "(--reference-images) or a set with more of it"
+        for name, n in zip(names, ref.get("found_by_class", []))
+        if n < CLASS_MIN
+    ]
