@@ -114,11 +114,6 @@ class EventLog:
         with self._lock:
             self._queue.append((now, kind, detail, int(audit_seq)))
 
-    def append(self, kind: str, detail: str, audit_seq: int) -> bool:
-        """Queue one event and write it -> whether every queued event is on disk."""
-        self.post(kind, detail, audit_seq)
-        return self.flush()
-
     def flush(self) -> bool:
         """Write the queued events, chained, in one fsync'd append -> whether none is left
         waiting (a failed write keeps them for the next flush and is logged once)."""

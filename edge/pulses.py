@@ -201,45 +201,47 @@ class PulseScheduler:
         for q in late:
             self._finish(q, "missed")
 
-    def _energise(self, p: Pulse) -> None:
-        """`device.on()`, written again after a write that raised, up to GATE_WRITE_TRIES
-        writes while `p` is still no later than a pulse length past its time (where
-        `_step` would still fire it); the last error propagates."""
-        for tries in range(1, GATE_WRITE_TRIES + 1):
+    def _write(self, write: Callable[[], None], p: Pulse, until: float) -> int:
+        """`write` (the gate output on or off for `p`), written again after a write that
+        raises, up to GATE_WRITE_TRIES writes while the clock is at most `until` -> the
+        writes it took; the last error propagates."""
+        tries = 1
+        while True:
             try:
-                self.device.on()
+                write()
+                return tries
             except Exception as e:
-                if tries == GATE_WRITE_TRIES or self.clock() - p.at > self.pulse_s:
+                if tries == GATE_WRITE_TRIES or self.clock() > until:
                     raise
                 log.warning("gate write for %s failed (%r); writing it again", p.tag, e)
-                continue
-            if tries > 1:
-                self.counts["retried"] += 1
-                if self.on_retry is not None:
-                    try:  # the gate is on: nothing here may turn it into a failed pulse
-                        self.on_retry(p)
-                    except Exception:
-                        log.exception("pulse thread: counting a retried write failed")
+            tries += 1
+
+    def _energise(self, p: Pulse) -> None:
+        """`device.on()` (`_write`) while `p` is still no later than a pulse length past
+        its time (where `_step` would still fire it); a pulse that took more than one
+        write is counted."""
+        if self._write(self.device.on, p, p.at + self.pulse_s) == 1:
             return
+        self.counts["retried"] += 1
+        if self.on_retry is not None:
+            try:  # the gate is on: nothing here may turn it into a failed pulse
+                self.on_retry(p)
+            except Exception:
+                log.exception("pulse thread: counting a retried write failed")
 
     def _switch_off(self, p: Pulse) -> None:
-        """`device.off()` after `p`, written again after a write that raises, up to
-        GATE_WRITE_TRIES writes. Failing all, the gate may stay energised (with a
-        controller that reads the level, every container would pass): reported as a stuck
-        gate, the alarm. Before, a failed off made the pulse itself a failure: an accept
-        released in full was amended to a reject the gate never made."""
-        for tries in range(1, GATE_WRITE_TRIES + 1):
-            try:
-                self.device.off()
-                return
-            except Exception as e:
-                if tries == GATE_WRITE_TRIES:
-                    self._report_stuck(
-                        f"gate output not switched off after the pulse for {p.tag} "
-                        f"({type(e).__name__}: {e}): the gate may stay energised"
-                    )
-                    return
-                log.warning("gate off for %s failed (%r); writing it again", p.tag, e)
+        """`device.off()` after `p` (`_write`, whenever it is). Failing every write, the
+        gate may stay energised (with a controller that reads the level, every container
+        would pass): reported as a stuck gate, the alarm. Before, a failed off made the
+        pulse itself a failure: an accept released in full was amended to a reject the
+        gate never made."""
+        try:
+            self._write(self.device.off, p, math.inf)
+        except Exception as e:
+            self._report_stuck(
+                f"gate output not switched off after the pulse for {p.tag} "
+                f"({type(e).__name__}: {e}): the gate may stay energised"
+            )
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate

@@ -125,10 +125,16 @@ def sightings(detect: Callable[[List[np.ndarray]], List[Detections]], ref: Refer
     """How each reference object was seen ([M] int8, `seen_in`), one image a call."""
     seen: np.ndarray = np.zeros(len(ref.boxes), np.int8)
     for i, image in enumerate(ref.images):
-        mine = ref.image_of == i
-        labels = None if ref.labels is None else ref.labels[mine]
-        seen[mine] = seen_in(detect([image])[0], ref.boxes[mine], labels)
+        see_image(seen, detect([image])[0], ref, i)
     return seen
+
+
+def see_image(seen: np.ndarray, d: Detections, ref: Reference, i: int) -> None:
+    """Mark in `seen` ([M] int8 of `ref`'s objects) how those of image `i` were seen in
+    its detections `d` (`seen_in`)."""
+    mine = ref.image_of == i
+    labels = None if ref.labels is None else ref.labels[mine]
+    seen[mine] = seen_in(d, ref.boxes[mine], labels)
 
 
 def needed(found_by_maker: int) -> int:
@@ -371,9 +377,7 @@ class SelfTest:
         except BaseException:
             self._end("error")
             raise
-        mine = ref.image_of == i
-        labels = None if ref.labels is None else ref.labels[mine]
-        self._seen[mine] = seen_in(d, ref.boxes[mine], labels)
+        see_image(self._seen, d, ref, i)
         self._image += 1
         if self._image < len(ref.images):
             return None

@@ -15,12 +15,19 @@ from edge.events import EVENTS, EventLog, event_hash, verify_events
 from .test_audit import _rec, _write
 
 
+def _append(log: EventLog, detail: str, audit_seq: int) -> bool:
+    """One alarm event queued and written -> whether it is on disk (as the supervisor's
+    round writes what the raising thread queued)."""
+    log.post("alarm", detail, audit_seq)
+    return log.flush()
+
+
 def test_alarm_events_are_chained_beside_the_rows(tmp_path: Path) -> None:
     """events.jsonl: appends continue the chain across a reopen; an edited, removed or cut
     line is named by line number, and an event after a cut starts a line of its own."""
     _write(tmp_path, 2)
     log = EventLog(tmp_path)
-    assert log.append("alarm", "stage inference crashed", 1) and log.append("alarm", "b", 2)
+    assert _append(log, "stage inference crashed", 1) and _append(log, "b", 2)
     reopened = EventLog(tmp_path)
     reopened.post("alarm", "hold c3 .. c9", 2)  # queued only: the raising thread never waits
     assert verify_events(tmp_path) == 2
@@ -38,7 +45,7 @@ def test_alarm_events_are_chained_beside_the_rows(tmp_path: Path) -> None:
     path.write_text(good[:-20])  # died mid-write
     with pytest.raises(AuditError, match=r"line 3 is cut"):
         verify_events(tmp_path)
-    assert EventLog(tmp_path).append("alarm", "after the cut", 2)
+    assert _append(EventLog(tmp_path), "after the cut", 2)
     assert path.read_text().endswith('"}\n') and len(path.read_text().splitlines()) == 4
     with pytest.raises(AuditError, match=r"line 3 is not an event \(cut when written\?\)"):
         verify_events(tmp_path)
@@ -56,7 +63,7 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
     with AuditLog(cfg) as log:
         log.record(_rec(0))
         events = EventLog(folder, log.signing_key)
-        assert events.append("alarm", "a", 1) and events.append("alarm", "b", 1)
+        assert _append(events, "a", 1) and _append(events, "b", 1)
     assert verify(folder, pub).events == 2
     lines = [json.loads(x) for x in (folder / EVENTS).read_text().splitlines()]
     lines[0]["detail"] = "nothing happened"
@@ -69,6 +76,6 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match=r"events.jsonl: line 1: bad signature"):
         verify(folder, pub)
     (folder / EVENTS).unlink()
-    EventLog(folder).append("alarm", "unsigned", 1)
+    _append(EventLog(folder), "unsigned", 1)
     with pytest.raises(AuditError, match=r"line 1: unsigned, while a public key was given"):
         verify(folder, pub)
