@@ -29,7 +29,8 @@ from edge.reference import load_reference
 from edge.sources import STAMP_SLACK_S, CaptureSource, driver_time
 
 from .gate_run import rising_edges
-from .test_reference import _running_line, ref_bundle  # noqa: F401
+from .test_reference import ref_bundle  # noqa: F401
+from .test_reference_rounds import _running_line
 from .test_runtime import _rows
 
 H, W, FRAMES = 48, 64, 8
