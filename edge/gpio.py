@@ -47,6 +47,12 @@ def load_pin_factory(name: str) -> Any:
     raise GpioError(f"no gpiozero pin factory {name!r}; installed: {sorted(ep.name for ep in eps)}")
 
 
+# The machine may read the gate output from this long before a container's gate time (to
+# a pulse length after it): a container whose window the output was on in passed
+# (accept wiring) or was ejected. The simulator's gate model reads it the same way.
+GATE_LEAD_S = 0.005
+
+
 @dataclass(frozen=True)
 class GpioConfig:
     pin_factory: str = ""  # lgpio | rpigpio | pigpio | native | jetson; mock only when simulating

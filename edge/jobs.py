@@ -22,6 +22,7 @@ FAULTS = (
     "thread_crash",
     "queue_overflow",
     "gpio_error",
+    "gate_uncertain",  # a blocked gate write: the gate may have been on at its time
     "audit_unavailable",
     "shutdown",
     "bad_trigger",

@@ -11,6 +11,12 @@ did: feedback off at the end of the pulse makes the pulse an error (for an accep
 container was not released), and feedback still on `gate_feedback_ms` after the output
 went off, or on while no pulse is, is a stuck gate (a welded relay, a short): the runtime
 raises the alarm, since with a level-reading controller every container would pass.
+
+A gate write can also block (a hung driver call) and land late, at another container's
+gate time. The pulse thread cannot take back a write the driver makes late; it switches
+the gate off at once, reports its own pulse missed, and hands the span in which the
+output may have been energised to `on_stray`, so the runtime can put on record (and
+alarm for) the containers that may have passed through it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from .errors import GpioError
 from .supervise import Stage, StopStage
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 # at once (a busy chardev, a bus hiccup), and with the reject wiring a pulse that is not
 # written lets its container pass. Tried again only inside the pulse's window.
 GATE_WRITE_TRIES = 3
+# How much longer than planned the gate may stay on before the runtime is asked which
+# containers' gate times it covered (a thread woken a few ms late is normal).
+STRAY_S = 0.005
 
 
 @dataclass(eq=False)
@@ -66,6 +75,10 @@ class PulseScheduler:
         self.feedback, self.feedback_s = feedback, feedback_s  # an input following the gate
         self.on_stuck: Optional[Callable[[str], None]] = None  # the runtime alarms
         self.on_retry: Optional[Callable[[Pulse], None]] = None  # the runtime counts
+        # (t0, t1, settled): the output may have been energised anywhere in [t0, t1]
+        # outside the pulses planned; `settled` names the containers whose own pulse
+        # fired then or is still to come (their pulse says what happened). The runtime.
+        self.on_stray: Optional[Callable[[float, float, Set[str]], None]] = None
         self.stuck = False  # the feedback says the gate is energised while the output is off
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
@@ -169,37 +182,77 @@ class PulseScheduler:
         on this pulse and holds the gate on for its full length from its own time. Fired
         apart, the later of two pulses closer than one pulse length would wait for the
         first to end and, with a thread woken a few ms late, be missed although the gate
-        was on at its time (its container reported passed that was rejected)."""
+        was on at its time (its container reported passed that was rejected).
+
+        A write that comes back after the pulse's window (it blocked in the driver) has
+        energised the gate at another container's time: the gate goes off at once, the
+        pulse is missed, and the span the output may have been on is reported (`_stray`)."""
+        t_call = self.clock()
         try:
             self._on = p
             self._energise(p)
             p.fired_t = self.clock()
-            end = p.fired_t + self.pulse_s
-            while True:
-                self._stop.wait(max(0.0, end - self.clock()))
-                more = self._due_while_on(p.fired_t)
-                if not more:
-                    break
-                self._riders += more
-                end = max(end, max(q.at for q in more) + self.pulse_s)
-            if self.feedback is not None and not self.feedback.is_active:
-                raise GpioError("the gate feedback stayed off: the gate did not energise")
-            state = "fired"
+            late = p.fired_t - p.at
+            if late > self.pulse_s:  # past its container: off now, not for a pulse length
+                p.fired_t, state = None, "missed"
+                p.error = f"the gate write came back {late * 1000:.0f} ms after its time"
+                log.error("pulse for %s: %s", p.tag, p.error)
+            else:
+                end = p.fired_t + self.pulse_s
+                while True:
+                    self._stop.wait(max(0.0, end - self.clock()))
+                    more = self._due_while_on(p.fired_t)
+                    if not more:
+                        break
+                    self._riders += more
+                    end = max(end, max(q.at for q in more) + self.pulse_s)
+                if self.feedback is not None and not self.feedback.is_active:
+                    raise GpioError("the gate feedback stayed off: the gate did not energise")
+                state = "fired"
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
             p.error, state = f"{type(e).__name__}: {e}", "error"
         # The pulse ran its length (or never began): what it did stands whether or not the
         # gate then goes off. A gate left on is reported stuck.
         self._switch_off(p)
+        t_off = self.clock()
         self._on = None
         # Anything else (SystemExit from a driver) skips this: _crashed reports p and its
         # riders.
         ended, self._riders = [p, *self._riders], []
-        late, self._late = self._late, []
+        late_ones, self._late = self._late, []
         for q in ended:
             q.error = p.error
             self._finish(q, state)
-        for q in late:
+        for q in [*late_ones, *self._pop_missed(t_off)]:
             self._finish(q, "missed")
+        planned_end = max(q.at for q in ended) + self.pulse_s
+        if state == "fired" and t_off > planned_end + self.pulse_s:
+            log.error(
+                "pulse for %s: the gate went off %.0f ms late", p.tag, (t_off - planned_end) * 1000
+            )
+        if t_off > planned_end + STRAY_S:  # after the missed ones: their rows come first
+            self._stray(t_call, t_off, {q.tag for q in ended if q.state == "fired"})
+
+    def _pop_missed(self, now: float) -> List[Pulse]:
+        """Pending pulses whose window ended before `now` (due while a write blocked)."""
+        out = []
+        with self._lock:
+            while self._heap and self._heap[0][0] + self.pulse_s < now:
+                _, _, q = heapq.heappop(self._heap)
+                if q.state == "pending":
+                    q.state = "on"  # out of the heap: finished as missed by the caller
+                    out.append(q)
+        return out
+
+    def _stray(self, t0: float, t1: float, fired: Set[str]) -> None:
+        """The output may have been on anywhere in [t0, t1] beyond the pulses planned."""
+        with self._lock:
+            pending = {q.tag for _, _, q in self._heap if q.state == "pending"}
+        if self.on_stray is not None:
+            try:
+                self.on_stray(t0, t1, fired | pending)
+            except Exception:
+                log.exception("pulse thread: reporting the gate's stray span failed")
 
     def _write(self, write: Callable[[], None], p: Pulse, until: float) -> int:
         """`write` (the gate output on or off for `p`), written again after a write that

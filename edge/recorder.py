@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from .audit import AuditLog, AuditUnavailable
 from .config import LineConfig
@@ -128,6 +128,25 @@ class Recorder:
         with self.ledger.lock:
             self.ledger.open()
         self.enqueue(fix)
+
+    def stray(self, gated: List[Tuple[str, float]], settled: Set[str], span_s: float) -> None:
+        """From the pulse thread: a gate write blocked, and the output may have been
+        energised (outside the pulses planned) at the gate times of `gated`. A container
+        whose own pulse does not say what happened (`settled`: it fired then or is still
+        to come) goes on record at its worst: passed. With the accept wiring that may be a
+        reject released: the alarm."""
+        hit = [(cid, t) for cid, t in gated if cid not in settled]
+        accept = self.cfg.gpio.energise_to == "accept"
+        what = (
+            "may have PASSED the gate" if accept else "may have been ejected; on record as passed"
+        )
+        for cid, t in hit:
+            stub = Outcome(cid, t, True, "", None, None)
+            why = f"the gate output may have been on at its gate time ({span_s * 1000:.0f} ms"
+            self.amend(stub, "gate_uncertain", f"{why} span of a blocked gate write): {what}", True)
+        if hit and accept:
+            ids = ", ".join(cid for cid, _ in hit)
+            self.raise_alarm(f"a gate write blocked {span_s * 1000:.0f} ms: {ids} may have passed")
 
     def withdrawn(self, p: Pulse, why: str) -> None:
         """From the trigger side: a released accept's pulse was withdrawn before it fired

@@ -31,7 +31,7 @@ from .config import LineConfig
 from .decision import Decision, decide
 from .detector import EdgeDetector
 from .events import EventLog
-from .gpio import LineIO
+from .gpio import GATE_LEAD_S, LineIO
 from .jobs import InFlight, Job, Outcome
 from .ledger import Ledger
 from .metrics import RuntimeMetrics
@@ -96,11 +96,15 @@ class Runtime:
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
-        self._triggers: Deque[float] = collections.deque(maxlen=64)  # recent trigger times
+        # Recent (trigger time, container): the gate clash check and a stray gate span.
+        self._triggers: Deque[Tuple[float, str]] = collections.deque(maxlen=64)
         io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         io.pulses.on_stuck = self.raise_alarm
         io.pulses.on_retry = lambda p: self.metrics.gate_retries.inc()
+        io.pulses.on_stray = lambda t0, t1, settled: self.recorder.stray(
+            self._gated_in(t0, t1), settled, t1 - t0
+        )
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
             Stage("inference", self._infer_step, self._crashed, clock),
@@ -132,7 +136,7 @@ class Runtime:
         with self._lock:
             self.ledger.open(job.container_id, c.armed)
             self._inflight[job.container_id] = c
-            self._triggers.append(job.trigger_t)
+            self._triggers.append((job.trigger_t, job.container_id))
         # An accept already released beside this trigger (a decision faster than the window)
         # is withdrawn: its pulse would pass this container too.
         for p in self.io.withdraw_accepts(job.trigger_t, self._clash_window()):
@@ -227,7 +231,7 @@ class Runtime:
             return
         self._holding["capture"] = job.container_id
         with self._lock:
-            nxt = min((t for t in self._triggers if t > job.trigger_t), default=float("inf"))
+            nxt = min((t for t, _ in self._triggers if t > job.trigger_t), default=float("inf"))
         cap = capture_frames(
             job.read_frame,
             job.trigger_t,
@@ -353,11 +357,22 @@ class Runtime:
         debounce let through, a glitch) would pass the other whatever its own decision."""
         window = self._clash_window()
         with self._lock:
-            near = [t - trigger_t for t in self._triggers if abs(t - trigger_t) < window]
+            near = [t - trigger_t for t, _ in self._triggers if abs(t - trigger_t) < window]
         if len(near) < 2:  # its own trigger only
             return None
         gap = min((abs(d) for d in near if d != 0), default=0.0)
         return f"another trigger {gap * 1000:.1f} ms from its own (the gate cannot tell them apart)"
+
+    def _gated_in(self, t0: float, t1: float) -> List[Tuple[str, float]]:
+        """(container, trigger time) of the recent containers whose gate window (from
+        GATE_LEAD_S before the gate time to a pulse length after it) overlaps [t0, t1]."""
+        delay, pulse = self.cfg.gpio.delay_ms / 1000, self.cfg.gpio.pulse_ms / 1000
+        with self._lock:
+            return [
+                (cid, t)
+                for t, cid in self._triggers
+                if t + delay - GATE_LEAD_S < t1 and t + delay + pulse > t0
+            ]
 
     def _alarm_stuck(self, only: Optional[str] = None) -> None:
         """Raise the alarm once per stage that missed its beat (`only`: that stage alone).

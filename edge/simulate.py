@@ -29,6 +29,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockPin, PinState
 
 from .audit import audit_files
 from .errors import FodError
+from .gpio import GATE_LEAD_S
 from .jobs import Job
 from .knapp import read_sequences, share
 from .sim_camera import SimCamera
@@ -49,9 +50,12 @@ FAULT_KINDS = (
     "audit_error",  # an INSERT fails in SQLite
 )
 # Faults of the machine that no software on the unit can prevent (`all` leaves them out):
-# the gate relay's contacts weld at an energising write and the gate stays energised. The
-# run must come out red (`safety_violations`); with the gate feedback the alarm is raised.
-HARDWARE_FAULTS = ("relay_welded",)
+# the gate relay's contacts weld at an energising write and the gate stays energised (the
+# run must come out red, `safety_violations`; with the gate feedback the alarm is raised);
+# a gate write blocks in the driver for 0.03-2.5 s and lands late (`gpio_hang`), maybe at
+# another container's gate time, which the runtime must put on record and alarm for.
+HARDWARE_FAULTS = ("relay_welded", "gpio_hang")
+HANG_S = (0.03, 2.5)  # how long a blocked gate write blocks (uniform, seeded)
 # Faults that last from the container they strike to the end of the run (`all` leaves them
 # out: after one, the runtime decides nothing more): `blind`, the engine goes blind - every
 # score a fifth of the model's, finite and in range, which no per-frame check can tell from
@@ -84,7 +88,7 @@ class Injector:
     processing (the stage says which container it holds), and is counted then."""
 
     def __init__(self, faults: Dict[str, float], seed: int) -> None:
-        self.faults, self.rng = faults, random.Random(seed)
+        self.faults, self.rng, self.seed = faults, random.Random(seed), seed
         # Faults drawn per call (`chance`) strike in other threads than the triggers' draws:
         # one stream per kind keeps every stream the same whatever the threads' interleaving.
         self.streams = {k: random.Random(f"{seed}:{k}") for k in faults}
@@ -108,6 +112,13 @@ class Injector:
                 return True
         return False
 
+    def hang_s(self) -> float:
+        """How long this blocked write blocks (its own seeded stream)."""
+        with self._lock:
+            return self.streams.setdefault("hang_s", random.Random(f"{self.seed}:hang_s")).uniform(
+                *HANG_S
+            )
+
     def chance(self, kind: str) -> bool:
         """For faults that strike later than the container's own processing (the gate
         output, the audit INSERT): drawn at each call with the fault's probability."""
@@ -118,8 +129,9 @@ class Injector:
 
 
 class FaultyPin(MockConnectedPin):
-    """A MockPin whose writes raise when the injector says so (a GPIO driver error), or
-    whose relay welds on (it ignores every write after an energising one). Given an
+    """A MockPin whose writes raise when the injector says so (a GPIO driver error), block
+    before they land (`gpio_hang`), or whose relay welds on (it ignores every write after
+    an energising one). Given an
     `input_pin`, it drives that input as the relay's auxiliary contact would (the gate
     feedback)."""
 
@@ -129,6 +141,8 @@ class FaultyPin(MockConnectedPin):
     def _set_state(self, value: Any) -> None:
         if self.welded:
             return
+        if self.injector is not None and self.injector.chance("gpio_hang"):
+            time.sleep(self.injector.hang_s())  # the driver call blocks, then the write lands
         if value and self.injector is not None and self.injector.chance("gpio_error"):
             raise OSError(f"injected GPIO fault on {self.info.name}")
         super()._set_state(value)
@@ -217,6 +231,7 @@ class Physical:
     passed: Optional[bool] = None  # from the gate output's pin history
     audit: Optional[str] = None  # the last audit row's decision
     faulted: bool = False  # any of its audit rows names a fault
+    fault: Optional[str] = None  # the last audit row's fault
 
 
 def drive_trigger(pin: MockPin, bounce: bool) -> Tuple[float, int]:
@@ -276,9 +291,9 @@ def gate_model(
     energise_to: str,
 ) -> None:
     """Set `passed` for each container: the gate samples its output from the gate time for a
-    pulse length (plus 5 ms of lead); energised means pass (accept wiring) or eject."""
+    pulse length (plus GATE_LEAD_S of lead); energised means pass (accept wiring) or eject."""
     for c in containers:
-        g0, g1 = c.edge_t + delay_s - 0.005, c.edge_t + delay_s + pulse_s
+        g0, g1 = c.edge_t + delay_s - GATE_LEAD_S, c.edge_t + delay_s + pulse_s
         energised = any(a < g1 and b > g0 for a, b in gate_on)
         c.passed = energised if energise_to == "accept" else not energised
 
@@ -302,8 +317,14 @@ def attach_audit(containers: List[Physical], folder: Path, after_seq: int = 0) -
                 continue
             c.audit = decision  # rows in seq order: the last one (an amendment) stands
             c.faulted |= fault is not None
+            c.fault = fault
         db.close()
     return ghosts
+
+
+def _uncertain(c: Physical) -> bool:
+    """On record as passed, not sure of it (a blocked gate write), and it did not pass."""
+    return c.fault == "gate_uncertain" and c.audit == "accept" and not c.passed
 
 
 def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
@@ -316,9 +337,14 @@ def judge(containers: Sequence[Physical]) -> Dict[str, Any]:
         # of those, the ones no fault touched: the model's own misses (its detection rate)
         "missed_by_model": sum(bool(c.passed) and not c.faulted for c in rej),
         "passed_faulty": sum(bool(c.passed) and c.faulted for c in containers),
+        # The audit says otherwise than the gate did. A container on record as `may have
+        # passed` (gate_uncertain: a blocked gate write) that the gate rejected is not one:
+        # the audit claims the worse outcome, and says it is not sure.
         "audit_disagrees": sum(
-            c.audit is None or (c.audit == "accept") != bool(c.passed) for c in containers
+            c.audit is None or ((c.audit == "accept") != bool(c.passed) and not _uncertain(c))
+            for c in containers
         ),
+        "audit_uncertain": sum(c.fault == "gate_uncertain" for c in containers),
         "detection_rate": share([not c.passed for c in rej]),
         "false_reject_rate": share([not c.passed for c in ok]),
         # A fault rejects whatever the model saw; the model's own rates leave those out.

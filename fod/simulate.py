@@ -290,7 +290,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"passed_defective "
             f"{summary['passed_defective']}, passed_faulty {summary['passed_faulty']}, "
             f"audit_disagrees {summary['audit_disagrees']}, alarms {summary['alarms']}; "
-            f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
+            + (
+                f"audit_uncertain {summary['audit_uncertain']}; "
+                if summary["audit_uncertain"]
+                else ""
+            )
+            + f"decision p50/p99 {lat['decision_p50']}/{lat['decision_p99']} ms; "
             + letterboxed
             + rounds
             + f"sequences {seq_dir}; audit {args.out / 'audit'}, "

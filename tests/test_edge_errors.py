@@ -211,9 +211,9 @@ def test_import_refuses_a_nan_bbox(tmp_path: Path, small_set: Path, capsys) -> N
 
 def test_fault_specs_are_checked_and_all_leaves_the_machine_out() -> None:
     got = parse_faults("all=0.25")
-    assert set(got) == set(FAULT_KINDS) and not {"relay_welded", "blind"} & set(got)
+    assert set(got) == set(FAULT_KINDS) and not {"relay_welded", "gpio_hang", "blind"} & set(got)
     assert parse_faults("relay_welded=1,nan=0") == {"relay_welded": 1.0, "nan": 0.0}
-    assert parse_faults("blind=0.5") == {"blind": 0.5}
+    assert parse_faults("blind=0.5,gpio_hang=0.1") == {"blind": 0.5, "gpio_hang": 0.1}
     for spec, message in [
         ("relay=0.1", "unknown fault 'relay'; choose from all, camera_drop"),
         ("nan=x", "nan needs a probability"),

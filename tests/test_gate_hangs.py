@@ -1,0 +1,187 @@
+"""A gate write that blocks in the driver and lands late, judged at the pins and in the
+audit: the gate goes off at once instead of holding a pulse at the wrong time, and every
+container whose gate time the output may have been on in goes on record as possibly
+passed, with the alarm (accept wiring). The late write itself no software can take back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, List, Set, Tuple
+
+import pytest
+from gpiozero.pins.mock import MockConnectedPin, MockFactory
+
+from edge.app import line_runtime
+from edge.pulses import PulseScheduler
+from edge.runtime import Job
+from edge.simulate import Physical, gate_model, judge, pin_intervals
+
+from .test_export import exported  # noqa: F401
+from .test_recorder import _wait_for
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+
+
+class BlockingDevice:
+    """A gate output whose next energising (`on_block`) or de-energising (`off_block`) write
+    blocks for that many seconds before it lands; records (time, state) as it lands."""
+
+    def __init__(self) -> None:
+        self.on_block = self.off_block = 0.0
+        self.log: List[Tuple[float, bool]] = []
+
+    def on(self) -> None:
+        block, self.on_block = self.on_block, 0.0
+        time.sleep(block)
+        self.log.append((time.monotonic(), True))
+
+    def off(self) -> None:
+        block, self.off_block = self.off_block, 0.0
+        time.sleep(block)
+        self.log.append((time.monotonic(), False))
+
+
+def _scheduler(device: BlockingDevice, pulse_s: float):
+    done: List[Any] = []
+    strays: List[Tuple[float, float, Set[str], List[str]]] = []
+    pulses = PulseScheduler(device, pulse_s, on_done=done.append)
+    # What had been reported done when the span came: the missed ones must come first.
+    pulses.on_stray = lambda t0, t1, settled: strays.append(
+        (t0, t1, settled, [p.tag for p in done])
+    )
+    return pulses, done, strays
+
+
+def test_a_gate_write_that_lands_late_goes_off_at_once_and_its_span_is_reported() -> None:
+    """The energising write for c0 blocks 0.5 s, past c0's window (0.2 s pulse): the gate
+    must not then be held on for a pulse length at another container's time. It goes off
+    at the next write, c0's pulse is missed (its container was not released), and the span
+    from the write's call to the off is handed on with nothing settled in it but the pulse
+    still to come (c2)."""
+    device = BlockingDevice()
+    device.on_block = 0.5
+    pulses, done, strays = _scheduler(device, 0.2)
+    try:
+        at = time.monotonic() + 0.05
+        pulses.schedule(at, "c0")
+        pulses.schedule(at + 0.3, "c1")  # due while the write blocks: missed
+        pulses.schedule(at + 5.0, "c2")  # still to come
+        assert _wait_for(lambda: len(done) >= 2, 5)
+        for p in list(pulses._heap):
+            pulses.cancel(p[2])
+    finally:
+        pulses.close()
+    (on_t, on), (off_t, off) = device.log[:2]
+    assert on and not off and off_t - on_t < 0.1  # not the 0.2 s pulse
+    assert [(p.tag, p.state) for p in done] == [("c0", "missed"), ("c1", "missed")]
+    assert "after its time" in done[0].error and pulses.counts["fired"] == 0
+    (t0, t1, settled, before), *_ = strays
+    assert t0 <= at + 0.05 and t1 >= off_t - 1e-3 and settled == {"c2"}
+    assert before == ["c0", "c1"]  # their own rows come before the span's
+
+
+def test_an_off_that_blocks_reports_the_gate_held_on() -> None:
+    """The write that ends c0's pulse blocks 0.4 s: the gate stays on through c1's time.
+    c0 fired as planned (settled); c1, due while the off blocked, is missed first, then the
+    span is reported without c0."""
+    device = BlockingDevice()
+    device.off_block = 0.4
+    pulses, done, strays = _scheduler(device, 0.05)
+    try:
+        at = time.monotonic() + 0.05
+        pulses.schedule(at, "c0")
+        pulses.schedule(at + 0.2, "c1")
+        assert pulses.wait_idle(5)
+    finally:
+        pulses.close()
+    assert [(p.tag, p.state) for p in done] == [("c0", "fired"), ("c1", "missed")]
+    (t0, t1, settled, before), *_ = strays
+    assert t0 <= at + 0.05 < at + 0.2 < t1 and settled == {"c0"} and before == ["c0", "c1"]
+
+
+def test_a_pulse_on_time_reports_no_span() -> None:
+    device = BlockingDevice()
+    pulses, done, strays = _scheduler(device, 0.05)
+    try:
+        pulses.schedule(time.monotonic() + 0.02, "c0")
+        assert pulses.wait_idle(5)
+    finally:
+        pulses.close()
+    assert [p.state for p in done] == ["fired"] and strays == []
+
+
+class HangingPin(MockConnectedPin):
+    """A gate output pin whose next energising (`hang_on`) or de-energising (`hang_off`)
+    write blocks that long in the driver, then lands."""
+
+    hang_on = hang_off = 0.0
+    blocked = threading.Event()
+
+    def _set_state(self, value: Any) -> None:
+        if value and self.hang_on:
+            block, self.hang_on = self.hang_on, 0.0
+            self.blocked.set()
+            time.sleep(block)
+        elif not value and self.hang_off:
+            block, self.hang_off = self.hang_off, 0.0
+            self.blocked.set()
+            time.sleep(block)
+        super()._set_state(value)
+
+
+@pytest.mark.parametrize(
+    "wiring, write",
+    [("accept", "on"), ("accept", "off"), ("reject", "on")],
+    ids=["accept-on", "accept-off", "reject-on"],
+)
+def test_a_blocked_gate_write_puts_the_containers_it_may_have_passed_on_record(
+    bundle: Path, tmp_path: Path, wiring: str, write: str
+) -> None:
+    """c0 and c1 half a second apart; the gate write of c0's pulse blocks half a second, so
+    it lands (energising) or holds the gate on (the off) at c1's gate time. Accept wiring:
+    c0 accepted, c1 rejected (no frames) - c1 may physically pass through c0's late write,
+    which nothing on the unit can undo; the audit must then say so (its last row: passed,
+    `gate_uncertain`) and the alarm go up naming it. Reject wiring: c0 rejected, c1
+    accepted - c0's reject pulse lands late, so c0 passed (on record, alarm) and c1 may
+    have been ejected. Judged by the gate model from the pin history: the audit never says
+    rejected where the gate passed; it may say `may have passed` where the gate rejected."""
+    accept = wiring == "accept"
+    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
+    delay, pulse, gap = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000, 0.5
+    f = MockFactory(pin_class=HangingPin)
+    gate = f.pin(cfg.gpio.ejector_pin)
+    HangingPin.blocked.clear()
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t_clear = time.monotonic()
+        setattr(gate, f"hang_{write}", gap)
+        t0 = time.monotonic()
+        good, bad = _frames, (lambda: lambda: None)
+        rt.submit(Job("c0", t0, (good if accept else bad)()))
+        time.sleep(gap)
+        t1 = time.monotonic()  # the write lands about at c1's gate time
+        rt.submit(Job("c1", t1, (bad if accept else good)()))
+        assert _wait_for(HangingPin.blocked.is_set, delay + 5)
+        assert rt.drain(10) and rt.io.pulses.wait_idle(5)
+        assert _wait_for(lambda: rt.alarm, 5)
+        rt.drain(5)
+        on, reasons = pin_intervals(gate, t_clear), rt.alarm_reasons
+    rows = _rows(tmp_path)
+    cs = [Physical("c0", "accept", t0), Physical("c1", "accept", t1)]
+    gate_model(cs, on, delay, pulse, wiring)
+    for c in cs:
+        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
+        c.faulted = c.fault is not None
+    s = judge(cs)
+    assert s["audit_disagrees"] == 0, (on, rows)
+    assert rows["c1"][:2] == ("accept", "gate_uncertain"), rows  # its worst: passed
+    if write == "on":  # the late write: off again at once, not held for a pulse length
+        assert [b - a < pulse for a, b in on] == [True], on
+        assert rows["c0"][:2] == ("accept", "gate_uncertain")
+    else:  # c0 released in its window, the gate held on to c1's time
+        assert cs[0].passed and rows["c0"][:2] == ("accept", None)
+    if accept:
+        assert any("c1" in r and "may have passed" in r for r in reasons), reasons
+    else:
+        assert any("c0: reject pulse missed" in r for r in reasons), reasons
