@@ -190,6 +190,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--eval-interval", type=positive_int, default=1, help="epochs between validations"
     )
     p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="evaluate, keep and export a moving average of the weights with this decay "
+        "(e.g. 0.998; ramped in over the first steps); default 0: the last step's weights",
+    )
+    p.add_argument(
         "--save-every",
         type=int,
         default=0,
@@ -254,6 +262,7 @@ def _train_config(args: argparse.Namespace, teacher: bool = False):
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
         save_every=args.save_every,
+        ema=args.ema,
         assign=args.assign,
         init=args.init,
         replay=args.replay,

@@ -32,6 +32,7 @@ from ..data.dataset import CocoDetection, TrainingData
 from ..evaluation import evaluate_model
 from ..models.config import DetectorConfig
 from .distributed import DistContext
+from .ema import DetectorEMA
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -158,12 +159,16 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     # fp16 needs its loss scaled; bf16 (the CPU's) has float32's range and does not.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
 
+    # The average, evaluated and saved as the run's weights (identical on every rank: each
+    # averages its own copy of the same weights). Its first update copies the weights.
+    ema = DetectorEMA(task.detector, cfg.ema) if cfg.ema else None
     start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
         # the task was built from its architecture and has read it: one read of a large file
         ckpt, task.resumed = task.resumed, None  # its optimizer state not held all run
         assert ckpt is not None, "a task built for --resume keeps the checkpoint it read"
-        task.detector.load_state_dict(ckpt["state_dict"])
+        # A run with --ema saved the average as its weights, the last step's beside them.
+        task.detector.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
         task.load_extra_state(ckpt)
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -171,10 +176,14 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         step = ckpt.get("step", 0)  # batches of epoch start_epoch already trained
         _check_resume_step(cfg, ckpt, step, steps_per_epoch, ctx.world_size)
         sampler.skip = step * cfg.batch
+        if ema is not None and "ema_updates" in ckpt:  # else it starts at this step
+            ema.load(ckpt["state_dict"], ckpt["ema_updates"])
+        del ckpt
         log.info(
             "resumed from %s at epoch %d, batch %d, iteration %d", cfg.resume, start_epoch, step, it
         )
 
+    detector = ema.module if ema is not None else task.detector  # what is evaluated and saved
     net = (
         DistributedDataParallel(task.module, device_ids=[dev.index] if dev.type == "cuda" else None)
         if ctx.distributed
@@ -205,10 +214,17 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             train_config=cfg.to_json(),
             **task.extra_state(),
         )
+        if ema is not None:  # the last step's weights, for --resume
+            extra.update(
+                ema.state(),
+                train_state_dict={
+                    k: v.detach().cpu() for k, v in task.detector.state_dict().items()
+                },
+            )
         for name in names:
             save_checkpoint(
                 cfg.out / name,
-                task.detector,
+                detector,
                 task.detector_config,
                 task.arch,
                 task.class_names,
@@ -243,6 +259,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update(task.detector)
             it, step = it + 1, step + 1
             losses_seen.append(loss.item())
             if t_start is None:  # the first step pays for allocation and warm-up: not counted
@@ -265,7 +283,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         if ctx.is_main and val is not None and (last or (epoch + 1) % cfg.eval_interval == 0):
             t_eval = time.perf_counter()
             metrics = evaluate_model(
-                task.detector, task.post, val, cfg.size, dev, cfg.out / "eval" if last else None
+                detector, task.post, val, cfg.size, dev, cfg.out / "eval" if last else None
             ).to_dict()
             eval_s += time.perf_counter() - t_eval
             for k, v in metrics.items():
@@ -295,6 +313,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         "device": str(dev),
         "amp": amp,
         "amp_dtype": str(amp_dtype(dev)).replace("torch.", "") if amp else None,
+        "ema": cfg.ema or None,
         "images_per_s": seen / elapsed if seen else None,
         # Steps alone (a budget planner's rate): images_per_s counts validation time too.
         "step_images_per_s": seen / (elapsed - eval_s) if seen else None,

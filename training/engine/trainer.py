@@ -62,6 +62,7 @@ class TrainConfig:
     replay_share: float = 0.5  # of each epoch's images drawn from `replay`
     log_interval: int = 10
     save_every: int = 0  # iterations between mid-epoch last.pt saves (0: at epoch ends only)
+    ema: float = 0.0  # decay of the weights' moving average, evaluated and saved (0: none)
 
     def validate(self) -> None:
         for name, wh in (("--size", self.size), ("--crop", self.crop)):
@@ -86,6 +87,8 @@ class TrainConfig:
             raise FodError(f"--photometric {self.photometric}: expected a strength in [0, 5]")
         if not 0.0 <= self.blur <= 1.0:
             raise FodError(f"--blur {self.blur}: expected a chance in [0, 1]")
+        if not (self.ema == 0.0 or 0.0 < self.ema < 1.0):
+            raise FodError(f"--ema {self.ema}: expected a decay in (0, 1), or 0 for none")
         if self.save_every < 0:
             raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
         if self.epochs < 1 or self.batch < 1:
