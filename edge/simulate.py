@@ -88,10 +88,11 @@ class Injector:
     processing (the stage says which container it holds), and is counted then."""
 
     def __init__(self, faults: Dict[str, float], seed: int) -> None:
-        self.faults, self.rng, self.seed = faults, random.Random(seed), seed
+        self.faults, self.rng = faults, random.Random(seed)
         # Faults drawn per call (`chance`) strike in other threads than the triggers' draws:
         # one stream per kind keeps every stream the same whatever the threads' interleaving.
         self.streams = {k: random.Random(f"{seed}:{k}") for k in faults}
+        self._hang_rng = random.Random(f"{seed}:hang_s")  # how long each blocked write blocks
         self.active: collections.OrderedDict[str, Dict[str, bool]] = collections.OrderedDict()
         self.injected: Dict[str, int] = {k: 0 for k in faults}
         self.bounce_edges = 0  # chatter edges driven after the triggers' own (bounce)
@@ -115,9 +116,7 @@ class Injector:
     def hang_s(self) -> float:
         """How long this blocked write blocks (its own seeded stream)."""
         with self._lock:
-            return self.streams.setdefault("hang_s", random.Random(f"{self.seed}:hang_s")).uniform(
-                *HANG_S
-            )
+            return self._hang_rng.uniform(*HANG_S)
 
     def chance(self, kind: str) -> bool:
         """For faults that strike later than the container's own processing (the gate
@@ -131,9 +130,8 @@ class Injector:
 class FaultyPin(MockConnectedPin):
     """A MockPin whose writes raise when the injector says so (a GPIO driver error), block
     before they land (`gpio_hang`), or whose relay welds on (it ignores every write after
-    an energising one). Given an
-    `input_pin`, it drives that input as the relay's auxiliary contact would (the gate
-    feedback)."""
+    an energising one). Given an `input_pin`, it drives that input as the relay's auxiliary
+    contact would (the gate feedback)."""
 
     injector: Optional[Injector] = None
     welded = False
