@@ -159,8 +159,8 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
     # fp16 needs its loss scaled; bf16 (the CPU's) has float32's range and does not.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
 
-    # The average, evaluated and saved as the run's weights (identical on every rank: each
-    # averages its own copy of the same weights). Its first update copies the weights.
+    # The average, evaluated and saved as the run's weights (rank 0's: every rank averages
+    # the same weights, and its own BatchNorm statistics). Its first update copies them.
     ema = DetectorEMA(task.detector, cfg.ema) if cfg.ema else None
     start_epoch, it, best_ap, step = 0, 0, -1.0, 0
     if cfg.resume is not None:
