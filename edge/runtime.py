@@ -14,13 +14,12 @@ row is committed; the books of what is pending live in edge.ledger.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from .config import LineConfig
 from .decision import Decision, decide
 from .detector import EdgeDetector
 from .events import EventLog
-from .gpio import GATE_LEAD_S, LineIO
+from .gpio import LineIO
 from .jobs import InFlight, Job, Outcome
 from .ledger import Ledger
 from .metrics import RuntimeMetrics
@@ -39,6 +38,7 @@ from .postprocess import Detections
 from .recorder import Recorder
 from .reference import SelfTest
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
+from .triggers import Triggers
 from .verdict import judge
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Runtime:
         self.events = EventLog(cfg.audit.folder, audit.signing_key)
         self._alarm.on_event = lambda r: self.events.post("alarm", r, audit.last_seq)
         self.ledger = Ledger(metrics, self._alarm, clock, on_outcome)
+        self.triggers = Triggers(cfg.gpio)  # recent (trigger time, container)
         self._lock = self.ledger.lock  # one lock for the books and the undecided containers
         self.counts, self.recent = self.ledger.counts, self.ledger.recent
         self.recorder = Recorder(
@@ -88,7 +89,7 @@ class Runtime:
             metrics,
             (model_hash, self.config_hash),
             self.raise_alarm,
-            self._trigger_clash,
+            self.triggers.clash,
         )
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self.self_test = self_test  # the reference frames, again while the line runs
@@ -96,14 +97,12 @@ class Runtime:
         self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
-        # Recent (trigger time, container): the gate clash check and a stray gate span.
-        self._triggers: Deque[Tuple[float, str]] = collections.deque(maxlen=64)
         io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         io.pulses.on_stuck = self.raise_alarm
         io.pulses.on_retry = lambda p: self.metrics.gate_retries.inc()
         io.pulses.on_stray = lambda t0, t1, settled: self.recorder.stray(
-            self._gated_in(t0, t1), settled, t1 - t0
+            self.triggers.gated_in(t0, t1), settled, t1 - t0
         )
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),
@@ -136,10 +135,10 @@ class Runtime:
         with self._lock:
             self.ledger.open(job.container_id, c.armed)
             self._inflight[job.container_id] = c
-            self._triggers.append((job.trigger_t, job.container_id))
+            self.triggers.add(job.trigger_t, job.container_id)
         # An accept already released beside this trigger (a decision faster than the window)
         # is withdrawn: its pulse would pass this container too.
-        for p in self.io.withdraw_accepts(job.trigger_t, self._clash_window()):
+        for p in self.io.withdraw_accepts(job.trigger_t, self.triggers.clash_s):
             self.recorder.withdrawn(p, f"another trigger ({job.container_id}) beside its own")
         if bad:
             self._finalize(
@@ -230,8 +229,7 @@ class Runtime:
         if job is None or self._live(job.container_id, "capture") is None:
             return
         self._holding["capture"] = job.container_id
-        with self._lock:
-            nxt = min((t for t, _ in self._triggers if t > job.trigger_t), default=float("inf"))
+        nxt = self.triggers.next_after(job.trigger_t)
         cap = capture_frames(
             job.read_frame,
             job.trigger_t,
@@ -345,34 +343,6 @@ class Runtime:
             self._last_pet = now
             self.watchdog.tick()
         self._stopping.wait(_TICK)
-
-    def _clash_window(self) -> float:
-        """Two triggers closer than this (s): the gate cannot tell the containers apart."""
-        return (self.cfg.gpio.pulse_ms + self.cfg.gpio.trigger_bounce_ms) / 1000
-
-    def _trigger_clash(self, trigger_t: float) -> Optional[str]:
-        """Why a container triggered at `trigger_t` must not be released: another trigger
-        within one gate pulse plus the debounce time. The gate cannot tell two containers
-        that close apart, so an accept pulse for one (a ghost trigger: a bounce the
-        debounce let through, a glitch) would pass the other whatever its own decision."""
-        window = self._clash_window()
-        with self._lock:
-            near = [t - trigger_t for t, _ in self._triggers if abs(t - trigger_t) < window]
-        if len(near) < 2:  # its own trigger only
-            return None
-        gap = min((abs(d) for d in near if d != 0), default=0.0)
-        return f"another trigger {gap * 1000:.1f} ms from its own (the gate cannot tell them apart)"
-
-    def _gated_in(self, t0: float, t1: float) -> List[Tuple[str, float]]:
-        """(container, trigger time) of the recent containers whose gate window (from
-        GATE_LEAD_S before the gate time to a pulse length after it) overlaps [t0, t1]."""
-        delay, pulse = self.cfg.gpio.delay_ms / 1000, self.cfg.gpio.pulse_ms / 1000
-        with self._lock:
-            return [
-                (cid, t)
-                for t, cid in self._triggers
-                if t + delay - GATE_LEAD_S < t1 and t + delay + pulse > t0
-            ]
 
     def _alarm_stuck(self, only: Optional[str] = None) -> None:
         """Raise the alarm once per stage that missed its beat (`only`: that stage alone).
