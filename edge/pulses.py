@@ -234,13 +234,19 @@ class PulseScheduler:
             self._stray(t_call, t_off, {q.tag for q in ended if q.state == "fired"})
 
     def _pop_missed(self, now: float) -> List[Pulse]:
-        """Pending pulses whose window ended before `now` (due while a write blocked)."""
+        """Pending pulses whose window ended by `now` (due while a write blocked), out of
+        the heap: finished as missed by the caller."""
+        return self._pop_due(now - self.pulse_s)
+
+    def _pop_due(self, until: float) -> List[Pulse]:
+        """Pop the pending pulses due by `until` (cancelled ones dropped); each stays
+        pending for wait_idle (`_active`) until its caller finishes it."""
         out = []
         with self._lock:
-            while self._heap and self._heap[0][0] + self.pulse_s < now:
+            while self._heap and self._heap[0][0] <= until:
                 _, _, q = heapq.heappop(self._heap)
                 if q.state == "pending":
-                    q.state = "on"  # out of the heap: finished as missed by the caller
+                    q.state = "on"
                     out.append(q)
         return out
 
@@ -301,18 +307,13 @@ class PulseScheduler:
         went on at `on_since` rides (no later than `_step` would fire it); one due longer
         before is missed, as `_step` would report it, and reported when this pulse ends,
         so it holds up none due behind it; a cancelled one is dropped."""
-        now, out = self.clock(), []
-        with self._lock:
-            while self._heap and self._heap[0][0] <= now:
-                at, _, q = heapq.heappop(self._heap)
-                if q.state != "pending":
-                    continue
-                q.state = "on"  # out of the heap, still pending for wait_idle (_active)
-                if on_since - at > self.pulse_s:
-                    self._late.append(q)
-                else:
-                    q.fired_t = max(at, on_since)
-                    out.append(q)
+        out = []
+        for q in self._pop_due(self.clock()):
+            if on_since - q.at > self.pulse_s:
+                self._late.append(q)
+            else:
+                q.fired_t = max(q.at, on_since)
+                out.append(q)
         return out
 
     def _check_off(self, when: str) -> None:

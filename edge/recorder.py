@@ -140,10 +140,12 @@ class Recorder:
         what = (
             "may have PASSED the gate" if accept else "may have been ejected; on record as passed"
         )
+        why = (
+            f"the gate output may have been on at its gate time ({span_s * 1000:.0f} ms span "
+            f"of a blocked gate write): {what}"
+        )
         for cid, t in hit:
-            stub = Outcome(cid, t, True, "", None, None)
-            why = f"the gate output may have been on at its gate time ({span_s * 1000:.0f} ms"
-            self.amend(stub, "gate_uncertain", f"{why} span of a blocked gate write): {what}", True)
+            self.amend(Outcome(cid, t, True, "", None, None), "gate_uncertain", why, True)
         if hit and accept:
             ids = ", ".join(cid for cid, _ in hit)
             self.raise_alarm(f"a gate write blocked {span_s * 1000:.0f} ms: {ids} may have passed")
