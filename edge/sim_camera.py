@@ -14,8 +14,8 @@ import numpy as np
 from .fsutil import iter_chunks
 from .sources import Frame
 
-if TYPE_CHECKING:  # simulate.py imports this module
-    from .simulate import Injector
+if TYPE_CHECKING:
+    from .faults import Injector
 
 
 class SimCamera:

@@ -120,19 +120,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.config import LineConfig, load_config
     from edge.errors import FodError
+    from edge.faults import FaultyBackend, FaultyPin, Injector, audit_authorizer, parse_faults
     from edge.fsutil import atomic_write_json
     from edge.knapp import sequences_frame_size
     from edge.preflight import FAIL, check_decision
     from edge.sim_camera import SimCamera
     from edge.simulate import (
-        FaultyBackend,
-        FaultyPin,
-        Injector,
         attach_audit,
-        audit_authorizer,
         gate_model,
         load_sequences,
-        parse_faults,
         pin_intervals,
         run_line,
         safety_violations,

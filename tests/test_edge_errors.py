@@ -18,8 +18,8 @@ from edge.app import check_rollback, line_runtime
 from edge.bundle import open_bundle
 from edge.config import ConfigError, LineConfig, blind_spots, load_config, parse_config
 from edge.errors import FodError
+from edge.faults import FAULT_KINDS, Injector, parse_faults
 from edge.preflight import FAIL, OK, check_decision
-from edge.simulate import FAULT_KINDS, Injector, parse_faults
 from fod.cli import main
 
 from .test_export import exported  # noqa: F401

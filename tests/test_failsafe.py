@@ -14,17 +14,9 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge.faults import FAULT_KINDS, Injector
 from edge.sim_camera import SimCamera
-from edge.simulate import (
-    FAULT_KINDS,
-    Container,
-    Injector,
-    Physical,
-    gate_model,
-    judge,
-    pin_intervals,
-    run_line,
-)
+from edge.simulate import Container, Physical, gate_model, judge, pin_intervals, run_line
 from edge.sources import Frame
 from fod.cli import main
 

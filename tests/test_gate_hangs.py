@@ -13,7 +13,9 @@ from typing import Any, List, Set, Tuple
 import pytest
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
+import edge.faults
 from edge.app import line_runtime
+from edge.faults import FaultyPin, Injector
 from edge.pulses import PulseScheduler
 from edge.runtime import Job
 from edge.simulate import Physical, gate_model, judge, pin_intervals
@@ -172,3 +174,22 @@ def test_a_blocked_gate_write_puts_the_containers_it_may_have_passed_on_record(
         assert any("c1" in r and "may have passed" in r for r in reasons), reasons
     else:
         assert any("c0: reject pulse missed" in r for r in reasons), reasons
+
+
+def test_the_simulators_blocked_write_lands_when_the_block_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`fod simulate --faults gpio_hang=P`: the gate pin's write blocks for its drawn time,
+    then lands (the pin's history dates it there), counted as injected."""
+    monkeypatch.setattr(edge.faults, "HANG_S", (0.2, 0.2))
+    f = MockFactory(pin_class=FaultyPin)
+    gate = f.pin("GPIO17")
+    gate.function = "output"
+    gate.injector = Injector({"gpio_hang": 1.0}, 0)
+    gate.clear_states()
+    t_clear = time.monotonic()
+    gate.state = True
+    t_back = time.monotonic()
+    ((on, _),) = pin_intervals(gate, t_clear)
+    assert on - t_clear >= 0.2 and t_back - t_clear >= 0.2
+    assert gate.injector.injected["gpio_hang"] == 1

@@ -13,9 +13,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
+from edge.faults import FaultyPin, Injector, audit_authorizer
 from edge.pulses import GATE_WRITE_TRIES, PulseScheduler
 from edge.runtime import Job
-from edge.simulate import FaultyPin, Injector, audit_authorizer
 
 from .test_export import exported  # noqa: F401
 from .test_recorder import _wait_for

@@ -11,8 +11,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.app import frozen_heap
+from edge.faults import FaultyPin, Injector
 from edge.gpio import GpioConfig, GpioError, LineIO, load_pin_factory
-from edge.simulate import FaultyPin, Injector
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
 
