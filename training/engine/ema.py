@@ -54,9 +54,11 @@ class DetectorEMA:
     def update(self, detector: nn.Module) -> None:
         self.averaged.update_parameters(detector)
 
-    def state(self) -> Dict[str, Any]:
-        """For a checkpoint beside the averaged weights: how many updates they hold."""
-        return {"ema_decay": self.decay, "ema_updates": self.updates}
+    def state(self, detector: nn.Module) -> Dict[str, Any]:
+        """For a checkpoint beside the averaged weights: how many updates they hold, and
+        the trained `detector`'s own weights (what --resume continues)."""
+        weights = {k: v.detach().cpu() for k, v in detector.state_dict().items()}
+        return {"ema_decay": self.decay, "ema_updates": self.updates, "train_state_dict": weights}
 
     def load(self, state_dict: Dict[str, Tensor], updates: int) -> None:
         self.module.load_state_dict(state_dict)

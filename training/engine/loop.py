@@ -215,12 +215,7 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             **task.extra_state(),
         )
         if ema is not None:  # the last step's weights, for --resume
-            extra.update(
-                ema.state(),
-                train_state_dict={
-                    k: v.detach().cpu() for k, v in task.detector.state_dict().items()
-                },
-            )
+            extra.update(ema.state(task.detector))
         for name in names:
             save_checkpoint(
                 cfg.out / name,
