@@ -2,7 +2,7 @@
 --faults`): in the camera (drop, corrupt, black, frozen, stall: `edge.sim_camera`), the
 backend call (error, NaN, slow, stale output, blind: `FaultyBackend`), the decision code (a
 crash of the inference stage), the gate output pin (`gpio_error`, `gpio_hang`,
-`relay_welded`: `FaultyPin`), the trigger input (`bounce`) and the SQLite INSERT
+`gpio_off_error`, `relay_welded`: `FaultyPin`), the trigger input (`bounce`) and the SQLite INSERT
 (`audit_error`: `audit_authorizer`). Each container's faults are drawn at its trigger
 (`Injector`), seeded."""
 
@@ -39,9 +39,12 @@ FAULT_KINDS = (
 # the gate relay's contacts weld at an energising write and the gate stays energised (the
 # run must come out red, `safety_violations`; with the gate feedback the alarm is raised);
 # a gate write blocks in the driver for 0.03-2.5 s and lands late (`gpio_hang`), maybe at
-# another container's gate time, which the runtime must put on record and alarm for.
-HARDWARE_FAULTS = ("relay_welded", "gpio_hang")
+# another container's gate time, which the runtime must put on record and alarm for; the
+# driver fails at an off write and every write for 0.1-1.5 s (`gpio_off_error`), so the
+# gate stays energised until a write gets through again: on record and alarmed as well.
+HARDWARE_FAULTS = ("relay_welded", "gpio_hang", "gpio_off_error")
 HANG_S = (0.03, 2.5)  # how long a blocked gate write blocks (uniform, seeded)
+OFF_ERROR_S = (0.1, 1.5)  # how long the driver fails after a failed off (uniform, seeded)
 # Faults that last from the container they strike to the end of the run (`all` leaves them
 # out: after one, the runtime decides nothing more): `blind`, the engine goes blind - every
 # score a fifth of the model's, finite and in range, which no per-frame check can tell from
@@ -79,6 +82,7 @@ class Injector:
         # one stream per kind keeps every stream the same whatever the threads' interleaving.
         self.streams = {k: random.Random(f"{seed}:{k}") for k in faults}
         self._hang_rng = random.Random(f"{seed}:hang_s")  # how long each blocked write blocks
+        self._off_rng = random.Random(f"{seed}:off_error_s")  # how long the writes then fail
         self.active: collections.OrderedDict[str, Dict[str, bool]] = collections.OrderedDict()
         self.injected: Dict[str, int] = {k: 0 for k in faults}
         self.bounce_edges = 0  # chatter edges driven after the triggers' own (bounce)
@@ -104,6 +108,11 @@ class Injector:
         with self._lock:
             return self._hang_rng.uniform(*HANG_S)
 
+    def off_error_s(self) -> float:
+        """How long the driver fails from this failed off (its own seeded stream)."""
+        with self._lock:
+            return self._off_rng.uniform(*OFF_ERROR_S)
+
     def chance(self, kind: str) -> bool:
         """For faults that strike later than the container's own processing (the gate
         output, the audit INSERT): drawn at each call with the fault's probability."""
@@ -114,19 +123,29 @@ class Injector:
 
 
 class FaultyPin(MockConnectedPin):
-    """A MockPin whose writes raise when the injector says so (a GPIO driver error), block
-    before they land (`gpio_hang`), or whose relay welds on (it ignores every write after
-    an energising one). Given an `input_pin`, it drives that input as the relay's auxiliary
-    contact would (the gate feedback)."""
+    """A MockPin whose writes raise when the injector says so (a GPIO driver error; at an
+    off, `gpio_off_error`, every write for a while after), block before they land
+    (`gpio_hang`), or whose relay welds on (it ignores every write after an energising
+    one). Given an `input_pin`, it drives that input as the relay's auxiliary contact would
+    (the gate feedback)."""
 
     injector: Optional[Injector] = None
     welded = False
+    failing_until = 0.0  # monotonic time until which every write fails (gpio_off_error)
 
     def _set_state(self, value: Any) -> None:
         if self.welded:
             return
         if self.injector is not None and self.injector.chance("gpio_hang"):
             time.sleep(self.injector.hang_s())  # the driver call blocks, then the write lands
+        now = time.monotonic()
+        if now < self.failing_until:
+            raise OSError(f"injected GPIO fault on {self.info.name} (the driver is failing)")
+        # Only an off that ends a pulse (the output on): setup's safe-state write is not one.
+        off = not value and self._get_state()
+        if off and self.injector is not None and self.injector.chance("gpio_off_error"):
+            self.failing_until = now + self.injector.off_error_s()
+            raise OSError(f"injected GPIO fault on {self.info.name} at an off write")
         if value and self.injector is not None and self.injector.chance("gpio_error"):
             raise OSError(f"injected GPIO fault on {self.info.name}")
         super()._set_state(value)

@@ -17,6 +17,11 @@ gate time. The pulse thread cannot take back a write the driver makes late; it s
 the gate off at once, reports its own pulse missed, and hands the span in which the
 output may have been energised to `on_stray`, so the runtime can put on record (and
 alarm for) the containers that may have passed through it.
+
+The same for as long as the gate may stay energised between pulses: an off write that
+failed every try, or the feedback on with the output off (a welded relay). The thread
+then writes the output off again and hands the span on every UNSURE_POLL_S, so the
+containers it covers go on record while it lasts, until the gate is off again.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ GATE_WRITE_TRIES = 3
 # How much longer than planned the gate may stay on before the runtime is asked which
 # containers' gate times it covered (a thread woken a few ms late is normal).
 STRAY_S = 0.005
+# While the gate may be energised between pulses, how often the thread writes it off again
+# and reports the span since its last report (the containers in it go on record then).
+UNSURE_POLL_S = 0.02
 
 
 @dataclass(eq=False)
@@ -75,11 +83,15 @@ class PulseScheduler:
         self.feedback, self.feedback_s = feedback, feedback_s  # an input following the gate
         self.on_stuck: Optional[Callable[[str], None]] = None  # the runtime alarms
         self.on_retry: Optional[Callable[[Pulse], None]] = None  # the runtime counts
-        # (t0, t1, settled): the output may have been energised anywhere in [t0, t1]
+        # (t0, t1, settled, cause): the output may have been energised anywhere in [t0, t1]
         # outside the pulses planned; `settled` names the containers whose own pulse
         # fired then or is still to come (their pulse says what happened). The runtime.
-        self.on_stray: Optional[Callable[[float, float, Set[str]], None]] = None
+        self.on_stray: Optional[Callable[[float, float, Set[str], str], None]] = None
         self.stuck = False  # the feedback says the gate is energised while the output is off
+        self._off_failed = False  # the last off write failed every try: the output may be on
+        # Since when the gate may be energised between pulses (reported up to then), and why.
+        self._unsure: Optional[Tuple[float, str]] = None
+        self._quiet_t = clock()  # when the gate was last seen (or made) off
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
         self._lock = threading.Lock()
@@ -154,7 +166,9 @@ class PulseScheduler:
             nxt = self._heap[0][0] if self._heap else None
         wait = 0.25 if nxt is None else min(0.25, nxt - self.clock())
         if wait > 0:  # short waits: the stage beats its heartbeat while idle
-            self._check_off("while no pulse was on")
+            self._watch_gate()
+            if self._unsure is not None:
+                wait = min(wait, UNSURE_POLL_S)
             self._wake.wait(wait)  # a new, earlier deadline or close() wakes us
             self._wake.clear()
             return
@@ -169,15 +183,15 @@ class PulseScheduler:
             if late:  # the container is past the gate: a pulse now would hit the next one
                 self._finish(p, "missed")
                 return
-            self._fire(p)
+            t_off = self._fire(p)
             if self.feedback is not None:
                 self._stop.wait(self.feedback_s)
-                self._check_off(f"after the pulse for {p.tag}")
+                self._check_off(f"after the pulse for {p.tag}", t_off)
         finally:
             with self._lock:
                 self._active = 0
 
-    def _fire(self, p: Pulse) -> None:
+    def _fire(self, p: Pulse) -> float:
         """Gate on for `p`, and for as long as pulses come due while it is on: each rides
         on this pulse and holds the gate on for its full length from its own time. Fired
         apart, the later of two pulses closer than one pulse length would wait for the
@@ -186,7 +200,8 @@ class PulseScheduler:
 
         A write that comes back after the pulse's window (it blocked in the driver) has
         energised the gate at another container's time: the gate goes off at once, the
-        pulse is missed, and the span the output may have been on is reported (`_stray`)."""
+        pulse is missed, and the span the output may have been on is reported (`_stray`).
+        -> when the output went off (or its off write failed)."""
         t_call = self.clock()
         try:
             self._on = p
@@ -231,7 +246,9 @@ class PulseScheduler:
                 "pulse for %s: the gate went off %.0f ms late", p.tag, (t_off - planned_end) * 1000
             )
         if t_off > planned_end + STRAY_S:  # after the missed ones: their rows come first
-            self._stray(t_call, t_off, {q.tag for q in ended if q.state == "fired"})
+            fired = {q.tag for q in ended if q.state == "fired"}
+            self._stray(t_call, t_off, fired, "a gate write blocked")
+        return t_off
 
     def _pop_missed(self, now: float) -> List[Pulse]:
         """Pending pulses whose window ended by `now` (due while a write blocked), out of
@@ -250,13 +267,13 @@ class PulseScheduler:
                     out.append(q)
         return out
 
-    def _stray(self, t0: float, t1: float, fired: Set[str]) -> None:
+    def _stray(self, t0: float, t1: float, fired: Set[str], cause: str) -> None:
         """The output may have been on anywhere in [t0, t1] beyond the pulses planned."""
         with self._lock:
             pending = {q.tag for _, _, q in self._heap if q.state == "pending"}
         if self.on_stray is not None:
             try:
-                self.on_stray(t0, t1, fired | pending)
+                self.on_stray(t0, t1, fired | pending, cause)
             except Exception:
                 log.exception("pulse thread: reporting the gate's stray span failed")
 
@@ -291,16 +308,52 @@ class PulseScheduler:
     def _switch_off(self, p: Pulse) -> None:
         """`device.off()` after `p` (`_write`, whenever it is). Failing every write, the
         gate may stay energised (with a controller that reads the level, every container
-        would pass): reported as a stuck gate, the alarm. Before, a failed off made the
-        pulse itself a failure: an accept released in full was amended to a reject the
-        gate never made."""
+        would pass): reported as a stuck gate, the alarm, and the gate is unsure from here
+        (`_watch_gate`) until an off write succeeds. Before, a failed off made the pulse
+        itself a failure: an accept released in full was amended to a reject the gate never
+        made."""
+        t = self.clock()
         try:
             self._write(self.device.off, p, math.inf)
         except Exception as e:
+            self._off_failed = True
+            self._open_unsure(t, "the gate output's off write failed")
             self._report_stuck(
                 f"gate output not switched off after the pulse for {p.tag} "
                 f"({type(e).__name__}: {e}): the gate may stay energised"
             )
+        else:
+            self._off_failed = False
+            self._quiet_t = self.clock()
+
+    def _open_unsure(self, since: float, cause: str) -> None:
+        """The gate may be energised between pulses from `since` (kept if already so)."""
+        if self._unsure is None:
+            self._unsure = (since, cause)
+
+    def _watch_gate(self) -> None:
+        """Between pulses: an output whose off write failed is written off again and the
+        feedback is read; while the gate may be energised, the span since the last report
+        goes to the runtime (`_stray`), the last one ending when the gate is off again."""
+        if self._off_failed:
+            try:
+                self.device.off()
+            except Exception:  # still failing: the alarm is up since the first failure
+                pass
+            else:
+                self._off_failed = False
+                log.warning("gate output switched off again")
+        now = self.clock()
+        self._check_off("while no pulse was on", self._quiet_t)
+        if self._unsure is None:
+            return
+        (t0, cause), open_ = self._unsure, self._off_failed or self.stuck
+        self._unsure = (now, cause) if open_ else None
+        if not open_:
+            log.warning("gate off again after %.0f ms unsure (%s)", (now - t0) * 1000, cause)
+        # Its own fired pulse says what happened to a recent container (the rest: pending).
+        fired = {q.tag for q in itertools.islice(reversed(self.done), 64) if q.state == "fired"}
+        self._stray(t0, now, fired, cause)
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate
@@ -316,16 +369,20 @@ class PulseScheduler:
                 out.append(q)
         return out
 
-    def _check_off(self, when: str) -> None:
+    def _check_off(self, when: str, since: float) -> None:
         """With the output off, the feedback must be off: else the gate is stuck energised
-        (reported once per episode; the alarm stays latched)."""
+        (reported once per episode; the alarm stays latched) and unsure from `since`, when
+        it was last seen or made off."""
         if self.feedback is None:
             return
         on = bool(self.feedback.is_active)
         if on and not self.stuck:
+            self._open_unsure(since, "the gate feedback is on with the output off")
             self._report_stuck(
                 f"gate stuck energised {when}: the gate feedback is on, the output off"
             )
+        elif not on and not self._off_failed:
+            self._quiet_t = self.clock()
         self.stuck = on
 
     def _report_stuck(self, reason: str) -> None:
@@ -341,8 +398,12 @@ class PulseScheduler:
         # A crash in the middle of a pulse must not leave the output energised (with accept
         # wiring, every container would pass); then report it and restart: the pulse
         # thread must outlive any bug.
-        with contextlib.suppress(Exception):
+        try:
             self.device.off()
+        except Exception:  # the gate may stay energised: unsure until an off write succeeds
+            self._off_failed = True
+            with contextlib.suppress(Exception):
+                self._open_unsure(self.clock(), "the gate output's off write failed")
         p, self._on = self._on, None
         riders, self._riders = self._riders, []
         late, self._late = self._late, []

@@ -10,6 +10,7 @@ more as a reject, so it is on record with its fault.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 from typing import Callable, List, Optional, Set, Tuple
@@ -43,6 +44,8 @@ class Recorder:
         self.hashes, self.raise_alarm, self.clash = hashes, raise_alarm, clash
         self.queue: queue.Queue[Outcome] = queue.Queue(4096)
         self.holding: Optional[Outcome] = None  # the outcome being recorded or released
+        # Containers already on record as possibly passed (`stray`; pulse thread only).
+        self._unsure: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def enqueue(self, out: Outcome) -> None:
         try:
@@ -129,26 +132,28 @@ class Recorder:
             self.ledger.open()
         self.enqueue(fix)
 
-    def stray(self, gated: List[Tuple[str, float]], settled: Set[str], span_s: float) -> None:
-        """From the pulse thread: a gate write blocked, and the output may have been
-        energised (outside the pulses planned) at the gate times of `gated`. A container
-        whose own pulse does not say what happened (`settled`: it fired then or is still
-        to come) goes on record at its worst: passed. With the accept wiring that may be a
-        reject released: the alarm."""
-        hit = [(cid, t) for cid, t in gated if cid not in settled]
+    def stray(self, gated: List[Tuple[str, float]], settled: Set[str], cause: str) -> None:
+        """From the pulse thread: the gate output may have been energised (outside the
+        pulses planned) at the gate times of `gated`, for `cause` (a gate write that
+        blocked; a gate that may stay energised, reported span by span while it lasts). A
+        container whose own pulse does not say what happened (`settled`: it fired then or
+        is still to come) goes on record at its worst, passed, once. With the accept wiring
+        that may be a reject released: the alarm."""
+        hit = [(cid, t) for cid, t in gated if cid not in settled and cid not in self._unsure]
+        for cid, _ in hit:
+            self._unsure[cid] = None
+        while len(self._unsure) > 256:  # containers long past their gate
+            self._unsure.popitem(last=False)
         accept = self.cfg.gpio.energise_to == "accept"
         what = (
             "may have PASSED the gate" if accept else "may have been ejected; on record as passed"
         )
-        why = (
-            f"the gate output may have been on at its gate time ({span_s * 1000:.0f} ms span "
-            f"of a blocked gate write): {what}"
-        )
+        why = f"the gate output may have been on at its gate time ({cause}): {what}"
         for cid, t in hit:
             self.amend(Outcome(cid, t, True, "", None, None), "gate_uncertain", why, True)
         if hit and accept:
             ids = ", ".join(cid for cid, _ in hit)
-            self.raise_alarm(f"a gate write blocked {span_s * 1000:.0f} ms: {ids} may have passed")
+            self.raise_alarm(f"{cause}: {ids} may have passed")
 
     def withdrawn(self, p: Pulse, why: str) -> None:
         """From the trigger side: a released accept's pulse was withdrawn before it fired

@@ -101,8 +101,8 @@ class Runtime:
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         io.pulses.on_stuck = self.raise_alarm
         io.pulses.on_retry = lambda p: self.metrics.gate_retries.inc()
-        io.pulses.on_stray = lambda t0, t1, settled: self.recorder.stray(
-            self.triggers.gated_in(t0, t1), settled, t1 - t0
+        io.pulses.on_stray = lambda t0, t1, settled, cause: self.recorder.stray(
+            self.triggers.gated_in(t0, t1), settled, cause
         )
         self.stages = [
             Stage("capture", self._capture_step, self._crashed, clock),

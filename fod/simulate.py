@@ -226,6 +226,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             rt.decide = crashing_decide
             phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
             rt.drain(timeout=60 + count * 2)
+            # The line runs on until the last container is past the gate: what the gate does
+            # to it (a gate stuck energised too) happens, and goes on record, with the
+            # runtime still running.
+            if phys:
+                time.sleep(max(0.0, phys[-1].edge_t + delay_s + pulse_s + 0.1 - time.monotonic()))
             rt.io.pulses.wait_idle(timeout=delay_s + 2)
             counts, failed, alarm_reasons = dict(rt.counts), rt.failed, list(rt.alarm_reasons)
             rounds = dict(rt.self_test.rounds) if rt.self_test is not None else None

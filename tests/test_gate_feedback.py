@@ -51,7 +51,9 @@ def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
 ) -> None:
     """The same weld on a unit wired with the gate feedback: the runtime sees the gate
     energised after the output went off and raises the alarm (a line stops on it); the
-    level-reading gate still passes what came before the stop, so the run stays red."""
+    level-reading gate still passes what came before the stop, so the run stays red. Each
+    dropped container behind the weld (a reject the gate passed) goes on record as possibly
+    passed (`gate_uncertain`): the audit agrees with the gate."""
     argv = _argv(bundle, small_set, tmp_path / "sim", "relay_welded=1.0,camera_drop=0.5")
     cfg = Path(argv[argv.index("--config") + 1])
     cfg.write_text(cfg.read_text() + f'gate_feedback_pin = "{FB}"\n')
@@ -61,6 +63,9 @@ def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
     assert any("gate stuck energised after the pulse" in r for r in s["alarm_reasons"]), s[
         "alarm_reasons"
     ]
+    assert s["passed_faulty"] >= 1 and s["audit_disagrees"] == 0, s
+    assert s["audit_uncertain"] == s["passed_faulty"], s  # each on record as such
+    assert any("feedback is on with the output off: c" in r for r in s["alarm_reasons"]), s
 
 
 def test_the_stuck_alarm_reaches_the_alarm_pin(
