@@ -22,6 +22,11 @@ The same for as long as the gate may stay energised between pulses: an off write
 failed every try, or the feedback on with the output off (a welded relay). The thread
 then writes the output off again and hands the span on every UNSURE_POLL_S, so the
 containers it covers go on record while it lasts, until the gate is off again.
+
+A write that never comes back leaves this thread unable to report anything: the
+supervisor calls `reap` each tick, which, once a write has been in progress for longer
+than a pulse, reports the pulses due meanwhile missed and the span since the write's call
+unsure, from the supervisor's thread, while the write hangs.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ class PulseScheduler:
         # Since when the gate may be energised between pulses (reported up to then), and why.
         self._unsure: Optional[Tuple[float, str]] = None
         self._quiet_t = clock()  # when the gate was last seen (or made) off
+        self._writing: Optional[float] = None  # when the gate write in progress was called
+        self._reaped = 0.0  # a hung write's span is reported up to here (`reap`)
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
         self._lock = threading.Lock()
@@ -152,7 +159,8 @@ class PulseScheduler:
 
     def _finish(self, p: Pulse, state: str) -> None:
         p.state = state
-        self.counts[state] += 1
+        with self._lock:  # this thread's, or the supervisor's (`reap`)
+            self.counts[state] += 1
         self.done.append(p)
         if self.on_done is not None:
             self.on_done(p)
@@ -284,13 +292,40 @@ class PulseScheduler:
         tries = 1
         while True:
             try:
-                write()
+                self._call(write)
                 return tries
             except Exception as e:
                 if tries == GATE_WRITE_TRIES or self.clock() > until:
                     raise
                 log.warning("gate write for %s failed (%r); writing it again", p.tag, e)
             tries += 1
+
+    def _call(self, write: Callable[[], None]) -> None:
+        """One write of the gate output, marked in progress (`reap`) while the driver has it."""
+        self._writing = self.clock()
+        try:
+            write()
+        finally:
+            self._writing = None
+
+    def reap(self) -> None:
+        """From the supervisor, each tick: while one gate write has been in progress for
+        longer than a pulse (hung in the driver; this thread fires nothing meanwhile), the
+        pulses due more than a pulse length ago are missed, and the span since the write's
+        call, in which it may have switched the gate, goes to the runtime as it grows. What
+        the write itself does when it comes back, this thread reports then."""
+        since, now = self._writing, self.clock()
+        if since is None or now - since <= self.pulse_s:
+            return
+        for q in self._pop_missed(now):
+            q.error = "the gate write before it is stuck in the driver"
+            self._finish(q, "missed")
+        t0, self._reaped = max(since, self._reaped), now
+        self._stray(t0, now, self._recent_fired(), "a gate write stuck in the driver")
+
+    def _recent_fired(self) -> Set[str]:
+        """The containers whose pulse fired lately: their own pulse says what happened."""
+        return {q.tag for q in list(self.done)[-64:] if q.state == "fired"}
 
     def _energise(self, p: Pulse) -> None:
         """`device.on()` (`_write`) while `p` is still no later than a pulse length past
@@ -337,7 +372,7 @@ class PulseScheduler:
         goes to the runtime (`_stray`), the last one ending when the gate is off again."""
         if self._off_failed:
             try:
-                self.device.off()
+                self._call(self.device.off)
             except Exception:  # still failing: the alarm is up since the first failure
                 pass
             else:
@@ -351,9 +386,7 @@ class PulseScheduler:
         self._unsure = (now, cause) if open_ else None
         if not open_:
             log.warning("gate off again after %.0f ms unsure (%s)", (now - t0) * 1000, cause)
-        # Its own fired pulse says what happened to a recent container (the rest: pending).
-        fired = {q.tag for q in itertools.islice(reversed(self.done), 64) if q.state == "fired"}
-        self._stray(t0, now, fired, cause)
+        self._stray(t0, now, self._recent_fired(), cause)
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate

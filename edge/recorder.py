@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import threading
 from typing import Callable, List, Optional, Set, Tuple
 
 from .audit import AuditLog, AuditUnavailable
@@ -44,8 +45,9 @@ class Recorder:
         self.hashes, self.raise_alarm, self.clash = hashes, raise_alarm, clash
         self.queue: queue.Queue[Outcome] = queue.Queue(4096)
         self.holding: Optional[Outcome] = None  # the outcome being recorded or released
-        # Containers already on record as possibly passed (`stray`; pulse thread only).
+        # Containers already on record as possibly passed (`stray`).
         self._unsure: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._unsure_lock = threading.Lock()
 
     def enqueue(self, out: Outcome) -> None:
         try:
@@ -139,11 +141,12 @@ class Recorder:
         container whose own pulse does not say what happened (`settled`: it fired then or
         is still to come) goes on record at its worst, passed, once. With the accept wiring
         that may be a reject released: the alarm."""
-        hit = [(cid, t) for cid, t in gated if cid not in settled and cid not in self._unsure]
-        for cid, _ in hit:
-            self._unsure[cid] = None
-        while len(self._unsure) > 256:  # containers long past their gate
-            self._unsure.popitem(last=False)
+        with self._unsure_lock:  # the pulse thread's, or the supervisor's for a hung write
+            hit = [(c, t) for c, t in gated if c not in settled and c not in self._unsure]
+            for cid, _ in hit:
+                self._unsure[cid] = None
+            while len(self._unsure) > 256:  # containers long past their gate
+                self._unsure.popitem(last=False)
         accept = self.cfg.gpio.energise_to == "accept"
         what = (
             "may have PASSED the gate" if accept else "may have been ejected; on record as passed"
@@ -165,6 +168,8 @@ class Recorder:
         """From the pulse thread: a pulse that did not happen changes the physical outcome."""
         if p.state not in ("missed", "error"):
             return
+        with self._unsure_lock:  # a later span over its gate time is on record again
+            self._unsure.pop(p.tag, None)
         fault = "gpio_error" if p.state == "error" else "late"
         what = p.error or "the pulse thread woke after the gate"
         stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)

@@ -152,8 +152,8 @@ def test_a_blocked_gate_write_puts_the_containers_it_may_have_passed_on_record(
         t0 = time.monotonic()
         good, bad = _frames, (lambda: lambda: None)
         rt.submit(Job("c0", t0, (good if accept else bad)()))
-        time.sleep(gap)
-        t1 = time.monotonic()  # the write lands about at c1's gate time
+        t1 = t0 + gap  # the write lands at c1's gate time (or just after: c0's pulse fired late)
+        time.sleep(max(0.0, t1 - time.monotonic()))
         rt.submit(Job("c1", t1, (bad if accept else good)()))
         assert _wait_for(HangingPin.blocked.is_set, delay + 5)
         assert rt.drain(10) and rt.io.pulses.wait_idle(5)
@@ -350,3 +350,62 @@ def test_failed_offs_on_the_simulated_line_are_on_record(
     assert s["audit_uncertain"] >= s["passed_faulty"], s
     assert code == (1 if s["passed_faulty"] else 0)
     assert any("not switched off after the pulse" in r for r in s["alarm_reasons"]), s
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
+    bundle: Path, tmp_path: Path, wiring: str
+) -> None:
+    """c0's gate write hangs in the driver for 3 s (a write that may never come back; the
+    pulse thread can report nothing meanwhile). c1, 0.4 s behind, gets a pulse (accept
+    wiring: accepted; reject: rejected) that no thread fires in its window; c2, 0.8 s
+    behind, gets none. While the write still hangs, the supervisor puts c1's pulse on
+    record as missed and both c1 and c2 as possibly passed (the write may land, or have
+    landed, energising the gate at their times), the alarm naming them; with the reject
+    wiring c1's missed reject pulse is on record as passed. Once the write lands, the gate
+    model's reading of the pin history agrees with the audit."""
+    accept = wiring == "accept"
+    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
+    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    f = MockFactory(pin_class=HangingPin)
+    gate = f.pin(cfg.gpio.ejector_pin)
+    HangingPin.blocked.clear()
+    good, bad = _frames, (lambda: lambda: None)
+    pulsed, quiet = (good, bad) if accept else (bad, good)
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t_clear = time.monotonic()
+        gate.hang_on = 3.0
+        ts = [time.monotonic() + dt for dt in (0.0, 0.4, 0.8)]
+        for i, t in enumerate(ts):
+            time.sleep(max(0.0, t - time.monotonic()))
+            rt.submit(Job(f"c{i}", t, (pulsed if i < 2 else quiet)()))
+        assert _wait_for(HangingPin.blocked.is_set, delay + 5)
+        landed = ts[0] + delay + 3.0  # the hung write comes back about then
+
+        def uncertain() -> bool:
+            rows = _rows(tmp_path)
+            return all(rows.get(c, ("",) * 2)[1] == "gate_uncertain" for c in ("c1", "c2"))
+
+        assert _wait_for(uncertain, landed - time.monotonic() - 0.3), _rows(tmp_path)
+        assert time.monotonic() < landed - 0.2 and not gate.state  # the write still hangs
+        reasons_while_hung = list(rt.alarm_reasons)
+        time.sleep(max(0.0, landed + 0.3 - time.monotonic()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(5)
+        rt.drain(5)
+        on = pin_intervals(gate, t_clear)
+    rows = _rows(tmp_path)
+    ((a, _),) = on
+    assert a >= landed - 0.1, on  # the write landed when it came back
+    cs = [Physical(f"c{i}", "accept", t) for i, t in enumerate(ts)]
+    gate_model(cs, on, delay, pulse, wiring)
+    for c in cs:
+        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
+        c.faulted = c.fault is not None
+    assert judge(cs)["audit_disagrees"] == 0, (on, rows)
+    assert "stuck in the driver" in rows["c2"][2]
+    if accept:
+        for c in ("c1", "c2"):
+            assert any(f"{c} may have passed" in r for r in reasons_while_hung), reasons_while_hung
+    else:
+        assert any("c1: reject pulse missed" in r for r in reasons_while_hung), reasons_while_hung
