@@ -135,12 +135,13 @@ class Recorder:
         self.enqueue(fix)
 
     def stray(self, gated: List[Tuple[str, float]], settled: Set[str], cause: str) -> None:
-        """From the pulse thread: the gate output may have been energised (outside the
-        pulses planned) at the gate times of `gated`, for `cause` (a gate write that
-        blocked; a gate that may stay energised, reported span by span while it lasts). A
-        container whose own pulse does not say what happened (`settled`: it fired then or
-        is still to come) goes on record at its worst, passed, once. With the accept wiring
-        that may be a reject released: the alarm."""
+        """From the pulse thread (the supervisor's, for a write hung in the driver): the
+        gate output may have been energised (outside the pulses planned) at the gate times
+        of `gated`, for `cause` (a gate write that blocked or hangs; a gate that may stay
+        energised, reported span by span while it lasts). A container whose own pulse does
+        not say what happened (`settled`: it fired then or is still to come) goes on record
+        at its worst, passed, once (again after a row of its own pulse). With the accept
+        wiring that may be a reject released: the alarm."""
         with self._unsure_lock:  # the pulse thread's, or the supervisor's for a hung write
             hit = [(c, t) for c, t in gated if c not in settled and c not in self._unsure]
             for cid, _ in hit:

@@ -331,7 +331,10 @@ class Runtime:
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
-        self.io.pulses.reap()  # a gate write hung in the driver: what it holds up, on record
+        try:  # a gate write hung in the driver: what it holds up, on record
+            self.io.pulses.reap()
+        except Exception:  # the deadlines above must go on whatever this does
+            log.exception("supervisor: reporting a hung gate write failed")
         st = self.self_test  # no reference round passing for too long: the sight unchecked
         why = st.overdue_alarm() if st is not None and self.blind is None else None
         if why is not None:
