@@ -208,6 +208,9 @@ DISTILL=(
   # As the adapters learn (R -> T - S) ours' pull on S falls to half of --no-residual's:
   # at twice the weight it ends at --no-residual's, so this row tells adapters from weight.
   "ours-w2 --feature-weight 2"
+  # Controls for ours-w2: the same doubled pull without the adapters, and without LD too.
+  "ours-w2-no-residual --feature-weight 2 --no-residual"
+  "mimic-w2 --method mimic --feature-weight 2"
   "ours-own --features own"  # each map normalised by its own statistics, as PKD
   "ours-teacher --features teacher"  # both by the teacher's statistics
 )
