@@ -211,9 +211,11 @@ class PulseScheduler:
         pulse is missed, and the span the output may have been on is reported (`_stray`).
         -> when the output went off (or its off write failed)."""
         t_call = self.clock()
+        energised = False  # the energising write went through (else the output stayed off)
         try:
             self._on = p
             self._energise(p)
+            energised = True
             p.fired_t = self.clock()
             late = p.fired_t - p.at
             if late > self.pulse_s:  # past its container: off now, not for a pulse length
@@ -236,7 +238,7 @@ class PulseScheduler:
             p.error, state = f"{type(e).__name__}: {e}", "error"
         # The pulse ran its length (or never began): what it did stands whether or not the
         # gate then goes off. A gate left on is reported stuck.
-        self._switch_off(p)
+        self._switch_off(p, energised)
         t_off = self.clock()
         self._on = None
         # Anything else (SystemExit from a driver) skips this: _crashed reports p and its
@@ -340,11 +342,12 @@ class PulseScheduler:
             except Exception:
                 log.exception("pulse thread: counting a retried write failed")
 
-    def _switch_off(self, p: Pulse) -> None:
+    def _switch_off(self, p: Pulse, energised: bool) -> None:
         """`device.off()` after `p` (`_write`, whenever it is). Failing every write, the
         gate may stay energised (with a controller that reads the level, every container
-        would pass): reported as a stuck gate, the alarm, and the gate is unsure from here
-        (`_watch_gate`) until an off write succeeds. Before, a failed off made the pulse
+        would pass): reported as a stuck gate, the alarm, and, where the pulse's energising
+        write went through, the gate is unsure from here (`_watch_gate`) until an off write
+        succeeds (the off is written again either way). Before, a failed off made the pulse
         itself a failure: an accept released in full was amended to a reject the gate never
         made."""
         t = self.clock()
@@ -352,7 +355,8 @@ class PulseScheduler:
             self._write(self.device.off, p, math.inf)
         except Exception as e:
             self._off_failed = True
-            self._open_unsure(t, "the gate output's off write failed")
+            if energised:
+                self._open_unsure(t, "the gate output's off write failed")
             self._report_stuck(
                 f"gate output not switched off after the pulse for {p.tag} "
                 f"({type(e).__name__}: {e}): the gate may stay energised"

@@ -72,7 +72,7 @@ esac
 ALL = [
     "teacher", "teacher-nocarafe", "student", "none", "ours", "ld", "pkd", "crosskd", "fgd",
     "mimic", "pkd-no-noise", "ours-no-noise", "ours-no-residual", "ours-no-ld", "ours-w2",
-    "ours-own", "ours-teacher", "ours-no-carafe",
+    "ours-w2-no-residual", "mimic-w2", "ours-own", "ours-teacher", "ours-no-carafe",
 ]  # fmt: skip
 
 

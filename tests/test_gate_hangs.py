@@ -123,6 +123,27 @@ class HangingPin(MockConnectedPin):
         super()._set_state(value)
 
 
+def _submit_at(rt: Any, offsets: Tuple[float, ...], frames: List[Any]) -> List[float]:
+    """Container c{i} triggered `offsets[i]` s from now with `frames[i]` -> trigger times."""
+    ts = [time.monotonic() + dt for dt in offsets]
+    for i, (t, fr) in enumerate(zip(ts, frames)):
+        time.sleep(max(0.0, t - time.monotonic()))
+        rt.submit(Job(f"c{i}", t, fr()))
+    return ts
+
+
+def _judged(on: Any, rows: Any, ts: List[float], cfg: Any) -> Tuple[List[Physical], Any]:
+    """The containers c{i} (triggered at `ts`) as the gate model reads the pin history `on`,
+    with their last audit rows -> (containers, `judge`'s summary)."""
+    g = cfg.gpio
+    cs = [Physical(f"c{i}", "accept", t) for i, t in enumerate(ts)]
+    gate_model(cs, on, g.delay_ms / 1000, g.pulse_ms / 1000, g.energise_to)
+    for c in cs:
+        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
+        c.faulted = c.fault is not None
+    return cs, judge(cs)
+
+
 @pytest.mark.parametrize(
     "wiring, write",
     [("accept", "on"), ("accept", "off"), ("reject", "on")],
@@ -161,12 +182,7 @@ def test_a_blocked_gate_write_puts_the_containers_it_may_have_passed_on_record(
         rt.drain(5)
         on, reasons = pin_intervals(gate, t_clear), rt.alarm_reasons
     rows = _rows(tmp_path)
-    cs = [Physical("c0", "accept", t0), Physical("c1", "accept", t1)]
-    gate_model(cs, on, delay, pulse, wiring)
-    for c in cs:
-        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
-        c.faulted = c.fault is not None
-    s = judge(cs)
+    cs, s = _judged(on, rows, [t0, t1], cfg)
     assert s["audit_disagrees"] == 0, (on, rows)
     assert rows["c1"][:2] == ("accept", "gate_uncertain"), rows  # its worst: passed
     if write == "on":  # the late write: off again at once, not held for a pulse length
@@ -279,10 +295,7 @@ def test_a_gate_left_energised_by_a_failed_off_puts_its_containers_on_record(
         gate.clear_states()
         t_clear = time.monotonic()
         gate.fail_s = 0.8
-        ts = [time.monotonic() + dt for dt in (0.0, 0.4, 1.2)]
-        for i, t in enumerate(ts):
-            time.sleep(max(0.0, t - time.monotonic()))
-            rt.submit(Job(f"c{i}", t, (pulsed if i == 0 else quiet)()))
+        ts = _submit_at(rt, (0.0, 0.4, 1.2), [pulsed, quiet, quiet])
         assert rt.drain(10) and rt.io.pulses.wait_idle(delay + 5)
         assert _wait_for(lambda: not gate.state, delay + 5)  # off again once writes go through
         time.sleep(0.2)
@@ -291,13 +304,9 @@ def test_a_gate_left_energised_by_a_failed_off_puts_its_containers_on_record(
     rows = _rows(tmp_path)
     ((_, b),) = on
     assert ts[1] + delay + pulse < b < ts[2] + delay - 0.1, (on, ts)  # held over c1 only
-    cs = [Physical(f"c{i}", "accept", t) for i, t in enumerate(ts)]
-    gate_model(cs, on, delay, pulse, wiring)
-    for c in cs:
-        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
-        c.faulted = c.fault is not None
+    cs, summary = _judged(on, rows, ts, cfg)
     assert [c.passed for c in cs] == ([True, True, False] if accept else [False, False, True])
-    assert judge(cs)["audit_disagrees"] == 0, (on, rows)
+    assert summary["audit_disagrees"] == 0, (on, rows)
     assert rows["c1"][:2] == ("accept", "gate_uncertain") and "off write failed" in rows["c1"][2]
     db = sqlite3.connect(str(sorted((tmp_path / "audit").glob("audit-*.db"))[-1]))
     n = db.execute("SELECT COUNT(*) FROM containers WHERE fault = 'gate_uncertain'").fetchone()
@@ -367,7 +376,7 @@ def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
     model's reading of the pin history agrees with the audit."""
     accept = wiring == "accept"
     cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
-    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    delay = cfg.gpio.delay_ms / 1000
     f = MockFactory(pin_class=HangingPin)
     gate = f.pin(cfg.gpio.ejector_pin)
     HangingPin.blocked.clear()
@@ -377,10 +386,7 @@ def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
         gate.clear_states()
         t_clear = time.monotonic()
         gate.hang_on = 3.0
-        ts = [time.monotonic() + dt for dt in (0.0, 0.4, 0.8)]
-        for i, t in enumerate(ts):
-            time.sleep(max(0.0, t - time.monotonic()))
-            rt.submit(Job(f"c{i}", t, (pulsed if i < 2 else quiet)()))
+        ts = _submit_at(rt, (0.0, 0.4, 0.8), [pulsed, pulsed, quiet])
         assert _wait_for(HangingPin.blocked.is_set, delay + 5)
         landed = ts[0] + delay + 3.0  # the hung write comes back about then
 
@@ -398,12 +404,7 @@ def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
     rows = _rows(tmp_path)
     ((a, _),) = on
     assert a >= landed - 0.1, on  # the write landed when it came back
-    cs = [Physical(f"c{i}", "accept", t) for i, t in enumerate(ts)]
-    gate_model(cs, on, delay, pulse, wiring)
-    for c in cs:
-        c.audit, c.fault = rows[c.id][0], rows[c.id][1]
-        c.faulted = c.fault is not None
-    assert judge(cs)["audit_disagrees"] == 0, (on, rows)
+    assert _judged(on, rows, ts, cfg)[1]["audit_disagrees"] == 0, (on, rows)
     assert "stuck in the driver" in rows["c2"][2]
     if accept:
         for c in ("c1", "c2"):
