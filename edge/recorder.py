@@ -166,7 +166,8 @@ class Recorder:
         self.amend(stub, "trigger_conflict", f"accept withdrawn: {why}")
 
     def pulse_done(self, p: Pulse) -> None:
-        """From the pulse thread: a pulse that did not happen changes the physical outcome."""
+        """From the pulse thread (the supervisor's, for pulses behind a hung write): a pulse
+        that did not happen changes the physical outcome."""
         if p.state not in ("missed", "error"):
             return
         with self._unsure_lock:  # a later span over its gate time is on record again
