@@ -19,9 +19,9 @@ output may have been energised to `on_stray`, so the runtime can put on record (
 alarm for) the containers that may have passed through it.
 
 The same for as long as the gate may stay energised between pulses: an off write that
-failed every try, or the feedback on with the output off (a welded relay). The thread
-then writes the output off again and hands the span on every UNSURE_POLL_S, so the
-containers it covers go on record while it lasts, until the gate is off again.
+failed every try, or the feedback on with the output off (a welded relay) (`GateWatch`).
+The thread then writes the output off again and hands the span on every UNSURE_POLL_S,
+so the containers it covers go on record while it lasts, until the gate is off again.
 
 A write that never comes back leaves this thread unable to report anything: the
 supervisor calls `reap` each tick, which, once a write has been in progress for longer
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from .errors import GpioError
+from .gate_watch import GateWatch
 from .supervise import Stage, StopStage
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,7 @@ class PulseScheduler:
         # outside the pulses planned; `settled` names the containers whose own pulse
         # fired then or is still to come (their pulse says what happened). The runtime.
         self.on_stray: Optional[Callable[[float, float, Set[str], str], None]] = None
-        self.stuck = False  # the feedback says the gate is energised while the output is off
-        self._off_failed = False  # the last off write failed every try: the output may be on
-        # Since when the gate may be energised between pulses (reported up to then), and why.
-        self._unsure: Optional[Tuple[float, str]] = None
-        self._quiet_t = clock()  # when the gate was last seen (or made) off
+        self.gate = GateWatch(feedback, self._report_stuck, clock)  # between the pulses
         self._writing: Optional[float] = None  # when the gate write in progress was called
         self._reaped = 0.0  # a hung write's span is reported up to here (`reap`)
         self._heap: List[Tuple[float, int, Pulse]] = []
@@ -175,7 +172,7 @@ class PulseScheduler:
         wait = 0.25 if nxt is None else min(0.25, nxt - self.clock())
         if wait > 0:  # short waits: the stage beats its heartbeat while idle
             self._watch_gate()
-            if self._unsure is not None:
+            if self.gate.unsure is not None:
                 wait = min(wait, UNSURE_POLL_S)
             self._wake.wait(wait)  # a new, earlier deadline or close() wakes us
             self._wake.clear()
@@ -194,7 +191,7 @@ class PulseScheduler:
             t_off = self._fire(p)
             if self.feedback is not None:
                 self._stop.wait(self.feedback_s)
-                self._check_off(f"after the pulse for {p.tag}", t_off)
+                self.gate.check_off(f"after the pulse for {p.tag}", t_off)
         finally:
             with self._lock:
                 self._active = 0
@@ -354,43 +351,31 @@ class PulseScheduler:
         try:
             self._write(self.device.off, p, math.inf)
         except Exception as e:
-            self._off_failed = True
-            if energised:
-                self._open_unsure(t, "the gate output's off write failed")
+            self.gate.off_written(t, False, energised)
             self._report_stuck(
                 f"gate output not switched off after the pulse for {p.tag} "
                 f"({type(e).__name__}: {e}): the gate may stay energised"
             )
         else:
-            self._off_failed = False
-            self._quiet_t = self.clock()
-
-    def _open_unsure(self, since: float, cause: str) -> None:
-        """The gate may be energised between pulses from `since` (kept if already so)."""
-        if self._unsure is None:
-            self._unsure = (since, cause)
+            self.gate.off_written(t, True, energised)
 
     def _watch_gate(self) -> None:
         """Between pulses: an output whose off write failed is written off again and the
         feedback is read; while the gate may be energised, the span since the last report
         goes to the runtime (`_stray`), the last one ending when the gate is off again."""
-        if self._off_failed:
+        if self.gate.off_failed:
             try:
                 self._call(self.device.off)
             except Exception:  # still failing: the alarm is up since the first failure
                 pass
             else:
-                self._off_failed = False
+                self.gate.off_failed = False
                 log.warning("gate output switched off again")
         now = self.clock()
-        self._check_off("while no pulse was on", self._quiet_t)
-        if self._unsure is None:
-            return
-        (t0, cause), open_ = self._unsure, self._off_failed or self.stuck
-        self._unsure = (now, cause) if open_ else None
-        if not open_:
-            log.warning("gate off again after %.0f ms unsure (%s)", (now - t0) * 1000, cause)
-        self._stray(t0, now, self._recent_fired(), cause)
+        self.gate.check_off("while no pulse was on")
+        piece = self.gate.piece(now)
+        if piece is not None:
+            self._stray(piece[0], now, self._recent_fired(), piece[1])
 
     def _due_while_on(self, on_since: float) -> List[Pulse]:
         """Pop the pending pulses due by now: one due at most a pulse length before the gate
@@ -405,22 +390,6 @@ class PulseScheduler:
                 q.fired_t = max(q.at, on_since)
                 out.append(q)
         return out
-
-    def _check_off(self, when: str, since: float) -> None:
-        """With the output off, the feedback must be off: else the gate is stuck energised
-        (reported once per episode; the alarm stays latched) and unsure from `since`, when
-        it was last seen or made off."""
-        if self.feedback is None:
-            return
-        on = bool(self.feedback.is_active)
-        if on and not self.stuck:
-            self._open_unsure(since, "the gate feedback is on with the output off")
-            self._report_stuck(
-                f"gate stuck energised {when}: the gate feedback is on, the output off"
-            )
-        elif not on and not self._off_failed:
-            self._quiet_t = self.clock()
-        self.stuck = on
 
     def _report_stuck(self, reason: str) -> None:
         self.counts["stuck"] += 1
@@ -438,9 +407,9 @@ class PulseScheduler:
         try:
             self.device.off()
         except Exception:  # the gate may stay energised: unsure until an off write succeeds
-            self._off_failed = True
+            self.gate.off_failed = True
             with contextlib.suppress(Exception):
-                self._open_unsure(self.clock(), "the gate output's off write failed")
+                self.gate.open(self.clock(), "the gate output's off write failed")
         p, self._on = self._on, None
         riders, self._riders = self._riders, []
         late, self._late = self._late, []

@@ -1,12 +1,12 @@
 """A gate write that blocks in the driver and lands late, judged at the pins and in the
 audit: the gate goes off at once instead of holding a pulse at the wrong time, and every
 container whose gate time the output may have been on in goes on record as possibly
-passed, with the alarm (accept wiring). The late write itself no software can take back."""
+passed, with the alarm (accept wiring). The late write itself no software can take back;
+one that hangs is on record while it hangs. A gate left energised between pulses:
+tests/test_gate_energised.py."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -21,10 +21,8 @@ from edge.faults import FaultyPin, Injector
 from edge.pulses import PulseScheduler
 from edge.runtime import Job
 from edge.simulate import Physical, gate_model, judge, pin_intervals
-from fod.cli import main
 
 from .test_export import exported  # noqa: F401
-from .test_failsafe import _argv
 from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
@@ -144,6 +142,17 @@ def _judged(on: Any, rows: Any, ts: List[float], cfg: Any) -> Tuple[List[Physica
     return cs, judge(cs)
 
 
+def _line(bundle: Path, tmp_path: Path, wiring: str, pin_class: type) -> Tuple[Any, ...]:
+    """A line config for `wiring` where only faults reject (min_evidence 99), a MockFactory
+    whose pins are `pin_class`, its gate pin, and the frames of a container that gets the
+    wiring's pulse (accept wiring: an accept) and of one that gets none."""
+    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
+    f = MockFactory(pin_class=pin_class)
+    good, bad = _frames, (lambda: lambda: None)
+    pulsed, quiet = (good, bad) if wiring == "accept" else (bad, good)
+    return cfg, f, f.pin(cfg.gpio.ejector_pin), pulsed, quiet
+
+
 @pytest.mark.parametrize(
     "wiring, write",
     [("accept", "on"), ("accept", "off"), ("reject", "on")],
@@ -161,21 +170,18 @@ def test_a_blocked_gate_write_puts_the_containers_it_may_have_passed_on_record(
     have been ejected. Judged by the gate model from the pin history: the audit never says
     rejected where the gate passed; it may say `may have passed` where the gate rejected."""
     accept = wiring == "accept"
-    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
+    cfg, f, gate, pulsed, quiet = _line(bundle, tmp_path, wiring, HangingPin)
     delay, pulse, gap = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000, 0.5
-    f = MockFactory(pin_class=HangingPin)
-    gate = f.pin(cfg.gpio.ejector_pin)
     HangingPin.blocked.clear()
     with line_runtime(cfg, f) as rt:
         gate.clear_states()
         t_clear = time.monotonic()
         setattr(gate, f"hang_{write}", gap)
         t0 = time.monotonic()
-        good, bad = _frames, (lambda: lambda: None)
-        rt.submit(Job("c0", t0, (good if accept else bad)()))
+        rt.submit(Job("c0", t0, pulsed()))
         t1 = t0 + gap  # the write lands at c1's gate time (or just after: c0's pulse fired late)
         time.sleep(max(0.0, t1 - time.monotonic()))
-        rt.submit(Job("c1", t1, (bad if accept else good)()))
+        rt.submit(Job("c1", t1, quiet()))
         assert _wait_for(HangingPin.blocked.is_set, delay + 5)
         assert rt.drain(10) and rt.io.pulses.wait_idle(5)
         assert _wait_for(lambda: rt.alarm, 5)
@@ -215,153 +221,6 @@ def test_the_simulators_blocked_write_lands_when_the_block_ends(
     assert gate.injector.injected["gpio_hang"] == 1
 
 
-class FailingOffDevice(BlockingDevice):
-    """A gate output whose off writes raise (the pin stays as it was) until `heal_at`."""
-
-    def __init__(self, heal_at: float) -> None:
-        super().__init__()
-        self.heal_at = heal_at
-
-    def off(self) -> None:
-        if time.monotonic() < self.heal_at:
-            raise OSError("chardev gone")
-        super().off()
-
-
-def test_a_gate_whose_off_fails_is_reported_span_by_span_until_it_goes_off() -> None:
-    """c0's off write fails every try and keeps failing for 0.3 s: the thread writes the
-    output off again until it goes, and reports the span from the failed off to the
-    successful one in pieces as it goes (so the containers in it go on record while the
-    gate is still on), with c0 (fired) and the pulse still to come (c1) settled."""
-    start = time.monotonic()
-    device = FailingOffDevice(heal_at=start + 0.05 + 0.05 + 0.3)
-    done: List[Any] = []
-    strays: List[Tuple[float, float, Set[str], str]] = []
-    pulses = PulseScheduler(device, 0.05, on_done=done.append)
-    pulses.on_stray = lambda t0, t1, settled, cause: strays.append((t0, t1, settled, cause))
-    try:
-        pulses.schedule(start + 0.05, "c0")
-        pulses.schedule(start + 5.0, "c1")
-        assert _wait_for(lambda: device.log[-1:] and not device.log[-1][1], 5)
-        time.sleep(0.1)  # no span after the gate went off
-    finally:
-        pulses.close()
-    assert [(p.tag, p.state) for p in done] == [("c0", "fired")]  # the pulse stands
-    (on_t, on), (off_t, off) = device.log[:2]
-    assert on and not off and off_t >= device.heal_at
-    assert len(strays) >= 3, strays  # reported while it lasted, not only at its end
-    assert strays[0][0] <= on_t + 0.05 + 0.01  # from the failed off, at the pulse's end
-    assert all(a[1] == b[0] for a, b in zip(strays, strays[1:]))  # contiguous
-    assert off_t - 0.01 <= strays[-1][1] <= off_t + 0.05  # to the off that went through
-    assert all(s[2] == {"c0", "c1"} and "off write failed" in s[3] for s in strays)
-    assert pulses.counts["stuck"] == 1
-
-
-class FailingOffPin(MockConnectedPin):
-    """A gate output pin whose off writes raise (the output stays energised) for `fail_s`
-    seconds from the first off write after `fail_s` is set."""
-
-    fail_s = 0.0
-    until = 0.0
-
-    def _set_state(self, value: Any) -> None:
-        now = time.monotonic()
-        if not value and self.fail_s:
-            self.until, self.fail_s = now + self.fail_s, 0.0
-        if not value and now < self.until:
-            raise OSError("injected: the off write fails")
-        super()._set_state(value)
-
-
-@pytest.mark.parametrize("wiring", ["accept", "reject"])
-def test_a_gate_left_energised_by_a_failed_off_puts_its_containers_on_record(
-    bundle: Path, tmp_path: Path, wiring: str
-) -> None:
-    """c0 gets a pulse (accept wiring: accepted; reject wiring: rejected) whose off write
-    fails for 0.8 s, so the output stays energised through c1's gate time, 0.4 s later, and
-    is off again before c2's, 1.2 s after c0. c1 and c2 get no pulse (accept wiring:
-    rejected; reject wiring: accepted). Judged from the pin history by the gate model: with
-    the accept wiring c1 passed the gate, and its last row must say so (`gate_uncertain`)
-    with the alarm naming it; with the reject wiring c1 was ejected and is on record at its
-    worst (passed); c2 is untouched either way."""
-    accept = wiring == "accept"
-    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
-    delay, pulse = cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
-    f = MockFactory(pin_class=FailingOffPin)
-    gate = f.pin(cfg.gpio.ejector_pin)
-    good, bad = _frames, (lambda: lambda: None)
-    pulsed, quiet = (good, bad) if accept else (bad, good)
-    with line_runtime(cfg, f) as rt:
-        gate.clear_states()
-        t_clear = time.monotonic()
-        gate.fail_s = 0.8
-        ts = _submit_at(rt, (0.0, 0.4, 1.2), [pulsed, quiet, quiet])
-        assert rt.drain(10) and rt.io.pulses.wait_idle(delay + 5)
-        assert _wait_for(lambda: not gate.state, delay + 5)  # off again once writes go through
-        time.sleep(0.2)
-        rt.drain(5)
-        on, reasons = pin_intervals(gate, t_clear), rt.alarm_reasons
-    rows = _rows(tmp_path)
-    ((_, b),) = on
-    assert ts[1] + delay + pulse < b < ts[2] + delay - 0.1, (on, ts)  # held over c1 only
-    cs, summary = _judged(on, rows, ts, cfg)
-    assert [c.passed for c in cs] == ([True, True, False] if accept else [False, False, True])
-    assert summary["audit_disagrees"] == 0, (on, rows)
-    assert rows["c1"][:2] == ("accept", "gate_uncertain") and "off write failed" in rows["c1"][2]
-    db = sqlite3.connect(str(sorted((tmp_path / "audit").glob("audit-*.db"))[-1]))
-    n = db.execute("SELECT COUNT(*) FROM containers WHERE fault = 'gate_uncertain'").fetchone()
-    db.close()
-    assert n == (1,)  # once, though the span came in pieces
-    # c0's pulse stands (the gate was on at its time); c2 is decided as it was
-    assert rows["c0"][0] == ("accept" if accept else "reject") and rows["c0"][1] != "gate_uncertain"
-    assert rows["c2"][0] == ("reject" if accept else "accept") and rows["c2"][1] != "gate_uncertain"
-    assert any("gate output not switched off after the pulse for c0" in r for r in reasons)
-    if accept:
-        assert any("c1 may have passed" in r for r in reasons), reasons
-
-
-def test_the_simulators_failed_off_keeps_the_gate_on_until_writes_go_through(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """`fod simulate --faults gpio_off_error=P`: an off write raises and leaves the output
-    energised, every write fails for the drawn time after it, then an off lands."""
-    monkeypatch.setattr(edge.faults, "OFF_ERROR_S", (0.2, 0.2))
-    f = MockFactory(pin_class=FaultyPin)
-    gate = f.pin("GPIO17")
-    gate.function = "output"
-    gate.injector = Injector({"gpio_off_error": 1.0}, 0)
-    gate.state = True
-    t_fail = time.monotonic()
-    for _ in range(2):  # the off that fails, and one inside the failing time
-        with pytest.raises(OSError):
-            gate.state = False
-        assert gate.state is True
-    gate.injector = Injector({}, 0)  # no new fault: the failing time ends it
-    time.sleep(max(0.0, t_fail + 0.2 - time.monotonic()))
-    gate.state = False
-    assert gate.state is False
-
-
-def test_failed_offs_on_the_simulated_line_are_on_record(
-    bundle: Path, small_set: Path, tmp_path: Path, capsys
-) -> None:
-    """Every off write of the gate fails for 0.1-1.5 s (`gpio_off_error=1.0`) and half the
-    containers are dropped (rejects): each rejected container the held gate let through is
-    on record as possibly passed, so the audit agrees with the gate; the run is red for what
-    passed, and the alarm is up."""
-    argv = _argv(bundle, small_set, tmp_path / "sim", "gpio_off_error=1.0,camera_drop=0.5")
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert out, (code, err)
-    s = json.loads(out)
-    assert s["injected"]["gpio_off_error"] >= 1 and s["alarms"] >= 1, s
-    assert s["audit_disagrees"] == 0 and s["ghost_containers"] == 0, s
-    # The dropped containers behind the first accept passed the held gate, on record as such
-    assert s["passed_faulty"] >= 1 and s["audit_uncertain"] == s["passed_faulty"], s
-    assert code == 1 and s["violations"] == [f"passed_faulty={s['passed_faulty']}"]
-    assert any("not switched off after the pulse" in r for r in s["alarm_reasons"]), s
-
-
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
 def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
     bundle: Path, tmp_path: Path, wiring: str
@@ -375,13 +234,9 @@ def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
     wiring c1's missed reject pulse is on record as passed. Once the write lands, the gate
     model's reading of the pin history agrees with the audit."""
     accept = wiring == "accept"
-    cfg = _cfg(bundle, tmp_path, gpio={"energise_to": wiring}, decision={"min_evidence": 99.0})
+    cfg, f, gate, pulsed, quiet = _line(bundle, tmp_path, wiring, HangingPin)
     delay = cfg.gpio.delay_ms / 1000
-    f = MockFactory(pin_class=HangingPin)
-    gate = f.pin(cfg.gpio.ejector_pin)
     HangingPin.blocked.clear()
-    good, bad = _frames, (lambda: lambda: None)
-    pulsed, quiet = (good, bad) if accept else (bad, good)
     with line_runtime(cfg, f) as rt:
         gate.clear_states()
         t_clear = time.monotonic()
