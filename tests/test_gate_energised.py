@@ -24,9 +24,10 @@ from fod.cli import main
 
 from .test_export import exported  # noqa: F401
 from .test_failsafe import _argv
+from .test_gate_feedback import FB
 from .test_gate_hangs import BlockingDevice, _judged, _line, _submit_at
 from .test_recorder import _wait_for
-from .test_runtime import _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _rows, bundle  # noqa: F401
 
 
 class FailingOffDevice(BlockingDevice):
@@ -170,3 +171,41 @@ def test_failed_offs_on_the_simulated_line_are_on_record(
     assert s["passed_faulty"] >= 1 and s["audit_uncertain"] == s["passed_faulty"], s
     assert code == 1 and s["violations"] == [f"passed_faulty={s['passed_faulty']}"]
     assert any("not switched off after the pulse" in r for r in s["alarm_reasons"]), s
+
+
+def test_a_gate_energised_with_no_pulse_puts_the_containers_at_it_on_record(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The gate feedback comes on while no pulse is (a short in the gate's wiring: the gate
+    energised with the output off) for 0.6 s around c0's gate time, then goes off; c1
+    reaches the gate a second later. Both rejected (no frames), so no pulse is planned.
+    Judged by the gate model on the feedback's history (what the gate did): c0 passed and is
+    on record as possibly passed, the alarm naming it; c1 is untouched."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        decision={"min_evidence": 99.0},
+        gpio={"energise_to": "accept", "gate_feedback_pin": FB},
+    )
+    delay = cfg.gpio.delay_ms / 1000
+    f = MockFactory()
+    fb = f.pin(FB)
+    with line_runtime(cfg, f) as rt:
+        fb.clear_states()
+        t_clear = time.monotonic()
+        ts = _submit_at(rt, (0.0, 1.0), [lambda: lambda: None] * 2)
+        time.sleep(max(0.0, ts[0] + delay - 0.3 - time.monotonic()))
+        fb.drive_high()
+        time.sleep(0.6)
+        fb.drive_low()
+        time.sleep(max(0.0, ts[1] + delay + 0.5 - time.monotonic()))
+        assert rt.drain(10)
+        reasons = rt.alarm_reasons
+    rows = _rows(tmp_path)
+    cs, summary = _judged(pin_intervals(fb, t_clear), rows, ts, cfg)
+    assert [c.passed for c in cs] == [True, False]
+    assert summary["audit_disagrees"] == 0, rows
+    assert rows["c0"][:2] == ("accept", "gate_uncertain") and "feedback is on" in rows["c0"][2]
+    assert rows["c1"][0] == "reject" and rows["c1"][1] != "gate_uncertain"
+    assert any("gate stuck energised while no pulse was on" in r for r in reasons), reasons
+    assert any("c0 may have passed" in r for r in reasons), reasons
