@@ -194,6 +194,17 @@ def safety_violations(summary: Dict[str, Any]) -> List[str]:
     return [f"{k}={summary[k]}" for k in SAFETY_COUNTS if summary.get(k)]
 
 
+def machine_fault_violations(summary: Dict[str, Any]) -> List[str]:
+    """What must still hold under the machine's own faults (`HARDWARE_FAULTS`: a welded
+    relay, a driver that fails or blocks), where containers can pass that no software on
+    the unit stops: the audit says what the gate did (possibly passed counts), no ghost,
+    and the alarm is up if anything with a fault passed. Empty: all held."""
+    out = [f"{k}={summary[k]}" for k in ("audit_disagrees", "ghost_containers") if summary.get(k)]
+    if summary.get("passed_faulty") and not summary.get("alarms"):
+        out.append(f"passed_faulty={summary['passed_faulty']} without an alarm")
+    return out
+
+
 def _sleep_until(t: float) -> None:
     """Until monotonic time `t` (at once if it has passed)."""
     now = time.monotonic()

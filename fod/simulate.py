@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--faults",
         help="per-container probabilities, e.g. camera_drop=0.2,nan=0.1 or all=0.05; kinds: "
         "camera_drop corrupt black frozen stall nan backend_error slow stale_output "
-        "thread_crash gpio_error bounce audit_error; relay_welded (a machine fault, not in all: "
-        "the run goes red); blind (the engine blind from then on, not in all)",
+        "thread_crash gpio_error bounce audit_error; machine faults, not in all (a run where "
+        "one passes a container goes red): relay_welded gpio_hang gpio_off_error; blind (the "
+        "engine blind from then on, not in all)",
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
@@ -129,6 +130,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         attach_audit,
         gate_model,
         load_sequences,
+        machine_fault_violations,
         pin_intervals,
         run_line,
         safety_violations,
@@ -259,6 +261,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         tiles=cfg.model.tiles,  # "1x1": letterboxed whole
     )
     summary["violations"] = safety_violations(summary)
+    # Under machine faults (red by the above whenever one passes a container): on record,
+    # alarmed. What `benchmarks/fault_matrix.sh` checks for those rows.
+    summary["machine_violations"] = machine_fault_violations(summary)
     if args.knapp:
         from edge.knapp import container_of, knapp, write_report
 

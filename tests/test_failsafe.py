@@ -16,7 +16,16 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.faults import FAULT_KINDS, Injector
 from edge.sim_camera import SimCamera
-from edge.simulate import Container, Physical, gate_model, judge, pin_intervals, run_line
+from edge.simulate import (
+    Container,
+    Physical,
+    gate_model,
+    judge,
+    machine_fault_violations,
+    pin_intervals,
+    run_line,
+    safety_violations,
+)
 from edge.sources import Frame
 from fod.cli import main
 
@@ -183,6 +192,19 @@ def test_judge_keeps_fault_rejects_out_of_the_models_rates() -> None:
     assert v["model_detection_rate"] == 0.5 and v["model_false_reject_rate"] == pytest.approx(1 / 3)
     assert v["fault_rejects"] == 2 and v["missed_by_model"] == 1 and v["passed_faulty"] == 0
     assert judge([c("accept", False, faulted=True)])["model_false_reject_rate"] is None
+
+
+def test_machine_faults_are_judged_by_record_and_alarm() -> None:
+    """Under a machine fault a passed faulty container is red (`violations`) whatever the
+    unit did; what the unit owes is the record and the alarm (`machine_violations`)."""
+    s = {"passed_faulty": 2, "audit_disagrees": 0, "ghost_containers": 0, "alarms": 1}
+    assert safety_violations(s) == ["passed_faulty=2"] and machine_fault_violations(s) == []
+    assert machine_fault_violations({**s, "alarms": 0}) == ["passed_faulty=2 without an alarm"]
+    assert machine_fault_violations({**s, "audit_disagrees": 3, "ghost_containers": 1}) == [
+        "audit_disagrees=3",
+        "ghost_containers=1",
+    ]
+    assert machine_fault_violations({**s, "passed_faulty": 0, "alarms": 0}) == []
 
 
 def test_sim_line_opens_each_video_before_its_trigger(tmp_path: Path) -> None:

@@ -170,6 +170,7 @@ def test_failed_offs_on_the_simulated_line_are_on_record(
     # The dropped containers behind the first accept passed the held gate, on record as such
     assert s["passed_faulty"] >= 1 and s["audit_uncertain"] == s["passed_faulty"], s
     assert code == 1 and s["violations"] == [f"passed_faulty={s['passed_faulty']}"]
+    assert s["machine_violations"] == [], s  # red, but on record and alarmed
     assert any("not switched off after the pulse" in r for r in s["alarm_reasons"]), s
 
 

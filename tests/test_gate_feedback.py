@@ -44,6 +44,8 @@ def test_a_welded_gate_relay_turns_the_run_red(
         f"audit_disagrees={s['audit_disagrees']}",
     ]
     assert "SAFETY VIOLATED: passed_faulty=" in err
+    # Not seen by the unit (no feedback): the machine-fault invariant breaks too.
+    assert f"audit_disagrees={s['audit_disagrees']}" in s["machine_violations"]
 
 
 def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
@@ -65,6 +67,7 @@ def test_with_gate_feedback_a_welded_relay_raises_the_alarm(
     ]
     assert s["passed_faulty"] >= 1 and s["audit_disagrees"] == 0, s
     assert s["audit_uncertain"] == s["passed_faulty"], s  # each on record as such
+    assert s["machine_violations"] == [], s
     assert any("feedback is on with the output off: c" in r for r in s["alarm_reasons"]), s
 
 
