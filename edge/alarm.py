@@ -1,6 +1,11 @@
 """The alarm output: latched on the first serious fault, or on `faults` faults within
 `window_s` seconds. Latched until the process restarts: an operator looks at the line
-before it runs unattended again."""
+before it runs unattended again.
+
+The alarm is what stops a line whose gate the unit no longer trusts, so a write of its
+output that fails (a busy chardev, a bus hiccup) is not the end of it: the supervisor
+calls `hold` each tick, which writes it again every PIN_RETRY_S until one goes through;
+each failure streak is on record (`on_event`)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ import time
 from typing import Any, Callable, Deque, Optional
 
 log = logging.getLogger(__name__)
+
+# How often a raised alarm whose output write failed is written again (`Alarm.hold`).
+PIN_RETRY_S = 0.5
 
 
 class Alarm:
@@ -35,6 +43,10 @@ class Alarm:
         self._lock = threading.Lock()
         # Each reason on record (the audit folder's events), raised already or not.
         self.on_event: Optional[Callable[[str], Any]] = None
+        self.pin_on = False  # a write of the alarm output on went through
+        self._pin_failures = 0  # writes failed since the last that went through
+        self._next_write = 0.0  # when `hold` writes a failed output again
+        self._pin_lock = threading.Lock()  # one write at a time
 
     def raise_(self, reason: str) -> None:
         with self._lock:
@@ -43,13 +55,41 @@ class Alarm:
         if first:
             self.metrics.alarm.set(1)
             log.error("alarm raised: %s", reason)
-            try:
-                self.io.set_alarm(True)
-            except Exception as e:  # the alarm output failed: the log and record are left
-                log.critical("alarm output failed: %s", e)
+            self._write_pin()
         else:
             log.error("alarm (raised already): %s", reason)
-        if self.on_event is not None:  # after the pin: a slow disk never delays it
+        self._record(reason)  # after the pin: a slow disk never delays it
+
+    def hold(self) -> None:
+        """Each supervisor tick: a raised alarm whose output write failed is written again,
+        every PIN_RETRY_S, until a write goes through."""
+        if self.raised and not self.pin_on and self.clock() >= self._next_write:
+            self._write_pin()
+
+    def _write_pin(self) -> None:
+        """The alarm output on; a failure is logged and recorded once per streak and left
+        to `hold`. A write already in progress on another thread is left to finish."""
+        if not self._pin_lock.acquire(blocking=False):
+            return
+        try:
+            self.io.set_alarm(True)
+        except Exception as e:
+            self._pin_failures += 1
+            self._next_write = self.clock() + PIN_RETRY_S
+            if self._pin_failures == 1:
+                log.critical("alarm output failed: %s; writing it again", e)
+                self._record(f"alarm output failed ({type(e).__name__}: {e}); writing it again")
+        else:
+            self.pin_on = True
+            if self._pin_failures:
+                log.warning("alarm output on after %d failed writes", self._pin_failures)
+                self._record(f"alarm output on after {self._pin_failures} failed writes")
+            self._pin_failures = 0
+        finally:
+            self._pin_lock.release()
+
+    def _record(self, reason: str) -> None:
+        if self.on_event is not None:
             try:
                 self.on_event(reason)
             except Exception:

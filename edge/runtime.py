@@ -331,6 +331,10 @@ class Runtime:
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
+        try:  # an alarm output whose write failed, written again
+            self._alarm.hold()
+        except Exception:
+            log.exception("supervisor: writing the alarm output again failed")
         try:  # a gate write hung in the driver: what it holds up, on record
             self.io.pulses.reap()
         except Exception:  # the deadlines above must go on whatever this does

@@ -1,0 +1,60 @@
+"""The alarm output when its own write fails: the alarm is what stops a line whose gate the
+unit no longer trusts, so a failed write is written again until the pin is on, and the
+failure is on record in the audit folder's events. Judged at the pin."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from edge.alarm import PIN_RETRY_S
+from edge.app import line_runtime
+from edge.events import EVENTS
+from edge.runtime import Job
+
+from .test_export import exported  # noqa: F401
+from .test_recorder import _wait_for
+from .test_runtime import _cfg, bundle  # noqa: F401
+
+
+class FailingPin(MockPin):
+    """An output pin whose next `fail` writes raise, as a busy GPIO chardev does."""
+
+    fail = 0
+
+    def _set_state(self, value: Any) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError(16, "Device or resource busy")
+        super()._set_state(value)
+
+
+def _no_frames():
+    raise OSError("camera gone")  # camera_drop: a fault the alarm counts
+
+
+def test_a_failed_alarm_write_is_written_again_until_the_pin_is_on(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """One fault raises the alarm (`alarm_faults` 1); the alarm pin's first three writes
+    raise. The pin must still end on, within a few retries, with the failure and the
+    recovery in the events on record."""
+    cfg = _cfg(bundle, tmp_path, gpio={"alarm_faults": 1})
+    f = MockFactory()
+    pin = f.pin(cfg.gpio.alarm_pin, pin_class=FailingPin)
+    with line_runtime(cfg, f) as rt:
+        pin.clear_states()
+        pin.fail = 3
+        rt.submit(Job("c0", time.monotonic(), _no_frames))
+        assert rt.drain(10) and rt.alarm
+        assert _wait_for(lambda: pin.state, 3 * PIN_RETRY_S + 3), "the alarm pin stayed off"
+        on = [s.state for s in pin.states]
+    assert on == [False, True] and pin.fail == 0  # three writes failed, the fourth went on
+    events = [json.loads(line) for line in (tmp_path / "audit" / EVENTS).read_text().splitlines()]
+    what = [e["detail"] for e in events if e["kind"] == "alarm"]
+    assert any("alarm output failed (OSError" in w for w in what), events
+    assert any("alarm output on after 3 failed writes" in w for w in what), events
