@@ -2,10 +2,12 @@
 `window_s` seconds. Latched until the process restarts: an operator looks at the line
 before it runs unattended again.
 
-The alarm is what stops a line whose gate the unit no longer trusts, so a write of its
-output that fails (a busy chardev, a bus hiccup) is not the end of it: the supervisor
-calls `hold` each tick, which writes it again every PIN_RETRY_S until one goes through;
-each failure streak is on record (`on_event`)."""
+The output is written by a stage of its own (`step`, supervised like the others): raising
+the alarm never waits on a GPIO driver, so a hung alarm write stalls no stage that decides
+or releases containers (its own stage goes stale: the stuck-stage alarm, on record, and
+systemd's watchdog). The alarm is what stops a line whose gate the unit no longer trusts,
+so a write that fails (a busy chardev, a bus hiccup) is not the end of it: written again
+every PIN_RETRY_S until one goes through, each failure streak on record (`on_event`)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from typing import Any, Callable, Deque, Optional
 
 log = logging.getLogger(__name__)
 
-# How often a raised alarm whose output write failed is written again (`Alarm.hold`).
+# How often a raised alarm whose output write failed is written again.
 PIN_RETRY_S = 0.5
+IDLE_S = 0.25  # the alarm stage's longest wait: it beats its heartbeat while idle
 
 
 class Alarm:
@@ -47,6 +50,7 @@ class Alarm:
         self._pin_failures = 0  # writes failed since the last that went through
         self._next_write = 0.0  # when `hold` writes a failed output again
         self._pin_lock = threading.Lock()  # one write at a time
+        self._wake = threading.Event()  # raised: the alarm stage writes the output
 
     def raise_(self, reason: str) -> None:
         with self._lock:
@@ -55,16 +59,30 @@ class Alarm:
         if first:
             self.metrics.alarm.set(1)
             log.error("alarm raised: %s", reason)
-            self._write_pin()
+            self._wake.set()
         else:
             log.error("alarm (raised already): %s", reason)
-        self._record(reason)  # after the pin: a slow disk never delays it
+        self._record(reason)
+
+    def step(self) -> None:
+        """The alarm stage's step: the output on once the alarm is raised (`hold`), then an
+        idle beat; woken at once by `raise_`."""
+        self._wake.clear()  # before the look: a raise after it wakes the wait below
+        self.hold()
+        wait = IDLE_S
+        if self.raised and not self.pin_on:  # a failed write: again at its time
+            wait = min(wait, max(0.0, self._next_write - self.clock()))
+        self._wake.wait(wait)
 
     def hold(self) -> None:
-        """Each supervisor tick: a raised alarm whose output write failed is written again,
-        every PIN_RETRY_S, until a write goes through."""
+        """A raised alarm whose output is not on yet is written on, or, after a failed
+        write, again every PIN_RETRY_S until one goes through. The alarm stage, and the
+        runtime's close (a raise its stage had no step left for)."""
         if self.raised and not self.pin_on and self.clock() >= self._next_write:
             self._write_pin()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def _write_pin(self) -> None:
         """The alarm output on; a failure is logged and recorded once per streak and left

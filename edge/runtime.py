@@ -109,6 +109,7 @@ class Runtime:
             Stage("inference", self._infer_step, self._crashed, clock),
             Stage("audit", self._audit_step, self._crashed, clock),
             Stage("supervisor", self._supervise_step, self._crashed, clock),
+            Stage("alarm", self._alarm.step, self._crashed, clock),  # the alarm output
         ]
         stall_s = cfg.gpio.delay_ms / 1000  # a step longer than the gate delay is a stall
         self.watchdog = Watchdog([*self.stages, io.pulses.stage], stall_s, notify, clock)
@@ -176,9 +177,14 @@ class Runtime:
         )
         for s in self.stages:
             s.stop()
+        self._alarm.wake()  # its stage ends now too
         for s in self.stages:
             if not s.join(timeout=2.0):
                 log.error("stage %s did not stop (stuck in a call); left as a daemon", s.name)
+        try:  # an alarm raised while stopping, after its stage's last step
+            self._alarm.hold()
+        except Exception:
+            log.exception("close: writing the alarm output failed")
         self.events.flush()  # what the alarm was raised for while stopping, too
 
     def holding(self, stage: str) -> Optional[str]:
@@ -331,10 +337,6 @@ class Runtime:
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
             self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
         self._alarm_stuck()
-        try:  # an alarm output whose write failed, written again
-            self._alarm.hold()
-        except Exception:
-            log.exception("supervisor: writing the alarm output again failed")
         try:  # a gate write hung in the driver: what it holds up, on record
             self.io.pulses.reap()
         except Exception:  # the deadlines above must go on whatever this does

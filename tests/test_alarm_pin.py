@@ -15,10 +15,11 @@ from edge.alarm import PIN_RETRY_S
 from edge.app import line_runtime
 from edge.events import EVENTS
 from edge.runtime import Job
+from edge.simulate import pin_intervals
 
 from .test_export import exported  # noqa: F401
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
 
 class FailingPin(MockPin):
@@ -58,3 +59,41 @@ def test_a_failed_alarm_write_is_written_again_until_the_pin_is_on(
     what = [e["detail"] for e in events if e["kind"] == "alarm"]
     assert any("alarm output failed (OSError" in w for w in what), events
     assert any("alarm output on after 3 failed writes" in w for w in what), events
+
+
+class HangingPin(MockPin):
+    """An output pin whose write on blocks `hang` seconds in the driver, then lands."""
+
+    hang = 0.0
+
+    def _set_state(self, value: Any) -> None:
+        if value:
+            time.sleep(self.hang)
+        super()._set_state(value)
+
+
+def test_an_alarm_write_that_hangs_holds_up_no_container(bundle: Path, tmp_path: Path) -> None:
+    """c0's camera is gone (a fault: the alarm, `alarm_faults` 1) and the alarm pin's write
+    then blocks 3 s in the driver. c1, triggered 0.3 s after c0 with good frames and a rule
+    that accepts them, must still be released at its own gate time (1.5 s after its
+    trigger): no stage that decides or releases a container waits on the alarm's driver.
+    The alarm pin lands on when the write comes back."""
+    cfg = _cfg(bundle, tmp_path, gpio={"alarm_faults": 1}, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    alarm = f.pin(cfg.gpio.alarm_pin, pin_class=HangingPin)
+    alarm.hang = 3.0
+    delay = cfg.gpio.delay_ms / 1000
+    with line_runtime(cfg, f) as rt:
+        gate = f.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        t0 = t_clear = time.monotonic()
+        rt.submit(Job("c0", t0, _no_frames))
+        time.sleep(0.3)
+        t1 = time.monotonic()
+        rt.submit(Job("c1", t1, _frames()))
+        assert _wait_for(lambda: len(gate.states) >= 3, delay + 2), "c1 was not released"
+        on = pin_intervals(gate, t_clear)
+        assert _wait_for(lambda: alarm.state, 5)
+    assert len(on) == 1 and abs(on[0][0] - (t1 + delay)) < 0.2, (on, t1 + delay)
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("reject", "camera_drop") and rows["c1"][:2] == ("accept", None)
