@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 class GateWatch:
     def __init__(
         self,
-        feedback: Any,  # an input following the gate (`is_active`), or None
+        read: Optional[Callable[[], bool]],  # the gate feedback's level, or None (none wired)
         report_stuck: Callable[[str], None],  # the alarm
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.feedback, self.report_stuck, self.clock = feedback, report_stuck, clock
+        self.read, self.report_stuck, self.clock = read, report_stuck, clock
         self.stuck = False  # the feedback says the gate is energised while the output is off
         self.off_failed = False  # the last off write failed every try: the output may be on
         # Since when the gate may be energised between pulses (reported up to then), and why.
@@ -49,9 +49,9 @@ class GateWatch:
         """With the output off, the feedback must be off: else the gate is stuck energised
         (reported once per episode; the alarm stays latched) and unsure from `since` (by
         default when it was last seen or made off)."""
-        if self.feedback is None:
+        if self.read is None:
             return
-        on = bool(self.feedback.is_active)
+        on = self.read()
         if on and not self.stuck:
             self.open(
                 self._quiet_t if since is None else since,

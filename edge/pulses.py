@@ -26,7 +26,9 @@ so the containers it covers go on record while it lasts, until the gate is off a
 A write that never comes back leaves this thread unable to report anything: the
 supervisor calls `reap` each tick, which, once a write has been in progress for longer
 than a pulse, reports the pulses due meanwhile missed and the span since the write's call
-unsure, from the supervisor's thread, while the write hangs.
+unsure, from the supervisor's thread, while the write hangs. The same for a read of the
+gate feedback that hangs: its pulses missed, and the span only where the output may have
+been on meanwhile (read at the end of a pulse, or with the gate unsure).
 """
 
 from __future__ import annotations
@@ -93,8 +95,11 @@ class PulseScheduler:
         # outside the pulses planned; `settled` names the containers whose own pulse
         # fired then or is still to come (their pulse says what happened). The runtime.
         self.on_stray: Optional[Callable[[float, float, Set[str], str], None]] = None
-        self.gate = GateWatch(feedback, self._report_stuck, clock)  # between the pulses
-        self._writing: Optional[float] = None  # when the gate write in progress was called
+        read = None if feedback is None else self._read_feedback
+        self.gate = GateWatch(read, self._report_stuck, clock)  # between the pulses
+        # The gate pin call in progress: (when it was called, whether the output may be on
+        # meanwhile, what it is) - `reap`.
+        self._calling: Optional[Tuple[float, bool, str]] = None
         self._reaped = 0.0  # a hung write's span is reported up to here (`reap`)
         self._heap: List[Tuple[float, int, Pulse]] = []
         self._count = itertools.count()
@@ -228,7 +233,7 @@ class PulseScheduler:
                         break
                     self._riders += more
                     end = max(end, max(q.at for q in more) + self.pulse_s)
-                if self.feedback is not None and not self.feedback.is_active:
+                if self.feedback is not None and not self._read_feedback():
                     raise GpioError("the gate feedback stayed off: the gate did not energise")
                 state = "fired"
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
@@ -299,28 +304,40 @@ class PulseScheduler:
                 log.warning("gate write for %s failed (%r); writing it again", p.tag, e)
             tries += 1
 
-    def _call(self, write: Callable[[], None]) -> None:
-        """One write of the gate output, marked in progress (`reap`) while the driver has it."""
-        self._writing = self.clock()
+    def _call(
+        self, call: Callable[[], Any], may_be_on: bool = True, what: str = "gate write"
+    ) -> Any:
+        """One call on a gate pin (a write of the output, a read of the feedback), marked in
+        progress (`reap`) while the driver has it; `may_be_on`: the output may be energised
+        until it returns (a write may energise it) -> what it returns."""
+        self._calling = (self.clock(), may_be_on, what)
         try:
-            write()
+            return call()
         finally:
-            self._writing = None
+            self._calling = None
+
+    def _read_feedback(self) -> bool:
+        """The gate feedback's level; the output may be on while it is read during a pulse
+        or with the gate unsure."""
+        on = self._on is not None or self.gate.off_failed or self.gate.unsure is not None
+        return bool(self._call(lambda: self.feedback.is_active, on, "gate feedback read"))
 
     def reap(self) -> None:
-        """From the supervisor, each tick: while one gate write has been in progress for
+        """From the supervisor, each tick: while one gate pin call has been in progress for
         longer than a pulse (hung in the driver; this thread fires nothing meanwhile), the
-        pulses due more than a pulse length ago are missed, and the span since the write's
-        call, in which it may have switched the gate, goes to the runtime as it grows. What
-        the write itself does when it comes back, this thread reports then."""
-        since, now = self._writing, self.clock()
-        if since is None or now - since <= self.pulse_s:
+        pulses due more than a pulse length ago are missed, and, where the output may be on
+        meanwhile (a write may switch it), the span since the call goes to the runtime as it
+        grows. What the call itself does when it comes back, this thread reports then."""
+        calling, now = self._calling, self.clock()
+        if calling is None or now - calling[0] <= self.pulse_s:
             return
+        since, may_be_on, what = calling
         for q in self._pop_missed(now):
-            q.error = "the gate write before it is stuck in the driver"
+            q.error = f"the {what} before it is stuck in the driver"
             self._finish(q, "missed")
-        t0, self._reaped = max(since, self._reaped), now
-        self._stray(t0, now, self._recent_fired(), "a gate write stuck in the driver")
+        if may_be_on:
+            t0, self._reaped = max(since, self._reaped), now
+            self._stray(t0, now, self._recent_fired(), f"a {what} stuck in the driver")
 
     def _recent_fired(self) -> Set[str]:
         """The containers whose pulse fired lately: their own pulse says what happened."""

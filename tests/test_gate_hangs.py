@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Set, Tuple
 
 import pytest
-from gpiozero.pins.mock import MockConnectedPin, MockFactory
+from gpiozero.pins.mock import MockConnectedPin, MockFactory, MockPin
 
 import edge.faults
 from edge.app import line_runtime
@@ -266,3 +266,100 @@ def test_a_write_hung_in_the_driver_is_on_record_while_it_hangs(
             assert any(f"{c} may have passed" in r for r in reasons_while_hung), reasons_while_hung
     else:
         assert any("c1: reject pulse missed" in r for r in reasons_while_hung), reasons_while_hung
+
+
+class HangingReadPin(MockPin):
+    """A gate feedback input whose next read while it reads `hang_at` blocks `hang` s."""
+
+    hang, hang_at = 0.0, True
+    blocked = threading.Event()
+
+    def _get_state(self) -> Any:
+        if self.hang and self._state == self.hang_at:
+            block, self.hang = self.hang, 0.0
+            self.blocked.set()
+            time.sleep(block)
+        return super()._get_state()
+
+
+def _feedback_line(bundle: Path, tmp_path: Path) -> Tuple[Any, ...]:
+    """Accept wiring, only faults reject, the gate feedback wired to a contact that follows
+    the gate (`HangingReadPin`) -> cfg, factory, gate pin, feedback pin."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        gpio={"energise_to": "accept", "gate_feedback_pin": "GPIO23"},
+        decision={"min_evidence": 99.0},
+    )
+    f = MockFactory()
+    fb = f.pin("GPIO23", pin_class=HangingReadPin)
+    gate = f.pin(cfg.gpio.ejector_pin, pin_class=MockConnectedPin, input_pin=fb)
+    return cfg, f, gate, fb
+
+
+def test_a_feedback_read_hung_in_a_pulse_holds_the_gate_on_record(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The feedback read at the end of c0's accept pulse hangs 3 s, the output still on: the
+    gate stays energised through c1's gate time (0.4 s behind; rejected: no frames), and c1
+    physically passes. While the read still hangs, c1 must be on record as possibly
+    passed, the alarm naming it; judged from the pins, the audit agrees."""
+    cfg, f, gate, fb = _feedback_line(bundle, tmp_path)
+    delay = cfg.gpio.delay_ms / 1000
+    HangingReadPin.blocked.clear()
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t_clear = time.monotonic()
+        fb.hang, fb.hang_at = 3.0, True
+        ts = _submit_at(rt, (0.0, 0.4), [_frames, lambda: lambda: None])
+        assert _wait_for(HangingReadPin.blocked.is_set, delay + 5)
+        back = ts[0] + delay + 3.0  # the read comes back about then
+
+        def c1_on_record() -> bool:
+            return _rows(tmp_path).get("c1", ("",) * 2)[1] == "gate_uncertain"
+
+        assert _wait_for(c1_on_record, back - time.monotonic() - 0.3), _rows(tmp_path)
+        assert time.monotonic() < back - 0.2 and gate.state  # still hung, the gate on
+        reasons_while_hung = list(rt.alarm_reasons)
+        time.sleep(max(0.0, back + 0.3 - time.monotonic()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(5)
+        on = pin_intervals(gate, t_clear)
+    rows = _rows(tmp_path)
+    cs, s = _judged(on, rows, ts, cfg)
+    assert cs[1].passed and s["audit_disagrees"] == 0, (on, rows)
+    assert "gate feedback read stuck in the driver" in rows["c1"][2], rows
+    assert any("c1 may have passed" in r for r in reasons_while_hung), reasons_while_hung
+
+
+def test_a_feedback_read_hung_between_pulses_misses_the_pulses_on_record(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """A feedback read between pulses (the output off) hangs 3 s from just before c0's gate
+    time: c0's accept pulse cannot fire. While the read still hangs, c0's last row must say
+    rejected (its release missed); the output stayed off, so nothing is on record as
+    possibly passed. Judged from the pins, the audit agrees."""
+    cfg, f, gate, fb = _feedback_line(bundle, tmp_path)
+    delay = cfg.gpio.delay_ms / 1000
+    HangingReadPin.blocked.clear()
+    with line_runtime(cfg, f) as rt:
+        gate.clear_states()
+        t_clear = time.monotonic()
+        (t0,) = _submit_at(rt, (0.0,), [_frames])
+        assert rt.drain(5) and _rows(tmp_path)["c0"][0] == "accept"
+        time.sleep(max(0.0, t0 + delay - 0.3 - time.monotonic()))
+        fb.hang, fb.hang_at = 3.0, False
+        assert _wait_for(HangingReadPin.blocked.is_set, 1)
+        back = time.monotonic() + 3.0
+
+        def c0_missed() -> bool:
+            return _rows(tmp_path)["c0"][0] == "reject"
+
+        assert _wait_for(c0_missed, back - time.monotonic() - 0.3), _rows(tmp_path)
+        assert time.monotonic() < back - 0.2  # the read still hangs
+        time.sleep(max(0.0, back + 0.3 - time.monotonic()))
+        assert rt.io.pulses.wait_idle(5)
+        on = pin_intervals(gate, t_clear)
+    rows = _rows(tmp_path)
+    assert on == [] and rows["c0"][:2] == ("reject", "late"), (on, rows)
+    assert "gate feedback read" in rows["c0"][2], rows
+    assert _judged(on, rows, [t0], cfg)[1]["audit_disagrees"] == 0
