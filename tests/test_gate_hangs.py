@@ -284,7 +284,8 @@ class HangingReadPin(MockPin):
 
 def _feedback_line(bundle: Path, tmp_path: Path) -> Tuple[Any, ...]:
     """Accept wiring, only faults reject, the gate feedback wired to a contact that follows
-    the gate (`HangingReadPin`) -> cfg, factory, gate pin, feedback pin."""
+    the gate (`HangingReadPin`, not hung yet) -> cfg, factory, gate pin, feedback pin, the
+    gate delay."""
     cfg = _cfg(
         bundle,
         tmp_path,
@@ -294,7 +295,8 @@ def _feedback_line(bundle: Path, tmp_path: Path) -> Tuple[Any, ...]:
     f = MockFactory()
     fb = f.pin("GPIO23", pin_class=HangingReadPin)
     gate = f.pin(cfg.gpio.ejector_pin, pin_class=MockConnectedPin, input_pin=fb)
-    return cfg, f, gate, fb
+    HangingReadPin.blocked.clear()
+    return cfg, f, gate, fb, cfg.gpio.delay_ms / 1000
 
 
 def test_a_feedback_read_hung_in_a_pulse_holds_the_gate_on_record(
@@ -304,9 +306,7 @@ def test_a_feedback_read_hung_in_a_pulse_holds_the_gate_on_record(
     gate stays energised through c1's gate time (0.4 s behind; rejected: no frames), and c1
     physically passes. While the read still hangs, c1 must be on record as possibly
     passed, the alarm naming it; judged from the pins, the audit agrees."""
-    cfg, f, gate, fb = _feedback_line(bundle, tmp_path)
-    delay = cfg.gpio.delay_ms / 1000
-    HangingReadPin.blocked.clear()
+    cfg, f, gate, fb, delay = _feedback_line(bundle, tmp_path)
     with line_runtime(cfg, f) as rt:
         gate.clear_states()
         t_clear = time.monotonic()
@@ -338,9 +338,7 @@ def test_a_feedback_read_hung_between_pulses_misses_the_pulses_on_record(
     time: c0's accept pulse cannot fire. While the read still hangs, c0's last row must say
     rejected (its release missed); the output stayed off, so nothing is on record as
     possibly passed. Judged from the pins, the audit agrees."""
-    cfg, f, gate, fb = _feedback_line(bundle, tmp_path)
-    delay = cfg.gpio.delay_ms / 1000
-    HangingReadPin.blocked.clear()
+    cfg, f, gate, fb, delay = _feedback_line(bundle, tmp_path)
     with line_runtime(cfg, f) as rt:
         gate.clear_states()
         t_clear = time.monotonic()
