@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # How often a raised alarm whose output write failed is written again.
 PIN_RETRY_S = 0.5
-IDLE_S = 0.25  # the alarm stage's longest wait: it beats its heartbeat while idle
+IDLE_S = 0.05  # the alarm stage's longest wait: it beats while idle (as the runtime's)
 
 
 class Alarm:

@@ -60,6 +60,9 @@ STRAY_S = 0.005
 # While the gate may be energised between pulses, how often the thread writes it off again
 # and reports the span since its last report (the containers in it go on record then).
 UNSURE_POLL_S = 0.02
+# The longest idle wait of the pulse thread: it beats its heartbeat (and reads the gate
+# feedback) between waits, and a fast line's gate delay (the stall threshold) can be short.
+IDLE_S = 0.05
 
 
 @dataclass(eq=False)
@@ -174,7 +177,7 @@ class PulseScheduler:
             while self._heap and self._heap[0][2].state == "cancelled":
                 heapq.heappop(self._heap)
             nxt = self._heap[0][0] if self._heap else None
-        wait = 0.25 if nxt is None else min(0.25, nxt - self.clock())
+        wait = IDLE_S if nxt is None else min(IDLE_S, nxt - self.clock())
         if wait > 0:  # short waits: the stage beats its heartbeat while idle
             self._watch_gate()
             if self.gate.unsure is not None:

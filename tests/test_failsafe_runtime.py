@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge.alarm import Alarm
 from edge.app import line_runtime
+from edge.pulses import PulseScheduler
 from edge.runtime import Job
 from edge.simulate import Physical, gate_model, pin_intervals
 from edge.supervise import Stage, Watchdog, sd_notify
@@ -128,6 +130,35 @@ def test_watchdog_pets_only_while_every_stage_beats(tmp_path: Path) -> None:
     stuck.stop()
     release.set()
     assert stuck.join(2)
+
+
+def test_idle_pulse_and_alarm_threads_beat_within_a_short_gate_delay() -> None:
+    """A fast line's gate delay (here 150 ms) is every stage's stall threshold: the pulse
+    thread and the alarm output's writer must beat well within it while idle, or the unit
+    reports them stuck - the alarm latched, the line stopped, watchdog pets withheld - on
+    a healthy, idle line (their idle wait was 250 ms)."""
+
+    class Quiet:  # a gate output and an alarm output that nothing switches
+        def on(self) -> None: ...
+
+        def off(self) -> None: ...
+
+        def set_alarm(self, on: bool) -> None: ...
+
+    pulses = PulseScheduler(Quiet(), 0.02)
+    alarm = Stage("alarm", Alarm(Quiet(), None, 3, 60.0).step, lambda s, e: True)
+    alarm.start()
+    wd = Watchdog([pulses.stage, alarm], 0.15, lambda m: True)
+    stuck = set()
+    try:
+        for _ in range(200):  # 2 s
+            stuck.update(wd.stuck())
+            time.sleep(0.01)
+    finally:
+        pulses.close()
+        alarm.stop()
+        alarm.join(2)
+    assert not stuck, stuck
 
 
 def test_frame_health() -> None:
