@@ -181,7 +181,10 @@ T=$OUT/runs/teacher/last.pt
 nocarafe() {  # the teacher without CARAFE, then ours from it: one chain, so the other
   # distillations need not wait for this teacher
   cycles teacher-nocarafe "$(first teacher-nocarafe)" --arch gfl-r50 "${tw[@]}"
-  run ours-no-carafe distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+  local s
+  for s in $(seeded ours-no-carafe); do
+    run "$s" distill --teacher "$OUT/runs/teacher-nocarafe/last.pt"
+  done
 }
 step cycles teacher "$(first teacher)" --arch gfl-r50 --teacher "${tw[@]}"
 teacher=$LAST
@@ -225,7 +228,7 @@ runs=() failed=() extra=()
 [[ $TCYCLES -gt 1 ]] && extra=(teacher-c1 student-long)  # the teacher at the students' schedule
 rows=()
 for d in student "${DISTILL[@]%% *}"; do mapfile -t -O "${#rows[@]}" rows < <(seeded "$d"); done
-for n in teacher "${extra[@]}" teacher-nocarafe "${rows[@]}" ours-no-carafe; do
+for n in teacher "${extra[@]}" teacher-nocarafe "${rows[@]}" $(seeded ours-no-carafe); do
   asked "$n" || continue
   if [[ -f "$OUT/runs/$n/metrics.json" ]]; then runs+=("$OUT/runs/$n"); else failed+=("$n"); fi
 done

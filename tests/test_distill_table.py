@@ -192,13 +192,17 @@ def test_amp_trains_every_run_in_mixed_precision_and_a_bad_value_is_refused(
 def test_seeds_repeat_the_student_and_each_distillation_under_their_row(
     tmp_path: Path,
 ) -> None:
-    r = _run(tmp_path, "smoke", SEEDS="0 3", RUNS="teacher student ours pkd")
+    runs = "teacher teacher-nocarafe student ours pkd ours-no-carafe"
+    r = _run(tmp_path, "smoke", SEEDS="0 3", RUNS=runs)
     assert r.returncode == 0, r.stdout + r.stderr
-    trained = ["ours", "ours-s3", "pkd", "pkd-s3", "student", "student-s3", "teacher"]
-    assert sorted(_trained(tmp_path)) == trained  # the teacher once: the fixed input
+    trained = ["ours", "ours-no-carafe", "ours-no-carafe-s3", "ours-s3", "pkd", "pkd-s3"]
+    trained += ["student", "student-s3", "teacher", "teacher-nocarafe"]
+    assert sorted(_trained(tmp_path)) == trained  # each teacher once: the fixed input
     seeds = (tmp_path / "seeds").read_text().split()
-    assert sorted(seeds) == ["ours-s3=3", "pkd-s3=3", "student-s3=3"]  # seed 0: the default
-    table = ["teacher", "student", "student-s3", "ours", "ours-s3", "pkd", "pkd-s3"]
+    seeded = ["ours-no-carafe-s3=3", "ours-s3=3", "pkd-s3=3", "student-s3=3"]
+    assert sorted(seeds) == seeded  # seed 0: the default
+    table = ["teacher", "teacher-nocarafe", "student", "student-s3", "ours", "ours-s3", "pkd"]
+    table += ["pkd-s3", "ours-no-carafe", "ours-no-carafe-s3"]
     assert next(c for c in _calls(tmp_path) if c[0] == "compare")[4:] == table
     bad = tmp_path / "bad"
     bad.mkdir()
