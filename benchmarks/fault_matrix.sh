@@ -3,12 +3,12 @@
 # them together at p = 0.05, then an engine that goes blind for good (`blind`, p = 0.05 a
 # container: its onset; the reference rounds must stop the line), through the demo bundle
 # with the gate model judging what physically happened. Then the machine's own faults
-# (MACHINE=0 skips them; SOFTWARE=0 the first table): a gate write that blocks in the driver, an off write that fails
-# with the driver failing for a while after it, each with both wirings, and a relay that
-# welds, with the gate feedback wired. No software stops every container those pass; what
-# must hold is that the audit says what the gate did and the alarm is up
-# (`machine_violations` of the run's summary). Prints two Markdown tables; each run's
-# summary.json stays in OUT.
+# (MACHINE=0 skips them; SOFTWARE=0 the first table): a gate write that blocks in the
+# driver, an off write that fails with the driver failing for a while after it, each with
+# both wirings, and a relay that welds, with the gate feedback wired. No software stops
+# every container those pass; what must hold is that the audit says what the gate did and
+# the alarm is up (`machine_violations` of the run's summary). Prints two Markdown tables;
+# each run's summary.json stays in OUT.
 # Usage: [SOFTWARE=1] [MACHINE=1] benchmarks/fault_matrix.sh [OUT=fault-matrix] [CONTAINERS=200] [RATE=100] [FRAMES=4]
 set -euo pipefail
 out=${1:-fault-matrix}
