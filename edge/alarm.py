@@ -81,9 +81,6 @@ class Alarm:
         if self.raised and not self.pin_on and self.clock() >= self._next_write:
             self._write_pin()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def _write_pin(self) -> None:
         """The alarm output on; a failure is logged and recorded once per streak and left
         to `hold`. A write already in progress on another thread is left to finish."""

@@ -427,9 +427,8 @@ class PulseScheduler:
         try:
             self.device.off()
         except Exception:  # the gate may stay energised: unsure until an off write succeeds
-            self.gate.off_failed = True
             with contextlib.suppress(Exception):
-                self.gate.open(self.clock(), "the gate output's off write failed")
+                self.gate.off_written(self.clock(), False, True)
         p, self._on = self._on, None
         riders, self._riders = self._riders, []
         late, self._late = self._late, []

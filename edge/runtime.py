@@ -177,7 +177,6 @@ class Runtime:
         )
         for s in self.stages:
             s.stop()
-        self._alarm.wake()  # its stage ends now too
         for s in self.stages:
             if not s.join(timeout=2.0):
                 log.error("stage %s did not stop (stuck in a call); left as a daemon", s.name)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockFactory
 
 from edge.alarm import PIN_RETRY_S
 from edge.app import line_runtime
@@ -18,20 +17,10 @@ from edge.runtime import Job
 from edge.simulate import pin_intervals
 
 from .test_export import exported  # noqa: F401
+from .test_gate_hangs import HangingPin
+from .test_gate_writes import FlakyPin
 from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
-
-
-class FailingPin(MockPin):
-    """An output pin whose next `fail` writes raise, as a busy GPIO chardev does."""
-
-    fail = 0
-
-    def _set_state(self, value: Any) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise OSError(16, "Device or resource busy")
-        super()._set_state(value)
 
 
 def _no_frames():
@@ -46,30 +35,19 @@ def test_a_failed_alarm_write_is_written_again_until_the_pin_is_on(
     recovery in the events on record."""
     cfg = _cfg(bundle, tmp_path, gpio={"alarm_faults": 1})
     f = MockFactory()
-    pin = f.pin(cfg.gpio.alarm_pin, pin_class=FailingPin)
+    pin = f.pin(cfg.gpio.alarm_pin, pin_class=FlakyPin)
     with line_runtime(cfg, f) as rt:
         pin.clear_states()
-        pin.fail = 3
+        pin.fails = 3
         rt.submit(Job("c0", time.monotonic(), _no_frames))
         assert rt.drain(10) and rt.alarm
         assert _wait_for(lambda: pin.state, 3 * PIN_RETRY_S + 3), "the alarm pin stayed off"
         on = [s.state for s in pin.states]
-    assert on == [False, True] and pin.fail == 0  # three writes failed, the fourth went on
+    assert on == [False, True] and pin.fails == 0  # three writes failed, the fourth went on
     events = [json.loads(line) for line in (tmp_path / "audit" / EVENTS).read_text().splitlines()]
     what = [e["detail"] for e in events if e["kind"] == "alarm"]
     assert any("alarm output failed (OSError" in w for w in what), events
     assert any("alarm output on after 3 failed writes" in w for w in what), events
-
-
-class HangingPin(MockPin):
-    """An output pin whose write on blocks `hang` seconds in the driver, then lands."""
-
-    hang = 0.0
-
-    def _set_state(self, value: Any) -> None:
-        if value:
-            time.sleep(self.hang)
-        super()._set_state(value)
 
 
 def test_an_alarm_write_that_hangs_holds_up_no_container(bundle: Path, tmp_path: Path) -> None:
@@ -81,7 +59,7 @@ def test_an_alarm_write_that_hangs_holds_up_no_container(bundle: Path, tmp_path:
     cfg = _cfg(bundle, tmp_path, gpio={"alarm_faults": 1}, decision={"min_evidence": 99.0})
     f = MockFactory()
     alarm = f.pin(cfg.gpio.alarm_pin, pin_class=HangingPin)
-    alarm.hang = 3.0
+    alarm.hang_on = 3.0
     delay = cfg.gpio.delay_ms / 1000
     with line_runtime(cfg, f) as rt:
         gate = f.pin(cfg.gpio.ejector_pin)
