@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 from .errors import GpioError
-from .pulses import Pulse, PulseScheduler
+from .pulse_queue import Pulse
+from .pulses import PulseScheduler
 
 log = logging.getLogger(__name__)
 

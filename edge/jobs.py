@@ -8,7 +8,7 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 
 from .audit import ContainerRecord
-from .pulses import Pulse
+from .pulse_queue import Pulse
 
 FAULTS = (
     "camera_drop",

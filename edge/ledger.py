@@ -15,7 +15,7 @@ from typing import Callable, Deque, Dict, Optional
 from .alarm import Alarm
 from .jobs import Outcome
 from .metrics import RuntimeMetrics
-from .pulses import Pulse
+from .pulse_queue import Pulse
 
 
 class Ledger:

@@ -35,17 +35,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
-import itertools
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from .errors import GpioError
 from .gate_watch import GateWatch
+from .pulse_queue import Pulse, PulseQueue
 from .supervise import Stage, StopStage
 
 log = logging.getLogger(__name__)
@@ -63,16 +61,6 @@ UNSURE_POLL_S = 0.02
 # The longest idle wait of the pulse thread: it beats its heartbeat (and reads the gate
 # feedback) between waits, and a fast line's gate delay (the stall threshold) can be short.
 IDLE_S = 0.05
-
-
-@dataclass(eq=False)
-class Pulse:
-    at: float  # scheduled monotonic time (the container's gate time)
-    tag: str  # the container it is for
-    state: str = "pending"  # pending | on | fired | missed | error | cancelled
-    fired_t: Optional[float] = None
-    error: Optional[str] = None
-    seq: int = field(default=0, repr=False)
 
 
 class PulseScheduler:
@@ -104,9 +92,8 @@ class PulseScheduler:
         # meanwhile, what it is) - `reap`.
         self._calling: Optional[Tuple[float, bool, str]] = None
         self._reaped = 0.0  # a hung write's span is reported up to here (`reap`)
-        self._heap: List[Tuple[float, int, Pulse]] = []
-        self._count = itertools.count()
-        self._lock = threading.Lock()
+        self.queue = PulseQueue()
+        self._lock = threading.Lock()  # the counts: this thread's and the supervisor's
         self._wake = threading.Event()
         self._stop = threading.Event()
         # Bounded: a line runs for months; the simulator reads the recent ones.
@@ -121,39 +108,31 @@ class PulseScheduler:
         self.stage.start()
 
     def schedule(self, at: float, tag: str = "") -> Pulse:
-        if not math.isfinite(at):  # NaN would poison the heap: no later pulse would fire
-            raise ValueError(f"pulse {tag!r}: time {at!r} is not finite")
-        p = Pulse(at, tag, seq=next(self._count))
-        with self._lock:
-            heapq.heappush(self._heap, (at, p.seq, p))
-        self._wake.set()
+        p = self.queue.push(at, tag)
+        self._wake.set()  # it may be due before the one the thread waits for
         return p
 
     def cancel(self, pulse: Pulse) -> bool:
         """Cancel a pending pulse; False if it is already on, fired or done otherwise."""
-        with self._lock:
-            if pulse.state != "pending":
-                return False
-            self._cancel_locked(pulse)
+        if not self.queue.cancel(pulse):
+            return False
+        self._cancelled(1)
         return True
 
     def cancel_near(self, at: float, window_s: float) -> List[Pulse]:
         """Cancel every pending pulse within `window_s` of `at`; returns those cancelled."""
-        out = []
-        with self._lock:
-            for _, _, p in self._heap:
-                if p.state == "pending" and abs(p.at - at) < window_s:
-                    self._cancel_locked(p)
-                    out.append(p)
+        out = self.queue.cancel_near(at, window_s)
+        self._cancelled(len(out))
         return out
 
-    def _cancel_locked(self, p: Pulse) -> None:  # with self._lock held
-        p.state = "cancelled"
-        self.counts["cancelled"] += 1
+    def _cancelled(self, n: int) -> None:
+        with self._lock:
+            self.counts["cancelled"] += n
 
     def pending(self) -> int:
-        with self._lock:
-            return sum(p.state == "pending" for _, _, p in self._heap) + self._active
+        # The queue first: `_step` sets `_active` before it takes a pulse out of the queue,
+        # so a pulse on its way out is counted by one read or the other.
+        return self.queue.pending() + self._active
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every scheduled pulse has fired and ended."""
@@ -173,10 +152,7 @@ class PulseScheduler:
     def _step(self) -> None:
         if self._stop.is_set():
             raise StopStage
-        with self._lock:
-            while self._heap and self._heap[0][2].state == "cancelled":
-                heapq.heappop(self._heap)
-            nxt = self._heap[0][0] if self._heap else None
+        nxt = self.queue.next_at()
         wait = IDLE_S if nxt is None else min(IDLE_S, nxt - self.clock())
         if wait > 0:  # short waits: the stage beats its heartbeat while idle
             self._watch_gate()
@@ -185,16 +161,15 @@ class PulseScheduler:
             self._wake.wait(wait)  # a new, earlier deadline or close() wakes us
             self._wake.clear()
             return
-        with self._lock:
-            at, _, p = heapq.heappop(self._heap)
-            if p.state != "pending":
+        # Pending (for wait_idle) until finished and the gate seen to follow it off; a
+        # missed pulse too is reported first.
+        self._active = 1
+        try:
+            p = self.queue.take_next()
+            if p is None:  # cancelled, or taken as missed by `reap`, meanwhile
                 return
-            late = self.clock() - at > self.pulse_s
-            # Pending (for wait_idle) until finished: a missed pulse too is reported first.
-            p.state, self._active = "on", 1
-        try:  # the pulse counts as pending until the gate is seen to follow it off
-            if late:  # the container is past the gate: a pulse now would hit the next one
-                self._finish(p, "missed")
+            if self.clock() - p.at > self.pulse_s:  # past the gate: a pulse now would hit
+                self._finish(p, "missed")  # the next container
                 return
             t_off = self._fire(p)
             if self.feedback is not None:
@@ -268,24 +243,11 @@ class PulseScheduler:
     def _pop_missed(self, now: float) -> List[Pulse]:
         """Pending pulses whose window ended by `now` (due while a write blocked), out of
         the heap: finished as missed by the caller."""
-        return self._pop_due(now - self.pulse_s)
-
-    def _pop_due(self, until: float) -> List[Pulse]:
-        """Pop the pending pulses due by `until` (cancelled ones dropped); each stays
-        pending for wait_idle (`_active`) until its caller finishes it."""
-        out = []
-        with self._lock:
-            while self._heap and self._heap[0][0] <= until:
-                _, _, q = heapq.heappop(self._heap)
-                if q.state == "pending":
-                    q.state = "on"
-                    out.append(q)
-        return out
+        return self.queue.take_due(now - self.pulse_s)
 
     def _stray(self, t0: float, t1: float, fired: Set[str], cause: str) -> None:
         """The output may have been on anywhere in [t0, t1] beyond the pulses planned."""
-        with self._lock:
-            pending = {q.tag for _, _, q in self._heap if q.state == "pending"}
+        pending = self.queue.pending_tags()
         if self.on_stray is not None:
             try:
                 self.on_stray(t0, t1, fired | pending, cause)
@@ -403,7 +365,7 @@ class PulseScheduler:
         before is missed, as `_step` would report it, and reported when this pulse ends,
         so it holds up none due behind it; a cancelled one is dropped."""
         out = []
-        for q in self._pop_due(self.clock()):
+        for q in self.queue.take_due(self.clock()):
             if on_since - q.at > self.pulse_s:
                 self._late.append(q)
             else:
@@ -453,10 +415,6 @@ class PulseScheduler:
         self._wake.set()
         self.stage.stop()
         self.stage.join(timeout=2.0)
-        with self._lock:
-            for _, _, p in self._heap:
-                if p.state == "pending":
-                    p.state = "cancelled"
-            self._heap.clear()
+        self.queue.cancel_all()
         with contextlib.suppress(Exception):  # the device may already be closed
             self.device.off()

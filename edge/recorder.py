@@ -22,7 +22,7 @@ from .gpio import LineIO
 from .jobs import Outcome
 from .ledger import Ledger
 from .metrics import RuntimeMetrics
-from .pulses import Pulse
+from .pulse_queue import Pulse
 
 log = logging.getLogger(__name__)
 

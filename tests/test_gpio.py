@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from edge.app import frozen_heap
 from edge.faults import FaultyPin, Injector
 from edge.gpio import GpioConfig, GpioError, LineIO, load_pin_factory
+from edge.pulse_queue import PulseQueue
 
 TOL = 0.03  # s: thread wake-up jitter on a loaded 2-core CI machine
 
@@ -219,6 +220,22 @@ def test_a_pulse_without_a_finite_time_is_refused() -> None:
         assert io.release("c1", time.monotonic(), None)  # the next one still fires
         assert io.pulses.wait_idle(1)
         assert [(p.tag, p.state) for p in io.pulses.done] == [("c1", "fired")]
+
+
+def test_pulse_queue_order_cancel_and_a_pulse_taken_by_the_supervisor() -> None:
+    """Taken in time order, cancelled ones skipped; a pulse the supervisor took as missed
+    (`take_due`, a gate write hung) between the pulse thread's look at the head and its take
+    leaves it nothing to take, not an exception that would crash the pulse thread."""
+    q = PulseQueue()
+    c, a, b = q.push(3.0, "c"), q.push(1.0, "a"), q.push(2.0, "b")
+    assert q.cancel(a) and not q.cancel(a)
+    assert q.next_at() == 2.0 and q.pending() == 2 and q.pending_tags() == {"b", "c"}
+    assert q.take_next() is b and b.state == "on" and not q.cancel(b)
+    assert q.cancel_near(3.05, 0.1) == [c] and q.next_at() is None
+    d = q.push(4.0, "d")
+    assert q.next_at() == 4.0  # the pulse thread looks: d is due
+    assert q.take_due(4.0) == [d]  # the supervisor takes it as missed meanwhile
+    assert q.take_next() is None and q.pending() == 0
 
 
 def test_close_cancels_pending_accepts_and_leaves_output_off() -> None:
