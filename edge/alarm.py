@@ -7,7 +7,11 @@ the alarm never waits on a GPIO driver, so a hung alarm write stalls no stage th
 or releases containers (its own stage goes stale: the stuck-stage alarm, on record, and
 systemd's watchdog). The alarm is what stops a line whose gate the unit no longer trusts,
 so a write that fails (a busy chardev, a bus hiccup) is not the end of it: written again
-every PIN_RETRY_S until one goes through, each failure streak on record (`on_event`)."""
+every PIN_RETRY_S until one goes through, each failure streak on record (`on_event`).
+
+With the "ready" alarm output (`gpio.alarm_energise_to`), the output shows "no alarm" by
+being energised: the stage's first step switches it on (the runtime is running), a raised
+alarm switches it off, and so does any end of the process (every output is off then)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class Alarm:
         faults: int,
         window_s: float,
         clock: Callable[[], float] = time.monotonic,
+        shown: bool = False,  # whether the output shows the alarm as opened (the "ready" one)
     ) -> None:
         self.io, self.metrics, self.faults, self.window_s, self.clock = (
             io,
@@ -46,7 +51,7 @@ class Alarm:
         self._lock = threading.Lock()
         # Each reason on record (the audit folder's events), raised already or not.
         self.on_event: Optional[Callable[[str], Any]] = None
-        self.pin_on = False  # a write of the alarm output on went through
+        self.shown = shown  # what the output shows (alarm or not) after its last write
         self._pin_failures = 0  # writes failed since the last that went through
         self._next_write = 0.0  # when `hold` writes a failed output again
         self._pin_lock = threading.Lock()  # one write at a time
@@ -65,29 +70,32 @@ class Alarm:
         self._record(reason)
 
     def step(self) -> None:
-        """The alarm stage's step: the output on once the alarm is raised (`hold`), then an
+        """The alarm stage's step: the output made to show what is raised (`hold`), then an
         idle beat; woken at once by `raise_`."""
         self._wake.clear()  # before the look: a raise after it wakes the wait below
         self.hold()
         wait = IDLE_S
-        if self.raised and not self.pin_on:  # a failed write: again at its time
+        if self.raised != self.shown:  # a failed write: again at its time
             wait = min(wait, max(0.0, self._next_write - self.clock()))
         self._wake.wait(wait)
 
     def hold(self) -> None:
-        """A raised alarm whose output is not on yet is written on, or, after a failed
-        write, again every PIN_RETRY_S until one goes through. The alarm stage, and the
-        runtime's close (a raise its stage had no step left for)."""
-        if self.raised and not self.pin_on and self.clock() >= self._next_write:
+        """An output that does not show what is raised (the alarm, or with the "ready"
+        output at start, none) is written, or, after a failed write, again every
+        PIN_RETRY_S until one goes through. The alarm stage, and the runtime's close (a
+        raise its stage had no step left for)."""
+        if self.raised != self.shown and self.clock() >= self._next_write:
             self._write_pin()
 
     def _write_pin(self) -> None:
-        """The alarm output on; a failure is logged and recorded once per streak and left
-        to `hold`. A write already in progress on another thread is left to finish."""
+        """The alarm output made to show what is raised; a failure is logged and recorded
+        once per streak and left to `hold`. A write already in progress on another thread
+        is left to finish."""
         if not self._pin_lock.acquire(blocking=False):
             return
+        want = self.raised  # latched: once True it stays so
         try:
-            self.io.set_alarm(True)
+            self.io.set_alarm(want)
         except Exception as e:
             self._pin_failures += 1
             self._next_write = self.clock() + PIN_RETRY_S
@@ -95,10 +103,12 @@ class Alarm:
                 log.critical("alarm output failed: %s; writing it again", e)
                 self._record(f"alarm output failed ({type(e).__name__}: {e}); writing it again")
         else:
-            self.pin_on = True
+            self.shown = want
             if self._pin_failures:
-                log.warning("alarm output on after %d failed writes", self._pin_failures)
-                self._record(f"alarm output on after {self._pin_failures} failed writes")
+                what = "the alarm" if want else "ready"
+                msg = f"alarm output shows {what} after {self._pin_failures} failed writes"
+                log.warning(msg)
+                self._record(msg)
             self._pin_failures = 0
         finally:
             self._pin_lock.release()

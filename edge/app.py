@@ -147,7 +147,10 @@ def line_runtime(
         if cfg.gpio.energise_to == "reject":
             log.warning(
                 "gpio.energise_to = 'reject': a dead or hung process fires no reject pulse and "
-                "containers PASS; the machine needs its own interlock on the alarm/watchdog"
+                "containers PASS; the machine needs its own interlock on the alarm/watchdog%s",
+                ""
+                if cfg.gpio.alarm_energise_to == "ready"
+                else " (gpio.alarm_energise_to = 'ready' makes a dead unit show the alarm too)",
             )
         audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
         runtime = Runtime(

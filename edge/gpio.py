@@ -11,6 +11,11 @@ killed runtime rejects. With `energise_to = "reject"` a reject pulse is armed at
 trigger and cancelled only by a recorded, in-time accept; a dead process fires nothing
 then, and containers pass: that wiring needs the machine's own interlock on the alarm
 or watchdog.
+
+The alarm output is energised on an alarm (`alarm_energise_to = "alarm"`, the default) or,
+fail-safe, energised while the unit runs with no alarm (`"ready"`): then a unit that is not
+running - starting, stopped, killed, unpowered, its cable cut - shows the alarm too, since
+every output is off (low) whenever no runtime drives it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class GpioConfig:
     pulse_ms: float = 40.0  # gate output pulse length
     delay_ms: float = 600.0  # trigger edge -> container at the gate
     alarm_pin: Optional[str] = "GPIO27"  # raised after `alarm_faults` faults in `alarm_window_s`
+    alarm_energise_to: str = "alarm"  # "ready": energised while running with no alarm
     alarm_faults: int = 3
     alarm_window_s: float = 60.0
     trigger_pin: Optional[str] = None  # None: triggers come from a timer (simulation)
@@ -103,6 +109,10 @@ class LineIO:
         if cfg.energise_to not in ("reject", "accept"):
             raise GpioError(
                 f"gpio.energise_to must be 'reject' or 'accept', got {cfg.energise_to!r}"
+            )
+        if cfg.alarm_energise_to not in ("alarm", "ready"):
+            raise GpioError(
+                f"gpio.alarm_energise_to must be 'alarm' or 'ready', got {cfg.alarm_energise_to!r}"
             )
         self.cfg = cfg
         if factory is None:
@@ -208,8 +218,16 @@ class LineIO:
         return bool(self.gate_feedback.is_active)
 
     def set_alarm(self, on: bool) -> None:
+        """Show the alarm raised (`on`) or not on the alarm output (with the "ready"
+        output: energised while no alarm is raised)."""
         if self.alarm is not None:
-            self.alarm.value = on
+            self.alarm.value = on != self.alarm_when_off
+
+    @property
+    def alarm_when_off(self) -> bool:
+        """Whether the alarm output shows the alarm while off, as opened and as left at
+        close: the "ready" output does (a unit not running is not inspecting)."""
+        return self.cfg.alarm_energise_to == "ready"
 
     def close(self) -> None:
         """Cancel pending pulses and drive every output to its safe state (off). Idempotent."""

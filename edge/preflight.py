@@ -239,7 +239,15 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
             f"gate feedback {g.gate_feedback_pin} is on with the gate output off: a welded "
             "relay, a short, or the feedback wired inverted",
         )
-    return Check("gpio", OK, f"{cfg.gpio.pin_factory or 'given factory'}: claimed {pins}")
+    detail = f"{cfg.gpio.pin_factory or 'given factory'}: claimed {pins}"
+    if g.energise_to == "reject" and not io.alarm_when_off:
+        return Check(
+            "gpio",
+            WARN,
+            f"{detail}; gpio.energise_to = 'reject': a dead unit fires no reject pulse and, with "
+            "gpio.alarm_energise_to = 'alarm', shows no alarm either (set it to 'ready')",
+        )
+    return Check("gpio", OK, detail)
 
 
 def check_audit(cfg: LineConfig) -> Check:

@@ -72,7 +72,9 @@ class Runtime:
         self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._inflight: Dict[str, InFlight] = {}  # undecided containers
-        self._alarm = Alarm(io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock)
+        self._alarm = Alarm(
+            io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock, io.alarm_when_off
+        )
         # Every alarm reason on record: queued by whichever thread raises it (the pulse
         # thread too), written by the supervisor's rounds.
         self.events = EventLog(cfg.audit.folder, audit.signing_key)

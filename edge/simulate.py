@@ -12,6 +12,7 @@ Faults are injected where they really happen (`edge.faults`).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -109,6 +110,21 @@ def pin_intervals(pin: MockPin, t_clear: float) -> List[Tuple[float, float]]:
     if on_at is not None:
         out.append((on_at, float("inf")))
     return out
+
+
+def alarm_intervals(
+    pin: MockPin, t_clear: float, t_end: float, ready: bool
+) -> List[Tuple[float, float]]:
+    """When the alarm output showed the alarm, up to `t_end` (before the runtime closed):
+    the pin's on-intervals, or for the "ready" output (`gpio.alarm_energise_to`) the gaps
+    after it first came on (never on: the alarm throughout); the close's off is no alarm."""
+    on = [(a, min(b, t_end)) for a, b in pin_intervals(pin, t_clear) if a < t_end]
+    if not ready:
+        return on
+    if not on:
+        return [(t_clear, math.inf)]
+    gaps = [(b0, a1) for (_, b0), (a1, _) in zip(on, on[1:])]
+    return gaps + ([(on[-1][1], math.inf)] if on[-1][1] < t_end else [])
 
 
 def gate_model(

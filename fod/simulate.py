@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--wiring", choices=["accept", "reject"], help="gpio.energise_to (default: the config's)"
     )
+    p.add_argument(
+        "--alarm-output",
+        choices=["alarm", "ready"],
+        help="gpio.alarm_energise_to (default: the config's): the alarm output energised on an "
+        "alarm, or while the unit runs with no alarm",
+    )
     p.add_argument("--append", action="store_true", help="add to an existing audit in --out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
@@ -93,6 +99,8 @@ def _sim_config(args: argparse.Namespace, base, frame_size=None):
         data["gpio"]["delay_ms"] = args.delay_ms or 3000.0
     if args.wiring:
         data["gpio"]["energise_to"] = args.wiring
+    if args.alarm_output:
+        data["gpio"]["alarm_energise_to"] = args.alarm_output
     merged = {}
     for name in (
         "camera",
@@ -127,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.preflight import FAIL, check_decision
     from edge.sim_camera import SimCamera
     from edge.simulate import (
+        alarm_intervals,
         attach_audit,
         gate_model,
         load_sequences,
@@ -238,12 +247,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             rounds = dict(rt.self_test.rounds) if rt.self_test is not None else None
             bounces = rt.io.debounce.bounces
             retried = rt.io.pulses.counts["retried"]
+            t_end = time.monotonic()  # the runtime closes after: its outputs' off is no alarm
     finally:
         camera.close()
     gate_on = pin_intervals(factory.pin(cfg.gpio.ejector_pin), t_clear)
     gate_model(phys, gate_on, delay_s, pulse_s, cfg.gpio.energise_to)
     ghosts = attach_audit(phys, cfg.audit.folder, before[0] if before else 0)
-    alarm_on = pin_intervals(factory.pin(cfg.gpio.alarm_pin), t_clear) if cfg.gpio.alarm_pin else []
+    alarm_on = (
+        alarm_intervals(
+            factory.pin(cfg.gpio.alarm_pin), t_clear, t_end, cfg.gpio.alarm_energise_to == "ready"
+        )
+        if cfg.gpio.alarm_pin
+        else []
+    )
     summary = _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on)
     summary.update(
         failed=failed,
@@ -345,6 +361,7 @@ def _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on) -> d
         rate_per_min=args.rate,
         frames=args.frames,
         wiring=cfg.gpio.energise_to,
+        alarm_output=cfg.gpio.alarm_energise_to,  # "ready": the output on while no alarm
         faults=faults,
         injected={k: v for k, v in injector.injected.items() if v},
         alarms=len(alarm_on),

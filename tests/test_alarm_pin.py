@@ -1,6 +1,7 @@
 """The alarm output when its own write fails: the alarm is what stops a line whose gate the
 unit no longer trusts, so a failed write is written again until the pin is on, and the
-failure is on record in the audit folder's events. Judged at the pin."""
+failure is on record in the audit folder's events. The fail-safe "ready" alarm output: on
+only while the unit runs with no alarm. Judged at the pin."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from edge.alarm import PIN_RETRY_S
 from edge.app import line_runtime
 from edge.events import EVENTS
 from edge.runtime import Job
-from edge.simulate import pin_intervals
+from edge.simulate import alarm_intervals, pin_intervals
 
 from .test_export import exported  # noqa: F401
 from .test_gate_hangs import HangingPin
@@ -47,7 +48,7 @@ def test_a_failed_alarm_write_is_written_again_until_the_pin_is_on(
     events = [json.loads(line) for line in (tmp_path / "audit" / EVENTS).read_text().splitlines()]
     what = [e["detail"] for e in events if e["kind"] == "alarm"]
     assert any("alarm output failed (OSError" in w for w in what), events
-    assert any("alarm output on after 3 failed writes" in w for w in what), events
+    assert any("alarm output shows the alarm after 3 failed writes" in w for w in what), events
 
 
 def test_an_alarm_write_that_hangs_holds_up_no_container(bundle: Path, tmp_path: Path) -> None:
@@ -75,3 +76,78 @@ def test_an_alarm_write_that_hangs_holds_up_no_container(bundle: Path, tmp_path:
     assert len(on) == 1 and abs(on[0][0] - (t1 + delay)) < 0.2, (on, t1 + delay)
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "camera_drop") and rows["c1"][:2] == ("accept", None)
+
+
+def _states(pin) -> list:
+    return [st.state for st in pin.states]
+
+
+def test_the_ready_output_is_on_only_while_the_unit_runs_with_no_alarm(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """`gpio.alarm_energise_to = "ready"`: the output is energised once the runtime runs and
+    goes off on the alarm (here one fault, `alarm_faults` 1) and at every end, so that a unit
+    that stopped, died or lost its cable shows the alarm (the pin's pull-down). A clean run
+    ends with one on-interval and no alarm by the simulator's reading; a run with the fault
+    drops the pin at the fault, while the runtime still runs."""
+    for fault in (False, True):
+        cfg = _cfg(
+            bundle, tmp_path / str(fault), gpio={"alarm_faults": 1, "alarm_energise_to": "ready"}
+        )
+        f = MockFactory()
+        pin = f.pin(cfg.gpio.alarm_pin)
+        t_clear = time.monotonic()
+        with line_runtime(cfg, f) as rt:
+            assert _wait_for(lambda: pin.state, 2), "the ready output never came on"
+            rt.submit(Job("c0", time.monotonic(), _no_frames if fault else _frames()))
+            assert rt.drain(10) and rt.alarm == fault
+            if fault:
+                assert _wait_for(lambda: not pin.state, 2), "the alarm left the ready output on"
+            else:
+                time.sleep(0.2)
+                assert pin.state  # no alarm: still ready
+            t_end = time.monotonic()
+        assert pin.state is False  # closed: not inspecting, the alarm shown
+        assert _states(pin)[-2:] == [True, False] and _states(pin).count(True) == 1
+        alarms = alarm_intervals(pin, t_clear, t_end, ready=True)
+        assert len(alarms) == fault, alarms
+
+
+def test_a_ready_output_whose_write_fails_at_start_is_written_again(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The ready output's first writes raise: it must still come on (the unit is running)
+    and the failure and the recovery be on record."""
+    cfg = _cfg(bundle, tmp_path, gpio={"alarm_energise_to": "ready"})
+    f = MockFactory()
+    pin = f.pin(cfg.gpio.alarm_pin, pin_class=FlakyPin)
+    pin.fails = 2
+    with line_runtime(cfg, f) as rt:
+        assert _wait_for(lambda: pin.state, 2 * PIN_RETRY_S + 3), "the ready output stayed off"
+        assert not rt.alarm and pin.fails == 0
+    events = [json.loads(line) for line in (tmp_path / "audit" / EVENTS).read_text().splitlines()]
+    what = [e["detail"] for e in events if e["kind"] == "alarm"]
+    assert any("alarm output failed (OSError" in w for w in what), events
+    assert any("alarm output shows ready after 2 failed writes" in w for w in what), events
+
+
+def test_alarm_intervals_read_either_alarm_output() -> None:
+    """The simulator's reading of the alarm pin: its on-intervals for the "alarm" output; for
+    the "ready" output the gaps after it first came on, the close's off not counted, and a
+    ready output that never came on the alarm throughout."""
+    f = MockFactory()
+    pin = f.pin("GPIO5")
+    t0 = time.monotonic()
+    pin.clear_states()
+    for state in (True, False, True):
+        time.sleep(0.02)
+        pin.drive_high() if state else pin.drive_low()
+    time.sleep(0.02)
+    t_end = time.monotonic()
+    pin.drive_low()  # the close
+    assert len(alarm_intervals(pin, t0, t_end, ready=False)) == 2  # on twice, the last cut
+    gaps = alarm_intervals(pin, t0, t_end, ready=True)
+    assert len(gaps) == 1 and t0 < gaps[0][0] < gaps[0][1] < t_end  # the one gap between
+    never = f.pin("GPIO6")
+    never.clear_states()
+    assert alarm_intervals(never, t0, t_end, ready=True) == [(t0, float("inf"))]

@@ -179,9 +179,13 @@ def test_frame_health() -> None:
         check_outputs(boxes, np.array([[[0.1], [7.0]]]))
 
 
-def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("alarm_output", ["alarm", "ready"])
+def test_safe_outputs_drives_energised_pins_off(
+    tmp_path: Path, monkeypatch, capsys, alarm_output: str
+) -> None:
     """The service's ExecStopPost (`fod safe-outputs`) after a runtime died with its gate and
-    alarm outputs high: both pins end low, judged by the pins, not by the verb's message."""
+    alarm outputs high: both pins end low, judged by the pins, not by the verb's message.
+    With the "ready" alarm output, low is the alarm: a dead unit shows it."""
     factory = MockFactory()
     for name in ("GPIO17", "GPIO27"):  # what a killed runtime may leave behind
         pin = factory.pin(name)
@@ -189,11 +193,16 @@ def test_safe_outputs_drives_energised_pins_off(tmp_path: Path, monkeypatch, cap
         pin.state = True
     monkeypatch.setattr("edge.gpio.load_pin_factory", lambda name: factory)
     cfg = tmp_path / "line.toml"
-    cfg.write_text('[gpio]\npin_factory = "jetson"\nejector_pin = "GPIO17"\nalarm_pin = "GPIO27"\n')
+    cfg.write_text(
+        '[gpio]\npin_factory = "jetson"\nejector_pin = "GPIO17"\nalarm_pin = "GPIO27"\n'
+        f'alarm_energise_to = "{alarm_output}"\n'
+    )
     assert main(["safe-outputs", "--config", str(cfg)]) == 0
     assert factory.pin("GPIO17").state is False and factory.pin("GPIO27").state is False
     assert [s.state for s in factory.pin("GPIO17").states][-1] is False
-    assert "outputs off: GPIO17, GPIO27" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "outputs off: GPIO17, GPIO27" in out
+    assert ("off shows the alarm" in out) == (alarm_output == "ready")
 
 
 def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> None:

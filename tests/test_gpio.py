@@ -4,6 +4,7 @@ pulse, missed and failed pulses reported, riding pulses, the gate feedback, clea
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Tuple
 
@@ -264,6 +265,8 @@ def test_alarm_and_release_of_pins() -> None:
 def test_bad_config() -> None:
     with pytest.raises(GpioError, match="energise_to"):
         LineIO(GpioConfig(energise_to="sideways"), MockFactory())
+    with pytest.raises(GpioError, match="alarm_energise_to must be 'alarm' or 'ready'"):
+        LineIO(GpioConfig(alarm_energise_to="healthy"), MockFactory())
     with pytest.raises(GpioError, match="pin_factory is not set"):
         LineIO(GpioConfig())
     with pytest.raises(GpioError, match="no gpiozero pin factory 'nosuch'"):
@@ -357,6 +360,10 @@ def test_preflight_fails_a_gate_feedback_on_with_the_output_off() -> None:
     cfg = LineConfig(gpio=GpioConfig(pin_factory="lgpio", gate_feedback_pin=FB))
     f = MockFactory()
     assert check_gpio(cfg, f).status == "ok"
+    # The reject wiring: a dead unit passes containers, its alarm output must show it.
+    for alarm, status in (("alarm", "warn"), ("ready", "ok")):
+        g = dataclasses.replace(cfg.gpio, energise_to="reject", alarm_energise_to=alarm)
+        assert check_gpio(dataclasses.replace(cfg, gpio=g), MockFactory()).status == status
     f = MockFactory()
     f.pin(FB, pin_class=_WeldedContact).drive_high()
     c = check_gpio(cfg, f)

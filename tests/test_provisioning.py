@@ -199,6 +199,7 @@ def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None
     a1 = load_config(out / "jetson-a1.toml")
     assert a1.metrics.address == "10.20.1.11" and a1.gpio.delay_ms == 3000
     assert a2.gpio.gate_feedback_pin == "GPIO23" and a1.gpio.gate_feedback_pin is None
+    assert a2.gpio.alarm_energise_to == "ready" and a1.gpio.alarm_energise_to == "alarm"
 
 
 def test_rollout_rehearsal_with_ansible(tmp_path: Path) -> None:
