@@ -8,6 +8,7 @@ mis-sized, black, saturated, uniform or repeated frame ends the capture with its
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
@@ -15,7 +16,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 
 from .health import frame_fault
-from .sources import Frame
+from .sources import STAMP_SLACK_S, Frame
 
 
 @dataclass
@@ -74,8 +75,14 @@ def _one(
         if raw is None:
             return None, "camera_drop", f"frame {i} of {count} missing"
         f = raw if isinstance(raw, Frame) else Frame(raw, clock())
-        if (clock() - t) * 1000 > timeout_ms:
+        now = clock()
+        if (now - t) * 1000 > timeout_ms:
             return None, "camera_drop", f"frame {i} later than {timeout_ms} ms"
+        # A time that is no time of this clock (NaN, or after now: another clock) cannot say
+        # whether the frame shows this container or one before it.
+        if not math.isfinite(f.t) or f.t > now + STAMP_SLACK_S:
+            why = f"frame {i}: its time {f.t!r} is not of the monotonic clock"
+            return None, "corrupt_frame", why
         if f.t < trigger_t:  # buffered before this container's trigger: not its image
             out.stale += 1
             continue

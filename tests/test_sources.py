@@ -26,12 +26,14 @@ from edge.config import CameraConfig, LineConfig
 from edge.jobs import Job
 from edge.preflight import OK, WARN, check_camera
 from edge.reference import load_reference
-from edge.sources import STAMP_SLACK_S, CaptureSource, driver_time
+from edge.simulate import pin_intervals
+from edge.sources import STAMP_SLACK_S, CaptureSource, Frame, driver_time
 
 from .gate_run import rising_edges
+from .test_export import exported  # noqa: F401
 from .test_reference import ref_bundle  # noqa: F401
 from .test_reference_rounds import _running_line
-from .test_runtime import _rows
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 
 H, W, FRAMES = 48, 64, 8
 
@@ -106,6 +108,51 @@ def test_frames_queued_before_the_trigger_are_not_the_containers(tmp_path: Path)
 
     assert container(_source(video, stamps)) == ([4, 5, 6], 4)
     assert container(_source(video, stamps, driver=False)) == ([0, 1, 2], 0)
+
+
+def test_a_frame_whose_time_is_no_time_of_the_clock_ends_the_capture() -> None:
+    """A source that hands over frames stamped NaN, or later than now (another clock): the
+    capture cannot tell whether such a frame shows the container or one before it, so the
+    container gets a fault (a reject), where it used to take the frame as its own."""
+    img = np.random.default_rng(0).integers(40, 200, (H, W), dtype=np.uint8)
+    for t in (math.nan, time.monotonic() + 60.0, time.time()):
+        read = iter([Frame(img, t)]).__next__
+        got = capture_frames(read, time.monotonic() - 1, math.inf, 1, (H, W), None, 1000.0)
+        assert got.fault == "corrupt_frame" and "not of the monotonic clock" in got.reason, t
+        assert got.frames == []
+    fresh = iter([Frame(img, time.monotonic())]).__next__  # a frame of the clock: taken
+    got = capture_frames(fresh, time.monotonic() - 1, math.inf, 1, (H, W), None, 1000.0)
+    assert got.fault is None and len(got.frames) == 1
+
+
+def test_a_container_whose_frames_carry_no_time_of_the_clock_is_rejected_at_the_gate(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """Accept wiring, a rule that accepts these frames: c0's camera stamps its frames NaN,
+    c1's are plain. The gate pin must energise once, at c1's gate time, never at c0's."""
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    f = MockFactory()
+    frames = _frames()
+
+    def nan_stamped():
+        img = frames()
+        return None if img is None else Frame(img, math.nan)
+
+    delay = cfg.gpio.delay_ms / 1000
+    with line_runtime(cfg, f) as rt:
+        gate = f.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        t_clear = t0 = time.monotonic()
+        rt.submit(Job("c0", t0, nan_stamped))
+        assert rt.drain(10)
+        time.sleep(0.3)  # apart from c0's trigger (closer, neither would be released)
+        t1 = time.monotonic()
+        rt.submit(Job("c1", t1, _frames()))
+        assert rt.drain(10) and rt.io.pulses.wait_idle(delay + 2)
+    on = pin_intervals(gate, t_clear)
+    assert len(on) == 1 and abs(on[0][0] - (t1 + delay)) < 0.1, (on, t0, t1)
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("reject", "corrupt_frame") and rows["c1"][:2] == ("accept", None)
 
 
 def test_a_driver_off_the_monotonic_clock_is_stamped_at_the_grab_and_warned(
