@@ -27,10 +27,12 @@ def draw_timeline(
     delay_s: float,
     out: Path,
     limit: int = 60,
+    alarm_on: Sequence[Tuple[float, float]] = (),
 ) -> None:
     """Rows in trigger order: capture bar (grey), decision dot (green accept, red reject,
     ringed when a fault decided it), gate time (thin line), and the gate output's pulses
-    (orange) from the pin history, drawn on the row whose gate they fall on."""
+    (orange) from the pin history, drawn on the row whose gate they fall on; a red band
+    over the rows where the alarm output showed the alarm (`alarm_on`)."""
     containers = [o for o in outcomes if not o.amends]  # an amending row is not a container
     rows: List[Outcome] = sorted(containers, key=lambda o: o.trigger_t)[:limit]
     if not rows:
@@ -43,6 +45,12 @@ def draw_timeline(
 
     def x(t: float) -> int:
         return int(_LEFT + (t - t0) * sx)
+
+    for a, b in alarm_on:  # under everything else; an alarm to the end runs off the right
+        if b > t0 and a < t1:
+            cv2.rectangle(
+                img, (x(max(a, t0)), _TOP - 8), (x(min(b, t1)), _TOP - 3), (0, 0, 220), -1
+            )
 
     for s in range(0, int(t1 - t0) + 1, tick_step(sx)):
         cv2.line(img, (x(t0 + s), _TOP - 5), (x(t0 + s), h - 25), (230, 230, 230), 1)
@@ -69,7 +77,7 @@ def draw_timeline(
     cv2.putText(
         img,
         "blue: trigger  grey: capture  dot: decision (green accept, red reject, ring: fault)"
-        "  black: gate  orange: gate output pulse"
+        "  black: gate  orange: gate output pulse  red band: alarm"
         + (f"  (first {limit} of {len(containers)} containers)" if len(containers) > limit else ""),
         (4, 18),
         cv2.FONT_HERSHEY_SIMPLEX,

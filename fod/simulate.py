@@ -291,7 +291,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         summary["knapp"] = {k: v for k, v in res.to_dict().items() if k != "containers"}
     try:
         atomic_write_json(args.out / "summary.json", summary)
-        draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png")
+        draw_timeline(outcomes, gate_on, delay_s, args.out / "timeline.png", alarm_on=alarm_on)
     except OSError as e:
         raise FodError(f"{args.out}: cannot write the summary: {e}") from None
     if args.json:
