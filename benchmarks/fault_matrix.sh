@@ -17,6 +17,7 @@ n=${2:-200}
 rate=${3:-100}
 frames=${4:-4}
 fod=${FOD:-fod}
+read -ra extra <<< "${SIM_ARGS:-}"  # its words, for every run
 mkdir -p "$out"
 red=()  # runs that broke a safety invariant: their rows still print
 
@@ -26,7 +27,7 @@ run() {  # run NAME ARGS...: one simulated line into OUT/NAME -> its exit status
   rm -rf "$dir"
   rc=0
   "$fod" simulate --out "$dir" --containers "$n" --rate "$rate" --frames "$frames" \
-    --seed 1 --json ${SIM_ARGS:-} "$@" 2>"$dir.log" >"$dir.json" || rc=$?  # split on purpose
+    --seed 1 --json ${extra[@]+"${extra[@]}"} "$@" 2>"$dir.log" >"$dir.json" || rc=$?
   if [[ $rc != 0 && $rc != 1 ]]; then cat "$dir.log" >&2; exit "$rc"; fi
 }
 

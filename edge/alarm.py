@@ -9,9 +9,12 @@ systemd's watchdog). The alarm is what stops a line whose gate the unit no longe
 so a write that fails (a busy chardev, a bus hiccup) is not the end of it: written again
 every PIN_RETRY_S until one goes through, each failure streak on record (`on_event`).
 
-With the "ready" alarm output (`gpio.alarm_energise_to`), the output shows "no alarm" by
-being energised: the stage's first step switches it on (the runtime is running), a raised
-alarm switches it off, and so does any end of the process (every output is off then)."""
+Which way the output shows the alarm is `gpio.alarm_energise_to` (`output_level`): "alarm",
+energised on the alarm; "ready", energised while the runtime runs with no alarm (the
+stage's first step switches it on; a raised alarm, and any end of the process, off);
+"heartbeat", toggled every HEARTBEAT_S while the runtime runs with no alarm and steady off
+otherwise, so that a process hung as a whole (nothing can write any pin) shows the alarm
+to a controller that times the toggles, where a "ready" output stays on."""
 
 from __future__ import annotations
 
@@ -26,17 +29,33 @@ log = logging.getLogger(__name__)
 # How often a raised alarm whose output write failed is written again.
 PIN_RETRY_S = 0.5
 IDLE_S = 0.05  # the alarm stage's longest wait: it beats while idle (as the runtime's)
+# The heartbeat output's half period: it toggles this often while all is well. A controller
+# that sees no toggle for HEARTBEAT_TIMEOUT_S (what the simulator reads) stops the line.
+HEARTBEAT_S = 0.1
+HEARTBEAT_TIMEOUT_S = 0.5
+ALARM_OUTPUTS = ("alarm", "ready", "heartbeat")
+
+
+def output_level(mode: str, raised: bool, now: float) -> bool:
+    """The alarm pin's level for `mode` (`gpio.alarm_energise_to`) at monotonic time `now`:
+    "alarm" on when raised; "ready" on while not raised; "heartbeat" toggling every
+    HEARTBEAT_S while not raised, steady off when raised."""
+    if mode == "alarm":
+        return raised
+    if raised:
+        return False
+    return mode == "ready" or int(now / HEARTBEAT_S) % 2 == 0
 
 
 class Alarm:
     def __init__(
         self,
-        io: Any,  # LineIO: set_alarm(bool)
+        io: Any,  # LineIO: write_alarm(level)
         metrics: Any,  # RuntimeMetrics: faults counter, alarm gauge
         faults: int,
         window_s: float,
         clock: Callable[[], float] = time.monotonic,
-        shown: bool = False,  # whether the output shows the alarm as opened (the "ready" one)
+        mode: str = "alarm",  # gpio.alarm_energise_to
     ) -> None:
         self.io, self.metrics, self.faults, self.window_s, self.clock = (
             io,
@@ -51,7 +70,8 @@ class Alarm:
         self._lock = threading.Lock()
         # Each reason on record (the audit folder's events), raised already or not.
         self.on_event: Optional[Callable[[str], Any]] = None
-        self.shown = shown  # what the output shows (alarm or not) after its last write
+        self.mode = mode
+        self.level = False  # the pin's level after the last write that went through (opened off)
         self._pin_failures = 0  # writes failed since the last that went through
         self._next_write = 0.0  # when `hold` writes a failed output again
         self._pin_lock = threading.Lock()  # one write at a time
@@ -70,32 +90,36 @@ class Alarm:
         self._record(reason)
 
     def step(self) -> None:
-        """The alarm stage's step: the output made to show what is raised (`hold`), then an
-        idle beat; woken at once by `raise_`."""
+        """The alarm stage's step: the output written to the level it must have now
+        (`hold`), then an idle beat; woken at once by `raise_`."""
         self._wake.clear()  # before the look: a raise after it wakes the wait below
         self.hold()
-        wait = IDLE_S
-        if self.raised != self.shown:  # a failed write: again at its time
-            wait = min(wait, max(0.0, self._next_write - self.clock()))
+        now, wait = self.clock(), IDLE_S
+        if self.mode == "heartbeat" and not self.raised:  # the next toggle, on time
+            wait = min(wait, HEARTBEAT_S - now % HEARTBEAT_S)
+        if output_level(self.mode, self.raised, now) != self.level:  # a failed write
+            wait = min(wait, max(0.0, self._next_write - now))
         self._wake.wait(wait)
 
     def hold(self) -> None:
-        """An output that does not show what is raised (the alarm, or with the "ready"
-        output at start, none) is written, or, after a failed write, again every
-        PIN_RETRY_S until one goes through. The alarm stage, and the runtime's close (a
-        raise its stage had no step left for)."""
-        if self.raised != self.shown and self.clock() >= self._next_write:
+        """An output whose level is not the one it must have now (the alarm raised; the
+        ready or heartbeat output while running) is written, or, after a failed write,
+        again every PIN_RETRY_S until one goes through. The alarm stage, and the runtime's
+        close (a raise its stage had no step left for)."""
+        now = self.clock()
+        if output_level(self.mode, self.raised, now) != self.level and now >= self._next_write:
             self._write_pin()
 
     def _write_pin(self) -> None:
-        """The alarm output made to show what is raised; a failure is logged and recorded
-        once per streak and left to `hold`. A write already in progress on another thread
-        is left to finish."""
+        """The alarm output written to its level; a failure is logged and recorded once per
+        streak and left to `hold`. A write already in progress on another thread is left
+        to finish."""
         if not self._pin_lock.acquire(blocking=False):
             return
-        want = self.raised  # latched: once True it stays so
+        raised = self.raised  # latched: once True it stays so
+        want = output_level(self.mode, raised, self.clock())
         try:
-            self.io.set_alarm(want)
+            self.io.write_alarm(want)
         except Exception as e:
             self._pin_failures += 1
             self._next_write = self.clock() + PIN_RETRY_S
@@ -103,9 +127,9 @@ class Alarm:
                 log.critical("alarm output failed: %s; writing it again", e)
                 self._record(f"alarm output failed ({type(e).__name__}: {e}); writing it again")
         else:
-            self.shown = want
+            self.level = want
             if self._pin_failures:
-                what = "the alarm" if want else "ready"
+                what = "the alarm" if raised else "ready" if self.mode == "ready" else "its beat"
                 msg = f"alarm output shows {what} after {self._pin_failures} failed writes"
                 log.warning(msg)
                 self._record(msg)

@@ -149,8 +149,9 @@ def line_runtime(
                 "gpio.energise_to = 'reject': a dead or hung process fires no reject pulse and "
                 "containers PASS; the machine needs its own interlock on the alarm/watchdog%s",
                 ""
-                if cfg.gpio.alarm_energise_to == "ready"
-                else " (gpio.alarm_energise_to = 'ready' makes a dead unit show the alarm too)",
+                if cfg.gpio.alarm_energise_to != "alarm"
+                else " (gpio.alarm_energise_to = 'ready' or 'heartbeat' makes a dead unit show "
+                "the alarm too)",
             )
         audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
         runtime = Runtime(

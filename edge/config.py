@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
+from .alarm import ALARM_OUTPUTS
 from .audit import AuditConfig
 from .decision import DecisionConfig
 from .errors import FodError
@@ -222,8 +223,8 @@ def _check(cfg: LineConfig, source: str) -> None:
             )
     if cfg.gpio.energise_to not in ("reject", "accept"):
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
-    if cfg.gpio.alarm_energise_to not in ("alarm", "ready"):
-        raise ConfigError(f"{source}: gpio.alarm_energise_to must be 'alarm' or 'ready'")
+    if cfg.gpio.alarm_energise_to not in ALARM_OUTPUTS:
+        raise ConfigError(f"{source}: gpio.alarm_energise_to must be one of {ALARM_OUTPUTS}")
     allowed = (
         ("fp32", "int8", "auto")
         if cfg.model.backend != "tensorrt"

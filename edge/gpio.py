@@ -13,9 +13,10 @@ then, and containers pass: that wiring needs the machine's own interlock on the 
 or watchdog.
 
 The alarm output is energised on an alarm (`alarm_energise_to = "alarm"`, the default) or,
-fail-safe, energised while the unit runs with no alarm (`"ready"`): then a unit that is not
-running - starting, stopped, killed, unpowered, its cable cut - shows the alarm too, since
-every output is off (low) whenever no runtime drives it.
+fail-safe, energised while the unit runs with no alarm (`"ready"`), or toggled then
+(`"heartbeat"`, for a controller that times it): then a unit that is not running -
+starting, stopped, killed, unpowered, its cable cut - shows the alarm too, since every
+output is off (low) whenever no runtime drives it (`edge/alarm.py` writes the levels).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
+from .alarm import ALARM_OUTPUTS
 from .errors import GpioError
 from .pulse_queue import Pulse
 from .pulses import PulseScheduler
@@ -67,7 +69,7 @@ class GpioConfig:
     pulse_ms: float = 40.0  # gate output pulse length
     delay_ms: float = 600.0  # trigger edge -> container at the gate
     alarm_pin: Optional[str] = "GPIO27"  # raised after `alarm_faults` faults in `alarm_window_s`
-    alarm_energise_to: str = "alarm"  # "ready": energised while running with no alarm
+    alarm_energise_to: str = "alarm"  # "ready" / "heartbeat": on / toggling while all is well
     alarm_faults: int = 3
     alarm_window_s: float = 60.0
     trigger_pin: Optional[str] = None  # None: triggers come from a timer (simulation)
@@ -110,9 +112,10 @@ class LineIO:
             raise GpioError(
                 f"gpio.energise_to must be 'reject' or 'accept', got {cfg.energise_to!r}"
             )
-        if cfg.alarm_energise_to not in ("alarm", "ready"):
+        if cfg.alarm_energise_to not in ALARM_OUTPUTS:
             raise GpioError(
-                f"gpio.alarm_energise_to must be 'alarm' or 'ready', got {cfg.alarm_energise_to!r}"
+                f"gpio.alarm_energise_to must be one of {ALARM_OUTPUTS}, "
+                f"got {cfg.alarm_energise_to!r}"
             )
         self.cfg = cfg
         if factory is None:
@@ -217,17 +220,16 @@ class LineIO:
         time.sleep(self.cfg.gate_feedback_ms / 1000)
         return bool(self.gate_feedback.is_active)
 
-    def set_alarm(self, on: bool) -> None:
-        """Show the alarm raised (`on`) or not on the alarm output (with the "ready"
-        output: energised while no alarm is raised)."""
+    def write_alarm(self, level: bool) -> None:
+        """The alarm output's pin level (what it means: `edge.alarm.output_level`)."""
         if self.alarm is not None:
-            self.alarm.value = on != self.alarm_when_off
+            self.alarm.value = level
 
     @property
     def alarm_when_off(self) -> bool:
         """Whether the alarm output shows the alarm while off, as opened and as left at
-        close: the "ready" output does (a unit not running is not inspecting)."""
-        return self.cfg.alarm_energise_to == "ready"
+        close: the ready and heartbeat outputs do (a unit not running is not inspecting)."""
+        return self.cfg.alarm_energise_to != "alarm"
 
     def close(self) -> None:
         """Cancel pending pulses and drive every output to its safe state (off). Idempotent."""

@@ -245,7 +245,8 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
             "gpio",
             WARN,
             f"{detail}; gpio.energise_to = 'reject': a dead unit fires no reject pulse and, with "
-            "gpio.alarm_energise_to = 'alarm', shows no alarm either (set it to 'ready')",
+            "gpio.alarm_energise_to = 'alarm', shows no alarm either (set it to 'ready' or "
+            "'heartbeat')",
         )
     return Check("gpio", OK, detail)
 

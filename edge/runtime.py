@@ -73,7 +73,12 @@ class Runtime:
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._inflight: Dict[str, InFlight] = {}  # undecided containers
         self._alarm = Alarm(
-            io, metrics, cfg.gpio.alarm_faults, cfg.gpio.alarm_window_s, clock, io.alarm_when_off
+            io,
+            metrics,
+            cfg.gpio.alarm_faults,
+            cfg.gpio.alarm_window_s,
+            clock,
+            cfg.gpio.alarm_energise_to,
         )
         # Every alarm reason on record: queued by whichever thread raises it (the pulse
         # thread too), written by the supervisor's rounds.

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gpiozero.pins.mock import MockPin, PinState
 
+from .alarm import HEARTBEAT_TIMEOUT_S
 from .audit import audit_files
 from .errors import FodError
 from .faults import Injector
@@ -113,18 +114,25 @@ def pin_intervals(pin: MockPin, t_clear: float) -> List[Tuple[float, float]]:
 
 
 def alarm_intervals(
-    pin: MockPin, t_clear: float, t_end: float, ready: bool
+    pin: MockPin, t_clear: float, t_end: float, mode: str
 ) -> List[Tuple[float, float]]:
-    """When the alarm output showed the alarm, up to `t_end` (before the runtime closed):
-    the pin's on-intervals, or for the "ready" output (`gpio.alarm_energise_to`) the gaps
-    after it first came on (never on: the alarm throughout); the close's off is no alarm."""
+    """When the alarm output showed the alarm, up to `t_end` (before the runtime closed),
+    by `mode` (`gpio.alarm_energise_to`): "alarm", the pin's on-intervals; "ready", the gaps
+    after it first came on; "heartbeat", as a controller timing it reads it: from
+    HEARTBEAT_TIMEOUT_S after a change with none since, after its first change. Never on:
+    the alarm throughout. The close's off is no alarm."""
     on = [(a, min(b, t_end)) for a, b in pin_intervals(pin, t_clear) if a < t_end]
-    if not ready:
+    if mode == "alarm":
         return on
     if not on:
         return [(t_clear, math.inf)]
-    gaps = [(b0, a1) for (_, b0), (a1, _) in zip(on, on[1:])]
-    return gaps + ([(on[-1][1], math.inf)] if on[-1][1] < t_end else [])
+    if mode == "ready":
+        gaps = [(b0, a1) for (_, b0), (a1, _) in zip(on, on[1:])]
+        return gaps + ([(on[-1][1], math.inf)] if on[-1][1] < t_end else [])
+    edges = sorted({t for a, b in on for t in (a, b) if t < t_end})  # every change
+    out = [(a + HEARTBEAT_TIMEOUT_S, b) for a, b in zip(edges, edges[1:])]
+    out.append((edges[-1] + HEARTBEAT_TIMEOUT_S, math.inf))
+    return [(a, b) for a, b in out if a < min(b, t_end)]  # a gap longer than the timeout
 
 
 def gate_model(

@@ -103,7 +103,8 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
             "gpio.energise_to = 'reject': with the runtime stopped no reject pulse fires and "
             "containers PASS; the machine must stop on the runtime's alarm/watchdog"
         )
-    ready = " (the ready output: off shows the alarm)" if io.alarm_when_off else ""
+    mode = cfg.gpio.alarm_energise_to
+    ready = f" (the {mode} output: off shows the alarm)" if io.alarm_when_off else ""
     print(f"outputs off: {cfg.gpio.ejector_pin}, {cfg.gpio.alarm_pin or '(no alarm pin)'}{ready}")
     if stuck:
         print(

@@ -71,9 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--alarm-output",
-        choices=["alarm", "ready"],
+        choices=["alarm", "ready", "heartbeat"],
         help="gpio.alarm_energise_to (default: the config's): the alarm output energised on an "
-        "alarm, or while the unit runs with no alarm",
+        "alarm, or while the unit runs with no alarm, or toggled then",
     )
     p.add_argument("--append", action="store_true", help="add to an existing audit in --out")
     p.add_argument("--json", action="store_true")
@@ -254,9 +254,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     gate_model(phys, gate_on, delay_s, pulse_s, cfg.gpio.energise_to)
     ghosts = attach_audit(phys, cfg.audit.folder, before[0] if before else 0)
     alarm_on = (
-        alarm_intervals(
-            factory.pin(cfg.gpio.alarm_pin), t_clear, t_end, cfg.gpio.alarm_energise_to == "ready"
-        )
+        alarm_intervals(factory.pin(cfg.gpio.alarm_pin), t_clear, t_end, cfg.gpio.alarm_energise_to)
         if cfg.gpio.alarm_pin
         else []
     )
@@ -361,7 +359,7 @@ def _summary(args, cfg, phys, outcomes, counts, injector, ghosts, alarm_on) -> d
         rate_per_min=args.rate,
         frames=args.frames,
         wiring=cfg.gpio.energise_to,
-        alarm_output=cfg.gpio.alarm_energise_to,  # "ready": the output on while no alarm
+        alarm_output=cfg.gpio.alarm_energise_to,  # how the output shows it (alarms above)
         faults=faults,
         injected={k: v for k, v in injector.injected.items() if v},
         alarms=len(alarm_on),

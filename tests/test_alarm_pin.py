@@ -9,9 +9,10 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.alarm import PIN_RETRY_S
+from edge.alarm import HEARTBEAT_TIMEOUT_S, PIN_RETRY_S
 from edge.app import line_runtime
 from edge.events import EVENTS
 from edge.runtime import Job
@@ -109,7 +110,7 @@ def test_the_ready_output_is_on_only_while_the_unit_runs_with_no_alarm(
             t_end = time.monotonic()
         assert pin.state is False  # closed: not inspecting, the alarm shown
         assert _states(pin)[-2:] == [True, False] and _states(pin).count(True) == 1
-        alarms = alarm_intervals(pin, t_clear, t_end, ready=True)
+        alarms = alarm_intervals(pin, t_clear, t_end, "ready")
         assert len(alarms) == fault, alarms
 
 
@@ -145,9 +146,99 @@ def test_alarm_intervals_read_either_alarm_output() -> None:
     time.sleep(0.02)
     t_end = time.monotonic()
     pin.drive_low()  # the close
-    assert len(alarm_intervals(pin, t0, t_end, ready=False)) == 2  # on twice, the last cut
-    gaps = alarm_intervals(pin, t0, t_end, ready=True)
+    assert len(alarm_intervals(pin, t0, t_end, "alarm")) == 2  # on twice, the last cut
+    gaps = alarm_intervals(pin, t0, t_end, "ready")
     assert len(gaps) == 1 and t0 < gaps[0][0] < gaps[0][1] < t_end  # the one gap between
     never = f.pin("GPIO6")
     never.clear_states()
-    assert alarm_intervals(never, t0, t_end, ready=True) == [(t0, float("inf"))]
+    assert alarm_intervals(never, t0, t_end, "ready") == [(t0, float("inf"))]
+
+
+def test_output_level_by_mode() -> None:
+    """What the alarm pin's level means, by `gpio.alarm_energise_to`."""
+    from edge.alarm import HEARTBEAT_S, output_level
+
+    on, off = HEARTBEAT_S * 0.5, HEARTBEAT_S * 1.5  # in the first and second half period
+    assert [output_level("alarm", r, on) for r in (False, True)] == [False, True]
+    assert [output_level("ready", r, on) for r in (False, True)] == [True, False]
+    assert [output_level("heartbeat", False, t) for t in (on, off)] == [True, False]
+    assert [output_level("heartbeat", True, t) for t in (on, off)] == [False, False]
+
+
+def _hold_the_gil(seconds: float) -> float:
+    """Hang the whole process: a regular expression that backtracks holds the GIL, so no
+    other thread runs, as with a native call that never lets go. -> how long it held."""
+    import math
+    import re
+
+    pat = re.compile(r"(a+)+b")
+    t = time.monotonic()
+    pat.match("a" * 20)
+    n = 20 + max(0, math.ceil(math.log2(seconds / max(time.monotonic() - t, 1e-4))))
+    t = time.monotonic()
+    pat.match("a" * min(n, 32))
+    return time.monotonic() - t
+
+
+@pytest.mark.parametrize("mode", ["ready", "heartbeat"])
+def test_a_process_hung_as_a_whole_shows_the_alarm_only_on_the_heartbeat(
+    bundle: Path, tmp_path: Path, mode: str
+) -> None:
+    """The heartbeat output toggles while the runtime runs with no alarm. The whole process
+    then hangs for about a second (no thread runs: nothing can write any pin, nor raise an
+    alarm): read as a controller timing the toggles reads it, the heartbeat shows the alarm
+    for that time; the ready output stays on through it (its limit: systemd's watchdog ends
+    such a process). Afterwards the heartbeat beats again; the runtime raised nothing."""
+    # A gate delay longer than the hang: no stage is stale after it, no alarm of the runtime's.
+    cfg = _cfg(bundle, tmp_path, gpio={"alarm_energise_to": mode, "delay_ms": 5000})
+    f = MockFactory()
+    pin = f.pin(cfg.gpio.alarm_pin)
+    t_clear = time.monotonic()
+    with line_runtime(cfg, f) as rt:
+        assert _wait_for(lambda: len(pin.states) >= 3 if mode == "heartbeat" else pin.state, 3)
+        time.sleep(0.6)
+        beats = len(pin.states)
+        t_hang = time.monotonic()
+        held = _hold_the_gil(1.2)
+        time.sleep(0.6)
+        t_end = time.monotonic()
+        assert not rt.alarm
+    assert held > 2 * HEARTBEAT_TIMEOUT_S, held
+    alarms = alarm_intervals(pin, t_clear, t_end, mode)
+    if mode == "ready":
+        assert alarms == [] and _states(pin)[-2:] == [True, False]  # on through the hang
+        return
+    assert beats >= 6  # toggled every 0.1 s before the hang
+    assert len(alarms) == 1, alarms
+    a, b = alarms[0]
+    assert t_hang < a < t_hang + HEARTBEAT_TIMEOUT_S + 0.2 and t_hang + held <= b < t_end, (
+        alarms,
+        t_hang,
+        held,
+    )
+
+
+def test_the_heartbeat_stops_steady_off_on_the_alarm(bundle: Path, tmp_path: Path) -> None:
+    """A fault raises the alarm (`alarm_faults` 1): the heartbeat stops, steady off, while the
+    runtime still runs - one alarm by the controller's reading, none in a clean run."""
+    for fault in (False, True):
+        cfg = _cfg(
+            bundle,
+            tmp_path / str(fault),
+            gpio={"alarm_faults": 1, "alarm_energise_to": "heartbeat"},
+        )
+        f = MockFactory()
+        pin = f.pin(cfg.gpio.alarm_pin)
+        t_clear = time.monotonic()
+        with line_runtime(cfg, f) as rt:
+            assert _wait_for(lambda: len(pin.states) >= 3, 3), "no heartbeat"
+            rt.submit(Job("c0", time.monotonic(), _no_frames if fault else _frames()))
+            assert rt.drain(10) and rt.alarm == fault
+            time.sleep(2 * HEARTBEAT_TIMEOUT_S)
+            t_end = time.monotonic()
+            still = pin.state
+        assert pin.state is False
+        alarms = alarm_intervals(pin, t_clear, t_end, "heartbeat")
+        assert len(alarms) == fault, alarms
+        if fault:
+            assert still is False and alarms[0][1] == float("inf")
