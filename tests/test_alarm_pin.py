@@ -185,7 +185,7 @@ def test_a_process_hung_as_a_whole_shows_the_alarm_only_on_the_heartbeat(
     bundle: Path, tmp_path: Path, mode: str
 ) -> None:
     """The heartbeat output toggles while the runtime runs with no alarm. The whole process
-    then hangs for about a second (no thread runs: nothing can write any pin, nor raise an
+    then hangs for 1-2 s (no thread runs: nothing can write any pin, nor raise an
     alarm): read as a controller timing the toggles reads it, the heartbeat shows the alarm
     for that time; the ready output stays on through it (its limit: systemd's watchdog ends
     such a process). Afterwards the heartbeat beats again; the runtime raised nothing."""

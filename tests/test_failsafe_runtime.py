@@ -179,13 +179,13 @@ def test_frame_health() -> None:
         check_outputs(boxes, np.array([[[0.1], [7.0]]]))
 
 
-@pytest.mark.parametrize("alarm_output", ["alarm", "ready"])
+@pytest.mark.parametrize("alarm_output", ["alarm", "ready", "heartbeat"])
 def test_safe_outputs_drives_energised_pins_off(
     tmp_path: Path, monkeypatch, capsys, alarm_output: str
 ) -> None:
     """The service's ExecStopPost (`fod safe-outputs`) after a runtime died with its gate and
     alarm outputs high: both pins end low, judged by the pins, not by the verb's message.
-    With the "ready" alarm output, low is the alarm: a dead unit shows it."""
+    With the ready or heartbeat alarm output, low is the alarm: a dead unit shows it."""
     factory = MockFactory()
     for name in ("GPIO17", "GPIO27"):  # what a killed runtime may leave behind
         pin = factory.pin(name)
@@ -202,7 +202,7 @@ def test_safe_outputs_drives_energised_pins_off(
     assert [s.state for s in factory.pin("GPIO17").states][-1] is False
     out = capsys.readouterr().out
     assert "outputs off: GPIO17, GPIO27" in out
-    assert ("off shows the alarm" in out) == (alarm_output == "ready")
+    assert ("off shows the alarm" in out) == (alarm_output != "alarm")
 
 
 def test_a_pulse_thread_crash_raises_the_alarm(bundle: Path, tmp_path: Path) -> None:
