@@ -240,6 +240,8 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
             "relay, a short, or the feedback wired inverted",
         )
     detail = f"{cfg.gpio.pin_factory or 'given factory'}: claimed {pins}"
+    if g.alarm_pin:  # how to wire the alarm input it drives
+        detail += f"; alarm output {g.alarm_pin}: {_ALARM_OUTPUT[g.alarm_energise_to]}"
     if g.energise_to == "reject" and not io.alarm_when_off:
         return Check(
             "gpio",
@@ -249,6 +251,13 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
             "'heartbeat')",
         )
     return Check("gpio", OK, detail)
+
+
+_ALARM_OUTPUT = {
+    "alarm": "energised on the alarm",
+    "ready": "energised while running with no alarm",
+    "heartbeat": "toggled every 100 ms while running with no alarm",
+}
 
 
 def check_audit(cfg: LineConfig) -> Check:

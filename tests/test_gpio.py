@@ -361,9 +361,10 @@ def test_preflight_fails_a_gate_feedback_on_with_the_output_off() -> None:
     f = MockFactory()
     assert check_gpio(cfg, f).status == "ok"
     # The reject wiring: a dead unit passes containers, its alarm output must show it.
-    for alarm, status in (("alarm", "warn"), ("ready", "ok")):
+    for alarm, status in (("alarm", "warn"), ("ready", "ok"), ("heartbeat", "ok")):
         g = dataclasses.replace(cfg.gpio, energise_to="reject", alarm_energise_to=alarm)
-        assert check_gpio(dataclasses.replace(cfg, gpio=g), MockFactory()).status == status
+        c = check_gpio(dataclasses.replace(cfg, gpio=g), MockFactory())
+        assert c.status == status and f"alarm output {g.alarm_pin}: " in c.detail
     f = MockFactory()
     f.pin(FB, pin_class=_WeldedContact).drive_high()
     c = check_gpio(cfg, f)
