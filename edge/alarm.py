@@ -33,7 +33,12 @@ IDLE_S = 0.05  # the alarm stage's longest wait: it beats while idle (as the run
 # that sees no toggle for HEARTBEAT_TIMEOUT_S (what the simulator reads) stops the line.
 HEARTBEAT_S = 0.1
 HEARTBEAT_TIMEOUT_S = 0.5
-ALARM_OUTPUTS = ("alarm", "ready", "heartbeat")
+# `gpio.alarm_energise_to`: each value, and what the output does (`fod check` says it).
+ALARM_OUTPUTS = {
+    "alarm": "energised on the alarm",
+    "ready": "energised while running with no alarm",
+    "heartbeat": f"toggled every {HEARTBEAT_S * 1000:.0f} ms while running with no alarm",
+}
 
 
 def output_level(mode: str, raised: bool, now: float) -> bool:

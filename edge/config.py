@@ -224,7 +224,7 @@ def _check(cfg: LineConfig, source: str) -> None:
     if cfg.gpio.energise_to not in ("reject", "accept"):
         raise ConfigError(f"{source}: gpio.energise_to must be 'reject' or 'accept'")
     if cfg.gpio.alarm_energise_to not in ALARM_OUTPUTS:
-        raise ConfigError(f"{source}: gpio.alarm_energise_to must be one of {ALARM_OUTPUTS}")
+        raise ConfigError(f"{source}: gpio.alarm_energise_to must be one of {tuple(ALARM_OUTPUTS)}")
     allowed = (
         ("fp32", "int8", "auto")
         if cfg.model.backend != "tensorrt"

@@ -114,7 +114,7 @@ class LineIO:
             )
         if cfg.alarm_energise_to not in ALARM_OUTPUTS:
             raise GpioError(
-                f"gpio.alarm_energise_to must be one of {ALARM_OUTPUTS}, "
+                f"gpio.alarm_energise_to must be one of {tuple(ALARM_OUTPUTS)}, "
                 f"got {cfg.alarm_energise_to!r}"
             )
         self.cfg = cfg

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
+from .alarm import ALARM_OUTPUTS
 from .config import LineConfig, blind_spots, check_classes, frames_for_model
 from .errors import FodError
 
@@ -241,7 +242,7 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
         )
     detail = f"{cfg.gpio.pin_factory or 'given factory'}: claimed {pins}"
     if g.alarm_pin:  # how to wire the alarm input it drives
-        detail += f"; alarm output {g.alarm_pin}: {_ALARM_OUTPUT[g.alarm_energise_to]}"
+        detail += f"; alarm output {g.alarm_pin}: {ALARM_OUTPUTS[g.alarm_energise_to]}"
     if g.energise_to == "reject" and not io.alarm_when_off:
         return Check(
             "gpio",
@@ -251,13 +252,6 @@ def check_gpio(cfg: LineConfig, pin_factory: Any = None) -> Check:
             "'heartbeat')",
         )
     return Check("gpio", OK, detail)
-
-
-_ALARM_OUTPUT = {
-    "alarm": "energised on the alarm",
-    "ready": "energised while running with no alarm",
-    "heartbeat": "toggled every 100 ms while running with no alarm",
-}
 
 
 def check_audit(cfg: LineConfig) -> Check:
