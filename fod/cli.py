@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _own_message(e: Exception) -> str:
+    """The error's own message. One raised in a DataLoader worker process (an image that
+    does not decode, met mid-training) comes back re-raised with the worker's whole
+    traceback as its message; its last line is the error as raised."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    head, sep, own = last.partition(": ")
+    return own if sep and head.rsplit(".", 1)[-1] == type(e).__name__ else last
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from edge.errors import FodError
 
@@ -80,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FodError as e:
-        print(f"fod {args.verb}: error: {e}", file=sys.stderr)
+        print(f"fod {args.verb}: error: {_own_message(e)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # a verb of a stage this install does not have
         if e.name is not None and e.name.split(".")[0] == "tensorrt":

@@ -369,3 +369,25 @@ def test_torchrun_two_processes_stay_in_sync(small_set: Path, tmp_path: Path) ->
         for a, b in zip(init.state_dict().values(), trained_model.state_dict().values())
     )
     assert moved, "two DDP steps must change the weights"
+
+
+def test_train_image_that_does_not_decode_is_one_line(
+    small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An image that does not decode, met in a data loader worker process: the error names
+    the file in one line, as from the main process, not the worker's traceback."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_set, data)
+    images = sorted((data / "images").iterdir())
+    for path in images:  # every one: whichever the sampler draws first fails
+        path.write_bytes(path.read_bytes()[:200])
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "o"), *SMALL_MODEL]
+    args[args.index("--workers") + 1] = "1"
+    assert main([*args, "--max-iters", "1", "--batch", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0] and "worker" not in err[0]
+    assert err[0].startswith("fod train: error: " + str(data / "images"))
+    assert "not a decodable image" in err[0]
