@@ -8,8 +8,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from fod.args import add_max_age
+
+if TYPE_CHECKING:
+    from edge.outputs_record import DrivenOutputs
 
 STATE = Path("/var/lib/pharma-fod")
 CONFIG = Path("/etc/pharma-fod/line.toml")
@@ -57,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "safe-outputs", help="drive the gate and alarm outputs off (the service's ExecStopPost)"
     )
     p.add_argument("--config", type=Path, default=CONFIG, help=f"line config (default {CONFIG})")
+    p.add_argument(
+        "--outputs-record",
+        type=Path,
+        help="the outputs `fod run --outputs-record` drove: driven off too, and alone where "
+        "the line config no longer loads",
+    )
     p.set_defaults(func=cmd_safe_outputs)
 
 
@@ -89,17 +99,59 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return res.exit_code
 
 
-def cmd_safe_outputs(args: argparse.Namespace) -> int:
-    import logging
-
-    from edge.config import load_config
+def _outputs_off(record: DrivenOutputs, path: Path) -> Optional[str]:
+    """Drive the outputs on record off -> why that failed, or None."""
+    from edge.errors import FodError
     from edge.gpio import LineIO
 
-    cfg = load_config(args.config)
+    try:
+        with LineIO(record.gpio()):  # opening claims the outputs low; closing drives them off
+            pass
+    except FodError as e:  # the config's outputs are still driven off after this
+        return f"{path}: driving {record.pins} off failed: {e}"
+    print(f"outputs off as the runtime drove them ({path}): {record.pins}")
+    return None
+
+
+def cmd_safe_outputs(args: argparse.Namespace) -> int:
+    """Gate and alarm outputs off: those the runtime drove (`--outputs-record`), which the
+    line config may no longer name or load, and the config's. Exit 1: the gate feedback
+    says the gate is still energised; 2: an output could not be driven, or the config or
+    the record is bad (every output that could be reached is off by then)."""
+    import logging
+
+    from edge.config import ConfigError, load_config
+    from edge.errors import FodError
+    from edge.gpio import LineIO
+    from edge.outputs_record import read_record
+
+    log = logging.getLogger("fod")
+    record, errors = None, []
+    if args.outputs_record is not None:
+        try:
+            record = read_record(args.outputs_record)
+        except FodError as e:  # the config's outputs still go off below
+            errors.append(str(e))
+    try:
+        cfg = load_config(args.config)
+    except ConfigError:  # what the runtime drove still goes off; then the config's error
+        failed = _outputs_off(record, args.outputs_record) if record is not None else None
+        if failed is not None:
+            log.error("%s", failed)
+        raise
+    if record is not None and not record.same_outputs(cfg.gpio):
+        # The config no longer names what the runtime drove (edited while it ran): both off.
+        log.warning(
+            "%s names other outputs than the runtime drove (%s, from %s): both driven off",
+            args.config,
+            record.pins,
+            record.config,
+        )
+        errors += filter(None, [_outputs_off(record, args.outputs_record)])
     with LineIO(cfg.gpio) as io:  # opening claims the outputs low; closing drives them off
         stuck = io.gate_stuck()
     if cfg.gpio.energise_to == "reject":
-        logging.getLogger("fod").warning(
+        log.warning(
             "gpio.energise_to = 'reject': with the runtime stopped no reject pulse fires and "
             "containers PASS; the machine must stop on the runtime's alarm/watchdog"
         )
@@ -113,4 +165,6 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if errors:
+        raise FodError("; ".join(errors))
     return 0

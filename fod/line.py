@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-rollback", action="store_true", help="run a bundle older than the last one run"
     )
+    p.add_argument(
+        "--outputs-record",
+        type=Path,
+        help="write the outputs it drives here first (JSON), for `fod safe-outputs "
+        "--outputs-record` to drive off whatever the line config says by then",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -111,6 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from gpiozero.pins.mock import MockFactory
 
         factory = MockFactory()
+    if args.outputs_record is not None:  # before any output is driven
+        from edge.outputs_record import write_record
+
+        write_record(args.outputs_record, cfg.gpio, args.config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # systemd stops with SIGTERM: finish, release, exit
         signal.signal(sig, lambda *_: stop.set())

@@ -90,10 +90,14 @@ def test_service_unit() -> None:
     )
     assert keys["Type"] == "notify" and keys["Restart"] == "always"
     assert int(keys["WatchdogSec"]) > 0 and keys["NotifyAccess"] == "main"
-    assert (
-        keys["ExecStart"] == "/opt/pharma-fod/venv/bin/fod run --config /etc/pharma-fod/line.toml"
+    record = "--outputs-record /var/lib/pharma-fod/driven-outputs.json"  # in ReadWritePaths
+    assert keys["ExecStart"] == (
+        f"/opt/pharma-fod/venv/bin/fod run --config /etc/pharma-fod/line.toml {record}"
     )
-    assert "fod safe-outputs" in keys["ExecStopPost"] and keys["User"] == "pharma-fod"
+    assert keys["ExecStopPost"] == (
+        f"/opt/pharma-fod/venv/bin/fod safe-outputs --config /etc/pharma-fod/line.toml {record}"
+    )
+    assert keys["User"] == "pharma-fod" and keys["ReadWritePaths"] == "/var/lib/pharma-fod"
     assert keys["DevicePolicy"] == "closed" and "PrivateDevices" not in keys
     assert "char-gpiochip rw" in text and "char-video4linux rw" in text and "/dev/nvmap" in text
 

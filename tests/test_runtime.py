@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ from edge.app import line_runtime
 from edge.audit_verify import verify
 from edge.config import LineConfig
 from edge.errors import FodError
+from edge.outputs_record import read_record
 from edge.runtime import Job
 from edge.timeline import tick_step
 from fod.cli import main
@@ -347,9 +349,13 @@ def test_fod_run_with_video_camera_and_timer(
         f'bundle = "{bundle}"', f'bundle = "{bundle}"\nallow_unsigned = true'
     )
     cfg.write_text(text)
-    rc = main([*argv, "--allow-mock-pins"])
+    record = tmp_path / "state" / "driven-outputs.json"
+    rc = main([*argv, "--allow-mock-pins", "--outputs-record", str(record)])
     r = json.loads(capsys.readouterr().out)
     assert r["containers"] == 2 and rc == (3 if r["alarm"] else 0)
+    rec = read_record(record)  # the outputs it drove, for `fod safe-outputs`
+    assert rec is not None and (rec.pin_factory, rec.ejector_pin) == ("mock", "GPIO17")
+    assert rec.alarm_pin == "GPIO27" and rec.config == str(cfg) and rec.pid == os.getpid()
     assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["run", "--config", str(cfg)]) == 2
