@@ -23,8 +23,9 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
-from .reference import SelfTest, bundle_reference
+from .reference import bundle_reference
 from .runtime import Job, Outcome, Runtime
+from .self_test import SelfTest
 
 log = logging.getLogger(__name__)
 LAST_BUNDLE = "last-bundle.json"  # beside the audit files: the newest version this unit ran

@@ -9,7 +9,8 @@ named, and repeated faults raise the alarm. A container still undecided at its d
 is finalised as a reject by the supervisor, whatever the stage holding it is doing.
 Stages run under one supervised loop skeleton (edge.supervise) with heartbeats; the
 audit has one writer thread (edge.recorder), which also releases accepts after their
-row is committed; the books of what is pending live in edge.ledger.
+row is committed; the books of what is pending live in edge.ledger, the containers not yet
+decided in edge.undecided.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from .ledger import Ledger
 from .metrics import RuntimeMetrics
 from .postprocess import Detections
 from .recorder import Recorder
-from .reference import SelfTest
+from .self_test import SelfTest
 from .supervise import Stage, StopStage, Watchdog, sd_notify, watchdog_interval_s
 from .triggers import Triggers
+from .undecided import Undecided
 from .verdict import judge
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,6 @@ class Runtime:
         depth = cfg.timing.queue_depth
         self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
-        self._inflight: Dict[str, InFlight] = {}  # undecided containers
         self._alarm = Alarm(
             io,
             metrics,
@@ -98,6 +99,7 @@ class Runtime:
             self.raise_alarm,
             self.triggers.clash,
         )
+        self.undecided = Undecided(self.ledger, self.recorder.enqueue, clock)
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self.self_test = self_test  # the reference frames, again while the line runs
         self.blind: Optional[str] = None  # why the model can no longer be trusted
@@ -130,7 +132,21 @@ class Runtime:
 
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        """Called at the trigger edge; never blocks. A full queue rejects the container."""
+        """Called at the trigger edge; never blocks, never raises. It runs on the trigger
+        input's thread (the pin factory's), where an exception would lose the container -
+        no row, and with the reject wiring no reject pulse armed - and may end that
+        thread's handling of every edge after it: whatever fails here, the container is
+        rejected on record ("thread_crash") and the alarm goes up."""
+        c: Optional[InFlight] = None
+        try:
+            c, stamped = self._open(job)
+            self._enter(job, stamped)
+        except Exception as e:
+            self._trigger_failed(job, c, e)
+
+    def _open(self, job: Job) -> Tuple[InFlight, Optional[float]]:
+        """Stamp the container, arm its reject pulse (reject wiring), put it on the books
+        -> it, and its trigger time where that was unusable (None: used as given)."""
         now, stamped = self.clock(), job.trigger_t
         bad = not math.isfinite(stamped) or stamped > now + _FUTURE_S
         if bad:  # no gate time can be derived from it: stamped now (it is at the trigger)
@@ -140,26 +156,45 @@ class Runtime:
             job.trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000,
             self.io.arm(job.container_id, job.trigger_t),
         )
+        self.undecided.open(c)
+        return c, (stamped if bad else None)
+
+    def _enter(self, job: Job, unusable: Optional[float]) -> None:
         with self._lock:
-            self.ledger.open(job.container_id, c.armed)
-            self._inflight[job.container_id] = c
             self.triggers.add(job.trigger_t, job.container_id)
         # An accept already released beside this trigger (a decision faster than the window)
         # is withdrawn: its pulse would pass this container too.
         for p in self.io.withdraw_accepts(job.trigger_t, self.triggers.clash_s):
             self.recorder.withdrawn(p, f"another trigger ({job.container_id}) beside its own")
-        if bad:
-            self._finalize(
-                self._fail(
-                    job, "bad_trigger", f"trigger time {stamped!r} unusable: stamped on arrival"
-                )
-            )
+        if unusable is not None:
+            why = f"trigger time {unusable!r} unusable: stamped on arrival"
+            self.undecided.fail(job, "bad_trigger", why)
             return
         try:
             self._capture_q.put_nowait(job)
         except queue.Full:
-            self._finalize(self._fail(job, "queue_overflow", "capture queue full"))
+            self.undecided.fail(job, "queue_overflow", "capture queue full")
         self.metrics.queue.labels("capture").set(self._capture_q.qsize())
+
+    def _trigger_failed(self, job: Job, c: Optional[InFlight], exc: Exception) -> None:
+        """`submit` raised: the container is rejected on record (put on the books first if
+        it was not, with its reject pulse armed), and the alarm goes up."""
+        cid, reason = job.container_id, f"the trigger handler failed: {exc!r}"
+        log.error("container %s: %s", cid, reason, exc_info=exc)
+        try:
+            if c is None:  # not on the books: its reject pulse (reject wiring), then its row
+                t = job.trigger_t
+                if not isinstance(t, float) or not math.isfinite(t) or t > self.clock():
+                    job.trigger_t = self.clock()
+                armed = None
+                try:
+                    armed = self.io.arm(cid, job.trigger_t)
+                except Exception:  # reject wiring: nothing fires for it (the alarm below)
+                    log.exception("container %s: arming its reject pulse failed", cid)
+                self.undecided.open(InFlight(job, job.trigger_t, armed))
+            self.undecided.fail(job, "thread_crash", reason)
+        finally:
+            self.raise_alarm(f"container {cid}: {reason}")
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every submitted container is decided, audited and released."""
@@ -173,10 +208,9 @@ class Runtime:
         self._stopping.set()
         for s in self.stages[:2]:
             s.stop()
-        with self._lock:
-            left = list(self._inflight.values())
+        left = self.undecided.due(math.inf)
         for c in left:
-            self._finalize(self._fail(c.job, "shutdown", "runtime stopped before a decision"))
+            self.undecided.fail(c.job, "shutdown", "runtime stopped before a decision")
         self.drain(timeout=5.0)
         # Released accepts still need their pulse at the gate: let them land (bounded).
         self.io.pulses.wait_idle(
@@ -197,32 +231,6 @@ class Runtime:
         """The container a stage is working on now, if any."""
         return self._holding.get(stage)
 
-    # --- outcomes -----------------------------------------------------------------------
-    @staticmethod
-    def _fail(job: Job, fault: str, reason: str, captured_t: float = 0.0) -> Outcome:
-        return Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured_t)
-
-    def _live(self, container_id: str, stage: str) -> Optional[InFlight]:
-        """The container if it is still undecided (the supervisor may have finalised it)."""
-        with self._lock:
-            c = self._inflight.get(container_id)
-            if c is not None:
-                c.stage = stage
-            return c
-
-    def _finalize(self, out: Outcome) -> bool:
-        """The first outcome of a container wins; later ones (a stage that woke up after
-        its deadline) are counted and dropped. Every outcome goes to the audit stage."""
-        with self._lock:
-            c = self._inflight.pop(out.container_id, None)
-            if c is None:  # already finalised (popped): this outcome came too late
-                self.counts["superseded"] += 1
-                return False
-        if out.decided_t == 0.0:
-            out.decided_t = self.clock()
-        self.recorder.enqueue(out)
-        return True
-
     # --- stages -------------------------------------------------------------------------
     def _get(self, q: queue.Queue[Any], stage: str) -> Any:
         if self._stopping.is_set() and stage != "audit":
@@ -238,7 +246,7 @@ class Runtime:
 
     def _capture_step(self) -> None:
         job = self._get(self._capture_q, "capture")
-        if job is None or self._live(job.container_id, "capture") is None:
+        if job is None or self.undecided.live(job.container_id, "capture") is None:
             return
         self._holding["capture"] = job.container_id
         nxt = self.triggers.next_after(job.trigger_t)
@@ -259,7 +267,7 @@ class Runtime:
         try:
             self._infer_q.put_nowait((job, cap.frames, cap.fault, cap.reason, captured))
         except queue.Full:
-            self._finalize(self._fail(job, "queue_overflow", "inference queue full", captured))
+            self.undecided.fail(job, "queue_overflow", "inference queue full", captured)
         self.metrics.queue.labels("inference").set(self._infer_q.qsize())
         self._holding["capture"] = None
 
@@ -270,7 +278,7 @@ class Runtime:
         if item is None:
             return
         job, frames, fault, reason, captured = item
-        c = self._live(job.container_id, "inference")
+        c = self.undecided.live(job.container_id, "inference")
         if c is None:
             return
         self._holding["inference"] = job.container_id
@@ -291,7 +299,7 @@ class Runtime:
         if not out.reject and self.self_test is not None:
             self.self_test.accepted(job.container_id)
         self._holding["inference"] = None
-        self._finalize(out)
+        self.undecided.finalize(out)
 
     def _self_test_step(self) -> None:
         """One reference frame through the model while no container waits for it, when a
@@ -299,22 +307,13 @@ class Runtime:
         deadline still holds); a line that never leaves the stage idle is never tested,
         and its containers are late already."""
         st = self.self_test
-        if st is None or self.blind is not None or self._stopping.is_set() or not st.due():
+        if st is None or self.blind is not None or self._stopping.is_set():
             return
-        try:
-            ok = st.step(lambda image: self.detector.detect_whole([image])[0])
-        except Exception as e:  # a backend that fails, fails the containers' own calls too
-            log.warning("reference self-test: the model call raised %r; next round later", e)
-            self.metrics.reference.labels("error").inc()
-            return
-        if ok is None:
-            return
-        self.metrics.reference.labels("passed" if ok else "blind").inc()
-        if ok:
-            return
-        self.blind = f"the model failed its reference frames mid-shift: {st.line}"
-        self.failed = self.blind  # `fod run` exits; a restart checks the frames before deciding
-        self.raise_alarm(f"{self.blind}; {st.unchecked()}")
+        found = st.idle_step(lambda im: self.detector.detect_whole([im])[0], self.metrics.reference)
+        if found is not None:
+            self.blind = f"the model failed its reference frames mid-shift: {found}"
+            self.failed = self.blind  # `fod run` exits; a restart checks the frames first
+            self.raise_alarm(f"{self.blind}; {st.unchecked()}")
 
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
         t0 = self.clock()
@@ -338,10 +337,9 @@ class Runtime:
         if self._stopping.is_set():
             raise StopStage
         now = self.clock()
-        with self._lock:
-            due = [c for c in self._inflight.values() if now > c.deadline]
+        due = self.undecided.due(now)
         for c in due:  # no decision by the deadline: a reject, whatever the stage is doing
-            self._finalize(self._fail(c.job, "stall", f"no decision by the deadline ({c.stage})"))
+            self.undecided.fail(c.job, "stall", f"no decision by the deadline ({c.stage})")
         self._alarm_stuck()
         try:  # a gate write hung in the driver: what it holds up, on record
             self.io.pulses.reap()
@@ -385,12 +383,9 @@ class Runtime:
             except Exception:  # logged; the alarm below still goes up
                 log.exception("stage audit: finishing its container after the crash failed")
         if cid is not None:
-            with self._lock:
-                c = self._inflight.get(cid)
+            c = self.undecided.get(cid)
             if c is not None:
-                self._finalize(
-                    self._fail(c.job, "thread_crash", f"{stage.name} stage crashed: {exc!r}")
-                )
+                self.undecided.fail(c.job, "thread_crash", f"{stage.name} stage crashed: {exc!r}")
         self.raise_alarm(f"stage {stage.name} crashed: {exc!r}")
         return not give_up and not self._stopping.is_set()
 

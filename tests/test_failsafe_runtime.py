@@ -101,7 +101,7 @@ def test_memory_stays_bounded(bundle: Path, tmp_path: Path) -> None:
                 assert rt.drain(30)
         assert rt.drain(30)
         assert rt.counts["reject"] + rt.counts["accept"] == 300
-        assert len(rt.recent) <= 256 and not rt._inflight and not rt.ledger.armed
+        assert len(rt.recent) <= 256 and not len(rt.undecided) and not rt.ledger.armed
         assert len(rt.io.pulses.done) <= rt.io.pulses.done.maxlen
 
 

@@ -1,4 +1,4 @@
-"""The reference frames again while the line runs (`edge.reference.SelfTest`): rounds by
+"""The reference frames again while the line runs (`edge.self_test.SelfTest`): rounds by
 hand, an engine that goes blind mid-shift stopped at the pins, `fod simulate --faults
 blind`, and rounds that never pass."""
 
@@ -18,7 +18,8 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.config import LineConfig
 from edge.jobs import Job
-from edge.reference import Rule, SelfTest, Sight
+from edge.reference import Rule, Sight
+from edge.self_test import SelfTest
 from fod.cli import main
 from fod.line import DEMO_BUNDLE
 
@@ -203,7 +204,7 @@ def test_rounds_that_never_pass_raise_the_alarm(ref_bundle, tmp_path: Path, monk
     """Every reference frame's model call raises (the containers' own calls run): no
     round passes, and past 2 periods + REFERENCE_GRACE_S the alarm pin goes up while the
     line goes on deciding (c0 before, c1 after: both accepted, both pulsed)."""
-    monkeypatch.setattr("edge.reference.REFERENCE_GRACE_S", 0.5)
+    monkeypatch.setattr("edge.self_test.REFERENCE_GRACE_S", 0.5)
     cfg = _running_line(ref_bundle, tmp_path, 0.2)
     runtime: list = []
 

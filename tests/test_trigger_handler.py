@@ -1,0 +1,93 @@
+"""The trigger handler raises: `Runtime.submit` runs on the trigger input's thread (the pin
+factory's), where an exception would lose the container - no row, and with the reject
+wiring no reject pulse armed, so it would pass - and may end the handling of every later
+edge. Injected where it happens, each container triggered by an edge on the trigger pin as
+`fod run` wires it; judged at the gate pin."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.app import frozen_heap, line_runtime
+from edge.runtime import Job, Runtime
+from edge.simulate import pin_intervals
+
+from .test_export import exported  # noqa: F401
+from .test_recorder import _wait_for
+from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+
+TRIGGER = "GPIO22"
+
+
+def _fail_once(obj: object, name: str, when: Callable[..., bool]) -> None:
+    """`obj.name` raises once, on the first call `when(*args)` picks; else as before."""
+    real, done = getattr(obj, name), []
+
+    def call(*args, **kw):
+        if not done and when(*args):
+            done.append(1)
+            raise RuntimeError(f"injected: {name}")
+        return real(*args, **kw)
+
+    setattr(obj, name, call)
+
+
+def _two_containers(rt: Runtime, f: MockFactory, escaped: List[BaseException]) -> list:
+    """c0 and c1 triggered 0.3 s apart by edges of the trigger pin, c1 with good frames
+    (the rule accepts them) -> their edge times."""
+    names = iter(["c0", "c1"])
+    rt.io.on_trigger(lambda t: rt.submit(Job(next(names), t, _frames())))
+    pin, times = f.pin(TRIGGER), []
+    for _ in range(2):
+        times.append(time.monotonic())
+        try:  # MockFactory calls the handler in this thread; a real factory, in its own
+            pin.drive_high()
+        except Exception as e:
+            escaped.append(e)
+        pin.drive_low()
+        time.sleep(0.3)
+    return times
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
+    bundle: Path, tmp_path: Path, wiring: str
+) -> None:
+    """Accept wiring: c0's handler raises once it is on the books (the trigger book's
+    `add`). Reject wiring: it raises before (arming c0's reject pulse). Either way c0 is
+    rejected at the gate - no accept pulse, or its reject pulse fires at its gate time -
+    and on record as `thread_crash`, the alarm pin goes up, and c1, triggered after it on
+    the same pin, is released at its own gate time."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        decision={"min_evidence": 99.0},  # the rule accepts any frames
+        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
+    )
+    f = MockFactory()
+    escaped: List[BaseException] = []
+    delay = cfg.gpio.delay_ms / 1000
+    with frozen_heap(), line_runtime(cfg, f) as rt:
+        if wiring == "accept":
+            _fail_once(rt.triggers, "add", lambda t, cid: cid == "c0")
+        else:
+            _fail_once(rt.io, "arm", lambda cid, t: cid == "c0")
+        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+        gate.clear_states()
+        t_clear = time.monotonic()
+        t0, t1 = _two_containers(rt, f, escaped)
+        assert rt.drain(10)
+        assert _wait_for(lambda: time.monotonic() > t1 + delay + 0.3, delay + 1)
+        on = pin_intervals(gate, t_clear)
+        assert _wait_for(lambda: alarm.state, 2), "the alarm pin stayed off"
+    assert escaped == []  # the handler took the fault: the next edge is still handled
+    gate_at = t0 if wiring == "reject" else t1  # the one pulse: c0's reject or c1's accept
+    assert len(on) == 1 and abs(on[0][0] - (gate_at + delay)) < 0.2, (on, gate_at + delay)
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("reject", "thread_crash") and "trigger handler" in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
