@@ -39,19 +39,16 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set
 
 from .errors import GpioError
 from .gate_watch import GateWatch
+from .pin_calls import PinCalls
 from .pulse_queue import Pulse, PulseQueue
 from .supervise import Stage, StopStage
 
 log = logging.getLogger(__name__)
 
-# Writes of the gate output tried per pulse: a GPIO line write can fail once and succeed
-# at once (a busy chardev, a bus hiccup), and with the reject wiring a pulse that is not
-# written lets its container pass. Tried again only inside the pulse's window.
-GATE_WRITE_TRIES = 3
 # How much longer than planned the gate may stay on before the runtime is asked which
 # containers' gate times it covered (a thread woken a few ms late is normal).
 STRAY_S = 0.005
@@ -88,9 +85,7 @@ class PulseScheduler:
         self.on_stray: Optional[Callable[[float, float, Set[str], str], None]] = None
         read = None if feedback is None else self._read_feedback
         self.gate = GateWatch(read, self._report_stuck, clock)  # between the pulses
-        # The gate pin call in progress: (when it was called, whether the output may be on
-        # meanwhile, what it is) - `reap`.
-        self._calling: Optional[Tuple[float, bool, str]] = None
+        self.pins = PinCalls(clock)  # the gate pin calls, each marked in progress (`reap`)
         self._reaped = 0.0  # a hung write's span is reported up to here (`reap`)
         self.queue = PulseQueue()
         self._lock = threading.Lock()  # the counts: this thread's and the supervisor's
@@ -254,38 +249,11 @@ class PulseScheduler:
             except Exception:
                 log.exception("pulse thread: reporting the gate's stray span failed")
 
-    def _write(self, write: Callable[[], None], p: Pulse, until: float) -> int:
-        """`write` (the gate output on or off for `p`), written again after a write that
-        raises, up to GATE_WRITE_TRIES writes while the clock is at most `until` -> the
-        writes it took; the last error propagates."""
-        tries = 1
-        while True:
-            try:
-                self._call(write)
-                return tries
-            except Exception as e:
-                if tries == GATE_WRITE_TRIES or self.clock() > until:
-                    raise
-                log.warning("gate write for %s failed (%r); writing it again", p.tag, e)
-            tries += 1
-
-    def _call(
-        self, call: Callable[[], Any], may_be_on: bool = True, what: str = "gate write"
-    ) -> Any:
-        """One call on a gate pin (a write of the output, a read of the feedback), marked in
-        progress (`reap`) while the driver has it; `may_be_on`: the output may be energised
-        until it returns (a write may energise it) -> what it returns."""
-        self._calling = (self.clock(), may_be_on, what)
-        try:
-            return call()
-        finally:
-            self._calling = None
-
     def _read_feedback(self) -> bool:
         """The gate feedback's level; the output may be on while it is read during a pulse
         or with the gate unsure."""
         on = self._on is not None or self.gate.off_failed or self.gate.unsure is not None
-        return bool(self._call(lambda: self.feedback.is_active, on, "gate feedback read"))
+        return bool(self.pins.call(lambda: self.feedback.is_active, on, "gate feedback read"))
 
     def reap(self) -> None:
         """From the supervisor, each tick: while one gate pin call has been in progress for
@@ -293,10 +261,11 @@ class PulseScheduler:
         pulses due more than a pulse length ago are missed, and, where the output may be on
         meanwhile (a write may switch it), the span since the call goes to the runtime as it
         grows. What the call itself does when it comes back, this thread reports then."""
-        calling, now = self._calling, self.clock()
-        if calling is None or now - calling[0] <= self.pulse_s:
+        calling = self.pins.hung(self.pulse_s)
+        if calling is None:
             return
         since, may_be_on, what = calling
+        now = self.clock()
         for q in self._pop_missed(now):
             q.error = f"the {what} before it is stuck in the driver"
             self._finish(q, "missed")
@@ -309,10 +278,10 @@ class PulseScheduler:
         return {q.tag for q in list(self.done)[-64:] if q.state == "fired"}
 
     def _energise(self, p: Pulse) -> None:
-        """`device.on()` (`_write`) while `p` is still no later than a pulse length past
+        """`device.on()` (`PinCalls.write`) while `p` is still no later than a pulse length past
         its time (where `_step` would still fire it); a pulse that took more than one
         write is counted."""
-        if self._write(self.device.on, p, p.at + self.pulse_s) == 1:
+        if self.pins.write(self.device.on, p.tag, p.at + self.pulse_s) == 1:
             return
         self.counts["retried"] += 1
         if self.on_retry is not None:
@@ -322,7 +291,7 @@ class PulseScheduler:
                 log.exception("pulse thread: counting a retried write failed")
 
     def _switch_off(self, p: Pulse, energised: bool) -> None:
-        """`device.off()` after `p` (`_write`, whenever it is). Failing every write, the
+        """`device.off()` after `p` (`PinCalls.write`, whenever it is). Failing every write, the
         gate may stay energised (with a controller that reads the level, every container
         would pass): reported as a stuck gate, the alarm, and, where the pulse's energising
         write went through, the gate is unsure from here (`_watch_gate`) until an off write
@@ -331,7 +300,7 @@ class PulseScheduler:
         made."""
         t = self.clock()
         try:
-            self._write(self.device.off, p, math.inf)
+            self.pins.write(self.device.off, p.tag, math.inf)
         except Exception as e:
             self.gate.off_written(t, False, energised)
             self._report_stuck(
@@ -347,7 +316,7 @@ class PulseScheduler:
         goes to the runtime (`_stray`), the last one ending when the gate is off again."""
         if self.gate.off_failed:
             try:
-                self._call(self.device.off)
+                self.pins.call(self.device.off)
             except Exception:  # still failing: the alarm is up since the first failure
                 pass
             else:

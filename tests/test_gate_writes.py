@@ -14,7 +14,8 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
 from edge.faults import FaultyPin, Injector, audit_authorizer
-from edge.pulses import GATE_WRITE_TRIES, PulseScheduler
+from edge.pin_calls import GATE_WRITE_TRIES
+from edge.pulses import PulseScheduler
 from edge.runtime import Job
 
 from .test_export import exported  # noqa: F401
