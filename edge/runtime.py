@@ -10,7 +10,7 @@ is finalised as a reject by the supervisor, whatever the stage holding it is doi
 Stages run under one supervised loop skeleton (edge.supervise) with heartbeats; the
 audit has one writer thread (edge.recorder), which also releases accepts after their
 row is committed; the books of what is pending live in edge.ledger, the containers not yet
-decided in edge.undecided.
+decided in edge.undecided; a container enters at its trigger through edge.intake.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -32,7 +31,8 @@ from .decision import Decision, decide
 from .detector import EdgeDetector
 from .events import EventLog
 from .gpio import LineIO
-from .jobs import InFlight, Job, Outcome
+from .intake import Intake
+from .jobs import Job, Outcome
 from .ledger import Ledger
 from .metrics import RuntimeMetrics
 from .postprocess import Detections
@@ -45,7 +45,6 @@ from .verdict import judge
 
 log = logging.getLogger(__name__)
 _TICK = 0.05  # s: how often idle stages beat and the supervisor looks at deadlines
-_FUTURE_S = 1.0  # s: a trigger stamped later than now by more is not of this clock
 
 
 class Runtime:
@@ -71,7 +70,6 @@ class Runtime:
         self.decide = decide  # the decision rule (simulation injects a crash here)
         self.decision = cfg.decision.in_frame(self.frame_shape[0])  # distances in frame px
         depth = cfg.timing.queue_depth
-        self._capture_q: queue.Queue[Job] = queue.Queue(depth)
         self._infer_q: queue.Queue[Tuple[Any, ...]] = queue.Queue(depth)
         self._alarm = Alarm(
             io,
@@ -100,10 +98,13 @@ class Runtime:
             self.triggers.clash,
         )
         self.undecided = Undecided(self.ledger, self.recorder.enqueue, clock)
+        self.intake = Intake(
+            cfg, io, self.undecided, self.triggers, self.recorder, metrics, self.raise_alarm, clock
+        )
+        self._stopping = self.intake.stopping  # set first by close(): decide no more
         self.failed: Optional[str] = None  # a stage that stays down: the process must exit
         self.self_test = self_test  # the reference frames, again while the line runs
         self.blind: Optional[str] = None  # why the model can no longer be trusted
-        self._stopping = threading.Event()
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
         io.pulses.on_done = self.recorder.pulse_done
@@ -132,69 +133,8 @@ class Runtime:
 
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        """Called at the trigger edge; never blocks, never raises. It runs on the trigger
-        input's thread (the pin factory's), where an exception would lose the container -
-        no row, and with the reject wiring no reject pulse armed - and may end that
-        thread's handling of every edge after it: whatever fails here, the container is
-        rejected on record ("thread_crash") and the alarm goes up."""
-        c: Optional[InFlight] = None
-        try:
-            c, stamped = self._open(job)
-            self._enter(job, stamped)
-        except Exception as e:
-            self._trigger_failed(job, c, e)
-
-    def _open(self, job: Job) -> Tuple[InFlight, Optional[float]]:
-        """Stamp the container, arm its reject pulse (reject wiring), put it on the books
-        -> it, and its trigger time where that was unusable (None: used as given)."""
-        now, stamped = self.clock(), job.trigger_t
-        bad = not math.isfinite(stamped) or stamped > now + _FUTURE_S
-        if bad:  # no gate time can be derived from it: stamped now (it is at the trigger)
-            job.trigger_t = now
-        c = InFlight(
-            job,
-            job.trigger_t + (self.cfg.gpio.delay_ms - self.cfg.timing.decision_margin_ms) / 1000,
-            self.io.arm(job.container_id, job.trigger_t),
-        )
-        self.undecided.open(c)
-        return c, (stamped if bad else None)
-
-    def _enter(self, job: Job, unusable: Optional[float]) -> None:
-        with self._lock:
-            self.triggers.add(job.trigger_t, job.container_id)
-        # An accept already released beside this trigger (a decision faster than the window)
-        # is withdrawn: its pulse would pass this container too.
-        for p in self.io.withdraw_accepts(job.trigger_t, self.triggers.clash_s):
-            self.recorder.withdrawn(p, f"another trigger ({job.container_id}) beside its own")
-        if unusable is not None:
-            why = f"trigger time {unusable!r} unusable: stamped on arrival"
-            self.undecided.fail(job, "bad_trigger", why)
-            return
-        try:
-            self._capture_q.put_nowait(job)
-        except queue.Full:
-            self.undecided.fail(job, "queue_overflow", "capture queue full")
-        self.metrics.queue.labels("capture").set(self._capture_q.qsize())
-
-    def _trigger_failed(self, job: Job, c: Optional[InFlight], exc: Exception) -> None:
-        """`submit` raised: the container is rejected on record (put on the books first if
-        it was not, with its reject pulse armed), and the alarm goes up."""
-        cid, reason = job.container_id, f"the trigger handler failed: {exc!r}"
-        log.error("container %s: %s", cid, reason, exc_info=exc)
-        try:
-            if c is None:  # not on the books: its reject pulse (reject wiring), then its row
-                t = job.trigger_t
-                if not isinstance(t, float) or not math.isfinite(t) or t > self.clock():
-                    job.trigger_t = self.clock()
-                armed = None
-                try:
-                    armed = self.io.arm(cid, job.trigger_t)
-                except Exception:  # reject wiring: nothing fires for it (the alarm below)
-                    log.exception("container %s: arming its reject pulse failed", cid)
-                self.undecided.open(InFlight(job, job.trigger_t, armed))
-            self.undecided.fail(job, "thread_crash", reason)
-        finally:
-            self.raise_alarm(f"container {cid}: {reason}")
+        """Called at the trigger edge; never blocks, never raises (`edge.intake`)."""
+        self.intake.submit(job)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every submitted container is decided, audited and released."""
@@ -211,11 +151,15 @@ class Runtime:
         left = self.undecided.due(math.inf)
         for c in left:
             self.undecided.fail(c.job, "shutdown", "runtime stopped before a decision")
-        self.drain(timeout=5.0)
-        # Released accepts still need their pulse at the gate: let them land (bounded).
+        self.drain(timeout=5.0)  # a trigger meanwhile: a reject on record, its pulse armed
+        # Released accepts and armed rejects still need their pulse at the gate: let them
+        # land (bounded); a trigger from here whose reject needs a pulse goes unseen.
+        self.intake.pulses_closed.set()
         self.io.pulses.wait_idle(
             timeout=(self.cfg.gpio.delay_ms + self.cfg.gpio.pulse_ms) / 1000 + 0.5
         )
+        self.drain(timeout=1.0)  # the rows of the triggers meanwhile (accept wiring)
+        self.intake.audit_closed.set()
         for s in self.stages:
             s.stop()
         for s in self.stages:
@@ -237,15 +181,15 @@ class Runtime:
             raise StopStage
         try:
             item = q.get(timeout=_TICK)  # short waits: an idle stage still beats
-        except queue.Empty:
-            if self._stopping.is_set() and stage == "audit":
+        except queue.Empty:  # the audit stage writes until close takes no more rows
+            if self.intake.audit_closed.is_set() and stage == "audit":
                 raise StopStage from None
             return None
         self.metrics.queue.labels(stage).set(q.qsize())
         return item
 
     def _capture_step(self) -> None:
-        job = self._get(self._capture_q, "capture")
+        job = self._get(self.intake.queue, "capture")
         if job is None or self.undecided.live(job.container_id, "capture") is None:
             return
         self._holding["capture"] = job.container_id

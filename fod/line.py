@@ -133,6 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "rejected": c.get("reject", 0),
         "passed_unaccepted": c.get("passed_unaccepted", 0),  # a reject pulse that failed
         "faults": sum(v for k, v in c.items() if k.startswith("fault:")),
+        "unseen": c.get("unseen", 0),  # triggered after it stopped taking them: no row
         "alarm": rt.alarm,
         "failed": rt.failed,
     }
@@ -141,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{counts['containers']} containers, {counts['rejected']} rejected, "
         + (f"{unaccepted} PASSED without an accept, " if unaccepted else "")
         + f"{counts['faults']} faults"
+        + (f", {counts['unseen']} triggered after it stopped (no row)" if counts["unseen"] else "")
         + (f"; ALARM: {rt.alarm_reasons[-1]}" if rt.alarm else "")
     )
     print(json.dumps(counts) if args.json else human)

@@ -6,6 +6,8 @@ edge. Injected where it happens, each container triggered by an edge on the trig
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Callable, List
@@ -91,3 +93,59 @@ def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "thread_crash") and "trigger handler" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: str) -> None:
+    """The line keeps triggering while the runtime stops (`close`, as at every restart).
+    From cA's trigger: cA at 0 s (accepted; its row takes 0.6 s to write, a slow card),
+    close at 0.3 s, c1 at 0.5 s (close still waits for the rows), c2 at 1.2 s (close waits
+    for the pulses due). c1 is a reject on record and, with the reject wiring, its reject
+    pulse fires at its gate time. c2 comes after close stopped taking pulses: with the
+    accept wiring still a reject on record (it needs no pulse); with the reject wiring no
+    pulse can be promised, so it goes unseen - no row, no pulse, counted - as at any
+    stopped unit. Before, neither got a row, and c1 no reject pulse: it passed."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        decision={"min_evidence": 99.0},  # the rule accepts any frames
+        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
+    )
+    slow_next = threading.Event()
+
+    def slow_card(action: int, table: str, *rest) -> int:
+        if action == sqlite3.SQLITE_INSERT and table == "containers" and slow_next.is_set():
+            slow_next.clear()
+            time.sleep(0.6)
+        return sqlite3.SQLITE_OK
+
+    f = MockFactory()
+    delay = cfg.gpio.delay_ms / 1000
+    at = {}  # container -> its trigger edge
+    with frozen_heap(), line_runtime(cfg, f, audit_authorizer=slow_card) as rt:
+        edge = {"of": ""}  # the container the next edge triggers
+        rt.io.on_trigger(lambda t: rt.submit(Job(edge["of"], t, _frames())))
+        gate, trigger = f.pin(cfg.gpio.ejector_pin), f.pin(TRIGGER)
+        gate.clear_states()
+        t_clear = t0 = time.monotonic()
+        closing = threading.Thread(target=rt.close)
+        slow_next.set()  # cA's row, the next one written
+        for what, when in [("cA", 0.0), ("close", 0.3), ("c1", 0.5), ("c2", 1.2)]:
+            time.sleep(max(0.0, t0 + when - time.monotonic()))
+            if what == "close":
+                closing.start()
+                continue
+            edge["of"], at[what] = what, time.monotonic()
+            trigger.drive_high()
+            trigger.drive_low()
+        closing.join(10)
+        assert not closing.is_alive()
+        on = pin_intervals(gate, t_clear)
+    rows = _rows(tmp_path)
+    assert rows["cA"][:2] == ("accept", None) and rows["c1"][:2] == ("reject", "shutdown")
+    due = at["cA"] if wiring == "accept" else at["c1"]  # cA's accept or c1's reject pulse
+    assert len(on) == 1 and abs(on[0][0] - (due + delay)) < 0.1, (on, due + delay)
+    if wiring == "accept":
+        assert rows["c2"][:2] == ("reject", "shutdown") and rt.counts.get("unseen", 0) == 0
+    else:
+        assert "c2" not in rows and rt.counts["unseen"] == 1
