@@ -142,7 +142,8 @@ class Runtime:
 
     def close(self) -> None:
         """Stop every stage without ever hanging: what is still in flight is rejected
-        ("shutdown") and audited while the audit stage still runs. Idempotent."""
+        ("shutdown") and audited while the audit stage still runs, and so are the triggers
+        that come meanwhile, as far as they can be (`edge.intake`). Idempotent."""
         if self._stopping.is_set():
             return
         self._stopping.set()
