@@ -98,9 +98,9 @@ def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
 def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: str) -> None:
     """The line keeps triggering while the runtime stops (`close`, as at every restart).
-    From cA's trigger: cA at 0 s (accepted; its row takes 0.6 s to write, a slow card),
-    close at 0.3 s, c1 at 0.5 s (close still waits for the rows), c2 at 1.2 s (close waits
-    for the pulses due). c1 is a reject on record and, with the reject wiring, its reject
+    cA is accepted, its row takes 0.6 s to write (a slow card), and close starts as that
+    write does; c1 comes 0.2 s into close (close still waits for the rows), c2 0.9 s into
+    it (close waits for the pulses due). c1 is a reject on record and, with the reject
     pulse fires at its gate time. c2 comes after close stopped taking pulses: with the
     accept wiring still a reject on record (it needs no pulse); with the reject wiring no
     pulse can be promised, so it goes unseen - no row, no pulse, counted - as at any
@@ -130,11 +130,13 @@ def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: 
         t_clear = t0 = time.monotonic()
         closing = threading.Thread(target=rt.close)
         slow_next.set()  # cA's row, the next one written
-        for what, when in [("cA", 0.0), ("close", 0.3), ("c1", 0.5), ("c2", 1.2)]:
-            time.sleep(max(0.0, t0 + when - time.monotonic()))
-            if what == "close":
+        for what, when in [("cA", 0.0), ("close", 0.0), ("c1", 0.2), ("c2", 0.9)]:
+            if what == "close":  # as cA's row starts to be written
+                assert _wait_for(lambda: not slow_next.is_set(), 5)
+                t0 = time.monotonic()
                 closing.start()
                 continue
+            time.sleep(max(0.0, t0 + when - time.monotonic()))
             edge["of"], at[what] = what, time.monotonic()
             trigger.drive_high()
             trigger.drive_low()
