@@ -1,5 +1,6 @@
-"""Unit lifecycle verbs: `fod rollout` (a new bundle, with rollback) and `fod safe-outputs`
-(the service's ExecStopPost: outputs to their safe state)."""
+"""Unit lifecycle verbs: `fod rollout` (a new bundle, with rollback), `fod safe-outputs`
+(the service's ExecStopPost: outputs to their safe state) and `fod service` (`fod run` kept
+as the systemd unit keeps it, where there is no systemd: the container's PID 1)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from fod.args import add_max_age
+from fod.args import add_max_age, positive_seconds
 
 if TYPE_CHECKING:
     from edge.outputs_record import DrivenOutputs
@@ -68,6 +69,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the line config no longer loads",
     )
     p.set_defaults(func=cmd_safe_outputs)
+
+    p = sub.add_parser(
+        "service",
+        help="`fod run` as the systemd unit runs it, for a container: outputs off before and "
+        "after it however it ended, a watchdog on its sd_notify beats, a stop timeout",
+    )
+    p.add_argument("--config", type=Path, default=CONFIG, help=f"line config (default {CONFIG})")
+    p.add_argument(
+        "--outputs-record",
+        type=Path,
+        default=STATE / "driven-outputs.json",
+        help="as `fod run --outputs-record` (default %(default)s)",
+    )
+    p.add_argument("--watchdog", type=positive_seconds, default=5.0, help="WatchdogSec (default 5)")
+    p.add_argument(
+        "--start-timeout",
+        type=positive_seconds,
+        default=180.0,
+        help="seconds to READY=1: model and engine loaded (default 180)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=positive_seconds,
+        default=20.0,
+        help="seconds from the stop signal to SIGKILL (default 20)",
+    )
+    p.add_argument("--allow-rollback", action="store_true", help="passed to `fod run`")
+    p.add_argument("--allow-mock-pins", action="store_true", help="passed to `fod run`")
+    p.add_argument(
+        "--rate", type=positive_seconds, help="passed to `fod run`: timer triggers per minute"
+    )
+    p.set_defaults(func=cmd_service)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
@@ -168,3 +201,19 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
     if errors:
         raise FodError("; ".join(errors))
     return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from edge.service import ServiceConfig, serve
+
+    flags = {"--allow-rollback": args.allow_rollback, "--allow-mock-pins": args.allow_mock_pins}
+    cfg = ServiceConfig(
+        config=args.config,
+        outputs_record=args.outputs_record,
+        watchdog_s=args.watchdog,
+        start_timeout_s=args.start_timeout,
+        stop_timeout_s=args.stop_timeout,
+        run_args=tuple(flag for flag, on in flags.items() if on)
+        + (("--rate", str(args.rate)) if args.rate else ()),
+    )
+    return serve(cfg)

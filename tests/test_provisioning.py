@@ -162,7 +162,10 @@ def test_dockerfile_lint() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     text = (JETSON / "Dockerfile").read_text()
     assert "nvcr.io/nvidia/l4t-jetpack" in text and "--system-site-packages" in text
-    assert 'ENTRYPOINT ["fod", "run", "--config", "/etc/pharma-fod/line.toml"]' in text
+    entry = text[text.index("ENTRYPOINT") :].replace("\\\n", " ")
+    # PID 1 keeps `fod run` as the systemd unit does, with the unit's outputs record
+    assert entry.startswith('ENTRYPOINT ["fod", "service", "--config", "/etc/pharma-fod/line.toml"')
+    assert '"--outputs-record", "/var/lib/pharma-fod/driven-outputs.json"]' in entry
 
 
 def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None:
