@@ -23,6 +23,7 @@ from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
 from .metrics import RuntimeMetrics
+from .reach import BlindDecision, blind_geometry
 from .reference import bundle_reference
 from .runtime import Job, Outcome, Runtime
 from .self_test import SelfTest
@@ -104,9 +105,12 @@ def line_runtime(
     on_outcome: Optional[Callable[[Outcome], None]] = None,
     allow_rollback: bool = False,
     audit_authorizer: Optional[Callable[..., int]] = None,
+    require_reject: bool = False,
 ) -> Iterator[Runtime]:
     """Yield a running Runtime; `wrap_backend` and `audit_authorizer` let simulation inject
-    faults where they happen (the backend call, the SQLite INSERT)."""
+    faults where they happen (the backend call, the SQLite INSERT). `require_reject` (the
+    production loop) refuses a decision under which no moving particle in these frames
+    could reject (edge/reach.py); experiments may want one that rejects on faults alone."""
     from .backends.select import open_configured
 
     if cfg.model.public_key is None and not cfg.model.allow_unsigned:
@@ -123,6 +127,12 @@ def line_runtime(
         stack.callback(backend.close)
         shape, grid = frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
         check_classes(cfg, backend.info.class_names, "line config")
+        if require_reject:
+            blind = blind_geometry(
+                cfg.decision.in_frame(shape[0]), cfg.camera.frames, (shape[1], shape[0])
+            )
+            if blind is not None:
+                raise BlindDecision(blind)
         # A model blind to its own reference objects would accept every container.
         seen = bundle_reference(bundle, backend, cfg.postprocess)
         if seen is None:
@@ -204,7 +214,9 @@ def run_forever(
     counter = itertools.count(1)
     submitted = threading.Event() if max_containers else None
     try:
-        with line_runtime(cfg, pin_factory, allow_rollback=allow_rollback) as rt:
+        with line_runtime(
+            cfg, pin_factory, allow_rollback=allow_rollback, require_reject=True
+        ) as rt:
 
             def trigger(t: float) -> None:
                 n = next(counter)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 from .alarm import ALARM_OUTPUTS
 from .config import LineConfig, blind_spots, check_classes, frames_for_model
 from .errors import FodError
+from .reach import blind_geometry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -84,7 +85,13 @@ def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
     with contextlib.ExitStack() as stack:
         backend, digest, bundle = model or stack.enter_context(opened_model(cfg))
         check_classes(cfg, backend.info.class_names, "line config")
-        frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
+        shape, _ = frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
+        if not blind_spots(cfg):  # else the decision line says so already
+            blind = blind_geometry(
+                cfg.decision.in_frame(shape[0]), cfg.camera.frames, (shape[1], shape[0])
+            )
+            if blind is not None:
+                return Check("model", FAIL, blind)
         w, h = backend.info.input_size
         what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
         detail = f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}"

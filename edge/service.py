@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -52,13 +52,14 @@ def exit_code(returncode: int) -> int:
 
 
 @contextlib.contextmanager
-def notify_socket() -> Iterator[socket.socket]:
-    """A datagram socket for the run's sd_notify messages, in a folder of its own."""
-    with contextlib.ExitStack() as stack:  # Python 3.8 (JetPack 5): no parenthesised with
-        d = stack.enter_context(tempfile.TemporaryDirectory(prefix="fod-service-"))
-        s = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
-        s.bind(os.path.join(d, "notify"))
-        yield s
+def notify_socket() -> Iterator[Tuple[socket.socket, str]]:
+    """A datagram socket for the run's sd_notify messages and its $NOTIFY_SOCKET: in the
+    abstract namespace (Linux), so no folder must be writable (a read-only container) and
+    nothing is left behind."""
+    name = f"fod-service-{os.getpid()}-{secrets.token_hex(8)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        yield s, "@" + name
 
 
 class Service:
@@ -77,23 +78,26 @@ class Service:
         self.safe_outputs("before the run")
         if self._stop.is_set():  # stopped while starting: nothing to run
             return 0
-        with notify_socket() as sock:
-            env = {
-                **os.environ,
-                "NOTIFY_SOCKET": sock.getsockname(),
-                "WATCHDOG_USEC": str(int(self.cfg.watchdog_s * 1e6)),
-            }
-            cmd = [*self.cfg.fod, "run", "--config", str(self.cfg.config)]
-            cmd += ["--outputs-record", str(self.cfg.outputs_record), *self.cfg.run_args]
-            child = subprocess.Popen(cmd, env=env)
-            log.info("fod run started (pid %d)", child.pid)
-            try:
-                rc = self.watch(child, sock)
-            finally:  # an exception here must not leave the run going unwatched
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-        off = self.safe_outputs("after the run")
+        rc = 1  # whatever ends this, the outputs go off after it
+        try:
+            with notify_socket() as (sock, address):
+                env = {
+                    **os.environ,
+                    "NOTIFY_SOCKET": address,
+                    "WATCHDOG_USEC": str(int(self.cfg.watchdog_s * 1e6)),
+                }
+                cmd = [*self.cfg.fod, "run", "--config", str(self.cfg.config)]
+                cmd += ["--outputs-record", str(self.cfg.outputs_record), *self.cfg.run_args]
+                child = subprocess.Popen(cmd, env=env)
+                log.info("fod run started (pid %d)", child.pid)
+                try:
+                    rc = self.watch(child, sock)
+                finally:  # an exception here must not leave the run going unwatched
+                    if child.poll() is None:
+                        child.kill()
+                        child.wait()
+        finally:
+            off = self.safe_outputs("after the run")
         return rc or off
 
     def watch(self, child: subprocess.Popen, sock: socket.socket) -> int:

@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.errors import FodError
     from edge.preflight import FAIL, check_decision
+    from edge.reach import BlindDecision
 
     cfg = load_config(args.config)
     decision = check_decision(cfg)
@@ -124,9 +125,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # systemd stops with SIGTERM: finish, release, exit
         signal.signal(sig, lambda *_: stop.set())
-    rt = run_forever(
-        cfg, stop, args.rate, args.max_containers, factory, allow_rollback=args.allow_rollback
-    )
+    try:
+        rt = run_forever(
+            cfg, stop, args.rate, args.max_containers, factory, allow_rollback=args.allow_rollback
+        )
+    except BlindDecision as e:  # known once the model's frames are
+        raise FodError(f"{args.config}: {e}") from None
     c = rt.counts  # by what the gate did (amending rows move a container)
     counts = {
         "containers": c.get("accept", 0) + c.get("reject", 0) + c.get("passed_unaccepted", 0),
