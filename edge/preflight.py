@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 from .alarm import ALARM_OUTPUTS
 from .config import LineConfig, blind_spots, check_classes, frames_for_model
 from .errors import FodError
-from .reach import blind_geometry
+from .reach import blind_geometry, reach
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -86,15 +86,18 @@ def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
         backend, digest, bundle = model or stack.enter_context(opened_model(cfg))
         check_classes(cfg, backend.info.class_names, "line config")
         shape, _ = frames_for_model(cfg, backend.info.input_size, backend.info.input_layout)
-        if not blind_spots(cfg):  # else the decision line says so already
-            blind = blind_geometry(
-                cfg.decision.in_frame(shape[0]), cfg.camera.frames, (shape[1], shape[0])
-            )
-            if blind is not None:
-                return Check("model", FAIL, blind)
+        decision, size = cfg.decision.in_frame(shape[0]), (shape[1], shape[0])
+        sinks = reach(decision, cfg.camera.frames, size)
+        if sinks is None and not blind_spots(cfg):  # else the decision line says so already
+            return Check("model", FAIL, str(blind_geometry(decision, cfg.camera.frames, size)))
         w, h = backend.info.input_size
         what = getattr(backend, "engine_path", None) or f"ONNX Runtime ({backend.kernels})"
         detail = f"{what}: {backend.info.arch} {w}x{h}, sha256 {digest[:12]}"
+        if sinks is not None:  # what the line's distances let through, in its own frames
+            detail += (
+                f"; a particle sinking {sinks[0]:.2g}-{sinks[1]:g} px a frame through "
+                f"{size[0]}x{size[1]} frames rejects"
+            )
         seen = bundle_reference(bundle, backend, cfg.postprocess)
         if seen is None:
             return Check("model", WARN, f"{detail}; no reference frames in the bundle: unchecked")

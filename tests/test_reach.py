@@ -96,3 +96,9 @@ def test_fod_run_and_fod_check_refuse_a_blind_geometry(tmp_path: Path, capsys) -
     assert checks["decision"]["status"] == "ok"  # the weights reach min_evidence
     assert checks["model"]["status"] == "fail"
     assert "no moving particle could reject" in checks["model"]["detail"]
+    cfg.write_text(cfg.read_text().replace("moving_distance = 2000.0", "max_gap = 2"))
+    main(["check", "--config", str(cfg), "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["model"]["status"] == "ok", checks["model"]
+    window = "a particle sinking 0.71-32 px a frame through 640x384 frames rejects"
+    assert window in checks["model"]["detail"]
