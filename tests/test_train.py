@@ -375,7 +375,8 @@ def test_train_image_that_does_not_decode_is_one_line(
     small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """An image that does not decode, met in a data loader worker process: the error names
-    the file in one line, as from the main process, not the worker's traceback."""
+    the file in one line, as from the main process, not the worker's traceback, and the
+    run folder it made is gone (a folder that was there stays)."""
     import shutil
 
     data = tmp_path / "data"
@@ -391,3 +392,6 @@ def test_train_image_that_does_not_decode_is_one_line(
     assert "Traceback" not in err[0] and "worker" not in err[0]
     assert err[0].startswith("fod train: error: " + str(data / "images"))
     assert "not a decodable image" in err[0]
+    assert not (tmp_path / "o").exists()  # not even its TensorBoard log of nothing
+    (tmp_path / "o").mkdir()
+    assert main([*args, "--max-iters", "1", "--batch", "2"]) == 2 and (tmp_path / "o").is_dir()

@@ -3,10 +3,12 @@ itself (torchrun/DDP, AMP, resume, TensorBoard, checkpoints) is engine/loop.py's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -187,12 +189,26 @@ def fit(
     """The one way a task is trained (`fod train`, `fod distill`): validated config, the
     process group, the data, seeded initial weights, the loop."""
     cfg.validate()
-    with distributed(cfg.device) as ctx:
+    with distributed(cfg.device) as ctx, removed_on_failure(cfg.out, ctx.is_main):
         data = open_training_data(cfg.data, cfg.replay, cfg.replay_share)
         val = check_val(data, cfg.val)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts anyway)
         task = make_task(cfg, data)
         return run(as_trained(cfg, task), task, ctx, val)
+
+
+@contextlib.contextmanager
+def removed_on_failure(out: Path, owner: bool) -> Iterator[None]:
+    """A run folder this run made (`owner`: rank 0) is removed when the run fails before
+    its first checkpoint: bad input leaves no folder holding a TensorBoard log of nothing.
+    An interrupted run keeps it (its logs are what the user watched)."""
+    made = owner and not out.exists()
+    try:
+        yield
+    except Exception:
+        if made and out.is_dir() and not any(out.glob("*.pt")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def as_trained(cfg: TrainConfig, task: DetectorTask) -> TrainConfig:
