@@ -24,17 +24,19 @@ from .postprocess import Detections
 SPEED_STEPS = 2 ** (np.arange(-4, 25) / 2)  # 0.25, 0.35, 0.5, ... 4096
 
 
-def sinking(frames: int, speed: float, size: Tuple[int, int], side: float) -> List[Detections]:
-    """A `side`-px particle sinking `speed` px a frame down the middle of a frame `size`
-    (w, h) from its top: its box, score 1, in each of `frames` frames it is still in."""
-    w, h = size
+def sinking(
+    frames: int, speed: float, size: Tuple[int, int], box: Tuple[float, float]
+) -> List[Detections]:
+    """A particle of `box` (w, h) px sinking `speed` px a frame down the middle of a frame
+    `size` (w, h) from its top: its box, score 1, in each of `frames` frames it is still in."""
+    (w, h), (bw, bh) = size, box
     out = []
     for t in range(frames):
-        y = side / 2 + speed * t  # its centre
-        if y + side / 2 > h:
+        y = bh / 2 + speed * t  # its centre
+        if y + bh / 2 > h:
             boxes = np.zeros((0, 4), np.float32)
         else:
-            boxes = np.array([[w / 2 - side / 2, y - side / 2, w / 2 + side / 2, y + side / 2]])
+            boxes = np.array([[w / 2 - bw / 2, y - bh / 2, w / 2 + bw / 2, y + bh / 2]])
         n = len(boxes)
         out.append(Detections(boxes.astype(np.float32), np.ones(n, np.float32), np.zeros(n, int)))
     return out
@@ -44,12 +46,14 @@ def reach(cfg: DecisionConfig, frames: int, size: Tuple[int, int]) -> Optional[T
     """The slowest and the fastest speed of the ladder (px a frame, in frames `size` (w, h);
     `cfg` for that frame: DecisionConfig.in_frame) at which a sinking particle rejects
     the container, or None where none does."""
-    side = min(max(cfg.min_size, 4.0), float(min(size)))  # counted by min_size, in the frame
+    # 4 px, or lying across the frame as long as min_size asks (a fibre; frames_for_model
+    # refuses a min_size past the frame's longer side)
+    box = (min(max(cfg.min_size, 4.0), float(size[0])), min(4.0, float(size[1])))
     hits = [
         float(v)
         for v in SPEED_STEPS
         if v <= size[1]
-        if decide(sinking(frames, float(v), size, side), ["particle"], cfg).reject
+        if decide(sinking(frames, float(v), size, box), ["particle"], cfg).reject
     ]
     return (hits[0], hits[-1]) if hits else None
 

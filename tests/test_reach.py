@@ -31,11 +31,13 @@ def test_default_line_rejects_particles_from_a_slow_to_a_fast_sink() -> None:
 
 def test_probe_is_the_decisions_own_reading() -> None:
     cfg = DecisionConfig()
-    frames = sinking(12, 2.0, SIZE, 6.0)
+    frames = sinking(12, 2.0, SIZE, (6.0, 6.0))
     assert [len(d) for d in frames] == [1] * 12
     d = decide(frames, ["particle"], cfg)
     assert d.reject and "moving particle" in d.reason
-    assert [len(d) for d in sinking(12, 100.0, SIZE, 6.0)] == [1] * 4 + [0] * 8  # out at the foot
+    assert [len(d) for d in sinking(12, 100.0, SIZE, (6.0, 6.0))] == [1] * 4 + [0] * 8  # foot
+    # a min_size longer than the frame is high: a fibre lying across the frame still counts
+    assert reach(DecisionConfig(min_size=500.0), 12, SIZE) is not None
 
 
 BLIND = [
