@@ -33,6 +33,7 @@ from typing import Callable, Iterator, List, Tuple
 log = logging.getLogger(__name__)
 
 SAFE_OUTPUTS_TIMEOUT_S = 60.0  # a pin driver that hangs must not keep the service up forever
+KILL_WAIT_S = 10.0  # for a SIGKILLed run to end (it cannot while blocked in a driver call)
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,7 @@ class Service:
                     rc = self.watch(child, sock)
                 finally:  # an exception here must not leave the run going unwatched
                     if child.poll() is None:
-                        child.kill()
-                        child.wait()
+                        _kill(child)
         finally:
             off = self.safe_outputs("after the run")
         return rc or off
@@ -120,8 +120,8 @@ class Service:
                 deadline, why = now + cfg.stop_timeout_s, "still running past the stop timeout"
             if now > deadline:
                 log.error("fod run (pid %d): %s: killing it", child.pid, why)
-                child.kill()
-                child.wait()
+                if not _kill(child):
+                    return exit_code(-signal.SIGKILL)
         rc = exit_code(child.returncode)
         log.log(logging.INFO if rc == 0 else logging.ERROR, "fod run ended: exit %d", rc)
         return rc
@@ -141,6 +141,19 @@ class Service:
         if rc != 0:
             log.error("fod safe-outputs %s: exit %d", when, rc)
         return exit_code(rc)
+
+
+def _kill(child: subprocess.Popen) -> bool:
+    """SIGKILL the run and wait for its end -> whether it ended. A process blocked in a
+    driver call (uninterruptible) dies only when the call returns: its outputs go off
+    after it anyway, as far as they can be claimed."""
+    child.kill()
+    try:
+        child.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.error("fod run (pid %d) still there %.0f s after SIGKILL", child.pid, KILL_WAIT_S)
+        return False
+    return True
 
 
 def _receive(sock: socket.socket) -> List[str]:

@@ -53,12 +53,12 @@ def non_negative_int(text: str) -> int:
     return v
 
 
-def positive_seconds(text: str) -> float:
-    """A finite time > 0 (NaN or inf would turn a timeout off)."""
+def positive_number(text: str) -> float:
+    """A finite number > 0 (a NaN or infinite timeout would never run out)."""
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected finite seconds > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v

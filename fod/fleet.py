@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from fod.args import add_max_age, positive_seconds
+from fod.args import add_max_age, positive_number
 
 if TYPE_CHECKING:
     from edge.outputs_record import DrivenOutputs
@@ -82,23 +82,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=STATE / "driven-outputs.json",
         help="as `fod run --outputs-record` (default %(default)s)",
     )
-    p.add_argument("--watchdog", type=positive_seconds, default=5.0, help="WatchdogSec (default 5)")
+    p.add_argument("--watchdog", type=positive_number, default=5.0, help="WatchdogSec (default 5)")
     p.add_argument(
         "--start-timeout",
-        type=positive_seconds,
+        type=positive_number,
         default=180.0,
         help="seconds to READY=1: model and engine loaded (default 180)",
     )
     p.add_argument(
         "--stop-timeout",
-        type=positive_seconds,
+        type=positive_number,
         default=20.0,
         help="seconds from the stop signal to SIGKILL (default 20)",
     )
     p.add_argument("--allow-rollback", action="store_true", help="passed to `fod run`")
     p.add_argument("--allow-mock-pins", action="store_true", help="passed to `fod run`")
     p.add_argument(
-        "--rate", type=positive_seconds, help="passed to `fod run`: timer triggers per minute"
+        "--rate", type=positive_number, help="passed to `fod run`: timer triggers per minute"
     )
     p.set_defaults(func=cmd_service)
 

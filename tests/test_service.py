@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -72,12 +72,14 @@ class Unit:
         return level(self.pins, name)
 
 
-def _until(what: Callable[[], bool], proc: subprocess.Popen) -> None:
+def _until(what: Callable[[], Any], proc: subprocess.Popen) -> Any:
+    """What `what` gives once it is true, while `proc` runs."""
     end = time.monotonic() + WAIT_S
-    while not what():
+    while not (got := what()):
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < end, "timed out"
         time.sleep(0.005)
+    return got
 
 
 def _run_child(service: subprocess.Popen) -> Optional[int]:
@@ -92,10 +94,8 @@ def _run_child(service: subprocess.Popen) -> Optional[int]:
     return None
 
 
-def _started(unit: Unit, service: subprocess.Popen) -> int:
-    found: List[int] = []
-    _until(lambda: found.append(_run_child(service) or 0) or found[-1] > 0, service)
-    return found[-1]
+def _started(service: subprocess.Popen) -> int:
+    return _until(lambda: _run_child(service), service)
 
 
 def test_outputs_off_before_the_run_and_after_it_was_killed(tmp_path: Path, video: Path) -> None:
@@ -112,7 +112,7 @@ def test_outputs_off_before_the_run_and_after_it_was_killed(tmp_path: Path, vide
     assert unit.on(GATE) and unit.on(ALARM)  # left as the dead process drove them
 
     service = unit.start("service")
-    child = _started(unit, service)
+    child = _started(service)
     assert not unit.on(GATE) and not unit.on(ALARM)  # off before `fod run` even started
     _until(lambda: unit.on(GATE), service)
     killed = time.monotonic()
@@ -131,7 +131,7 @@ def test_a_hung_run_is_killed_by_the_watchdog(tmp_path: Path, video: Path) -> No
     it, and the gate and the ready output go off."""
     unit = Unit(tmp_path, video)
     service = unit.start("service", "--watchdog", "2")
-    child = _started(unit, service)
+    child = _started(service)
     _until(lambda: unit.on(GATE), service)
     os.kill(child, signal.SIGSTOP)
     frozen = time.monotonic()
@@ -148,7 +148,7 @@ def test_the_stop_signal_ends_the_run_as_systemd_stops_it(tmp_path: Path, video:
     exit line, its own exit status) and the outputs are off."""
     unit = Unit(tmp_path, video)
     service = unit.start("service")
-    _started(unit, service)
+    _started(service)
     _until(lambda: unit.on(ALARM), service)  # the ready output: the runtime runs
     service.send_signal(signal.SIGTERM)
     _, err = service.communicate(timeout=WAIT_S)
@@ -163,7 +163,7 @@ def test_a_run_that_never_gets_ready_is_killed(tmp_path: Path, video: Path) -> N
     unit = Unit(tmp_path, video)
     service = unit.start("service", "--start-timeout", "1")
     with contextlib.suppress(ProcessLookupError):  # killed already
-        os.kill(_started(unit, service), signal.SIGSTOP)
+        os.kill(_started(service), signal.SIGSTOP)
     _, err = service.communicate(timeout=WAIT_S)
     assert service.returncode == 128 + signal.SIGKILL
     assert "no READY=1 within the start timeout: killing it" in err
