@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .errors import FodError
+from .folder_lock import FolderBusy, lock_folder
 from .fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -161,13 +162,25 @@ class AuditLog:
         self.cfg = cfg
         self._authorizer = authorizer  # fault injection at the SQLite layer (simulation)
         cfg.folder.mkdir(parents=True, exist_ok=True)
-        (cfg.folder / "images").mkdir(exist_ok=True)
+        try:  # one writer: a second would fork the chain
+            self._lock = lock_folder(cfg.folder)
+        except FolderBusy as e:
+            raise AuditError(f"{e}: one runtime writes an audit folder") from None
         self._db: Optional[sqlite3.Connection] = None
         self._path: Optional[Path] = None
         self._day = ""
         self._last_seq, self._last_hash = 0, GENESIS
         self.chain_fault: Optional[str] = None
         self._key = None
+        try:
+            self._resume(cfg)
+        except BaseException:
+            self.close()
+            raise
+
+    def _resume(self, cfg: AuditConfig) -> None:
+        """Go on after the trail's last row (or its anchor's, where rows were cut)."""
+        (cfg.folder / "images").mkdir(exist_ok=True)
         if cfg.signing_key:
             from .signing import load_private_key
 
@@ -378,6 +391,7 @@ class AuditLog:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._lock.close()  # the next writer may start
 
     def __enter__(self) -> AuditLog:
         return self

@@ -345,3 +345,20 @@ def test_export_and_show(tmp_path: Path) -> None:
     assert img.shape == (32, 32, 3) and (img[..., 2] > img[..., 0]).any()  # red boxes drawn
     with pytest.raises(AuditError, match="no evidence image"):
         draw_record(tmp_path, 1)
+
+
+def test_one_writer_per_audit_folder(tmp_path: Path) -> None:
+    """A second runtime on the same folder (a `fod run` by hand beside the service) would
+    append after the same last row and fork the chain: it is refused, naming the holder;
+    once the first closes (or dies: the SIGKILL test above reopens after every kill), the
+    next one writes on after the last row."""
+    cfg = AuditConfig(tmp_path, min_free_bytes=0)
+    rec = ContainerRecord("c0", 0, 1, "accept", "clean", None, [[]], "m", "c")
+    with AuditLog(cfg) as first:
+        first.record(rec)
+        with pytest.raises(AuditError, match=f"another process \\(pid {os.getpid()}\\)"):
+            AuditLog(cfg)
+        first.record(rec)
+    with AuditLog(cfg) as again:
+        assert again.record(rec) == 3
+    assert verify(tmp_path).last_seq == 3
