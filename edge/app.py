@@ -145,6 +145,9 @@ def line_runtime(
         except OSError as e:
             raise FodError(f"metrics.port {cfg.metrics.port}: cannot listen: {e}") from None
         stack.callback(metrics.close)
+        # The audit folder's one writer, before its state is written or a pin is touched: a
+        # second runtime beside a running one is refused having changed neither.
+        audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
         check_rollback(bundle.manifest, cfg.audit.folder, allow_rollback)
         detector = EdgeDetector(
             wrap_backend(backend) if wrap_backend else backend,
@@ -164,7 +167,6 @@ def line_runtime(
                 else " (gpio.alarm_energise_to = 'ready' or 'heartbeat' makes a dead unit show "
                 "the alarm too)",
             )
-        audit = stack.enter_context(AuditLog(cfg.audit, audit_authorizer))
         runtime = Runtime(
             cfg,
             detector,
