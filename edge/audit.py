@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from .errors import FodError
-from .folder_lock import FolderBusy, lock_folder
+from .folder_lock import FolderBusy, lock_folder, release
 from .fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ class AuditLog:
         self.cfg = cfg
         self._authorizer = authorizer  # fault injection at the SQLite layer (simulation)
         cfg.folder.mkdir(parents=True, exist_ok=True)
-        try:  # one writer: a second would fork the chain
-            self._lock = lock_folder(cfg.folder)
+        try:  # one writer: a second would write after the same last row
+            self._lock, self.unclean_end = lock_folder(cfg.folder)
         except FolderBusy as e:
             raise AuditError(f"{e}: one runtime writes an audit folder") from None
         self._db: Optional[sqlite3.Connection] = None
@@ -391,7 +391,7 @@ class AuditLog:
         if self._db is not None:
             self._db.close()
             self._db = None
-        self._lock.close()  # the next writer may start
+        release(self._lock, self.unclean_end)  # the next writer may start
 
     def __enter__(self) -> AuditLog:
         return self

@@ -128,8 +128,21 @@ class Runtime:
         self._stale_alarmed: set = set()
         if audit.chain_fault:
             self.raise_alarm(audit.chain_fault)
+        if audit.unclean_end:  # the run before was killed or crashed holding containers
+            self._unclean_end(audit.unclean_end, audit.last_seq)
         for s in self.stages:
             s.start()
+
+    def _unclean_end(self, holder: str, seq: int) -> None:
+        """On record: the containers the run before held undecided got no row; with the
+        reject wiring they passed the gate (no process fired their reject pulses): the alarm."""
+        why = f"the runtime before ({holder}) ended without closing: what it held has no row"
+        if self.cfg.gpio.energise_to == "reject":
+            self.raise_alarm(why + ", and with the reject wiring those containers PASSED")
+        else:
+            log.warning("%s (rejected at the gate: no accept pulse)", why)
+            self.events.post("unclean_end", why, seq)
+        self.audit.unclean_end = None  # on record now: the lock file need not carry it on
 
     # --- the trigger side ---------------------------------------------------------------
     def submit(self, job: Job) -> None:

@@ -82,6 +82,11 @@ def _until(what: Callable[[], Any], proc: subprocess.Popen) -> Any:
     return got
 
 
+def _events(folder: Path) -> str:
+    path = folder / "audit" / "events.jsonl"
+    return path.read_text() if path.exists() else ""
+
+
 def _run_child(service: subprocess.Popen) -> Optional[int]:
     """The service's `fod run` child, once it is one (not its first `fod safe-outputs`)."""
     try:
@@ -114,6 +119,8 @@ def test_outputs_off_before_the_run_and_after_it_was_killed(tmp_path: Path, vide
     service = unit.start("service")
     child = _started(service)
     assert not unit.on(GATE) and not unit.on(ALARM)  # off before `fod run` even started
+    # the new run puts the dead one on record: what it held has no row
+    _until(lambda: f"pid {bare.pid} since" in _events(unit.config.parent), service)
     _until(lambda: unit.on(GATE), service)
     killed = time.monotonic()
     os.kill(child, signal.SIGKILL)
