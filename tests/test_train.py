@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
@@ -29,12 +30,12 @@ SMALL_MODEL = [
 ]
 
 
-def _fixed_batch(root: Path, n: int = 8):
+def _fixed_batch(root: Path, n: int = 8, size: Tuple[int, int] = (320, 256)):
     data = CocoDetection(root)
     xs, gts = [], []
     for i in range(n):
         s = data[i]
-        img, lb = letterbox(s.image, (320, 256))
+        img, lb = letterbox(s.image, size)
         xs.append(torch.from_numpy(img.transpose(2, 0, 1).copy()).float())
         gts.append(
             {
