@@ -13,7 +13,10 @@ in three steps: `stopping` - a trigger is a reject on record, its reject pulse a
 `pulses_closed` - no pulse a trigger needs is waited for any more: with the reject wiring
 it goes unseen, with the accept wiring (no pulse needed) it is still on record; then
 `audit_closed` - no row is written: unseen. An unseen container (no row; with the reject
-wiring no pulse, so it passes, as at any stopped unit) is counted and logged.
+wiring no pulse, so it passes, as at any stopped unit) is counted and logged. A step is
+taken (`close_step`) only between two triggers: one already past the step's check (its
+reject pulse about to be armed, its row about to be queued) gets what that check
+promised it - close waits for its pulse, the audit stage writes its row.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .undecided import Undecided
 
 log = logging.getLogger(__name__)
 _FUTURE_S = 1.0  # s: a trigger stamped later than now by more is not of this clock
+_STEP_WAIT_S = 1.0  # s: close waits this long at most for a trigger midway (never hangs)
 
 
 class Intake:
@@ -59,18 +63,33 @@ class Intake:
         self.stopping = threading.Event()  # `close`, step by step (the module's docstring)
         self.pulses_closed, self.audit_closed = threading.Event(), threading.Event()
         self.reject_wiring = cfg.gpio.energise_to == "reject"
+        self._midway = threading.RLock()  # held by a trigger from its checks to its end
 
     def submit(self, job: Job) -> None:
-        """Called at the trigger edge; never blocks, never raises."""
-        if self.audit_closed.is_set() or (self.pulses_closed.is_set() and self.reject_wiring):
-            self._unseen(job)
-            return
-        c: Optional[InFlight] = None
+        """Called at the trigger edge; never blocks (but for a `close_step`), never raises."""
+        with self._midway:
+            if self.audit_closed.is_set() or (self.pulses_closed.is_set() and self.reject_wiring):
+                self._unseen(job)
+                return
+            c: Optional[InFlight] = None
+            try:
+                c, stamped = self._open(job)
+                self._enter(job, stamped)
+            except Exception as e:
+                self._failed(job, c, e)
+
+    def close_step(self, step: threading.Event) -> None:
+        """Take one of close's steps (`pulses_closed`, `audit_closed`) between two triggers:
+        what a trigger midway was promised by the step's check before holds (its pulse armed
+        before close waits for the pulses, its row queued before the audit stops)."""
+        got = self._midway.acquire(timeout=_STEP_WAIT_S)
         try:
-            c, stamped = self._open(job)
-            self._enter(job, stamped)
-        except Exception as e:
-            self._failed(job, c, e)
+            if not got:  # a trigger stuck midway: what it does from here may not hold
+                log.error("close: a trigger handler held up for %.1f s; stopping on", _STEP_WAIT_S)
+            step.set()
+        finally:
+            if got:
+                self._midway.release()
 
     def _open(self, job: Job) -> Tuple[InFlight, Optional[float]]:
         """Stamp the container, arm its reject pulse (reject wiring), put it on the books

@@ -168,12 +168,12 @@ class Runtime:
         self.drain(timeout=5.0)  # a trigger meanwhile: a reject on record, its pulse armed
         # Released accepts and armed rejects still need their pulse at the gate: let them
         # land (bounded); a trigger from here whose reject needs a pulse goes unseen.
-        self.intake.pulses_closed.set()
+        self.intake.close_step(self.intake.pulses_closed)
         self.io.pulses.wait_idle(
             timeout=(self.cfg.gpio.delay_ms + self.cfg.gpio.pulse_ms) / 1000 + 0.5
         )
         self.drain(timeout=1.0)  # the rows of the triggers meanwhile (accept wiring)
-        self.intake.audit_closed.set()
+        self.intake.close_step(self.intake.audit_closed)
         for s in self.stages:
             s.stop()
         for s in self.stages:

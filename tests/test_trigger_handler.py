@@ -151,3 +151,50 @@ def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: 
         assert rows["c2"][:2] == ("reject", "shutdown") and rt.counts.get("unseen", 0) == 0
     else:
         assert "c2" not in rows and rt.counts["unseen"] == 1
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_trigger_midway_as_close_steps_on_gets_its_row_and_pulse(
+    bundle: Path, tmp_path: Path, wiring: str
+) -> None:
+    """c1's trigger handler is held up just past its checks (arming its reject pulse takes
+    0.4 s: the thread preempted there), and close starts meanwhile. close waits for it at
+    each step: c1 is a reject on record and, with the reject wiring, its reject pulse
+    fires at its gate time before close returns. Before, close stepped on: it stopped
+    waiting for pulses and rows, c1 got no row, and no pulse (its process ends after
+    close: here the pins are released then)."""
+    cfg = _cfg(
+        bundle,
+        tmp_path,
+        decision={"min_evidence": 99.0},  # the rule accepts any frames
+        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
+    )
+    f = MockFactory()
+    midway = threading.Event()
+    with frozen_heap(), line_runtime(cfg, f) as rt:
+        real_arm = rt.io.arm
+
+        def held_up(cid: str, t: float):
+            if cid == "c1":
+                midway.set()
+                time.sleep(0.4)
+            return real_arm(cid, t)
+
+        rt.io.arm = held_up  # type: ignore[method-assign]
+        rt.io.on_trigger(lambda t: rt.submit(Job("c1", t, _frames())))
+        gate, trigger = f.pin(cfg.gpio.ejector_pin), f.pin(TRIGGER)
+        gate.clear_states()
+        t_clear = t1 = time.monotonic()
+        edge = threading.Thread(target=lambda: (trigger.drive_high(), trigger.drive_low()))
+        edge.start()
+        assert midway.wait(5)
+        rt.close()
+        on = pin_intervals(gate, t_clear)
+        edge.join(5)
+    if wiring == "accept":
+        assert on == []
+    else:
+        delay = cfg.gpio.delay_ms / 1000
+        assert len(on) == 1 and abs(on[0][0] - (t1 + delay)) < 0.1, (on, t1 + delay)
+    written = list((tmp_path / "audit").glob("audit-*.db"))  # the first row makes one
+    assert written and _rows(tmp_path)["c1"][:2] == ("reject", "shutdown")
