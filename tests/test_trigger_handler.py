@@ -16,6 +16,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import frozen_heap, line_runtime
+from edge.config import LineConfig
+from edge.intake import Intake
 from edge.runtime import Job, Runtime
 from edge.simulate import pin_intervals
 
@@ -198,3 +200,26 @@ def test_a_trigger_midway_as_close_steps_on_gets_its_row_and_pulse(
         assert len(on) == 1 and abs(on[0][0] - (t1 + delay)) < 0.1, (on, t1 + delay)
     written = list((tmp_path / "audit").glob("audit-*.db"))  # the first row makes one
     assert written and _rows(tmp_path)["c1"][:2] == ("reject", "shutdown")
+
+
+def test_close_steps_on_past_a_trigger_handler_that_never_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A trigger handler stuck midway (in a driver call that never returns) holds close up
+    for at most a second: close never hangs; the step is taken, and said so."""
+    intake = Intake(LineConfig(), *[None] * 6, time.monotonic)  # type: ignore[arg-type]
+    held, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with intake._midway:
+            held.set()
+            release.wait(30)
+
+    threading.Thread(target=stuck, daemon=True).start()
+    assert held.wait(5)
+    stepping = threading.Thread(target=intake.close_step, args=(intake.audit_closed,))
+    stepping.start()
+    stepping.join(10)  # a bound on a hang, not a timing claim
+    release.set()
+    assert not stepping.is_alive() and intake.audit_closed.is_set()
+    assert "a trigger handler held up" in caplog.text
