@@ -28,6 +28,16 @@ from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
 TRIGGER = "GPIO22"
 
 
+def _accepting_line(bundle: Path, tmp_path: Path, wiring: str) -> LineConfig:
+    """A line whose rule accepts any frames, triggered on TRIGGER, with this wiring."""
+    return _cfg(
+        bundle,
+        tmp_path,
+        decision={"min_evidence": 99.0},
+        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
+    )
+
+
 def _fail_once(obj: object, name: str, when: Callable[..., bool]) -> None:
     """`obj.name` raises once, on the first call `when(*args)` picks; else as before."""
     real, done = getattr(obj, name), []
@@ -67,12 +77,7 @@ def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
     rejected at the gate - no accept pulse, or its reject pulse fires at its gate time -
     and on record as `thread_crash`, the alarm pin goes up, and c1, triggered after it on
     the same pin, is released at its own gate time."""
-    cfg = _cfg(
-        bundle,
-        tmp_path,
-        decision={"min_evidence": 99.0},  # the rule accepts any frames
-        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
-    )
+    cfg = _accepting_line(bundle, tmp_path, wiring)
     f = MockFactory()
     escaped: List[BaseException] = []
     delay = cfg.gpio.delay_ms / 1000
@@ -107,12 +112,7 @@ def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: 
     accept wiring still a reject on record (it needs no pulse); with the reject wiring no
     pulse can be promised, so it goes unseen - no row, no pulse, counted - as at any
     stopped unit. Before, neither got a row, and c1 no reject pulse: it passed."""
-    cfg = _cfg(
-        bundle,
-        tmp_path,
-        decision={"min_evidence": 99.0},  # the rule accepts any frames
-        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
-    )
+    cfg = _accepting_line(bundle, tmp_path, wiring)
     slow_next = threading.Event()
 
     def slow_card(action: int, table: str, *rest) -> int:
@@ -165,12 +165,7 @@ def test_a_trigger_midway_as_close_steps_on_gets_its_row_and_pulse(
     fires at its gate time before close returns. Before, close stepped on: it stopped
     waiting for pulses and rows, c1 got no row, and no pulse (its process ends after
     close: here the pins are released then)."""
-    cfg = _cfg(
-        bundle,
-        tmp_path,
-        decision={"min_evidence": 99.0},  # the rule accepts any frames
-        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
-    )
+    cfg = _accepting_line(bundle, tmp_path, wiring)
     f = MockFactory()
     midway = threading.Event()
     with frozen_heap(), line_runtime(cfg, f) as rt:
