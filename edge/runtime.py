@@ -137,7 +137,7 @@ class Runtime:
         """On record: the containers the run before held undecided got no row; with the
         reject wiring they passed the gate (no process fired their reject pulses): the alarm."""
         why = f"the runtime before ({holder}) ended without closing: what it held has no row"
-        if self.cfg.gpio.energise_to == "reject":
+        if self.intake.reject_wiring:
             self.raise_alarm(why + ", and with the reject wiring those containers PASSED")
         else:
             log.warning("%s (rejected at the gate: no accept pulse)", why)

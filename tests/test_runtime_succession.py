@@ -8,7 +8,6 @@ held have no row, and with the reject wiring they passed (the alarm)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from edge.folder_lock import LOCK_FILE
 
 from .filepin import DIR_ENV, FilePin, level, levels
 from .test_export import exported  # noqa: F401
+from .test_recorder import _wait_for
 from .test_runtime import _cfg, bundle  # noqa: F401
 
 GATE, ALARM = "GPIO17", "GPIO27"
@@ -36,7 +36,8 @@ def test_a_second_runtime_touches_no_pin_of_the_running_one(
     (tmp_path / "pins").mkdir()
     cfg = _cfg(bundle, tmp_path, gpio={"alarm_energise_to": "ready"})
     with line_runtime(cfg, MockFactory(pin_class=FilePin)):
-        _until(lambda: level(tmp_path / "pins", ALARM))  # the ready output: the runtime runs
+        # the ready output: the runtime runs (30 s: a bound on a hang, not a timing claim)
+        assert _wait_for(lambda: level(tmp_path / "pins", ALARM), 30)
         seen = {pin: levels(tmp_path / "pins", pin) for pin in (GATE, ALARM)}
         second = line_runtime(cfg, MockFactory(pin_class=FilePin))
         with pytest.raises(AuditError, match="written by another process"), second:
@@ -65,20 +66,14 @@ def test_a_runtime_after_one_that_died_puts_it_on_record(
     audit.mkdir()
     (audit / LOCK_FILE).write_text("pid 4242 since 2026-12-06T05:00:00Z\n")
     with line_runtime(cfg, MockFactory(pin_class=FilePin)) as rt:
-        _until(lambda: level(tmp_path / "pins", ALARM) == (wiring == "accept"))  # ready: on
+        ready = wiring == "accept"  # the ready output on: no alarm
+        assert _wait_for(lambda: level(tmp_path / "pins", ALARM) == ready, 30)
         assert rt.alarm == (wiring == "reject")  # = no alarm
     (event,) = _events(audit)
     assert event["kind"] == ("alarm" if wiring == "reject" else "unclean_end")
     assert "pid 4242 since 2026-12-06T05:00:00Z) ended without closing" in event["detail"]
     assert (audit / LOCK_FILE).read_text() == ""  # closed, and the death reported
     with line_runtime(cfg, MockFactory(pin_class=FilePin)) as rt:
-        _until(lambda: level(tmp_path / "pins", ALARM))
+        assert _wait_for(lambda: level(tmp_path / "pins", ALARM), 30)
         assert not rt.alarm
     assert len(_events(audit)) == 1
-
-
-def _until(what) -> None:
-    end = time.monotonic() + 30  # a bound on a hang, not a timing claim
-    while not what():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
