@@ -24,6 +24,7 @@ from fod.cli import main
 from fod.line import DEMO_BUNDLE
 
 from .gate_run import rising_edges
+from .test_recorder import _wait_for
 from .test_reference import REF, _line, _scripted, ref_bundle  # noqa: F401
 from .test_runtime import _rows
 
@@ -91,15 +92,6 @@ def _running_line(bundle: Path, tmp_path: Path, every_s: float) -> LineConfig:
     )
 
 
-def _until(cond, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 @pytest.mark.parametrize(
     "every_s, dimmed",
     [(0.3, slice(None)), (0.3, 2), (0.0, slice(None))],
@@ -138,16 +130,16 @@ def test_an_engine_that_goes_blind_mid_shift_stops_the_line(
         gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin("GPIO6")
         gate.clear_states()
         if every_s:
-            assert _until(lambda: rt.self_test.rounds["passed"] >= 1, 20)
+            assert _wait_for(lambda: rt.self_test.rounds["passed"] >= 1, 20)
         rt.submit(Job("c0", time.monotonic(), _quiet_frames(0)))
         assert rt.drain(20)
         if every_s:  # a round after c0 vouches for it
-            assert _until(lambda: rt.self_test.rounds["passed"] >= 2, 20)
+            assert _wait_for(lambda: rt.self_test.rounds["passed"] >= 2, 20)
         blind.set()
         rt.submit(Job("c1", time.monotonic(), _quiet_frames(1)))
         assert rt.drain(20)
         if every_s:
-            assert _until(lambda: rt.blind is not None, 20)
+            assert _wait_for(lambda: rt.blind is not None, 20)
         else:
             time.sleep(1.5)  # as long as a round would take here
         rt.submit(Job("c2", time.monotonic(), _quiet_frames(2)))
@@ -232,7 +224,7 @@ def test_rounds_that_never_pass_raise_the_alarm(ref_bundle, tmp_path: Path, monk
         gate.clear_states()
         rt.submit(Job("c0", time.monotonic(), _quiet_frames(0)))
         assert rt.drain(20)
-        assert _until(lambda: alarm.state, 20)
+        assert _wait_for(lambda: alarm.state, 20)
         rt.submit(Job("c1", time.monotonic(), _quiet_frames(1)))
         assert rt.drain(20)
         assert rt.io.pulses.wait_idle(15)
