@@ -19,7 +19,8 @@ import logging
 import math
 import queue
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -107,6 +108,7 @@ class Runtime:
         self.blind: Optional[str] = None  # why the model can no longer be trusted
         self._holding: Dict[str, Optional[str]] = {}  # stage -> container it is working on
         self._last_frame: Optional[np.ndarray] = None  # capture stage only
+        self._took: Deque[float] = deque(maxlen=8)  # s of the last decisions (inference stage)
         io.pulses.on_done = self.recorder.pulse_done
         io.pulses.on_crash = lambda e: self.raise_alarm(f"stage pulses crashed: {e!r}")
         io.pulses.on_stuck = self.raise_alarm
@@ -243,10 +245,10 @@ class Runtime:
         out = Outcome(job.container_id, job.trigger_t, True, reason, fault, job.truth, captured)
         if fault is None and self.blind is not None:
             out.fault, out.reason = "blind_model", self.blind
-        elif fault is None and self.clock() > c.deadline:
-            # Already too late: reject without spending the model on it, so an overload
-            # drains instead of making every following container late as well.
-            out.fault, out.reason = "late", "deadline passed while queued; not inferred"
+        elif fault is None and (late := self._too_late(c.deadline)):
+            # Rejected without spending the model on it, so an overload drains instead of
+            # making every following container late as well.
+            out.fault, out.reason = "late", late
         if out.fault is None:
             self._decide(out, frames)
         out.decided_t = self.clock()
@@ -273,12 +275,30 @@ class Runtime:
             self.failed = self.blind  # `fod run` exits; a restart checks the frames first
             self.raise_alarm(f"{self.blind}; {st.unchecked()}")
 
+    def _too_late(self, deadline: float) -> str:
+        """Why a decision can no longer make `deadline` ("" while it can): past it, or
+        less time left than the fastest recent decision took."""
+        left, needs = deadline - self.clock(), min(self._took, default=0.0)
+        if left < 0:
+            return "deadline passed while queued; not inferred"
+        if left < needs:
+            return (
+                f"{left * 1000:.0f} ms left to its deadline, under the {needs * 1000:.0f} ms "
+                "of the fastest recent decision; not inferred"
+            )
+        return ""
+
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
-        t0 = self.clock()
-        v = judge(frames, self.detector.detect, self._rule)
-        self.metrics.latency.labels("inference").observe(self.clock() - t0)  # model + rule
+        t0, cid = self.clock(), out.container_id
+        v = judge(frames, self.detector.detect, self._rule, lambda: cid in self.undecided)
         out.reject, out.reason, out.fault = v.reject, v.reason, v.fault
         out.image, out.detections = v.image, v.detections
+        if v.abandoned:  # on record already (a stall): nothing to time
+            return
+        took = self.clock() - t0
+        self.metrics.latency.labels("inference").observe(took)  # model + rule
+        if v.fault is None:
+            self._took.append(took)
 
     def _rule(self, dets: List[Detections]) -> Decision:
         return self.decide(dets, self.names, self.decision)

@@ -64,6 +64,23 @@ def test_a_failing_model_is_a_reject_with_its_fault(exc: Exception, fault: str) 
     assert str(exc) in v.reason
 
 
+def test_a_container_no_longer_awaited_runs_no_more_frames() -> None:
+    """Rejected at its deadline after its first frame: the other two never reach the model,
+    and the rule is never asked."""
+    asked: List[int] = []
+
+    def detect(fs: List[np.ndarray]) -> List[Detections]:
+        asked.append(1)
+        return [_det(0.1)]
+
+    def rule(d: List[Detections]) -> Decision:
+        raise AssertionError("no rule for an abandoned container")
+
+    v = judge(FRAMES, detect, rule, awaited=lambda: not asked)
+    assert len(asked) == 1
+    assert (v.reject, v.fault, v.abandoned, v.image) == (True, "stall", True, None)
+
+
 def test_a_crashing_rule_propagates_to_the_stage() -> None:
     def rule(d: List[Detections]) -> Decision:
         raise ZeroDivisionError
