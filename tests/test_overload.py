@@ -90,8 +90,9 @@ def test_a_container_that_cannot_be_decided_in_time_gets_no_model_call(
         rt.submit(Job("c0", edges["c0"], _frames()))
         assert rt.drain(30)
         before_c1 = len(be.calls)
-        # c1's edge after c0's: the camera's frames of c1 come before any later trigger
-        assert _wait_for(lambda: time.monotonic() > edges["c0"] + 2.4, 10)
+        # c1's edge 0.5 s after c0's: its frames come before any later trigger, and its
+        # gate time is well apart from c0's pulse
+        assert _wait_for(lambda: time.monotonic() > edges["c0"] + 2.8, 10)
         edges["c1"] = time.monotonic() - 2.3
         rt.submit(Job("c1", edges["c1"], _frames()))
         assert rt.drain(30)  # its frames taken before the next trigger
