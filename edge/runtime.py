@@ -290,7 +290,9 @@ class Runtime:
 
     def _decide(self, out: Outcome, frames: List[np.ndarray]) -> None:
         t0, cid = self.clock(), out.container_id
-        v = judge(frames, self.detector.detect, self._rule, lambda: cid in self.undecided)
+        v = judge(
+            frames, self.detector.detect, self._rule, lambda: self.undecided.get(cid) is not None
+        )
         out.reject, out.reason, out.fault = v.reject, v.reason, v.fault
         out.image, out.detections = v.image, v.detections
         if v.abandoned:  # on record already (a stall): nothing to time

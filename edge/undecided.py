@@ -48,11 +48,6 @@ class Undecided:
     def __len__(self) -> int:
         return len(self._table)
 
-    def __contains__(self, container_id: object) -> bool:
-        """Whether the container is still undecided (nothing on its way to the audit)."""
-        with self.lock:
-            return container_id in self._table
-
     def finalize(self, out: Outcome) -> bool:
         """The container's outcome, if it is its first (-> True): to the audit stage."""
         with self.lock:
