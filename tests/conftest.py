@@ -8,11 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from fod.cli import main
+from training.checkpoint import save_checkpoint
 from training.data.synth import SynthConfig
 from training.data.synth_writer import write_synthetic_set
+from training.models import build_detector
+from training.models.config import arch_config
 
 SMALL = SynthConfig(width=320, height=256, frames=5)
+SMALL_MODEL = [
+    "--fpn-channels", "32", "--stacked-convs", "1", "--size", "320x256", "--workers", "0"
+]  # fmt: skip
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -37,6 +45,47 @@ def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic set shared by tests that only read it."""
     out = tmp_path_factory.mktemp("synth") / "set"
     write_synthetic_set(out, images=12, sequences=4, cfg=SMALL, seed=7, progress=False)
+    return out
+
+
+# The models below are built once per session and only read: one copy on disk and one build,
+# where a module-scoped copy in each of the 20+ modules that use them cost gigabytes of /tmp.
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """A small random-weight detector whose scores spread over (0, 1), exported to ONNX."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    cfg = arch_config("gfl-r18", 3, channels=32, stacked_convs=1)
+    model, _, post = build_detector(cfg)
+    with torch.no_grad():  # lively scores and boxes instead of the 0.01 prior
+        model.head.gfl_cls.bias.uniform_(-2.0, 1.0)
+        model.head.gfl_cls.weight.mul_(30)
+        model.head.gfl_reg.weight.mul_(30)
+    ckpt = root / "m.pt"
+    save_checkpoint(ckpt, model, cfg, "gfl-r18", ["fiber", "particle", "glass_flake"])
+    onnx_path = root / "m.onnx"
+    argv = ["export", "--weights", str(ckpt), "--out", str(onnx_path), "--size", "320x256"]
+    assert main(argv) == 0
+    return model.eval(), post, ckpt, onnx_path
+
+
+@pytest.fixture(scope="session")
+def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`exported` as an unsigned bundle, the runtime tests' model."""
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    assert main(["bundle", "make", "--onnx", str(exported[3]), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small GFL-R18 trained 30 iterations on `small_set` (the run folder)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    argv = ["train", "--data", str(small_set), "--out", str(out), "--epochs", "100",
+            "--max-iters", "30", "--batch", "4", "--lr", "0.01", "--warmup-iters", "5"]  # fmt: skip
+    assert main([*argv, *SMALL_MODEL]) == 0
     return out
 
 

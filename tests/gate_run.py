@@ -1,5 +1,6 @@
-"""Two containers through the runtime with one backend call spoiled: what the audit
-recorded and what the gate pin did (the tiles, mirror and output-shape tests share it)."""
+"""What the gate pin did to containers: the gate model over a pin history, and two
+containers through the runtime with one backend call spoiled (the tiles, mirror and
+output-shape tests share it)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,23 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.config import LineConfig
 from edge.runtime import Job
+from edge.simulate import Physical, gate_model
 
 from .test_runtime import _frames, _rows
+
+
+def gated(
+    edges: Dict[str, float],
+    on: List[Tuple[float, float]],
+    delay_s: float,
+    pulse_s: float,
+    wiring: str,
+) -> Dict[str, Physical]:
+    """The containers triggered at `edges` (id -> monotonic time) as the gate, wired to pass
+    on `wiring`, read the gate output's on-intervals `on` -> id -> container (`passed` set)."""
+    cs = {cid: Physical(cid, "accept", t) for cid, t in edges.items()}
+    gate_model(list(cs.values()), on, delay_s, pulse_s, wiring)
+    return cs
 
 
 def rising_edges(pin) -> int:

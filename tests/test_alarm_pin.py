@@ -18,11 +18,10 @@ from edge.events import EVENTS
 from edge.runtime import Job
 from edge.simulate import alarm_intervals, pin_intervals
 
-from .test_export import exported  # noqa: F401
 from .test_gate_hangs import HangingPin
 from .test_gate_writes import FlakyPin
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 
 def _no_frames():

@@ -20,8 +20,6 @@ from edge.timing import StageTimer, repeat, summarize
 from fod.cli import main
 
 from .quiet import quiet_outputs
-from .test_export import exported  # noqa: F401
-from .test_runtime import bundle  # noqa: F401
 
 
 def test_summarize_known_times() -> None:

@@ -23,8 +23,6 @@ from fod.cli import main
 from fod.deploy import calibrate_summary
 from training.data.dataset import CocoDetection
 
-from .test_export import exported  # noqa: F401  (module fixture: a small exported detector)
-
 
 def test_scale_hex_worked_by_hand() -> None:
     # amax 127.0 -> scale 1.0 = 0x3F800000; amax 2.54 -> scale 0.02 = 0x3CA3D70A (IEEE-754).

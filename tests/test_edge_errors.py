@@ -22,8 +22,7 @@ from edge.faults import FAULT_KINDS, Injector, parse_faults
 from edge.preflight import FAIL, OK, check_decision
 from fod.cli import main
 
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, bundle  # noqa: F401
+from .test_runtime import _cfg
 
 
 @pytest.mark.parametrize(

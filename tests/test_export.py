@@ -16,12 +16,9 @@ from edge.errors import FodError
 from edge.postprocess import PostprocessConfig, select_per_image
 from edge.sources import CaptureSource, open_source
 from fod.cli import main
-from training.checkpoint import save_checkpoint
 from training.data.dataset import CocoDetection
 from training.evaluation import predict, predict_onnx
 from training.export import ExportModel
-from training.models import build_detector
-from training.models.config import arch_config
 from training.postprocess import GFLPostprocess
 from training.postprocess import PostprocessConfig as TorchPostCfg
 from training.postprocess import select_per_image as torch_select
@@ -29,26 +26,6 @@ from training.postprocess import select_per_image as torch_select
 SIZE = (320, 256)
 BOX_ATOL = 1e-3  # px: float32 graph vs eager, different kernels and op order
 SCORE_ATOL = 5e-5  # float32 sigmoid: ORT and PyTorch kernels differ in the last bits
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory):
-    """A small random-weight detector whose scores spread over (0, 1), exported to ONNX."""
-    root = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    cfg = arch_config("gfl-r18", 3, channels=32, stacked_convs=1)
-    model, _, post = build_detector(cfg)
-    with torch.no_grad():  # lively scores and boxes instead of the 0.01 prior
-        model.head.gfl_cls.bias.uniform_(-2.0, 1.0)
-        model.head.gfl_cls.weight.mul_(30)
-        model.head.gfl_reg.weight.mul_(30)
-    ckpt = root / "m.pt"
-    save_checkpoint(ckpt, model, cfg, "gfl-r18", ["fiber", "particle", "glass_flake"])
-    onnx_path = root / "m.onnx"
-    assert (
-        main(["export", "--weights", str(ckpt), "--out", str(onnx_path), "--size", "320x256"]) == 0
-    )
-    return model.eval(), post, ckpt, onnx_path
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -29,9 +29,6 @@ from edge.simulate import (
 from edge.sources import Frame
 from fod.cli import main
 
-from .test_export import exported  # noqa: F401
-from .test_runtime import bundle  # noqa: F401
-
 N = 4
 
 

@@ -17,12 +17,12 @@ from edge.alarm import Alarm
 from edge.app import line_runtime
 from edge.pulses import PulseScheduler
 from edge.runtime import Job
-from edge.simulate import Physical, gate_model, pin_intervals
+from edge.simulate import pin_intervals
 from edge.supervise import Stage, Watchdog, sd_notify
 
-from .test_export import exported  # noqa: F401
+from .gate_run import gated
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, accept_one, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows, accept_one
 
 
 def test_stage_crash_rejects_what_it_held_and_restarts(bundle: Path, tmp_path: Path) -> None:
@@ -324,9 +324,8 @@ def test_a_hung_supervisor_passes_nothing_undecided_and_the_alarm_goes_up(
         camera.set()
         assert rt.drain(10) and rt.io.pulses.wait_idle(3)
     assert reasons == ["stage supervisor is stuck (no heartbeat)"]
-    cs = [Physical(cid, "accept", t) for cid, t in edges.items()]
-    gate_model(cs, on, delay, pulse, wiring)
-    decided, stuck = cs
+    cs = gated(edges, on, delay, pulse, wiring)
+    decided, stuck = cs["decided"], cs["hung"]
     assert not stuck.passed  # physically rejected with no one deciding it
     rows = _rows(tmp_path)
     assert rows["hung"][:2] == ("reject", "stall")

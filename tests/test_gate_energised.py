@@ -22,12 +22,11 @@ from edge.pulses import PulseScheduler
 from edge.simulate import pin_intervals
 from fod.cli import main
 
-from .test_export import exported  # noqa: F401
 from .test_failsafe import _argv
 from .test_gate_feedback import FB
 from .test_gate_hangs import BlockingDevice, _judged, _line, _submit_at
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _rows
 
 
 class FailingOffDevice(BlockingDevice):

@@ -15,10 +15,9 @@ from edge.app import line_runtime
 from edge.runtime import Job
 from fod.cli import main
 
-from .test_export import exported  # noqa: F401
 from .test_failsafe import N, _argv
 from .test_gpio import _WeldedContact
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 FB = "GPIO23"
 

@@ -20,11 +20,11 @@ from edge.app import line_runtime
 from edge.faults import FaultyPin, Injector
 from edge.pulses import PulseScheduler
 from edge.runtime import Job
-from edge.simulate import Physical, gate_model, judge, pin_intervals
+from edge.simulate import Physical, judge, pin_intervals
 
-from .test_export import exported  # noqa: F401
+from .gate_run import gated
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 
 class BlockingDevice:
@@ -134,8 +134,8 @@ def _judged(on: Any, rows: Any, ts: List[float], cfg: Any) -> Tuple[List[Physica
     """The containers c{i} (triggered at `ts`) as the gate model reads the pin history `on`,
     with their last audit rows -> (containers, `judge`'s summary)."""
     g = cfg.gpio
-    cs = [Physical(f"c{i}", "accept", t) for i, t in enumerate(ts)]
-    gate_model(cs, on, g.delay_ms / 1000, g.pulse_ms / 1000, g.energise_to)
+    edges = {f"c{i}": t for i, t in enumerate(ts)}
+    cs = list(gated(edges, on, g.delay_ms / 1000, g.pulse_ms / 1000, g.energise_to).values())
     for c in cs:
         c.audit, c.fault = rows[c.id][0], rows[c.id][1]
         c.faulted = c.fault is not None

@@ -18,9 +18,8 @@ from edge.pin_calls import GATE_WRITE_TRIES
 from edge.pulses import PulseScheduler
 from edge.runtime import Job
 
-from .test_export import exported  # noqa: F401
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, accept_one, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 
 class FlakyPin(FaultyPin):

@@ -13,9 +13,6 @@ import pytest
 from edge.postprocess import Detections
 from fod.cli import main as fod
 
-from .test_export import exported  # noqa: F401
-from .test_runtime import bundle  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 

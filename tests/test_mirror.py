@@ -13,8 +13,7 @@ from edge.health import BadOutput
 from edge.postprocess import Detections
 
 from .gate_run import _spoil_call, _two_containers
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, bundle  # noqa: F401
+from .test_runtime import _cfg
 from .test_tiles import Blobs
 
 

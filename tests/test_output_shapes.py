@@ -15,8 +15,7 @@ from edge.model_info import ModelInfo
 
 from .gate_run import _spoil_call, _two_containers
 from .quiet import quiet_outputs
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, bundle  # noqa: F401
+from .test_runtime import _cfg
 
 INFO = ModelInfo(["fiber", "particle", "glass_flake"], (64, 32), [32, 8], "0" * 64, "t")
 

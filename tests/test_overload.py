@@ -16,12 +16,12 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.jobs import Outcome
 from edge.runtime import Job
-from edge.simulate import Physical, gate_model, pin_intervals
+from edge.simulate import pin_intervals
 from edge.verdict import ABANDONED
 
-from .test_export import exported  # noqa: F401
+from .gate_run import gated
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 FRAME_S = 0.3  # the slowed model: a 3-frame container takes 0.9 s at least
 
@@ -56,9 +56,8 @@ def _wrapping(made: List[Slowed]) -> Callable[[Any], Slowed]:
 def _passed(
     gate: Any, t0: float, edges: Dict[str, float], delay: float, pulse: float
 ) -> Dict[str, bool]:
-    cs = [Physical(cid, "good", t) for cid, t in edges.items()]
-    gate_model(cs, pin_intervals(gate, t0), delay, pulse, "accept")
-    return {c.id: bool(c.passed) for c in cs}
+    cs = gated(edges, pin_intervals(gate, t0), delay, pulse, "accept")
+    return {cid: bool(c.passed) for cid, c in cs.items()}
 
 
 def test_a_container_that_cannot_be_decided_in_time_gets_no_model_call(

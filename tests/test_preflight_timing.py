@@ -16,8 +16,7 @@ from edge.config import frames_for_model
 from edge.errors import FodError
 from edge.preflight import FAIL, OK, WARN, check_model, check_timing, preflight
 
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _refused_at_start, bundle  # noqa: F401
+from .test_runtime import _cfg, _refused_at_start
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 ROOMY = {"delay_ms": 60_000, "pulse_ms": 20}  # 59.9 s before the gate: any machine fits

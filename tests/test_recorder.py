@@ -16,10 +16,10 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.jobs import Outcome
 from edge.runtime import Job
-from edge.simulate import Physical, gate_model, pin_intervals
+from edge.simulate import pin_intervals
 
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .gate_run import gated
+from .test_runtime import _cfg, _frames, _rows
 
 
 def test_an_unexpected_audit_error_rejects_on_record(bundle: Path, tmp_path: Path) -> None:
@@ -136,13 +136,12 @@ def test_an_audit_queue_overflow_rejects_and_counts_a_reject(bundle: Path, tmp_p
         go.set()
         assert rt.drain(10) and rt.io.pulses.wait_idle(3)
         on = pin_intervals(gate, t0)
-    cs = [Physical(cid, "accept", t) for cid, t in edges.items()]
-    gate_model(cs, on, cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000, "accept")
-    assert not cs[2].passed  # no record, no release
+    cs = gated(edges, on, cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000, "accept")
+    assert not cs["c2"].passed  # no record, no release
     (c2,) = [o for o in seen if o.container_id == "c2"]
     assert c2.reject and c2.fault == "audit_unavailable" and "queue full" in c2.reason
     # The books say what the gate did (c0 and c1 pass unless a slow machine made them late).
-    assert sum(c.passed for c in cs) == rt.counts["accept"]
+    assert sum(c.passed for c in cs.values()) == rt.counts["accept"]
     assert rt.counts["accept"] + rt.counts["reject"] == 3
 
 

@@ -27,14 +27,6 @@ from edge.timeline import tick_step
 from fod.cli import main
 
 from .conftest import free_port
-from .test_export import exported  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def bundle(exported, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    assert main(["bundle", "make", "--onnx", str(exported[3]), "--out", str(out)]) == 0
-    return out
 
 
 def _cfg(bundle: Path, tmp: Path, **over) -> LineConfig:

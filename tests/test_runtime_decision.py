@@ -15,9 +15,8 @@ from edge.app import line_runtime
 from edge.runtime import Job
 
 from .quiet import quiet_outputs
-from .test_export import exported  # noqa: F401
 from .test_path_tests import BUBBLES
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 Sighting = Optional[Tuple[float, float, float]]  # (x0, y0, score) of a 6-px box; None: unseen
 

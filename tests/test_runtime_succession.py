@@ -19,9 +19,8 @@ from edge.events import EVENTS
 from edge.folder_lock import LOCK_FILE
 
 from .filepin import DIR_ENV, FilePin, level, levels
-from .test_export import exported  # noqa: F401
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, bundle  # noqa: F401
+from .test_runtime import _cfg
 
 GATE, ALARM = "GPIO17", "GPIO27"
 

@@ -18,8 +18,7 @@ from edge.preprocess import letterbox_params, parse_grid, tile_windows
 
 from .gate_run import _spoil_call, _two_containers
 from .quiet import quiet_outputs
-from .test_export import exported  # noqa: F401
-from .test_runtime import _cfg, _refused_at_start, bundle  # noqa: F401
+from .test_runtime import _cfg, _refused_at_start
 
 
 @pytest.mark.parametrize(

@@ -16,18 +16,7 @@ from training.data.dataset import CocoDetection
 from training.models import build_detector
 from training.models.config import arch_config
 
-from .conftest import torchrun
-
-SMALL_MODEL = [
-    "--fpn-channels",
-    "32",
-    "--stacked-convs",
-    "1",
-    "--size",
-    "320x256",
-    "--workers",
-    "0",
-]
+from .conftest import SMALL_MODEL, torchrun
 
 
 def _fixed_batch(root: Path, n: int = 8, size: Tuple[int, int] = (320, 256)):
@@ -57,33 +46,6 @@ def _other_classes(tmp_path: Path, edit) -> Path:
     edit(data["categories"])
     (other / "annotations.json").write_text(json.dumps(data))
     return other
-
-
-@pytest.fixture(scope="module")
-def trained(small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "run"
-    rc = main(
-        [
-            "train",
-            "--data",
-            str(small_set),
-            "--out",
-            str(out),
-            "--epochs",
-            "100",
-            "--max-iters",
-            "30",
-            "--batch",
-            "4",
-            "--lr",
-            "0.01",
-            "--warmup-iters",
-            "5",
-            *SMALL_MODEL,
-        ]
-    )
-    assert rc == 0
-    return out
 
 
 def test_loss_falls_on_fixed_batch(trained: Path, small_set: Path) -> None:

@@ -13,11 +13,11 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
 from edge.runtime import Job, Runtime
-from edge.simulate import Physical, gate_model, pin_intervals
+from edge.simulate import Physical, pin_intervals
 
-from .test_export import exported  # noqa: F401
+from .gate_run import gated
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 
 def _at_the_gate(
@@ -39,9 +39,7 @@ def _at_the_gate(
         assert _wait_for(lambda: time.monotonic() > last + delay + pulse + 0.1)
         assert rt.io.pulses.wait_idle(3)
         on = pin_intervals(gate, t0)
-    cs = {cid: Physical(cid, "accept", t) for cid, t in edges.items()}
-    gate_model(list(cs.values()), on, delay, pulse, wiring)
-    return cs, _rows(tmp)
+    return gated(edges, on, delay, pulse, wiring), _rows(tmp)
 
 
 @pytest.mark.parametrize("wiring", ["accept", "reject"])

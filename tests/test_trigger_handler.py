@@ -21,9 +21,8 @@ from edge.intake import Intake
 from edge.runtime import Job, Runtime
 from edge.simulate import pin_intervals
 
-from .test_export import exported  # noqa: F401
 from .test_recorder import _wait_for
-from .test_runtime import _cfg, _frames, _rows, bundle  # noqa: F401
+from .test_runtime import _cfg, _frames, _rows
 
 TRIGGER = "GPIO22"
 
