@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from edge.bundle import open_bundle
 from fod.cli import main
+from fod.line import DEMO_BUNDLE
 from training.checkpoint import save_checkpoint
 from training.data.synth import SynthConfig
 from training.data.synth_writer import write_synthetic_set
@@ -87,6 +89,21 @@ def trained(small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--max-iters", "30", "--batch", "4", "--lr", "0.01", "--warmup-iters", "5"]  # fmt: skip
     assert main([*argv, *SMALL_MODEL]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def ref_bundle(tmp_path_factory) -> Path:
+    """The demo's INT8-CPU model bundled with 4 reference frames of fresh `random` images."""
+    if not DEMO_BUNDLE.exists():
+        pytest.skip("no models/demo in this tree")
+    work = tmp_path_factory.mktemp("ref")
+    argv = ["synth", "--out", str(work / "set"), "--images", "8", "--sequences", "0"]
+    assert main([*argv, "--size", "640x384", "--seed", "77", "--look", "random"]) == 0
+    with open_bundle(DEMO_BUNDLE) as b:
+        model = b.file("int8_cpu")
+        argv = ["bundle", "make", "--int8-cpu", str(model), "--out", str(work / "b")]
+        assert main([*argv, "--reference", str(work / "set"), "--reference-images", "4"]) == 0
+    return work / "b"
 
 
 def torchrun(*fod_args: str) -> subprocess.CompletedProcess:

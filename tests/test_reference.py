@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import open_bundle
 from edge.config import CameraConfig, LineConfig, ModelConfig
 from edge.errors import FodError
 from edge.postprocess import Detections
@@ -34,7 +33,6 @@ from edge.reference import (
     sightings,
 )
 from fod.cli import main
-from fod.line import DEMO_BUNDLE
 
 BOXES = np.float32([[10, 10, 20, 20], [40, 40, 46, 50], [5, 5, 9, 9]])  # [3, 4]
 
@@ -141,21 +139,6 @@ def test_a_reference_file_that_is_not_one_is_named(tmp_path: Path) -> None:
         save_reference(path, bad)
         with pytest.raises(FodError, match=match):
             load_reference(path)
-
-
-@pytest.fixture(scope="module")
-def ref_bundle(tmp_path_factory) -> Path:
-    """The demo's INT8-CPU model bundled with 4 reference frames of fresh `random` images."""
-    if not DEMO_BUNDLE.exists():
-        pytest.skip("no models/demo in this tree")
-    work = tmp_path_factory.mktemp("ref")
-    argv = ["synth", "--out", str(work / "set"), "--images", "8", "--sequences", "0"]
-    assert main([*argv, "--size", "640x384", "--seed", "77", "--look", "random"]) == 0
-    with open_bundle(DEMO_BUNDLE) as b:
-        model = b.file("int8_cpu")
-        argv = ["bundle", "make", "--int8-cpu", str(model), "--out", str(work / "b")]
-        assert main([*argv, "--reference", str(work / "set"), "--reference-images", "4"]) == 0
-    return work / "b"
 
 
 def _line(bundle: Path, **camera) -> LineConfig:

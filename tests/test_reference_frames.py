@@ -17,7 +17,7 @@ from edge.reference import PICK_PER_CLASS, pick_frames
 from fod.cli import main
 from fod.line import DEMO_BUNDLE
 
-from .test_reference import _line, ref_bundle  # noqa: F401
+from .test_reference import _line
 
 
 def test_pick_frames_covers_every_class_first() -> None:

@@ -25,7 +25,7 @@ from fod.line import DEMO_BUNDLE
 
 from .gate_run import rising_edges
 from .test_recorder import _wait_for
-from .test_reference import REF, _line, _scripted, ref_bundle  # noqa: F401
+from .test_reference import REF, _line, _scripted
 from .test_runtime import _rows
 
 

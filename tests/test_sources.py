@@ -30,7 +30,6 @@ from edge.simulate import pin_intervals
 from edge.sources import STAMP_SLACK_S, CaptureSource, Frame, driver_time
 
 from .gate_run import rising_edges
-from .test_reference import ref_bundle  # noqa: F401
 from .test_reference_rounds import _running_line
 from .test_runtime import _cfg, _frames, _rows
 
