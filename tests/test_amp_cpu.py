@@ -15,7 +15,8 @@ from training.engine.loop import cpu_bf16_native, forward_detector
 from training.models import build_detector
 from training.models.config import arch_config
 
-from .test_train import SMALL_MODEL, _fixed_batch
+from .conftest import SMALL_MODEL
+from .test_train import _fixed_batch
 
 
 def test_cpu_autocast_is_bfloat16_only_when_asked(trained: Path) -> None:

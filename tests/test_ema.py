@@ -15,7 +15,7 @@ from fod.cli import main
 from training.checkpoint import load_detector
 from training.engine.ema import DetectorEMA, ema_decay
 
-from .test_train import SMALL_MODEL
+from .conftest import SMALL_MODEL
 
 
 def test_the_decay_is_ramped_in() -> None:

@@ -12,8 +12,7 @@ import torch
 from fod.cli import main
 from training.checkpoint import load_detector
 
-from .conftest import torchrun
-from .test_train import SMALL_MODEL
+from .conftest import SMALL_MODEL, torchrun
 
 
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(
