@@ -188,6 +188,14 @@ def line_runtime(
         yield runtime
 
 
+def container_run(last_seq: int) -> str:
+    """The prefix of a run's container ids: "r" and the audit seq its first row will take.
+    Unique in the trail across restarts (the count starts again at 1 on each): a run that
+    recorded anything moved the trail's seq on, and one that recorded nothing left no id
+    to clash with."""
+    return f"r{last_seq + 1}"
+
+
 def run_forever(
     cfg: LineConfig,
     stop: threading.Event,
@@ -219,12 +227,13 @@ def run_forever(
         with line_runtime(
             cfg, pin_factory, allow_rollback=allow_rollback, require_reject=True
         ) as rt:
+            run = container_run(rt.audit.last_seq)
 
             def trigger(t: float) -> None:
                 n = next(counter)
                 if max_containers and n > max_containers:
                     return
-                rt.submit(Job(f"n{n:09d}", t, camera.read))
+                rt.submit(Job(f"{run}-{n:06d}", t, camera.read))
                 if submitted is not None and max_containers is not None and n >= max_containers:
                     submitted.set()
 

@@ -18,7 +18,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
-from edge.audit_verify import verify
+from edge.audit_verify import iter_rows, verify
 from edge.config import LineConfig
 from edge.errors import FodError
 from edge.outputs_record import read_record
@@ -349,6 +349,11 @@ def test_fod_run_with_video_camera_and_timer(
     assert rec is not None and (rec.pin_factory, rec.ejector_pin) == ("mock", "GPIO17")
     assert rec.alarm_pin == "GPIO27" and rec.config == str(cfg) and rec.pid == os.getpid()
     assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
+    # A restart counts from 1 again: its container ids still name one container each.
+    assert main([*argv, "--allow-mock-pins"]) in (0, 3)
+    capsys.readouterr()
+    ids = [r["container_id"] for r in iter_rows(tmp_path / "audit") if "_chain" not in r]
+    assert ids == ["r1-000001", "r1-000002", "r3-000001", "r3-000002"]
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["run", "--config", str(cfg)]) == 2
     assert "fod simulate" in capsys.readouterr().err
