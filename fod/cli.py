@@ -81,39 +81,42 @@ def _own_message(e: Exception) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from edge import logsink
     from edge.errors import FodError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Log lines are written by a thread of their own: a log output that blocks (journald
+    # stalled, a pipe nobody reads) stops no thread that logs.
+    sink = logsink.install(logging.DEBUG if args.verbose else logging.INFO)
+
+    def say(text: str) -> None:
+        if sink is not None:  # after the log lines that came before it
+            sink.drain(logsink.EXIT_DRAIN_S)
+        print(text, file=sys.stderr)
+
     try:
         return int(args.func(args) or 0)
     except FodError as e:
-        print(f"fod {args.verb}: error: {_own_message(e)}", file=sys.stderr)
+        say(f"fod {args.verb}: error: {_own_message(e)}")
         return 2
     except ModuleNotFoundError as e:  # a verb of a stage this install does not have
         if e.name is not None and e.name.split(".")[0] == "tensorrt":
-            print(
+            say(
                 f"fod {args.verb}: error: needs TensorRT's Python bindings, which come with "
                 "JetPack on a Jetson (apt install python3-libnvinfer; a venv made with "
-                "--system-site-packages sees them)",
-                file=sys.stderr,
+                "--system-site-packages sees them)"
             )
             return 2
         if e.name is None or e.name.split(".")[0] not in _EXTRAS:
             raise
         extra = _EXTRAS[e.name.split(".")[0]]
-        print(
+        say(
             f"fod {args.verb}: error: needs {e.name}, which this install does not have: "
-            f"pip install 'pharma-fod[{extra}]'",
-            file=sys.stderr,
+            f"pip install 'pharma-fod[{extra}]'"
         )
         return 2
     except KeyboardInterrupt:
-        print(f"fod {args.verb}: interrupted", file=sys.stderr)
+        say(f"fod {args.verb}: interrupted")
         return 130
 
 

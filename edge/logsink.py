@@ -1,0 +1,128 @@
+"""The process's log output, written by a thread of its own.
+
+Every thread logs, the runtime's stages and the pulse thread included (a fault, an
+alarm), and a log write can block: journald stalled, a container runtime's log driver in
+blocking mode, a terminal paused, a pipe nobody reads. Written where it is emitted, that
+write would stop whichever thread logged - the supervisor as it raises the alarm, the
+audit stage as it counts a fault - and, at start, the whole process before the line runs.
+So a log line is formatted by the thread that emits it and queued, never waited for; one
+writer thread takes the queue to the file descriptor. When the output takes nothing the
+queue fills, and the lines that do not fit are dropped and counted; the count is logged
+once the output takes lines again. At exit the queue is drained for a bounded time.
+
+`warnings` are routed through logging too (`logging.captureWarnings`), so a numpy warning
+in a stage thread does not write to stderr itself. What native libraries write to the
+descriptor themselves (ONNX Runtime's own log) is beyond this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Optional
+
+FORMAT = "%(levelname)s %(name)s: %(message)s"
+DEPTH = 10000  # lines queued at most (about 1-2 MB): room for a burst, bounded memory
+EXIT_DRAIN_S = 2.0  # at exit, what is queued gets this long to be written
+
+
+class LogSink(logging.Handler):
+    """A logging handler that never blocks the thread that logs (the module's docstring)."""
+
+    def __init__(self, fd: int = 2, depth: int = DEPTH) -> None:
+        super().__init__()
+        self.fd = fd
+        self.dropped = 0  # lines lost (no room in the queue) and not yet said; the handler lock
+        self._lines: queue.Queue[str] = queue.Queue(depth)
+        self._direct = False  # a forked child (a DataLoader worker) writes as it logs
+        self._writer = threading.Thread(target=self._write_loop, name="log-output", daemon=True)
+        self._writer.start()
+        # A forked child has no writer thread, and the queue's lock may have been held at
+        # the fork: there the handler writes directly, as a plain stream handler would.
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._direct = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:  # a bad format or argument: said, not raised into the caller
+            line = f"{record.levelname} {record.name}: (unformattable: {record.msg!r})\n"
+        if self._direct:
+            self._write(line)
+            return
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1  # `handle` holds the handler lock around `emit`
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """The base class prints to sys.stderr here, the very write this handler avoids."""
+        self.dropped += 1
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued line is written; False after `timeout` seconds (the
+        output takes nothing)."""
+        if self._direct:
+            return True
+        end = time.monotonic() + timeout
+        done = self._lines.all_tasks_done
+        with done:
+            while self._lines.unfinished_tasks:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                done.wait(left)
+        return True
+
+    def flush(self) -> None:  # logging.shutdown at exit, and `exit_process`
+        self.drain(EXIT_DRAIN_S)
+
+    def _write_loop(self) -> None:
+        while True:
+            line = self._lines.get()
+            try:
+                lost = self.dropped
+                if lost:  # counted until said
+                    self._write(
+                        f"WARNING {__name__}: {lost} log lines dropped: the log output "
+                        "took nothing while they came\n"
+                    )
+                    self._count_dropped(-lost)
+                self._write(line)
+            finally:
+                self._lines.task_done()
+
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        try:
+            while data:  # may block: only this thread waits
+                data = data[os.write(self.fd, data) :]
+        except OSError:  # closed, or the reader went: the line is lost, nothing else
+            self._count_dropped(1)
+
+    def _count_dropped(self, n: int) -> None:
+        self.acquire()  # the handler's own (reentrant) lock, which `emit` runs under
+        try:
+            self.dropped += n
+        finally:
+            self.release()
+
+
+def install(level: int, fd: int = 2) -> Optional[LogSink]:
+    """The root logger writes through a LogSink on `fd` at `level`, as `logging.basicConfig`
+    would (and, like it, nothing is changed where the root logger has a handler already: a
+    test harness, a program that embeds this one) -> the sink, or None."""
+    root = logging.getLogger()
+    if root.handlers:
+        return None
+    sink = LogSink(fd)
+    sink.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(sink)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    return sink

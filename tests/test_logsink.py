@@ -1,0 +1,115 @@
+"""A log output that blocks (journald stalled, a pipe nobody reads) stops no thread that
+logs: the line still runs, judged at its pins, and the lines that did not fit are counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Tuple
+
+from edge.logsink import LogSink
+
+from .test_failsafe import N, _argv
+
+
+def _full_pipe() -> Tuple[int, int]:
+    """A pipe whose buffer is already full: the next write to it blocks -> (read, write)."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    for chunk in (b"x" * 4096, b"x"):  # to the last byte: no small write still fits
+        try:
+            while True:
+                os.write(w, chunk)
+        except BlockingIOError:
+            pass
+    os.set_blocking(w, True)
+    return r, w
+
+
+def _read_until(fd: int, *wanted: bytes) -> str:
+    """What the pipe gives, past its filling, once every one of `wanted` came (at most
+    60 s without a byte)."""
+    got = b""
+    while not all(x in got for x in wanted):
+        ready, _, _ = select.select([fd], [], [], 60)
+        assert ready, f"still waiting for {wanted} after {got[-200:]!r}"
+        got += os.read(fd, 65536)
+    return got.decode().replace("x", "")
+
+
+def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_takes_them() -> None:
+    r, w = _full_pipe()
+    sink = LogSink(w, depth=20)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test_logsink.unit")
+    log.propagate, log.level = False, logging.INFO
+    log.addHandler(sink)
+    try:
+        t = threading.Thread(target=lambda: [log.info("line %d", i) for i in range(100)])
+        t.start()
+        t.join(30)
+        assert not t.is_alive()  # the output took nothing, and the logging thread went on
+        assert not sink.drain(0.2)
+        # 20 queued and maybe one taken by the writer, blocked in its write: the rest dropped
+        dropped = sink.dropped
+        assert dropped in (79, 80)
+        text = _read_until(r, b"line 19\n", b"dropped")
+        assert f"{dropped} log lines dropped: the log output took nothing" in text
+        lines = [x for x in text.splitlines() if x.startswith("line ")]
+        assert lines[:20] == [f"line {i}" for i in range(20)] and "line 99" not in lines
+        assert sink.drain(10) and sink.dropped == 0
+    finally:
+        log.removeHandler(sink)
+        os.close(r)
+        os.close(w)
+
+
+def test_the_line_runs_at_its_pins_with_a_log_output_that_blocks(
+    bundle: Path, small_set: Path, tmp_path: Path
+) -> None:
+    """`fod simulate` as a process whose stderr takes nothing from its first line on: the
+    startup's warnings, the audit stage counting faults, the alarm raised. Every container
+    is a fault (non-finite outputs): each must be rejected by its pulse at the gate (the
+    reject wiring), the alarm output raised, the audit agreeing with the pins."""
+    r, w = _full_pipe()
+    argv = _argv(bundle, small_set, tmp_path / "sim", "nan=1.0", "reject")
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "fod", *argv], stdout=subprocess.PIPE, stderr=w, timeout=120
+        )
+    finally:
+        os.close(r)
+        os.close(w)
+    assert p.returncode == 0
+    s = json.loads(p.stdout)
+    assert s["containers"] == N and s["physically_passed"] == 0 and s["faults"] == {"bad_output": N}
+    assert s["alarms"] >= 1 and s["audit_disagrees"] == 0 and not s["violations"]
+
+
+def test_a_forked_child_writes_its_lines_itself() -> None:
+    """A DataLoader worker is a fork: no writer thread there, and the queue's lock may have
+    been taken at the fork. Its lines are written as it logs them."""
+    r, w = os.pipe()
+    sink = LogSink(w)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test_logsink.fork")
+    log.propagate, log.level = False, logging.INFO
+    log.addHandler(sink)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: log, then leave without the parent's exit handlers
+            log.info("from the child")
+            os._exit(0 if sink.drain(0) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert _read_until(r, b"from the child\n")
+    finally:
+        log.removeHandler(sink)
+        os.close(r)
+        os.close(w)
