@@ -36,6 +36,7 @@ class LogSink(logging.Handler):
         super().__init__()
         self.fd = fd
         self.dropped = 0  # lines lost (no room in the queue) and not yet said; the handler lock
+        self.dropped_total = 0  # lines lost since start (`fod_log_lines_dropped`)
         self._lines: queue.Queue[str] = queue.Queue(depth)
         self._direct = False  # a forked child (a DataLoader worker) writes as it logs
         self._writer = threading.Thread(target=self._write_loop, name="log-output", daemon=True)
@@ -58,11 +59,11 @@ class LogSink(logging.Handler):
         try:
             self._lines.put_nowait(line)
         except queue.Full:
-            self.dropped += 1  # `handle` holds the handler lock around `emit`
+            self._count_dropped(1)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """The base class prints to sys.stderr here, the very write this handler avoids."""
-        self.dropped += 1
+        self._count_dropped(1)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued line is written; False after `timeout` seconds (the
@@ -92,7 +93,7 @@ class LogSink(logging.Handler):
                         f"WARNING {__name__}: {lost} log lines dropped: the log output "
                         "took nothing while they came\n"
                     )
-                    self._count_dropped(-lost)
+                    self._said(lost)
                 self._write(line)
             finally:
                 self._lines.task_done()
@@ -109,8 +110,24 @@ class LogSink(logging.Handler):
         self.acquire()  # the handler's own (reentrant) lock, which `emit` runs under
         try:
             self.dropped += n
+            self.dropped_total += n
         finally:
             self.release()
+
+    def _said(self, n: int) -> None:
+        self.acquire()
+        try:
+            self.dropped -= n
+        finally:
+            self.release()
+
+
+_installed: Optional[LogSink] = None
+
+
+def dropped_total() -> int:
+    """Log lines the installed sink lost since start (0 without one)."""
+    return _installed.dropped_total if _installed is not None else 0
 
 
 def install(level: int, fd: int = 2) -> Optional[LogSink]:
@@ -120,7 +137,8 @@ def install(level: int, fd: int = 2) -> Optional[LogSink]:
     root = logging.getLogger()
     if root.handlers:
         return None
-    sink = LogSink(fd)
+    global _installed
+    sink = _installed = LogSink(fd)
     sink.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(sink)
     root.setLevel(level)

@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .logsink import dropped_total
+
 _STAGE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -57,6 +59,12 @@ class RuntimeMetrics:
             "Unix time of the supervisor's last round",
             registry=self.registry,
         )
+        Gauge(
+            "fod_log_lines_dropped",
+            "Log lines lost since the process started: the log output (journald, a pipe) took"
+            " nothing while they came",
+            registry=self.registry,
+        ).set_function(dropped_total)
         self._server: Optional[Any] = None
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:

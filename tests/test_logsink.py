@@ -13,7 +13,11 @@ import threading
 from pathlib import Path
 from typing import Tuple
 
+import pytest
+
+from edge import logsink
 from edge.logsink import LogSink
+from edge.metrics import RuntimeMetrics
 
 from .test_failsafe import N, _argv
 
@@ -43,9 +47,13 @@ def _read_until(fd: int, *wanted: bytes) -> str:
     return got.decode().replace("x", "")
 
 
-def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_takes_them() -> None:
+def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_takes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     r, w = _full_pipe()
     sink = LogSink(w, depth=20)
+    monkeypatch.setattr(logsink, "_installed", sink)  # as `fod` installs it
+    metrics = RuntimeMetrics()
     sink.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("test_logsink.unit")
     log.propagate, log.level = False, logging.INFO
@@ -64,6 +72,8 @@ def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_tak
         lines = [x for x in text.splitlines() if x.startswith("line ")]
         assert lines[:20] == [f"line {i}" for i in range(20)] and "line 99" not in lines
         assert sink.drain(10) and sink.dropped == 0
+        # said, and still counted for the unit's monitoring
+        assert metrics.registry.get_sample_value("fod_log_lines_dropped") == dropped
     finally:
         log.removeHandler(sink)
         os.close(r)
