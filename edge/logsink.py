@@ -35,8 +35,11 @@ class LogSink(logging.Handler):
     def __init__(self, fd: int = 2, depth: int = DEPTH) -> None:
         super().__init__()
         self.fd = fd
-        self.dropped = 0  # lines lost (no room in the queue) and not yet said; the handler lock
+        self.dropped = 0  # lines lost (no room in the queue) and not yet said
         self.dropped_total = 0  # lines lost since start (`fod_log_lines_dropped`)
+        # The counts' own lock, not the handler's: logging.shutdown holds that one around
+        # `flush`, which waits for the writer thread.
+        self._counts = threading.Lock()
         self._lines: queue.Queue[str] = queue.Queue(depth)
         self._direct = False  # a forked child (a DataLoader worker) writes as it logs
         self._writer = threading.Thread(target=self._write_loop, name="log-output", daemon=True)
@@ -47,6 +50,7 @@ class LogSink(logging.Handler):
 
     def _forked(self) -> None:
         self._direct = True
+        self._counts = threading.Lock()  # another thread may have held it at the fork
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -107,19 +111,13 @@ class LogSink(logging.Handler):
             self._count_dropped(1)
 
     def _count_dropped(self, n: int) -> None:
-        self.acquire()  # the handler's own (reentrant) lock, which `emit` runs under
-        try:
+        with self._counts:
             self.dropped += n
             self.dropped_total += n
-        finally:
-            self.release()
 
     def _said(self, n: int) -> None:
-        self.acquire()
-        try:
+        with self._counts:
             self.dropped -= n
-        finally:
-            self.release()
 
 
 _installed: Optional[LogSink] = None
