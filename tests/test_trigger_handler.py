@@ -27,13 +27,15 @@ from .test_runtime import _cfg, _frames, _rows
 TRIGGER = "GPIO22"
 
 
-def _accepting_line(bundle: Path, tmp_path: Path, wiring: str) -> LineConfig:
+def _accepting_line(
+    bundle: Path, tmp_path: Path, wiring: str, delay_ms: float = 1500
+) -> LineConfig:
     """A line whose rule accepts any frames, triggered on TRIGGER, with this wiring."""
     return _cfg(
         bundle,
         tmp_path,
         decision={"min_evidence": 99.0},
-        gpio={"trigger_pin": TRIGGER, "energise_to": wiring},
+        gpio={"trigger_pin": TRIGGER, "energise_to": wiring, "delay_ms": delay_ms},
     )
 
 
@@ -110,8 +112,10 @@ def test_triggers_while_the_runtime_stops(bundle: Path, tmp_path: Path, wiring: 
     pulse fires at its gate time. c2 comes after close stopped taking pulses: with the
     accept wiring still a reject on record (it needs no pulse); with the reject wiring no
     pulse can be promised, so it goes unseen - no row, no pulse, counted - as at any
-    stopped unit. Before, neither got a row, and c1 no reject pulse: it passed."""
-    cfg = _accepting_line(bundle, tmp_path, wiring)
+    stopped unit. Before, neither got a row, and c1 no reject pulse: it passed.
+    The gate is 3 s out: close waits until cA's pulse, which c2 must come before (with the
+    accept wiring) even where cA's decision took a loaded machine a second or two."""
+    cfg = _accepting_line(bundle, tmp_path, wiring, delay_ms=3000)
     slow_next = threading.Event()
 
     def slow_card(action: int, table: str, *rest) -> int:
