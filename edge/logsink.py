@@ -11,7 +11,9 @@ queue fills, and the lines that do not fit are dropped and counted; the count is
 once the output takes lines again. At exit the queue is drained for a bounded time.
 
 `warnings` are routed through logging too (`logging.captureWarnings`), so a numpy warning
-in a stage thread does not write to stderr itself. What native libraries write to the
+in a stage thread does not write to stderr itself, and so are Python's own last words on an
+exception nothing caught in a thread (`threading.excepthook`) or raised where it cannot
+propagate, in a finaliser (`sys.unraisablehook`). What native libraries write to the
 descriptor themselves (ONNX Runtime's own log) is beyond this module.
 """
 
@@ -20,9 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 DEPTH = 10000  # lines queued at most (about 1-2 MB): room for a burst, bounded memory
@@ -141,4 +144,20 @@ def install(level: int, fd: int = 2) -> Optional[LogSink]:
     root.addHandler(sink)
     root.setLevel(level)
     logging.captureWarnings(True)
+    threading.excepthook = _thread_exception
+    sys.unraisablehook = _unraisable
     return sink
+
+
+def _thread_exception(args: Any) -> None:  # threading.ExceptHookArgs
+    if args.exc_type is SystemExit:  # as the default hook: a thread's way to end
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc = (args.exc_type, args.exc_value, args.exc_traceback)
+    logging.getLogger("py.threads").error("exception in thread %s", name, exc_info=exc)
+
+
+def _unraisable(u: Any) -> None:  # sys.UnraisableHookArgs
+    exc = (u.exc_type, u.exc_value, u.exc_traceback)
+    what = u.err_msg or "Exception ignored in"
+    logging.getLogger("py.unraisable").error("%s: %r", what, u.object, exc_info=exc)

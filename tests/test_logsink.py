@@ -44,7 +44,7 @@ def _read_until(fd: int, *wanted: bytes) -> str:
         ready, _, _ = select.select([fd], [], [], 60)
         assert ready, f"still waiting for {wanted} after {got[-200:]!r}"
         got += os.read(fd, 65536)
-    return got.decode().replace("x", "")
+    return got.decode().lstrip("x")
 
 
 def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_takes_them(
@@ -134,3 +134,38 @@ def test_a_forked_child_writes_its_lines_itself() -> None:
         log.removeHandler(sink)
         os.close(r)
         os.close(w)
+
+
+LAST_WORDS = """
+import sys, threading
+from edge import logsink
+logsink.install(20)
+t = threading.Thread(target=lambda: 1 / 0, name="doomed")
+t.start()
+t.join()
+class Finalised:
+    def __del__(self):
+        raise ValueError("in a finaliser")
+Finalised()
+print("went on", flush=True)
+"""
+
+
+def test_python_s_own_last_words_go_through_the_sink() -> None:
+    """An exception nothing caught in a thread, or raised in a finaliser: Python itself
+    writes those to stderr, from the thread they happen on. With stderr full, that thread
+    would stop there (a thread joined at exit, the process with it)."""
+    r, w = _full_pipe()
+    p = subprocess.Popen([sys.executable, "-c", LAST_WORDS], stdout=subprocess.PIPE, stderr=w)
+    try:
+        assert p.stdout is not None and select.select([p.stdout], [], [], 60)[0], "hung"
+        assert p.stdout.readline() == b"went on\n"
+        text = _read_until(r, b"ValueError: in a finaliser")  # the exit's drain writes them
+        assert p.wait(60) == 0
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        os.close(r)
+        os.close(w)
+    assert "exception in thread doomed" in text and "ZeroDivisionError" in text
