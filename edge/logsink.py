@@ -60,6 +60,10 @@ class LogSink(logging.Handler):
             line = self.format(record) + "\n"
         except Exception:  # a bad format or argument: said, not raised into the caller
             line = f"{record.levelname} {record.name}: (unformattable: {record.msg!r})\n"
+        self.put_line(line)
+
+    def put_line(self, line: str) -> None:
+        """`line` (with its newline) to the output after those queued before it."""
         if self._direct:
             self._write(line)
             return
@@ -124,6 +128,18 @@ class LogSink(logging.Handler):
 
 
 _installed: Optional[LogSink] = None
+
+
+def say(text: str) -> None:
+    """A line for the person at the terminal on stderr (an error, a verdict): where the sink is
+    installed, after the log lines before it and through it, so an output that takes
+    nothing delays the exit by at most EXIT_DRAIN_S and never stops it."""
+    sink = _installed
+    if sink is None:
+        print(text, file=sys.stderr)
+        return
+    sink.put_line(text + "\n")
+    sink.drain(EXIT_DRAIN_S)
 
 
 def dropped_total() -> int:

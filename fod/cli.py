@@ -87,13 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # Log lines are written by a thread of their own: a log output that blocks (journald
     # stalled, a pipe nobody reads) stops no thread that logs.
-    sink = logsink.install(logging.DEBUG if args.verbose else logging.INFO)
-
-    def say(text: str) -> None:
-        if sink is not None:  # after the log lines that came before it
-            sink.drain(logsink.EXIT_DRAIN_S)
-        print(text, file=sys.stderr)
-
+    logsink.install(logging.DEBUG if args.verbose else logging.INFO)
+    say = logsink.say  # stderr, after the log lines before it, never stopping the exit
     try:
         return int(args.func(args) or 0)
     except FodError as e:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
+from edge.logsink import say
 from fod.args import positive_int
 
 
@@ -175,7 +175,7 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
                 args.reference, args.reference_images, models, Path(work) / "reference.npz"
             )
             for line in unjudged_classes(meta["reference"], meta["classes"]):
-                print(f"fod bundle make: {line}", file=sys.stderr)
+                say(f"fod bundle make: {line}")
         path = create_bundle(args.out, files, meta, sign_key=args.sign, tar=args.tar)
     print(f"wrote {path}: {', '.join(sorted(files))}{' (signed)' if args.sign else ''}")
     return 0

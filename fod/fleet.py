@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from edge.logsink import say
 from fod.args import add_max_age, positive_number
 
 if TYPE_CHECKING:
@@ -192,10 +192,9 @@ def cmd_safe_outputs(args: argparse.Namespace) -> int:
     ready = f" (the {mode} output: off shows the alarm)" if io.alarm_when_off else ""
     print(f"outputs off: {cfg.gpio.ejector_pin}, {cfg.gpio.alarm_pin or '(no alarm pin)'}{ready}")
     if stuck:
-        print(
+        say(
             f"fod safe-outputs: the gate feedback {cfg.gpio.gate_feedback_pin} is still on with "
-            "the gate output off: the gate is stuck energised (a welded relay, a short)",
-            file=sys.stderr,
+            "the gate output off: the gate is stuck energised (a welded relay, a short)"
         )
         return 1
     if errors:

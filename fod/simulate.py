@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
+from edge.logsink import say
 from fod.args import positive_int
 from fod.line import DEMO_BUNDLE
 from training.data.synth_looks import LOOK_CHOICES
@@ -323,17 +323,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             + (f"; the runtime failed: {failed}" if failed else "")
         )
     if summary["violations"]:  # a safety invariant broke: red, whatever the faults asked for
-        print(
+        say(
             f"fod simulate: SAFETY VIOLATED: {', '.join(summary['violations'])} "
-            f"(summary {args.out / 'summary.json'})",
-            file=sys.stderr,
+            f"(summary {args.out / 'summary.json'})"
         )
         return 1
     if failed and not any(faults.values()):  # none injected: a stage down is a bug
-        print(
+        say(
             f"fod simulate: the runtime failed with no fault injected: {failed}; every "
-            f"container from then on was rejected (summary {args.out / 'summary.json'})",
-            file=sys.stderr,
+            f"container from then on was rejected (summary {args.out / 'summary.json'})"
         )
         return 3  # as `fod run` exits after a failed stage
     return 0

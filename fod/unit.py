@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from edge.logsink import say
 from fod.args import add_max_age, positive_int, size_wh
 
 log = logging.getLogger("fod")
@@ -112,7 +112,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise FodError(f"{args.config}: [metrics] port = 0: the runtime serves nothing to ask")
     why = alarm_state(m.port, m.address, args.timeout, args.max_age)
     if why:
-        print(f"unhealthy: {why}", file=sys.stderr)
+        say(f"unhealthy: {why}")
         return 1
     print(f"healthy: {scrape_url(m.port, m.address)} fod_alarm 0, supervisor going round")
     return 0

@@ -169,3 +169,17 @@ def test_python_s_own_last_words_go_through_the_sink() -> None:
         os.close(r)
         os.close(w)
     assert "exception in thread doomed" in text and "ZeroDivisionError" in text
+
+
+def test_an_error_exits_with_its_code_when_the_output_takes_nothing(tmp_path: Path) -> None:
+    """`fod`'s own error line goes through the sink too: with stderr full, a refused start
+    (here a bundle that is not there) still exits 2, its line dropped after the exit's
+    drain, where a plain print would wait on the output for good."""
+    r, w = _full_pipe()
+    argv = ["simulate", "--bundle", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]
+    try:
+        p = subprocess.run([sys.executable, "-m", "fod", *argv], stderr=w, timeout=60)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert p.returncode == 2
