@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -23,7 +23,8 @@ from .test_failsafe import N, _argv
 from .test_recorder import _wait_for
 
 
-def _full_pipe() -> Tuple[int, int]:
+@pytest.fixture
+def full_pipe() -> Iterator[Tuple[int, int]]:
     """A pipe whose buffer is already full: the next write to it blocks -> (read, write)."""
     r, w = os.pipe()
     os.set_blocking(w, False)
@@ -34,7 +35,9 @@ def _full_pipe() -> Tuple[int, int]:
         except BlockingIOError:
             pass
     os.set_blocking(w, True)
-    return r, w
+    yield r, w
+    os.close(r)
+    os.close(w)
 
 
 def _read_until(fd: int, *wanted: bytes) -> str:
@@ -49,9 +52,9 @@ def _read_until(fd: int, *wanted: bytes) -> str:
 
 
 def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_takes_them(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, full_pipe: Tuple[int, int]
 ) -> None:
-    r, w = _full_pipe()
+    r, w = full_pipe
     sink = LogSink(w, depth=20)
     monkeypatch.setattr(logsink, "_installed", sink)  # as `fod` installs it
     metrics = RuntimeMetrics()
@@ -89,26 +92,18 @@ def test_lines_beyond_the_queue_are_dropped_counted_and_said_once_the_output_tak
         assert metrics.registry.get_sample_value("fod_log_lines_dropped") == dropped
     finally:
         log.removeHandler(sink)
-        os.close(r)
-        os.close(w)
 
 
 def test_the_line_runs_at_its_pins_with_a_log_output_that_blocks(
-    bundle: Path, small_set: Path, tmp_path: Path
+    bundle: Path, small_set: Path, tmp_path: Path, full_pipe: Tuple[int, int]
 ) -> None:
     """`fod simulate` as a process whose stderr takes nothing from its first line on: the
     startup's warnings, the audit stage counting faults, the alarm raised. Every container
     is a fault (non-finite outputs): each must be rejected by its pulse at the gate (the
     reject wiring), the alarm output raised, the audit agreeing with the pins."""
-    r, w = _full_pipe()
     argv = _argv(bundle, small_set, tmp_path / "sim", "nan=1.0", "reject")
-    try:
-        p = subprocess.run(
-            [sys.executable, "-m", "fod", *argv], stdout=subprocess.PIPE, stderr=w, timeout=120
-        )
-    finally:
-        os.close(r)
-        os.close(w)
+    cmd = [sys.executable, "-m", "fod", *argv]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=full_pipe[1], timeout=120)
     assert p.returncode == 0
     s = json.loads(p.stdout)
     assert s["containers"] == N and s["physically_passed"] == 0 and s["faults"] == {"bad_output": N}
@@ -153,11 +148,11 @@ print("went on", flush=True)
 """
 
 
-def test_python_s_own_last_words_go_through_the_sink() -> None:
+def test_python_s_own_last_words_go_through_the_sink(full_pipe: Tuple[int, int]) -> None:
     """An exception nothing caught in a thread, or raised in a finaliser: Python itself
     writes those to stderr, from the thread they happen on. With stderr full, that thread
     would stop there (a thread joined at exit, the process with it)."""
-    r, w = _full_pipe()
+    r, w = full_pipe
     p = subprocess.Popen([sys.executable, "-c", LAST_WORDS], stdout=subprocess.PIPE, stderr=w)
     try:
         assert p.stdout is not None and select.select([p.stdout], [], [], 60)[0], "hung"
@@ -168,20 +163,15 @@ def test_python_s_own_last_words_go_through_the_sink() -> None:
         p.kill()
         p.wait()
         p.stdout.close()
-        os.close(r)
-        os.close(w)
     assert "exception in thread doomed" in text and "ZeroDivisionError" in text
 
 
-def test_an_error_exits_with_its_code_when_the_output_takes_nothing(tmp_path: Path) -> None:
+def test_an_error_exits_with_its_code_when_the_output_takes_nothing(
+    tmp_path: Path, full_pipe: Tuple[int, int]
+) -> None:
     """`fod`'s own error line goes through the sink too: with stderr full, a refused start
     (here a bundle that is not there) still exits 2, its line dropped after the exit's
     drain, where a plain print would wait on the output for good."""
-    r, w = _full_pipe()
     argv = ["simulate", "--bundle", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]
-    try:
-        p = subprocess.run([sys.executable, "-m", "fod", *argv], stderr=w, timeout=60)
-    finally:
-        os.close(r)
-        os.close(w)
+    p = subprocess.run([sys.executable, "-m", "fod", *argv], stderr=full_pipe[1], timeout=60)
     assert p.returncode == 2
