@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .audit import AuditLog
+from .backends import StagedBackend
 from .bundle import open_bundle
 from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
+from .device_info import software
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
@@ -184,8 +186,30 @@ def line_runtime(
             ),
         )
         stack.callback(runtime.close)
+        start = start_detail(cfg, bundle.manifest, backend, model_hash, runtime.config_hash, io)
+        log.info("start: %s", start)
+        runtime.events.post("start", start, audit.last_seq)  # written by the supervisor
         stack.enter_context(frozen_heap())
         yield runtime
+
+
+def start_detail(
+    cfg: LineConfig,
+    manifest: Dict[str, Any],
+    backend: StagedBackend,
+    model_hash: str,
+    config_hash: str,
+    io: Any,
+) -> str:
+    """The `start` event: what decides the containers recorded after it - the software and
+    its versions, the backend, the bundle and model, the config, the pins."""
+    sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
+    return (
+        f"{sw}; backend {backend.describe()} (precision {cfg.model.precision}); "
+        f"bundle {manifest.get('name')} {manifest.get('version')}, "
+        f"model sha256 {model_hash}; config sha256 {config_hash}; "
+        f"pins {type(io.factory).__name__}"
+    )
 
 
 def container_run(last_seq: int) -> str:

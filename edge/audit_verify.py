@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -46,7 +46,7 @@ class VerifyReport:
     images: int  # evidence PNGs checked against their row's hash
     checkpoints: int  # checkpoints found on the chain
     signed: bool  # checkpoint signatures checked with a public key
-    events: int = 0  # alarm events on their chain (events.jsonl)
+    events: Dict[str, int] = field(default_factory=dict)  # kind -> count (events.jsonl)
 
 
 def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:

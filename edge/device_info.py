@@ -9,8 +9,10 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 # L4T major release -> JetPack major (NVIDIA's release notes); finer mapping is not stable.
 JETPACK_BY_L4T = {"32": "4", "34": "5", "35": "5", "36": "6", "38": "7"}
@@ -84,6 +86,39 @@ def tensorrt_version() -> Optional[str]:
     return version if isinstance(version, str) else None
 
 
+# What the runtime computes and drives with: (name, import name, distributions). A module
+# already imported answers for itself (the code that runs); else pip's record, without
+# importing it (TensorRT loads CUDA). JetPack brings OpenCV and TensorRT through apt.
+SOFTWARE: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    ("pharma-fod", "", ("pharma-fod",)),
+    ("numpy", "numpy", ("numpy",)),
+    ("opencv", "cv2", ("opencv-python-headless", "opencv-python")),
+    ("onnxruntime", "onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+    ("tensorrt", "tensorrt", ("tensorrt",)),
+    ("gpiozero", "gpiozero", ("gpiozero",)),
+    ("Jetson.GPIO", "Jetson.GPIO", ("Jetson.GPIO",)),
+)
+
+
+def _version(module: str, dists: Tuple[str, ...]) -> Optional[str]:
+    loaded = getattr(sys.modules.get(module), "__version__", None) if module else None
+    if isinstance(loaded, str):
+        return loaded
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def software() -> Dict[str, Optional[str]]:
+    """{name: version} of Python and the packages the runtime runs on; None: not installed."""
+    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    out.update((name, _version(module, dists)) for name, module, dists in SOFTWARE)
+    return out
+
+
 def device_info(gpu: Optional[str] = None, root: Path = Path("/")) -> Dict[str, Any]:
     """The record stored with every `fod bench` result; `warnings` says what makes the
     figures less trustworthy."""
@@ -105,5 +140,6 @@ def device_info(gpu: Optional[str] = None, root: Path = Path("/")) -> Dict[str, 
         "nvpmodel": nvpmodel_mode() if l4t else None,
         "clocks_locked": locked,
         "python": platform.python_version(),
+        "software": software(),
         "warnings": warnings,
     }

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, Tuple
+from typing import Any, Counter, Deque, Dict, Iterator, Tuple
 
 from .audit import GENESIS, AuditError
 
@@ -45,13 +45,14 @@ def _lines(path: Path) -> Iterator[Tuple[int, str]]:
         yield from enumerate(f, 1)
 
 
-def verify_events(folder: Path, public_key: Any = None) -> int:
-    """Walk `events.jsonl` from the genesis -> how many events; AuditError naming the file
+def verify_events(folder: Path, public_key: Any = None) -> Dict[str, int]:
+    """Walk `events.jsonl` from the genesis -> {kind: how many}; AuditError naming the file
     and line at the first line that is cut, not JSON, out of order or edited, and with
     `public_key` (an Ed25519 public key object) unsigned or signed by another key."""
     path = folder / EVENTS
+    kinds: Counter[str] = collections.Counter()
     if not path.exists():
-        return 0
+        return kinds
     prev, n = GENESIS, 0
     for i, line in _lines(path):
         if not line.endswith("\n"):
@@ -67,7 +68,8 @@ def verify_events(folder: Path, public_key: Any = None) -> int:
         if public_key is not None:
             _check_signature(public_key, e, f"{path}: line {i}")
         prev, n = e["hash"], n + 1
-    return n
+        kinds[str(e["kind"])] += 1
+    return kinds
 
 
 def _check_signature(public_key: Any, e: Dict[str, Any], where: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from fod.args import positive_int
 
@@ -184,7 +184,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(
             f"{args.folder}: {r.rows} containers in {r.files} file(s), "
             f"seq {r.first_seq}..{r.last_seq}, {r.images} evidence images{signed}, "
-            f"{r.events} alarm events: chain intact"
+            f"{_count(sum(r.events.values()), 'event')}{_kinds(r.events)}: chain intact"
         )
     elif args.action == "export":
         text = export_rows(args.folder, args.format)
@@ -203,6 +203,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         linked = args.config or "the built-in [decision]"
         print(f"{args.out}: seq {args.seq}, its recorded detections and tracks ({linked})")
     return 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _kinds(events: Dict[str, int]) -> str:
+    """{'start': 2, 'alarm': 1} -> ' (1 alarm, 2 start)'; '' for none."""
+    return f" ({', '.join(f'{n} {k}' for k, n in sorted(events.items()))})" if events else ""
 
 
 def _replay(args: argparse.Namespace) -> int:

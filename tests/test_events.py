@@ -30,8 +30,8 @@ def test_alarm_events_are_chained_beside_the_rows(tmp_path: Path) -> None:
     assert _append(log, "stage inference crashed", 1) and _append(log, "b", 2)
     reopened = EventLog(tmp_path)
     reopened.post("alarm", "hold c3 .. c9", 2)  # queued only: the raising thread never waits
-    assert verify_events(tmp_path) == 2
-    assert reopened.flush() and verify_events(tmp_path) == 3 and verify(tmp_path).events == 3
+    assert verify_events(tmp_path) == {"alarm": 2}
+    assert reopened.flush() and verify_events(tmp_path) == {"alarm": 3} == verify(tmp_path).events
     path = tmp_path / EVENTS
     good = path.read_text()
     lines = good.splitlines(keepends=True)
@@ -64,7 +64,7 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
         log.record(_rec(0))
         events = EventLog(folder, log.signing_key)
         assert _append(events, "a", 1) and _append(events, "b", 1)
-    assert verify(folder, pub).events == 2
+    assert verify(folder, pub).events == {"alarm": 2}
     lines = [json.loads(x) for x in (folder / EVENTS).read_text().splitlines()]
     lines[0]["detail"] = "nothing happened"
     prev = "0" * 64
@@ -72,7 +72,7 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
         e["prev_hash"], e["hash"] = prev, event_hash(prev, e)
         prev = e["hash"]
     (folder / EVENTS).write_text("".join(json.dumps(e) + "\n" for e in lines))
-    assert verify(folder).events == 2  # without the key the chain alone looks whole
+    assert verify(folder).events == {"alarm": 2}  # without the key the chain alone looks whole
     with pytest.raises(AuditError, match=r"events.jsonl: line 1: bad signature"):
         verify(folder, pub)
     (folder / EVENTS).unlink()

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -21,6 +22,7 @@ from edge.app import line_runtime
 from edge.audit_verify import iter_rows, verify
 from edge.config import LineConfig
 from edge.errors import FodError
+from edge.events import EVENTS
 from edge.outputs_record import read_record
 from edge.runtime import Job
 from edge.timeline import tick_step
@@ -352,8 +354,18 @@ def test_fod_run_with_video_camera_and_timer(
     # A restart counts from 1 again: its container ids still name one container each.
     assert main([*argv, "--allow-mock-pins"]) in (0, 3)
     capsys.readouterr()
-    ids = [r["container_id"] for r in iter_rows(tmp_path / "audit") if "_chain" not in r]
-    assert ids == ["r1-000001", "r1-000002", "r3-000001", "r3-000002"]
+    rows = [r for r in iter_rows(tmp_path / "audit") if "_chain" not in r]
+    assert [r["container_id"] for r in rows] == ["r1-000001", "r1-000002", "r3-000001", "r3-000002"]
+    # Each run on record before its rows: the software, model and config that decided them.
+    lines = (tmp_path / "audit" / EVENTS).read_text().splitlines()
+    starts = [e for e in map(json.loads, lines) if e["kind"] == "start"]
+    assert [e["audit_seq"] for e in starts] == [0, 2]
+    for e in starts:
+        assert f"onnxruntime {ort.__version__}, " in e["detail"] and "pharma-fod " in e["detail"]
+        assert f"model sha256 {rows[0]['model_hash']}; " in e["detail"]
+        assert f"config sha256 {rows[0]['config_hash']}; pins MockFactory" in e["detail"]
+    assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
+    assert "2 start)" in capsys.readouterr().out
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["run", "--config", str(cfg)]) == 2
     assert "fod simulate" in capsys.readouterr().err

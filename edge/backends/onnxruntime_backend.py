@@ -102,6 +102,13 @@ class OnnxRuntimeBackend:
         self.path = path
         self.last_times: Dict[str, float] = {}  # ms of the last run's sub-stages (fod bench)
 
+    def describe(self) -> str:
+        """What runs, for the record: 'onnxruntime model.int8-cpu.onnx, integer kernels, CPU'."""
+        providers = ", ".join(
+            p.replace("ExecutionProvider", "") for p in self.session.get_providers()
+        )
+        return f"onnxruntime {Path(self.path).name}, {self.kernels} kernels, {providers}"
+
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 frames [N, H, W, 3] RGB or [N, H, W] grey -> the graph's own input."""
         return model_input(images, self.info.input_layout)

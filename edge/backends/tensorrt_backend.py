@@ -109,6 +109,10 @@ class TensorRTBackend:
             raise
         self.last_times: Dict[str, float] = {}
 
+    def describe(self) -> str:
+        """What runs, for the record: the engine file (its name keys model, TensorRT, GPU)."""
+        return f"tensorrt engine {self.engine_path.name} on {self.ctx.name}"
+
     def _load(self, trt: Any, data: bytes) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
