@@ -20,7 +20,7 @@ from .backends import StagedBackend
 from .bundle import open_bundle
 from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
-from .device_info import software
+from .device_info import code_digest, software, unit
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
@@ -201,11 +201,13 @@ def start_detail(
     config_hash: str,
     io: Any,
 ) -> str:
-    """The `start` event: what decides the containers recorded after it - the software and
-    its versions, the backend, the bundle and model, the config, the pins."""
+    """The `start` event: what decides the containers recorded after it - the unit, the
+    software (versions, and the runtime's code by its hash), the backend, the bundle and
+    model, the config, the pins."""
     sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
     return (
-        f"{sw}; backend {backend.describe()} (precision {cfg.model.precision}); "
+        f"unit {unit()}; {sw}, edge code sha256 {code_digest()}; "
+        f"backend {backend.describe()} (precision {cfg.model.precision}); "
         f"bundle {manifest.get('name')} {manifest.get('version')}, "
         f"model sha256 {model_hash}; config sha256 {config_hash}; "
         f"pins {type(io.factory).__name__}"

@@ -5,9 +5,11 @@ read a fake /etc and /sys."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -84,6 +86,26 @@ def tensorrt_version() -> Optional[str]:
         return None
     version = getattr(trt, "__version__", None)  # tensorrt-stubs alone: an empty namespace
     return version if isinstance(version, str) else None
+
+
+PACKAGE = Path(__file__).resolve().parent  # edge/
+
+
+def code_digest(root: Path = PACKAGE) -> str:
+    """sha256 over the runtime's own source (every .py under `root`, by relative path): the
+    version string stays the same across commits, this names the code that ran."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix().encode()
+        data = path.read_bytes()
+        h.update(len(rel).to_bytes(4, "big") + rel + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+def unit(root: Path = Path("/")) -> str:
+    """'line3-unit2 (NVIDIA Jetson Orin Nano Developer Kit, L4T R36.4.3)'."""
+    l4t = l4t_release(root)
+    return f"{socket.gethostname()} ({board(root)}" + (f", L4T {l4t})" if l4t else ")")
 
 
 # What the runtime computes and drives with: (name, import name, distributions). A module

@@ -4,6 +4,8 @@ wrong on a unit, the device record, and `fod bundle make|verify`."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 from pathlib import Path
 from typing import Dict, List
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge.bench import BenchConfig, run_bench, synthetic_frames
-from edge.device_info import clocks_locked, device_info, l4t_release
+from edge.device_info import clocks_locked, code_digest, device_info, l4t_release, unit
 from edge.errors import FodError
 from edge.model_info import ModelInfo
 from edge.preflight import check_clock
@@ -219,6 +221,26 @@ def test_device_record_from_a_jetson_root(tmp_path: Path) -> None:
     (tmp_path / "sys/devices/system/cpu/cpu1/cpufreq/scaling_min_freq").write_text("2201600\n")
     assert clocks_locked(tmp_path) is True and device_info(None, tmp_path)["warnings"] == []
     assert clocks_locked(tmp_path / "nothing") is None
+    host = socket.gethostname()
+    assert unit(tmp_path) == f"{host} (NVIDIA Jetson AGX Orin Developer Kit, L4T R35.4.1)"
+    sw = rec["software"]
+    assert (sw["numpy"], sw["opencv"]) == (np.__version__, cv2.__version__)
+
+
+def test_code_digest_names_the_source_that_runs(tmp_path: Path) -> None:
+    (tmp_path / "pins").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "pins/b.py").write_text("y = 2\n")
+    first = code_digest(tmp_path)
+    (tmp_path / "a.pyc").write_bytes(b"\0")  # not source
+    (tmp_path / "notes.txt").write_text("n")
+    assert code_digest(tmp_path) == first
+    (tmp_path / "a.py").write_text("x = 2\n")  # an edit
+    assert code_digest(tmp_path) != first
+    (tmp_path / "a.py").write_text("x = 1\ny = 2\n")  # the same bytes, split otherwise
+    (tmp_path / "pins/b.py").write_text("")
+    assert code_digest(tmp_path) != first
+    assert re.fullmatch(r"[0-9a-f]{64}", code_digest()) and code_digest() != first
 
 
 def test_bundle_make_and_verify_subcommands(bundle, capsys) -> None:

@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.audit_verify import iter_rows, verify
 from edge.config import LineConfig
+from edge.device_info import code_digest
 from edge.errors import FodError
 from edge.events import EVENTS
 from edge.outputs_record import read_record
@@ -362,6 +363,7 @@ def test_fod_run_with_video_camera_and_timer(
     assert [e["audit_seq"] for e in starts] == [0, 2]
     for e in starts:
         assert f"onnxruntime {ort.__version__}, " in e["detail"] and "pharma-fod " in e["detail"]
+        assert f"edge code sha256 {code_digest()}; " in e["detail"]
         assert f"model sha256 {rows[0]['model_hash']}; " in e["detail"]
         assert f"config sha256 {rows[0]['config_hash']}; pins MockFactory" in e["detail"]
     assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
