@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Provision a Jetson unit for pharma-fod: from a flashed JetPack to the supervised service.
 #
-#   sudo jetson/setup.sh [--dry-run] [--source SPEC] [--lock-clocks] [--nvpmodel MODE]
-#                        [--user NAME] [--prefix DIR] [--no-apt] [--force]
+#   sudo jetson/setup.sh [--dry-run] [--source SPEC] [--constraints FILE] [--lock-clocks]
+#                        [--nvpmodel MODE] [--user NAME] [--prefix DIR] [--no-apt] [--force]
 #
 # Idempotent: run it again after a JetPack or package upgrade. --dry-run prints every
 # action and changes nothing (runs anywhere, no root needed). It does not start the
 # service until /etc/pharma-fod/line.toml exists (put the unit's config there, run
-# `fod check`, then `systemctl start pharma-fod`).
+# `fod check`, then `systemctl start pharma-fod`). --constraints pins what pip installs to a
+# validated unit's `pip freeze --local --exclude pharma-fod`: every unit runs the same versions.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DRY_RUN=0
 SOURCE=$(cd "$HERE/.." && pwd)  # what pip installs: this checkout, a wheel or an index spec
+CONSTRAINTS=""             # pip -c: the fleet's validated versions (pip freeze of one unit)
 PREFIX=/opt/pharma-fod     # the venv
 ETC=/etc/pharma-fod        # line.toml, keys, clocks.env
 STATE=/var/lib/pharma-fod  # bundles, engines, audit
@@ -23,12 +25,13 @@ APT=1
 FORCE=0
 ROOT=${FOD_SETUP_ROOT:-}   # read the board's files under this prefix (tests)
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --source) SOURCE=$2; shift ;;
+    --constraints) CONSTRAINTS=$2; shift ;;
     --prefix) PREFIX=$2; shift ;;
     --user) SVC_USER=$2; shift ;;
     --lock-clocks) LOCK_CLOCKS=1 ;;
@@ -108,8 +111,17 @@ say "venv in $PREFIX/venv"
 if [[ ! -x "$PREFIX/venv/bin/python" ]]; then
   run python3 -m venv --system-site-packages "$PREFIX/venv"
 fi
-run "$PREFIX/venv/bin/pip" install --upgrade pip
-run "$PREFIX/venv/bin/pip" install "${SOURCE}[edge,jetson]"
+PIN=()
+if [[ -n $CONSTRAINTS ]]; then
+  if [[ ! -r $CONSTRAINTS ]]; then
+    echo "setup.sh: --constraints $CONSTRAINTS: no such readable file" >&2
+    exit 2
+  fi
+  say "versions pinned by $CONSTRAINTS"
+  PIN=(-c "$CONSTRAINTS")
+fi
+run "$PREFIX/venv/bin/pip" install "${PIN[@]}" --upgrade pip
+run "$PREFIX/venv/bin/pip" install "${PIN[@]}" "${SOURCE}[edge,jetson]"
 
 # --- the service user, groups, folders ------------------------------------------------------
 say "service user $SVC_USER in gpio and video"

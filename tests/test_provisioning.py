@@ -72,6 +72,20 @@ def test_setup_dry_run_on_a_jetson(tmp_path: Path) -> None:
     ):
         assert step in out, step
     assert "tensorrt" not in out.split("pip install")[-1].split("\n")[0].lower()
+    assert " -c " not in out  # nothing pinned unless asked
+
+
+def test_setup_pins_the_fleets_versions(tmp_path: Path) -> None:
+    env = {"FOD_SETUP_ROOT": str(_fake_jetson(tmp_path / "root", "R35"))}
+    pins = tmp_path / "fleet-constraints.txt"
+    pins.write_text("numpy==1.24.4\nonnxruntime-gpu==1.16.0\n")
+    r = run("bash", str(JETSON / "setup.sh"), "--dry-run", "--constraints", str(pins), env=env)
+    assert r.returncode == 0, r.stderr
+    installs = [ln for ln in r.stdout.splitlines() if " install " in ln and "/pip " in ln]
+    assert len(installs) == 2 and all(f" -c {pins} " in ln for ln in installs)
+    assert f"versions pinned by {pins}" in r.stdout
+    r = run("bash", str(JETSON / "setup.sh"), "--dry-run", "--constraints", str(tmp_path / "no"))
+    assert r.returncode == 2 and f"--constraints {tmp_path / 'no'}: no such readable" in r.stderr
 
 
 def test_setup_refuses_unsupported_or_non_jetson(tmp_path: Path) -> None:
