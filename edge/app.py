@@ -20,7 +20,7 @@ from .backends import StagedBackend
 from .bundle import open_bundle
 from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
-from .device_info import code_digest, software, unit
+from .device_info import software_line, unit
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
@@ -204,9 +204,8 @@ def start_detail(
     """The `start` event: what decides the containers recorded after it - the unit, the
     software (versions, and the runtime's code by its hash), the backend, the bundle and
     model, the config, the pins."""
-    sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
     return (
-        f"unit {unit()}; {sw}, edge code sha256 {code_digest()}; "
+        f"unit {unit()}; {software_line()}; "
         f"backend {backend.describe()} (precision {cfg.model.precision}); "
         f"bundle {manifest.get('name')} {manifest.get('version')}, "
         f"model sha256 {model_hash}; config sha256 {config_hash}; "

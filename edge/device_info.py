@@ -141,6 +141,12 @@ def software() -> Dict[str, Optional[str]]:
     return out
 
 
+def software_line() -> str:
+    """'python 3.11.7, pharma-fod 0.1.0, numpy 2.4.6, ..., edge code sha256 <64 hex>'."""
+    sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
+    return f"{sw}, edge code sha256 {code_digest()}"
+
+
 def device_info(gpu: Optional[str] = None, root: Path = Path("/")) -> Dict[str, Any]:
     """The record stored with every `fod bench` result; `warnings` says what makes the
     figures less trustworthy."""

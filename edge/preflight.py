@@ -307,6 +307,13 @@ def check_clock(synced: Optional[bool] = None) -> Check:
     return Check("clock", OK if synced else WARN, f"monotonic ({res * 1e9:.0f} ns), wall {how}")
 
 
+def check_software() -> Check:
+    """What `fod run` would put in its `start` event: versions and the runtime's code hash."""
+    from .device_info import software_line
+
+    return Check("software", OK, software_line())
+
+
 def check_decision(cfg: LineConfig) -> Check:
     """Whether any detection could reject a container (`fod run` refuses a line that
     could only pass them)."""
@@ -360,6 +367,7 @@ def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
             ("audit", lambda: check_audit(cfg)),
             ("clock", lambda: check_clock()),
             ("metrics", lambda: check_metrics(cfg)),
+            ("software", check_software),
         ]
         for name, fn in checks:
             done[name] = _run(name, fn)

@@ -187,6 +187,9 @@ def test_fod_check_passes_with_a_camera_that_delivers(bundle, tmp_path, capsys) 
     assert rc == 0 and s["ok"], s
     checks = {c["name"]: c for c in s["checks"]}
     assert checks["camera"]["status"] == "ok" and checks["timing"]["status"] == "ok"
+    # What `fod run` would put on record as it starts: the versions and the code's hash.
+    assert checks["software"]["detail"].endswith(f"edge code sha256 {code_digest()}")
+    assert f"numpy {np.__version__}, opencv {cv2.__version__}, " in checks["software"]["detail"]
     # The capture of a container's 12 frames, measured, counts in the timing.
     assert checks["camera"]["ms"] > 0
     assert f"+ capture {checks['camera']['ms']:.0f} ms" in checks["timing"]["detail"]
