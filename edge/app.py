@@ -20,7 +20,7 @@ from .backends import StagedBackend
 from .bundle import open_bundle
 from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
-from .device_info import software_line, unit
+from .device_info import code_digest, software, unit
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
@@ -186,31 +186,35 @@ def line_runtime(
             ),
         )
         stack.callback(runtime.close)
-        start = start_detail(cfg, bundle.manifest, backend, model_hash, runtime.config_hash, io)
-        log.info("start: %s", start)
+        start = start_record(cfg, bundle.manifest, backend, model_hash, runtime.config_hash, io)
+        log.info("start: %s", json.dumps(start))
         runtime.events.post("start", start, audit.last_seq)  # written by the supervisor
         stack.enter_context(frozen_heap())
         yield runtime
 
 
-def start_detail(
+def start_record(
     cfg: LineConfig,
     manifest: Dict[str, Any],
     backend: StagedBackend,
     model_hash: str,
     config_hash: str,
     io: Any,
-) -> str:
-    """The `start` event: what decides the containers recorded after it - the unit, the
-    software (versions, and the runtime's code by its hash), the backend, the bundle and
-    model, the config, the pins."""
-    return (
-        f"unit {unit()}; {software_line()}; "
-        f"backend {backend.describe()} (precision {cfg.model.precision}); "
-        f"bundle {manifest.get('name')} {manifest.get('version')}, "
-        f"model sha256 {model_hash}; config sha256 {config_hash}; "
-        f"pins {type(io.factory).__name__}"
-    )
+) -> Dict[str, Any]:
+    """The `start` event's detail: what decides the containers recorded after it - the
+    unit, the software (versions, and the runtime's code by its hash), the backend, the
+    bundle and model, the config, the pins."""
+    return {
+        "unit": unit(),
+        "software": software(),
+        "edge_code_sha256": code_digest(),
+        "backend": backend.describe(),
+        "precision": cfg.model.precision,
+        "bundle": f"{manifest.get('name')} {manifest.get('version')}",
+        "model_sha256": model_hash,
+        "config_sha256": config_hash,
+        "pins": type(io.factory).__name__,
+    }
 
 
 def container_run(last_seq: int) -> str:

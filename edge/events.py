@@ -95,7 +95,7 @@ class EventLog:
         self.path, self.key = folder / EVENTS, key
         self._lock = threading.Lock()  # the queue
         self._write = threading.Lock()  # the chain and the file: one writer at a time
-        self._queue: Deque[Tuple[str, str, str, int]] = collections.deque(maxlen=1024)
+        self._queue: Deque[Tuple[str, str, Any, int]] = collections.deque(maxlen=1024)
         self._failing = False  # a write failed: logged once until one succeeds
         self._prev, self._n = GENESIS, 0
         if self.path.exists():
@@ -109,9 +109,10 @@ class EventLog:
             except (OSError, UnicodeDecodeError) as e:
                 raise AuditError(f"{self.path}: unreadable: {e}") from None
 
-    def post(self, kind: str, detail: str, audit_seq: int) -> None:
+    def post(self, kind: str, detail: Any, audit_seq: int) -> None:
         """Queue one event (after container row `audit_seq`, stamped now); never blocks on
-        the disk. Past 1024 waiting, the oldest is dropped."""
+        the disk. Past 1024 waiting, the oldest is dropped. `detail`: a reason (alarms), or
+        a JSON object (a run's `start`)."""
         now = _dt.datetime.now(_dt.timezone.utc).isoformat()
         with self._lock:
             self._queue.append((now, kind, detail, int(audit_seq)))

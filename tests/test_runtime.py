@@ -361,11 +361,14 @@ def test_fod_run_with_video_camera_and_timer(
     lines = (tmp_path / "audit" / EVENTS).read_text().splitlines()
     starts = [e for e in map(json.loads, lines) if e["kind"] == "start"]
     assert [e["audit_seq"] for e in starts] == [0, 2]
-    for e in starts:
-        assert f"onnxruntime {ort.__version__}, " in e["detail"] and "pharma-fod " in e["detail"]
-        assert f"edge code sha256 {code_digest()}; " in e["detail"]
-        assert f"model sha256 {rows[0]['model_hash']}; " in e["detail"]
-        assert f"config sha256 {rows[0]['config_hash']}; pins MockFactory" in e["detail"]
+    for e in [x["detail"] for x in starts]:
+        assert e["software"]["onnxruntime"] == ort.__version__ and e["software"]["pharma-fod"]
+        assert e["edge_code_sha256"] == code_digest() and e["pins"] == "MockFactory"
+        assert (e["model_sha256"], e["config_sha256"]) == (
+            rows[0]["model_hash"],
+            rows[0]["config_hash"],
+        )
+        assert e["backend"].startswith("onnxruntime m.onnx, float32 kernels, CPU")
     assert main(["audit", "verify", str(tmp_path / "audit")]) == 0
     assert "2 start)" in capsys.readouterr().out
     cfg.write_text('[camera]\nsource = "sim"\n')
