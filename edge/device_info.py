@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import FodError
+
 # L4T major release -> JetPack major (NVIDIA's release notes); finer mapping is not stable.
 JETPACK_BY_L4T = {"32": "4", "34": "5", "35": "5", "36": "6", "38": "7"}
 
@@ -145,6 +147,45 @@ def software_line() -> str:
     """'python 3.11.7, pharma-fod 0.1.0, numpy 2.4.6, ..., edge code sha256 <64 hex>'."""
     sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
     return f"{sw}, edge code sha256 {code_digest()}"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: Jetson.GPIO = jetson-gpio
+
+
+def read_pins(path: Path) -> Dict[str, str]:
+    """A constraints file of exact pins (`pip freeze`: 'name==version', # comments) ->
+    {canonical name: version}; FodError naming the file and line for anything else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FodError(f"{path}: cannot read the pinned versions: {e}") from None
+    pins = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line)
+        if m is None:
+            raise FodError(f"{path}: line {i}: not an exact pin 'name==version': {line!r}")
+        pins[_canonical(m.group(1))] = m.group(2)
+    return pins
+
+
+def drift(pins: Dict[str, str]) -> List[str]:
+    """Each pin the installed packages differ from: 'numpy 2.4.6 (pinned 1.24.4)', 'pycuda
+    not installed (pinned 2024.1)'. The first of a name on sys.path counts (the venv's)."""
+    installed: Dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            installed.setdefault(_canonical(name), dist.version)
+    out = []
+    for name, want in sorted(pins.items()):
+        have = installed.get(name)
+        if have != want:
+            out.append(f"{name} {have or 'not installed'} (pinned {want})")
+    return out
 
 
 def device_info(gpu: Optional[str] = None, root: Path = Path("/")) -> Dict[str, Any]:

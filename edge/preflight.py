@@ -307,11 +307,18 @@ def check_clock(synced: Optional[bool] = None) -> Check:
     return Check("clock", OK if synced else WARN, f"monotonic ({res * 1e9:.0f} ns), wall {how}")
 
 
-def check_software() -> Check:
-    """What `fod run` would put in its `start` event: versions and the runtime's code hash."""
-    from .device_info import software_line
+def check_software(constraints: Optional[Path] = None) -> Check:
+    """What `fod run` would put in its `start` event: versions and the runtime's code hash;
+    with `constraints` (the fleet's validated `pip freeze`), fails on any version off it."""
+    from .device_info import drift, read_pins, software_line
 
-    return Check("software", OK, software_line())
+    if constraints is None:
+        return Check("software", OK, software_line())
+    pins = read_pins(constraints)
+    off = drift(pins)
+    if off:
+        return Check("software", FAIL, f"not as pinned by {constraints}: {', '.join(off)}")
+    return Check("software", OK, f"{software_line()}; all {len(pins)} as pinned by {constraints}")
 
 
 def check_decision(cfg: LineConfig) -> Check:
@@ -340,7 +347,9 @@ def check_metrics(cfg: LineConfig) -> Check:
     return Check("metrics", OK, f"{cfg.metrics.address}:{cfg.metrics.port} free")
 
 
-def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
+def preflight(
+    cfg: LineConfig, pin_factory: Any = None, constraints: Optional[Path] = None
+) -> List[Check]:
     done: Dict[str, Check] = {}
     with contextlib.ExitStack() as stack:
         loaded: List[Any] = []  # the model check's backend, kept for the timing check
@@ -367,7 +376,7 @@ def preflight(cfg: LineConfig, pin_factory: Any = None) -> List[Check]:
             ("audit", lambda: check_audit(cfg)),
             ("clock", lambda: check_clock()),
             ("metrics", lambda: check_metrics(cfg)),
-            ("software", check_software),
+            ("software", lambda: check_software(constraints)),
         ]
         for name, fn in checks:
             done[name] = _run(name, fn)

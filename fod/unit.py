@@ -87,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("check", help="preflight before a shift: bundle, model, camera, pins, ...")
     p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
+    p.add_argument(
+        "--constraints",
+        type=Path,
+        help="the fleet's validated versions (pip freeze): fail on any package off them",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
@@ -288,7 +293,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.preflight import preflight, summary
 
-    checks = preflight(load_config(args.config))
+    checks = preflight(load_config(args.config), constraints=args.constraints)
     s = summary(checks)
     if args.json:
         print(json.dumps(s))
