@@ -20,7 +20,7 @@ from .backends import StagedBackend
 from .bundle import open_bundle
 from .config import LineConfig, check_classes, frames_for_model
 from .detector import EdgeDetector
-from .device_info import code_digest, software, unit
+from .device_info import unit
 from .errors import FodError
 from .fsutil import atomic_write_json
 from .gpio import LineIO
@@ -29,6 +29,7 @@ from .reach import BlindDecision, blind_geometry
 from .reference import bundle_reference
 from .runtime import Job, Outcome, Runtime
 from .self_test import SelfTest
+from .software import code_digest, software
 
 log = logging.getLogger(__name__)
 LAST_BUNDLE = "last-bundle.json"  # beside the audit files: the newest version this unit ran

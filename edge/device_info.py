@@ -5,18 +5,15 @@ read a fake /etc and /sys."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 import shutil
 import socket
 import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from .errors import FodError
+from .software import software
 
 # L4T major release -> JetPack major (NVIDIA's release notes); finer mapping is not stable.
 JETPACK_BY_L4T = {"32": "4", "34": "5", "35": "5", "36": "6", "38": "7"}
@@ -90,102 +87,10 @@ def tensorrt_version() -> Optional[str]:
     return version if isinstance(version, str) else None
 
 
-PACKAGE = Path(__file__).resolve().parent  # edge/
-
-
-def code_digest(root: Path = PACKAGE) -> str:
-    """sha256 over the runtime's own source (every .py under `root`, by relative path): the
-    version string stays the same across commits, this names the code that ran."""
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix().encode()
-        data = path.read_bytes()
-        h.update(len(rel).to_bytes(4, "big") + rel + len(data).to_bytes(8, "big") + data)
-    return h.hexdigest()
-
-
 def unit(root: Path = Path("/")) -> str:
     """'line3-unit2 (NVIDIA Jetson Orin Nano Developer Kit, L4T R36.4.3)'."""
     l4t = l4t_release(root)
     return f"{socket.gethostname()} ({board(root)}" + (f", L4T {l4t})" if l4t else ")")
-
-
-# What the runtime computes and drives with: (name, import name, distributions). A module
-# already imported answers for itself (the code that runs); else pip's record, without
-# importing it (TensorRT loads CUDA). JetPack brings OpenCV and TensorRT through apt.
-SOFTWARE: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
-    ("pharma-fod", "", ("pharma-fod",)),
-    ("numpy", "numpy", ("numpy",)),
-    ("opencv", "cv2", ("opencv-python-headless", "opencv-python")),
-    ("onnxruntime", "onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
-    ("tensorrt", "tensorrt", ("tensorrt",)),
-    ("gpiozero", "gpiozero", ("gpiozero",)),
-    ("Jetson.GPIO", "Jetson.GPIO", ("Jetson.GPIO",)),
-)
-
-
-def _version(module: str, dists: Tuple[str, ...]) -> Optional[str]:
-    loaded = getattr(sys.modules.get(module), "__version__", None) if module else None
-    if isinstance(loaded, str):
-        return loaded
-    for d in dists:
-        try:
-            return metadata.version(d)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def software() -> Dict[str, Optional[str]]:
-    """{name: version} of Python and the packages the runtime runs on; None: not installed."""
-    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
-    out.update((name, _version(module, dists)) for name, module, dists in SOFTWARE)
-    return out
-
-
-def software_line() -> str:
-    """'python 3.11.7, pharma-fod 0.1.0, numpy 2.4.6, ..., edge code sha256 <64 hex>'."""
-    sw = ", ".join(f"{k} {v}" for k, v in software().items() if v is not None)
-    return f"{sw}, edge code sha256 {code_digest()}"
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: Jetson.GPIO = jetson-gpio
-
-
-def read_pins(path: Path) -> Dict[str, str]:
-    """A constraints file of exact pins (`pip freeze`: 'name==version', # comments) ->
-    {canonical name: version}; FodError naming the file and line for anything else."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FodError(f"{path}: cannot read the pinned versions: {e}") from None
-    pins = {}
-    for i, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line)
-        if m is None:
-            raise FodError(f"{path}: line {i}: not an exact pin 'name==version': {line!r}")
-        pins[_canonical(m.group(1))] = m.group(2)
-    return pins
-
-
-def drift(pins: Dict[str, str]) -> List[str]:
-    """Each pin the installed packages differ from: 'numpy 2.4.6 (pinned 1.24.4)', 'pycuda
-    not installed (pinned 2024.1)'. The first of a name on sys.path counts (the venv's)."""
-    installed: Dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            installed.setdefault(_canonical(name), dist.version)
-    out = []
-    for name, want in sorted(pins.items()):
-        have = installed.get(name)
-        if have != want:
-            out.append(f"{name} {have or 'not installed'} (pinned {want})")
-    return out
 
 
 def device_info(gpu: Optional[str] = None, root: Path = Path("/")) -> Dict[str, Any]:

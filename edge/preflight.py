@@ -310,7 +310,7 @@ def check_clock(synced: Optional[bool] = None) -> Check:
 def check_software(constraints: Optional[Path] = None) -> Check:
     """What `fod run` would put in its `start` event: versions and the runtime's code hash;
     with `constraints` (the fleet's validated `pip freeze`), fails on any version off it."""
-    from .device_info import drift, read_pins, software_line
+    from .software import drift, read_pins, software_line
 
     if constraints is None:
         return Check("software", OK, software_line())

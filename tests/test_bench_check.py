@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from edge.bench import BenchConfig, run_bench, synthetic_frames
-from edge.device_info import clocks_locked, code_digest, device_info, l4t_release, unit
+from edge.device_info import clocks_locked, device_info, l4t_release, unit
 from edge.errors import FodError
 from edge.model_info import ModelInfo
 from edge.preflight import check_clock
+from edge.software import code_digest
 from edge.timing import StageTimer, repeat, summarize
 from fod.cli import main
 

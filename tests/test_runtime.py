@@ -21,11 +21,11 @@ from gpiozero.pins.mock import MockFactory
 from edge.app import line_runtime
 from edge.audit_verify import iter_rows, verify
 from edge.config import LineConfig
-from edge.device_info import code_digest
 from edge.errors import FodError
 from edge.events import EVENTS
 from edge.outputs_record import read_record
 from edge.runtime import Job
+from edge.software import code_digest
 from edge.timeline import tick_step
 from fod.cli import main
 

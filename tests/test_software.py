@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.device_info import code_digest, drift, read_pins
 from edge.errors import FodError
+from edge.software import code_digest, drift, read_pins
 
 
 def test_code_digest_names_the_source_that_runs(tmp_path: Path) -> None:
