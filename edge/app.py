@@ -170,6 +170,8 @@ def line_runtime(
                 else " (gpio.alarm_energise_to = 'ready' or 'heartbeat' makes a dead unit show "
                 "the alarm too)",
             )
+        # Taken before a stage starts: a record that cannot be made stops the start here.
+        start = start_record(cfg, bundle.manifest, backend, model_hash, cfg.digest(), io)
         runtime = Runtime(
             cfg,
             detector,
@@ -187,7 +189,6 @@ def line_runtime(
             ),
         )
         stack.callback(runtime.close)
-        start = start_record(cfg, bundle.manifest, backend, model_hash, runtime.config_hash, io)
         log.info("start: %s", json.dumps(start))
         runtime.events.post("start", start, audit.last_seq)  # written by the supervisor
         stack.enter_context(frozen_heap())
