@@ -5,6 +5,7 @@ runtime's own code by its hash, and how they compare with a fleet's validated pi
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import re
 import sys
@@ -72,35 +73,49 @@ def _canonical(name: str) -> str:
 
 
 def read_pins(path: Path) -> Dict[str, str]:
-    """A constraints file of exact pins (`pip freeze`: 'name==version', # comments) ->
-    {canonical name: version}; FodError naming the file and line for anything else."""
+    """A constraints file as `pip freeze` writes it ('name==version', or 'name @ URL' for a
+    package installed from a file or URL - a Jetson's onnxruntime-gpu wheel - and # comments)
+    -> {canonical name: version, or '@ URL'}; FodError naming the file and line otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise FodError(f"{path}: cannot read the pinned versions: {e}") from None
     pins = {}
     for i, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()  # a URL's own '#' stays
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line)
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*(\S+)|@\s*(\S+))", line)
         if m is None:
             raise FodError(f"{path}: line {i}: not an exact pin 'name==version': {line!r}")
-        pins[_canonical(m.group(1))] = m.group(2)
+        pins[_canonical(m.group(1))] = m.group(2) or f"@ {m.group(3)}"
     return pins
+
+
+def _installed_from(dist: metadata.Distribution) -> Optional[str]:
+    """The URL a distribution was installed from (PEP 610 direct_url.json), if any."""
+    try:
+        return str(json.loads(dist.read_text("direct_url.json") or "null")["url"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def drift(pins: Dict[str, str]) -> List[str]:
     """Each pin the installed packages differ from: 'numpy 2.4.6 (pinned 1.24.4)', 'pycuda
     not installed (pinned 2024.1)'. The first of a name on sys.path counts (the venv's)."""
-    installed: Dict[str, str] = {}
+    installed: Dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            installed.setdefault(_canonical(name), dist.version)
+            installed.setdefault(_canonical(name), dist)
     out = []
     for name, want in sorted(pins.items()):
-        have = installed.get(name)
-        if have != want:
-            out.append(f"{name} {have or 'not installed'} (pinned {want})")
+        got = installed.get(name)
+        if got is None:
+            out.append(f"{name} not installed (pinned {want})")
+        elif want.startswith("@ ") and _installed_from(got) != want[2:]:
+            src = _installed_from(got) or "an index"
+            out.append(f"{name} {got.version} from {src} (pinned {want})")
+        elif not want.startswith("@ ") and got.version != want:
+            out.append(f"{name} {got.version} (pinned {want})")
     return out

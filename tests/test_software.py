@@ -3,6 +3,7 @@ against the fleet's validated ones (`fod check --constraints`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,9 @@ def test_pins_are_read_by_canonical_name_and_a_range_is_refused(tmp_path: Path) 
     path = tmp_path / "pins.txt"
     path.write_text("# fleet\n\nJetson.GPIO==2.1.7\nprometheus_client == 0.26.0  # why\n")
     assert read_pins(path) == {"jetson-gpio": "2.1.7", "prometheus-client": "0.26.0"}
+    wheel = "file:///opt/wheels/onnxruntime_gpu-1.16.0-cp38-cp38-linux_aarch64.whl#sha256=ab"
+    path.write_text(f"onnxruntime-gpu @ {wheel}\nnumpy==1.24.4  # validated\n")
+    assert read_pins(path) == {"onnxruntime-gpu": f"@ {wheel}", "numpy": "1.24.4"}
     path.write_text("numpy==2.4.6\nonnxruntime>=1.16\n")
     with pytest.raises(
         FodError, match=r"pins.txt: line 2: not an exact pin .*'onnxruntime>=1\.16'"
@@ -52,3 +56,20 @@ def test_drift_names_each_package_off_its_pin() -> None:
     ]
     # Installed under another spelling of the name: found by its canonical one.
     assert drift({"prometheus-client": metadata.version("prometheus_client")}) == []
+
+
+def test_drift_of_a_package_installed_from_a_file(tmp_path: Path, monkeypatch) -> None:
+    """pip freeze writes 'name @ URL' for a wheel installed from a file (a Jetson's
+    onnxruntime-gpu): the URL it came from (PEP 610 direct_url.json) is what counts."""
+    info = tmp_path / "fake_ort-1.16.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-ort\nVersion: 1.16.0\n")
+    url = "file:///opt/wheels/fake_ort-1.16.0-cp38-cp38-linux_aarch64.whl"
+    (info / "direct_url.json").write_text(json.dumps({"url": url, "archive_info": {}}))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert drift({"fake-ort": f"@ {url}"}) == [] and drift({"fake-ort": "1.16.0"}) == []
+    assert drift({"fake-ort": "@ file:///elsewhere.whl"}) == [
+        f"fake-ort 1.16.0 from {url} (pinned @ file:///elsewhere.whl)"
+    ]
+    (info / "direct_url.json").unlink()  # installed from an index after all
+    assert drift({"fake-ort": f"@ {url}"}) == [f"fake-ort 1.16.0 from an index (pinned @ {url})"]
