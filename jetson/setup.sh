@@ -120,7 +120,7 @@ if [[ -n $CONSTRAINTS ]]; then
   say "versions pinned by $CONSTRAINTS"
   PIN=(-c "$CONSTRAINTS")
 fi
-run "$PREFIX/venv/bin/pip" install --upgrade pip  # first: JetPack's old pip reads no URL pins
+run "$PREFIX/venv/bin/pip" install --upgrade pip  # first, unpinned: the pins are read by the new pip
 run "$PREFIX/venv/bin/pip" install "${PIN[@]}" "${SOURCE}[edge,jetson]"
 
 # --- the service user, groups, folders ------------------------------------------------------
