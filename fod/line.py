@@ -52,14 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="the audit trail: verify FOLDER | export FOLDER --format jsonl|csv | show FOLDER SEQ "
-        "| replay FOLDER --config TOML",
+        "| replay FOLDER --config TOML | runs FOLDER",
         description="verify: check the hash chain, evidence images, anchor and checkpoints; "
         "export: every row with its chain fields; show: draw a row's detections over its "
         "evidence frame, and the paths of the tracks the decision links them into; replay: "
         "decide every recorded container again under the [decision] "
-        "of another line config, from its recorded detections.",
+        "of another line config, from its recorded detections; runs: the rows of each run, "
+        "with the software, bundle and config its start event names.",
     )
-    p.add_argument("action", choices=["verify", "export", "show", "replay"])
+    p.add_argument("action", choices=["verify", "export", "show", "replay", "runs"])
     p.add_argument("folder", type=Path, help="audit folder (audit-*.db)")
     p.add_argument("seq", type=int, nargs="?", help="show: the row's sequence number")
     p.add_argument("--public-key", type=Path, help="verify: check checkpoint signatures")
@@ -76,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--truth", type=Path, help="replay: sequences.json of simulated containers (rates)"
     )
-    p.add_argument("--json", action="store_true", help="replay: print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="replay, runs: print JSON")
     p.add_argument(
         "--classes",
         default="fiber,particle,glass_flake",
@@ -194,6 +195,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             atomic_write_bytes(args.out, text.encode("utf-8"))
     elif args.action == "replay":
         return _replay(args)
+    elif args.action == "runs":
+        from edge.audit_runs import as_json, runs, table
+
+        rs = runs(args.folder)
+        print(as_json(rs) if args.json else "\n".join(table(rs)))
     else:
         if args.seq is None or args.out is None:
             raise FodError("fod audit show needs SEQ and --out PNG")
