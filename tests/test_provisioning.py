@@ -16,6 +16,8 @@ from typing import Optional
 import pytest
 import yaml
 
+from edge.software import read_pins
+
 ROOT = Path(__file__).resolve().parents[1]
 JETSON = ROOT / "jetson"
 ANSIBLE = JETSON / "ansible"
@@ -176,6 +178,10 @@ def test_dockerfile_lint() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     text = (JETSON / "Dockerfile").read_text()
     assert "nvcr.io/nvidia/l4t-jetpack" in text and "--system-site-packages" in text
+    # The fleet's pins go in with the package; as shipped the file pins nothing.
+    assert 'pip install --no-cache-dir -c /src/constraints.txt "/src[edge,jetson]"' in text
+    assert "COPY jetson/constraints.txt /src/constraints.txt" in text
+    assert read_pins(JETSON / "constraints.txt") == {}
     entry = text[text.index("ENTRYPOINT") :].replace("\\\n", " ")
     # PID 1 keeps `fod run` as the systemd unit does, with the unit's outputs record
     assert entry.startswith('ENTRYPOINT ["fod", "service", "--config", "/etc/pharma-fod/line.toml"')
