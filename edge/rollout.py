@@ -61,6 +61,9 @@ class RolloutConfig:
     # overdue container or alarms on a stuck stage) fails the probe when its last round is
     # older than this (seconds; 0: not checked), as `fod health --max-age` does.
     heartbeat_max_age_s: float = HEARTBEAT_MAX_AGE_S
+    # The fleet's validated versions (a pip freeze): a unit whose packages moved off them
+    # takes no new bundle (`fod check --constraints`'s software line, at the check step).
+    constraints: Optional[Path] = None
 
 
 @dataclass
@@ -118,10 +121,11 @@ class Rollout:
             ensure_engine(b, trt_precision(m.precision, b), 1024, m.dla_core, 1, cache)
 
     def check(self, release: Path) -> None:
-        from .preflight import FAIL, check_bundle, check_model
+        from .preflight import FAIL, check_bundle, check_model, check_software
 
         cfg = replace(self.line, model=replace(self.line.model, bundle=str(release)))
-        for c in (check_bundle(cfg), check_model(cfg)):
+        pinned = [check_software(self.cfg.constraints)] if self.cfg.constraints else []
+        for c in (*pinned, check_bundle(cfg), check_model(cfg)):
             if c.status == FAIL:
                 raise RolloutError(f"check {c.name}: {c.detail}")
 

@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-key", type=Path, help="the fleet's key (default: model.public_key)")
     p.add_argument("--settle", type=float, default=20.0, help="seconds healthy after restart")
     p.add_argument(
+        "--constraints",
+        type=Path,
+        help="the fleet's validated versions (pip freeze): refuse on a unit off them",
+    )
+    p.add_argument(
         "--restart-cmd",
         default="systemctl restart pharma-fod",
         help="how to restart the service",
@@ -121,6 +126,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         build_engine=args.engine,
         alarm_probe=args.alarm_probe,
         heartbeat_max_age_s=args.max_age,
+        constraints=args.constraints,
     )
     res = Rollout(cfg).run(args.bundle)
     if args.json:

@@ -147,6 +147,23 @@ def test_failed_verify_engine_or_check_leaves_current(tmp_path, keys) -> None:
     assert "camera.mono" in _refused(tmp_path, ok, "check")["steps"][-1]["detail"]
 
 
+def test_a_unit_off_the_fleets_pinned_versions_takes_no_bundle(tmp_path, keys) -> None:
+    """`--constraints`: the unit's numpy moved off the fleet's validated version (upgraded
+    by hand): refused at the check, before the switch; back on it, the same bundle goes in."""
+    station(tmp_path, keys)
+    assert rollout(tmp_path, make_bundle(tmp_path / "b1", "1.0.0", keys))["status"] == "done"
+    pins = tmp_path / "fleet-constraints.txt"
+    pins.write_text("numpy==1.21.0\n")
+    ok = make_bundle(tmp_path / "b2", "1.1.0", keys)
+    detail = _refused(tmp_path, ok, "check", "--constraints", str(pins))["steps"][-1]["detail"]
+    assert (
+        detail == f"check software: not as pinned by {pins}: numpy {np.__version__} (pinned 1.21.0)"
+    )
+    pins.write_text(f"numpy=={np.__version__}\n")
+    assert rollout(tmp_path, ok, "--constraints", str(pins))["status"] == "done"
+    assert current_version(tmp_path / "state") == "1.1.0"
+
+
 def test_a_model_blind_to_its_reference_frames_is_refused(tmp_path, keys, monkeypatch) -> None:
     """A bundle with the demo's reference frames, on a unit whose engine is miscalibrated
     (every score a fifth of the model's: outputs no health check flags): refused at the
