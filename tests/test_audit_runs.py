@@ -14,7 +14,7 @@ from fod.cli import main
 
 from .test_audit import _rec
 
-M1, C1 = "1" * 64, "c" * 64  # the model and config of start A (and of every _rec row)
+M1, C1 = "1" * 64, "c" * 64  # start A's model and config (C1: every _rec row's config)
 
 
 def _start(model: str, bundle: str) -> dict:
