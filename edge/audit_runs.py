@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .audit_verify import iter_rows
-from .events import EVENTS, verify_events
+from .events import read_events
 
 
 @dataclass
@@ -33,11 +33,8 @@ class Run:
 def runs(folder: Path) -> List[Run]:
     """Every run on record in `folder`, oldest first; AuditError where the rows or the
     events cannot be read or their chain is broken (as `fod audit verify` names it)."""
-    verify_events(folder)
-    path = folder / EVENTS
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     out = [Run(None, None, 0)]
-    for e in map(json.loads, lines):
+    for e in read_events(folder):
         if e["kind"] == "start" and isinstance(e["detail"], dict):
             out.append(Run(e["detail"], e["wall_time"], int(e["audit_seq"])))
     i = 0

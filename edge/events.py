@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Counter, Deque, Dict, Iterator, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Tuple
 
 from .audit import GENESIS, AuditError
 
@@ -45,21 +45,21 @@ def _lines(path: Path) -> Iterator[Tuple[int, str]]:
         yield from enumerate(f, 1)
 
 
-def verify_events(folder: Path, public_key: Any = None) -> Dict[str, int]:
-    """Walk `events.jsonl` from the genesis -> {kind: how many}; AuditError naming the file
-    and line at the first line that is cut, not JSON, out of order or edited, and with
+def read_events(folder: Path, public_key: Any = None) -> List[Dict[str, Any]]:
+    """Walk `events.jsonl` from the genesis -> its events, in order; AuditError naming the
+    file and line at the first line that is cut, not JSON, out of order or edited, and with
     `public_key` (an Ed25519 public key object) unsigned or signed by another key."""
     path = folder / EVENTS
-    kinds: Counter[str] = collections.Counter()
     if not path.exists():
-        return kinds
-    prev, n = GENESIS, 0
+        return []
+    events: List[Dict[str, Any]] = []
+    prev = GENESIS
     for i, line in _lines(path):
         if not line.endswith("\n"):
             raise AuditError(f"{path}: line {i} is cut (written when the process died?)")
         try:
             e = json.loads(line)
-            ok = isinstance(e, dict) and e["n"] == n + 1 and e["prev_hash"] == prev
+            ok = isinstance(e, dict) and e["n"] == len(events) + 1 and e["prev_hash"] == prev
             ok = ok and event_hash(prev, e) == e["hash"]
         except (ValueError, KeyError, TypeError):
             raise AuditError(f"{path}: line {i} is not an event (cut when written?)") from None
@@ -67,9 +67,14 @@ def verify_events(folder: Path, public_key: Any = None) -> Dict[str, int]:
             raise AuditError(f"{path}: line {i} was edited, moved or follows a removed line")
         if public_key is not None:
             _check_signature(public_key, e, f"{path}: line {i}")
-        prev, n = e["hash"], n + 1
-        kinds[str(e["kind"])] += 1
-    return kinds
+        prev = e["hash"]
+        events.append(e)
+    return events
+
+
+def verify_events(folder: Path, public_key: Any = None) -> Dict[str, int]:
+    """`read_events` -> {kind: how many}."""
+    return dict(collections.Counter(str(e["kind"]) for e in read_events(folder, public_key)))
 
 
 def _check_signature(public_key: Any, e: Dict[str, Any], where: str) -> None:
