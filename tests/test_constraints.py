@@ -11,6 +11,9 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from edge.errors import FodError
+from edge.software import read_pins
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11
@@ -19,18 +22,6 @@ except ImportError:  # Python < 3.11
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / ".ci/constraints.txt"
 EXTRAS = ("train", "edge", "dev")  # what the test command installs
-
-
-def _pins(text: str) -> dict:
-    """'name==version' lines -> {canonical name: version} (comments and blanks skipped)."""
-    pins = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, sep, version = line.partition("==")
-            assert sep and version, f"{CONSTRAINTS}: not an exact pin: {line!r}"
-            pins[canonicalize_name(name)] = version
-    return pins
 
 
 def _requirements() -> list:
@@ -43,12 +34,13 @@ def _requirements() -> list:
 
 
 def test_every_requirement_is_pinned_within_its_range() -> None:
-    pins = _pins(CONSTRAINTS.read_text())
+    pins = read_pins(CONSTRAINTS)  # as `fod check --constraints` reads a fleet's pins
     reqs = _requirements()
     assert {r.name for r in reqs} >= {"torch", "onnxruntime", "gpiozero", "ruff", "pytest"}
     for r in reqs:
         version = pins.get(canonicalize_name(r.name))
         assert version is not None, f"{r.name} floats: not in {CONSTRAINTS.name}"
+        assert not version.startswith("@"), f"{r.name}: pinned by URL, not a version"
         assert r.specifier.contains(version, prereleases=True), (str(r), version)
 
 
@@ -67,10 +59,13 @@ def test_ci_runs_the_readmes_test_command_with_the_pins() -> None:
     assert "pip install -q -c .ci/constraints.txt -e '.[train,edge,dev]'" in command
     # The stubs go in with --no-deps, beside the pins: the same release in both places.
     stubs = re.search(r"tensorrt-stubs==(\S+)", command)
-    assert stubs and _pins(CONSTRAINTS.read_text())["tensorrt-stubs"] == stubs.group(1)
+    assert stubs and read_pins(CONSTRAINTS)["tensorrt-stubs"] == stubs.group(1)
 
 
-def test_a_range_is_not_a_pin() -> None:
-    with pytest.raises(AssertionError, match=r"not an exact pin: 'numpy>=1\.21'"):
-        _pins("# a comment\n\nnumpy>=1.21\n")
-    assert _pins("NumPy==2.4.6  # why\n") == {"numpy": "2.4.6"}
+def test_a_range_is_not_a_pin(tmp_path: Path) -> None:
+    path = tmp_path / "constraints.txt"
+    path.write_text("# a comment\n\nnumpy>=1.21\n")
+    with pytest.raises(FodError, match=r"not an exact pin 'name==version': 'numpy>=1\.21'"):
+        read_pins(path)
+    path.write_text("NumPy==2.4.6  # why\n")
+    assert read_pins(path) == {"numpy": "2.4.6"}
