@@ -10,9 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from edge.app import line_runtime
 from edge.errors import FodError
 from edge.software import code_digest, drift, read_pins
+
+from .test_recorder import _wait_for
+from .test_runtime import _cfg
 
 
 def test_code_digest_names_the_source_that_runs(tmp_path: Path) -> None:
@@ -73,3 +78,26 @@ def test_drift_of_a_package_installed_from_a_file(tmp_path: Path, monkeypatch) -
     ]
     (info / "direct_url.json").unlink()  # installed from an index after all
     assert drift({"fake-ort": f"@ {url}"}) == [f"fake-ort 1.16.0 from an index (pinned @ {url})"]
+
+
+def test_a_start_that_cannot_be_recorded_never_releases_or_says_ready(
+    bundle: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The start record fails where it is taken (the runtime's source unreadable: the code
+    digest raises): the start fails before any stage runs. At the pins the gate released
+    nothing and the `ready` output never came on, so the PLC reads the alarm; the same line
+    with its record taken does come up ready."""
+    cfg = _cfg(bundle, tmp_path, gpio={"alarm_energise_to": "ready"})
+    up = MockFactory()
+    with line_runtime(cfg, up):
+        assert _wait_for(lambda: up.pin(cfg.gpio.alarm_pin).state, 10), "never ready"
+
+    def unreadable(*_: object) -> str:
+        raise OSError(13, "Permission denied", "edge/app.py")
+
+    monkeypatch.setattr("edge.app.code_digest", unreadable)
+    down = MockFactory()
+    with pytest.raises(OSError, match="Permission denied"), line_runtime(cfg, down):
+        pass
+    for pin in (cfg.gpio.ejector_pin, cfg.gpio.alarm_pin):
+        assert not any(s.state for s in down.pin(pin).states), pin
