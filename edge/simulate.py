@@ -27,8 +27,9 @@ from .errors import FodError
 from .faults import Injector
 from .gpio import GATE_LEAD_S
 from .jobs import Job
-from .knapp import read_sequences, share
+from .knapp import read_sequences, sequences_frame_size, share
 from .sim_camera import SimCamera
+from .sources import SourceError, video_info
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,42 @@ def load_sequences(folder: Path) -> List[Container]:
             raise FodError(f"{path}: {cid}'s video {folder / video} not found")
         out.append(Container(cid, folder / video, label))
     return out
+
+
+def check_videos(path: Path, containers: Sequence[Container], frames: int) -> Tuple[int, int]:
+    """The frame size (w, h) of a set's videos, each opened and read as the simulated
+    camera reads it. A video that does not open or decode, holds fewer than the `frames` a
+    container takes, or differs in size from the others or from what `path` declares,
+    would be a `camera_drop` or `corrupt_frame` reject of its container on the line, the
+    set's fault and not the unit's: refused before the line starts, naming it."""
+    short: List[Tuple[str, int]] = []
+    sizes: Dict[Tuple[int, int], str] = {}  # frame size -> the first container of that size
+    for c in containers:
+        try:
+            info = video_info(c.video)
+        except SourceError as e:
+            raise FodError(f"{path}: {c.id}'s video: {e}") from None
+        if info.frames is not None and info.frames < frames:
+            short.append((c.id, info.frames))
+        sizes.setdefault((info.width, info.height), c.id)
+    if short:
+        fewest = min(n for _, n in short)
+        raise FodError(
+            f"{path}: {short[0][0]}'s video holds {short[0][1]} frame(s), fewer than the "
+            f"{frames} a container takes here ({len(short)} of {len(containers)} containers "
+            f"short; the fewest, {fewest}: pass --frames {fewest} or fewer)"
+        )
+    if len(sizes) > 1:
+        seen = ", ".join(f"{cid} {w}x{h}" for (w, h), cid in sizes.items())
+        raise FodError(f"{path}: videos of more than one frame size ({seen}): one camera, one size")
+    ((w, h), cid), *_ = sizes.items()
+    declared = sequences_frame_size(path)
+    if declared is not None and declared != (w, h):
+        raise FodError(
+            f"{path}: declares {declared[0]}x{declared[1]} frames; its videos are {w}x{h} "
+            f"({cid}'s and every other's)"
+        )
+    return w, h
 
 
 @dataclass

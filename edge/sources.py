@@ -136,6 +136,28 @@ class FolderSource:
         self.i = len(self.files)
 
 
+class VideoInfo(NamedTuple):
+    frames: Optional[int]  # by the file's index; None where it gives no count
+    width: int  # of its first frame
+    height: int
+
+
+def video_info(path: Path) -> VideoInfo:
+    """A video file as its source reads it (opened alike, grey): how many frames its index
+    counts and the size of its first frame. A file no reader opens, or whose first frame
+    does not decode, raises SourceError."""
+    src = CaptureSource(str(path), cv2.CAP_ANY, str(path), mono=True, params=FILE_PARAMS)
+    try:
+        n = float(src.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        first = src.read()
+    finally:
+        src.close()
+    if first is None:
+        raise SourceError(f"{path}: opens, but no frame decodes")
+    h, w = first.image.shape[:2]
+    return VideoInfo(int(n) if math.isfinite(n) and n >= 1 else None, w, h)
+
+
 def appsink_queues(pipeline: str) -> bool:
     """Whether a GStreamer pipeline's appsink may hold more than the newest frame: without
     `drop=true max-buffers=1` it queues frames while nobody reads, and a frame from before a

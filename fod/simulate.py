@@ -131,12 +131,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from edge.faults import FaultyBackend, FaultyPin, Injector, audit_authorizer, parse_faults
     from edge.fsutil import atomic_write_json
-    from edge.knapp import sequences_frame_size
     from edge.preflight import FAIL, check_decision
     from edge.sim_camera import SimCamera
     from edge.simulate import (
         alarm_intervals,
         attach_audit,
+        check_videos,
         gate_model,
         load_sequences,
         machine_fault_violations,
@@ -163,28 +163,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with open_bundle(args.bundle) as b:
         size = tuple(b.manifest["input_size"])
     seq_dir = args.sequences
-    frame_size = None
+    videos = None  # (w, h) of the set's videos
     if seq_dir is not None:  # checked before anything is written: a bad set leaves no --out
         containers = load_sequences(seq_dir)
-        frame_size = sequences_frame_size(seq_dir / "sequences.json")
+        videos = check_videos(seq_dir / "sequences.json", containers, args.frames)
+    cfg = _sim_config(args, base, videos)
+    camera_size = (cfg.camera.width or size[0], cfg.camera.height or size[1])
+    if videos is not None and videos != camera_size:  # --config names a camera of its own
+        raise FodError(
+            f"{seq_dir / 'sequences.json'}: its videos are {videos[0]}x{videos[1]}, the camera "
+            f"of {args.config} takes {camera_size[0]}x{camera_size[1]} (camera.width/height): "
+            "every frame would be rejected as corrupt"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     if seq_dir is None:
         from training.data.synth import SynthConfig
         from training.data.synth_writer import write_synthetic_set
 
         look = "" if args.look == "classic" else f"-{args.look}"
-        seq_dir = args.out / f"sequences-{size[0]}x{size[1]}-f{args.frames}-s{args.seed}{look}"
+        w, h = camera_size
+        seq_dir = args.out / f"sequences-{w}x{h}-f{args.frames}-s{args.seed}{look}"
         if not (seq_dir / "sequences.json").exists():
             write_synthetic_set(
                 seq_dir,
                 0,
                 min(args.containers, 16),
-                SynthConfig(width=size[0], height=size[1], frames=args.frames, look=args.look),
+                SynthConfig(width=w, height=h, frames=args.frames, look=args.look),
                 args.seed,
                 progress=False,
             )
-        containers = load_sequences(seq_dir)
-    cfg = _sim_config(args, base, frame_size)
+        containers = load_sequences(seq_dir)  # made here for this camera and --frames
     decision = check_decision(cfg)
     if decision.status == FAIL:  # an experiment here; `fod run` refuses it
         log.warning("%s", decision.detail)
@@ -270,7 +278,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sequences=str(seq_dir),
         # A frame larger than the model's input reaches it shrunk (letterboxed), and its
         # particles with it: what the detection rate is read against.
-        frame_size=[cfg.camera.width or size[0], cfg.camera.height or size[1]],
+        frame_size=list(camera_size),
         model_input=list(size),
         tiles=cfg.model.tiles,  # "1x1": letterboxed whole
     )

@@ -114,3 +114,60 @@ def test_fod_simulate_refuses_a_bad_set_before_writing(
     err = capsys.readouterr().err
     assert str(seqs / "sequences.json") in err and problem in err
     assert not out.exists()
+
+
+def _video(path: Path, frames: int, size: tuple = (64, 48)) -> str:
+    """A real MJPG AVI of `frames` grey frames, as `fod synth` writes containers."""
+    import cv2
+    import numpy as np
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size, False)
+    for k in range(frames):
+        out.write(np.full(size[::-1], 40 + 20 * k, np.uint8))
+    out.release()
+    return path.name
+
+
+def _refused(seqs: Path, entries: list, capsys, *more: str) -> str:
+    """`fod simulate` on the set: exit 2, nothing written; its error."""
+    (seqs / "sequences.json").write_text(json.dumps({"containers": entries}))
+    out = seqs.parent / "sim"
+    assert main(["simulate", "--sequences", str(seqs), *more, "--out", str(out)]) == 2
+    assert not out.exists()
+    return capsys.readouterr().err
+
+
+def test_fod_simulate_refuses_videos_that_would_fault_every_container(tmp_path, capsys) -> None:
+    """Videos that are too short, of mixed or wrong sizes, or no video at all would be
+    `camera_drop` or `corrupt_frame` rejects of their containers on the line, every
+    one rejected for the set's fault: refused first, naming the container and the fix."""
+    from edge.simulate import check_videos, load_sequences
+
+    seqs = tmp_path / "seqs"
+    seqs.mkdir()
+    entries = [
+        {"id": 1, "label": "accept", "path": _video(seqs / "c1.avi", 8)},
+        {"id": 2, "label": "reject", "path": _video(seqs / "c2.avi", 3)},
+        {"id": 3, "label": "reject", "path": _video(seqs / "c3.avi", 5)},
+    ]
+    err = _refused(seqs, entries, capsys)  # --frames 8 by default
+    path = seqs / "sequences.json"
+    assert f"{path}: c000002's video holds 3 frame(s), fewer than the 8 a container" in err
+    assert "(2 of 3 containers short; the fewest, 3: pass --frames 3 or fewer)" in err
+    # At 3 frames the set fits: its videos' own size becomes the simulated camera's.
+    assert check_videos(path, load_sequences(seqs), 3) == (64, 48)
+    err = _refused(
+        seqs, [{**e, "width": 640, "height": 384} for e in entries], capsys, "--frames", "3"
+    )
+    assert f"{path}: declares 640x384 frames; its videos are 64x48" in err
+    cfg = tmp_path / "line.toml"
+    cfg.write_text("[camera]\nwidth = 1280\nheight = 800\n")
+    err = _refused(seqs, entries, capsys, "--frames", "3", "--config", str(cfg))
+    assert f"its videos are 64x48, the camera of {cfg} takes 1280x800" in err
+    wide = {"id": 4, "label": "accept", "path": _video(seqs / "c4.avi", 8, (96, 48))}
+    err = _refused(seqs, [*entries, wide], capsys, "--frames", "3")
+    assert "videos of more than one frame size (c000001 64x48, c000004 96x48)" in err
+    (seqs / "notes.avi").write_text("not a video")
+    notes = {"id": 5, "label": "accept", "path": "notes.avi"}
+    err = _refused(seqs, [*entries, notes], capsys, "--frames", "3")
+    assert f"{path}: c000005's video: {seqs / 'notes.avi'}: cannot open" in err

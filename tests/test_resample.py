@@ -69,3 +69,17 @@ def test_fod_simulate_takes_the_camera_size_from_the_set(sets, tmp_path: Path, c
     db.close()
     boxes = [b for (d,) in rows for f in json.loads(d) for b in f]
     assert boxes and max(b[3] for b in boxes) > 384  # below the model's height: camera px
+
+
+def test_fod_simulate_draws_its_own_containers_at_the_configs_camera(tmp_path: Path, capsys):
+    """Without --sequences, the containers are drawn at the --config's camera size (not the
+    model's, whose frames that camera would reject as corrupt) and letterboxed to it."""
+    cfg = tmp_path / "line.toml"
+    cfg.write_text("[camera]\nwidth = 800\nheight = 480\n")
+    out = tmp_path / "sim"
+    argv = ["simulate", "--config", str(cfg), "--containers", "2", "--frames", "2"]
+    assert main([*argv, "--delay-ms", "3000", "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["frame_size"] == [800, 480] and s["model_input"] == [640, 384]
+    assert s["faults"] == {} and not s["violations"] and s["containers"] == 2
+    assert sequences_frame_size(out / "sequences-800x480-f2-s0" / "sequences.json") == (800, 480)

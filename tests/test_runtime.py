@@ -299,25 +299,9 @@ def test_fod_health_sees_the_supervisor_hang(bundle: Path, tmp_path: Path, capsy
 
 def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, capsys) -> None:
     out = tmp_path / "sim"
-    rc = main(
-        [
-            "simulate",
-            "--bundle",
-            str(bundle),
-            "--sequences",
-            str(small_set),
-            "--containers",
-            "4",
-            "--rate",
-            "240",
-            "--out",
-            str(out),
-            "--faults",
-            "camera_drop=1.0",
-            "--json",
-        ]
-    )
-    assert rc == 0
+    argv = ["simulate", "--bundle", str(bundle), "--sequences", str(small_set), "--frames", "5"]
+    argv += ["--containers", "4", "--rate", "240", "--out", str(out), "--faults", "camera_drop=1.0"]
+    assert main([*argv, "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["containers"] == 4 and s["physically_passed"] == 0
     assert s["faults"] == {"camera_drop": 4} and s["audit_disagrees"] == 0
