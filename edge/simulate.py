@@ -53,11 +53,12 @@ def load_sequences(folder: Path) -> List[Container]:
 
 
 def check_videos(path: Path, containers: Sequence[Container], frames: int) -> Tuple[int, int]:
-    """The frame size (w, h) of a set's videos, each opened and read as the simulated
-    camera reads it. A video that does not open or decode, holds fewer than the `frames` a
-    container takes, or differs in size from the others or from what `path` declares,
-    would be a `camera_drop` or `corrupt_frame` reject of its container on the line, the
-    set's fault and not the unit's: refused before the line starts, naming it."""
+    """The frame size (w, h) of the videos of `containers` (those a run shows), each opened
+    and read as the simulated camera reads it. A video that does not open or decode, holds
+    fewer than the `frames` a container takes, or differs in size from the others or from
+    what `path` declares, would be a `camera_drop` or `corrupt_frame` reject of its
+    container on the line, the set's fault and not the unit's: refused before the line
+    starts, naming it."""
     short: List[Tuple[str, int]] = []
     sizes: Dict[Tuple[int, int], str] = {}  # frame size -> the first container of that size
     for c in containers:

@@ -166,7 +166,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     videos = None  # (w, h) of the set's videos
     if seq_dir is not None:  # checked before anything is written: a bad set leaves no --out
         containers = load_sequences(seq_dir)
-        videos = check_videos(seq_dir / "sequences.json", containers, args.frames)
+        shown = containers if args.knapp else containers[: args.containers]  # what the run plays
+        videos = check_videos(seq_dir / "sequences.json", shown, args.frames)
     cfg = _sim_config(args, base, videos)
     camera_size = (cfg.camera.width or size[0], cfg.camera.height or size[1])
     if videos is not None and videos != camera_size:  # --config names a camera of its own

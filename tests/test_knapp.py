@@ -164,6 +164,9 @@ def test_fod_simulate_refuses_videos_that_would_fault_every_container(tmp_path, 
     cfg.write_text("[camera]\nwidth = 1280\nheight = 800\n")
     err = _refused(seqs, entries, capsys, "--frames", "3", "--config", str(cfg))
     assert f"its videos are 64x48, the camera of {cfg} takes 1280x800" in err
+    # Only the containers a run shows are checked: the first, of 8 frames, fits --frames 8.
+    err = _refused(seqs, entries, capsys, "--containers", "1", "--config", str(cfg))
+    assert "takes 1280x800" in err and "frame(s)" not in err
     wide = {"id": 4, "label": "accept", "path": _video(seqs / "c4.avi", 8, (96, 48))}
     err = _refused(seqs, [*entries, wide], capsys, "--frames", "3")
     assert "videos of more than one frame size (c000001 64x48, c000004 96x48)" in err
