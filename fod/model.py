@@ -343,7 +343,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from training.evaluation import evaluate_model, evaluate_onnx
     from training.postprocess import GFLPostprocess
 
-    data = CocoDetection(args.data)
+    data = CocoDetection(args.data).require_boxes("AP and AR are undefined on it")
     if args.weights.suffix == ".onnx":
         _print_metrics(evaluate_onnx(args.weights, data, args.out), args.json)
         return 0

@@ -92,6 +92,39 @@ def test_eval_onnx_equals_pytorch(exported, small_set: Path, capsys: pytest.Capt
         assert metrics[1][k] == pytest.approx(metrics[0][k], abs=1e-3)
 
 
+def test_a_set_without_boxes_is_refused_where_ap_is_measured(
+    exported, small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """COCO's AP is undefined on a set of good containers' images only: reported as 0 it
+    read as a blind model, and `fod calibrate`'s FP32-vs-INT8 check as a drop of 0."""
+    good = tmp_path / "good"
+    (good / "images").mkdir(parents=True)
+    data = json.loads((small_set / "annotations.json").read_text())
+    labelled = {a["image_id"] for a in data["annotations"]}
+    data["images"] = [i for i in data["images"] if i["id"] not in labelled]
+    for i in data["images"]:
+        (good / "images" / i["file_name"]).write_bytes(
+            (small_set / "images" / i["file_name"]).read_bytes()
+        )
+    data["annotations"] = []
+    (good / "annotations.json").write_text(json.dumps(data))
+    assert data["images"]  # the small set holds negatives
+    _, _, ckpt, onnx_path = exported
+    out = tmp_path / "out"
+    for argv, why in (
+        (["eval", "--weights", str(onnx_path)], "AP and AR are undefined"),
+        (["eval", "--weights", str(ckpt), "--device", "cpu"], "AP and AR are undefined"),
+        (["calibrate", "--onnx", str(onnx_path), "--images", "2"], "INT8's accuracy cannot"),
+        (["train", "--data", str(small_set), "--val", str(good)], "the validation AP is undefined"),
+        (["compare", "--runs", str(ckpt), "--size", "320x256"], "AP and AR are undefined"),
+    ):
+        argv += [] if "--val" in argv else ["--data", str(good)]
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{good}: no labelled boxes in its {len(data['images'])} images: {why}" in err
+        assert not out.exists()
+
+
 def test_foreign_onnx_refused(tmp_path: Path) -> None:
     x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])

@@ -90,7 +90,7 @@ def pick_checkpoint(run: Path) -> Path:
 
 def row(run: Path, val: Path, size: Tuple[int, int], device: torch.device, noisy: bool) -> Row:
     """One run's row: its checkpoint on the clean (and noisy) set, params and GMACs."""
-    data = CocoDetection(val)
+    data = CocoDetection(val).require_boxes("AP and AR are undefined on it")
     path = pick_checkpoint(run)
     model, cfg, names, ckpt = load_detector(path)
     if names != data.class_names:

@@ -46,6 +46,13 @@ class CocoDetection:
     def __len__(self) -> int:
         return len(self.coco.images)
 
+    def require_boxes(self, why: str) -> CocoDetection:
+        """This set, refused where it holds no labelled box: COCO's AP and AR are undefined
+        there, and its -1, reported as 0, would read as a model that finds nothing."""
+        if self.coco.num_annotations == 0:
+            raise DataError(f"{self.root}: no labelled boxes in its {len(self)} images: {why}")
+        return self
+
     def __getitem__(self, index: int) -> Sample:
         rec = self.coco.images[index]
         image = read_rgb(self.root / "images" / rec.file_name)

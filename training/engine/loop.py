@@ -362,7 +362,7 @@ def check_val(data: TrainingData, val_path: Any) -> Any:
     """The validation set, if any, with the training set's classes."""
     if val_path is None:
         return None
-    val = CocoDetection(val_path)
+    val = CocoDetection(val_path).require_boxes("the validation AP is undefined on it")
     if val.class_names != data.class_names:
         raise FodError(
             f"{val_path}: classes {val.class_names} differ from the training set's "
