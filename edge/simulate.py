@@ -63,10 +63,10 @@ def check_videos(path: Path, containers: Sequence[Container], frames: int) -> Tu
     sizes: Dict[Tuple[int, int], str] = {}  # frame size -> the first container of that size
     for c in containers:
         try:
-            info = video_info(c.video)
+            info = video_info(c.video, frames)
         except SourceError as e:
             raise FodError(f"{path}: {c.id}'s video: {e}") from None
-        if info.frames is not None and info.frames < frames:
+        if info.frames < frames:
             short.append((c.id, info.frames))
         sizes.setdefault((info.width, info.height), c.id)
     if short:

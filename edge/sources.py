@@ -137,25 +137,32 @@ class FolderSource:
 
 
 class VideoInfo(NamedTuple):
-    frames: Optional[int]  # by the file's index; None where it gives no count
+    frames: int  # by the file's index, or decoded and counted up to the frames needed
     width: int  # of its first frame
     height: int
 
 
-def video_info(path: Path) -> VideoInfo:
-    """A video file as its source reads it (opened alike, grey): how many frames its index
-    counts and the size of its first frame. A file no reader opens, or whose first frame
-    does not decode, raises SourceError."""
+def video_info(path: Path, need: int = 1) -> VideoInfo:
+    """A video file as its source reads it (opened alike, grey): its frame count and the
+    size of its first frame. Where the index counts fewer than `need` frames, or none (some
+    containers only estimate it, from duration x fps), the frames are decoded and counted,
+    up to `need`. A file no reader opens, or whose first frame does not decode, raises
+    SourceError."""
     src = CaptureSource(str(path), cv2.CAP_ANY, str(path), mono=True, params=FILE_PARAMS)
     try:
         n = float(src.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         first = src.read()
+        if first is None:
+            raise SourceError(f"{path}: opens, but no frame decodes")
+        count = int(n) if math.isfinite(n) and n >= 1 else 0
+        if count < need:
+            count = 1
+            while count < need and src.read() is not None:
+                count += 1
     finally:
         src.close()
-    if first is None:
-        raise SourceError(f"{path}: opens, but no frame decodes")
     h, w = first.image.shape[:2]
-    return VideoInfo(int(n) if math.isfinite(n) and n >= 1 else None, w, h)
+    return VideoInfo(count, w, h)
 
 
 def appsink_queues(pipeline: str) -> bool:
