@@ -25,11 +25,15 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from edge.fsutil import atomic_write_json, staged_dir
     from edge.preprocess import letterbox
     from training.data.augment import noisy_letterboxed
-    from training.data.dataset import CocoDetection
+    from training.data.dataset import CocoDetection, ImageFolder, open_images
     from training.evaluation import evaluate_onnx
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
-    data = CocoDetection(args.data)
+    data = open_images(args.data)  # a COCO set, or a line's unlabelled recordings
+    if isinstance(data, ImageFolder) and args.val is None:
+        raise DataError(
+            f"{args.data}: images without labels: pass a labelled --val for the metrics"
+        )
     if len(data) == 0:
         raise DataError(f"{args.data}: no images to calibrate with")
     if len(data) < args.images:
@@ -45,11 +49,11 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
         for k, i in enumerate(chosen):
             # One seed per calibration image: the set is reproducible from (seed, k) alone.
             rng = np.random.default_rng(np.random.SeedSequence([args.seed, int(k)]))
-            img, draw = noisy_letterboxed(data[int(i)].image, info.input_size, noise, rng)
+            img, draw = noisy_letterboxed(data.image(int(i)), info.input_size, noise, rng)
             if len(records) < len(chosen):
                 records.append(
                     {
-                        "file": data.coco.images[int(i)].file_name,
+                        "file": data.file_name(int(i)),
                         "seed": [args.seed, int(k)],
                         "noise": draw.__dict__,
                     }

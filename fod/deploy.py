@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="INT8 Q/DQ ONNX + TensorRT cache + FP32-vs-INT8 report")
     p.add_argument("--onnx", type=Path, required=True, help="FP32 ONNX from `fod export`")
     p.add_argument(
-        "--data", type=Path, required=True, help="COCO set the calibration images come from"
+        "--data",
+        type=Path,
+        required=True,
+        help="where the calibration images come from: a COCO set, or a folder of the line's "
+        "unlabelled images (then --val is required)",
     )
     p.add_argument("--val", type=Path, help="set for the FP32-vs-INT8 metrics (default: --data)")
     p.add_argument(

@@ -189,8 +189,31 @@ def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) 
             str(tmp_path / "c"),
         ]
     )
-    assert rc == 2 and "annotations.json" in capsys.readouterr().err
+    assert rc == 2 and f"{tmp_path / 'empty'}: no images (.png" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_calibrate_on_the_lines_unlabelled_images(
+    exported, calibrated: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """A folder of images without labels (a line's recordings) calibrates as the COCO set
+    of the same pixels does (the same seeded choice and noise, the same scales); the
+    FP32-vs-INT8 metrics need a labelled --val."""
+    line = tmp_path / "line"
+    shutil.copytree(small_set / "images", line)
+    argv = ["calibrate", "--onnx", str(exported[3]), "--data", str(line), "--images", "10"]
+    argv += ["--method", "minmax", "--seed", "3", "--out", str(tmp_path / "cal")]  # as `calibrated`
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{line}: images without labels: pass a labelled --val" in err
+    assert not (tmp_path / "cal").exists()
+    assert main([*argv, "--val", str(small_set)]) == 0
+    assert (tmp_path / "cal" / "calib.cache").read_text() == (
+        calibrated / "calib.cache"
+    ).read_text()
+    for name in ("calibration_set.json", "report.json"):
+        got, want = (json.loads((d / name).read_text()) for d in (tmp_path / "cal", calibrated))
+        assert got.get("images") == want.get("images") and got.get("metrics") == want.get("metrics")
 
 
 def _bundle(exported, calibrated: Path, out: Path, *extra: str) -> int:

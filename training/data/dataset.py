@@ -71,6 +71,44 @@ class CocoDetection:
         """The training view's source image (a ReplayMix draws some with `rng`)."""
         return self[index]
 
+    def file_name(self, index: int) -> str:
+        return self.coco.images[index].file_name
+
+    def image(self, index: int) -> np.ndarray:
+        return self[index].image
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageFolder:
+    """Unlabelled images (`root/images/*`, else `root/*`) in name order, read as a COCO set's
+    are: a line's own recordings, for what needs pixels and no boxes (INT8 calibration)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
+        base = self.root / "images" if (self.root / "images").is_dir() else self.root
+        files = sorted(p for p in base.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{base}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.files: List[Path] = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def file_name(self, index: int) -> str:
+        return self.files[index].name
+
+    def image(self, index: int) -> np.ndarray:
+        return read_rgb(self.files[index])
+
+
+def open_images(root: Path) -> Union[CocoDetection, ImageFolder]:
+    """A COCO set where `root` holds `annotations.json`, else a folder of unlabelled images."""
+    return CocoDetection(root) if (Path(root) / "annotations.json").exists() else ImageFolder(root)
+
 
 class ReplayMix:
     """A site's own set with a share of every epoch drawn from a replay set (the images the
