@@ -103,8 +103,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"out": str(args.out), **counts}))
     else:
+        crowd = counts["crowd_as_boxes"]
         print(
             f"imported {counts['images']} images ({counts['negatives']} negatives), "
             f"{counts['annotations']} boxes in {counts['categories']} categories into {args.out}"
+            + (f"; {crowd} crowd region(s) (iscrowd 1) kept as single boxes" if crowd else "")
         )
     return 0

@@ -61,6 +61,22 @@ def test_coco_import_round_trip(tmp_path: Path) -> None:
     assert len(ds[1].boxes) == 0  # images without boxes are kept: negatives
 
 
+def test_a_crowd_region_is_kept_as_one_box_and_said(tmp_path: Path, capsys) -> None:
+    """iscrowd 1 (a cluster labelled as one region): pycocotools would ignore it in
+    evaluation while training learnt it; imported as a plain box, and the import says so."""
+    src = tmp_path / "src"
+    data = _make_source(src)
+    data["annotations"][1]["iscrowd"] = 1
+    (src / "annotations.json").write_text(json.dumps(data))
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert "2 boxes in 2 categories" in (out := capsys.readouterr().out)
+    assert "; 1 crowd region(s) (iscrowd 1) kept as single boxes" in out
+    anns = json.loads((tmp_path / "out" / "annotations.json").read_text())["annotations"]
+    assert [a["iscrowd"] for a in anns] == [0, 0] and len(
+        CocoDetection(tmp_path / "out")[2].boxes
+    ) == 1
+
+
 def test_tianchi_drops_background_keeps_negatives(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _make_source(src, tianchi=True)

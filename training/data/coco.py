@@ -48,6 +48,7 @@ class CocoSet:
     categories: List[Category]
     images: List[ImageRecord]
     annotations: Dict[int, List[Annotation]] = field(default_factory=dict)
+    crowd: int = 0  # source annotations marked iscrowd 1, kept as single boxes (written 0)
 
     @property
     def num_annotations(self) -> int:
@@ -162,6 +163,7 @@ def parse_coco(data: Dict[str, Any], path: Path) -> CocoSet:
 
     anns: Dict[int, List[Annotation]] = {}
     seen = set()
+    crowd = 0
     for k, rec in enumerate(data["annotations"]):
         what = _what("annotation", k, rec)
         _require(path, what, rec, ("id", "image_id", "category_id", "bbox"))
@@ -195,7 +197,10 @@ def parse_coco(data: Dict[str, Any], path: Path) -> CocoSet:
         x0, y0 = max(x, 0.0), max(y, 0.0)
         x1, y1 = min(x + w, float(img.width)), min(y + h, float(img.height))
         anns.setdefault(img.id, []).append(Annotation(aid, img.id, cid, (x0, y0, x1 - x0, y1 - y0)))
-    return CocoSet(path, cats, images, anns)
+        # A crowd region (a cluster) stays one box, an object for training and evaluation
+        # alike: for pycocotools an ignored region, it would be neither found nor missed.
+        crowd += rec.get("iscrowd") == 1
+    return CocoSet(path, cats, images, anns, crowd)
 
 
 def load_coco(root: Path) -> CocoSet:

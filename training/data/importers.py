@@ -87,6 +87,7 @@ def _write(coco: CocoSet, images: Path, out: Path, info: Dict[str, str]) -> Dict
         "annotations": coco.num_annotations,
         "negatives": sum(1 for r in coco.images if not coco.annotations.get(r.id)),
         "categories": len(coco.categories),
+        "crowd_as_boxes": coco.crowd,
     }
 
 
