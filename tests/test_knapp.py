@@ -92,6 +92,15 @@ def test_a_sequences_file_is_checked(tmp_path: Path, containers, problem) -> Non
     assert str(e.value).startswith(str(seq)) and problem in str(e.value)
 
 
+def _refused(seqs: Path, entries: list, capsys, *more: str) -> str:
+    """`fod simulate` on the set: exit 2, nothing written; its error."""
+    (seqs / "sequences.json").write_text(json.dumps({"containers": entries}))
+    out = seqs.parent / "sim"
+    assert main(["simulate", "--sequences", str(seqs), *more, "--out", str(out)]) == 2
+    assert not out.exists()
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "entry, problem",
     [
@@ -108,16 +117,12 @@ def test_fod_simulate_refuses_a_bad_set_before_writing(
     seqs = tmp_path / "seqs"
     seqs.mkdir()
     (seqs / "c.avi").write_bytes(b"")
-    (seqs / "sequences.json").write_text(json.dumps({"containers": [entry]}))
-    out = tmp_path / "sim"
-    assert main(["simulate", "--sequences", str(seqs), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    err = _refused(seqs, [entry], capsys)
     assert str(seqs / "sequences.json") in err and problem in err
-    assert not out.exists()
 
 
 def _video(path: Path, frames: int, size: tuple = (64, 48)) -> str:
-    """A real MJPG AVI of `frames` grey frames, as `fod synth` writes containers."""
+    """A real AVI (MJPG) of `frames` grey frames, each a shade lighter than the last."""
     import cv2
     import numpy as np
 
@@ -126,15 +131,6 @@ def _video(path: Path, frames: int, size: tuple = (64, 48)) -> str:
         out.write(np.full(size[::-1], 40 + 20 * k, np.uint8))
     out.release()
     return path.name
-
-
-def _refused(seqs: Path, entries: list, capsys, *more: str) -> str:
-    """`fod simulate` on the set: exit 2, nothing written; its error."""
-    (seqs / "sequences.json").write_text(json.dumps({"containers": entries}))
-    out = seqs.parent / "sim"
-    assert main(["simulate", "--sequences", str(seqs), *more, "--out", str(out)]) == 2
-    assert not out.exists()
-    return capsys.readouterr().err
 
 
 def test_fod_simulate_refuses_videos_that_would_fault_every_container(tmp_path, capsys) -> None:
