@@ -17,8 +17,9 @@ from pathlib import Path
 
 import onnx
 
-from edge.bundle import create_bundle, open_bundle
+from edge.bundle import create_bundle, model_fields, open_bundle
 from edge.errors import FodError
+from edge.model_info import read_model_info
 from training.onnx_input import uint8_input
 
 
@@ -49,6 +50,8 @@ def convert(bundle: Path, out_root: Path) -> None:
                     src = dst
                 files[role] = src
             meta = {k: v for k, v in b.manifest.items() if k not in ("format", "files")}
+            models = [p for p in files.values() if p.suffix == ".onnx"]
+            meta.update(model_fields(read_model_info(models[0])))  # its new input layout
             meta["name"] = f"{b.manifest.get('name', 'demo')}-uint8-{variant}"
             out = create_bundle(out_root / variant, files, meta)
             print(f"wrote {out}")

@@ -15,11 +15,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from . import signing
 from .errors import FodError
 from .fsutil import FILE_MODE, atomic_write_bytes, sha256_file, staged_dir
+from .model_info import ModelInfo
 
 FORMAT = "pharma-fod/bundle/1"
 MANIFEST = "manifest.json"
@@ -38,6 +39,31 @@ class Bundle:
             if entry["role"] == role:
                 return self.root / name
         return None
+
+
+def model_fields(info: ModelInfo) -> Dict[str, Any]:
+    """The manifest's account of the one model a bundle holds (in up to three precisions)."""
+    return {
+        "classes": list(info.class_names),
+        "input_size": list(info.input_size),
+        "input_layout": info.input_layout,
+        "level_counts": list(info.level_counts),
+        "source_checkpoint_sha256": info.checkpoint_sha256,
+    }
+
+
+def model_mismatches(
+    info: ModelInfo, fields: Dict[str, Any], against: str = "the manifest"
+) -> List[str]:
+    """Where a model's own metadata disagrees with `fields` (a manifest, or `model_fields`
+    of another model). A bundle is one export of one checkpoint: an INT8 model of another
+    size, layout or checkpoint than its FP32 would make the unit's TensorRT and CPU paths
+    run different detectors under one name. Fields an older manifest lacks are not compared."""
+    return [
+        f"{k} {v!r} where {against} has {fields[k]!r}"
+        for k, v in model_fields(info).items()
+        if k in fields and fields[k] != v
+    ]
 
 
 def create_bundle(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 from .errors import FodError
@@ -107,3 +108,12 @@ def read_onnx_metadata(data: bytes, source: str) -> Dict[str, str]:
     except (ValueError, UnicodeDecodeError) as e:
         raise FodError(f"{source}: not a readable ONNX model: {e}") from None
     return meta
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """What the ONNX file at `path` declares, from its metadata alone (no session)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise FodError(f"{path}: cannot read: {e.strerror}") from None
+    return ModelInfo.from_metadata(read_onnx_metadata(data, str(path)), str(path))

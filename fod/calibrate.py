@@ -7,7 +7,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 
@@ -22,7 +22,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from calibration.trt_cache import write_cache
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge.errors import DataError
-    from edge.fsutil import atomic_write_json, staged_dir
+    from edge.fsutil import atomic_write_json, sha256_file, staged_dir
     from edge.preprocess import letterbox
     from training.data.augment import noisy_letterboxed
     from training.data.dataset import CocoDetection, ImageFolder, open_images
@@ -69,6 +69,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
         reader.close()
         quantize_qdq(args.onnx, cpu, reader, args.method, keep, False, ranges)
         n_cache = write_cache(tmp / "calib.cache", onnx.load(str(int8)), args.trt_version)
+        outputs = {"int8": int8, "int8_cpu": cpu, "cache": tmp / "calib.cache"}
         models = {"fp32": args.onnx, "int8": int8, "int8_cpu": cpu}
         metrics = {k: evaluate_onnx(p, val).to_dict() for k, p in models.items()}
         probe, _ = letterbox(val[0].image, info.input_size)
@@ -86,6 +87,9 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
                 "noise": noise.__dict__,
                 "cache_tensors": n_cache,
                 "source_onnx": str(args.onnx),
+                # What was measured, so `fod bundle make` can refuse files of another run.
+                "source_checkpoint_sha256": info.checkpoint_sha256,
+                "sha256": {k: sha256_file(p) for k, p in outputs.items()},
             },
         )
         atomic_write_json(tmp / "calibration_set.json", {"images": records})
@@ -93,28 +97,66 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
-def bundle_meta(name: str, version: str, model: Path, report: Optional[Path]) -> Dict[str, Any]:
-    """Manifest fields: what the unit needs to run the model and what it was measured at."""
+def bundle_meta(name: str, version: str, files: Dict[str, Path]) -> Dict[str, Any]:
+    """Manifest fields: what the unit needs to run the model and what it was measured at.
+
+    `files` maps bundle roles to paths. Its models must be one export of one checkpoint,
+    and a calibration report must have measured the INT8 models and cache bundled with it:
+    the manifest carries the report's metrics as the bundle's own."""
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.bundle import model_fields, model_mismatches
     from edge.errors import FodError
+    from edge.model_info import read_model_info
     from edge.postprocess import PostprocessConfig
     from fod import __version__
 
-    info = OnnxRuntimeBackend(model).info
+    models = [files[r] for r in ("fp32", "int8_cpu", "int8") if r in files]
+    fields = model_fields(OnnxRuntimeBackend(models[0]).info)  # the first loads in full
+    for path in models[1:]:
+        bad = model_mismatches(read_model_info(path), fields, str(models[0]))
+        if bad:
+            raise FodError(f"{path}: not the model {models[0]} is: " + "; ".join(bad))
     metrics = None
-    if report is not None:
+    if "report" in files:
+        report = files["report"]
         try:
-            metrics = json.loads(report.read_text(encoding="utf-8"))["metrics"]
-        except (OSError, ValueError, KeyError) as e:
+            doc = json.loads(report.read_text(encoding="utf-8"))
+            metrics, calibration = doc["metrics"], doc.get("calibration") or {}
+        except (OSError, ValueError, KeyError, AttributeError) as e:
             raise FodError(f"{report}: not a calibration report: {e}") from None
+        check_report(report, calibration, files, fields["source_checkpoint_sha256"])
     return {
         "name": name,
         "version": version,
         "made_by": f"pharma-fod {__version__}",
-        "classes": info.class_names,
-        "input_size": list(info.input_size),
-        "level_counts": info.level_counts,
+        **fields,
         "thresholds": PostprocessConfig().__dict__,
         "metrics": metrics,
-        "source_checkpoint_sha256": info.checkpoint_sha256,
     }
+
+
+def check_report(
+    report: Path, calibration: Dict[str, Any], files: Dict[str, Path], checkpoint: str
+) -> None:
+    """Refuse a report that measured another model than the one bundled with it."""
+    from edge.errors import FodError
+    from edge.fsutil import sha256_file
+    from edge.logsink import say
+
+    source = calibration.get("source_checkpoint_sha256")
+    digests = calibration.get("sha256")
+    if source is None or not isinstance(digests, dict):
+        say(f"fod bundle make: {report} names no model it measured (an older report); "
+            "its metrics are taken on trust")  # fmt: skip
+        return
+    if source != checkpoint:
+        raise FodError(
+            f"{report}: measured a model of checkpoint {str(source)[:12]}, the bundled "
+            f"models come from {checkpoint[:12]}: its metrics are not theirs"
+        )
+    for role in ("int8", "int8_cpu", "cache"):
+        if role in files and role in digests and sha256_file(files[role]) != digests[role]:
+            raise FodError(
+                f"{files[role]}: not the {role} file {report} measured (sha256 differs); "
+                "bundle the files of one `fod calibrate` run"
+            )

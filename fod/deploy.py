@@ -166,7 +166,7 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
     for role, p in extra:
         if p is not None:
             files[role] = p
-    meta = bundle_meta(args.name, args.bundle_version, models[0], args.report)
+    meta = bundle_meta(args.name, args.bundle_version, files)
     if args.recipe:
         meta["recipe"] = list(args.recipe)  # the commands that made it, for the record
     with tempfile.TemporaryDirectory() as work:

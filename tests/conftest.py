@@ -82,6 +82,16 @@ def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`exported` through `fod calibrate` on `small_set` (the output folder)."""
+    out = tmp_path_factory.mktemp("cal") / "cal"
+    argv = ["calibrate", "--onnx", str(exported[3]), "--data", str(small_set), "--out", str(out),
+            "--images", "10", "--method", "minmax", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0  # 10 images: five chunks of 2, histograms fold chunk by chunk
+    return out
+
+
+@pytest.fixture(scope="session")
 def trained(small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small GFL-R18 trained 30 iterations on `small_set` (the run folder)."""
     out = tmp_path_factory.mktemp("run") / "run"

@@ -55,30 +55,6 @@ def test_streaming_reader_chunks() -> None:
         reader.set_range(2, 4)  # out of order
 
 
-@pytest.fixture(scope="module")
-def calibrated(exported, small_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cal") / "cal"
-    rc = main(
-        [
-            "calibrate",
-            "--onnx",
-            str(exported[3]),
-            "--data",
-            str(small_set),
-            "--out",
-            str(out),
-            "--images",
-            "10",  # five chunks of 2: histograms and ranges fold chunk by chunk
-            "--method",
-            "minmax",
-            "--seed",
-            "3",
-        ]
-    )
-    assert rc == 0
-    return out
-
-
 def test_qdq_model_is_explicit_symmetric_int8(calibrated: Path) -> None:
     m = onnx.load(str(calibrated / "model.int8.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}

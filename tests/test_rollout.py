@@ -136,7 +136,7 @@ def test_failed_verify_engine_or_check_leaves_current(tmp_path, keys) -> None:
     garbage.parent.mkdir()
     garbage.write_bytes(b"not an onnx model")
     broken = make_bundle(tmp_path / "g", "1.1.0", keys, model=garbage)
-    assert "cannot load it" in _refused(tmp_path, broken, "check")["steps"][-1]["detail"]
+    assert "not a readable ONNX model" in _refused(tmp_path, broken, "check")["steps"][-1]["detail"]
     # A unit that must build a TensorRT engine and cannot (no TensorRT here).
     ok = make_bundle(tmp_path / "e", "1.1.0", keys)
     assert "tensorrt" in _refused(tmp_path, ok, "engine", "--engine")["steps"][-1]["detail"]

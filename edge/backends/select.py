@@ -7,9 +7,10 @@ import hashlib
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from ..bundle import Bundle
+from ..bundle import Bundle, model_mismatches
 from ..engine_cache import default_cache_dir
 from ..errors import FodError
+from ..model_info import ModelInfo, read_onnx_metadata
 
 # Model roles each (backend, precision) takes, in order of preference.
 ORT_ROLES = {
@@ -52,11 +53,16 @@ def model_path(bundle: Bundle, backend: str, precision: str) -> Path:
 
 def read_verified(bundle: Bundle, path: Path) -> Tuple[bytes, str]:
     """The model's bytes and sha256, checked against the manifest again: hash what is
-    loaded, load what was hashed."""
+    loaded, load what was hashed; and its metadata against the manifest's account of the
+    model, whose classes, size and reference counts the unit goes by."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != bundle.manifest["files"][path.name]["sha256"]:
         raise FodError(f"{path}: changed after the bundle was verified")
+    info = ModelInfo.from_metadata(read_onnx_metadata(data, str(path)), str(path))
+    bad = model_mismatches(info, bundle.manifest)
+    if bad:
+        raise FodError(f"{path}: not the model its bundle's manifest describes: " + "; ".join(bad))
     return data, digest
 
 
