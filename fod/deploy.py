@@ -128,8 +128,9 @@ def calibrate_summary(report: Dict[str, Any], out: Path) -> str:
     is named as such: alone, a "CPU speed-up 0.8x" read as INT8 being slower, while the
     unit runs it on TensorRT and the CPU runs the INT8-CPU model."""
     m = report["metrics"]
-    change = -report["drop_points"]["ap50"]  # the report stores drops: FP32 - INT8
-    change_cpu = -report["drop_points_cpu"]["ap50"]
+    # The report stores drops (FP32 - INT8); + 0.0 turns a -0.0 ("-0.00 points") into 0.
+    change = -report["drop_points"]["ap50"] + 0.0
+    change_cpu = -report["drop_points_cpu"]["ap50"] + 0.0
     return (
         f"INT8 in {out}: AP50 {m['fp32']['ap50']:.4f} -> {m['int8']['ap50']:.4f} "
         f"({change:+.2f} points; INT8-CPU {m['int8_cpu']['ap50']:.4f}, {change_cpu:+.2f}); "

@@ -136,6 +136,8 @@ def test_calibrate_summary_signs_the_change() -> None:
     assert "INT8-CPU 2.29x, the Q/DQ model for TensorRT 0.81x" in line
     r["drop_points"]["ap50"] = -0.5
     assert "(+0.50 points;" in calibrate_summary(r, Path("cal"))
+    r["drop_points"]["ap50"] = r["drop_points_cpu"]["ap50"] = 0.0  # no change: no sign
+    assert "(+0.00 points; INT8-CPU 0.6500, +0.00)" in calibrate_summary(r, Path("cal"))
 
 
 def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) -> None:
