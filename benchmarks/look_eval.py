@@ -20,12 +20,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from calibration.metrics import coco_metrics, load_gt
+from calibration.metrics import coco_metrics, load_gt, show
 from edge.bundle import open_bundle
 from training.data.dataset import CocoDetection
 from training.evaluation import predict_onnx
@@ -33,16 +33,17 @@ from training.evaluation import predict_onnx
 SIZE_BINS = ((2, 5), (6, 8), (9, 10_000))
 
 
-def per_class_ap(ev: Any, names: List[str]) -> Dict[str, Dict[str, float]]:
-    """AP50 and AP per class from an accumulated COCOeval (area all, 100 detections)."""
+def per_class_ap(ev: Any, names: List[str]) -> Dict[str, Dict[str, Optional[float]]]:
+    """AP50 and AP per class from an accumulated COCOeval (area all, 100 detections); None
+    for a class without objects in the images evaluated."""
     p = ev.eval["precision"]  # [T, R, K, A, M]
     out = {}
     for k, name in enumerate(names):
         pk = p[:, :, k, 0, -1]  # [T, R]
         valid = pk > -1
         out[name] = {
-            "ap50": float(pk[0][valid[0]].mean()) if valid[0].any() else 0.0,
-            "ap": float(pk[valid].mean()) if valid.any() else 0.0,
+            "ap50": float(pk[0][valid[0]].mean()) if valid[0].any() else None,
+            "ap": float(pk[valid].mean()) if valid.any() else None,
         }
     return out
 
@@ -92,15 +93,16 @@ def by_look(
     out = {}
     for value, ids in sorted(groups.items()):
         metrics, ev = coco_metrics(gt, dets, img_ids=ids)  # the group's images only
-        classes = (
-            per_class_ap(ev, names)
-            if ev is not None
-            else {n: {"ap50": 0.0, "ap": 0.0} for n in names}
-        )
         objects = {
             c["name"]: len(gt.getAnnIds(imgIds=ids, catIds=[c["id"]]))
             for c in gt.dataset["categories"]
         }
+        nothing = {n: 0.0 if objects.get(n) else None for n in names}  # no detection at all
+        classes = (
+            per_class_ap(ev, names)
+            if ev is not None
+            else {n: {"ap50": v, "ap": v} for n, v in nothing.items()}
+        )
         out[value] = {
             "images": len(ids),
             "ap50": metrics.ap50,
@@ -151,17 +153,23 @@ def main() -> None:
                 evaluate(b.root / name, d, args.score, args.by, args.mirror) for d in args.data
             ]
     for r in results:
-        classes = " ".join(f"{k} {v['ap50']:.3f}/{v['ap']:.3f}" for k, v in r["per_class"].items())
+        classes = " ".join(
+            f"{k} {show(v['ap50'], spec='.3f')}/{show(v['ap'], spec='.3f')}"
+            for k, v in r["per_class"].items()
+        )
         sizes = " ".join(
             f"{k} {v['recall']:.2f} (n={v['particles']})" for k, v in r["sighting_recall"].items()
         )
-        print(f"{r['data']}: AP50 {r['ap50']:.3f} AP {r['ap']:.3f} | per class AP50/AP: {classes}")
+        head = f"AP50 {show(r['ap50'], spec='.3f')} AP {show(r['ap'], spec='.3f')}"
+        print(f"{r['data']}: {head} | per class AP50/AP: {classes}")
         print(f"  sighting recall at score {args.score}: {sizes}")
         for value, g in r.get("by", {}).get(args.by, {}).items():
             classes = " ".join(
-                f"{k} {v['ap50']:.3f} (n={v['objects']})" for k, v in g["per_class"].items()
+                f"{k} {show(v['ap50'], spec='.3f')} (n={v['objects']})"
+                for k, v in g["per_class"].items()
             )
-            print(f"  {args.by} {value} ({g['images']} images): AP50 {g['ap50']:.3f} | {classes}")
+            ap50 = show(g["ap50"], spec=".3f")
+            print(f"  {args.by} {value} ({g['images']} images): AP50 {ap50} | {classes}")
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=1))
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.metrics import coco_metrics, load_gt
+from calibration.metrics import coco_metrics, load_gt, show
 from edge.postprocess import PostprocessConfig
 from training.compare import HEADERS, METRICS, NoisyCoco
 from training.data.dataset import CocoDetection
@@ -147,8 +147,8 @@ def main(argv: List[str]) -> int:
     }  # fmt: skip
     (args.out / "yolo_row.json").write_text(json.dumps(row, indent=2))
     head = ["run", "model", *HEADERS, "AP50 noisy", "AP noisy", "params (M)", "ms/image"]
-    cells = [row["run"], row["model"], *[f"{100 * m[k]:.1f}" for k in METRICS],
-             f"{100 * n['ap50']:.1f}", f"{100 * n['ap']:.1f}", f"{row['params_m']:.2f}",
+    cells = [row["run"], row["model"], *[show(m[k], 100, ".1f") for k in METRICS],
+             show(n["ap50"], 100, ".1f"), show(n["ap"], 100, ".1f"), f"{row['params_m']:.2f}",
              f"{row['latency_ms_median']:.2f}"]  # fmt: skip
     md = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
                     "| " + " | ".join(cells) + " |"]) + "\n"  # fmt: skip

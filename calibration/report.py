@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+from calibration.metrics import show
 from edge.fsutil import atomic_write_bytes, atomic_write_json
 
 METRIC_NAMES = ("ap50", "ap", "ap_small", "ar", "ar_small")
@@ -17,18 +18,25 @@ def build_report(
     calibration: Dict[str, Any],
 ) -> Dict[str, Any]:
     """`metrics` and `latency` keyed by model: fp32, int8 (TensorRT Q/DQ), int8_cpu (ORT U8S8)."""
-    fp32 = metrics["fp32"]
     return {
         "metrics": metrics,
-        "drop_points": {k: round(100 * (fp32[k] - metrics["int8"][k]), 3) for k in METRIC_NAMES},
-        "drop_points_cpu": {
-            k: round(100 * (fp32[k] - metrics["int8_cpu"][k]), 3) for k in METRIC_NAMES
-        },
+        "drop_points": drops(metrics["fp32"], metrics["int8"]),
+        "drop_points_cpu": drops(metrics["fp32"], metrics["int8_cpu"]),
         "latency_ms": latency,
         "speedup": latency["fp32"]["median_ms"] / latency["int8"]["median_ms"],
         "speedup_cpu": latency["fp32"]["median_ms"] / latency["int8_cpu"]["median_ms"],
         "float_nodes": float_nodes,
         "calibration": calibration,
+    }
+
+
+def drops(
+    fp32: Dict[str, Optional[float]], int8: Dict[str, Optional[float]]
+) -> Dict[str, Optional[float]]:
+    """FP32 - INT8 in points per metric; None where the set leaves a metric undefined."""
+    return {
+        k: None if fp32[k] is None or int8[k] is None else round(100 * (fp32[k] - int8[k]), 3)
+        for k in METRIC_NAMES
     }
 
 
@@ -48,8 +56,9 @@ def to_markdown(r: Dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {k} | {m['fp32'][k]:.4f} | {m['int8'][k]:.4f} | {r['drop_points'][k]:+.2f} "
-        f"| {m['int8_cpu'][k]:.4f} | {r['drop_points_cpu'][k]:+.2f} |"
+        f"| {k} | {show(m['fp32'][k])} | {show(m['int8'][k])} "
+        f"| {show(r['drop_points'][k], spec='+.2f')} "
+        f"| {show(m['int8_cpu'][k])} | {show(r['drop_points_cpu'][k], spec='+.2f')} |"
         for k in METRIC_NAMES
     ]
     lines += [

@@ -276,8 +276,10 @@ def _print_summary(s: dict, args: argparse.Namespace, what: str) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in s.items() if k not in ("history", "config", "rank")}))
     else:
+        from calibration.metrics import show
+
         m = s["metrics"]
-        tail = " ".join(f"{k}={v:.4f}" for k, v in m.items()) if m else "no validation set"
+        tail = " ".join(f"{k}={show(v)}" for k, v in m.items()) if m else "no validation set"
         print(
             f"{what} {s['arch']} for {s['iterations']} iterations "
             f"on {s['world_size']} process(es); {tail}; "
@@ -332,7 +334,9 @@ def _print_metrics(m, as_json: bool) -> None:
     if as_json:
         print(json.dumps(m.to_dict()))
     else:
-        print(" ".join(f"{k}={v:.4f}" for k, v in m.to_dict().items()))
+        from calibration.metrics import show
+
+        print(" ".join(f"{k}={show(v)}" for k, v in m.to_dict().items()))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from calibration.metrics import show
 from calibration.noise import NoiseConfig, student_noise
 from edge.errors import FodError
 from edge.fsutil import atomic_write_bytes, atomic_write_json
@@ -53,8 +54,8 @@ class Row:
     run: str
     model: str  # e.g. "GFL-R50 + CARAFE (teacher)", "GFL-R18"
     method: str  # teacher | student | ours | mimic | ... (+ ablation marks)
-    metrics: Dict[str, float]
-    noisy: Optional[Dict[str, float]]
+    metrics: Dict[str, Optional[float]]  # None: undefined on the set (calibration.metrics)
+    noisy: Optional[Dict[str, Optional[float]]]
     params_m: float
     gmacs: float
 
@@ -139,9 +140,9 @@ def table(rows: List[Row], size: Tuple[int, int]) -> Tuple[str, str]:
     head += ["params (M)", f"GMACs @{size[0]}x{size[1]}"]
     body = []
     for r in rows:
-        cells = [r.run, r.model, r.method, *[f"{100 * r.metrics[m]:.1f}" for m in METRICS]]
+        cells = [r.run, r.model, r.method, *[show(r.metrics[m], 100, ".1f") for m in METRICS]]
         if noisy:
-            cells += [f"{100 * r.noisy[k]:.1f}" if r.noisy else "" for k in ("ap50", "ap")]
+            cells += [show(r.noisy[k], 100, ".1f") if r.noisy else "" for k in ("ap50", "ap")]
         cells += [f"{r.params_m:.2f}", f"{r.gmacs:.1f}"]
         body.append(cells)
     buf = io.StringIO()

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from calibration.metrics import show
 from edge.errors import FodError
 from edge.fsutil import atomic_write_json
 
@@ -282,9 +283,10 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
             ).to_dict()
             eval_s += time.perf_counter() - t_eval
             for k, v in metrics.items():
-                writer.add_scalar(f"val/{k}", v, it)
+                if v is not None:  # undefined on this set (no small boxes): no point to plot
+                    writer.add_scalar(f"val/{k}", v, it)
             log.info(
-                "epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                "epoch %d: %s", epoch + 1, " ".join(f"{k}={show(v)}" for k, v in metrics.items())
             )
         if ctx.is_main:
             history.append({"epoch": epoch + 1, "iter": it, "metrics": metrics})
