@@ -234,6 +234,13 @@ def _check(cfg: LineConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.precision must be one of {allowed} for {cfg.model.backend}"
         )
+    threads = cfg.model.threads
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 0
+    ):
+        raise ConfigError(
+            f"{source}: model.threads must be an integer >= 0 (0: ONNX Runtime's default)"
+        )
     if cfg.model.int8_kernels not in ("auto", "integer", "float"):
         raise ConfigError(f"{source}: model.int8_kernels must be 'auto', 'integer' or 'float'")
     try:

@@ -53,6 +53,17 @@ def non_negative_int(text: str) -> int:
     return v
 
 
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0 (a NaN or infinite timeout would never run out)."""
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from edge.logsink import say
-from fod.args import add_max_age, positive_int, size_wh
+from fod.args import add_max_age, non_negative_int, non_negative_number, positive_int, size_wh
 
 log = logging.getLogger("fod")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -44,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--iters", type=positive_int, default=200, help="timed iterations, at least")
-    p.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
-    p.add_argument("--duration", type=float, default=0.0, help="and at least S seconds")
+    p.add_argument("--warmup", type=non_negative_int, default=20, help="untimed iterations first")
+    p.add_argument(
+        "--duration", type=non_negative_number, default=0.0, help="and at least S seconds"
+    )
     p.add_argument("--size", type=size_wh, help="torch: input WxH (default 1280x800)")
     p.add_argument(
         "--tiles",
@@ -72,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(file:VIDEO, v4l2:N, gst:PIPELINE)",
     )
     p.add_argument("--mono", action="store_true", help="grey frames, as a monochrome camera")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--threads", type=non_negative_int, help="ONNX Runtime intra-op threads (0: its default)"
+    )
     p.add_argument(
         "--compare",
         action="append",

@@ -49,6 +49,8 @@ from .test_runtime import _cfg
         ({"model": {"reference_every_s": float("inf")}}, r"model\.reference_every_s must be a"),
         ({"model": {"reference_every_s": -1.0}}, r"model\.reference_every_s must not be neg"),
         ({"audit": {"rotate_bytes": 0}}, r"audit\.rotate_bytes must be at least 1 MiB"),
+        ({"model": {"threads": -1}}, r"model\.threads must be an integer >= 0"),
+        ({"model": {"threads": "4"}}, r"model\.threads must be an integer >= 0"),
     ],
 )
 def test_config_values_that_break_the_line_are_refused(data, message) -> None:
