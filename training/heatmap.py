@@ -21,6 +21,7 @@ from edge.preprocess import letterbox
 
 from .checkpoint import load_detector
 from .compare import describe, pick_checkpoint
+from .data.dataset import read_rgb
 
 
 def activation_map(model: torch.nn.Module, image: np.ndarray, level: int) -> np.ndarray:
@@ -57,10 +58,7 @@ def heatmaps(
 ) -> Tuple[Path, List[str]]:
     """Write `out/heatmap.png` (panels left to right in the order given); returns it and
     the panel titles."""
-    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FodError(f"{image_path}: not an image OpenCV can read")
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rgb = read_rgb(image_path)  # as training and evaluation read it (EXIF orientation too)
     panels, titles = [], []
     for w in weights:
         path = pick_checkpoint(w)
