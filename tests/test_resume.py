@@ -4,6 +4,7 @@ stopped, in one process and under torchrun."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from .conftest import SMALL_MODEL, torchrun
 
 
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(
-    small_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     """Two epochs of 3 batches. Killed as its 6th iteration starts, a run saving every 2
     iterations resumes from iteration 4 (1 batch into epoch 2); cut by --max-iters 4, a
@@ -57,17 +58,25 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(
         reads.append(Path(path).name)
         return real(path, *a, **kw)
 
+    shutil.copytree(tmp_path / "cut", tmp_path / "other")
     for name in ("killed", "cut"):
         last = tmp_path / name / "last.pt"
         reads.clear()
         monkeypatch.setattr(torch, "load", counted)
+        caplog.clear()
         out = run(name, "--resume", str(last))
         monkeypatch.setattr(torch, "load", real)
+        assert not [r for r in caplog.records if "--resume" in r.getMessage()]  # its own recipe
         assert reads == ["last.pt"]  # read once: architecture and state from the same read
         resumed = load_detector(out)
         assert resumed[3]["iter"] == 6 and resumed[3]["step"] == 0
         for k, v in resumed[0].state_dict().items():
             assert torch.equal(v, whole[k]), (name, k)
+    # Resumed with another recipe: it runs, and says what differs from the run it continues.
+    caplog.clear()
+    run("other", "--resume", str(tmp_path / "other" / "last.pt"), "--lr", "0.02")
+    said = [r.getMessage() for r in caplog.records if "--resume" in r.getMessage()]
+    assert len(said) == 1 and "--lr 0.02 where the run had null" in said[0], said
 
 
 def test_torchrun_resumes_mid_epoch_to_the_same_weights(small_set: Path, tmp_path: Path) -> None:
@@ -89,3 +98,15 @@ def test_torchrun_resumes_mid_epoch_to_the_same_weights(small_set: Path, tmp_pat
     resumed = run("cut", "--resume", str(tmp_path / "cut" / "last.pt"))
     assert resumed["iterations"] == 6 == whole["iterations"]
     assert resumed["rank_weight_digests"] == whole["rank_weight_digests"]
+
+
+def test_resume_changes_compare_what_the_run_is(tmp_path: Path, monkeypatch) -> None:
+    from training.engine.resume import resume_changes
+
+    monkeypatch.chdir(tmp_path)
+    saved = {"data": "set", "size": [320, 256], "lr": None, "out": "a", "max_iters": 4}
+    now = {"data": str(tmp_path / "set"), "size": (320, 256), "lr": None, "out": "b"}
+    assert resume_changes(saved, {**now, "max_iters": None}) == []  # same data, size; out free
+    assert resume_changes(saved, {**now, "crop": [256, 256]}) == []  # a key the run lacked
+    moved = resume_changes(saved, {**now, "data": "other", "size": (640, 384)})
+    assert [m.split(" where")[0] for m in moved] == ['--data "other"', "--size [640, 384]"]

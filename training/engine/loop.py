@@ -34,6 +34,7 @@ from ..evaluation import evaluate_model
 from ..models.config import DetectorConfig
 from .distributed import DistContext
 from .ema import DetectorEMA
+from .resume import check_resume_step, resume_changes
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -89,25 +90,6 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return super().__len__() - self.skip
-
-
-def _check_resume_step(
-    cfg: Any, ckpt: Dict[str, Any], step: int, steps_per_epoch: int, world_size: int
-) -> None:
-    """A mid-epoch checkpoint resumes only where its batches mean the same images."""
-    if not step:
-        return
-    was = (ckpt.get("batch"), ckpt.get("world_size"))
-    if was != (cfg.batch, world_size):
-        raise FodError(
-            f"{cfg.resume}: taken {step} batches into an epoch with --batch {was[0]} on "
-            f"{was[1]} process(es); resume it with the same, not --batch {cfg.batch} on "
-            f"{world_size}"
-        )
-    if step >= steps_per_epoch:
-        raise FodError(
-            f"{cfg.resume}: {step} batches into an epoch of {steps_per_epoch}: not this data"
-        )
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -175,7 +157,9 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, it, best_ap = ckpt["epoch"] + 1, ckpt["iter"], ckpt["best_ap"]
         step = ckpt.get("step", 0)  # batches of epoch start_epoch already trained
-        _check_resume_step(cfg, ckpt, step, steps_per_epoch, ctx.world_size)
+        check_resume_step(cfg, ckpt, step, steps_per_epoch, ctx.world_size)
+        for change in resume_changes(ckpt.get("train_config") or {}, cfg.to_json()):
+            log.warning("--resume %s: %s", cfg.resume, change)
         sampler.skip = step * cfg.batch
         if ema is not None and "ema_updates" in ckpt:  # else it starts at this step
             ema.load(ckpt["state_dict"], ckpt["ema_updates"])

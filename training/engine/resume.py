@@ -1,0 +1,54 @@
+"""What `--resume` may change: a run resumed with its own recipe ends as the run never
+stopped would have; one resumed with another is said to be something else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+from edge.errors import FodError
+
+# What a run's training is, as opposed to where it writes, how often it logs or saves and
+# how far it goes this time (--max-iters). The architecture is the checkpoint's own.
+RECIPE = ("data", "size", "crop", "photometric", "blur", "epochs", "batch", "lr", "momentum",
+          "weight_decay", "warmup_iters", "grad_clip", "seed", "amp", "assign", "replay",
+          "replay_share", "ema")  # fmt: skip
+PATHS = ("data", "replay")
+
+
+def resume_changes(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """One line per recipe setting the resumed run gives another value than the run had
+    (`TrainConfig.to_json` of both; keys an older checkpoint lacks are not compared)."""
+
+    def same(k: str) -> bool:
+        a, b = saved[k], now[k]
+        if k in PATHS and a is not None and b is not None:
+            return Path(a).resolve() == Path(b).resolve()
+        return json.dumps(a) == json.dumps(b)  # a tuple and the list it was saved as agree
+
+    return [
+        f"--{k.replace('_', '-')} {json.dumps(now[k])} where the run had {json.dumps(saved[k])}: "
+        "it goes on as another run than the one that stopped"
+        for k in RECIPE
+        if k in saved and k in now and not same(k)
+    ]
+
+
+def check_resume_step(
+    cfg: Any, ckpt: Dict[str, Any], step: int, steps_per_epoch: int, world_size: int
+) -> None:
+    """A mid-epoch checkpoint resumes only where its batches mean the same images."""
+    if not step:
+        return
+    was = (ckpt.get("batch"), ckpt.get("world_size"))
+    if was != (cfg.batch, world_size):
+        raise FodError(
+            f"{cfg.resume}: taken {step} batches into an epoch with --batch {was[0]} on "
+            f"{was[1]} process(es); resume it with the same, not --batch {cfg.batch} on "
+            f"{world_size}"
+        )
+    if step >= steps_per_epoch:
+        raise FodError(
+            f"{cfg.resume}: {step} batches into an epoch of {steps_per_epoch}: not this data"
+        )
