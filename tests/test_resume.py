@@ -110,3 +110,30 @@ def test_resume_changes_compare_what_the_run_is(tmp_path: Path, monkeypatch) -> 
     assert resume_changes(saved, {**now, "crop": [256, 256]}) == []  # a key the run lacked
     moved = resume_changes(saved, {**now, "data": "other", "size": (640, 384)})
     assert [m.split(" where")[0] for m in moved] == ['--data "other"', "--size [640, 384]"]
+
+
+def test_resume_refuses_a_run_of_another_task_or_method(
+    small_set: Path, trained: Path, tmp_path: Path, capsys
+) -> None:
+    """A distillation resumed with another --method or switch, by `fod train`, or a `fod
+    train` run resumed by `fod distill`: refused by name (before, a ValueError traceback
+    from the optimizer, or a distillation going on as plain training), nothing written."""
+    out, run = tmp_path / "d", tmp_path / "t"
+    shutil.copytree(trained, run)
+    common = ["--data", str(small_set), "--epochs", "2", "--batch", "4", "--warmup-iters", "2"]
+    distill = ["distill", *common, "--teacher", str(trained / "last.pt"), *SMALL_MODEL]
+    assert main([*distill, "--out", str(out), "--max-iters", "2"]) == 0
+    capsys.readouterr()
+    cases = [
+        ([*distill, "--method", "pkd"], out, "distilled with method 'ours', this one 'pkd'"),
+        ([*distill, "--no-residual"], out, "distilled with residual True, this one False"),
+        (["train", *common, *SMALL_MODEL], out, "a `fod distill` checkpoint: resume it with"),
+        (distill, run, "a `fod train` checkpoint, not a distillation's"),
+    ]
+    for argv, folder, why in cases:
+        last = folder / "last.pt"
+        before = last.read_bytes()
+        assert main([*argv, "--out", str(folder), "--resume", str(last)]) == 2, why
+        err = capsys.readouterr().err
+        assert f"error: {last}: " in err and why in err, err
+        assert last.read_bytes() == before

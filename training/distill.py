@@ -18,6 +18,7 @@ The adapters are saved only for resuming: best.pt / last.pt are a plain GFL chec
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -52,8 +53,11 @@ from .distill_losses import (
 )
 from .engine.data import DistillSet, collate_distill
 from .engine.loop import autocast
+from .engine.resume import resume_changes
 from .engine.trainer import DetectorTask, TrainConfig, augment_config, fit
 from .models.adapters import GcBlocks, ResidualAdapters
+
+log = logging.getLogger(__name__)
 
 METHODS = ("ours", "none", "mimic", "ld", "pkd", "fgd", "crosskd")
 
@@ -202,6 +206,7 @@ class DistillTask(DetectorTask):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.dcfg = dcfg
+        self.resume = cfg.resume
         adapters = None
         if dcfg.method == "ours" and dcfg.residual:
             adapters = ResidualAdapters(self.detector_config.fpn.channels, len(tcfg.head.strides))
@@ -231,6 +236,22 @@ class DistillTask(DetectorTask):
         return extra
 
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
+        saved = ckpt.get("distill_config")
+        if saved is None:
+            raise FodError(
+                "a `fod train` checkpoint, not a distillation's: start one from it with "
+                "`fod distill --init`"
+            )
+        now = self.dcfg.to_json()
+        for key in ("method", "residual"):  # what is trained beside the student
+            if saved.get(key) != now[key]:
+                raise FodError(
+                    f"the run distilled with {key} {saved.get(key)!r}, this one {now[key]!r}: "
+                    "resume it with its own --method and switches"
+                )
+        rest = [k for k in now if k not in ("method", "residual")]
+        for change in resume_changes(saved, now, rest):
+            log.warning("--resume %s: %s", self.resume, change)
         for name in ("adapters", "relation"):
             m = getattr(self.module, name)
             if m is not None and name in ckpt:

@@ -152,8 +152,17 @@ def run(cfg: Any, task: Task, ctx: DistContext, val: Any) -> Dict[str, Any]:
         assert ckpt is not None, "a task built for --resume keeps the checkpoint it read"
         # A run with --ema saved the average as its weights, the last step's beside them.
         task.detector.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
-        task.load_extra_state(ckpt)
-        opt.load_state_dict(ckpt["optimizer"])
+        try:
+            task.load_extra_state(ckpt)
+        except FodError as e:
+            raise FodError(f"{cfg.resume}: {e}") from None
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+        except ValueError:  # its parameters are not this task's: never a traceback
+            raise FodError(
+                f"{cfg.resume}: its optimizer state does not fit this run's parameters: "
+                "resume a run with the verb, --method and switches it was started with"
+            ) from None
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, it, best_ap = ckpt["epoch"] + 1, ckpt["iter"], ckpt["best_ap"]
         step = ckpt.get("step", 0)  # batches of epoch start_epoch already trained

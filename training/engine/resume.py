@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from edge.errors import FodError
 
@@ -14,12 +14,15 @@ from edge.errors import FodError
 RECIPE = ("data", "size", "crop", "photometric", "blur", "epochs", "batch", "lr", "momentum",
           "weight_decay", "warmup_iters", "grad_clip", "seed", "amp", "assign", "replay",
           "replay_share", "ema")  # fmt: skip
-PATHS = ("data", "replay")
+PATHS = ("data", "replay", "teacher")
 
 
-def resume_changes(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
-    """One line per recipe setting the resumed run gives another value than the run had
-    (`TrainConfig.to_json` of both; keys an older checkpoint lacks are not compared)."""
+def resume_changes(
+    saved: Dict[str, Any], now: Dict[str, Any], keys: Sequence[str] = RECIPE
+) -> List[str]:
+    """One line per setting of `keys` the resumed run gives another value than the run had
+    (`TrainConfig.to_json` of both, or `DistillConfig`'s; keys an older checkpoint lacks are
+    not compared)."""
 
     def same(k: str) -> bool:
         a, b = saved[k], now[k]
@@ -30,7 +33,7 @@ def resume_changes(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
     return [
         f"--{k.replace('_', '-')} {json.dumps(now[k])} where the run had {json.dumps(saved[k])}: "
         "it goes on as another run than the one that stopped"
-        for k in RECIPE
+        for k in keys
         if k in saved and k in now and not same(k)
     ]
 

@@ -175,7 +175,11 @@ class DetectorTask:
         return {}
 
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
-        pass
+        if "distill_config" in ckpt:  # its student would go on without its teacher
+            raise FodError(
+                "a `fod distill` checkpoint: resume it with `fod distill` (its --teacher "
+                "and --method), or fine-tune from it with `fod train --init`"
+            )
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
