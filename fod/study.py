@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (or .pt)")
     p.add_argument("--data", type=Path, required=True, help="validation set (COCO)")
     p.add_argument("--out", type=Path, required=True, help="folder for compare.md/.csv/.json")
-    p.add_argument("--size", type=size_wh, default=(1280, 800), help="eval and GMACs WxH")
+    p.add_argument(
+        "--size", type=size_wh, help="eval and GMACs WxH (default: the runs' training size)"
+    )
     p.add_argument("--noisy", action="store_true", help="also evaluate with the student noise")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
@@ -33,16 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from training.compare import compare, table, write
+    from edge.errors import FodError
+    from training.compare import compare, table, training_size, write
     from training.engine.distributed import pick_device
 
+    size = args.size or training_size(args.runs)
+    if size[0] % 32 or size[1] % 32:
+        raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
     device = pick_device(args.device, 0)
-    rows = compare(args.runs, args.data, args.size, device, args.noisy, args.jobs)
-    write(rows, args.out, args.size)
+    rows = compare(args.runs, args.data, size, device, args.noisy, args.jobs)
+    write(rows, args.out, size)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows]))
     else:
-        print(table(rows, args.size)[0], end="")
+        print(table(rows, size)[0], end="")
         print(f"wrote {args.out / 'compare.md'}, compare.csv, compare.json")
     return 0
 

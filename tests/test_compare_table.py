@@ -3,6 +3,11 @@ the seeds of a row (runs NAME, NAME-sN) only where a row has several."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
+from fod.cli import main
 from training.compare import Row, seed_means, table
 
 
@@ -38,3 +43,27 @@ def test_no_means_where_every_row_ran_once_or_without_noise() -> None:
     clean = [_row("ours", "ours", 0.3, 0.1, False), _row("ours-s1", "ours", 0.5, 0.3, False)]
     head = seed_means(clean).splitlines()[3]
     assert head == "| row | method | runs | AP50 | AP |"
+
+
+def test_compare_evaluates_at_the_runs_training_size(
+    trained: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """Without --size, the size the runs were trained at (before: 1280x800 whatever they
+    learnt at); runs of several sizes, or a checkpoint that records none, need --size."""
+    state = torch.load(trained / "last.pt", map_location="cpu", weights_only=True)
+    other = tmp_path / "other.pt"
+    torch.save({**state, "train_config": {**state["train_config"], "size": [640, 384]}}, other)
+    bare = tmp_path / "bare.pt"
+    torch.save({k: v for k, v in state.items() if k != "train_config"}, bare)
+    out = tmp_path / "table"
+    argv = ["compare", "--data", str(small_set), "--device", "cpu", "--out", str(out), "--runs"]
+    assert main([*argv, str(trained)]) == 0
+    assert "| GMACs @320x256 |" in (out / "compare.md").read_text()
+    for runs, why in (
+        ([trained, other], f"different sizes ({trained} 320x256, {other} 640x384)"),
+        ([bare], f"{bare}: records no training size: pass --size"),
+    ):
+        capsys.readouterr()
+        assert main([*argv, *map(str, runs)]) == 2
+        assert why in capsys.readouterr().err
+    assert main([*argv, str(bare), "--size", "320x256"]) == 0

@@ -25,7 +25,7 @@ from calibration.noise import NoiseConfig, student_noise
 from edge.errors import FodError
 from edge.fsutil import atomic_write_bytes, atomic_write_json
 
-from .checkpoint import load_detector
+from .checkpoint import load_detector, read_checkpoint
 from .complexity import measure
 from .data.dataset import CocoDetection, Sample
 from .evaluation import evaluate_model
@@ -103,6 +103,22 @@ def row(run: Path, val: Path, size: Tuple[int, int], device: torch.device, noisy
     c = measure(cfg, size)
     label, method = describe(ckpt, cfg)
     return Row(run.name, label, method, m, n, c.params_total / 1e6, c.gmacs)
+
+
+def training_size(runs: List[Path]) -> Tuple[int, int]:
+    """The input size every run was trained at: the table's size when none is given. Runs
+    of several sizes have no one size at which each is evaluated as trained."""
+    sizes: Dict[Path, Tuple[int, int]] = {}
+    for run in runs:
+        path = pick_checkpoint(run)
+        size = read_checkpoint(path).get("train_config", {}).get("size")
+        if not size:
+            raise FodError(f"{path}: records no training size: pass --size")
+        sizes[run] = (int(size[0]), int(size[1]))
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
+        raise FodError(f"runs trained at different sizes ({listed}): pass --size for one table")
+    return next(iter(sizes.values()))
 
 
 def _worker_threads(threads: int) -> None:
