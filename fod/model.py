@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", type=Path, required=True, help="checkpoint (.pt)")
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    p.add_argument("--size", type=size_wh, default=(1280, 800), help="input WxH (default 1280x800)")
+    p.add_argument("--size", type=size_wh, help="input WxH (default: the size it was trained at)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument(
@@ -324,7 +324,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {args.out}: {info.arch}, {len(info.class_names)} classes, "
-        f"input {info.input_layout} {args.size[0]}x{args.size[1]}, "
+        f"input {info.input_layout} {info.input_size[0]}x{info.input_size[1]}, "
         f"{sum(info.level_counts)} anchors"
     )
     return 0

@@ -160,6 +160,18 @@ def test_export_bad_size(exported, tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_export_takes_the_training_size(exported, trained: Path, tmp_path: Path, capsys) -> None:
+    """Without --size, the size the checkpoint was trained at (before: 1280x800 whatever it
+    learnt at); a checkpoint that records none needs --size."""
+    out = tmp_path / "t.onnx"
+    assert main(["export", "--weights", str(trained / "last.pt"), "--out", str(out)]) == 0
+    assert OnnxRuntimeBackend(out).info.input_size == (320, 256)
+    assert "input uint8_nhwc 320x256" in capsys.readouterr().out
+    assert main(["export", "--weights", str(exported[2]), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "records no training size: pass --size" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_postprocess_uses_same_rule_in_torch(exported) -> None:
     # GFLPostprocess (torch, training) and edge postprocess agree on one real image's outputs
     model, post, _, path = exported

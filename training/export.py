@@ -15,7 +15,7 @@ import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,14 +49,15 @@ INPUTS = ("uint8", "float")
 def export_onnx(
     weights: Path,
     out: Path,
-    size: Tuple[int, int],
+    size: Optional[Tuple[int, int]],
     opset: int = 17,
     simplify: bool = True,
     input: str = "uint8",
     mono: bool = False,
 ) -> ModelInfo:
-    """Write `out` atomically; returns the metadata stored in it. `input`: "uint8" (RGB
-    [N, H, W, 3], or grey [N, H, W] with `mono`) or "float" (float32 [N, 3, H, W])."""
+    """Write `out` atomically; returns the metadata stored in it. `size` None: the size the
+    checkpoint was trained at. `input`: "uint8" (RGB [N, H, W, 3], or grey [N, H, W] with
+    `mono`) or "float" (float32 [N, 3, H, W])."""
     import onnx
 
     from .onnx_input import uint8_input
@@ -66,9 +67,14 @@ def export_onnx(
     if mono and input != "uint8":
         raise FodError("--mono needs --input uint8 (the float input is always RGB [N, 3, H, W])")
 
+    model, cfg, names, ckpt = load_detector(weights)
+    if size is None:
+        trained = ckpt.get("train_config", {}).get("size")
+        if not trained:
+            raise FodError(f"{weights}: records no training size: pass --size")
+        size = (int(trained[0]), int(trained[1]))
     if size[0] % 32 or size[1] % 32:
         raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
-    model, cfg, names, _ = load_detector(weights)
     wrapper = ExportModel(model).eval()
     x = torch.rand(1, 3, size[1], size[0]) * 255
     with torch.no_grad():
