@@ -122,8 +122,10 @@ def bundle_meta(name: str, version: str, files: Dict[str, Path]) -> Dict[str, An
         try:
             doc = json.loads(report.read_text(encoding="utf-8"))
             metrics, calibration = doc["metrics"], doc.get("calibration") or {}
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise FodError(f"{report}: not a calibration report: {e}") from None
+            if not isinstance(calibration, dict):
+                raise ValueError("its 'calibration' is not an object")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise FodError(f"{report}: not a calibration report: {e!r}") from None
         check_report(report, calibration, files, fields["source_checkpoint_sha256"])
     return {
         "name": name,

@@ -77,6 +77,11 @@ def test_bundle_make_refuses_files_of_another_model(
         err = capsys.readouterr().err
         assert why in err, (files, err)
         assert not out.exists()
+    for k, text in enumerate(("[1]", '{"metrics": {}, "calibration": "x"}', "{")):
+        bad = tmp_path / f"bad{k}.json"  # not a report: named, never a traceback
+        bad.write_text(text)
+        assert _make(tmp_path / f"r{k}", onnx=exported[3], report=bad) == 2
+        assert f"{bad}: not a calibration report" in capsys.readouterr().err
     # The files of one run, with the FP32 they came from: a bundle.
     ok = {"onnx": exported[3], "int8": int8, "int8_cpu": cpu, "report": report}
     assert _make(tmp_path / "ok", **ok, cache=calibrated / "calib.cache") == 0
