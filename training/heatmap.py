@@ -58,7 +58,7 @@ def heatmaps(
 ) -> Tuple[Path, List[str]]:
     """Write `out/heatmap.png` (panels left to right in the order given); returns it and
     the panel titles."""
-    rgb = read_rgb(image_path)  # as training and evaluation read it (EXIF orientation too)
+    rgb = read_rgb(image_path)  # as training and evaluation read it (EXIF orientation ignored)
     panels, titles = [], []
     for w in weights:
         path = pick_checkpoint(w)
