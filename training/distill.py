@@ -53,7 +53,7 @@ from .distill_losses import (
 )
 from .engine.data import DistillSet, collate_distill
 from .engine.loop import autocast
-from .engine.resume import resume_changes
+from .engine.resume import distill_resume_changes
 from .engine.trainer import DetectorTask, TrainConfig, augment_config, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
@@ -236,21 +236,7 @@ class DistillTask(DetectorTask):
         return extra
 
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
-        saved = ckpt.get("distill_config")
-        if saved is None:
-            raise FodError(
-                "a `fod train` checkpoint, not a distillation's: start one from it with "
-                "`fod distill --init`"
-            )
-        now = self.dcfg.to_json()
-        for key in ("method", "residual"):  # what is trained beside the student
-            if saved.get(key) != now[key]:
-                raise FodError(
-                    f"the run distilled with {key} {saved.get(key)!r}, this one {now[key]!r}: "
-                    "resume it with its own --method and switches"
-                )
-        rest = [k for k in now if k not in ("method", "residual")]
-        for change in resume_changes(saved, now, rest):
+        for change in distill_resume_changes(ckpt.get("distill_config"), self.dcfg.to_json()):
             log.warning("--resume %s: %s", self.resume, change)
         for name in ("adapters", "relation"):
             m = getattr(self.module, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from edge.errors import FodError
 
@@ -36,6 +36,25 @@ def resume_changes(
         for k in keys
         if k in saved and k in now and not same(k)
     ]
+
+
+def distill_resume_changes(saved: Optional[Dict[str, Any]], now: Dict[str, Any]) -> List[str]:
+    """`resume_changes` of a distillation's settings (`DistillConfig.to_json`, as its
+    checkpoint records them). A plain run's checkpoint, or one trained with another method
+    or residual switch (other modules beside the student), raises FodError."""
+    if saved is None:
+        raise FodError(
+            "a `fod train` checkpoint, not a distillation's: start one from it with "
+            "`fod distill --init`"
+        )
+    structure = ("method", "residual")  # what is trained beside the student
+    for key in structure:
+        if saved.get(key) != now[key]:
+            raise FodError(
+                f"the run distilled with {key} {saved.get(key)!r}, this one {now[key]!r}: "
+                "resume it with its own --method and switches"
+            )
+    return resume_changes(saved, now, [k for k in now if k not in structure])
 
 
 def check_resume_step(
