@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +20,8 @@ from edge.errors import FodError
 from edge.fsutil import sha256_file
 from edge.model_info import read_model_info
 from fod.cli import main
+
+from .filepin import child_env, levels
 
 
 def _export(ckpt: Path, out: Path, *extra: str) -> Path:
@@ -118,3 +124,32 @@ def test_the_unit_refuses_a_model_its_manifest_does_not_describe(
     assert "input_size [256, 192] where the manifest has [320, 256]" in err
     with open_bundle(mixed) as b, pytest.raises(FodError, match=r"input_size \[256, 192\]"):
         read_verified(b, b.file("int8_cpu"))
+
+
+def test_fod_run_on_a_mixed_bundle_never_drives_an_output(exported, others, tmp_path: Path) -> None:
+    """`fod run` (its own process, pins that outlive it) on a bundle whose INT8-CPU model is
+    not its manifest's: exit 2 naming the field before the line runs. At the pins: the gate
+    never energised and the ready output never on, so a PLC sees no unit ready."""
+    meta = {"classes": ["fiber", "particle", "glass_flake"], "input_size": [320, 256],
+            "level_counts": read_model_info(exported[3]).level_counts}  # fmt: skip
+    shutil.copyfile(others["size"], tmp_path / "model.int8-cpu.onnx")
+    mixed = create_bundle(tmp_path / "mixed", {"int8_cpu": tmp_path / "model.int8-cpu.onnx"}, meta)
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    cv2.imwrite(str(cam / "0.png"), np.full((256, 320, 3), 128, np.uint8))
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(
+        f'[camera]\nsource = "file:{cam}"\n[model]\nbundle = "{mixed}"\nallow_unsigned = true\n'
+        '[gpio]\npin_factory = "mock"\nalarm_energise_to = "ready"\n'
+        f'[audit]\nfolder = "{tmp_path / "audit"}"\nmin_free_bytes = 0\n[metrics]\nport = 0\n'
+    )
+    pins = tmp_path / "pins"
+    cmd = [sys.executable, "-m", "fod", "run", "--config", str(cfg), "--allow-mock-pins",
+           "--rate", "60", "--max-containers", "1"]  # fmt: skip
+    env = child_env(tmp_path / "site", pins)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "input_size [256, 192] where the manifest has [320, 256]" in r.stderr
+    for name in ("GPIO17", "GPIO27"):  # the gate, the ready output
+        assert not any(on for _, on in levels(pins, name)), (name, levels(pins, name))
+    assert not (tmp_path / "audit").exists()  # no container decided
