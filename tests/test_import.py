@@ -194,3 +194,46 @@ def test_tianchi_without_background_category(tmp_path: Path, capsys: pytest.Capt
 def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["import", "coco", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def _prefix_file_names(src: Path, prefix: str) -> None:
+    """Rewrite file_names as `prefix + name`, as exporters that list `images/x.jpg` do."""
+    ann = src / "annotations.json"
+    data = json.loads(ann.read_text(encoding="utf-8"))
+    for rec in data["images"]:
+        rec["file_name"] = prefix + rec["file_name"]
+    ann.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def test_file_names_relative_to_the_json_folder(tmp_path: Path) -> None:
+    # Label Studio's COCO export: result.json beside images/, file_names "images/x.jpg".
+    src = tmp_path / "src"
+    _make_source(src)
+    _prefix_file_names(src, "images/")
+    (src / "annotations.json").rename(src / "result.json")
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 0
+    ds = CocoDetection(tmp_path / "out")
+    assert len(ds) == 4
+    assert ds[0].image.shape == (410, 300, 3)
+    np.testing.assert_allclose(ds[0].boxes, [[10, 20, 40, 60]])
+
+
+def test_a_missing_file_is_named_where_the_others_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = tmp_path / "src"
+    _make_source(src)
+    _prefix_file_names(src, "images/")
+    (src / "images" / "img_2.jpg").unlink()
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{src / 'images' / 'img_2.jpg'}: image id 3: image file missing" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_backslash_path_is_pointed_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "src"
+    _make_source(src)
+    _prefix_file_names(src, "images\\")
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
+    assert "file_name holds a backslash: write paths with /" in capsys.readouterr().err

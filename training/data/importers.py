@@ -11,7 +11,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import cv2
 from tqdm import tqdm
@@ -26,8 +26,8 @@ TIANCHI_BACKGROUND = "背景"  # "background": the Tianchi set's no-defect categ
 _PROBE_FLAGS = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def _locate(src: Path) -> Tuple[Path, Path]:
-    """(annotation JSON, image folder) of a source given as a folder or as its JSON file."""
+def _locate(src: Path) -> Path:
+    """The annotation JSON of a source given as a folder or as its JSON file."""
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
     if src.is_file():
@@ -41,14 +41,24 @@ def _locate(src: Path) -> Tuple[Path, Path]:
                     f"{src}: expected annotations.json or exactly one *.json, found {len(found)}"
                 )
             ann = found[0]
-    images = ann.parent / "images"
-    return ann, images if images.is_dir() else ann.parent
+    return ann
+
+
+def _image_root(coco: CocoSet, ann: Path) -> Path:
+    """The folder the set's file_names are relative to: `images/` beside the JSON, or the
+    JSON's own folder (exporters such as Label Studio write `images/x.jpg` file names
+    beside the JSON). The first under which every file exists, else the one where most do,
+    so a missing file is then named where the rest of the set lies."""
+    roots = [r for r in (ann.parent / "images", ann.parent) if r.is_dir()]
+    found = [sum((r / i.file_name).is_file() for i in coco.images) for r in roots]
+    return roots[found.index(max(found))]
 
 
 def _probe(path: Path, width: int, height: int) -> Optional[str]:
     """None if `path` decodes to width x height, else what is wrong with it."""
     if not path.is_file():
-        return "image file missing"
+        hint = " (its file_name holds a backslash: write paths with /)" if "\\" in path.name else ""
+        return "image file missing" + hint
     img = cv2.imread(str(path), _PROBE_FLAGS)
     if img is None:
         return "image file unreadable (not a decodable image)"
@@ -93,8 +103,9 @@ def _write(coco: CocoSet, images: Path, out: Path, info: Dict[str, str]) -> Dict
 
 def import_coco(src: Path, out: Path) -> Dict[str, int]:
     """Import a COCO detection set as it is."""
-    ann, images = _locate(src)
+    ann = _locate(src)
     coco = parse_coco(read_json(ann), ann)
+    images = _image_root(coco, ann)
     _check_files(coco, images)
     return _write(coco, images, out, {"source": str(ann), "format": "coco"})
 
@@ -105,7 +116,7 @@ def import_tianchi(src: Path, out: Path) -> Dict[str, int]:
     1145 of its images hold only `背景` boxes, which mark "no defect": they become
     negatives, which the detector needs as much as the defects.
     """
-    ann, images = _locate(src)
+    ann = _locate(src)
     coco = parse_coco(read_json(ann), ann)
     bg = [c.id for c in coco.categories if c.name == TIANCHI_BACKGROUND]
     if not bg:
@@ -120,5 +131,6 @@ def import_tianchi(src: Path, out: Path) -> Dict[str, int]:
             for iid, anns in coco.annotations.items()
         },
     )
+    images = _image_root(coco, ann)
     _check_files(coco, images)
     return _write(coco, images, out, {"source": str(ann), "format": "tianchi"})
