@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.errors import DataError
 from fod.cli import main
 from training.data.dataset import CocoDetection
 
@@ -237,3 +238,11 @@ def test_a_backslash_path_is_pointed_out(tmp_path: Path, capsys: pytest.CaptureF
     _prefix_file_names(src, "images\\")
     assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
     assert "file_name holds a backslash: write paths with /" in capsys.readouterr().err
+
+
+def test_a_source_not_yet_imported_is_pointed_to_fod_import(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _make_source(src)
+    (src / "annotations.json").rename(src / "result.json")
+    with pytest.raises(DataError, match=r"not a set in this package's layout.*fod import coco"):
+        CocoDetection(src)

@@ -205,4 +205,10 @@ def parse_coco(data: Dict[str, Any], path: Path) -> CocoSet:
 
 def load_coco(root: Path) -> CocoSet:
     """Read and validate `root/annotations.json` (our layout: images under `root/images`)."""
-    return parse_coco(read_json(root / "annotations.json"), root / "annotations.json")
+    ann = root / "annotations.json"
+    if not ann.is_file() and root.is_dir():
+        raise DataError(
+            f"{ann}: file not found: {root} is not a set in this package's layout "
+            f"(annotations.json + images/); `fod import coco {root} --out DIR` makes one"
+        )
+    return parse_coco(read_json(ann), ann)
