@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 from gpiozero.pins.mock import MockPin, PinState
 
 from .alarm import HEARTBEAT_TIMEOUT_S
@@ -265,6 +266,41 @@ def machine_fault_violations(summary: Dict[str, Any]) -> List[str]:
     if summary.get("passed_faulty") and not summary.get("alarms"):
         out.append(f"passed_faulty={summary['passed_faulty']} without an alarm")
     return out
+
+
+# `fod simulate` with no --rate: a real line's 30 containers a minute at most, fewer where
+# this machine's model is slower, so that containers and reference rounds keep the model
+# at most this busy. The rest is headroom for capture, the audit and jitter: at 0.9 busy
+# on a 2-core CPU, queueing alone pushed decisions past a 3 s gate (`stall`).
+AUTO_RATE_MAX = 30.0
+AUTO_RATE_BUSY = 0.7
+
+
+def sustainable_rate(frame_s: float, frames: int, round_frames: int, every_s: float) -> float:
+    """Containers a minute that keep the model at most AUTO_RATE_BUSY of the time busy:
+    `frames` model calls of `frame_s` s per container, plus a round of `round_frames`
+    reference frames every `every_s` s (0 frames: no rounds). At least one a minute."""
+    rounds = round_frames * frame_s / every_s if round_frames else 0.0  # share of the time
+    spare = max(AUTO_RATE_BUSY - rounds, 0.05)
+    rate = 60.0 * spare / (frames * max(frame_s, 1e-6))
+    return round(max(1.0, min(AUTO_RATE_MAX, rate)), 1)
+
+
+def auto_rate(rt: Any, frames: int, calls: int = 5) -> Tuple[float, float]:
+    """(rate, seconds a camera frame takes): the running runtime's detector timed on a
+    blank camera frame, the median of `calls` (content changes dense outputs' cost
+    little). Timed beside the runtime's own threads, as the line will run it."""
+    frame = np.zeros(rt.frame_shape, np.uint8)
+    rt.detector.detect([frame])  # a first call may set up buffers: not the line's pace
+    took = []
+    for _ in range(calls):
+        t = time.monotonic()
+        rt.detector.detect([frame])
+        took.append(time.monotonic() - t)
+    frame_s = float(np.median(took))
+    st = rt.self_test  # None: the bundle has no reference frames, so no rounds
+    n = len(st.sight.ref.images) if st is not None else 0
+    return sustainable_rate(frame_s, frames, n, st.every_s if st is not None else 1.0), frame_s
 
 
 def _sleep_until(t: float) -> None:

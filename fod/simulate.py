@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rate",
         type=float,
-        default=30.0,
-        help="containers per minute (default 30: what the demo model sustains on 2 CPU cores)",
+        help="containers per minute (default: 30, or fewer where the model, timed at the "
+        "start, would be over 70%% busy with them and its reference rounds)",
     )
     p.add_argument(
         "--frames", type=positive_int, default=8, help="frames per container (default 8)"
@@ -136,6 +136,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.simulate import (
         alarm_intervals,
         attach_audit,
+        auto_rate,
         check_videos,
         gate_model,
         load_sequences,
@@ -148,7 +149,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from edge.timeline import draw_timeline
 
     faults = parse_faults(args.faults)
-    if not (args.rate > 0 and args.rate < 1e5):
+    if args.rate is not None and not (args.rate > 0 and args.rate < 1e5):
         raise FodError(f"--rate must be a positive number per minute, got {args.rate}")
     if args.delay_ms is not None and not 0 < args.delay_ms <= 60_000:
         raise FodError(f"--delay-ms must be in (0, 60000], got {args.delay_ms}")
@@ -214,6 +215,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     count = args.knapp * len(containers) if args.knapp else args.containers
     outcomes: list = []
     runtimes: list = []
+    frame_ms = None  # with no --rate: a frame's model time here, which the rate follows
 
     def holding(stage):  # which container the stage works on (the runtime exists by then)
         return runtimes[0].holding(stage) if runtimes else None
@@ -244,6 +246,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 return decide(*a)
 
             rt.decide = crashing_decide
+            if args.rate is None:
+                args.rate, frame_s = auto_rate(rt, cfg.camera.frames)
+                frame_ms = round(frame_s * 1e3, 3)
+                log.info("rate %s a minute: the model takes %.0f ms a frame", args.rate, frame_ms)
             phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
             rt.drain(timeout=60 + count * 2)
             # The line runs on until the last container is past the gate: what the gate does
@@ -282,6 +288,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         frame_size=list(camera_size),
         model_input=list(size),
         tiles=cfg.model.tiles,  # "1x1": letterboxed whole
+        rate_from_frame_ms=frame_ms,
     )
     summary["violations"] = safety_violations(summary)
     # Under machine faults (red by the above whenever one passes a container): on record,
