@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 
 def size_wh(text: str) -> Tuple[int, int]:
@@ -73,3 +73,13 @@ def positive_number(text: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v
+
+
+def class_list(text: str) -> List[str]:
+    """'fiber,particle,glass_flake' -> the names, each once and none empty."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class names, each once, got {text!r}"
+        )
+    return names

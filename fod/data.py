@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from fod.args import non_negative_int, positive_int, size_wh
+from fod.args import class_list, non_negative_int, positive_int, size_wh
 from training.data.synth_looks import HELD_OUT, LOOK_CHOICES, TRAIN_FAMILIES
 
 
@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (must not exist or be empty)"
     )
+    p.add_argument(
+        "--classes",
+        type=class_list,
+        help="comma-separated class names: the set's categories in this order, as a model "
+        "trained on them has them (a name the set lacks: a class without boxes)",
+    )
     p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     p.set_defaults(func=cmd_import)
 
@@ -99,7 +105,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from training.data.importers import import_coco, import_tianchi
 
     fn = import_coco if args.format == "coco" else import_tianchi
-    counts = fn(args.src, args.out)
+    counts = fn(args.src, args.out, args.classes)
     if args.json:
         print(json.dumps({"out": str(args.out), **counts}))
     else:

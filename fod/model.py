@@ -342,6 +342,7 @@ def _print_metrics(m, as_json: bool) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from training.checkpoint import load_detector
+    from training.data.coco import classes_hint
     from training.data.dataset import CocoDetection
     from training.engine.distributed import pick_device
     from training.evaluation import evaluate_model, evaluate_onnx
@@ -355,6 +356,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if names != data.class_names:
         raise FodError(
             f"{args.weights}: trained on classes {names}, {args.data} has {data.class_names}"
+            + classes_hint(names, data.class_names)
         )
     size = args.size or tuple(ckpt.get("train_config", {}).get("size") or (1280, 800))
     if size[0] % 32 or size[1] % 32:

@@ -27,6 +27,7 @@ from edge.fsutil import atomic_write_bytes, atomic_write_json
 
 from .checkpoint import load_detector, read_checkpoint
 from .complexity import measure
+from .data.coco import classes_hint
 from .data.dataset import CocoDetection, Sample
 from .evaluation import evaluate_model
 from .models import build_detector
@@ -95,7 +96,10 @@ def row(run: Path, val: Path, size: Tuple[int, int], device: torch.device, noisy
     path = pick_checkpoint(run)
     model, cfg, names, ckpt = load_detector(path)
     if names != data.class_names:
-        raise FodError(f"{path}: classes {names}, {val} has {data.class_names}")
+        raise FodError(
+            f"{path}: classes {names}, {val} has {data.class_names}"
+            + classes_hint(names, data.class_names)
+        )
     post = build_detector(cfg)[2]
     model = model.to(device)
     m = evaluate_model(model, post, data, size, device).to_dict()

@@ -33,6 +33,7 @@ from edge.errors import FodError
 from .assigner import atss_thresholds
 from .checkpoint import load_detector
 from .criterion import Targets, flatten_levels, flatten_maps
+from .data.coco import classes_hint
 from .data.dataset import TrainingData
 from .distill_losses import (
     FEATURES,
@@ -191,6 +192,7 @@ class DistillTask(DetectorTask):
         if names != data.class_names:
             raise FodError(
                 f"{dcfg.teacher}: teacher classes {names}, the data has {data.class_names}"
+                + classes_hint(names, data.class_names)
             )
         if tcfg.fpn.channels != self.detector_config.fpn.channels:
             raise FodError(

@@ -15,6 +15,7 @@ from calibration.plots import detection_grid, plot_pr_curves
 from edge.errors import FodError
 from edge.preprocess import boxes_to_source
 
+from .data.coco import classes_hint
 from .data.dataset import CocoDetection
 from .engine.data import EvalSet, collate_eval
 from .postprocess import GFLPostprocess
@@ -75,6 +76,7 @@ def predict_onnx(
         raise FodError(
             f"{path}: classes {backend.info.class_names} differ from "
             f"{data.root}'s {data.class_names}"
+            + classes_hint(backend.info.class_names, data.class_names)
         )
     det = EdgeDetector(backend, backend.info, mirror=mirror)
     cat_ids = [c.id for c in data.coco.categories]

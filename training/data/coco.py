@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -201,6 +202,47 @@ def parse_coco(data: Dict[str, Any], path: Path) -> CocoSet:
         # alike: for pycocotools an ignored region, it would be neither found nor missed.
         crowd += rec.get("iscrowd") == 1
     return CocoSet(path, cats, images, anns, crowd)
+
+
+def classes_hint(want: Sequence[str], have: Sequence[str]) -> str:
+    """Where a set's classes `have` are the model's `want` in another order, or some of
+    them: how to import it with the model's (appended to the refusal), else ""."""
+    if list(have) == list(want) or not set(have) <= set(want):
+        return ""
+    return (
+        f" (`fod import coco SRC --out DIR --classes {','.join(want)}` writes the set with "
+        "these classes in this order)"
+    )
+
+
+def with_classes(coco: CocoSet, names: Sequence[str]) -> CocoSet:
+    """`coco` with its categories in the order of `names`: a name the set lacks becomes a
+    category without boxes (ids after the set's own), a category without boxes left out is
+    dropped; DataError for a name listed twice or a category with boxes left out."""
+    path = coco.source
+    if len(set(names)) != len(names) or not all(names):
+        raise DataError(f"--classes {','.join(names)}: each class once, none empty")
+    by_name: Dict[str, Category] = {}
+    for c in coco.categories:
+        if c.name in by_name:
+            raise DataError(f"{path}: category name {c.name!r} used twice: cannot order by name")
+        by_name[c.name] = c
+    boxes = Counter(a.category_id for anns in coco.annotations.values() for a in anns)
+    for c in coco.categories:
+        if c.name not in names and boxes[c.id]:
+            n = boxes[c.id]
+            raise DataError(
+                f"{path}: category {c.name!r} ({n} box{'' if n == 1 else 'es'}) is not in "
+                f"--classes {','.join(names)}"
+            )
+    next_id = max((c.id for c in coco.categories), default=0) + 1
+    cats = []
+    for name in names:
+        if name not in by_name:
+            by_name[name] = Category(next_id, name)
+            next_id += 1
+        cats.append(by_name[name])
+    return CocoSet(coco.source, cats, coco.images, coco.annotations, coco.crowd)
 
 
 def load_coco(root: Path) -> CocoSet:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.errors import DataError
 
-from .coco import CocoSet, load_coco
+from .coco import CocoSet, classes_hint, load_coco
 
 _READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # the pixels annotators saw
 
@@ -124,6 +124,7 @@ class ReplayMix:
             raise DataError(
                 f"{replay.root}: replay classes {replay.class_names} differ from "
                 f"{own.root}'s {own.class_names}"
+                + classes_hint(replay.class_names, own.class_names)
             )
         if len(replay) == 0:
             raise DataError(f"{replay.root}: the replay set has no images")

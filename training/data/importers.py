@@ -11,7 +11,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import cv2
 from tqdm import tqdm
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from edge.errors import DataError
 from edge.fsutil import atomic_write_json, staged_dir
 
-from .coco import CocoSet, parse_coco, read_json
+from .coco import CocoSet, parse_coco, read_json, with_classes
 
 TIANCHI_BACKGROUND = "背景"  # "background": the Tianchi set's no-defect category
 # Decode at 1/8 scale: JPEG skips most of the IDCT, yet the whole stream is read.
@@ -101,16 +101,18 @@ def _write(coco: CocoSet, images: Path, out: Path, info: Dict[str, str]) -> Dict
     }
 
 
-def import_coco(src: Path, out: Path) -> Dict[str, int]:
-    """Import a COCO detection set as it is."""
+def import_coco(src: Path, out: Path, classes: Optional[Sequence[str]] = None) -> Dict[str, int]:
+    """Import a COCO detection set as it is (its categories in the order of `classes`)."""
     ann = _locate(src)
     coco = parse_coco(read_json(ann), ann)
+    if classes:
+        coco = with_classes(coco, classes)
     images = _image_root(coco, ann)
     _check_files(coco, images)
     return _write(coco, images, out, {"source": str(ann), "format": "coco"})
 
 
-def import_tianchi(src: Path, out: Path) -> Dict[str, int]:
+def import_tianchi(src: Path, out: Path, classes: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """Import the Tianchi liquor-bottle set: drop the background category, keep its images.
 
     1145 of its images hold only `背景` boxes, which mark "no defect": they become
@@ -131,6 +133,8 @@ def import_tianchi(src: Path, out: Path) -> Dict[str, int]:
             for iid, anns in coco.annotations.items()
         },
     )
+    if classes:
+        coco = with_classes(coco, classes)
     images = _image_root(coco, ann)
     _check_files(coco, images)
     return _write(coco, images, out, {"source": str(ann), "format": "tianchi"})

@@ -29,6 +29,7 @@ from edge.errors import FodError
 from edge.fsutil import atomic_write_json
 
 from ..checkpoint import save_checkpoint, state_digest
+from ..data.coco import classes_hint
 from ..data.dataset import CocoDetection, TrainingData
 from ..evaluation import evaluate_model
 from ..models.config import DetectorConfig
@@ -361,7 +362,7 @@ def check_val(data: TrainingData, val_path: Any) -> Any:
     if val.class_names != data.class_names:
         raise FodError(
             f"{val_path}: classes {val.class_names} differ from the training set's "
-            f"{data.class_names}"
+            f"{data.class_names}" + classes_hint(data.class_names, val.class_names)
         )
     return val
 

@@ -17,6 +17,7 @@ from edge.errors import FodError
 
 from ..checkpoint import read_checkpoint
 from ..data.augment import AugmentConfig
+from ..data.coco import classes_hint
 from ..data.dataset import TrainingData, open_training_data
 from ..models import build_detector
 from ..models.config import DetectorConfig, arch_config
@@ -122,6 +123,7 @@ class DetectorTask:
                 raise FodError(
                     f"{source}: trained on classes {ckpt['class_names']}, "
                     f"{cfg.data} has {data.class_names}"
+                    + classes_hint(ckpt["class_names"], data.class_names)
                 )
             if cfg.resume is not None and ckpt["arch"] != cfg.arch:
                 raise FodError(
