@@ -246,3 +246,30 @@ def test_a_source_not_yet_imported_is_pointed_to_fod_import(tmp_path: Path) -> N
     (src / "annotations.json").rename(src / "result.json")
     with pytest.raises(DataError, match=r"not a set in this package's layout.*fod import coco"):
         CocoDetection(src)
+
+
+def test_a_16_bit_image_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A 12-bit camera's frame saved in 16 bits: read as 8 bits (value / 256) it trains black.
+    src = tmp_path / "src"
+    data = _make_source(src)
+    rec = data["images"][1]
+    rec["file_name"] = "img_1.png"
+    mono12 = np.random.default_rng(1).integers(0, 4096, (rec["height"], rec["width"]))
+    cv2.imwrite(str(src / "images" / "img_1.png"), mono12.astype(np.uint16))
+    (src / "annotations.json").write_text(json.dumps(data), encoding="utf-8")
+    assert main(["import", "coco", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "img_1.png: image id 2: a uint16 image (largest value" in err, err
+    assert "write the set as 8-bit images" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_read_rgb_refuses_a_16_bit_image_and_reads_8_bit_ones(tmp_path: Path) -> None:
+    from training.data.dataset import read_rgb  # training, calibration and heatmaps read so
+
+    grey = np.random.default_rng(2).integers(0, 256, (30, 40), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "g8.png"), grey)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "g8.png"), np.dstack([grey] * 3))
+    cv2.imwrite(str(tmp_path / "g16.png"), grey.astype(np.uint16) * 16)
+    with pytest.raises(DataError, match=r"g16.png: a uint16 image \(largest value 40\d\d\)"):
+        read_rgb(tmp_path / "g16.png")

@@ -13,7 +13,8 @@ from edge.errors import DataError
 
 from .coco import CocoSet, classes_hint, load_coco
 
-_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # the pixels annotators saw
+# The pixels annotators saw, at the file's own depth (checked: the model takes 8 bits).
+_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_ANYDEPTH
 
 
 @dataclass
@@ -24,11 +25,26 @@ class Sample:
     image_id: int
 
 
+def depth_problem(img: np.ndarray) -> Optional[str]:
+    """None for an 8-bit image, else why it is refused: OpenCV would read a 16-bit one as
+    value / 256, and a 12-bit camera's frame saved in 16 bits would train black."""
+    if img.dtype == np.uint8:
+        return None
+    return (
+        f"a {img.dtype} image (largest value {img.max():g}): training and the unit read "
+        "images as 8 bits; write the set as 8-bit images, as the unit's camera delivers "
+        "its frames"
+    )
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """Read any image OpenCV decodes (grey too) as [H, W, 3] uint8 RGB."""
+    """Read any 8-bit image OpenCV decodes (grey too) as [H, W, 3] uint8 RGB."""
     img = cv2.imread(str(path), _READ_FLAGS)
     if img is None:
         raise DataError(f"{path}: missing or not a decodable image")
+    problem = depth_problem(img)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

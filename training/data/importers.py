@@ -20,10 +20,12 @@ from edge.errors import DataError
 from edge.fsutil import atomic_write_json, staged_dir
 
 from .coco import CocoSet, parse_coco, read_json, with_classes
+from .dataset import depth_problem
 
 TIANCHI_BACKGROUND = "背景"  # "background": the Tianchi set's no-defect category
-# Decode at 1/8 scale: JPEG skips most of the IDCT, yet the whole stream is read.
-_PROBE_FLAGS = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
+# Decode at 1/8 scale: JPEG skips most of the IDCT, yet the whole stream is read. At its
+# own depth, which must be 8 bits (`depth_problem`).
+_PROBE_FLAGS = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_ANYDEPTH
 
 
 def _locate(src: Path) -> Path:
@@ -62,6 +64,9 @@ def _probe(path: Path, width: int, height: int) -> Optional[str]:
     img = cv2.imread(str(path), _PROBE_FLAGS)
     if img is None:
         return "image file unreadable (not a decodable image)"
+    problem = depth_problem(img)
+    if problem is not None:
+        return problem
     want = (math.ceil(height / 8), math.ceil(width / 8))
     if abs(img.shape[0] - want[0]) > 1 or abs(img.shape[1] - want[1]) > 1:
         got = f"{img.shape[1] * 8}x{img.shape[0] * 8}"
