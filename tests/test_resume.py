@@ -137,3 +137,26 @@ def test_resume_refuses_a_run_of_another_task_or_method(
         err = capsys.readouterr().err
         assert f"error: {last}: " in err and why in err, err
         assert last.read_bytes() == before
+
+
+def test_a_distillation_resumed_with_a_teacher_retrained_in_place_says_so(
+    small_set: Path, trained: Path, tmp_path: Path, caplog
+) -> None:
+    """The checkpoint records the teacher file's sha256: a teacher retrained under the
+    same path is named on --resume (a path alone said nothing), the same file is not."""
+    teacher, out = tmp_path / "teacher.pt", tmp_path / "d"
+    shutil.copyfile(trained / "last.pt", teacher)
+    common = ["--data", str(small_set), "--epochs", "2", "--batch", "4", "--warmup-iters", "2"]
+    distill = ["distill", *common, "--teacher", str(teacher), *SMALL_MODEL, "--out", str(out)]
+    assert main([*distill, "--max-iters", "2"]) == 0
+    resume = [*distill, "--resume", str(out / "last.pt")]
+    caplog.clear()
+    assert main([*resume, "--max-iters", "3"]) == 0
+    assert "not the file the run distilled from" not in caplog.text
+    ckpt = torch.load(teacher, weights_only=True)  # "retrained": other weights, same path
+    name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] + 0.01
+    torch.save(ckpt, teacher)
+    caplog.clear()
+    assert main([*resume, "--max-iters", "4"]) == 0
+    assert f"--teacher {teacher} is not the file the run distilled from" in caplog.text

@@ -29,6 +29,7 @@ from torchvision.ops import box_iou
 
 from calibration.noise import NoiseConfig
 from edge.errors import FodError
+from edge.fsutil import sha256_file
 
 from .assigner import atss_thresholds
 from .checkpoint import load_detector
@@ -54,7 +55,7 @@ from .distill_losses import (
 )
 from .engine.data import DistillSet, collate_distill
 from .engine.loop import autocast
-from .engine.resume import distill_resume_changes
+from .engine.resume import TEACHER_SHA, distill_resume_changes
 from .engine.trainer import DetectorTask, TrainConfig, augment_config, fit
 from .models.adapters import GcBlocks, ResidualAdapters
 
@@ -205,6 +206,7 @@ class DistillTask(DetectorTask):
         ):
             raise FodError("crosskd needs the teacher's and student's heads alike (stacked convs)")
         self.teacher = teacher.eval()
+        self.teacher_sha = sha256_file(dcfg.teacher)  # checked on --resume
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.dcfg = dcfg
@@ -227,9 +229,12 @@ class DistillTask(DetectorTask):
         self.dataset.set_epoch(epoch)
         self.teacher.eval()  # the loop sets train() on what it trains; the teacher stays frozen
 
+    def config_json(self) -> Dict[str, Any]:
+        return {**self.dcfg.to_json(), TEACHER_SHA: self.teacher_sha}
+
     def extra_state(self) -> Dict[str, Any]:
         extra: Dict[str, Any] = {
-            "distill_config": {**self.dcfg.to_json(), "teacher_fpn": self.teacher.cfg.fpn.upsample}
+            "distill_config": {**self.config_json(), "teacher_fpn": self.teacher.cfg.fpn.upsample}
         }
         for name in ("adapters", "relation"):  # only to resume; not part of the student
             m = getattr(self.module, name)
@@ -238,7 +243,7 @@ class DistillTask(DetectorTask):
         return extra
 
     def load_extra_state(self, ckpt: Dict[str, Any]) -> None:
-        for change in distill_resume_changes(ckpt.get("distill_config"), self.dcfg.to_json()):
+        for change in distill_resume_changes(ckpt.get("distill_config"), self.config_json()):
             log.warning("--resume %s: %s", self.resume, change)
         for name in ("adapters", "relation"):
             m = getattr(self.module, name)

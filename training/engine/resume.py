@@ -15,6 +15,7 @@ RECIPE = ("data", "size", "crop", "photometric", "blur", "epochs", "batch", "lr"
           "weight_decay", "warmup_iters", "grad_clip", "seed", "amp", "assign", "replay",
           "replay_share", "ema")  # fmt: skip
 PATHS = ("data", "replay", "teacher")
+TEACHER_SHA = "teacher_sha256"  # a distillation's teacher by content: a path can be rewritten
 
 
 def resume_changes(
@@ -39,9 +40,10 @@ def resume_changes(
 
 
 def distill_resume_changes(saved: Optional[Dict[str, Any]], now: Dict[str, Any]) -> List[str]:
-    """`resume_changes` of a distillation's settings (`DistillConfig.to_json`, as its
-    checkpoint records them). A plain run's checkpoint, or one trained with another method
-    or residual switch (other modules beside the student), raises FodError."""
+    """`resume_changes` of a distillation's settings (`DistillConfig.to_json` and the
+    teacher file's TEACHER_SHA, as its checkpoint records them). A plain run's checkpoint,
+    or one trained with another method or residual switch (other modules beside the
+    student), raises FodError."""
     if saved is None:
         raise FodError(
             "a `fod train` checkpoint, not a distillation's: start one from it with "
@@ -54,7 +56,14 @@ def distill_resume_changes(saved: Optional[Dict[str, Any]], now: Dict[str, Any])
                 f"the run distilled with {key} {saved.get(key)!r}, this one {now[key]!r}: "
                 "resume it with its own --method and switches"
             )
-    return resume_changes(saved, now, [k for k in now if k not in structure])
+    changes = resume_changes(saved, now, [k for k in now if k not in (*structure, TEACHER_SHA)])
+    was, now_sha = saved.get(TEACHER_SHA), now.get(TEACHER_SHA)
+    if was is not None and now_sha is not None and was != now_sha:  # retrained in place
+        changes.append(
+            f"--teacher {now['teacher']} is not the file the run distilled from (sha256 "
+            "differs): it goes on as another run than the one that stopped"
+        )
+    return changes
 
 
 def check_resume_step(
