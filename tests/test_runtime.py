@@ -304,6 +304,7 @@ def test_fod_simulate_end_to_end(bundle: Path, tmp_path: Path, small_set: Path, 
     assert main([*argv, "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["containers"] == 4 and s["physically_passed"] == 0
+    assert s["rate_per_min"] == 240 and s["rate_from_frame_ms"] is None  # as given, not timed
     assert s["faults"] == {"camera_drop": 4} and s["audit_disagrees"] == 0
     assert (out / "timeline.png").stat().st_size > 0
     assert main(["audit", "verify", str(out / "audit")]) == 0

@@ -57,6 +57,3 @@ def test_fod_simulate_without_a_rate_says_what_it_chose(
     assert s["rate_from_frame_ms"] > 0  # `bundle` has no reference frames: no rounds
     want = sustainable_rate(s["rate_from_frame_ms"] / 1000, 2, 0, 1.0)
     assert s["rate_per_min"] == pytest.approx(want, abs=0.11)  # from the rounded ms
-    assert main([*argv[:-3], "--rate", "240", "--out", str(tmp_path / "s2"), "--json"]) == 0
-    s = json.loads(capsys.readouterr().out)
-    assert s["rate_per_min"] == 240 and s["rate_from_frame_ms"] is None
