@@ -291,12 +291,15 @@ def auto_rate(rt: Any, frames: int, calls: int = 5) -> Tuple[float, float]:
     blank camera frame, the median of `calls` (content changes dense outputs' cost
     little). Timed beside the runtime's own threads, as the line will run it."""
     frame = np.zeros(rt.frame_shape, np.uint8)
-    rt.detector.detect([frame])  # a first call may set up buffers: not the line's pace
     took = []
-    for _ in range(calls):
-        t = time.monotonic()
-        rt.detector.detect([frame])
-        took.append(time.monotonic() - t)
+    try:
+        rt.detector.detect([frame])  # a first call may set up buffers: not the line's pace
+        for _ in range(calls):
+            t = time.monotonic()
+            rt.detector.detect([frame])
+            took.append(time.monotonic() - t)
+    except Exception as e:  # the line's own calls would fail alike: say so, not a traceback
+        raise FodError(f"timing the model for the rate failed ({e}); give --rate") from e
     frame_s = float(np.median(took))
     st = rt.self_test  # None: the bundle has no reference frames, so no rounds
     n = len(st.sight.ref.images) if st is not None else 0

@@ -160,3 +160,16 @@ def test_a_distillation_resumed_with_a_teacher_retrained_in_place_says_so(
     caplog.clear()
     assert main([*resume, "--max-iters", "4"]) == 0
     assert f"--teacher {teacher} is not the file the run distilled from" in caplog.text
+
+
+def test_a_teacher_is_compared_by_content_where_both_are_known() -> None:
+    from training.engine.resume import distill_resume_changes
+
+    saved = {"method": "ours", "residual": True, "teacher": "/a/t.pt", "teacher_sha256": "x"}
+    moved = {**saved, "teacher": "/b/t.pt"}
+    assert distill_resume_changes(saved, moved) == []  # the same file, copied elsewhere
+    [change] = distill_resume_changes(saved, {**saved, "teacher_sha256": "y"})
+    assert change.startswith("--teacher /a/t.pt is not the file the run distilled from")
+    older = {k: v for k, v in saved.items() if k != "teacher_sha256"}  # before the record
+    [change] = distill_resume_changes(older, moved)
+    assert change.startswith('--teacher "/b/t.pt" where the run had "/a/t.pt"'), change

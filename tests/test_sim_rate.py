@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from edge.errors import FodError
 from edge.simulate import AUTO_RATE_MAX, auto_rate, sustainable_rate
 from fod.cli import main
 
@@ -57,3 +58,13 @@ def test_fod_simulate_without_a_rate_says_what_it_chose(
     assert s["rate_from_frame_ms"] > 0  # `bundle` has no reference frames: no rounds
     want = sustainable_rate(s["rate_from_frame_ms"] / 1000, 2, 0, 1.0)
     assert s["rate_per_min"] == pytest.approx(want, abs=0.11)  # from the rounded ms
+
+
+def test_a_model_that_fails_its_timing_is_named() -> None:
+    class Failing:
+        def detect(self, frames):
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+    rt = SimpleNamespace(frame_shape=(48, 64), detector=Failing(), self_test=None)
+    with pytest.raises(FodError, match=r"timing the model for the rate failed \(CUDA error"):
+        auto_rate(rt, 8)

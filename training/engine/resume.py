@@ -56,9 +56,13 @@ def distill_resume_changes(saved: Optional[Dict[str, Any]], now: Dict[str, Any])
                 f"the run distilled with {key} {saved.get(key)!r}, this one {now[key]!r}: "
                 "resume it with its own --method and switches"
             )
-    changes = resume_changes(saved, now, [k for k in now if k not in (*structure, TEACHER_SHA)])
     was, now_sha = saved.get(TEACHER_SHA), now.get(TEACHER_SHA)
-    if was is not None and now_sha is not None and was != now_sha:  # retrained in place
+    known = was is not None and now_sha is not None
+    # By content where both are known: a copy elsewhere is the same teacher, a file
+    # retrained in place is not.
+    skip = (*structure, TEACHER_SHA, *(("teacher",) if known else ()))
+    changes = resume_changes(saved, now, [k for k in now if k not in skip])
+    if known and was != now_sha:
         changes.append(
             f"--teacher {now['teacher']} is not the file the run distilled from (sha256 "
             "differs): it goes on as another run than the one that stopped"
