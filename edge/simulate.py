@@ -306,6 +306,19 @@ def auto_rate(rt: Any, frames: int, calls: int = 5) -> Tuple[float, float]:
     return sustainable_rate(frame_s, frames, n, st.every_s if st is not None else 1.0), frame_s
 
 
+def out_of_reach(frames: int, frame_s: float, delay_s: float) -> Optional[str]:
+    """Why no container can be decided before its gate (its frames' model calls alone take
+    longer than the trigger-to-gate delay), else None."""
+    need = frames * frame_s
+    if need < delay_s:
+        return None
+    return (
+        f"{frames} frames take the model {need * 1e3:.0f} ms here, the gate is "
+        f"{delay_s * 1e3:.0f} ms after the trigger: every container will be rejected for "
+        "time, `stall` or `late` (--delay-ms sets another)"
+    )
+
+
 def _sleep_until(t: float) -> None:
     """Until monotonic time `t` (at once if it has passed)."""
     now = time.monotonic()

@@ -141,6 +141,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         gate_model,
         load_sequences,
         machine_fault_violations,
+        out_of_reach,
         pin_intervals,
         run_line,
         safety_violations,
@@ -250,6 +251,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 args.rate, frame_s = auto_rate(rt, cfg.camera.frames)
                 frame_ms = round(frame_s * 1e3, 3)
                 log.info("rate %s a minute: the model takes %.0f ms a frame", args.rate, frame_ms)
+                why = out_of_reach(cfg.camera.frames, frame_s, delay_s)
+                if why is not None:  # a Jetson's config on a CPU, say
+                    log.warning("%s", why)
             phys = run_line(rt, trigger, camera, injector, containers, count, args.rate)
             rt.drain(timeout=60 + count * 2)
             # The line runs on until the last container is past the gate: what the gate does

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.errors import FodError
-from edge.simulate import AUTO_RATE_MAX, auto_rate, sustainable_rate
+from edge.simulate import AUTO_RATE_MAX, auto_rate, out_of_reach, sustainable_rate
 from fod.cli import main
 
 
@@ -49,7 +49,7 @@ def test_auto_rate_times_the_runtimes_detector(rounds: bool) -> None:
 
 
 def test_fod_simulate_without_a_rate_says_what_it_chose(
-    bundle: Path, small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    bundle: Path, small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog
 ) -> None:
     argv = ["simulate", "--bundle", str(bundle), "--sequences", str(small_set), "--frames", "2"]
     argv += ["--containers", "2", "--out", str(tmp_path / "sim"), "--json"]
@@ -58,6 +58,25 @@ def test_fod_simulate_without_a_rate_says_what_it_chose(
     assert s["rate_from_frame_ms"] > 0  # `bundle` has no reference frames: no rounds
     want = sustainable_rate(s["rate_from_frame_ms"] / 1000, 2, 0, 1.0)
     assert s["rate_per_min"] == pytest.approx(want, abs=0.11)  # from the rounded ms
+    assert "every container will be rejected" not in caplog.text
+    # A gate the model cannot reach (a Jetson's delay on a CPU): said before the line runs.
+    caplog.clear()
+    argv[-2] = str(tmp_path / "sim2")
+    cfg = tmp_path / "fast-gate.toml"  # 2 ms from trigger to gate: no CPU decides in that
+    cfg.write_text(
+        "[gpio]\ndelay_ms = 2.0\npulse_ms = 1.0\ngate_feedback_ms = 0.5\n"
+        "[timing]\ndecision_margin_ms = 0.5\n[metrics]\nport = 0\n"
+    )
+    assert main([*argv, "--config", str(cfg)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert "gate is 2 ms after the trigger: every container will be rejected" in caplog.text
+    assert s["physically_passed"] == 0 and s["deadline_misses"] == 2, s["faults"]
+
+
+def test_out_of_reach() -> None:
+    assert out_of_reach(8, 0.05, 0.6) is None  # 400 ms of 600
+    why = out_of_reach(12, 0.25, 0.6)
+    assert why is not None and why.startswith("12 frames take the model 3000 ms here")
 
 
 def test_a_model_that_fails_its_timing_is_named() -> None:
