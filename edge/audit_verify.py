@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -49,31 +48,53 @@ class VerifyReport:
     events: Dict[str, int] = field(default_factory=dict)  # kind -> count (events.jsonl)
 
 
+ROW_SQL = f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM containers"
+BATCH = 64  # rows fetched at a time (about 0.7 MB of the demo line's): a file may hold 256 MiB
+
+
 def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
-    """Every row of every file in seq order, with its chain fields; AuditError if unreadable."""
+    """Every row of every file in seq order, with its chain fields; AuditError if unreadable.
+
+    Each file's chain link comes first (`_file`, `_chain`), then its rows. Rows are read as
+    they are taken, a batch at a time: a trail of weeks is gigabytes, more than the unit
+    running the line has to spare."""
     files = audit_files(folder)
     if not files:
         raise AuditError(f"{folder}: no audit-*.db files")
     for path in files:
+        yield from _file_rows(path)
+
+
+def _file_rows(path: Path, where: str = "", args: Sequence[Any] = ()) -> Iterator[Dict[str, Any]]:
+    """One file's chain link, then its rows (those `where` selects) in seq order. Reading
+    happens in one read-only transaction, a consistent view while the runtime appends."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise AuditError(f"{path}: unreadable: {e}") from None
+    try:
         try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                chain = dict(db.execute("SELECT key, value FROM chain"))
-                data = db.execute(
-                    f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM containers ORDER BY seq"
-                ).fetchall()
-            finally:
-                db.close()
+            chain = dict(db.execute("SELECT key, value FROM chain"))
+            cur = db.execute(f"{ROW_SQL} {where} ORDER BY seq", tuple(args))
         except sqlite3.Error as e:
             raise AuditError(f"{path}: unreadable: {e}") from None
         if "prev_hash" not in chain or "first_seq" not in chain:
             raise AuditError(f"{path}: no chain link (not an audit file, or damaged)")
         yield {"_file": path, "_chain": chain}
-        for r in data:
-            row = dict(zip(FIELDS, r[: len(FIELDS)]))
-            row["prev_hash"], row["row_hash"] = r[-2], r[-1]
-            row["_file"] = path
-            yield row
+        while True:
+            try:
+                batch = cur.fetchmany(BATCH)
+            except sqlite3.Error as e:
+                raise AuditError(f"{path}: unreadable: {e}") from None
+            if not batch:
+                return
+            for r in batch:
+                row = dict(zip(FIELDS, r[: len(FIELDS)]))
+                row["prev_hash"], row["row_hash"] = r[-2], r[-1]
+                row["_file"] = path
+                yield row
+    finally:
+        db.close()
 
 
 def _check_image(folder: Path, row: Dict[str, Any]) -> bool:
@@ -107,6 +128,10 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
     """Walk every file and row; raise AuditError at the first gap, edit, cut or bad signature."""
     expect_hash, expect_seq = GENESIS, 1
     rows = files = images = 0
+    anchor, cps = read_anchor(folder), _checkpoints(folder)
+    # The chain hashes the anchor and checkpoints name, kept as the walk passes them: all
+    # of them would be memory in proportion to the trail.
+    wanted = {cp["seq"] for cp in cps} | ({anchor[0]} if anchor is not None else set())
     hashes: Dict[int, str] = {}
     for row in iter_rows(folder):
         path = row["_file"]
@@ -124,10 +149,10 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
             raise AuditError(f"{path}: row seq {seq} was edited (its hash does not match)")
         images += _check_image(folder, row)
         expect_hash, expect_seq = row["row_hash"], seq + 1
-        hashes[seq] = expect_hash
+        if seq in wanted:
+            hashes[seq] = expect_hash
         rows += 1
     last = expect_seq - 1
-    anchor = read_anchor(folder)
     if anchor is None and last > 0:
         raise AuditError(f"{folder}: anchor.json missing: the head cannot be checked")
     if anchor is not None:
@@ -138,7 +163,6 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
             )
         if hashes.get(anchor[0], GENESIS if anchor[0] == 0 else None) != anchor[1]:
             raise AuditError(f"{folder}: the anchor (seq {anchor[0]}) is not on the chain")
-    cps = _checkpoints(folder)
     pub = None
     if public_key is not None:
         from .signing import load_public_key
@@ -167,23 +191,34 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
     )
 
 
-def export_rows(folder: Path, fmt: str) -> str:
-    """Every row with its chain fields, as JSON lines or CSV (for a QA system)."""
+def export_rows(folder: Path, fmt: str, out: TextIO) -> int:
+    """Write every row with its chain fields to `out` as JSON lines or CSV (for a QA
+    system), row by row as read; returns the number of rows."""
     cols = [*FIELDS, "prev_hash", "row_hash"]
-    rows = [{k: r[k] for k in cols} for r in iter_rows(folder) if "_chain" not in r]
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    if fmt == "csv":
+        w.writeheader()
+    n = 0
+    for r in iter_rows(folder):
+        if "_chain" in r:
+            continue
+        if fmt == "jsonl":
+            out.write(json.dumps({k: r[k] for k in cols}, ensure_ascii=False) + "\n")
+        else:
+            w.writerow(r)
+        n += 1
+    return n
 
 
 def find_row(folder: Path, seq: int) -> Dict[str, Any]:
-    for r in iter_rows(folder):
-        if "_chain" not in r and int(r["seq"]) == seq:
-            return r
+    """Row `seq` with its chain fields, looked up by its key in each file."""
+    files = audit_files(folder)
+    if not files:
+        raise AuditError(f"{folder}: no audit-*.db files")
+    for path in files:
+        for r in _file_rows(path, "WHERE seq = ?", (seq,)):
+            if "_chain" not in r:
+                return r
     raise AuditError(f"{folder}: no row with seq {seq}")
 
 

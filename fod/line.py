@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -176,7 +178,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.decision import DecisionConfig
     from edge.errors import FodError
-    from edge.fsutil import atomic_write_bytes, write_png
+    from edge.fsutil import atomic_output, write_png
     from edge.replay import line_decision
 
     if args.action == "verify":
@@ -188,11 +190,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{_count(sum(r.events.values()), 'event')}{_kinds(r.events)}: chain intact"
         )
     elif args.action == "export":
-        text = export_rows(args.folder, args.format)
         if args.out is None:
-            print(text, end="")
-        else:
-            atomic_write_bytes(args.out, text.encode("utf-8"))
+            export_rows(args.folder, args.format, sys.stdout)
+        else:  # complete or absent: a temp file beside it, renamed once every row is in
+            with atomic_output(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                export_rows(args.folder, args.format, f)
+                f.flush()
+                os.fsync(f.fileno())
     elif args.action == "replay":
         return _replay(args)
     elif args.action == "runs":

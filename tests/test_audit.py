@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import random
@@ -337,9 +338,13 @@ def test_export_and_show(tmp_path: Path) -> None:
     from edge.audit_verify import draw_record, export_rows
 
     _write_with_images(tmp_path, 3)
-    lines = export_rows(tmp_path, "jsonl").splitlines()
+    out = io.StringIO()
+    assert export_rows(tmp_path, "jsonl", out) == 3
+    lines = out.getvalue().splitlines()
     assert len(lines) == 3 and json.loads(lines[1])["image_sha256"]
-    csv_text = export_rows(tmp_path, "csv")
+    out = io.StringIO()
+    export_rows(tmp_path, "csv", out)
+    csv_text = out.getvalue()
     assert csv_text.splitlines()[0].startswith("seq,container_id") and "row_hash" in csv_text
     img = draw_record(tmp_path, 2, ["fiber", "particle", "glass_flake"])
     assert img.shape == (32, 32, 3) and (img[..., 2] > img[..., 0]).any()  # red boxes drawn

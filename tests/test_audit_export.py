@@ -1,0 +1,102 @@
+"""Reading a trail of weeks on the unit that runs the line: `fod audit verify`, `export`
+and `show` hold a batch of rows at a time, not the trail (gigabytes: about 7 KB of
+detections a container, tens of thousands of containers a day)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from edge.audit import AuditConfig, AuditLog, ContainerRecord, audit_files
+from edge.audit_verify import BATCH, export_rows, find_row, verify
+from fod.cli import main
+
+ROWS = 1024  # about 13 MB, in files of at most 8 MiB (the WAL counted)
+# 40 boxes in each of 8 frames: about 7 KB of JSON a row, as the demo line's rows hold.
+DETECTIONS = [[[10.0 + b, 20.0, 30.0, 40.0 + b, 0.123456, 1.0] for b in range(40)]] * 8
+
+
+def _trail(folder: Path, rows: int = ROWS, rotate_bytes: int = 8 * 2**20) -> int:
+    """A trail of `rows` containers over several files; returns its rows' bytes."""
+    with AuditLog(AuditConfig(folder, min_free_bytes=0, rotate_bytes=rotate_bytes)) as log:
+        for i in range(rows):
+            rec = ContainerRecord(
+                f"c{i}", i, i + 1, "accept", "clean", None, DETECTIONS, "m" * 64, "c" * 64
+            )
+            log.record(rec)
+    return sum(f.stat().st_size for f in audit_files(folder))
+
+
+def _peak(fn) -> int:
+    """Peak bytes Python allocated while `fn` ran."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("trail")
+    return folder, _trail(folder)
+
+
+def test_a_trail_is_read_a_batch_at_a_time(trail) -> None:
+    folder, size = trail
+    assert len(audit_files(folder)) >= 2 and size > 12 * 10**6
+    out = io.StringIO()
+    assert export_rows(folder, "jsonl", out) == ROWS
+    assert [json.loads(x)["seq"] for x in out.getvalue().splitlines()] == list(range(1, ROWS + 1))
+    # Each reader's peak is a fraction of the trail, and of its larger file: reading a file
+    # whole (as verify did) peaks above the file's size, and export held every file's rows.
+    sink = io.StringIO()
+    sink.write = len  # type: ignore[method-assign]  # rows written are gone, as to a file
+    for name, fn in [
+        ("verify", lambda: verify(folder)),
+        ("export jsonl", lambda: export_rows(folder, "jsonl", sink)),
+        ("export csv", lambda: export_rows(folder, "csv", sink)),
+    ]:
+        peak = _peak(fn)
+        assert peak < size / 4, (name, peak, size)
+    assert verify(folder).rows == ROWS
+
+
+def test_show_finds_a_row_in_any_file(trail) -> None:
+    folder, _ = trail
+    files = audit_files(folder)
+    for seq in (1, ROWS // 2, ROWS):
+        row = find_row(folder, seq)
+        assert row["seq"] == seq and row["container_id"] == f"c{seq - 1}"
+        assert row["_file"] in files and row["row_hash"]
+    assert find_row(folder, ROWS)["_file"] == files[-1]
+    with pytest.raises(Exception, match=f"no row with seq {ROWS + 1}"):
+        find_row(folder, ROWS + 1)
+
+
+def test_an_export_that_fails_midway_leaves_no_file(tmp_path: Path, capsys) -> None:
+    """Rows are written as they are read: a file found damaged after some were written
+    leaves no export behind, neither the --out file nor its temp file."""
+    folder = tmp_path / "audit"
+    _trail(folder, rows=2 * BATCH, rotate_bytes=2**20)
+    files = audit_files(folder)
+    assert len(files) >= 2
+    files[-1].write_bytes(b"not a database" * 100)
+    out = tmp_path / "qa" / "rows.csv"
+    assert main(["audit", "export", str(folder), "--format", "csv", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{files[-1]}: unreadable" in err, err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    # The sound trail exports whole, as CSV a QA system reads back.
+    ok = tmp_path / "ok"
+    _trail(ok, rows=3)
+    assert main(["audit", "export", str(ok), "--format", "csv", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["seq"] for r in rows] == ["1", "2", "3"]
+    assert json.loads(rows[0]["detections"]) == DETECTIONS
