@@ -10,7 +10,6 @@ the false-reject rate the mean rejection probability of the good ones.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -18,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .audit_verify import iter_rows
 from .errors import FodError
 from .fsutil import atomic_write_bytes, write_png
 
@@ -88,15 +88,12 @@ def share(hits: Sequence[bool]) -> Optional[float]:
 
 
 def decisions_from_audit(folder: Path) -> List[Tuple[str, bool]]:
-    """(container, rejected) per audited inspection; ids 'c000001-17' -> 'c000001'."""
+    """(container, rejected) per audited inspection; ids 'c000001-17' -> 'c000001'.
+    AuditError, naming the file, where one cannot be read."""
     last: Dict[str, bool] = {}  # per inspection; an amending row (same id) has the last word
-    for path in sorted(folder.glob("audit-*.db")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        for cid, decision in db.execute(
-            "SELECT container_id, decision FROM containers ORDER BY seq"
-        ):
-            last[cid] = decision == "reject"
-        db.close()
+    for row in iter_rows(folder):
+        if "_chain" not in row:
+            last[row["container_id"]] = row["decision"] == "reject"
     out = [(container_of(cid), rej) for cid, rej in last.items()]
     if not out:
         raise FodError(f"{folder}: no audited containers")

@@ -70,6 +70,12 @@ def test_fod_knapp_from_audit(tmp_path: Path, capsys) -> None:
     assert r["reject_zone_efficiency"] == 1.0 and r["false_reject_rate"] == 0.25
     assert (tmp_path / "k" / "knapp.png").stat().st_size > 0
     assert "| c000002 | accept | 1/4 | 0.25 | accept |" in (tmp_path / "k" / "knapp.md").read_text()
+    # A file of the trail that does not read is named (before: a sqlite3 traceback).
+    (tmp_path / "audit" / "audit-000002.db").write_bytes(b"not a database" * 100)
+    argv = ["knapp", "--audit", str(tmp_path / "audit"), "--truth", str(seq)]
+    assert main([*argv, "--out", str(tmp_path / "k2")]) == 2
+    assert "audit-000002.db: unreadable: file is not a database" in capsys.readouterr().err
+    assert not (tmp_path / "k2").exists()
 
 
 @pytest.mark.parametrize(
