@@ -27,7 +27,7 @@ def add_max_age(p: argparse.ArgumentParser, what: str) -> None:
     """--max-age: how old the runtime supervisor's last round may be (its heartbeat)."""
     p.add_argument(
         "--max-age",
-        type=float,
+        type=non_negative_number,  # a negative or NaN age limit would fail every probe
         default=HEARTBEAT_MAX_AGE_S,
         help=f"{what} when the supervisor's last round is older (seconds; 0: not checked)",
     )

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from edge.logsink import say
-from fod.args import add_max_age, non_negative_int, non_negative_number, positive_int, size_wh
+from fod.args import (
+    add_max_age,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    size_wh,
+)
 
 log = logging.getLogger("fod")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -103,7 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "health", help="is the runtime on this unit up with its alarm down? (its metrics)"
     )
     p.add_argument("--config", type=Path, required=True, help="line config (TOML)")
-    p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for an answer")
+    p.add_argument(
+        "--timeout", type=positive_number, default=4.0, help="seconds to wait for an answer"
+    )
     add_max_age(p, "unhealthy")
     p.set_defaults(func=cmd_health)
 

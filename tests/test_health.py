@@ -61,6 +61,19 @@ def test_a_supervisor_that_stopped_going_round_is_unhealthy(tmp_path, runtime, c
     assert _health(cfg) == 1
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--max-age", "-5"), ("--max-age", "nan"), ("--max-age", "inf"), ("--timeout", "0")],
+)
+def test_a_limit_that_cannot_be_one_is_refused(tmp_path, flag, value, capsys) -> None:
+    """Before, a negative or NaN --max-age called every runtime stale, an infinite one never
+    checked, and --timeout 0 said the runtime 'did not answer' (a ValueError)."""
+    with pytest.raises(SystemExit) as e:
+        _health(_config(tmp_path, 9108), flag, value)
+    assert e.value.code == 2
+    assert f"argument {flag}: expected a finite number" in capsys.readouterr().err
+
+
 def test_a_supervisor_that_never_went_round_is_unhealthy(tmp_path, capsys) -> None:
     fresh = RuntimeMetrics()  # serving, but no round yet: the gauge's own 0
     fresh.serve(free_port())
