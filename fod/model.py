@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fod.args import positive_int, size_wh
+from fod.args import non_negative_number, positive_int, size_wh
 
 ARCH_CHOICES = ("gfl-r18", "gfl-r50", "gfl-r101")
 
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--feature-weight",
-        type=float,
+        type=non_negative_number,
         help="feature loss weight (default 1 on raw maps: ours, mimic; 6 on normalised maps: "
         "pkd, ours --features own|teacher)",
     )

@@ -246,6 +246,13 @@ def test_distill_bad_input(small_set, teacher, tmp_path, capsys) -> None:
     assert main(args) == 2
     assert "--no-ld: no such part in --method pkd" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    # A NaN or negative weight is refused by the parser (before: NaN losses, or a loss the
+    # student climbed).
+    for w in ("nan", "-6"):
+        with pytest.raises(SystemExit):
+            main(distill_args(small_set, teacher, tmp_path / "z", 1, "--feature-weight", w))
+        assert "--feature-weight: expected a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,18 @@ class TrainConfig:
             raise FodError(f"--ema {self.ema}: expected a decay in (0, 1), or 0 for none")
         if self.save_every < 0:
             raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
+        # A NaN or negative step trains weights into NaN (or away), a clip of 0 not at all,
+        # and each still writes a checkpoint that exports.
+        for flag, v in (("--lr", self.lr), ("--grad-clip", self.grad_clip)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise FodError(f"{flag} {v}: expected a finite number > 0")
+        for flag, n in (
+            ("--warmup-iters", self.warmup_iters),
+            ("--workers", self.workers),
+            ("--seed", self.seed),  # numpy seeds the data's randomness: it takes none below 0
+        ):
+            if n < 0:
+                raise FodError(f"{flag} {n}: expected an integer >= 0")
         if self.epochs < 1 or self.batch < 1:
             raise FodError("--epochs and --batch must be >= 1")
 
