@@ -35,6 +35,24 @@ METHODS = {
     "minmax": CalibrationMethod.MinMax,
 }
 HEAD_OUTPUT_CONVS = ("gfl_cls", "gfl_reg")  # the last cls/reg convs of the GFL head
+QDQ_MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their axis) came in 13
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    """The model's ONNX (default domain) opset; 0 where it names none."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def require_qdq_opset(model: onnx.ModelProto, path: Path) -> None:
+    """FodError unless `model` can carry per-channel Q/DQ: below opset 13 the quantizer
+    writes an `axis` its DequantizeLinear does not have (ONNX Runtime then refuses the INT8
+    model after the whole calibration pass), or fails converting the graph's opset."""
+    opset = model_opset(model)
+    if opset < QDQ_MIN_OPSET:
+        raise FodError(
+            f"{path}: ONNX opset {opset}: per-channel INT8 (Q/DQ, as TensorRT takes it) needs "
+            f"opset {QDQ_MIN_OPSET} or later; export it again (fod export, default opset 17)"
+        )
 
 
 class StreamingReader(CalibrationDataReader):

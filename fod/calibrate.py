@@ -17,7 +17,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
 
     from calibration.latency import ort_latency
     from calibration.noise import NoiseConfig
-    from calibration.quantize import StreamingReader, quantize_qdq
+    from calibration.quantize import StreamingReader, quantize_qdq, require_qdq_opset
     from calibration.report import build_report, write_report
     from calibration.trt_cache import write_cache
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -29,6 +29,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from training.evaluation import evaluate_onnx
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
+    require_qdq_opset(onnx.load(str(args.onnx), load_external_data=False), args.onnx)
     data = open_images(args.data)  # a COCO set, or a line's unlabelled recordings
     if isinstance(data, ImageFolder) and args.val is None:
         raise DataError(

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frames", type=positive_int, default=12, help="frames per container (default 12)"
     )
     p.add_argument("--size", type=size_wh, default=(1280, 800), help="WxH (default 1280x800)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="same seed, same bytes (default 0)"
+    )
     p.add_argument(
         "--preset",
         choices=("default", "hard"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from edge.logsink import say
-from fod.args import positive_int
+from fod.args import non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--images", type=positive_int, default=500, help="calibration images (default 500)"
     )
     p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy")
-    p.add_argument("--seed", type=int, default=0, help="image choice and student noise (default 0)")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="image choice and student noise (default 0)",
+    )
     p.add_argument(
         "--keep-float",
         nargs="*",

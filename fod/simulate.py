@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from edge.logsink import say
-from fod.args import positive_int
+from fod.args import non_negative_int, positive_int
 from fod.line import DEMO_BUNDLE
 from training.data.synth_looks import LOOK_CHOICES
 
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="line config TOML (GPIO is always mock here)")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="audit DB, summary, timeline")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--knapp",
         type=positive_int,

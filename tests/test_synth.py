@@ -248,3 +248,12 @@ def test_hard_preset_is_fainter_and_noisier(tmp_path) -> None:
             == 0
         )
     assert contrast(tmp_path / "hard") < 0.8 * contrast(tmp_path / "default")
+
+
+@pytest.mark.parametrize("verb", ["synth", "simulate", "calibrate"])
+def test_a_negative_seed_is_refused_by_the_parser(verb: str, capsys) -> None:
+    """numpy takes no seed below 0: before, a traceback from deep in the verb."""
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--seed", "-1"])
+    assert e.value.code == 2
+    assert "argument --seed: expected an integer >= 0, got -1" in capsys.readouterr().err

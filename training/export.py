@@ -60,6 +60,8 @@ def export_onnx(
     `mono`) or "float" (float32 [N, 3, H, W])."""
     import onnx
 
+    from calibration.quantize import QDQ_MIN_OPSET
+
     from .onnx_input import uint8_input
 
     if input not in INPUTS:
@@ -75,6 +77,11 @@ def export_onnx(
         size = (int(trained[0]), int(trained[1]))
     if size[0] % 32 or size[1] % 32:
         raise FodError(f"--size {size[0]}x{size[1]}: both sides must be divisible by 32")
+    if opset < QDQ_MIN_OPSET:
+        raise FodError(
+            f"--opset {opset}: fod calibrate's per-channel INT8 (Q/DQ, as TensorRT takes it) "
+            f"needs opset {QDQ_MIN_OPSET} or later"
+        )
     wrapper = ExportModel(model).eval()
     x = torch.rand(1, 3, size[1], size[0]) * 255
     with torch.no_grad():
@@ -84,16 +91,21 @@ def export_onnx(
     with atomic_output(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter on purpose
-            torch.onnx.export(
-                wrapper,
-                (x,),
-                str(tmp),
-                input_names=["images"],
-                output_names=["boxes", "scores"],
-                dynamic_axes={"images": {0: "N"}, "boxes": {0: "N"}, "scores": {0: "N"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            try:
+                torch.onnx.export(
+                    wrapper,
+                    (x,),
+                    str(tmp),
+                    input_names=["images"],
+                    output_names=["boxes", "scores"],
+                    dynamic_axes={"images": {0: "N"}, "boxes": {0: "N"}, "scores": {0: "N"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            except (RuntimeError, ValueError) as e:
+                if "opset" not in str(e).lower():
+                    raise
+                raise FodError(f"--opset {opset}: this torch cannot export it ({e})") from None
         proto = onnx.load(str(tmp))
         if simplify:
             import onnxsim

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.quantize import model_opset
 from edge.errors import FodError
 
 NCHW = "images_nchw"  # the float tensor the original graph's first nodes now read
@@ -42,8 +43,7 @@ def uint8_input(model: onnx.ModelProto, mono: bool) -> onnx.ModelProto:
     if mono:  # [N, H, W] -> [N, 1, H, W] -> [N, 3, H, W] (R = G = B, as training saw grey)
         shape = numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "images_expand_shape")
         g.initializer.append(shape)
-        opset = max((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), default=0)
-        if opset >= 13:  # Unsqueeze's axes became an input in opset 13
+        if model_opset(out) >= 13:  # Unsqueeze's axes became an input in opset 13
             axes = numpy_helper.from_array(np.array([1], np.int64), "images_unsqueeze_axes")
             g.initializer.append(axes)
             unsq = helper.make_node("Unsqueeze", ["images_f32", axes.name], ["images_n1hw"])
