@@ -153,8 +153,11 @@ class EventLog:
                 return False
             self._failing = False
             self._prev, self._n = prev, n
+            written = {id(e) for e in events}  # alive in `events`: their ids stay theirs
             with self._lock:
-                for _ in events:
+                # The written ones only: a post while the queue was full pushed out some of
+                # them already, and what came after them waits for the next flush.
+                while self._queue and id(self._queue[0]) in written:
                     self._queue.popleft()
             return True
 

@@ -4,13 +4,14 @@ signed with the audit's key, walked by `fod audit verify`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from edge.audit import AuditConfig, AuditError, AuditLog
 from edge.audit_verify import verify
-from edge.events import EVENTS, EventLog, event_hash, verify_events
+from edge.events import EVENTS, EventLog, event_hash, read_events, verify_events
 
 from .test_audit import _rec, _write
 
@@ -79,3 +80,28 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
     _append(EventLog(folder), "unsigned", 1)
     with pytest.raises(AuditError, match=r"line 1: unsigned, while a public key was given"):
         verify(folder, pub)
+
+
+def test_events_posted_while_a_full_queue_is_written_wait_for_the_next(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Past 1024 waiting (writes failed for a while) a post drops the oldest. Events posted
+    while such a queue is being written are not taken off with the written ones (before:
+    as many were taken off as were written, and those posts were lost unwritten)."""
+    log = EventLog(tmp_path)
+    for i in range(1024):
+        log.post("alarm", f"old {i}", 0)
+    fsync, posted = os.fsync, []
+
+    def post_during_the_write(fd: int) -> None:
+        fsync(fd)
+        if not posted:  # the alarm thread, while the supervisor writes
+            posted.extend(f"new {j}" for j in range(3))
+            for detail in posted:
+                log.post("alarm", detail, 1)
+
+    monkeypatch.setattr(os, "fsync", post_during_the_write)
+    assert log.flush() and log.flush()
+    details = [e["detail"] for e in read_events(tmp_path)]
+    assert len(details) == 1027 and details[:2] == ["old 0", "old 1"]
+    assert details[-3:] == posted
