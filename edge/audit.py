@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from .errors import FodError
+from .evidence import Evidence
 from .folder_lock import FolderBusy, lock_folder, release
 from .fsutil import atomic_write_bytes
 
@@ -180,7 +180,6 @@ class AuditLog:
 
     def _resume(self, cfg: AuditConfig) -> None:
         """Go on after the trail's last row (or its anchor's, where rows were cut)."""
-        (cfg.folder / "images").mkdir(exist_ok=True)
         if cfg.signing_key:
             from .signing import load_private_key
 
@@ -205,8 +204,7 @@ class AuditLog:
             log.error(self.chain_fault)
         if files:
             self._open(files[-1])
-        self._images = sorted((cfg.folder / "images").glob("*.png"))
-        self._image_bytes = sum(p.stat().st_size for p in self._images)
+        self._evidence = Evidence(cfg.folder, cfg.image_budget_bytes)
 
     @property
     def last_seq(self) -> int:
@@ -288,22 +286,6 @@ class AuditLog:
             self._open(self.cfg.folder / f"audit-{n:06d}.db")
             self._day = today
 
-    def _save_image(self, seq: int, container_id: str, image: np.ndarray) -> Tuple[str, str]:
-        rel = f"images/{seq:09d}-{container_id}.png"
-        # Fast compression: 19 ms for a grey 1280x800 frame at level 1, 31 ms at the default.
-        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise AuditUnavailable(f"{rel}: PNG encoding failed")
-        data = buf.tobytes()
-        atomic_write_bytes(self.cfg.folder / rel, data)
-        self._images.append(self.cfg.folder / rel)
-        self._image_bytes += len(data)
-        while self._image_bytes > self.cfg.image_budget_bytes and len(self._images) > 1:
-            old = self._images.pop(0)
-            self._image_bytes -= old.stat().st_size
-            old.unlink()
-        return rel, hashlib.sha256(data).hexdigest()
-
     def record(
         self,
         rec: ContainerRecord,
@@ -320,7 +302,7 @@ class AuditLog:
             self._rotate_if_due(now.strftime("%Y%m%d"))
             seq = self._last_seq + 1
             img, img_sha = (
-                self._save_image(seq, rec.container_id, image)
+                self._evidence.save(seq, rec.container_id, image)
                 if image is not None
                 else (None, None)
             )

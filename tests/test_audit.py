@@ -105,12 +105,25 @@ def test_disk_full_refuses_to_record(tmp_path: Path) -> None:
 def test_reject_images_within_budget(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (64, 64), dtype=np.uint8)  # ~4 KB as PNG
+    archive = tmp_path / "archived"
+    archive.mkdir()
     with AuditLog(AuditConfig(tmp_path, min_free_bytes=0, image_budget_bytes=10_000)) as log:
         for i in range(6):
             log.record(_rec(i, "reject"), image=img)
+        kept = sorted((tmp_path / "images").glob("*.png"))
+        assert 1 <= len(kept) <= 3 and kept[-1].name.startswith("000000006-")
+        assert sum(p.stat().st_size for p in kept) <= 10_000
+        # Evidence archived by hand (moved away) while the line runs leaves the budget when
+        # its turn comes, and every reject after it is recorded (before: as many records
+        # failed, AuditUnavailable, as files had gone).
+        for p in kept:
+            p.rename(archive / p.name)
+        for i in range(6, 12):
+            assert log.record(_rec(i, "reject"), image=img) == i + 1
     kept = sorted((tmp_path / "images").glob("*.png"))
-    assert 1 <= len(kept) <= 3 and kept[-1].name.startswith("000000006-")
+    assert 1 <= len(kept) <= 3 and kept[-1].name.startswith("000000012-")
     assert sum(p.stat().st_size for p in kept) <= 10_000
+    assert verify(tmp_path).rows == 12
 
 
 WRITER = textwrap.dedent(
