@@ -65,9 +65,13 @@ def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
         yield from _file_rows(path)
 
 
-def _file_rows(path: Path, where: str = "", args: Sequence[Any] = ()) -> Iterator[Dict[str, Any]]:
-    """One file's chain link, then its rows (those `where` selects) in seq order. Reading
-    happens in one read-only transaction, a consistent view while the runtime appends."""
+def _file_rows(path: Path, cond: str = "1", args: Sequence[Any] = ()) -> Iterator[Dict[str, Any]]:
+    """One file's chain link, then its rows (those `cond` selects) in seq order.
+
+    Each batch is a query of its own, after the last seq read (rows are only appended): a
+    read left open while its rows are used (a slow reader of `fod audit export`) would hold
+    the runtime's rotation of that file, whose WAL checkpoint waits for readers (up to 5 s,
+    inside a container's record)."""
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
@@ -75,24 +79,26 @@ def _file_rows(path: Path, where: str = "", args: Sequence[Any] = ()) -> Iterato
     try:
         try:
             chain = dict(db.execute("SELECT key, value FROM chain"))
-            cur = db.execute(f"{ROW_SQL} {where} ORDER BY seq", tuple(args))
         except sqlite3.Error as e:
             raise AuditError(f"{path}: unreadable: {e}") from None
         if "prev_hash" not in chain or "first_seq" not in chain:
             raise AuditError(f"{path}: no chain link (not an audit file, or damaged)")
         yield {"_file": path, "_chain": chain}
+        sql = f"{ROW_SQL} WHERE ({cond}) AND seq > ? ORDER BY seq LIMIT {BATCH}"
+        last = -1  # seqs start at 1
         while True:
             try:
-                batch = cur.fetchmany(BATCH)
+                batch = db.execute(sql, (*args, last)).fetchall()
             except sqlite3.Error as e:
                 raise AuditError(f"{path}: unreadable: {e}") from None
-            if not batch:
-                return
             for r in batch:
                 row = dict(zip(FIELDS, r[: len(FIELDS)]))
                 row["prev_hash"], row["row_hash"] = r[-2], r[-1]
                 row["_file"] = path
                 yield row
+            if len(batch) < BATCH:
+                return
+            last = batch[-1][0]  # FIELDS[0]: seq
     finally:
         db.close()
 
@@ -216,7 +222,7 @@ def find_row(folder: Path, seq: int) -> Dict[str, Any]:
     if not files:
         raise AuditError(f"{folder}: no audit-*.db files")
     for path in files:
-        for r in _file_rows(path, "WHERE seq = ?", (seq,)):
+        for r in _file_rows(path, "seq = ?", (seq,)):
             if "_chain" not in r:
                 return r
     raise AuditError(f"{folder}: no row with seq {seq}")

@@ -5,6 +5,7 @@ detections a container, tens of thousands of containers a day)."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import tracemalloc
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from edge.audit import AuditConfig, AuditLog, ContainerRecord, audit_files
-from edge.audit_verify import BATCH, export_rows, find_row, verify
+from edge.audit_verify import BATCH, export_rows, find_row, iter_rows, verify
 from fod.cli import main
+
+from .test_audit import _rec
 
 ROWS = 1024  # about 13 MB, in files of at most 8 MiB (the WAL counted)
 # 40 boxes in each of 8 frames: about 7 KB of JSON a row, as the demo line's rows hold.
@@ -100,3 +103,27 @@ def test_an_export_that_fails_midway_leaves_no_file(tmp_path: Path, capsys) -> N
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["seq"] for r in rows] == ["1", "2", "3"]
     assert json.loads(rows[0]["detections"]) == DETECTIONS
+
+
+def test_a_reader_mid_walk_does_not_hold_the_writers_rotation(tmp_path: Path) -> None:
+    """A reader stopped between batches (a slow consumer of `fod audit export`) holds no
+    read open on the file being written: the runtime's daily rotation, inside a record,
+    checkpoints that file's WAL into it and truncates it (with a read held open it waited
+    5 s for the reader, then left the WAL)."""
+    day = dt.datetime(2026, 12, 7, 23, 0, tzinfo=dt.timezone.utc)
+    with AuditLog(AuditConfig(tmp_path, min_free_bytes=0)) as log:
+        for i in range(2 * BATCH):
+            log.record(_rec(i), now=day)
+        rows = iter_rows(tmp_path)
+        assert "_chain" in next(rows) and next(rows)["seq"] == 1  # mid-walk, file 1
+        for i in range(2 * BATCH, 2 * BATCH + 5):  # the WAL gets rows the walk has not seen
+            log.record(_rec(i), now=day)
+        log.record(_rec(999), now=day + dt.timedelta(hours=2))  # a new UTC day: rotation
+        first = audit_files(tmp_path)[0]
+        assert len(audit_files(tmp_path)) == 2
+        assert first.with_name(first.name + "-wal").stat().st_size == 0
+        seen = [r["seq"] for r in rows if "_chain" not in r]
+    # The walk went on to the end of its file, rows appended since included (the files it
+    # walks are those there when it began).
+    assert seen == list(range(2, 2 * BATCH + 6))
+    assert verify(tmp_path).rows == 2 * BATCH + 6
