@@ -242,8 +242,8 @@ def test_fine_tune_with_replay_and_bad_replay(
         (["--zero-init-residual", "--backbone-weights", "/x/r18.pth"], "bring their own weights"),
         # Before: NaN weights (--lr nan, --grad-clip nan) or none trained (--grad-clip 0) in
         # a checkpoint that exports, or a traceback from the optimizer or the data loader.
-        (["--lr", "nan"], "--lr nan: expected a finite number > 0"),
-        (["--lr", "-1"], "--lr -1.0: expected a finite number > 0"),
+        (["--lr", "nan"], "--lr nan: expected a finite number >= 0"),
+        (["--lr", "-1"], "--lr -1.0: expected a finite number >= 0"),
         (["--grad-clip", "0"], "--grad-clip 0.0: expected a finite number > 0"),
         (["--warmup-iters", "-5"], "--warmup-iters -5: expected an integer >= 0"),
         (["--workers", "-1"], "--workers -1: expected an integer >= 0"),

@@ -96,10 +96,13 @@ class TrainConfig:
         if self.save_every < 0:
             raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
         # A NaN or negative step trains weights into NaN (or away), a clip of 0 not at all,
-        # and each still writes a checkpoint that exports.
-        for flag, v in (("--lr", self.lr), ("--grad-clip", self.grad_clip)):
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise FodError(f"{flag} {v}: expected a finite number > 0")
+        # and each still writes a checkpoint that exports (--lr 0 runs the schedule without
+        # moving a weight: the checkpoint's own weights, evaluated and saved as a run).
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
+            raise FodError(f"--lr {self.lr}: expected a finite number >= 0")
+        clip = self.grad_clip
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise FodError(f"--grad-clip {clip}: expected a finite number > 0")
         for flag, n in (
             ("--warmup-iters", self.warmup_iters),
             ("--workers", self.workers),
