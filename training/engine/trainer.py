@@ -96,8 +96,8 @@ class TrainConfig:
         if self.save_every < 0:
             raise FodError(f"--save-every {self.save_every}: expected iterations >= 0")
         # A NaN or negative step trains weights into NaN (or away), a clip of 0 not at all,
-        # and each still writes a checkpoint that exports (--lr 0 runs the schedule without
-        # moving a weight: the checkpoint's own weights, evaluated and saved as a run).
+        # and each still writes a checkpoint that exports. --lr 0 is a use: a run that steps
+        # no parameter (BatchNorm statistics still move), as the fine-tuning tests run it.
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
             raise FodError(f"--lr {self.lr}: expected a finite number >= 0")
         clip = self.grad_clip
