@@ -58,11 +58,16 @@ def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
     Each file's chain link comes first (`_file`, `_chain`), then its rows. Rows are read as
     they are taken, a batch at a time: a trail of weeks is gigabytes, more than the unit
     running the line has to spare."""
+    for path in _trail_files(folder):
+        yield from _file_rows(path)
+
+
+def _trail_files(folder: Path) -> List[Path]:
+    """The trail's files, oldest first; AuditError where there are none."""
     files = audit_files(folder)
     if not files:
         raise AuditError(f"{folder}: no audit-*.db files")
-    for path in files:
-        yield from _file_rows(path)
+    return files
 
 
 def _file_rows(path: Path, cond: str = "1", args: Sequence[Any] = ()) -> Iterator[Dict[str, Any]]:
@@ -218,10 +223,7 @@ def export_rows(folder: Path, fmt: str, out: TextIO) -> int:
 
 def find_row(folder: Path, seq: int) -> Dict[str, Any]:
     """Row `seq` with its chain fields, looked up by its key in each file."""
-    files = audit_files(folder)
-    if not files:
-        raise AuditError(f"{folder}: no audit-*.db files")
-    for path in files:
+    for path in _trail_files(folder):
         for r in _file_rows(path, "seq = ?", (seq,)):
             if "_chain" not in r:
                 return r

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import AuditConfig, AuditLog, ContainerRecord, audit_files
+from edge.audit import AuditConfig, AuditError, AuditLog, ContainerRecord, audit_files
 from edge.audit_verify import BATCH, export_rows, find_row, iter_rows, verify
 from fod.cli import main
 
@@ -79,7 +79,7 @@ def test_show_finds_a_row_in_any_file(trail) -> None:
         assert row["seq"] == seq and row["container_id"] == f"c{seq - 1}"
         assert row["_file"] in files and row["row_hash"]
     assert find_row(folder, ROWS)["_file"] == files[-1]
-    with pytest.raises(Exception, match=f"no row with seq {ROWS + 1}"):
+    with pytest.raises(AuditError, match=f"no row with seq {ROWS + 1}"):
         find_row(folder, ROWS + 1)
 
 
