@@ -9,12 +9,16 @@ sigmoid, box decode) stay float by default: small particles are what INT8 loses 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Set
 
 import numpy as np
 import onnx
+import onnxruntime.quantization
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -36,6 +40,9 @@ METHODS = {
 }
 HEAD_OUTPUT_CONVS = ("gfl_cls", "gfl_reg")  # the last cls/reg convs of the GFL head
 QDQ_MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their axis) came in 13
+_ORT_QUANTIZER = str(Path(onnxruntime.quantization.__file__).parent)
+
+log = logging.getLogger(__name__)
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -148,6 +155,49 @@ def float_tail(model: onnx.ModelProto, heads: Sequence[str] = HEAD_OUTPUT_CONVS)
     return [n.name for n in model.graph.node if n.name in seen]  # graph order
 
 
+class _QuantizerLog(logging.Filter):
+    """ONNX Runtime's quantizer logs its inner workings, some 80 lines a GFL-R18 at INFO and
+    WARNING (bias copies; a weight with no per-channel axis, quantized per tensor then).
+    They are kept for debug logging (`fod -v`); otherwise dropped and their warnings
+    counted, for one line at the end. Its errors pass as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.startswith(_ORT_QUANTIZER) or record.levelno >= logging.ERROR:
+            return True
+        if record.levelno >= logging.WARNING and not hasattr(record, "fod_counted"):
+            record.fod_counted = True  # each handler filters it: count it once
+            self.warnings[record.getMessage()] += 1
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def quantizer_log() -> Iterator[None]:
+    """ONNX Runtime's quantizer's log summed up (`_QuantizerLog`) while the block runs. The
+    filter sits on the root logger's handlers: the quantizer logs through the root logger
+    and through its modules' own, and a handler sees the records of both."""
+    quiet, handlers = _QuantizerLog(), list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+    if quiet.warnings:
+        text, _ = quiet.warnings.most_common(1)[0]
+        log.info(
+            "ONNX Runtime's quantizer warned %d time(s) (%d distinct), most often: %s "
+            "(fod -v shows every line)",
+            sum(quiet.warnings.values()),
+            len(quiet.warnings),
+            text,
+        )
+
+
 def quantize_qdq(
     fp32: Path,
     out: Path,
@@ -179,27 +229,28 @@ def quantize_qdq(
         # ORT's recommended pre-pass: shape inference and constant folding, so every conv
         # bias is an initializer the quantizer can handle.
         prepped = Path(work) / "prepped.onnx"
-        quant_pre_process(str(named), str(prepped), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepped),
-            str(tmp),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=keep_float,
-            calibrate_method=METHODS[method],
-            extra_options={
-                "ActivationSymmetric": for_tensorrt,  # zero point 0: TensorRT's explicit INT8
-                "WeightSymmetric": True,
-                "DedicatedQDQPair": for_tensorrt,
-                # Histograms grow chunk by chunk: ORT otherwise keeps every activation of
-                # every image (300 frames at 1280x800 did not fit in 24 GB).
-                "CalibStridedMinMax": chunk_size(len(reader)) if len(reader) else None,
-            },
-            calibration_cache_path=str(ranges) if ranges is not None else None,
-        )
+        with quantizer_log():
+            quant_pre_process(str(named), str(prepped), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepped),
+                str(tmp),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_float,
+                calibrate_method=METHODS[method],
+                extra_options={
+                    "ActivationSymmetric": for_tensorrt,  # zero point 0: TensorRT's INT8
+                    "WeightSymmetric": True,
+                    "DedicatedQDQPair": for_tensorrt,
+                    # Histograms grow chunk by chunk: ORT otherwise keeps every activation
+                    # of every image (300 frames at 1280x800 did not fit in 24 GB).
+                    "CalibStridedMinMax": chunk_size(len(reader)) if len(reader) else None,
+                },
+                calibration_cache_path=str(ranges) if ranges is not None else None,
+            )
         qdq = onnx.load(str(tmp))
         # Keep the detector's metadata (class names, sizes, checkpoint hash) on the INT8 model.
         onnx.helper.set_model_props(qdq, {p.key: p.value for p in model.metadata_props})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import struct
 from pathlib import Path
@@ -12,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calibration.quantize import StreamingReader, chunk_size
+from calibration.quantize import _ORT_QUANTIZER, StreamingReader, chunk_size, quantize_qdq
 from calibration.trt_cache import format_cache, hex_to_scale, parse_cache, scale_to_hex
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import open_bundle
@@ -295,3 +296,28 @@ def test_cache_reader_against_writer_and_names_in_fp32(exported, calibrated: Pat
     fp32 = onnx.load(str(exported[3])).graph
     tensors = {t for n in fp32.node for t in (*n.input, *n.output)} | {i.name for i in fp32.input}
     assert set(scales) <= tensors, sorted(set(scales) - tensors)[:5]
+
+
+def test_the_quantizers_own_log_is_summed_up_unless_debugging(
+    exported, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ONNX Runtime's quantizer logs some 80 lines of its inner workings a model; `fod
+    calibrate` shows them with -v only, and its warnings as one counted line."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (256, 320, 3), np.uint8) for _ in range(2)]
+
+    def quantize(level: int, out: str) -> list:
+        caplog.clear()
+        caplog.set_level(level)
+        reader = StreamingReader(lambda: iter(frames), 2, False, "uint8_nhwc")
+        quantize_qdq(exported[3], tmp_path / out, reader, "minmax")
+        assert onnx.load(str(tmp_path / out)).graph.node  # the model is written either way
+        return [r for r in caplog.records if r.pathname.startswith(_ORT_QUANTIZER)]
+
+    every = quantize(logging.DEBUG, "debug.onnx")
+    assert len(every) > 10  # what the pinned ONNX Runtime says of this model
+    warned = sum(r.levelno == logging.WARNING for r in every)
+    assert quantize(logging.INFO, "info.onnx") == []
+    summary = [r.getMessage() for r in caplog.records if "quantizer warned" in r.getMessage()]
+    assert len(summary) == (1 if warned else 0)
+    assert all(m.startswith(f"ONNX Runtime's quantizer warned {warned} time(s)") for m in summary)
