@@ -111,6 +111,11 @@ def _unreadable_image(src: Path, data: dict) -> None:
     (src / "images" / "img_3.jpg").write_bytes(b"\x00garbage, not a JPEG" * 10)
 
 
+def _cut_short(src: Path, data: dict) -> None:
+    jpeg = src / "images" / "img_1.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:5000])  # OpenCV's imread decodes it, the rest grey
+
+
 def _wrong_size(src: Path, data: dict) -> None:
     cv2.imwrite(str(src / "images" / "img_0.jpg"), np.zeros((100, 100, 3), np.uint8))
 
@@ -159,6 +164,11 @@ CASES = {
     ),
     "image_missing": (_missing_image, "img_2.jpg", "image id 3: image file missing"),
     "image_unreadable": (_unreadable_image, "img_3.jpg", "image id 4: image file unreadable"),
+    "image_cut_short": (
+        _cut_short,
+        "img_1.jpg",
+        "image id 2: image file unreadable (a JPEG cut short (no end-of-image marker",
+    ),
     "image_wrong_size": (_wrong_size, "img_0.jpg", "annotations say 300x410"),
 }
 
@@ -273,3 +283,25 @@ def test_read_rgb_refuses_a_16_bit_image_and_reads_8_bit_ones(tmp_path: Path) ->
     cv2.imwrite(str(tmp_path / "g16.png"), grey.astype(np.uint16) * 16)
     with pytest.raises(DataError, match=r"g16.png: a uint16 image \(largest value 40\d\d\)"):
         read_rgb(tmp_path / "g16.png")
+
+
+def test_read_rgb_refuses_a_jpeg_cut_short_and_reads_whole_ones(tmp_path: Path) -> None:
+    from training.data.dataset import read_rgb
+
+    img = np.zeros((64, 96, 3), np.uint8)
+    cv2.circle(img, (40, 30), 12, (40, 200, 90), -1)
+    for name, params in (("base", []), ("progressive", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+        data = cv2.imencode(".jpg", img, params)[1].tobytes()
+        (tmp_path / f"{name}.jpg").write_bytes(data)
+        whole = read_rgb(tmp_path / f"{name}.jpg")
+        assert whole.shape == (64, 96, 3) and whole[30, 40, 1] > 150
+        # Bytes after the end-of-image marker (a camera's trailer) leave the image whole.
+        (tmp_path / f"{name}-trailer.jpg").write_bytes(data + b"\xff\xd8trailer")
+        np.testing.assert_array_equal(read_rgb(tmp_path / f"{name}-trailer.jpg"), whole)
+        for keep in (len(data) // 2, len(data) - 2):
+            (tmp_path / "cut.jpg").write_bytes(data[:keep])
+            assert cv2.imread(str(tmp_path / "cut.jpg")) is not None  # what imread would take
+            with pytest.raises(DataError, match=r"cut.jpg: a JPEG cut short"):
+                read_rgb(tmp_path / "cut.jpg")
+    with pytest.raises(DataError, match=r"gone.png: No such file or directory"):
+        read_rgb(tmp_path / "gone.png")

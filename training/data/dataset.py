@@ -37,11 +37,32 @@ def depth_problem(img: np.ndarray) -> Optional[str]:
     )
 
 
+def decode(path: Path, flags: int) -> Union[np.ndarray, str]:
+    """The image in `path` decoded with OpenCV's imread `flags`, or why it is not one.
+
+    Decoded from its bytes, not by `cv2.imread`: imread decodes a JPEG cut short (a copy or
+    a download interrupted) without an error, its missing rows grey, and boxes labelled on
+    them would train on nothing; decoding from memory refuses it."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError as e:  # missing, a folder, no permission
+        return e.strerror or type(e).__name__
+    img = cv2.imdecode(data, flags) if data.size else None
+    if img is not None:
+        return img
+    raw = data.tobytes()
+    # Scan data escapes 0xFF, so an end-of-image marker (FFD9) after the last start of
+    # scan (FFDA) ends the image; an EXIF thumbnail's lies before it.
+    if raw.startswith(b"\xff\xd8") and raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda"):
+        return "a JPEG cut short (no end-of-image marker after its image data): copy it again"
+    return "not a decodable image"
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Read any 8-bit image OpenCV decodes (grey too) as [H, W, 3] uint8 RGB."""
-    img = cv2.imread(str(path), _READ_FLAGS)
-    if img is None:
-        raise DataError(f"{path}: missing or not a decodable image")
+    img = decode(path, _READ_FLAGS)
+    if isinstance(img, str):
+        raise DataError(f"{path}: {img}")
     problem = depth_problem(img)
     if problem is not None:
         raise DataError(f"{path}: {problem}")

@@ -20,7 +20,7 @@ from edge.errors import DataError
 from edge.fsutil import atomic_write_json, staged_dir
 
 from .coco import CocoSet, parse_coco, read_json, with_classes
-from .dataset import depth_problem
+from .dataset import decode, depth_problem
 
 TIANCHI_BACKGROUND = "背景"  # "background": the Tianchi set's no-defect category
 # Decode at 1/8 scale: JPEG skips most of the IDCT, yet the whole stream is read. At its
@@ -61,9 +61,9 @@ def _probe(path: Path, width: int, height: int) -> Optional[str]:
     if not path.is_file():
         hint = " (its file_name holds a backslash: write paths with /)" if "\\" in path.name else ""
         return "image file missing" + hint
-    img = cv2.imread(str(path), _PROBE_FLAGS)
-    if img is None:
-        return "image file unreadable (not a decodable image)"
+    img = decode(path, _PROBE_FLAGS)
+    if isinstance(img, str):
+        return f"image file unreadable ({img})"
     problem = depth_problem(img)
     if problem is not None:
         return problem
