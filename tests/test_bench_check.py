@@ -136,6 +136,10 @@ def test_fod_bench_onnxruntime_end_to_end(bundle, exported, tmp_path, capsys) ->
     assert main([*args, "--iters", "2"]) == 0
     text = capsys.readouterr().out
     assert "frames/s" in text and "postprocess" in text and "p99" in text
+    # Each row says how many times its stage ran (2 iterations of a batch of 2 frames; the
+    # decision, where containers complete, once a container).
+    rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith("  ")}
+    assert rows["stage"][-1] == "runs" and rows["end_to_end"][-1] == "2"
 
 
 def _check_config(tmp_path: Path, bundle: Path, **audit) -> Path:
