@@ -16,7 +16,10 @@ def generate_keypair(out_dir: Path, name: str = "fod_signing") -> Tuple[Path, Pa
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise FodError(f"{out_dir}: cannot make the key folder: {e.strerror or e}") from None
     key_path, pub_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     for p in (key_path, pub_path):
         if p.exists():
@@ -29,16 +32,21 @@ def generate_keypair(out_dir: Path, name: str = "fod_signing") -> Tuple[Path, Pa
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # The private key is 0600 from its first byte: created with that mode, never widened.
-    fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise FodError(f"{key_path}: cannot write the key: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
-        key_path.unlink()  # nothing half-written
+        atomic_write_bytes(pub_path, pub)
+    except BaseException as e:
+        key_path.unlink()  # nothing half-written: no key without its public half
+        if isinstance(e, OSError):
+            raise FodError(f"{out_dir}: cannot write the key pair: {e.strerror or e}") from None
         raise
-    atomic_write_bytes(pub_path, pub)
     return key_path, pub_path
 
 

@@ -199,6 +199,29 @@ def test_keygen_private_key_is_0600_from_the_start(tmp_path: Path) -> None:
     assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
 
 
+def test_keygen_names_a_folder_it_cannot_make_and_leaves_no_lone_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import errno
+    import os
+
+    import edge.signing
+
+    (tmp_path / "keys").write_text("a file, not a folder")
+    assert main(["keygen", "--out", str(tmp_path / "keys")]) == 2
+    assert "keys: cannot make the key folder: File exists" in capsys.readouterr().err
+
+    def full(path: Path, data: bytes) -> None:  # the disk fills between the two halves
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(edge.signing, "atomic_write_bytes", full)
+    assert main(["keygen", "--out", str(tmp_path / "k2")]) == 2
+    assert "k2: cannot write the key pair: No space left on device" in capsys.readouterr().err
+    assert list((tmp_path / "k2").iterdir()) == []  # a key without its .pub would block a retry
+    monkeypatch.undo()
+    assert main(["keygen", "--out", str(tmp_path / "k2")]) == 0
+
+
 def test_import_refuses_a_nan_bbox(tmp_path: Path, small_set: Path, capsys) -> None:
     src = tmp_path / "src"
     shutil.copytree(small_set, src, ignore=shutil.ignore_patterns("sequences*"))
