@@ -207,10 +207,11 @@ def export_rows(folder: Path, fmt: str, out: TextIO) -> int:
     system), row by row as read; returns the number of rows."""
     cols = [*FIELDS, "prev_hash", "row_hash"]
     w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    if fmt == "csv":
-        w.writeheader()
-    n = 0
+    header, n = fmt == "csv", 0
     for r in iter_rows(folder):
+        if header:  # once the first file opened: a folder with none writes nothing to stdout
+            w.writeheader()
+            header = False
         if "_chain" in r:
             continue
         if fmt == "jsonl":

@@ -103,6 +103,11 @@ def test_an_export_that_fails_midway_leaves_no_file(tmp_path: Path, capsys) -> N
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["seq"] for r in rows] == ["1", "2", "3"]
     assert json.loads(rows[0]["detections"]) == DETECTIONS
+    # To stdout (`> rows.csv`), a folder without a trail writes nothing, not a CSV header.
+    capsys.readouterr()
+    assert main(["audit", "export", str(tmp_path / "qa"), "--format", "csv"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "qa: no audit-*.db files" in cap.err
 
 
 def test_a_reader_mid_walk_does_not_hold_the_writers_rotation(tmp_path: Path) -> None:
