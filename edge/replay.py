@@ -9,10 +9,11 @@ fault into an accept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .audit_verify import iter_rows
 from .bundle import open_bundle
@@ -43,27 +44,37 @@ class Replayed:
     reason: str  # the replayed decision's reason (the recorded one when faulted)
 
 
-def recorded_containers(folder: Path) -> List[Recorded]:
-    """Every inspection of an audit folder in seq order; AuditError if unreadable."""
-    by_id: Dict[str, Recorded] = {}
+def recorded_rows(folder: Path) -> Iterator[Recorded]:
+    """Every row of an audit folder as its inspection, in seq order, read as taken (a
+    day's trail parsed whole is gigabytes); AuditError if unreadable."""
     for row in iter_rows(folder):
         if "_chain" in row:  # a file's header, not a container
             continue
-        cid = row["container_id"]
-        seen = by_id.get(cid)
         try:
             dets = json.loads(row["detections"])
         except ValueError as e:
             raise FodError(
                 f"{row['_file']}: seq {row['seq']}: detections unreadable: {e}"
             ) from None
-        by_id[cid] = Recorded(
-            cid,
-            row["decision"],
-            row["reason"],
-            row["fault"] or (seen.fault if seen else None),
-            dets if row["fault"] is None or seen is None else seen.detections,
-        )
+        yield Recorded(row["container_id"], row["decision"], row["reason"], row["fault"], dets)
+
+
+def _merged(seen: Optional[Recorded], row: Recorded) -> Recorded:
+    """An inspection after one more of its rows: the last row has the last word, and a
+    fault on any row stays (an amending row records no detections: the first row's stand)."""
+    if seen is None:
+        return row
+    fault = row.fault or seen.fault
+    dets = row.detections if row.fault is None else seen.detections
+    return Recorded(row.container_id, row.decision, row.reason, fault, dets)
+
+
+def recorded_containers(folder: Path) -> List[Recorded]:
+    """Every inspection of an audit folder (its rows merged) in seq order; AuditError if
+    unreadable."""
+    by_id: Dict[str, Recorded] = {}
+    for row in recorded_rows(folder):
+        by_id[row.container_id] = _merged(by_id.get(row.container_id), row)
     if not by_id:
         raise FodError(f"{folder}: no audited containers")
     return list(by_id.values())
@@ -88,32 +99,36 @@ def lowest_threshold(cfg: DecisionConfig) -> float:
 
 
 def replay(
-    recorded: Sequence[Recorded], names: Sequence[str], cfg: DecisionConfig, floor: float
+    recorded: Iterable[Recorded], names: Sequence[str], cfg: DecisionConfig, floor: float
 ) -> List[Replayed]:
-    """Decide each unfaulted inspection again; `floor`: the score above which detections
-    were recorded (the run's postprocess.score_threshold). Below it nothing was kept, so
-    a config that looks lower cannot be replayed."""
+    """Decide each unfaulted inspection again, from its rows (`recorded_rows`; a
+    container's rows merged as `recorded_containers` merges them). `floor`: the score
+    above which detections were recorded (the run's postprocess.score_threshold). Below
+    it nothing was kept, so a config that looks lower cannot be replayed."""
     if lowest_threshold(cfg) < floor:
         raise FodError(
             f"the decision looks at scores from {lowest_threshold(cfg)}, but the audit keeps "
             f"detections from {floor} (postprocess.score_threshold) only: cannot replay"
         )
-    out = []
-    for r in recorded:
-        beyond = label_beyond(r.detections, names)
+    done: Dict[str, Tuple[Recorded, Replayed]] = {}  # by id, in the order first seen
+    for row in recorded:
+        beyond = label_beyond(row.detections, names)
         if beyond is not None:
             raise FodError(
-                f"container {r.container_id}: class index {beyond} on record, but only "
+                f"container {row.container_id}: class index {beyond} on record, but only "
                 f"{len(names)} class names given ({', '.join(names)})"
             )
+        seen = done.get(row.container_id)
+        r = _merged(seen[0] if seen else None, row)
         if r.fault is not None:
-            out.append(Replayed(r.container_id, r.fault, r.decision, r.decision, r.reason))
-            continue
-        d = decide(frame_detections(r.detections), names, cfg)
-        out.append(
-            Replayed(r.container_id, None, r.decision, "reject" if d.reject else "accept", d.reason)
-        )
-    return out
+            out = Replayed(r.container_id, r.fault, r.decision, r.decision, r.reason)
+        else:
+            d = decide(frame_detections(r.detections), names, cfg)
+            after = "reject" if d.reject else "accept"
+            out = Replayed(r.container_id, None, r.decision, after, d.reason)
+        # Decided as its row is read, its detections dropped: the trail is never held.
+        done[r.container_id] = (dataclasses.replace(r, detections=[]), out)
+    return [out for _, out in done.values()]
 
 
 def summarize(rows: Sequence[Replayed], truth: Optional[Dict[str, str]] = None) -> Dict[str, Any]:

@@ -229,18 +229,17 @@ def _replay(args: argparse.Namespace) -> int:
     from edge.errors import FodError
     from edge.fsutil import atomic_write_bytes
     from edge.knapp import container_of, truth_from_sequences
-    from edge.replay import line_decision, recorded_containers, replay, summarize
+    from edge.replay import line_decision, recorded_rows, replay, summarize
 
     if args.config is None:
         raise FodError("fod audit replay needs --config: the line config to decide with")
     cfg = load_config(args.config)
     names = args.classes.split(",")
     rows = replay(
-        recorded_containers(args.folder),
-        names,
-        line_decision(cfg),
-        cfg.postprocess.score_threshold,
+        recorded_rows(args.folder), names, line_decision(cfg), cfg.postprocess.score_threshold
     )
+    if not rows:
+        raise FodError(f"{args.folder}: no audited containers")
     truth = truth_from_sequences(args.truth) if args.truth else None
     summary = summarize(rows, truth)
     changed = [r for r in rows if r.before != r.after]

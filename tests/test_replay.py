@@ -14,7 +14,7 @@ import pytest
 from edge.audit import AuditConfig, AuditLog, ContainerRecord
 from edge.decision import DecisionConfig
 from edge.errors import FodError
-from edge.replay import recorded_containers, replay, summarize
+from edge.replay import recorded_containers, recorded_rows, replay, summarize
 from fod.cli import main
 
 NAMES = ["fiber", "particle", "glass_flake"]
@@ -46,6 +46,8 @@ def test_replay_hand_made(tmp_path: Path) -> None:
     assert rec[4].fault == "late" and rec[4].decision == "reject" and len(rec[4].detections) == 6
 
     same = replay(rec, NAMES, DecisionConfig(), 0.05)
+    # Row by row, as `fod audit replay` reads a trail, the amended container merges alike.
+    assert replay(recorded_rows(tmp_path / "audit"), NAMES, DecisionConfig(), 0.05) == same
     assert [r.after for r in same] == ["reject", "accept", "reject", "accept", "reject"]
     assert summarize(same) == {
         "containers": 5,
