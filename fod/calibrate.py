@@ -26,7 +26,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from edge.preprocess import letterbox
     from training.data.augment import noisy_letterboxed
     from training.data.dataset import CocoDetection, ImageFolder, open_images
-    from training.evaluation import evaluate_onnx
+    from training.evaluation import evaluate_onnx, require_classes
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
     require_qdq_opset(onnx.load(str(args.onnx), load_external_data=False), args.onnx)
@@ -42,6 +42,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     val = CocoDetection(args.val) if args.val is not None else data
     # Before calibrating: without boxes, INT8 and FP32 would both score 0, a drop of 0.
     val.require_boxes("INT8's accuracy cannot be compared with FP32's on it; pass a labelled --val")
+    require_classes(args.onnx, info.class_names, val)  # before the pass, not after it
     chosen = np.random.default_rng(args.seed).permutation(len(data))[: args.images]
     noise = NoiseConfig()
     records: List[Dict[str, Any]] = []

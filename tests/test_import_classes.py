@@ -92,3 +92,25 @@ def test_a_set_in_another_order_is_refused_with_the_import_that_fixes_it(
     fixed = json.loads(capsys.readouterr().out)
     assert main([*evaluate, str(small_set)]) == 0
     assert fixed == json.loads(capsys.readouterr().out)  # the same boxes, the same classes
+
+
+def test_calibrate_refuses_a_val_set_of_other_classes_before_its_pass(
+    exported, small_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The FP32-vs-INT8 metrics need --val in the model's classes: refused before the
+    calibration pass (minutes at 1280x800), not after it."""
+    import calibration.quantize
+
+    assert _import(small_set, tmp_path / "shuffled", "glass_flake,fiber,particle") == 0
+    capsys.readouterr()
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the calibration pass ran")
+
+    monkeypatch.setattr(calibration.quantize, "quantize_qdq", no_pass)
+    out = tmp_path / "int8"
+    argv = ["calibrate", "--onnx", str(exported[3]), "--data", str(small_set), "--out", str(out)]
+    assert main([*argv, "--val", str(tmp_path / "shuffled"), "--images", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "classes ['fiber', 'particle', 'glass_flake'] differ from" in err, err
+    assert "--classes fiber,particle,glass_flake" in err and not out.exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -61,6 +61,15 @@ def predict(
     return out
 
 
+def require_classes(path: Path, class_names: Sequence[str], data: CocoDetection) -> None:
+    """FodError unless the model in `path` has `data`'s classes, in its order."""
+    if list(class_names) != list(data.class_names):
+        raise FodError(
+            f"{path}: classes {list(class_names)} differ from {data.root}'s {data.class_names}"
+            + classes_hint(list(class_names), data.class_names)
+        )
+
+
 def predict_onnx(
     path: Path, data: CocoDetection, threads: Optional[int] = None, mirror: bool = False
 ) -> List[Dict[str, Any]]:
@@ -72,12 +81,7 @@ def predict_onnx(
     from edge.detector import EdgeDetector
 
     backend = OnnxRuntimeBackend(path, threads=threads)
-    if backend.info.class_names != data.class_names:
-        raise FodError(
-            f"{path}: classes {backend.info.class_names} differ from "
-            f"{data.root}'s {data.class_names}"
-            + classes_hint(backend.info.class_names, data.class_names)
-        )
+    require_classes(path, backend.info.class_names, data)
     det = EdgeDetector(backend, backend.info, mirror=mirror)
     cat_ids = [c.id for c in data.coco.categories]
     out: List[Dict[str, Any]] = []
