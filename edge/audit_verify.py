@@ -251,7 +251,10 @@ def draw_record(
         )
     path = folder / row["image"]
     if not path.is_file():
-        raise AuditError(f"{path}: evidence image of seq {seq} was pruned by the disk budget")
+        raise AuditError(
+            f"{path}: evidence image of seq {seq} is not in the audit folder (deleted by the "
+            "disk budget, or archived)"
+        )
     _check_image(folder, row)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:

@@ -363,6 +363,10 @@ def test_export_and_show(tmp_path: Path) -> None:
     assert img.shape == (32, 32, 3) and (img[..., 2] > img[..., 0]).any()  # red boxes drawn
     with pytest.raises(AuditError, match="no evidence image"):
         draw_record(tmp_path, 1)
+    image = json.loads(lines[1])["image"]
+    (tmp_path / image).rename(tmp_path / "archived.png")  # QA keeps it elsewhere
+    with pytest.raises(AuditError, match=f"{image}: evidence image of seq 2 is not in the"):
+        draw_record(tmp_path, 2)
 
 
 def test_one_writer_per_audit_folder(tmp_path: Path) -> None:
