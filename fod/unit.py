@@ -239,10 +239,20 @@ def _bench_one(args: argparse.Namespace, backend_name: str, target: str) -> Dict
 
         total = cfg.warmup + cfg.iters
         bar = stack.enter_context(tqdm(total=total, desc=f"bench {label}", unit="it", disable=None))
+        ran = [0]  # iterations done, for the message below (a bar off a terminal counts none)
+
+        def step(n: int) -> None:
+            ran[0] = n
+            bar.update(1)
+
         try:
-            res = run_bench(backend, info, read, cfg, progress=lambda n: bar.update(1))
+            res = run_bench(backend, info, read, cfg, progress=step)
         except EOFError:
-            raise FodError(f"{args.source}: ran out of frames; use a longer video") from None
+            raise FodError(
+                f"{args.source}: ran out of frames after {ran[0]} of at least {total} "
+                f"iterations of {cfg.batch} frame(s) (--warmup {cfg.warmup}, --iters "
+                f"{cfg.iters}): use a longer video, or fewer iterations"
+            ) from None
     res.update(
         label=label,
         backend=backend_name,

@@ -343,3 +343,19 @@ def test_fod_bench_tiles_on_camera_sized_frames(bundle, tmp_path, capsys) -> Non
     assert "each 1-8" in capsys.readouterr().err
     assert main([*args, "--frame-size", "640x512", "--source", "file:x.avi"]) != 0
     assert "--frame-size is for synthetic frames" in capsys.readouterr().err
+
+
+def test_fod_bench_reads_a_video_and_says_when_it_runs_out(bundle, tmp_path, capsys) -> None:
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 256))
+    for k in range(3):
+        writer.write(np.full((256, 320, 3), 60 * k, np.uint8))
+    writer.release()
+    args = ["bench", "--bundle", str(bundle), "--source", f"file:{video}", "--warmup", "1"]
+    assert main([*args, "--iters", "2", "--json"]) == 0  # 3 frames: 1 + 2 iterations
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["iterations"] == 2 and run["frame_size"] == [320, 256]
+    assert run["stages"]["read"]["runs"] == 2
+    assert main([*args, "--iters", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "line.avi: ran out of frames after 3 of at least 6 iterations of 1 frame(s)" in err
