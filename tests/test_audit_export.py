@@ -76,7 +76,7 @@ def test_a_trail_is_read_a_batch_at_a_time(trail) -> None:
 
 def test_a_trail_is_replayed_a_batch_at_a_time(trail) -> None:
     """`fod audit replay` decides each container as its row is read and keeps the outcome,
-    not the detections (a day's trail parsed whole: 577 MB resident for 5 000 rows)."""
+    not the detections (a 5 000-row trail parsed whole took 577 MB resident)."""
     folder, size = trail
     got: list = []
     peak = _peak(lambda: got.extend(replay(recorded_rows(folder), NAMES, DecisionConfig(), 0.05)))

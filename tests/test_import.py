@@ -167,7 +167,7 @@ CASES = {
     "image_cut_short": (
         _cut_short,
         "img_1.jpg",
-        "image id 2: image file unreadable (a JPEG cut short (no end-of-image marker",
+        "image id 2: image file unreadable (a JPEG cut short, without its end-of-image marker",
     ),
     "image_wrong_size": (_wrong_size, "img_0.jpg", "annotations say 300x410"),
 }

@@ -54,7 +54,7 @@ def decode(path: Path, flags: int) -> Union[np.ndarray, str]:
     # Scan data escapes 0xFF, so an end-of-image marker (FFD9) after the last start of
     # scan (FFDA) ends the image; an EXIF thumbnail's lies before it.
     if raw.startswith(b"\xff\xd8") and raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda"):
-        return "a JPEG cut short (no end-of-image marker after its image data): copy it again"
+        return "a JPEG cut short, without its end-of-image marker: copy it again"
     return "not a decodable image"
 
 
