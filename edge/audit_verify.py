@@ -1,7 +1,8 @@
 """Reading the audit trail: verify the chain, export rows for a QA system, show a record.
 
 `verify` walks every file from the genesis: the oldest file must start at seq 1 from
-the genesis hash (nothing prunes audit files, so a missing oldest file is a cut), every
+the genesis hash (a missing oldest file is a cut), or, where `fod audit archive` moved the
+oldest files away (`retired.json`: the last row it moved), right after that row; every
 row must continue the chain, every evidence PNG still on disk must match the sha256 in
 its row, the last row must reach the anchor, and each signed checkpoint must sit on the
 chain (with the public key: and carry a valid signature); the alarm events beside the rows
@@ -16,7 +17,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -46,6 +47,34 @@ class VerifyReport:
     checkpoints: int  # checkpoints found on the chain
     signed: bool  # checkpoint signatures checked with a public key
     events: Dict[str, int] = field(default_factory=dict)  # kind -> count (events.jsonl)
+    retired: Optional[Retired] = None  # where rows before first_seq went (fod audit archive)
+
+
+RETIRED = "retired.json"
+
+
+@dataclass(frozen=True)
+class Retired:
+    """The rows `fod audit archive` moved out of a folder: up to `seq` (its row hash
+    `hash`), in the files named, to `to`."""
+
+    seq: int
+    hash: str
+    files: Tuple[str, ...] = ()
+    to: str = ""
+
+
+def read_retired(folder: Path) -> Retired:
+    """Where the trail in `folder` starts: after its retired rows, else at the genesis."""
+    path = folder / RETIRED
+    if not path.exists():
+        return Retired(0, GENESIS)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        files = tuple(str(f) for f in d["files"])
+        return Retired(int(d["seq"]), str(d["hash"]), files, str(d.get("to", "")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AuditError(f"{path}: unreadable: {e}") from None
 
 
 ROW_SQL = f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM containers"
@@ -63,8 +92,10 @@ def iter_rows(folder: Path) -> Iterator[Dict[str, Any]]:
 
 
 def _trail_files(folder: Path) -> List[Path]:
-    """The trail's files, oldest first; AuditError where there are none."""
-    files = audit_files(folder)
+    """The trail's files, oldest first (without those it retired); AuditError where there
+    are none."""
+    retired = set(read_retired(folder).files)  # a copy left where the archive stopped
+    files = [f for f in audit_files(folder) if f.name not in retired]
     if not files:
         raise AuditError(f"{folder}: no audit-*.db files")
     return files
@@ -137,20 +168,25 @@ def _checkpoints(folder: Path) -> List[Dict[str, Any]]:
 
 def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
     """Walk every file and row; raise AuditError at the first gap, edit, cut or bad signature."""
-    expect_hash, expect_seq = GENESIS, 1
+    start = read_retired(folder)
+    expect_hash, expect_seq = start.hash, start.seq + 1
     rows = files = images = 0
-    anchor, cps = read_anchor(folder), _checkpoints(folder)
+    # Checkpoints of retired rows are checked with the archive that holds them.
+    anchor, every_cp = read_anchor(folder), _checkpoints(folder)
+    cps = [cp for cp in every_cp if cp["seq"] > start.seq]
     # The chain hashes the anchor and checkpoints name, kept as the walk passes them: all
     # of them would be memory in proportion to the trail.
     wanted = {cp["seq"] for cp in cps} | ({anchor[0]} if anchor is not None else set())
-    hashes: Dict[int, str] = {}
+    hashes: Dict[int, str] = {start.seq: start.hash} if start.seq in wanted else {}
     for row in iter_rows(folder):
         path = row["_file"]
         if "_chain" in row:
             files += 1
             chain = row["_chain"]
             if chain["prev_hash"] != expect_hash or int(chain["first_seq"]) != expect_seq:
-                what = "the genesis" if files == 1 else "the chain of the file before it"
+                what = "the chain of the file before it"
+                if files == 1:
+                    what = f"the retired rows (seq 1..{start.seq})" if start.seq else "the genesis"
                 raise AuditError(f"{path}: does not continue {what} (a file was removed)")
             continue
         seq = int(row["seq"])
@@ -194,11 +230,19 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
                 raise AuditError(
                     f"{folder / CHECKPOINTS}: checkpoint at seq {cp['seq']}: bad signature"
                 ) from None
-    if pub is not None and not cps and last > 0:
+    if pub is not None and not every_cp and last > 0:  # rows since an archive may have none
         raise AuditError(f"{folder}: a public key was given but there are no signed checkpoints")
     events = verify_events(folder, pub)
     return VerifyReport(
-        files, rows, 1 if rows else 0, last, images, len(cps), pub is not None, events
+        files,
+        rows,
+        start.seq + 1 if rows else 0,
+        last,
+        images,
+        len(cps),
+        pub is not None,
+        events,
+        start if start.seq else None,
     )
 
 

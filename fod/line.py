@@ -54,18 +54,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="the audit trail: verify FOLDER | export FOLDER --format jsonl|csv | show FOLDER SEQ "
-        "| replay FOLDER --config TOML | runs FOLDER",
+        "| replay FOLDER --config TOML | runs FOLDER | archive FOLDER --to DEST",
         description="verify: check the hash chain, evidence images, anchor and checkpoints; "
         "export: every row with its chain fields; show: draw a row's detections over its "
         "evidence frame, and the paths of the tracks the decision links them into; replay: "
         "decide every recorded container again under the [decision] "
         "of another line config, from its recorded detections; runs: the rows of each run, "
-        "with the software, bundle and config its start event names.",
+        "with the software, bundle and config its start event names; archive: move the "
+        "oldest files to DEST (both halves verified), freeing the unit's disk.",
     )
-    p.add_argument("action", choices=["verify", "export", "show", "replay", "runs"])
+    p.add_argument("action", choices=["verify", "export", "show", "replay", "runs", "archive"])
     p.add_argument("folder", type=Path, help="audit folder (audit-*.db)")
     p.add_argument("seq", type=int, nargs="?", help="show: the row's sequence number")
-    p.add_argument("--public-key", type=Path, help="verify: check checkpoint signatures")
+    p.add_argument("--public-key", type=Path, help="verify, archive: check checkpoint signatures")
+    p.add_argument("--to", type=Path, help="archive: the folder the oldest files move to")
+    p.add_argument(
+        "--keep",
+        type=positive_int,
+        default=2,
+        help="archive: the newest files that stay (default 2; the runtime writes the newest)",
+    )
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export format")
     p.add_argument(
         "--out", type=Path, help="export: file (default stdout); show: PNG; replay: JSON report"
@@ -184,9 +192,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.action == "verify":
         r = verify(args.folder, args.public_key)
         signed = f", {r.checkpoints} checkpoints" + (" (signatures valid)" if r.signed else "")
+        moved = ""
+        if r.retired:  # the rows before first_seq: in an archive (fod audit archive)
+            to = f", last to {r.retired.to}" if r.retired.to else ""
+            moved = f" (seq 1..{r.retired.seq} archived{to})"
         print(
             f"{args.folder}: {r.rows} containers in {r.files} file(s), "
-            f"seq {r.first_seq}..{r.last_seq}, {r.images} evidence images{signed}, "
+            f"seq {r.first_seq}..{r.last_seq}{moved}, {r.images} evidence images{signed}, "
             f"{_count(sum(r.events.values()), 'event')}{_kinds(r.events)}: chain intact"
         )
     elif args.action == "export":
@@ -199,6 +211,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 os.fsync(f.fileno())
     elif args.action == "replay":
         return _replay(args)
+    elif args.action == "archive":
+        from edge.audit_archive import archive
+
+        if args.to is None:
+            raise FodError("fod audit archive needs --to DEST: the folder the files move to")
+        a = archive(args.folder, args.to, args.keep, args.public_key)
+        if not a.files:
+            print(f"{args.folder}: nothing to archive (--keep {args.keep} files stay)")
+        else:
+            print(
+                f"{args.folder}: moved {_count(len(a.files), 'file')} (seq {a.first_seq}.."
+                f"{a.last_seq}, {_count(a.images, 'evidence image')}) to {args.to}; both verified"
+            )
     elif args.action == "runs":
         from edge.audit_runs import as_json, runs, table
 

@@ -1,0 +1,168 @@
+"""`fod audit archive`: move a trail's oldest files off the unit, both halves verifiable.
+
+Rows are kept until moved: a unit's disk fills with them (about 6 KB a container) and at
+`audit.min_free_bytes` the line stops. The archive takes the oldest files but the newest
+`keep` (the runtime writes the newest, so it may run beside the line), after `verify` has
+passed the whole trail:
+
+1. each file is copied into DEST through SQLite's backup (a consistent copy, WAL
+   included), with the evidence PNGs its rows name that are still on disk, the signed
+   checkpoints of its rows, and DEST's own `anchor.json` at the last row moved;
+2. `verify` must pass DEST - a new archive from the genesis (or from the rows an earlier
+   archive took), or an earlier one continued - before anything here is removed;
+3. `retired.json` here names the last row moved, its hash and the files, so `verify` of
+   this folder starts right after it (and says so); then the files are removed.
+
+A stop anywhere leaves both verifiable: before step 3 the files are still here (DEST holds
+copies a rerun writes again), after it the copies left here are skipped by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Tuple
+
+from .audit import ANCHOR, CHECKPOINTS, AuditError, audit_files, read_anchor
+from .audit_verify import (
+    RETIRED,
+    Retired,
+    _checkpoints,
+    _file_rows,
+    _trail_files,
+    read_retired,
+    verify,
+)
+from .fsutil import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    files: List[str]  # moved to DEST, oldest first
+    first_seq: int  # the rows moved
+    last_seq: int
+    images: int  # evidence PNGs copied with them
+
+
+def archive(
+    folder: Path, dest: Path, keep: int = 2, public_key: Optional[Path] = None
+) -> ArchiveReport:
+    """Move all but the newest `keep` (>= 1) files of the trail in `folder` to `dest` (see
+    the module's docstring); AuditError where either trail does not verify."""
+    if keep < 1:
+        raise AuditError(f"--keep must be at least 1 (the file the runtime writes), got {keep}")
+    if not folder.is_dir():
+        raise AuditError(f"{folder}: no such audit folder")
+    if dest.resolve() == folder.resolve():
+        raise AuditError(f"{dest}: the archive must be another folder than the trail")
+    with _lock(folder):
+        before = read_retired(folder)
+        for name in before.files:  # copies an archive stopped before it removed them
+            _remove(folder / name)
+        move = _trail_files(folder)[:-keep]
+        if not move:
+            return ArchiveReport([], 0, 0, 0)
+        verify(folder, public_key)  # the whole trail sound before any of it moves
+        last_seq, last_hash, pngs = _end_of(move)
+        dest.mkdir(parents=True, exist_ok=True)
+        fresh = _check_dest(dest, before, (last_seq, last_hash))
+        for path in move:
+            _copy_db(path, dest / path.name)
+        copied = 0
+        for rel in pngs:
+            if (folder / rel).is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / rel, dest / rel)
+                copied += 1
+        if fresh and before.seq:  # a new archive: it starts after the rows retired before
+            _write_json(dest / RETIRED, {"seq": before.seq, "hash": before.hash, "files": []})
+        start = read_retired(dest).seq
+        lines = [cp for cp in _checkpoints(folder) if start < cp["seq"] <= last_seq]
+        if lines:
+            text = "".join(json.dumps(cp) + "\n" for cp in lines)
+            atomic_write_bytes(dest / CHECKPOINTS, text.encode("utf-8"))
+        _write_json(dest / ANCHOR, {"seq": last_seq, "hash": last_hash, "file": move[-1].name})
+        verify(dest, public_key)  # the archive sound before anything here is removed
+        names = [*before.files, *(p.name for p in move)]
+        _write_json(
+            folder / RETIRED,
+            {"seq": last_seq, "hash": last_hash, "files": names, "to": str(dest.resolve())},
+        )
+        for path in move:
+            _remove(path)
+    return ArchiveReport([p.name for p in move], before.seq + 1, last_seq, copied)
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """One archive of a folder at a time."""
+    with open(folder / ".archive.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise AuditError(f"{folder}: another fod audit archive is running") from None
+        yield
+
+
+def _end_of(files: List[Path]) -> Tuple[int, str, List[str]]:
+    """(seq, hash) of the last row of `files` (a file's chain link where it has none), and
+    the evidence PNGs their rows name."""
+    seq, h, pngs = 0, "", []
+    for row in (r for path in files for r in _file_rows(path)):
+        if "_chain" in row:
+            if not h:
+                seq, h = int(row["_chain"]["first_seq"]) - 1, row["_chain"]["prev_hash"]
+            continue
+        seq, h = int(row["seq"]), row["row_hash"]
+        if row["image"]:
+            pngs.append(row["image"])
+    return seq, h, pngs
+
+
+def _check_dest(dest: Path, before: Retired, after: Tuple[int, str]) -> bool:
+    """Whether DEST is a new archive (no audit files); else it must be the archive of the
+    rows retired before this one (or already of this one's too: a rerun after a stop)."""
+    if not audit_files(dest):
+        return True
+    head = read_anchor(dest)
+    if head not in ((before.seq, before.hash), after):
+        ends = f"seq {head[0]}" if head else "no anchor"
+        raise AuditError(
+            f"{dest}: holds an archive that ends at {ends}, while this trail retired rows up "
+            f"to seq {before.seq}: another trail's archive, or one a later archive continued"
+        )
+    return False
+
+
+def _copy_db(src: Path, out: Path) -> None:
+    """A consistent copy of one audit file (complete or absent), without a WAL of its own."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    copy = sqlite3.connect(str(tmp))
+    try:
+        source.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")  # readable where nothing can be written
+    except sqlite3.Error as e:
+        raise AuditError(f"{src}: cannot copy: {e}") from None
+    finally:
+        copy.close()
+        source.close()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+
+
+def _remove(path: Path) -> None:
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        f.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data) + "\n").encode("utf-8"))

@@ -1,0 +1,157 @@
+"""`fod audit archive`: the oldest files of a trail move off the unit; the folder left
+behind and the archive each verify, signatures included, and tampering still shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge.audit_archive
+from edge.audit import AuditConfig, AuditError, AuditLog, ContainerRecord, audit_files
+from edge.audit_archive import archive
+from edge.audit_verify import iter_rows, verify
+from edge.signing import generate_keypair
+from fod.cli import main
+
+IMG = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
+DETS = [[[10.0, 20.0, 30.0, 40.0, 0.9, 1.0]] * 30] * 8  # about 9 KB a row
+
+
+def _log(folder: Path, key: Path, every: int = 10) -> AuditLog:
+    cfg = AuditConfig(
+        folder, rotate_bytes=2**20, min_free_bytes=0, signing_key=str(key), checkpoint_every=every
+    )
+    return AuditLog(cfg)
+
+
+def _record(log: AuditLog, n: int) -> None:
+    for _ in range(n):
+        i = log.last_seq
+        reject = i % 3 == 0
+        rec = ContainerRecord(
+            f"c{i}", i, i + 1, "reject" if reject else "accept", "r", None, DETS, "m", "c"
+        )
+        log.record(rec, image=IMG if reject else None)
+
+
+def _seqs(folder: Path) -> list:
+    return [int(r["seq"]) for r in iter_rows(folder) if "_chain" not in r]
+
+
+@pytest.fixture
+def keys(tmp_path: Path):
+    return generate_keypair(tmp_path / "keys")
+
+
+def test_archive_moves_the_oldest_files_and_both_halves_verify(tmp_path: Path, keys) -> None:
+    key, pub = keys
+    trail, arc = tmp_path / "audit", tmp_path / "nas" / "arc"
+    with _log(trail, key) as log:  # the runtime's writer stays open: the line runs
+        _record(log, 500)
+        files = audit_files(trail)
+        assert len(files) >= 4
+        a = archive(trail, arc, keep=2, public_key=pub)
+        assert a.files == [f.name for f in files[:-2]] and a.first_seq == 1
+        assert a.images > 0 and len(list((arc / "images").glob("*.png"))) == a.images
+        assert [f.name for f in audit_files(trail)] == [f.name for f in files[-2:]]
+        _record(log, 100)  # the line goes on after it
+    kept, moved = verify(trail, pub), verify(arc, pub)
+    assert moved.first_seq == 1 and moved.last_seq == a.last_seq and moved.signed
+    assert kept.first_seq == a.last_seq + 1 and kept.last_seq == 600 and kept.signed
+    assert kept.retired is not None and kept.retired.seq == a.last_seq
+    assert moved.checkpoints + kept.checkpoints == 60  # every signed checkpoint, once
+    assert _seqs(arc) + _seqs(trail) == list(range(1, 601))
+    # Again to the same archive: it continues; then to a new one, which starts after it.
+    second = archive(trail, arc, keep=1, public_key=pub)
+    assert second.first_seq == a.last_seq + 1 and verify(arc, pub).last_seq == second.last_seq
+    with _log(trail, key) as log:  # a restarted runtime goes on after the trail's last row
+        assert log.last_seq == 600
+        _record(log, 200)
+    third = archive(trail, tmp_path / "arc2", keep=1, public_key=pub)
+    assert third.first_seq == second.last_seq + 1
+    assert verify(tmp_path / "arc2", pub).first_seq == third.first_seq
+    assert _seqs(arc) + _seqs(tmp_path / "arc2") + _seqs(trail) == list(range(1, 801))
+    assert verify(trail, pub).last_seq == 800
+
+
+def test_tampering_still_shows_after_an_archive(tmp_path: Path, keys) -> None:
+    key, pub = keys
+    trail = tmp_path / "audit"
+    with _log(trail, key) as log:
+        _record(log, 400)
+    archive(trail, tmp_path / "arc", keep=2)
+    assert verify(trail, pub).signed
+    oldest = audit_files(trail)[0]
+    saved = oldest.read_bytes()
+    oldest.unlink()  # the oldest file left here removed by hand
+    with pytest.raises(AuditError, match="does not continue the retired rows"):
+        verify(trail)
+    oldest.write_bytes(saved)
+    retired = json.loads((trail / "retired.json").read_text())
+    (trail / "retired.json").write_text(json.dumps({**retired, "hash": "0" * 64}))
+    with pytest.raises(AuditError, match="does not continue the retired rows"):
+        verify(trail)
+
+
+def test_a_stop_before_the_files_are_removed_leaves_both_verifiable(
+    tmp_path: Path, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, pub = keys
+    trail, arc = tmp_path / "audit", tmp_path / "arc"
+    with _log(trail, key) as log:
+        _record(log, 400)
+    before = audit_files(trail)
+
+    def power_cut(path: Path) -> None:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as m:
+        m.setattr(edge.audit_archive, "_remove", power_cut)
+        with pytest.raises(OSError):
+            archive(trail, arc, keep=2)
+    assert audit_files(trail) == before  # nothing removed, the retirement on record
+    assert _seqs(arc) + _seqs(trail) == list(range(1, 401))  # each row in one half
+    assert verify(trail, pub).retired is not None and verify(arc, pub).last_seq < 400
+    again = archive(trail, arc, keep=2)  # the rerun removes the copies left here
+    assert again.files == [] and len(audit_files(trail)) == 2
+
+
+def test_a_foreign_archive_or_the_folder_itself_is_refused(tmp_path: Path, keys, capsys) -> None:
+    key, _ = keys
+    trail, other = tmp_path / "audit", tmp_path / "other"
+    for folder in (trail, other):
+        with _log(folder, key) as log:
+            _record(log, 400)
+    before = audit_files(trail)
+    archive(other, tmp_path / "arc", keep=1)  # another line's archive
+    with pytest.raises(AuditError, match="holds an archive that ends at seq"):
+        archive(trail, tmp_path / "arc", keep=1)
+    with pytest.raises(AuditError, match="another folder than the trail"):
+        archive(trail, trail, keep=1)
+    assert audit_files(trail) == before and verify(trail).first_seq == 1  # untouched
+    assert not (trail / "retired.json").exists()
+    assert main(["audit", "archive", str(trail)]) == 2
+    assert "needs --to DEST" in capsys.readouterr().err
+    assert main(["audit", "archive", str(tmp_path / "nowhere"), "--to", str(tmp_path / "a")]) == 2
+    assert "nowhere: no such audit folder" in capsys.readouterr().err
+    assert main(["audit", "archive", str(trail), "--to", str(tmp_path / "a3")]) == 0
+    assert "both verified" in capsys.readouterr().out
+    assert main(["audit", "verify", str(trail)]) == 0
+    assert f"archived, last to {(tmp_path / 'a3').resolve()})" in capsys.readouterr().out
+
+
+def test_rows_since_an_archive_need_no_checkpoint_of_their_own(tmp_path: Path, keys) -> None:
+    """A signed trail whose kept rows have not reached their next checkpoint yet still
+    verifies with the public key (its checkpoints went with the archive)."""
+    key, pub = keys
+    trail = tmp_path / "audit"
+    with _log(trail, key, every=100) as log:
+        _record(log, 390)  # checkpoints at 100, 200, 300; the newest file starts after 300
+    a = archive(trail, tmp_path / "arc", keep=1, public_key=pub)
+    assert a.last_seq > 300
+    kept = verify(trail, pub)
+    assert kept.signed and kept.checkpoints == 0 and kept.last_seq == 390
+    assert verify(tmp_path / "arc", pub).checkpoints == 3
