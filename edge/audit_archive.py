@@ -33,13 +33,13 @@ from .audit import ANCHOR, CHECKPOINTS, AuditError, audit_files, read_anchor
 from .audit_verify import (
     RETIRED,
     Retired,
-    _checkpoints,
     _file_rows,
     _trail_files,
+    iter_checkpoints,
     read_retired,
     verify,
 )
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_output, atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,14 @@ def archive(
                 copied += 1
         if fresh and before.seq:  # a new archive: it starts after the rows retired before
             _write_json(dest / RETIRED, {"seq": before.seq, "hash": before.hash, "files": []})
-        start = read_retired(dest).seq
-        lines = [cp for cp in _checkpoints(folder) if start < cp["seq"] <= last_seq]
-        if lines:
-            text = "".join(json.dumps(cp) + "\n" for cp in lines)
-            atomic_write_bytes(dest / CHECKPOINTS, text.encode("utf-8"))
+        if (folder / CHECKPOINTS).exists():  # those of the rows DEST holds, a line at a time
+            start = read_retired(dest).seq
+            with atomic_output(dest / CHECKPOINTS) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                for cp in iter_checkpoints(folder):
+                    if start < cp["seq"] <= last_seq:
+                        f.write(json.dumps(cp) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         _write_json(dest / ANCHOR, {"seq": last_seq, "hash": last_hash, "file": move[-1].name})
         verify(dest, public_key)  # the archive sound before anything here is removed
         names = [*before.files, *(p.name for p in move)]

@@ -152,18 +152,67 @@ def _check_image(folder: Path, row: Dict[str, Any]) -> bool:
     return True
 
 
-def _checkpoints(folder: Path) -> List[Dict[str, Any]]:
+def iter_checkpoints(folder: Path) -> Iterator[Dict[str, Any]]:
+    """The signed checkpoints of `folder`, a line at a time (one every `checkpoint_every`
+    rows, kept for the life of the folder: millions on a fast line), in seq order;
+    AuditError naming the line that is unreadable or out of order."""
     path = folder / CHECKPOINTS
     if not path.exists():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            cp = json.loads(line)
-            out.append({"seq": int(cp["seq"]), "hash": str(cp["hash"]), "sig": str(cp["sig"])})
-        except (ValueError, KeyError, TypeError) as e:
-            raise AuditError(f"{path}: line {n} unreadable: {e}") from None
-    return out
+        return
+    last = 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                cp = json.loads(line)
+                cp = {"seq": int(cp["seq"]), "hash": str(cp["hash"]), "sig": str(cp["sig"])}
+            except (ValueError, KeyError, TypeError) as e:
+                raise AuditError(f"{path}: line {n} unreadable: {e}") from None
+            if cp["seq"] <= last:
+                raise AuditError(f"{path}: line {n}: seq {cp['seq']} after seq {last}")
+            last = cp["seq"]
+            yield cp
+
+
+class _Checkpoints:
+    """Checks the checkpoints after `start` as the row walk passes their seqs, holding none
+    but the next; the first problem is kept and said after the walk (`verify`'s order)."""
+
+    def __init__(self, folder: Path, start: int, pub: Any) -> None:
+        self.folder, self.pub, self.checked, self.problem = folder, pub, 0, ""
+        self.any = False  # a first pass over every line: an unreadable one is said first
+        for _ in iter_checkpoints(folder):
+            self.any = True
+        self._cps = (cp for cp in iter_checkpoints(folder) if cp["seq"] > start)
+        self._next = next(self._cps, None)
+
+    def passed(self, seq: int, h: str) -> None:
+        """The walk is at row `seq`, its hash `h`."""
+        while self._next is not None and self._next["seq"] <= seq:
+            cp, self._next = self._next, next(self._cps, None)
+            self._check(cp, h if cp["seq"] == seq else None)
+
+    def end(self) -> None:
+        """The walk is over: what is left lies beyond the trail's last row."""
+        while self._next is not None:
+            cp, self._next = self._next, next(self._cps, None)
+            self._check(cp, None)
+
+    def _check(self, cp: Dict[str, Any], h: Optional[str]) -> None:
+        self.checked += 1
+        if self.problem:
+            return
+        where = f"{self.folder / CHECKPOINTS}: checkpoint at seq {cp['seq']}"
+        if h != cp["hash"]:
+            self.problem = (
+                f"{where} is not on the chain (rows were edited and the chain recomputed, or cut)"
+            )
+        elif self.pub is not None:
+            from cryptography.exceptions import InvalidSignature
+
+            try:
+                self.pub.verify(bytes.fromhex(cp["sig"]), checkpoint_payload(cp["seq"], h))
+            except (InvalidSignature, ValueError):
+                self.problem = f"{where}: bad signature"
 
 
 def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
@@ -171,13 +220,15 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
     start = read_retired(folder)
     expect_hash, expect_seq = start.hash, start.seq + 1
     rows = files = images = 0
+    pub = None
+    if public_key is not None:
+        from .signing import load_public_key
+
+        pub = load_public_key(public_key)
+    anchor = read_anchor(folder)
     # Checkpoints of retired rows are checked with the archive that holds them.
-    anchor, every_cp = read_anchor(folder), _checkpoints(folder)
-    cps = [cp for cp in every_cp if cp["seq"] > start.seq]
-    # The chain hashes the anchor and checkpoints name, kept as the walk passes them: all
-    # of them would be memory in proportion to the trail.
-    wanted = {cp["seq"] for cp in cps} | ({anchor[0]} if anchor is not None else set())
-    hashes: Dict[int, str] = {start.seq: start.hash} if start.seq in wanted else {}
+    cps = _Checkpoints(folder, start.seq, pub)
+    anchor_hash = start.hash if anchor is not None and anchor[0] == start.seq else None
     for row in iter_rows(folder):
         path = row["_file"]
         if "_chain" in row:
@@ -196,9 +247,11 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
             raise AuditError(f"{path}: row seq {seq} was edited (its hash does not match)")
         images += _check_image(folder, row)
         expect_hash, expect_seq = row["row_hash"], seq + 1
-        if seq in wanted:
-            hashes[seq] = expect_hash
+        cps.passed(seq, expect_hash)
+        if anchor is not None and seq == anchor[0]:
+            anchor_hash = expect_hash
         rows += 1
+    cps.end()
     last = expect_seq - 1
     if anchor is None and last > 0:
         raise AuditError(f"{folder}: anchor.json missing: the head cannot be checked")
@@ -208,29 +261,11 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
                 f"{folder}: the trail ends at seq {last} but its anchor is at seq {anchor[0]}: "
                 "rows or files were cut from the end"
             )
-        if hashes.get(anchor[0], GENESIS if anchor[0] == 0 else None) != anchor[1]:
+        if (GENESIS if anchor[0] == 0 else anchor_hash) != anchor[1]:
             raise AuditError(f"{folder}: the anchor (seq {anchor[0]}) is not on the chain")
-    pub = None
-    if public_key is not None:
-        from .signing import load_public_key
-
-        pub = load_public_key(public_key)
-    for cp in cps:
-        if hashes.get(cp["seq"]) != cp["hash"]:
-            raise AuditError(
-                f"{folder / CHECKPOINTS}: checkpoint at seq {cp['seq']} is not on the chain "
-                "(rows were edited and the chain recomputed, or cut)"
-            )
-        if pub is not None:
-            from cryptography.exceptions import InvalidSignature
-
-            try:
-                pub.verify(bytes.fromhex(cp["sig"]), checkpoint_payload(cp["seq"], cp["hash"]))
-            except (InvalidSignature, ValueError):
-                raise AuditError(
-                    f"{folder / CHECKPOINTS}: checkpoint at seq {cp['seq']}: bad signature"
-                ) from None
-    if pub is not None and not every_cp and last > 0:  # rows since an archive may have none
+    if cps.problem:
+        raise AuditError(cps.problem)
+    if pub is not None and not cps.any and last > 0:  # rows since an archive may have none
         raise AuditError(f"{folder}: a public key was given but there are no signed checkpoints")
     events = verify_events(folder, pub)
     return VerifyReport(
@@ -239,7 +274,7 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
         start.seq + 1 if rows else 0,
         last,
         images,
-        len(cps),
+        cps.checked,
         pub is not None,
         events,
         start if start.seq else None,

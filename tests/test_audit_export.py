@@ -84,6 +84,30 @@ def test_a_trail_is_replayed_a_batch_at_a_time(trail) -> None:
     assert peak < size / 4, (peak, size)
 
 
+def test_signed_checkpoints_are_read_a_line_at_a_time(tmp_path: Path) -> None:
+    """One checkpoint every `checkpoint_every` rows, kept for the folder's life: millions
+    on a fast line. `verify` checks each as the walk passes its row, holding none."""
+    from edge.signing import generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "keys")
+    folder = tmp_path / "audit"
+    cfg = AuditConfig(folder, min_free_bytes=0, signing_key=str(key), checkpoint_every=1)
+    with AuditLog(cfg) as log:
+        for i in range(1500):
+            log.record(ContainerRecord(f"c{i}", i, i + 1, "accept", "clean", None, [[]], "m", "c"))
+    size = (folder / "checkpoints.jsonl").stat().st_size  # 1500 lines, about 350 KB
+    got: list = []
+    peak = _peak(lambda: got.append(verify(folder, pub)))
+    assert got[0].checkpoints == 1500 and got[0].signed
+    assert peak < size / 2, (peak, size)
+    # Written in seq order: a line out of it is named.
+    lines = (folder / "checkpoints.jsonl").read_text().splitlines(keepends=True)
+    lines[10], lines[11] = lines[11], lines[10]
+    (folder / "checkpoints.jsonl").write_text("".join(lines))
+    with pytest.raises(AuditError, match=r"checkpoints.jsonl: line 12: seq 11 after seq 12"):
+        verify(folder, pub)
+
+
 def test_show_finds_a_row_in_any_file(trail) -> None:
     folder, _ = trail
     files = audit_files(folder)
