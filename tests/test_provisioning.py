@@ -188,38 +188,40 @@ def test_dockerfile_lint() -> None:
     assert '"--outputs-record", "/var/lib/pharma-fod/driven-outputs.json"]' in entry
 
 
-def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None:
-    """The runtime role's line.toml template, rendered for the example inventory's units,
-    loads with the unit's own config parser."""
-    from edge.config import load_config
-
-    out = tmp_path / "lines"
-    out.mkdir()
+def _render(tmp_path: Path, template: str, out: Path, *extra: str) -> None:
+    """The runtime role's `template` rendered for each unit of the example inventory into
+    `out`/<unit>`suffix` (its name without .j2), with `extra` ansible-playbook arguments."""
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = Path(template).with_suffix("").suffix
     playbook = tmp_path / "render.yml"
     playbook.write_text(
         f"""
-- name: Render line configs
+- name: Render {template}
   hosts: all
   gather_facts: false
   connection: local
   tasks:
     - name: Render
       ansible.builtin.template:
-        src: {ANSIBLE / "roles/runtime/templates/line.toml.j2"}
-        dest: "{out}/{{{{ inventory_hostname }}}}.toml"
+        src: {ANSIBLE / "roles/runtime/templates" / template}
+        dest: "{out}/{{{{ inventory_hostname }}}}{suffix}"
         mode: "0644"
       delegate_to: localhost
 """
     )
-    shutil.copytree(ANSIBLE / "group_vars", tmp_path / "group_vars")
-    r = run(
-        tool("ansible-playbook"),
-        "-i",
-        str(ANSIBLE / "inventory.example.yml"),
-        str(playbook),
-        cwd=tmp_path,
-    )
+    shutil.copytree(ANSIBLE / "group_vars", tmp_path / "group_vars", dirs_exist_ok=True)
+    inventory = str(ANSIBLE / "inventory.example.yml")
+    r = run(tool("ansible-playbook"), "-i", inventory, str(playbook), *extra, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None:
+    """The runtime role's line.toml template, rendered for the example inventory's units,
+    loads with the unit's own config parser."""
+    from edge.config import load_config
+
+    out = tmp_path / "lines"
+    _render(tmp_path, "line.toml.j2", out)
     a2 = load_config(out / "jetson-a2.toml")
     assert a2.gpio.delay_ms == 2500 and a2.gpio.pin_factory == "jetson"
     assert a2.model.bundle == "/var/lib/pharma-fod/current" and a2.model.backend == "tensorrt"
@@ -243,3 +245,41 @@ def test_rollout_rehearsal_with_ansible(tmp_path: Path) -> None:
     crash = out.split("line-a-1.1.0-crash.tar.gz")[1].split("line-a-1.2.0")[0]
     assert "station1 rollback        ok" in crash and "station2 untouched" in crash
     assert "unknown class(es) ['glass_flake']" in out.split("line-a-1.2.0.tar.gz")[1]
+
+
+def test_the_archive_timer_moves_the_oldest_audit_files(tmp_path: Path) -> None:
+    """With `fod_audit_archive_to` set, the runtime role installs a timer whose service
+    runs `fod audit archive` on the unit's trail: rendered, checked by systemd-analyze,
+    and its ExecStart run here on a real trail."""
+    from edge.audit import AuditConfig, AuditLog, ContainerRecord, audit_files
+    from edge.audit_verify import verify
+
+    state, qa = tmp_path / "state", tmp_path / "qa"
+    extra = ["-e", f"fod_state={state}", "-e", f"fod_audit_archive_to={qa}"]
+    units = tmp_path / "units"
+    _render(tmp_path, "pharma-fod-archive.service.j2", units, *extra)
+    _render(tmp_path, "pharma-fod-archive.timer.j2", units, *extra)
+    service = (units / "jetson-a1.service").read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", service, re.M)
+    argv = exec_start.split()
+    assert argv[0] == "/opt/pharma-fod/venv/bin/fod"
+    assert f"ReadWritePaths={state}/audit {qa}" in service and f"RequiresMountsFor={qa}" in service
+    assert "OnCalendar=*-*-* 03:00" in (units / "jetson-a1.timer").read_text()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:  # the venv is not on this machine: /bin/true in its place
+        qa.mkdir()
+        for name in ("jetson-a1.service", "jetson-a1.timer"):
+            text = (units / name).read_text().replace(argv[0], "/bin/true")
+            unit = tmp_path / name.replace("jetson-a1", "pharma-fod-archive")
+            unit.write_text(text)
+        r = run(analyze, "verify", str(tmp_path / "pharma-fod-archive.service"))
+        assert r.returncode == 0, r.stdout + r.stderr
+    with AuditLog(AuditConfig(state / "audit", rotate_bytes=2**20, min_free_bytes=0)) as log:
+        dets = [[[10.0, 20.0, 30.0, 40.0, 0.9, 1.0]] * 30] * 8
+        for i in range(300):
+            log.record(ContainerRecord(f"c{i}", i, i + 1, "accept", "r", None, dets, "m", "c"))
+    files = audit_files(state / "audit")
+    r = run(str(BIN / "fod"), *argv[1:])  # the service's command, this venv's fod
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [f.name for f in audit_files(state / "audit")] == [f.name for f in files[-2:]]
+    assert verify(qa).first_seq == 1 and verify(state / "audit").last_seq == 300
