@@ -27,9 +27,9 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
-from .audit import ANCHOR, CHECKPOINTS, AuditError, audit_files, read_anchor
+from .audit import ANCHOR, CHECKPOINTS, AuditError, _last_row, audit_files, read_anchor
 from .audit_verify import (
     RETIRED,
     Retired,
@@ -39,7 +39,7 @@ from .audit_verify import (
     read_retired,
     verify,
 )
-from .fsutil import atomic_output, atomic_write_bytes
+from .fsutil import atomic_output, atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,13 @@ def archive(
         if not move:
             return ArchiveReport([], 0, 0, 0)
         verify(folder, public_key)  # the whole trail sound before any of it moves
-        last_seq, last_hash, pngs = _end_of(move)
+        last_seq, last_hash = _last_row(move[-1])
+        pngs = [
+            r["image"]
+            for f in move
+            for r in _file_rows(f, "image IS NOT NULL")
+            if "_chain" not in r
+        ]
         dest.mkdir(parents=True, exist_ok=True)
         fresh = _check_dest(dest, before, (last_seq, last_hash))
         for path in move:
@@ -81,7 +87,7 @@ def archive(
                 shutil.copyfile(folder / rel, dest / rel)
                 copied += 1
         if fresh and before.seq:  # a new archive: it starts after the rows retired before
-            _write_json(dest / RETIRED, {"seq": before.seq, "hash": before.hash, "files": []})
+            atomic_write_json(dest / RETIRED, {"seq": before.seq, "hash": before.hash, "files": []})
         if (folder / CHECKPOINTS).exists():  # those of the rows DEST holds, a line at a time
             start = read_retired(dest).seq
             with atomic_output(dest / CHECKPOINTS) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -90,10 +96,12 @@ def archive(
                         f.write(json.dumps(cp) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-        _write_json(dest / ANCHOR, {"seq": last_seq, "hash": last_hash, "file": move[-1].name})
+        atomic_write_json(
+            dest / ANCHOR, {"seq": last_seq, "hash": last_hash, "file": move[-1].name}
+        )
         verify(dest, public_key)  # the archive sound before anything here is removed
         names = [*before.files, *(p.name for p in move)]
-        _write_json(
+        atomic_write_json(
             folder / RETIRED,
             {"seq": last_seq, "hash": last_hash, "files": names, "to": str(dest.resolve())},
         )
@@ -111,21 +119,6 @@ def _lock(folder: Path) -> Iterator[None]:
         except OSError:
             raise AuditError(f"{folder}: another fod audit archive is running") from None
         yield
-
-
-def _end_of(files: List[Path]) -> Tuple[int, str, List[str]]:
-    """(seq, hash) of the last row of `files` (a file's chain link where it has none), and
-    the evidence PNGs their rows name."""
-    seq, h, pngs = 0, "", []
-    for row in (r for path in files for r in _file_rows(path)):
-        if "_chain" in row:
-            if not h:
-                seq, h = int(row["_chain"]["first_seq"]) - 1, row["_chain"]["prev_hash"]
-            continue
-        seq, h = int(row["seq"]), row["row_hash"]
-        if row["image"]:
-            pngs.append(row["image"])
-    return seq, h, pngs
 
 
 def _check_dest(dest: Path, before: Retired, after: Tuple[int, str]) -> bool:
@@ -165,7 +158,3 @@ def _copy_db(src: Path, out: Path) -> None:
 def _remove(path: Path) -> None:
     for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         f.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data) + "\n").encode("utf-8"))

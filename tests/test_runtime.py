@@ -256,40 +256,6 @@ def test_a_rejected_container_gets_no_pulse(bundle: Path, tmp_path: Path) -> Non
     assert len(states) == 1 and not states[0].state
 
 
-def test_evidence_archived_while_the_line_runs_costs_no_record_and_no_alarm(
-    bundle: Path, tmp_path: Path
-) -> None:
-    """QA moves the kept reject images away while the line runs, and each reject's image
-    makes room by deleting the oldest kept one (a budget of about two). Every container is
-    rejected at the gate and recorded with its image, and the alarm pin never comes on
-    (a deletion that failed on a moved image failed the record: 3 such raise the alarm)."""
-    cfg = _cfg(
-        bundle, tmp_path, decision={"min_evidence": 0.0}, audit={"image_budget_bytes": 600_000}
-    )
-    archive = tmp_path / "qa"
-    archive.mkdir()
-    f = MockFactory()
-    alarm = f.pin(cfg.gpio.alarm_pin)
-    with line_runtime(cfg, f) as rt:
-        gate = f.pin(cfg.gpio.ejector_pin)
-        gate.clear_states()
-        alarm.clear_states()
-        for i in range(6):
-            rt.submit(Job(f"c{i}", time.monotonic(), _frames()))
-            assert rt.drain(10)
-            for png in (cfg.audit.folder / "images").glob("*.png"):
-                png.rename(archive / png.name)
-        assert rt.io.pulses.wait_idle(5)  # every gate time has passed
-        assert not rt.alarm
-        gate_states, alarm_states = list(gate.states), list(alarm.states)
-    assert not any(st.state for st in gate_states)  # no container released
-    assert not any(st.state for st in alarm_states)  # the alarm output never on
-    rows = _rows(tmp_path)
-    assert sorted(rows) == [f"c{i}" for i in range(6)]
-    assert all(r[0] == "reject" and r[1] is None for r in rows.values())
-    assert len(list(archive.glob("*.png"))) == 6 and verify(cfg.audit.folder).rows == 6
-
-
 def test_metrics_bind_to_loopback_only(bundle: Path, tmp_path: Path) -> None:
     port = free_port()
     cfg = _cfg(bundle, tmp_path, metrics={"port": port})
