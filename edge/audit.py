@@ -33,6 +33,7 @@ from .errors import FodError
 from .evidence import Evidence
 from .folder_lock import FolderBusy, lock_folder, release
 from .fsutil import atomic_write_bytes
+from .lines import append_whole, drop_cut_tail
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class AuditLog:
         self._day = ""
         self._last_seq, self._last_hash = 0, GENESIS
         self.chain_fault: Optional[str] = None
+        self.head_fault: Optional[str] = None  # set by a failed anchor write, taken by the caller
         self._key = None
         try:
             self._resume(cfg)
@@ -184,6 +186,7 @@ class AuditLog:
             from .signing import load_private_key
 
             self._key = load_private_key(Path(cfg.signing_key))
+        drop_cut_tail(cfg.folder / CHECKPOINTS)  # a checkpoint cut by a death: never whole
         files = audit_files(cfg.folder)
         anchor = read_anchor(cfg.folder)
         try:
@@ -361,13 +364,16 @@ class AuditLog:
             if self._key is not None and seq % max(1, self.cfg.checkpoint_every) == 0:
                 sig = self._key.sign(checkpoint_payload(seq, h)).hex()
                 line = json.dumps({"seq": seq, "hash": h, "sig": sig}) + "\n"
-                with open(self.cfg.folder / CHECKPOINTS, "a", encoding="utf-8") as f:
-                    f.write(line)
-                    f.flush()
-                    os.fsync(f.fileno())
+                append_whole(self.cfg.folder / CHECKPOINTS, line.encode())
         except Exception as e:  # after the commit: never raise, or the row would be written twice
-            self.chain_fault = f"{self.cfg.folder}: cannot write the anchor: {e}"
-            log.error(self.chain_fault)
+            self.head_fault = f"{self.cfg.folder}: cannot write the anchor: {e}"
+            log.error(self.head_fault)
+
+    def take_head_fault(self) -> Optional[str]:
+        """Why the last record's anchor or checkpoint was not written (the caller raises
+        the alarm: the disk is failing), once; None when it was."""
+        fault, self.head_fault = self.head_fault, None
+        return fault
 
     def close(self) -> None:
         if self._db is not None:

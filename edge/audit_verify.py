@@ -32,7 +32,8 @@ from .audit import (
     row_hash,
 )
 from .decision import DecisionConfig, explain
-from .events import verify_events
+from .events import EVENTS, verify_events
+from .lines import cut_tail
 from .postprocess import frame_detections, label_beyond
 from .review import LEGEND, draw_tracks, put_label
 
@@ -48,6 +49,7 @@ class VerifyReport:
     signed: bool  # checkpoint signatures checked with a public key
     events: Dict[str, int] = field(default_factory=dict)  # kind -> count (events.jsonl)
     retired: Optional[Retired] = None  # where rows before first_seq went (fod audit archive)
+    cut: Tuple[Path, ...] = ()  # line files ending in a line cut short by a death mid-append
 
 
 RETIRED = "retired.json"
@@ -155,13 +157,16 @@ def _check_image(folder: Path, row: Dict[str, Any]) -> bool:
 def iter_checkpoints(folder: Path) -> Iterator[Dict[str, Any]]:
     """The signed checkpoints of `folder`, a line at a time (one every `checkpoint_every`
     rows, kept for the life of the folder: millions on a fast line), in seq order;
-    AuditError naming the line that is unreadable or out of order."""
+    AuditError naming the line that is unreadable or out of order. A last line cut short
+    (the unit died writing it) is left out: `verify` names it."""
     path = folder / CHECKPOINTS
     if not path.exists():
         return
     last = 0
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                return
             try:
                 cp = json.loads(line)
                 cp = {"seq": int(cp["seq"]), "hash": str(cp["hash"]), "sig": str(cp["sig"])}
@@ -268,6 +273,7 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
     if pub is not None and not cps.any and last > 0:  # rows since an archive may have none
         raise AuditError(f"{folder}: a public key was given but there are no signed checkpoints")
     events = verify_events(folder, pub)
+    cut = tuple(folder / name for name in (CHECKPOINTS, EVENTS) if cut_tail(folder / name))
     return VerifyReport(
         files,
         rows,
@@ -278,6 +284,7 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
         pub is not None,
         events,
         start if start.seq else None,
+        cut,
     )
 
 

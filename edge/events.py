@@ -17,12 +17,12 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Tuple
 
 from .audit import GENESIS, AuditError
+from .lines import append_whole, drop_cut_tail
 
 log = logging.getLogger(__name__)
 EVENTS = "events.jsonl"
@@ -40,14 +40,17 @@ def event_hash(prev: str, fields: Dict[str, Any]) -> str:
 
 
 def _lines(path: Path) -> Iterator[Tuple[int, str]]:
-    """(line number, text) of every line; a last line cut before its newline included."""
+    """(line number, text) of every whole line: a last one cut short by a death mid-append
+    is left out (`verify` names it; the next writer removes it)."""
     with open(path, encoding="utf-8", newline="\n") as f:
-        yield from enumerate(f, 1)
+        for n, line in enumerate(f, 1):
+            if line.endswith("\n"):
+                yield n, line
 
 
 def read_events(folder: Path, public_key: Any = None) -> List[Dict[str, Any]]:
     """Walk `events.jsonl` from the genesis -> its events, in order; AuditError naming the
-    file and line at the first line that is cut, not JSON, out of order or edited, and with
+    file and line at the first line that is not JSON, out of order or edited, and with
     `public_key` (an Ed25519 public key object) unsigned or signed by another key."""
     path = folder / EVENTS
     if not path.exists():
@@ -55,14 +58,12 @@ def read_events(folder: Path, public_key: Any = None) -> List[Dict[str, Any]]:
     events: List[Dict[str, Any]] = []
     prev = GENESIS
     for i, line in _lines(path):
-        if not line.endswith("\n"):
-            raise AuditError(f"{path}: line {i} is cut (written when the process died?)")
         try:
             e = json.loads(line)
             ok = isinstance(e, dict) and e["n"] == len(events) + 1 and e["prev_hash"] == prev
             ok = ok and event_hash(prev, e) == e["hash"]
         except (ValueError, KeyError, TypeError):
-            raise AuditError(f"{path}: line {i} is not an event (cut when written?)") from None
+            raise AuditError(f"{path}: line {i} is not an event") from None
         if not ok:
             raise AuditError(f"{path}: line {i} was edited, moved or follows a removed line")
         if public_key is not None:
@@ -105,6 +106,7 @@ class EventLog:
         self._prev, self._n = GENESIS, 0
         if self.path.exists():
             try:
+                drop_cut_tail(self.path)
                 for _, line in _lines(self.path):
                     try:
                         e = json.loads(line)
@@ -138,14 +140,8 @@ class EventLog:
                 signed = {"sig": self.key.sign(event_payload(n, h)).hex()} if self.key else {}
                 text += json.dumps({**fields, "prev_hash": prev, "hash": h, **signed}) + "\n"
                 prev = h
-            try:
-                with open(self.path, "ab") as f:
-                    # A line cut by a death mid-write stays (`verify_events` names it); these
-                    # events start on a line of their own.
-                    cut = f.tell() > 0 and _last_byte(self.path) != b"\n"
-                    f.write((("\n" if cut else "") + text).encode("utf-8"))
-                    f.flush()
-                    os.fsync(f.fileno())
+            try:  # whole or absent: a retry of these events never writes them twice
+                append_whole(self.path, text.encode("utf-8"))
             except OSError as e:  # the alarm pin and the journal still carry them
                 if not self._failing:
                     log.error("%s: cannot record %d alarm event(s): %s", self.path, len(events), e)
@@ -160,9 +156,3 @@ class EventLog:
                 while self._queue and id(self._queue[0]) in written:
                     self._queue.popleft()
             return True
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)

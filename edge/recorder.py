@@ -72,6 +72,9 @@ class Recorder:
                 self.ledger.count_fault("audit_unavailable")  # beside the row's own fault
             self._record_again(out)
         else:
+            head_fault = self.audit.take_head_fault()  # on record, but the disk is failing
+            if head_fault:
+                self.raise_alarm(head_fault)
             if not out.reject and not out.amends:
                 self._release(out)
         self.holding = None

@@ -33,6 +33,7 @@ from .bundle import open_bundle
 from .config import LineConfig, load_config
 from .errors import FodError
 from .fsutil import atomic_write_json
+from .lines import append_whole
 from .metrics import HEARTBEAT_MAX_AGE_S, alarm_state
 
 log = logging.getLogger(__name__)
@@ -261,10 +262,7 @@ class Rollout:
         }
         res.steps.append(entry)
         (log.info if ok else log.error)("rollout %s: %s %s", step, "ok" if ok else "FAILED", detail)
-        with open(self.journal, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_whole(self.journal, (json.dumps(entry) + "\n").encode())
 
 
 def _run(cmd: Sequence[str], what: str) -> None:
