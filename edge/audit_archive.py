@@ -10,8 +10,9 @@ passed the whole trail:
    checkpoints of its rows, and DEST's own `anchor.json` at the last row moved;
 2. `verify` must pass DEST - a new archive from the genesis (or from the rows an earlier
    archive took), or an earlier one continued - before anything here is removed;
-3. `retired.json` here names the last row moved, its hash and the files, so `verify` of
-   this folder starts right after it (and says so); then the files are removed.
+3. `retired.json` here names the last row moved, its hash and the files, signed with the
+   unit's audit key, so `verify` of this folder starts right after it (and says so); then
+   the files are removed.
 
 A stop anywhere leaves both verifiable: before step 3 the files are still here (DEST holds
 copies a rerun writes again), after it the copies left here are skipped by name.
@@ -27,19 +28,13 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from .audit import ANCHOR, CHECKPOINTS, AuditError, _last_row, audit_files, read_anchor
-from .audit_verify import (
-    RETIRED,
-    Retired,
-    _file_rows,
-    _trail_files,
-    iter_checkpoints,
-    read_retired,
-    verify,
-)
+from .audit_retired import Retired, read_retired, write_retired
+from .audit_verify import _file_rows, _trail_files, iter_checkpoints, verify
 from .fsutil import atomic_output, atomic_write_json
+from .lines import whole_end
 
 
 @dataclass(frozen=True)
@@ -51,16 +46,23 @@ class ArchiveReport:
 
 
 def archive(
-    folder: Path, dest: Path, keep: int = 2, public_key: Optional[Path] = None
+    folder: Path,
+    dest: Path,
+    keep: int = 2,
+    public_key: Optional[Path] = None,
+    signing_key: Optional[Path] = None,
 ) -> ArchiveReport:
     """Move all but the newest `keep` (>= 1) files of the trail in `folder` to `dest` (see
-    the module's docstring); AuditError where either trail does not verify."""
+    the module's docstring), the retirement signed with `signing_key` (the unit's
+    `audit.signing_key`; required for a signed trail); AuditError where either trail does
+    not verify."""
     if keep < 1:
         raise AuditError(f"--keep must be at least 1 (the file the runtime writes), got {keep}")
     if not folder.is_dir():
         raise AuditError(f"{folder}: no such audit folder")
     if dest.resolve() == folder.resolve():
         raise AuditError(f"{dest}: the archive must be another folder than the trail")
+    key = _signing_key(folder, signing_key, public_key)
     with _lock(folder):
         before = read_retired(folder)
         for name in before.files:  # copies an archive stopped before it removed them
@@ -87,7 +89,7 @@ def archive(
                 shutil.copyfile(folder / rel, dest / rel)
                 copied += 1
         if fresh and before.seq:  # a new archive: it starts after the rows retired before
-            atomic_write_json(dest / RETIRED, {"seq": before.seq, "hash": before.hash, "files": []})
+            write_retired(dest, Retired(before.seq, before.hash), key)
         if (folder / CHECKPOINTS).exists():  # those of the rows DEST holds, a line at a time
             start = read_retired(dest).seq
             with atomic_output(dest / CHECKPOINTS) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -101,13 +103,32 @@ def archive(
         )
         verify(dest, public_key)  # the archive sound before anything here is removed
         names = [*before.files, *(p.name for p in move)]
-        atomic_write_json(
-            folder / RETIRED,
-            {"seq": last_seq, "hash": last_hash, "files": names, "to": str(dest.resolve())},
-        )
+        write_retired(folder, Retired(last_seq, last_hash, tuple(names), str(dest.resolve())), key)
         for path in move:
             _remove(path)
     return ArchiveReport([p.name for p in move], before.seq + 1, last_seq, copied)
+
+
+def _signing_key(folder: Path, path: Optional[Path], public_key: Optional[Path]) -> Any:
+    """The private key that signs the retirement (None: unsigned), refused where a signed
+    trail would get an unsigned one, or where it is not the half of `public_key`."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from .signing import load_private_key, load_public_key
+
+    if path is None:
+        if whole_end(folder / CHECKPOINTS) or read_retired(folder).sig:
+            raise AuditError(
+                f"{folder}: a signed trail (checkpoints.jsonl): give --signing-key, the "
+                "unit's audit.signing_key, so that where it now starts is signed too"
+            )
+        return None
+    key = load_private_key(path)
+    if public_key is not None:
+        raw = (Encoding.Raw, PublicFormat.Raw)
+        if key.public_key().public_bytes(*raw) != load_public_key(public_key).public_bytes(*raw):
+            raise AuditError(f"{path}: not the private half of {public_key}")
+    return key
 
 
 @contextlib.contextmanager

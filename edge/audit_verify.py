@@ -31,6 +31,7 @@ from .audit import (
     read_anchor,
     row_hash,
 )
+from .audit_retired import Retired, check_retired, read_retired
 from .decision import DecisionConfig, explain
 from .events import EVENTS, verify_events
 from .lines import cut_tail
@@ -50,33 +51,6 @@ class VerifyReport:
     events: Dict[str, int] = field(default_factory=dict)  # kind -> count (events.jsonl)
     retired: Optional[Retired] = None  # where rows before first_seq went (fod audit archive)
     cut: Tuple[Path, ...] = ()  # line files ending in a line cut short by a death mid-append
-
-
-RETIRED = "retired.json"
-
-
-@dataclass(frozen=True)
-class Retired:
-    """The rows `fod audit archive` moved out of a folder: up to `seq` (its row hash
-    `hash`), in the files named, to `to`."""
-
-    seq: int
-    hash: str
-    files: Tuple[str, ...] = ()
-    to: str = ""
-
-
-def read_retired(folder: Path) -> Retired:
-    """Where the trail in `folder` starts: after its retired rows, else at the genesis."""
-    path = folder / RETIRED
-    if not path.exists():
-        return Retired(0, GENESIS)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        files = tuple(str(f) for f in d["files"])
-        return Retired(int(d["seq"]), str(d["hash"]), files, str(d.get("to", "")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AuditError(f"{path}: unreadable: {e}") from None
 
 
 ROW_SQL = f"SELECT {', '.join(FIELDS)}, prev_hash, row_hash FROM containers"
@@ -230,6 +204,8 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
         from .signing import load_public_key
 
         pub = load_public_key(public_key)
+        if start.seq:  # where the walk may start: signed by the unit that retired the rows
+            check_retired(folder, start, pub)
     anchor = read_anchor(folder)
     # Checkpoints of retired rows are checked with the archive that holds them.
     cps = _Checkpoints(folder, start.seq, pub)

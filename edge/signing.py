@@ -16,6 +16,8 @@ def generate_keypair(out_dir: Path, name: str = "fod_signing") -> Tuple[Path, Pa
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    if not name or name.startswith(".") or Path(name).name != name:
+        raise FodError(f"{name!r}: a key pair's name is a plain file name (no folder, no dot)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file of that name, no permission, a read-only disk

@@ -100,8 +100,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--public-key", type=Path, help="require a signature by this key")
     v.set_defaults(func=cmd_bundle_verify)
 
-    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
-    p.add_argument("--out", type=Path, required=True, help="folder for fod_signing.key/.pub")
+    p = sub.add_parser(
+        "keygen", help="make an Ed25519 key pair for signing bundles or a unit's audit trail"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for NAME.key and NAME.pub")
+    p.add_argument(
+        "--name", default="fod_signing", help="file name of the pair (default fod_signing)"
+    )
     p.set_defaults(func=cmd_keygen)
 
 
@@ -194,6 +199,6 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from edge.signing import generate_keypair
 
-    key, pub = generate_keypair(args.out)
+    key, pub = generate_keypair(args.out, args.name)
     print(f"wrote {key} (keep it secret) and {pub} (install on the units)")
     return 0

@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-key", type=Path, help="verify, archive: check checkpoint signatures")
     p.add_argument("--to", type=Path, help="archive: the folder the oldest files move to")
     p.add_argument(
+        "--signing-key",
+        type=Path,
+        help="archive: the unit's audit.signing_key, which signs where the trail now starts "
+        "(required for a signed trail)",
+    )
+    p.add_argument(
         "--keep",
         type=positive_int,
         default=2,
@@ -218,7 +224,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         if args.to is None:
             raise FodError("fod audit archive needs --to DEST: the folder the files move to")
-        a = archive(args.folder, args.to, args.keep, args.public_key)
+        a = archive(args.folder, args.to, args.keep, args.public_key, args.signing_key)
         if not a.files:
             print(f"{args.folder}: nothing to archive (--keep {args.keep} files stay)")
         else:

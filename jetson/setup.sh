@@ -3,12 +3,15 @@
 #
 #   sudo jetson/setup.sh [--dry-run] [--source SPEC] [--constraints FILE] [--lock-clocks]
 #                        [--nvpmodel MODE] [--user NAME] [--prefix DIR] [--no-apt] [--force]
+#                        [--archive-to DIR [--archive-on CALENDAR] [--archive-keep N]]
 #
 # Idempotent: run it again after a JetPack or package upgrade. --dry-run prints every
 # action and changes nothing (runs anywhere, no root needed). It does not start the
 # service until /etc/pharma-fod/line.toml exists (put the unit's config there, run
 # `fod check`, then `systemctl start pharma-fod`). --constraints pins what pip installs to a
 # validated unit's `pip freeze --local --exclude pharma-fod`: every unit runs the same versions.
+# The unit's audit key is made once, on the unit. --archive-to moves the oldest audit files
+# there daily (03:00; `fod audit archive`, keeping 2), from the fleet role's unit templates.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,8 +27,11 @@ NVPMODEL_MODE=""
 APT=1
 FORCE=0
 ROOT=${FOD_SETUP_ROOT:-}   # read the board's files under this prefix (tests)
+ARCHIVE_TO=""              # where `fod audit archive` moves the oldest audit files ("" = off)
+ARCHIVE_ON="*-*-* 03:00"   # systemd OnCalendar of its timer
+ARCHIVE_KEEP=2             # newest audit files that stay on the unit
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,6 +44,9 @@ while [[ $# -gt 0 ]]; do
     --nvpmodel) NVPMODEL_MODE=$2; LOCK_CLOCKS=1; shift ;;
     --no-apt) APT=0 ;;
     --force) FORCE=1 ;;
+    --archive-to) ARCHIVE_TO=$2; shift ;;
+    --archive-on) ARCHIVE_ON=$2; shift ;;
+    --archive-keep) ARCHIVE_KEEP=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -45,6 +54,13 @@ while [[ $# -gt 0 ]]; do
 done
 
 say() { printf '== %s\n' "$*"; }
+fail() { echo "setup.sh: $*" >&2; exit 2; }
+# Values go into unit files through sed: no sed metacharacters, no newlines.
+for v in "$SVC_USER" "$PREFIX" "$STATE" "$ARCHIVE_TO" "$ARCHIVE_ON"; do
+  [[ $v != *[\|\&\\]* && $v != *$'\n'* ]] || fail "'$v': no |, & or \\ in a path, user or calendar"
+done
+if [[ -n $ARCHIVE_TO && $ARCHIVE_TO != /* ]]; then fail "--archive-to $ARCHIVE_TO: an absolute path"; fi
+[[ $ARCHIVE_KEEP =~ ^[1-9][0-9]*$ ]] || fail "--archive-keep $ARCHIVE_KEEP: a whole number >= 1"
 # Run a command, or print it in --dry-run.
 run() {
   if [[ $DRY_RUN -eq 1 ]]; then
@@ -52,6 +68,16 @@ run() {
   else
     "$@"
   fi
+}
+TEMPLATES=$HERE/ansible/roles/runtime/templates
+# The fleet role's template $1 with this script's values into $2 (plain {{ var }} only).
+render() {
+  [[ -r $TEMPLATES/$1.j2 ]] || fail "$TEMPLATES/$1.j2: not found (run setup.sh from a checkout)"
+  sed -e "s|{{ fod_user }}|$SVC_USER|g" -e "s|{{ fod_prefix }}|$PREFIX|g" \
+    -e "s|{{ fod_state }}|$STATE|g" -e "s|{{ fod_audit_archive_to }}|$ARCHIVE_TO|g" \
+    -e "s|{{ fod_audit_archive_on }}|$ARCHIVE_ON|g" \
+    -e "s|{{ fod_audit_archive_keep }}|$ARCHIVE_KEEP|g" "$TEMPLATES/$1.j2" > "$2"
+  if grep -q '{[{%]' "$2"; then fail "$1.j2: a template setup.sh cannot fill"; fi
 }
 # Install a file with owner and mode, only when its content differs (idempotent).
 put() {
@@ -134,6 +160,15 @@ fi
 run usermod -a -G gpio,video "$SVC_USER"
 run install -d -m 0755 "$ETC"
 run install -d -o "$SVC_USER" -g "$SVC_USER" -m 0750 "$STATE" "$STATE/bundles" "$STATE/engines" "$STATE/audit"
+# The audit trail's signing key: made here, readable by the service user only, never copied
+# off the unit; its public half is what QA verifies the trail with.
+run install -d -o "$SVC_USER" -g "$SVC_USER" -m 0700 "$STATE/keys"
+if [[ -f $STATE/keys/audit.key ]]; then
+  say "audit key $STATE/keys/audit.key present"
+else
+  say "the unit's audit key"
+  run runuser -u "$SVC_USER" -- "$PREFIX/venv/bin/fod" keygen --out "$STATE/keys" --name audit
+fi
 
 # --- udev, systemd --------------------------------------------------------------------------
 say "udev rules and the service"
@@ -141,17 +176,28 @@ put 0644 "$HERE/99-pharma-fod.rules" /etc/udev/rules.d/99-pharma-fod.rules
 run udevadm control --reload-rules
 run udevadm trigger --subsystem-match=gpio --subsystem-match=video4linux
 put 0644 "$HERE/pharma-fod.service" /etc/systemd/system/pharma-fod.service
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 if [[ $LOCK_CLOCKS -eq 1 ]]; then
   say "fixed clocks at boot${NVPMODEL_MODE:+ (nvpmodel mode $NVPMODEL_MODE)}"
-  tmp=$(mktemp)
-  trap 'rm -f "$tmp"' EXIT
-  printf 'NVPMODEL_MODE=%s\n' "$NVPMODEL_MODE" > "$tmp"
-  put 0644 "$tmp" "$ETC/clocks.env"
+  printf 'NVPMODEL_MODE=%s\n' "$NVPMODEL_MODE" > "$tmp/clocks.env"
+  put 0644 "$tmp/clocks.env" "$ETC/clocks.env"
   put 0644 "$HERE/pharma-fod-clocks.service" /etc/systemd/system/pharma-fod-clocks.service
+fi
+if [[ -n $ARCHIVE_TO ]]; then
+  say "audit archive to $ARCHIVE_TO, $ARCHIVE_ON, keeping $ARCHIVE_KEEP files"
+  for unit in pharma-fod-archive.service pharma-fod-archive.timer; do
+    render "$unit" "$tmp/$unit"
+    put 0644 "$tmp/$unit" "/etc/systemd/system/$unit"
+  done
+  say "  $(grep '^ExecStart=' "$tmp/pharma-fod-archive.service")"
 fi
 run systemctl daemon-reload
 if [[ $LOCK_CLOCKS -eq 1 ]]; then
   run systemctl enable --now pharma-fod-clocks.service
+fi
+if [[ -n $ARCHIVE_TO ]]; then
+  run systemctl enable --now pharma-fod-archive.timer
 fi
 run systemctl enable pharma-fod.service
 
@@ -159,7 +205,9 @@ run systemctl enable pharma-fod.service
 if [[ -f "$ETC/line.toml" ]]; then
   say "$ETC/line.toml present: check it with '$PREFIX/venv/bin/fod check --config $ETC/line.toml'"
 else
-  say "no $ETC/line.toml yet: write the unit's config (edge/line.example.toml), then"
+  say "no $ETC/line.toml yet: write the unit's config (edge/line.example.toml), with"
+  say "  [audit] signing_key = \"$STATE/keys/audit.key\", then"
   say "  $PREFIX/venv/bin/fod check --config $ETC/line.toml && systemctl start pharma-fod"
 fi
+say "QA verifies this unit's audit trail with $STATE/keys/audit.pub (fod audit verify --public-key)"
 if [[ $DRY_RUN -eq 1 ]]; then say "done (dry run: nothing changed)"; else say "done"; fi

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edge.audit_archive
-from edge.audit import AuditConfig, AuditError, AuditLog, ContainerRecord, audit_files
+from edge.audit import AuditConfig, AuditError, AuditLog, ContainerRecord, _last_row, audit_files
 from edge.audit_archive import archive
 from edge.audit_verify import iter_rows, verify
 from edge.signing import generate_keypair
@@ -54,7 +54,7 @@ def test_archive_moves_the_oldest_files_and_both_halves_verify(tmp_path: Path, k
         _record(log, 500)
         files = audit_files(trail)
         assert len(files) >= 4
-        a = archive(trail, arc, keep=2, public_key=pub)
+        a = archive(trail, arc, keep=2, public_key=pub, signing_key=key)
         assert a.files == [f.name for f in files[:-2]] and a.first_seq == 1
         assert a.images > 0 and len(list((arc / "images").glob("*.png"))) == a.images
         assert [f.name for f in audit_files(trail)] == [f.name for f in files[-2:]]
@@ -66,12 +66,12 @@ def test_archive_moves_the_oldest_files_and_both_halves_verify(tmp_path: Path, k
     assert moved.checkpoints + kept.checkpoints == 60  # every signed checkpoint, once
     assert _seqs(arc) + _seqs(trail) == list(range(1, 601))
     # Again to the same archive: it continues; then to a new one, which starts after it.
-    second = archive(trail, arc, keep=1, public_key=pub)
+    second = archive(trail, arc, keep=1, public_key=pub, signing_key=key)
     assert second.first_seq == a.last_seq + 1 and verify(arc, pub).last_seq == second.last_seq
     with _log(trail, key) as log:  # a restarted runtime goes on after the trail's last row
         assert log.last_seq == 600
         _record(log, 200)
-    third = archive(trail, tmp_path / "arc2", keep=1, public_key=pub)
+    third = archive(trail, tmp_path / "arc2", keep=1, public_key=pub, signing_key=key)
     assert third.first_seq == second.last_seq + 1
     assert verify(tmp_path / "arc2", pub).first_seq == third.first_seq
     assert _seqs(arc) + _seqs(tmp_path / "arc2") + _seqs(trail) == list(range(1, 801))
@@ -83,7 +83,7 @@ def test_tampering_still_shows_after_an_archive(tmp_path: Path, keys) -> None:
     trail = tmp_path / "audit"
     with _log(trail, key) as log:
         _record(log, 400)
-    archive(trail, tmp_path / "arc", keep=2)
+    archive(trail, tmp_path / "arc", keep=2, signing_key=key)
     assert verify(trail, pub).signed
     oldest = audit_files(trail)[0]
     saved = oldest.read_bytes()
@@ -95,6 +95,36 @@ def test_tampering_still_shows_after_an_archive(tmp_path: Path, keys) -> None:
     (trail / "retired.json").write_text(json.dumps({**retired, "hash": "0" * 64}))
     with pytest.raises(AuditError, match="does not continue the retired rows"):
         verify(trail)
+    # The oldest kept file removed and retired.json rewritten to claim it archived: the
+    # chain alone cannot tell; the retirement's signature can.
+    seq, head = _last_row(oldest)
+    claim = {**retired, "seq": seq, "hash": head, "files": [*retired["files"], oldest.name]}
+    (trail / "retired.json").write_text(json.dumps(claim))
+    oldest.unlink()
+    assert verify(trail).first_seq == seq + 1
+    with pytest.raises(AuditError, match=r"retired.json: bad signature \(edited"):
+        verify(trail, pub)
+    del claim["sig"]
+    (trail / "retired.json").write_text(json.dumps(claim))
+    with pytest.raises(AuditError, match=r"retired.json: unsigned, while a public key was given"):
+        verify(trail, pub)
+
+
+def test_a_signed_trail_is_archived_only_with_its_own_key(tmp_path: Path, keys) -> None:
+    """Without a signing key, or with one that is not the public key's other half, a signed
+    trail is refused before anything is copied or removed."""
+    key, pub = keys
+    other, _ = generate_keypair(tmp_path / "other", "audit")
+    trail, arc = tmp_path / "audit", tmp_path / "arc"
+    with _log(trail, key) as log:
+        _record(log, 400)
+    before = audit_files(trail)
+    with pytest.raises(AuditError, match=r"a signed trail .* give --signing-key"):
+        archive(trail, arc, keep=1, public_key=pub)
+    with pytest.raises(AuditError, match=r"audit.key: not the private half of .*fod_signing.pub"):
+        archive(trail, arc, keep=1, public_key=pub, signing_key=other)
+    assert audit_files(trail) == before and not arc.exists()
+    assert not (trail / "retired.json").exists()
 
 
 def test_a_stop_before_the_files_are_removed_leaves_both_verifiable(
@@ -112,11 +142,11 @@ def test_a_stop_before_the_files_are_removed_leaves_both_verifiable(
     with monkeypatch.context() as m:
         m.setattr(edge.audit_archive, "_remove", power_cut)
         with pytest.raises(OSError):
-            archive(trail, arc, keep=2)
+            archive(trail, arc, keep=2, signing_key=key)
     assert audit_files(trail) == before  # nothing removed, the retirement on record
     assert _seqs(arc) + _seqs(trail) == list(range(1, 401))  # each row in one half
     assert verify(trail, pub).retired is not None and verify(arc, pub).last_seq < 400
-    again = archive(trail, arc, keep=2)  # the rerun removes the copies left here
+    again = archive(trail, arc, keep=2, signing_key=key)  # the rerun removes the copies left here
     assert again.files == [] and len(audit_files(trail)) == 2
 
 
@@ -127,18 +157,21 @@ def test_a_foreign_archive_or_the_folder_itself_is_refused(tmp_path: Path, keys,
         with _log(folder, key) as log:
             _record(log, 400)
     before = audit_files(trail)
-    archive(other, tmp_path / "arc", keep=1)  # another line's archive
+    archive(other, tmp_path / "arc", keep=1, signing_key=key)  # another line's archive
     with pytest.raises(AuditError, match="holds an archive that ends at seq"):
-        archive(trail, tmp_path / "arc", keep=1)
+        archive(trail, tmp_path / "arc", keep=1, signing_key=key)
     with pytest.raises(AuditError, match="another folder than the trail"):
-        archive(trail, trail, keep=1)
+        archive(trail, trail, keep=1, signing_key=key)
     assert audit_files(trail) == before and verify(trail).first_seq == 1  # untouched
     assert not (trail / "retired.json").exists()
     assert main(["audit", "archive", str(trail)]) == 2
     assert "needs --to DEST" in capsys.readouterr().err
     assert main(["audit", "archive", str(tmp_path / "nowhere"), "--to", str(tmp_path / "a")]) == 2
     assert "nowhere: no such audit folder" in capsys.readouterr().err
-    assert main(["audit", "archive", str(trail), "--to", str(tmp_path / "a3")]) == 0
+    assert main(["audit", "archive", str(trail), "--to", str(tmp_path / "a3")]) == 2
+    assert "a signed trail (checkpoints.jsonl): give --signing-key" in capsys.readouterr().err
+    argv = ["audit", "archive", str(trail), "--to", str(tmp_path / "a3"), "--signing-key", str(key)]
+    assert main(argv) == 0
     assert "both verified" in capsys.readouterr().out
     assert main(["audit", "verify", str(trail)]) == 0
     assert f"archived, last to {(tmp_path / 'a3').resolve()})" in capsys.readouterr().out
@@ -151,7 +184,7 @@ def test_rows_since_an_archive_need_no_checkpoint_of_their_own(tmp_path: Path, k
     trail = tmp_path / "audit"
     with _log(trail, key, every=100) as log:
         _record(log, 390)  # checkpoints at 100, 200, 300; the newest file starts after 300
-    a = archive(trail, tmp_path / "arc", keep=1, public_key=pub)
+    a = archive(trail, tmp_path / "arc", keep=1, public_key=pub, signing_key=key)
     assert a.last_seq > 300
     kept = verify(trail, pub)
     assert kept.signed and kept.checkpoints == 0 and kept.last_seq == 390

@@ -191,12 +191,18 @@ def test_simulate_refuses_bad_overrides_and_reused_output(
     assert "pass a new --out, or --append" in capsys.readouterr().err
 
 
-def test_keygen_private_key_is_0600_from_the_start(tmp_path: Path) -> None:
+def test_keygen_private_key_is_0600_from_the_start(tmp_path: Path, capsys) -> None:
     from edge.signing import generate_keypair
 
     key, _ = generate_keypair(tmp_path)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+    assert main(["keygen", "--out", str(tmp_path / "unit"), "--name", "audit"]) == 0
+    assert stat.S_IMODE((tmp_path / "unit" / "audit.key").stat().st_mode) == 0o600
+    assert (tmp_path / "unit" / "audit.pub").is_file()
+    assert main(["keygen", "--out", str(tmp_path), "--name", "../escaped"]) == 2
+    assert "a key pair's name is a plain file name" in capsys.readouterr().err
+    assert not (tmp_path.parent / "escaped.key").exists()
 
 
 def test_keygen_names_a_folder_it_cannot_make_and_leaves_no_lone_key(

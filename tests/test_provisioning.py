@@ -70,11 +70,38 @@ def test_setup_dry_run_on_a_jetson(tmp_path: Path) -> None:
         "/etc/systemd/system/pharma-fod.service",
         "systemctl enable --now pharma-fod-clocks.service",
         "systemctl enable pharma-fod.service",
+        "install -d -o pharma-fod -g pharma-fod -m 0700 /var/lib/pharma-fod/keys",
+        "runuser -u pharma-fod -- /opt/pharma-fod/venv/bin/fod keygen --out "
+        "/var/lib/pharma-fod/keys --name audit",
+        'signing_key = "/var/lib/pharma-fod/keys/audit.key"',
         "dry run: nothing changed",
     ):
         assert step in out, step
+    assert "pharma-fod-archive" not in out  # no archive unless asked
     assert "tensorrt" not in out.split("pip install")[-1].split("\n")[0].lower()
     assert " -c " not in out  # nothing pinned unless asked
+
+
+def test_setup_installs_the_archive_timer_from_the_fleet_templates(tmp_path: Path) -> None:
+    """--archive-to renders the runtime role's archive units with setup.sh's values: every
+    placeholder filled, the archive signed with the unit's audit key."""
+    env = {"FOD_SETUP_ROOT": str(_fake_jetson(tmp_path, "R36"))}
+    argv = ["bash", str(JETSON / "setup.sh"), "--dry-run", "--no-apt", "--prefix", "/opt/f"]
+    r = run(*argv, "--archive-to", "/mnt/qa/unit7", "--archive-keep", "3", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (
+        "ExecStart=/opt/f/venv/bin/fod audit archive /var/lib/pharma-fod/audit --to "
+        "/mnt/qa/unit7 --signing-key /var/lib/pharma-fod/keys/audit.key --keep 3" in r.stdout
+    )
+    assert "/etc/systemd/system/pharma-fod-archive.timer" in r.stdout
+    assert "systemctl enable --now pharma-fod-archive.timer" in r.stdout
+    for bad, why in (
+        (["--archive-to", "qa"], "an absolute path"),
+        (["--archive-to", "/mnt/a|b"], "no |, & or"),
+        (["--archive-to", "/mnt/qa", "--archive-keep", "0"], "a whole number >= 1"),
+    ):
+        r = run(*argv, *bad, env=env)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
 def test_setup_pins_the_fleets_versions(tmp_path: Path) -> None:
@@ -229,6 +256,7 @@ def test_line_template_renders_a_config_the_unit_accepts(tmp_path: Path) -> None
     assert a1.metrics.address == "10.20.1.11" and a1.gpio.delay_ms == 3000
     assert a2.gpio.gate_feedback_pin == "GPIO23" and a1.gpio.gate_feedback_pin is None
     assert a2.gpio.alarm_energise_to == "ready" and a1.gpio.alarm_energise_to == "alarm"
+    assert a1.audit.signing_key == "/var/lib/pharma-fod/keys/audit.key"  # setup.sh made it
 
 
 def test_rollout_rehearsal_with_ansible(tmp_path: Path) -> None:
@@ -249,10 +277,11 @@ def test_rollout_rehearsal_with_ansible(tmp_path: Path) -> None:
 
 def test_the_archive_timer_moves_the_oldest_audit_files(tmp_path: Path) -> None:
     """With `fod_audit_archive_to` set, the runtime role installs a timer whose service
-    runs `fod audit archive` on the unit's trail: rendered, checked by systemd-analyze,
-    and its ExecStart run here on a real trail."""
+    runs `fod audit archive` on the unit's signed trail: rendered, checked by
+    systemd-analyze, and its ExecStart run here on a real trail."""
     from edge.audit import AuditConfig, AuditLog, ContainerRecord, audit_files
     from edge.audit_verify import verify
+    from edge.signing import generate_keypair
 
     state, qa = tmp_path / "state", tmp_path / "qa"
     extra = ["-e", f"fod_state={state}", "-e", f"fod_audit_archive_to={qa}"]
@@ -274,7 +303,9 @@ def test_the_archive_timer_moves_the_oldest_audit_files(tmp_path: Path) -> None:
             unit.write_text(text)
         r = run(analyze, "verify", str(tmp_path / "pharma-fod-archive.service"))
         assert r.returncode == 0, r.stdout + r.stderr
-    with AuditLog(AuditConfig(state / "audit", rotate_bytes=2**20, min_free_bytes=0)) as log:
+    key, pub = generate_keypair(state / "keys", "audit")  # where setup.sh makes it
+    cfg = AuditConfig(state / "audit", rotate_bytes=2**20, min_free_bytes=0, signing_key=str(key))
+    with AuditLog(cfg) as log:
         dets = [[[10.0, 20.0, 30.0, 40.0, 0.9, 1.0]] * 30] * 8
         for i in range(300):
             log.record(ContainerRecord(f"c{i}", i, i + 1, "accept", "r", None, dets, "m", "c"))
@@ -282,4 +313,4 @@ def test_the_archive_timer_moves_the_oldest_audit_files(tmp_path: Path) -> None:
     r = run(str(BIN / "fod"), *argv[1:])  # the service's command, this venv's fod
     assert r.returncode == 0, r.stdout + r.stderr
     assert [f.name for f in audit_files(state / "audit")] == [f.name for f in files[-2:]]
-    assert verify(qa).first_seq == 1 and verify(state / "audit").last_seq == 300
+    assert verify(qa, pub).first_seq == 1 and verify(state / "audit", pub).last_seq == 300
