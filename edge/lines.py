@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def append_whole(path: Path, data: bytes) -> None:
     """Append `data` (whole lines) to `path` and fsync; on any failure the file is cut back
-    to its size before the call and the error raised. One writer per file."""
+    to its size before the call and the error raised. One writer per file. A cut tail left
+    where cutting back failed too is removed first: `data` starts a line of its own."""
+    drop_cut_tail(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         start = os.lseek(fd, 0, os.SEEK_END)

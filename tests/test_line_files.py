@@ -71,6 +71,21 @@ def test_a_failed_append_leaves_the_file_as_it_was(
     assert path.read_bytes() == b'{"a": 1}\n{"d": 4}\n'
 
 
+def test_an_append_after_a_cut_that_could_not_be_cut_back_starts_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "x.jsonl"
+    append_whole(path, b'{"a": 1}\n')
+    with monkeypatch.context() as m:
+        _fail_once(m, "x.jsonl", "write")
+        m.setattr(os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
+        with pytest.raises(OSError):
+            append_whole(path, b'{"b": 22222}\n')  # 10 bytes of it, then the disk is full
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2222' and cut_tail(path) == 10
+    append_whole(path, b'{"c": 3}\n')
+    assert path.read_bytes() == b'{"a": 1}\n{"c": 3}\n'
+
+
 def test_a_cut_tail_is_found_across_chunks_and_dropped(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     assert whole_end(path) == 0 == cut_tail(path) == drop_cut_tail(path)
