@@ -25,7 +25,7 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from edge.fsutil import atomic_write_json, sha256_file, staged_dir
     from edge.preprocess import letterbox
     from training.data.augment import noisy_letterboxed
-    from training.data.dataset import CocoDetection, ImageFolder, open_images
+    from training.data.dataset import CocoDetection, ImageFolder, open_images, require_readable
     from training.evaluation import evaluate_onnx, require_classes
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
@@ -44,6 +44,12 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     val.require_boxes("INT8's accuracy cannot be compared with FP32's on it; pass a labelled --val")
     require_classes(args.onnx, info.class_names, val)  # before the pass, not after it
     chosen = np.random.default_rng(args.seed).permutation(len(data))[: args.images]
+    # Every image the pass and the metrics will read, readable: not a stop after the pass.
+    if val is data:
+        require_readable(data, range(len(data)), f"images of {args.data}")
+    else:
+        require_readable(data, chosen, "calibration images")
+        require_readable(val, range(len(val)), "--val images")
     noise = NoiseConfig()
     records: List[Dict[str, Any]] = []
 

@@ -172,6 +172,31 @@ def test_calibrate_bad_input(exported, small_set: Path, tmp_path: Path, capsys) 
     assert not (tmp_path / "c").exists()
 
 
+def test_calibrate_names_every_unreadable_image_before_the_pass(
+    exported, small_set: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two images of the set cut short (a copy interrupted): both are named, before the
+    calibration pass has read any image, and nothing is written."""
+    import calibration.quantize
+
+    data = tmp_path / "set"
+    shutil.copytree(small_set, data)
+    files = sorted((data / "images").iterdir())
+    for f in files[1:3]:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    passes = []
+    monkeypatch.setattr(calibration.quantize, "quantize_qdq", lambda *a, **k: passes.append(a))
+    argv = ["calibrate", "--onnx", str(exported[3]), "--data", str(data), "--images", "4"]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"2 of the {len(files)} images of {data} cannot be read" in err
+    assert all(f"{f}: " in err for f in files[1:3]) and passes == []
+    assert not (tmp_path / "c").exists()
+    argv += ["--data", str(small_set), "--val", str(data)]  # the same set as --val only
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 2
+    assert f"2 of the {len(files)} --val images cannot be read" in capsys.readouterr().err
+
+
 def test_calibrate_on_the_lines_unlabelled_images(
     exported, calibrated: Path, small_set: Path, tmp_path: Path, capsys
 ) -> None:

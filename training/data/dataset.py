@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from edge.errors import DataError
 
@@ -140,6 +141,27 @@ class ImageFolder:
 
     def image(self, index: int) -> np.ndarray:
         return read_rgb(self.files[index])
+
+
+def require_readable(
+    data: Union[CocoDetection, ImageFolder], indices: Sequence[int], what: str
+) -> None:
+    """DataError naming every image of `data` at `indices` that cannot be read (a JPEG cut
+    short, not an image, a size its annotations do not give): checked before a long pass,
+    which would stop at the first of them after minutes, and one at a time."""
+    bad: List[str] = []
+    for i in tqdm(indices, desc=f"reading {what}", unit="img", leave=False):
+        try:
+            data.image(int(i))
+        except DataError as e:
+            bad.append(str(e))
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"{len(bad)} of the {len(indices)} {what} cannot be read: "
+            + "; ".join(bad[:5])
+            + f"{more} (copy them again, or remove them)"
+        )
 
 
 def open_images(root: Path) -> Union[CocoDetection, ImageFolder]:
