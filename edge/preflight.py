@@ -271,6 +271,11 @@ def check_audit(cfg: LineConfig) -> Check:
         pass
     free = shutil.disk_usage(folder).free
     detail = f"{folder}: writable, {free / 2**20:.0f} MiB free"
+    if cfg.audit.signing_key:  # unreadable (owner, mode, a restore): the runtime would not start
+        from .signing import load_private_key
+
+        load_private_key(Path(cfg.audit.signing_key))
+        detail += f", checkpoints signed with {cfg.audit.signing_key}"
     if free < cfg.audit.min_free_bytes:
         need = cfg.audit.min_free_bytes / 2**20
         return Check("audit", FAIL, f"{detail}, below audit.min_free_bytes ({need:.0f} MiB)")

@@ -180,6 +180,27 @@ def test_fod_check_reports_missing_camera_and_full_audit(bundle, tmp_path, capsy
     assert "FAIL  camera" in text and "NOT ready: camera, audit" in text
 
 
+def test_fod_check_fails_an_audit_signing_key_the_runtime_cannot_read(tmp_path: Path) -> None:
+    import dataclasses
+
+    from edge.config import LineConfig
+    from edge.preflight import FAIL, OK, _run, check_audit
+    from edge.signing import generate_keypair
+
+    key, _ = generate_keypair(tmp_path / "keys", "audit")
+    base = LineConfig()
+    for path, status, said in (
+        (key, OK, f"checkpoints signed with {key}"),
+        (tmp_path / "keys" / "audit.pub", FAIL, "audit.pub: not a readable PEM private key"),
+        (tmp_path / "gone.key", FAIL, "gone.key: not a readable PEM private key"),
+    ):
+        audit = dataclasses.replace(
+            base.audit, folder=tmp_path / "audit", min_free_bytes=0, signing_key=str(path)
+        )
+        c = _run("audit", lambda: check_audit(dataclasses.replace(base, audit=audit)))
+        assert c.status == status and said in c.detail, c
+
+
 def test_fod_check_passes_with_a_camera_that_delivers(bundle, tmp_path, capsys) -> None:
     video = tmp_path / "no-such-camera.avi"  # the config's camera, now present
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25, (320, 256))
