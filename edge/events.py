@@ -51,12 +51,15 @@ def _lines(path: Path) -> Iterator[Tuple[int, str]]:
 def read_events(folder: Path, public_key: Any = None) -> List[Dict[str, Any]]:
     """Walk `events.jsonl` from the genesis -> its events, in order; AuditError naming the
     file and line at the first line that is not JSON, out of order or edited, and with
-    `public_key` (an Ed25519 public key object) unsigned or signed by another key."""
+    `public_key` (an Ed25519 public key object) signed by another key, or unsigned after
+    the first signed one. Events before it may be unsigned (recorded before the unit had
+    its key): the first signed event's hash chains them all, so its signature covers them;
+    with none signed at all, the chain is refused."""
     path = folder / EVENTS
     if not path.exists():
         return []
     events: List[Dict[str, Any]] = []
-    prev = GENESIS
+    prev, signed = GENESIS, False
     for i, line in _lines(path):
         try:
             e = json.loads(line)
@@ -66,10 +69,13 @@ def read_events(folder: Path, public_key: Any = None) -> List[Dict[str, Any]]:
             raise AuditError(f"{path}: line {i} is not an event") from None
         if not ok:
             raise AuditError(f"{path}: line {i} was edited, moved or follows a removed line")
-        if public_key is not None:
+        if public_key is not None and (signed or "sig" in e):
             _check_signature(public_key, e, f"{path}: line {i}")
+            signed = True
         prev = e["hash"]
         events.append(e)
+    if public_key is not None and events and not signed:
+        raise AuditError(f"{path}: no event is signed, while a public key was given")
     return events
 
 
@@ -84,7 +90,10 @@ def _check_signature(public_key: Any, e: Dict[str, Any], where: str) -> None:
     try:
         public_key.verify(bytes.fromhex(str(e["sig"])), event_payload(e["n"], e["hash"]))
     except KeyError:
-        raise AuditError(f"{where}: unsigned, while a public key was given") from None
+        raise AuditError(
+            f"{where}: unsigned after signed events (inserted, or the key was taken out of "
+            "the config)"
+        ) from None
     except (InvalidSignature, ValueError):
         raise AuditError(f"{where}: bad signature") from None
 

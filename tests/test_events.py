@@ -79,7 +79,13 @@ def test_signed_alarm_events_catch_a_recomputed_chain(tmp_path: Path) -> None:
         verify(folder, pub)
     (folder / EVENTS).unlink()
     _append(EventLog(folder), "unsigned", 1)
-    with pytest.raises(AuditError, match=r"line 1: unsigned, while a public key was given"):
+    with pytest.raises(AuditError, match=r"no event is signed, while a public key was given"):
+        verify(folder, pub)
+    # The unit got its key after this event: the first signed one covers it.
+    assert _append(EventLog(folder, events.key), "signed", 1)
+    assert verify(folder, pub).events == {"alarm": 2}
+    _append(EventLog(folder), "unsigned again", 1)
+    with pytest.raises(AuditError, match=r"line 3: unsigned after signed events"):
         verify(folder, pub)
 
 
@@ -106,3 +112,23 @@ def test_events_posted_while_a_full_queue_is_written_wait_for_the_next(
     details = [e["detail"] for e in read_events(tmp_path)]
     assert len(details) == 1027 and details[:2] == ["old 0", "old 1"]
     assert details[-3:] == posted
+
+
+def test_a_unit_that_gets_its_audit_key_verifies_with_it(bundle: Path, tmp_path: Path) -> None:
+    """A unit ran without an audit key, then was provisioned with one (setup.sh makes it,
+    the fleet's line.toml names it): the trail verifies with the key, its earlier rows and
+    events unsigned but chained into the signed ones, and each container of both runs was
+    released at its time at the gate pin."""
+    import dataclasses
+
+    from .test_line_files import _run, _signed
+
+    cfg, pub = _signed(bundle, tmp_path)
+    unsigned = dataclasses.replace(cfg, audit=dataclasses.replace(cfg.audit, signing_key=""))
+    for run_cfg, ids in ((unsigned, ["c0", "c1"]), (cfg, ["c2", "c3"])):
+        late, alarm_states, _ = _run(run_cfg, ids)
+        assert all(abs(d) < 0.2 for d in late) and not any(alarm_states)
+    r = verify(cfg.audit.folder, pub)
+    assert (r.rows, r.checkpoints, r.signed) == (4, 2, True)
+    kinds = [(e["kind"], "sig" in e) for e in read_events(cfg.audit.folder)]
+    assert kinds[0] == ("start", False) and ("start", True) in kinds
