@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 
 def size_wh(text: str) -> Tuple[int, int]:
@@ -31,6 +31,16 @@ def add_max_age(p: argparse.ArgumentParser, what: str) -> None:
         default=HEARTBEAT_MAX_AGE_S,
         help=f"{what} when the supervisor's last round is older (seconds; 0: not checked)",
     )
+
+
+def add_switch(p: argparse.ArgumentParser, name: str, default: Optional[bool], help: str) -> None:
+    """--NAME / --no-NAME into `NAME` (dashes as underscores), `default` when neither is
+    given. By hand: argparse.BooleanOptionalAction is Python 3.9+, and on a unit with
+    JetPack 5 (Python 3.8) `fod` builds every verb's parser at start."""
+    dest = name.replace("-", "_")
+    both = p.add_mutually_exclusive_group()
+    both.add_argument(f"--{name}", dest=dest, action="store_true", default=default, help=help)
+    both.add_argument(f"--no-{name}", dest=dest, action="store_false", default=default)
 
 
 def positive_int(text: str) -> int:

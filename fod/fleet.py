@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from edge.logsink import say
-from fod.args import add_max_age, positive_number
+from fod.args import add_max_age, add_switch, positive_number
 
 if TYPE_CHECKING:
     from edge.outputs_record import DrivenOutputs
@@ -46,20 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="systemctl is-active --quiet pharma-fod",
         help="a health probe: exit 0 when the service is up and ready",
     )
-    p.add_argument(
-        "--alarm-probe",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="each probe also reads the line config's metrics endpoint: a raised alarm fails "
+    add_switch(
+        p,
+        "alarm-probe",
+        True,
+        "each probe also reads the line config's metrics endpoint: a raised alarm fails "
         "it (default on; skipped where metrics.port = 0)",
     )
     add_max_age(p, "with the alarm probe, a probe fails")
-    p.add_argument(
-        "--engine",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="build the TensorRT engine (default: when model.backend is tensorrt)",
-    )
+    add_switch(p, "engine", None, "build the TensorRT engine (default: for model.backend tensorrt)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollout)
 

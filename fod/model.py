@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fod.args import non_negative_number, positive_int, size_wh
+from fod.args import add_switch, non_negative_number, positive_int, size_wh
 
 ARCH_CHOICES = ("gfl-r18", "gfl-r50", "gfl-r101")
 
@@ -139,11 +139,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="data loader processes per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="mixed precision (default: on with CUDA, float16; on the CPU --amp trains in "
+    add_switch(
+        p,
+        "amp",
+        None,
+        "mixed precision (default: on with CUDA, float16; on the CPU --amp trains in "
         "bfloat16, fast where the CPU has AMX or AVX512-BF16)",
     )
     p.add_argument("--resume", type=Path, help="continue from a last.pt")

@@ -1,10 +1,13 @@
-"""`training.data` and `edge` import without torch: the Jetson has none."""
+"""What the Jetson has: `training.data` and `edge` import without torch (it has none), and
+`fod` builds its parser with the argparse of its Python 3.8 (JetPack 5)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def test_data_and_edge_import_with_torch_blocked() -> None:
@@ -64,3 +67,29 @@ def test_edge_imports_no_other_stage() -> None:
                 names = [node.module]
             for n in names:
                 assert n.split(".")[0] not in forbidden, f"{path.name} imports {n}"
+
+
+def test_fod_builds_its_parser_with_the_argparse_of_python_3_8(monkeypatch) -> None:
+    """A JetPack 5 unit runs Python 3.8, and `fod` builds every verb's parser at start
+    (`fod run` too): nothing in it may need a newer argparse. BooleanOptionalAction (3.9)
+    made every `fod` command fail there with an AttributeError."""
+    import argparse
+
+    from fod.cli import build_parser
+
+    monkeypatch.delattr(argparse, "BooleanOptionalAction")
+    p = build_parser()
+    rollout = ["rollout", "--bundle", "b"]
+    a = p.parse_args(rollout)
+    assert (a.alarm_probe, a.engine) == (True, None)
+    a = p.parse_args([*rollout, "--no-alarm-probe", "--engine"])
+    assert (a.alarm_probe, a.engine) == (False, True)
+    assert p.parse_args([*rollout, "--no-engine"]).engine is False
+    train = ["train", "--data", "d", "--val", "v", "--out", "o"]
+    assert [p.parse_args([*train, *x]).amp for x in ([], ["--amp"], ["--no-amp"])] == [
+        None,
+        True,
+        False,
+    ]
+    with pytest.raises(SystemExit):
+        p.parse_args([*train, "--amp", "--no-amp"])
