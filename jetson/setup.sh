@@ -61,11 +61,11 @@ for v in "$SVC_USER" "$PREFIX" "$STATE" "$ARCHIVE_TO" "$ARCHIVE_ON"; do
 done
 if [[ -n $ARCHIVE_TO && $ARCHIVE_TO != /* ]]; then fail "--archive-to $ARCHIVE_TO: an absolute path"; fi
 [[ $ARCHIVE_KEEP =~ ^[1-9][0-9]*$ ]] || fail "--archive-keep $ARCHIVE_KEEP: a whole number >= 1"
-# Run a command, or print it in --dry-run.
+# Print a command, then run it unless --dry-run: the log says what changed (the Ansible
+# base role reads its changed state from these lines).
 run() {
-  if [[ $DRY_RUN -eq 1 ]]; then
-    printf '+'; printf ' %q' "$@"; printf '\n'
-  else
+  printf '+'; printf ' %q' "$@"; printf '\n'
+  if [[ $DRY_RUN -eq 0 ]]; then
     "$@"
   fi
 }

@@ -104,6 +104,20 @@ def test_setup_installs_the_archive_timer_from_the_fleet_templates(tmp_path: Pat
         assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
+def test_setup_prints_each_command_it_runs(tmp_path: Path) -> None:
+    """Each command setup.sh runs for real is printed first, as in --dry-run: the Ansible
+    base role reads its changed state (`install -D`, `useradd`, `keygen`) from those lines
+    (before, a real run printed none of them, and the role never reported a change)."""
+    text = (JETSON / "setup.sh").read_text()
+    fn = re.search(r"^run\(\) \{.*?^\}", text, re.M | re.S)
+    assert fn is not None
+    marker = tmp_path / "ran"
+    r = run("bash", "-c", f"{fn.group(0)}\nDRY_RUN=0\nrun touch {marker}")
+    assert r.returncode == 0 and r.stdout == f"+ touch {marker}\n" and marker.exists()
+    base = (ANSIBLE / "roles/base/tasks/main.yml").read_text()
+    assert all(f"'{w}' in base_setup.stdout" in base for w in ("install -D", "useradd", "keygen"))
+
+
 def test_setup_pins_the_fleets_versions(tmp_path: Path) -> None:
     env = {"FOD_SETUP_ROOT": str(_fake_jetson(tmp_path / "root", "R35"))}
     pins = tmp_path / "fleet-constraints.txt"
