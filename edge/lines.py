@@ -69,7 +69,7 @@ def drop_cut_tail(path: Path) -> int:
     cut = cut_tail(path)
     if cut:
         with open(path, "r+b") as f:
-            f.truncate(whole_end(path))
+            f.truncate(f.seek(0, os.SEEK_END) - cut)  # the tail already found: not scanned again
             f.flush()
             os.fsync(f.fileno())
         log.warning(

@@ -1,18 +1,19 @@
-"""What the gate pin did to containers: the gate model over a pin history, and two
+"""What the gate pin did to containers: the gate model over a pin history, two
 containers through the runtime with one backend call spoiled (the tiles, mirror and
-output-shape tests share it)."""
+output-shape tests share it), and accepted containers through a live line with a fault
+injected between triggers, each release timed at the gate pin (the audit-file tests)."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import line_runtime
 from edge.config import LineConfig
 from edge.runtime import Job
-from edge.simulate import Physical, gate_model
+from edge.simulate import Physical, gate_model, pin_intervals
 
 from .test_runtime import _frames, _rows
 
@@ -68,3 +69,32 @@ def _two_containers(
         assert rt.io.pulses.wait_idle(15)
         states = [s.state for s in pin.states]
     return _rows(cfg.audit.folder.parent), states
+
+
+def released(
+    cfg: LineConfig, ids: List[str], between: Optional[Callable[[str], None]] = None
+) -> Tuple[List[float], List[bool], bool]:
+    """Containers `ids` (accepted by `cfg`'s decision) through a live runtime on MockFactory
+    pins, `between(id)` run before each trigger -> (each gate pulse's start less its
+    container's trigger + delay, the alarm pin's states, whether the alarm was raised);
+    every container released once."""
+    f = MockFactory()
+    alarm = f.pin(cfg.gpio.alarm_pin)
+    delay, triggers = cfg.gpio.delay_ms / 1000, []
+    with line_runtime(cfg, f) as rt:
+        gate = f.pin(cfg.gpio.ejector_pin)
+        gate.clear_states()
+        alarm.clear_states()
+        t_clear = time.monotonic()
+        for i in ids:
+            if between is not None:
+                between(i)
+            triggers.append(time.monotonic())
+            rt.submit(Job(i, triggers[-1], _frames()))
+            assert rt.drain(10)
+        assert rt.io.pulses.wait_idle(delay + 2)
+        on = pin_intervals(gate, t_clear)
+        raised = rt.alarm
+        alarm_states = [st.state for st in alarm.states]
+    assert len(on) == len(ids)  # every container released, none twice
+    return [a - (t + delay) for (a, _), t in zip(on, triggers)], alarm_states, raised

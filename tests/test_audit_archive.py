@@ -4,7 +4,6 @@ behind and the archive each verify, signatures included, and tampering still sho
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -197,34 +196,17 @@ def test_an_archive_beside_the_live_line_leaves_every_gate_release_in_time(
     """`fod audit archive` run while the runtime records (small files, so it rotates): each
     container accepted before, during and after it is released at the gate pin at its own
     time, the alarm pin never comes on, and both halves of the trail verify."""
-    from gpiozero.pins.mock import MockFactory
-
-    from edge.app import line_runtime
-    from edge.runtime import Job
-    from edge.simulate import pin_intervals
-
-    from .test_runtime import _cfg, _frames
+    from .gate_run import released
+    from .test_runtime import _cfg
 
     cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, audit={"rotate_bytes": 20_000})
-    f = MockFactory()
-    alarm = f.pin(cfg.gpio.alarm_pin)
-    delay = cfg.gpio.delay_ms / 1000
-    triggers = []
-    with line_runtime(cfg, f) as rt:
-        gate = f.pin(cfg.gpio.ejector_pin)
-        gate.clear_states()
-        alarm.clear_states()
-        t_clear = time.monotonic()
-        for i in range(8):
-            if i == 5:
-                archive(cfg.audit.folder, tmp_path / "arc", keep=1)
-            triggers.append(time.monotonic())
-            rt.submit(Job(f"c{i}", triggers[-1], _frames()))
-            assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(delay + 2)
-        on = pin_intervals(gate, t_clear)
-        alarm_states = [st.state for st in alarm.states]
-    assert len(on) == 8 and all(abs(a - (t + delay)) < 0.2 for (a, _), t in zip(on, triggers))
+
+    def between(cid: str) -> None:
+        if cid == "c5":
+            archive(cfg.audit.folder, tmp_path / "arc", keep=1)
+
+    late, alarm_states, _ = released(cfg, [f"c{i}" for i in range(8)], between)
+    assert all(abs(d) < 0.2 for d in late)  # 8 releases, each at its trigger + delay
     assert not any(alarm_states)
     assert verify(tmp_path / "arc").first_seq == 1
     kept = verify(cfg.audit.folder)

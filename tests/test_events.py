@@ -121,12 +121,13 @@ def test_a_unit_that_gets_its_audit_key_verifies_with_it(bundle: Path, tmp_path:
     released at its time at the gate pin."""
     import dataclasses
 
-    from .test_line_files import _run, _signed
+    from .gate_run import released
+    from .test_line_files import _signed
 
     cfg, pub = _signed(bundle, tmp_path)
     unsigned = dataclasses.replace(cfg, audit=dataclasses.replace(cfg.audit, signing_key=""))
     for run_cfg, ids in ((unsigned, ["c0", "c1"]), (cfg, ["c2", "c3"])):
-        late, alarm_states, _ = _run(run_cfg, ids)
+        late, alarm_states, _ = released(run_cfg, ids)
         assert all(abs(d) < 0.2 for d in late) and not any(alarm_states)
     r = verify(cfg.audit.folder, pub)
     assert (r.rows, r.checkpoints, r.signed) == (4, 2, True)

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from pathlib import Path
 
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from edge.app import line_runtime
 from edge.audit import CHECKPOINTS
 from edge.audit_verify import verify
 from edge.events import EVENTS, EventLog, read_events
 from edge.lines import append_whole, cut_tail, drop_cut_tail, whole_end
-from edge.runtime import Job
 from edge.signing import generate_keypair
-from edge.simulate import pin_intervals
 from fod.cli import main
 
-from .test_runtime import _cfg, _frames
+from .gate_run import released
+from .test_runtime import _cfg
 
 REAL_WRITE, REAL_FSYNC = os.write, os.fsync
 
@@ -123,31 +119,6 @@ def _signed(bundle: Path, tmp_path: Path):
     return cfg, pub
 
 
-def _run(cfg, ids, between=None):
-    """Containers `ids` through a live runtime -> (gate on-times less trigger + delay,
-    alarm pin states, alarm raised)."""
-    f = MockFactory()
-    alarm = f.pin(cfg.gpio.alarm_pin)
-    delay, triggers = cfg.gpio.delay_ms / 1000, []
-    with line_runtime(cfg, f) as rt:
-        gate = f.pin(cfg.gpio.ejector_pin)
-        gate.clear_states()
-        alarm.clear_states()
-        t_clear = time.monotonic()
-        for i in ids:
-            if between is not None:
-                between(i)
-            triggers.append(time.monotonic())
-            rt.submit(Job(i, triggers[-1], _frames()))
-            assert rt.drain(10)
-        assert rt.io.pulses.wait_idle(delay + 2)
-        on = pin_intervals(gate, t_clear)
-        raised = rt.alarm
-        alarm_states = [st.state for st in alarm.states]
-    assert len(on) == len(ids)  # every container released, none twice
-    return [a - (t + delay) for (a, _), t in zip(on, triggers)], alarm_states, raised
-
-
 def test_a_power_cut_mid_append_leaves_a_trail_that_verifies(
     bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -156,7 +127,7 @@ def test_a_power_cut_mid_append_leaves_a_trail_that_verifies(
     releases each container at its own time at the gate pin, alarm pin down, and after
     it the trail verifies whole."""
     cfg, pub = _signed(bundle, tmp_path)
-    late, alarm_states, _ = _run(cfg, ["c0", "c1"])
+    late, alarm_states, _ = released(cfg, ["c0", "c1"])
     assert all(abs(d) < 0.2 for d in late) and not any(alarm_states)
     folder = cfg.audit.folder
     whole_events = len(read_events(folder))
@@ -170,7 +141,7 @@ def test_a_power_cut_mid_append_leaves_a_trail_that_verifies(
     assert main(["audit", "verify", str(folder), "--public-key", str(pub)]) == 0
     assert capsys.readouterr().out.count("ends in a line cut short") == 2
 
-    late, alarm_states, _ = _run(cfg, ["c2", "c3"])
+    late, alarm_states, _ = released(cfg, ["c2", "c3"])
     assert all(abs(d) < 0.2 for d in late) and not any(alarm_states)
     r = verify(folder, pub)
     assert (r.rows, r.checkpoints, r.cut) == (4, 4, ())
@@ -189,7 +160,7 @@ def test_a_checkpoint_write_that_fails_part_way_on_the_live_line(
         if cid == "c1":
             _fail_once(monkeypatch, CHECKPOINTS, "write")
 
-    late, alarm_states, raised = _run(cfg, ["c0", "c1", "c2", "c3"], between)
+    late, alarm_states, raised = released(cfg, ["c0", "c1", "c2", "c3"], between)
     assert all(abs(d) < 0.2 for d in late)
     assert raised and any(alarm_states)
     r = verify(cfg.audit.folder, pub)
