@@ -187,6 +187,23 @@ class LineIO:
         self.pulses.schedule(gate, tag)
         return True
 
+    def hold_back(self, tag: str, trigger_t: float, armed: Optional[Pulse]) -> bool:
+        """After a `release` that raised, whatever it did before raising: the gate rejects
+        the container -> False, or True where it may pass. Accept wiring: an accept pulse
+        it scheduled is withdrawn; none is taken before its gate time, so before then none
+        has fired. Reject wiring: a reject pulse it cancelled is armed again, at the same
+        time (the pulse thread fires it while no more than a pulse length late; a missed
+        one is reported as passed, as any). May raise: then it may pass."""
+        gate = self.gate_time(trigger_t)
+        if self.cfg.energise_to == "accept":
+            self.pulses.cancel_near(gate, self.cfg.pulse_ms / 1000, tag)
+            return self.pulses.clock() >= gate
+        if armed is None:  # no reject pulse was ever armed: nothing stops it
+            return True
+        if armed.state == "cancelled":
+            self.pulses.schedule(gate, tag)
+        return False
+
     def withdraw_accepts(self, trigger_t: float, window_s: float) -> List[Pulse]:
         """Accept wiring: cancel the accept pulses still pending for containers triggered
         within `window_s` of `trigger_t` (their gate windows overlap its own); returns them.

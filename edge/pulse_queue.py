@@ -48,12 +48,15 @@ class PulseQueue:
             pulse.state = "cancelled"
         return True
 
-    def cancel_near(self, at: float, window_s: float) -> List[Pulse]:
-        """Cancel every pending pulse within `window_s` of `at` -> those cancelled."""
+    def cancel_near(self, at: float, window_s: float, tag: Optional[str] = None) -> List[Pulse]:
+        """Cancel every pending pulse within `window_s` of `at` (for `tag` only, if given)
+        -> those cancelled."""
         out = []
         with self._lock:
             for _, _, p in self._heap:
-                if p.state == "pending" and abs(p.at - at) < window_s:
+                if p.state != "pending" or (tag is not None and p.tag != tag):
+                    continue
+                if abs(p.at - at) < window_s:
                     p.state = "cancelled"
                     out.append(p)
         return out

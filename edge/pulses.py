@@ -114,9 +114,10 @@ class PulseScheduler:
         self._cancelled(1)
         return True
 
-    def cancel_near(self, at: float, window_s: float) -> List[Pulse]:
-        """Cancel every pending pulse within `window_s` of `at`; returns those cancelled."""
-        out = self.queue.cancel_near(at, window_s)
+    def cancel_near(self, at: float, window_s: float, tag: Optional[str] = None) -> List[Pulse]:
+        """Cancel every pending pulse within `window_s` of `at` (for `tag` only, if given);
+        returns those cancelled."""
+        out = self.queue.cancel_near(at, window_s, tag)
         self._cancelled(len(out))
         return out
 

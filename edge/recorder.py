@@ -114,8 +114,16 @@ class Recorder:
             return
         try:
             out.released = self.io.release(out.container_id, out.trigger_t, armed)
-        except Exception as e:  # the output failed: no release, so a reject
-            self.amend(out, "gpio_error", f"release failed: {type(e).__name__}: {e}")
+        except Exception as e:  # a reject: undo whatever the release did before it raised
+            why = f"release failed: {type(e).__name__}: {e}"
+            try:
+                passed = self.io.hold_back(out.container_id, out.trigger_t, armed)
+            except Exception as again:
+                passed, why = True, f"{why}; holding it back failed too: {again!r}"
+            if passed:
+                why += ": it may have PASSED the gate"
+                self.raise_alarm(f"container {out.container_id}: {why}")
+            self.amend(out, "gpio_error", why, passed)
             return
         if not out.released:
             self.amend(out, "late", "accept recorded but its release missed the gate")
