@@ -215,11 +215,17 @@ def verify(folder: Path, public_key: Optional[Path] = None) -> VerifyReport:
         if "_chain" in row:
             files += 1
             chain = row["_chain"]
-            if chain["prev_hash"] != expect_hash or int(chain["first_seq"]) != expect_seq:
-                what = "the chain of the file before it"
+            first = int(chain["first_seq"])
+            if chain["prev_hash"] != expect_hash or first != expect_seq:
                 if files == 1:
                     what = f"the retired rows (seq 1..{start.seq})" if start.seq else "the genesis"
-                raise AuditError(f"{path}: does not continue {what} (a file was removed)")
+                    raise AuditError(f"{path}: does not continue {what} (a file was removed)")
+                why = "a file was removed"  # or its rows cut and the next started after them
+                if first > expect_seq:
+                    why = f"rows seq {expect_seq}..{first - 1} missing: cut from its end, or {why}"
+                raise AuditError(
+                    f"{path}: does not continue the chain of the file before it ({why})"
+                )
             continue
         seq = int(row["seq"])
         if seq != expect_seq:

@@ -1,0 +1,52 @@
+"""A unit starts on an audit trail that was tampered with while it was down: its newest
+rows deleted, or its last row's hash rewritten. The runtime goes on with the line - a
+new file links to the anchor, so what was done stays visible - but the alarm goes up at
+start, judged at the alarm pin, and `verify` names the fault before and after."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.audit import AuditError
+from edge.audit_verify import verify
+
+from .gate_run import released
+from .test_runtime import _cfg
+
+# how -> (SQL on the last file, verify's fault before the restart, and after it)
+TAMPER = {
+    "cut": (
+        "DELETE FROM containers WHERE seq = 3",
+        "ends at seq 2 but its anchor is at seq 3",
+        r"audit-000002\.db: does not continue .* \(rows seq 3\.\.3 missing: cut from its end",
+    ),
+    "edited": (
+        "UPDATE containers SET row_hash = 'f00d' WHERE seq = 3",
+        "row seq 3 was edited",
+        "row seq 3 was edited",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(TAMPER))
+def test_a_unit_started_on_a_tampered_trail_raises_the_alarm_and_keeps_releasing(
+    bundle: Path, tmp_path: Path, how: str
+) -> None:
+    cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
+    late, _, raised = released(cfg, ["c0", "c1", "c2"])
+    assert not raised and max(map(abs, late)) < 0.2
+    sql, fault, fault_after = TAMPER[how]
+    db = sqlite3.connect(str(sorted(cfg.audit.folder.glob("audit-*.db"))[-1]))
+    db.execute(sql)
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match=fault):
+        verify(cfg.audit.folder)
+    late, alarm_states, raised = released(cfg, ["c3", "c4"])
+    assert raised and any(alarm_states), "no alarm at the pin for a tampered trail"
+    assert max(map(abs, late)) < 0.2  # the line goes on: each released at its gate time
+    with pytest.raises(AuditError, match=fault_after):  # the new rows hide nothing
+        verify(cfg.audit.folder)
