@@ -144,7 +144,8 @@ def _build(cls: Type[T], data: Any, where: str, source: str) -> T:
         elif (isinstance(default, str) or key.endswith("_pin")) and not isinstance(
             value, (str, type(None))
         ):
-            raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+            like = ' such as "GPIO17" (BCM numbering) or "BOARD11"' if key.endswith("_pin") else ""
+            raise ConfigError(f"{source}: {name} must be a string{like}, got {value!r}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
