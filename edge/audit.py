@@ -205,6 +205,12 @@ class AuditLog:
         elif anchor is not None and anchor[0] == self._last_seq and anchor[1] != self._last_hash:
             self.chain_fault = f"{cfg.folder}: the last row does not match the anchor (edited)"
             log.error(self.chain_fault)
+        elif anchor is None and self._last_seq > 0:  # removed (rows cut behind it?), as verify
+            self.chain_fault = (
+                f"{cfg.folder}: {ANCHOR} missing while the trail has rows (to seq "
+                f"{self._last_seq}): the head cannot be checked; continuing after its last row"
+            )
+            log.error(self.chain_fault)
         if files:
             self._open(files[-1])
         self._evidence = Evidence(cfg.folder, cfg.image_budget_bytes)

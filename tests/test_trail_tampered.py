@@ -12,20 +12,32 @@ import pytest
 
 from edge.audit import AuditError
 from edge.audit_verify import verify
+from edge.events import read_events
 
 from .gate_run import released
 from .test_runtime import _cfg
 
-# how -> (SQL on the last file, verify's fault before the restart, and after it)
+# how -> (SQL on the last file, verify's fault before the restart, the runtime's alarm at
+# its start, verify's fault after it)
 TAMPER = {
     "cut": (
         "DELETE FROM containers WHERE seq = 3",
         "ends at seq 2 but its anchor is at seq 3",
+        "ends at seq 2 but its anchor is at seq 3: rows were cut",
         r"audit-000002\.db: does not continue .* \(rows seq 3\.\.3 missing: cut from its end",
+    ),
+    # No anchor: the runtime can see only that it is gone, and continues after the last row
+    # left; an unsigned chain then shows nothing more (with a key, checkpoints would).
+    "anchor removed": (
+        "DELETE FROM containers WHERE seq = 3",
+        "anchor.json missing: the head cannot be checked",
+        "anchor.json missing while the trail has rows (to seq 2)",
+        None,
     ),
     "edited": (
         "UPDATE containers SET row_hash = 'f00d' WHERE seq = 3",
         "row seq 3 was edited",
+        "the last row does not match the anchor (edited)",
         "row seq 3 was edited",
     ),
 }
@@ -38,15 +50,22 @@ def test_a_unit_started_on_a_tampered_trail_raises_the_alarm_and_keeps_releasing
     cfg = _cfg(bundle, tmp_path, decision={"min_evidence": 99.0})
     late, _, raised = released(cfg, ["c0", "c1", "c2"])
     assert not raised and max(map(abs, late)) < 0.2
-    sql, fault, fault_after = TAMPER[how]
+    sql, fault, alarm, fault_after = TAMPER[how]
     db = sqlite3.connect(str(sorted(cfg.audit.folder.glob("audit-*.db"))[-1]))
     db.execute(sql)
     db.commit()
     db.close()
+    if how == "anchor removed":
+        (cfg.audit.folder / "anchor.json").unlink()
     with pytest.raises(AuditError, match=fault):
         verify(cfg.audit.folder)
     late, alarm_states, raised = released(cfg, ["c3", "c4"])
     assert raised and any(alarm_states), "no alarm at the pin for a tampered trail"
     assert max(map(abs, late)) < 0.2  # the line goes on: each released at its gate time
+    alarms = [str(e["detail"]) for e in read_events(cfg.audit.folder) if e["kind"] == "alarm"]
+    assert any(alarm in a for a in alarms), alarms  # on record with its cause
+    if fault_after is None:
+        assert verify(cfg.audit.folder).rows == 4  # seq 3 taken again: only the events tell
+        return
     with pytest.raises(AuditError, match=fault_after):  # the new rows hide nothing
         verify(cfg.audit.folder)
