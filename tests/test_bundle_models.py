@@ -3,10 +3,12 @@ the report whose metrics the manifest carries measured exactly those files."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -153,3 +155,41 @@ def test_fod_run_on_a_mixed_bundle_never_drives_an_output(exported, others, tmp_
     for name in ("GPIO17", "GPIO27"):  # the gate, the ready output
         assert not any(on for _, on in levels(pins, name)), (name, levels(pins, name))
     assert not (tmp_path / "audit").exists()  # no container decided
+
+
+def test_a_model_swapped_after_its_bundle_was_verified_is_refused(exported, tmp_path: Path) -> None:
+    """The model file replaced between the bundle's check and the load (another process
+    writing the bundle folder): what is loaded is hashed again, and refused."""
+    b_dir = tmp_path / "b"
+    assert _make(b_dir, onnx=exported[3]) == 0
+    with open_bundle(b_dir) as b:
+        model = b.file("fp32")
+        model.write_bytes(model.read_bytes() + b"\0")
+        with pytest.raises(FodError, match="changed after the bundle was verified"):
+            read_verified(b, model)
+
+
+@pytest.mark.parametrize("member", ["bundle/../evil.onnx", "evil.onnx", "link", "garbage"])
+def test_a_bundle_tarball_with_a_member_outside_its_folder_is_refused(
+    tmp_path: Path, member: str
+) -> None:
+    """Only regular files directly under `bundle/` are taken from a tarball: a path that
+    climbs out, a file beside the folder or a link is refused before anything is used, and
+    a file that is no tarball says so."""
+    path = tmp_path / "b.tar.gz"
+    if member == "garbage":
+        path.write_bytes(b"not a tarball")
+        message = "not a readable bundle tarball"
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            info = tarfile.TarInfo(member if member != "link" else "bundle/model.onnx")
+            if member == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tf.addfile(info)
+            else:
+                info.size = 4
+                tf.addfile(info, io.BytesIO(b"evil"))
+        message = "unexpected member"
+    with pytest.raises(FodError, match=message), open_bundle(path):
+        pass
+    assert not (tmp_path / "evil.onnx").exists()
