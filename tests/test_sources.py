@@ -108,6 +108,22 @@ def test_frames_queued_before_the_trigger_are_not_the_containers(tmp_path: Path)
     assert container(_source(video, stamps, driver=False)) == ([0, 1, 2], 0)
 
 
+def test_a_camera_that_only_replays_frames_from_before_the_trigger_ends_the_capture() -> None:
+    """A driver stuck handing over old buffers (every frame stamped before the trigger):
+    each is skipped, a bounded number of them (4 + 2 x the frames wanted), then the capture
+    ends with `camera_drop` - a reject - instead of reading on past the container's gate."""
+    img = np.random.default_rng(0).integers(40, 200, (H, W), dtype=np.uint8)
+    trigger, reads = time.monotonic(), []
+
+    def read() -> Frame:
+        reads.append(1)
+        return Frame(img, trigger - 0.5)
+
+    got = capture_frames(read, trigger, math.inf, 3, (H, W), None, 1000.0)
+    assert got.fault == "camera_drop" and "only frames from before the trigger" in got.reason
+    assert got.frames == [] and got.stale == len(reads) == 4 + 2 * 3
+
+
 def test_a_frame_whose_time_is_no_time_of_the_clock_ends_the_capture() -> None:
     """A source that hands over frames stamped NaN, or later than now (another clock): the
     capture cannot tell whether such a frame shows the container or one before it, so the
