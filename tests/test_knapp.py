@@ -176,3 +176,27 @@ def test_fod_simulate_refuses_videos_that_would_fault_every_container(tmp_path, 
     notes = {"id": 5, "label": "accept", "path": "notes.avi"}
     err = _refused(seqs, [*entries, notes], capsys, "--frames", "3")
     assert f"{path}: c000005's video: {seqs / 'notes.avi'}: cannot open" in err
+
+
+def test_fod_simulate_prints_its_summary_and_a_knapp_study(
+    bundle: Path, small_set: Path, tmp_path: Path, capsys
+) -> None:
+    """The README's main command without --json: one line a line engineer reads, with the
+    fields the README names; with --knapp 2 every container runs twice (fresh sensor noise),
+    and the Knapp study of those inspections is written beside the summary."""
+    out = tmp_path / "sim"
+    argv = ["simulate", "--bundle", str(bundle), "--sequences", str(small_set), "--frames", "5"]
+    assert main([*argv, "--knapp", "2", "--rate", "240", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    n = len(json.loads((small_set / "sequences.json").read_text())["containers"])
+    assert line.startswith(f"{2 * n} containers: ")
+    for name in ("passed the gate", "detection rate", "false-reject rate", "passed_defective",
+                 "passed_faulty", "audit_disagrees", "alarms", "decision p50/p99"):  # fmt: skip
+        assert name in line, (name, line)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["containers"] == 2 * n and s["audit_disagrees"] == 0
+    study = json.loads((out / "knapp.json").read_text())
+    assert len(study["containers"]) == n  # each inspected twice: its zone from both
+    assert sum(sum(z.values()) for z in study["zones"].values()) == n
+    assert s["knapp"]["zones"] == study["zones"]
+    assert (out / "knapp.md").stat().st_size > 0 and (out / "knapp.png").stat().st_size > 0
