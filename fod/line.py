@@ -240,6 +240,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         if args.seq is None or args.out is None:
             raise FodError("fod audit show needs SEQ and --out PNG")
+        if args.out.suffix.lower() != ".png":  # PNG bytes under another name mislead a viewer
+            raise FodError(f"{args.out}: fod audit show writes a PNG; name it *.png")
         names = args.classes.split(",")
         decision = line_decision(load_config(args.config)) if args.config else DecisionConfig()
         write_png(args.out, draw_record(args.folder, args.seq, names, args.min_score, decision))

@@ -11,6 +11,8 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.audit import AuditConfig, AuditError, AuditLog, ContainerRecord, audit_files
@@ -169,3 +171,25 @@ def test_a_reader_mid_walk_does_not_hold_the_writers_rotation(tmp_path: Path) ->
     # walks are those there when it began).
     assert seen == list(range(2, 2 * BATCH + 6))
     assert verify(tmp_path).rows == 2 * BATCH + 6
+
+
+def test_fod_audit_show_writes_the_review_png_of_a_reject(tmp_path: Path, capsys) -> None:
+    """`fod audit show FOLDER SEQ --out PNG`, as a QA reviewer runs it: the reject's
+    evidence frame with its detections, written as PNG; an accept has no evidence image,
+    and an --out that is not a .png is refused, nothing written."""
+    img = np.full((96, 128), 200, np.uint8)
+    dets = [[[40.0, 30.0 + 4 * t, 46.0, 36.0 + 4 * t, 0.9, 1.0]] for t in range(4)]
+    with AuditLog(AuditConfig(tmp_path / "a", min_free_bytes=0)) as log:
+        log.record(ContainerRecord("c0", 0, 1, "accept", "clean", None, [], "m" * 64, "c" * 64))
+        rec = ContainerRecord("c1", 1, 2, "reject", "particle", None, dets, "m" * 64, "c" * 64)
+        log.record(rec, image=img)
+    argv = ["audit", "show", str(tmp_path / "a"), "2", "--out", str(tmp_path / "r.png")]
+    assert main(argv) == 0
+    assert "r.png: seq 2" in capsys.readouterr().out
+    drawn = cv2.imread(str(tmp_path / "r.png"))
+    assert drawn.shape == (96, 128, 3) and (drawn != 200).any()  # the boxes and labels
+    argv[3] = "1"
+    assert main(argv) == 2 and "no evidence image" in capsys.readouterr().err
+    argv[3], argv[5] = "2", str(tmp_path / "r.jpg")
+    assert main(argv) == 2 and "name it *.png" in capsys.readouterr().err
+    assert not (tmp_path / "r.jpg").exists()
