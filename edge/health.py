@@ -51,7 +51,8 @@ def frame_fault(
     frame (ndarray[H, W] or [H, W, 3] uint8); `expected` the configured (H, W) or (H, W, 3).
     """
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-        return "corrupt_frame", f"not a uint8 image ({type(frame).__name__})"
+        what = frame.dtype if isinstance(frame, np.ndarray) else type(frame).__name__
+        return "corrupt_frame", f"not a uint8 image ({what})"
     if frame.shape != tuple(expected):
         return "corrupt_frame", f"shape {frame.shape}, expected {tuple(expected)}"
     sub = _sample(frame)

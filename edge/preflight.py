@@ -108,6 +108,7 @@ def check_model(cfg: LineConfig, model: Optional[OpenedModel] = None) -> Check:
 
 def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
     """The camera opens and delivers `frames` frames, each within frame_timeout_ms."""
+    from .health import frame_fault
     from .sources import appsink_queues, open_source
 
     if cfg.camera.source == "sim":
@@ -135,6 +136,10 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
+        bad = frame_fault(f.image, shape)  # as the line's capture would judge the last one
+        if bad is not None:  # not 8-bit: every frame refused; black, saturated: a lamp's fault
+            why = f"{detail}: {bad[1]}; every container would be rejected"
+            return Check("camera", FAIL if bad[0] == "corrupt_frame" else WARN, why, capture)
         # Frames queued from before a trigger must be told apart (V4L2: by the driver's
         # stamps) or not kept (GStreamer: an appsink holding the newest frame only).
         kind, _, rest = cfg.camera.source.partition(":")

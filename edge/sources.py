@@ -110,7 +110,9 @@ class CaptureSource:
 
 
 class FolderSource:
-    """PNG frames of a folder in name order."""
+    """PNG frames of a folder in name order, at their own depth: a 16-bit frame (a 12-bit
+    camera's, saved in 16 bits) that OpenCV would read as value / 256, nearly black, is
+    refused at the open (the first frame) or by the capture (any later one), never taken."""
 
     driver_stamps, stamps = False, "grab"  # stamped when read, as CaptureSource's files
 
@@ -119,6 +121,14 @@ class FolderSource:
         if not self.files:
             raise SourceError(f"{folder}: no PNG frames")
         self.i, self.mono = 0, mono
+        first = cv2.imread(str(self.files[0]), cv2.IMREAD_UNCHANGED)
+        if first is None:
+            raise SourceError(f"{self.files[0]}: not a decodable PNG")
+        if first.dtype != np.uint8:
+            raise SourceError(
+                f"{self.files[0]}: a {first.dtype} frame; the unit takes 8-bit frames, as its "
+                "camera delivers them: write the frames as 8-bit PNGs"
+            )
 
     def read(self) -> Optional[Frame]:
         if self.i >= len(self.files):
@@ -127,9 +137,9 @@ class FolderSource:
         self.i += 1
         t = time.monotonic()
         if self.mono:
-            grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
             return None if grey is None else Frame(grey, t)
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        img = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
         return None if img is None else Frame(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), t)
 
     def close(self) -> None:

@@ -204,8 +204,9 @@ def test_fod_check_fails_an_audit_signing_key_the_runtime_cannot_read(tmp_path: 
 def test_fod_check_passes_with_a_camera_that_delivers(bundle, tmp_path, capsys) -> None:
     video = tmp_path / "no-such-camera.avi"  # the config's camera, now present
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25, (320, 256))
-    for i in range(14):
-        w.write(np.full((256, 320, 3), 100 + i, np.uint8))
+    texture = np.random.default_rng(0).integers(0, 60, (256, 320, 3), dtype=np.uint8)
+    for i in range(14):  # frames the line would take: neither uniform nor repeated
+        w.write(texture + np.uint8(100 + i))
     w.release()
     cfg = _check_config(tmp_path, bundle, min_free_bytes=0)
     rc = main(["check", "--config", str(cfg), "--json"])
