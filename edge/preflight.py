@@ -125,7 +125,8 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
                 return Check("camera", FAIL, f"{cfg.camera.source}: no frame {i + 1} of {n}")
             gaps.append((now - t) * 1e3)
             t = now
-            shape = f.image.shape
+            last = f.image
+        shape = last.shape
         steady = gaps[1:] or gaps  # the first frame also waited for the camera to start
         worst = max(steady)
         # A container's frames come at the camera's rate once its trigger fired.
@@ -136,7 +137,7 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
         want = (cfg.camera.height, cfg.camera.width)
         if all(want) and tuple(shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
-        bad = frame_fault(f.image, shape)  # as the line's capture would judge the last one
+        bad = frame_fault(last, shape)  # as the line's capture would judge the last frame
         if bad is not None:  # not 8-bit: every frame refused; black, saturated: a lamp's fault
             why = f"{detail}: {bad[1]}; every container would be rejected"
             return Check("camera", FAIL if bad[0] == "corrupt_frame" else WARN, why, capture)
