@@ -17,7 +17,7 @@ class Pulse:
     at: float  # scheduled monotonic time (the container's gate time)
     tag: str  # the container it is for
     state: str = "pending"  # pending | on | fired | missed | error | cancelled
-    fired_t: Optional[float] = None
+    fired_t: Optional[float] = None  # when the gate went on for it; None: it never did
     error: Optional[str] = None
     seq: int = field(default=0, repr=False)
 

@@ -208,6 +208,7 @@ class PulseScheduler:
                     self._riders += more
                     end = max(end, max(q.at for q in more) + self.pulse_s)
                 if self.feedback is not None and not self._read_feedback():
+                    p.fired_t = None  # the gate never went on: no edge for the controller
                     raise GpioError("the gate feedback stayed off: the gate did not energise")
                 state = "fired"
         except Exception as e:  # a GPIO fault: reported per pulse, the runtime alarms
@@ -223,6 +224,8 @@ class PulseScheduler:
         late_ones, self._late = self._late, []
         for q in ended:
             q.error = p.error
+            if p.fired_t is None:  # the gate did not go on for any of them
+                q.fired_t = None
             self._finish(q, state)
         for q in [*late_ones, *self._pop_missed(t_off)]:
             self._finish(q, "missed")

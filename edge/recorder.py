@@ -186,7 +186,11 @@ class Recorder:
         fault = "gpio_error" if p.state == "error" else "late"
         what = p.error or "the pulse thread woke after the gate"
         stub = Outcome(p.tag, p.at - self.cfg.gpio.delay_ms / 1000, True, "", None, None)
-        if self.cfg.gpio.energise_to == "accept":
+        if self.cfg.gpio.energise_to == "accept" and p.fired_t is not None:
+            # Failed once the gate went on at its time: the controller latched that edge.
+            why = f"accept pulse failed after it went on at its gate time ({what}): passed"
+            self.amend(stub, fault, why, True)
+        elif self.cfg.gpio.energise_to == "accept":
             self.amend(stub, fault, f"accept pulse {p.state} ({what}): rejected at the gate")
         else:  # the reject pulse did not happen: the container went through the good path
             self.amend(stub, fault, f"reject pulse {p.state} ({what}): PASSED the gate", True)

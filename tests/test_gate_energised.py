@@ -140,7 +140,7 @@ def test_the_simulators_failed_off_keeps_the_gate_on_until_writes_go_through(
 ) -> None:
     """`fod simulate --faults gpio_off_error=P`: an off write raises and leaves the output
     energised, every write fails for the drawn time after it, then an off lands."""
-    monkeypatch.setattr(edge.faults, "OFF_ERROR_S", (0.2, 0.2))
+    monkeypatch.setattr(edge.faults, "OFF_ERROR_S", (1.0, 1.0))  # both writes inside it
     f = MockFactory(pin_class=FaultyPin)
     gate = f.pin("GPIO17")
     gate.function = "output"
@@ -152,7 +152,7 @@ def test_the_simulators_failed_off_keeps_the_gate_on_until_writes_go_through(
             gate.state = False
         assert gate.state is True
     gate.injector = Injector({}, 0)  # no new fault: the failing time ends it
-    time.sleep(max(0.0, t_fail + 0.2 - time.monotonic()))
+    time.sleep(max(0.0, t_fail + 1.0 - time.monotonic()))
     gate.state = False
     assert gate.state is False
 

@@ -18,6 +18,7 @@ from edge.config import LineConfig
 from edge.runtime import Job, Runtime
 from edge.simulate import pin_intervals
 
+from .gate_run import gated
 from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows
 
@@ -141,3 +142,38 @@ def test_an_accept_on_record_after_its_gate_is_rejected_there(
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "late") and "missed the gate" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
+
+
+class _Crash(BaseException):
+    """What escapes any `except Exception`: the pulse thread's stage takes it as a crash."""
+
+
+@pytest.mark.parametrize("fault", [RuntimeError, _Crash], ids=["error", "crash"])
+def test_an_accept_pulse_that_fails_after_the_gate_went_on_is_on_record_as_passed(
+    bundle: Path, tmp_path: Path, fault: type
+) -> None:
+    """Accept wiring: c0's pulse goes on at its gate time, then the pulse thread fails
+    inside the pulse (an error, or a crash of the thread) - where a pulse's own code runs
+    once the gate is on. The controller latched the rising edge: c0 passed, and its last
+    row says so (an accept with `gpio_error`); c1's pulse is whole. Before, c0's last row
+    said rejected at the gate, against what the gate did."""
+    cfg = _line(bundle, tmp_path, "accept")
+    f, delay, pulse = MockFactory(), cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
+    with frozen_heap(), line_runtime(cfg, f) as rt:
+        p, failed = rt.io.pulses, []
+        real = p._due_while_on
+
+        def in_pulse(on_since: float):
+            if not failed and p._on is not None and p._on.tag == "c0":
+                failed.append(1)
+                raise fault("injected: inside the pulse")
+            return real(on_since)
+
+        p._due_while_on = in_pulse  # type: ignore[method-assign]
+        at, on = _gate_run(cfg, f, rt, [("c0", 0.0), ("c1", 0.0)])
+    assert failed and len(on) == 2 and abs(on[0][0] - (at["c0"] + delay)) < 0.2, on
+    physical = gated(at, on, delay, pulse, "accept")
+    rows = _rows(tmp_path)
+    assert physical["c0"].passed and rows["c0"][:2] == ("accept", "gpio_error"), rows
+    assert "after it went on at its gate time" in rows["c0"][2]
+    assert physical["c1"].passed and rows["c1"][:2] == ("accept", None)
