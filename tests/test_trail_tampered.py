@@ -1,7 +1,9 @@
 """A unit starts on an audit trail that was tampered with while it was down: its newest
-rows deleted, or its last row's hash rewritten. The runtime goes on with the line - a
-new file links to the anchor, so what was done stays visible - but the alarm goes up at
-start, judged at the alarm pin, and `verify` names the fault before and after."""
+row deleted (with or without its `anchor.json`), or its last row's hash rewritten. The
+runtime goes on with the line - after a cut, a new file links to the anchor, so what was
+done stays visible - but the alarm goes up at start, judged at the alarm pin, with its
+cause in the events, and `verify` names the fault before the restart and, where the
+chain can show it, after."""
 
 from __future__ import annotations
 
