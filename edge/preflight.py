@@ -126,18 +126,17 @@ def check_camera(cfg: LineConfig, frames: Optional[int] = None) -> Check:
             gaps.append((now - t) * 1e3)
             t = now
             last = f.image
-        shape = last.shape
         steady = gaps[1:] or gaps  # the first frame also waited for the camera to start
         worst = max(steady)
         # A container's frames come at the camera's rate once its trigger fired.
         capture = cfg.camera.frames * sum(steady) / len(steady)
-        detail = f"{cfg.camera.source}: {n} frames {shape}, slowest {worst:.1f} ms"
+        detail = f"{cfg.camera.source}: {n} frames {last.shape}, slowest {worst:.1f} ms"
         if worst > cfg.camera.frame_timeout_ms:
             return Check("camera", FAIL, f"{detail} > camera.frame_timeout_ms", capture)
         want = (cfg.camera.height, cfg.camera.width)
-        if all(want) and tuple(shape[:2]) != want:
+        if all(want) and tuple(last.shape[:2]) != want:
             return Check("camera", FAIL, f"{detail}, configured {want[1]}x{want[0]}", capture)
-        bad = frame_fault(last, shape)  # as the line's capture would judge the last frame
+        bad = frame_fault(last, last.shape)  # as the line's capture would judge the last frame
         if bad is not None:  # not 8-bit: every frame refused; black, saturated: a lamp's fault
             why = f"{detail}: {bad[1]}; every container would be rejected"
             return Check("camera", FAIL if bad[0] == "corrupt_frame" else WARN, why, capture)

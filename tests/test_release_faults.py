@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -21,6 +21,7 @@ from edge.simulate import pin_intervals
 from .gate_run import gated
 from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows
+from .test_trigger_handler import _fail_once
 
 
 def _line(bundle: Path, tmp_path: Path, wiring: str, delay_ms: float = 1500) -> LineConfig:
@@ -47,20 +48,6 @@ def _gate_run(
     return at, pin_intervals(gate, t_clear)
 
 
-def _raising(real: Callable, when: Callable[..., bool], after: bool) -> Callable:
-    """`real`, except that the call `when(*args)` picks raises, after doing its work if
-    `after` (a driver or library call that fails once its effect is made)."""
-
-    def call(*args, **kw):
-        if not when(*args):
-            return real(*args, **kw)
-        if after:
-            real(*args, **kw)
-        raise RuntimeError("injected: the release failed")
-
-    return call
-
-
 @pytest.mark.parametrize("after", [False, True], ids=["before-effect", "after-effect"])
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
 def test_a_release_that_raises_rejects_its_container_at_the_gate(
@@ -77,9 +64,9 @@ def test_a_release_that_raises_rejects_its_container_at_the_gate(
     with frozen_heap(), line_runtime(cfg, f) as rt:
         p = rt.io.pulses
         if wiring == "accept":  # `release` schedules the accept pulse
-            p.schedule = _raising(p.schedule, lambda at, tag: tag == "c0", after)  # type: ignore[method-assign]
+            _fail_once(p, "schedule", lambda at, tag: tag == "c0", after)
         else:  # `release` cancels the armed reject pulse
-            p.cancel = _raising(p.cancel, lambda pulse: pulse.tag == "c0", after)  # type: ignore[method-assign]
+            _fail_once(p, "cancel", lambda pulse: pulse.tag == "c0", after)
         at, on = _gate_run(cfg, f, rt, [("c0", 0.0), ("c1", 0.0)])
         alarm = rt.alarm
     pulsed = at["c0"] if wiring == "reject" else at["c1"]  # c0's reject, or c1's accept
@@ -101,14 +88,14 @@ def test_a_release_whose_reject_pulse_cannot_be_armed_again_is_on_record_as_pass
     f = MockFactory()
     with frozen_heap(), line_runtime(cfg, f) as rt:
         p = rt.io.pulses
-        p.cancel = _raising(p.cancel, lambda pulse: pulse.tag == "c0", True)  # type: ignore[method-assign]
+        _fail_once(p, "cancel", lambda pulse: pulse.tag == "c0", after=True)
         armed: List[str] = []  # c0's arming at its trigger goes through, the second not
 
         def again(at: float, tag: str) -> bool:
             armed.append(tag)
             return armed.count("c0") > 1 and tag == "c0"
 
-        p.schedule = _raising(p.schedule, again, False)  # type: ignore[method-assign]
+        _fail_once(p, "schedule", again)
         _, on = _gate_run(cfg, f, rt, [("c0", 0.0)])
         assert _wait_for(lambda: f.pin(cfg.gpio.alarm_pin).state, 2), "the alarm pin stayed off"
     assert on == []

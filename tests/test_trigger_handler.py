@@ -38,13 +38,17 @@ def _accepting_line(
     return _cfg(bundle, tmp_path, decision={"min_evidence": 99.0}, gpio=gpio)
 
 
-def _fail_once(obj: object, name: str, when: Callable[..., bool]) -> None:
-    """`obj.name` raises once, on the first call `when(*args)` picks; else as before."""
+def _fail_once(obj: object, name: str, when: Callable[..., bool], after: bool = False) -> None:
+    """`obj.name` raises once, on the first call `when(*args)` picks - after doing its work
+    if `after` (a driver or library call that fails once its effect is made); else as
+    before."""
     real, done = getattr(obj, name), []
 
     def call(*args, **kw):
         if not done and when(*args):
             done.append(1)
+            if after:
+                real(*args, **kw)
             raise RuntimeError(f"injected: {name}")
         return real(*args, **kw)
 
