@@ -32,8 +32,14 @@ ARCHIVE_ON="*-*-* 03:00"   # systemd OnCalendar of its timer
 ARCHIVE_KEEP=2             # newest audit files that stay on the unit
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+say() { printf '== %s\n' "$*"; }
+fail() { echo "setup.sh: $*" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
+  case "$1" in  # an option that takes a value and is given none: named, not "unbound variable"
+    --source | --constraints | --prefix | --user | --nvpmodel | --archive-to | --archive-on | --archive-keep)
+      [[ $# -ge 2 && $2 != --* ]] || fail "$1 needs a value (see --help)" ;;
+  esac
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --source) SOURCE=$2; shift ;;
@@ -48,13 +54,11 @@ while [[ $# -gt 0 ]]; do
     --archive-on) ARCHIVE_ON=$2; shift ;;
     --archive-keep) ARCHIVE_KEEP=$2; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) fail "unknown option $1 (see --help)" ;;
   esac
   shift
 done
 
-say() { printf '== %s\n' "$*"; }
-fail() { echo "setup.sh: $*" >&2; exit 2; }
 # Values go into unit files through sed: no sed metacharacters, no newlines.
 for v in "$SVC_USER" "$PREFIX" "$STATE" "$ARCHIVE_TO" "$ARCHIVE_ON"; do
   [[ $v != *[\|\&\\]* && $v != *$'\n'* ]] || fail "'$v': no |, & or \\ in a path, user or calendar"

@@ -104,6 +104,18 @@ def test_setup_installs_the_archive_timer_from_the_fleet_templates(tmp_path: Pat
         assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
+def test_setup_names_an_option_given_without_its_value() -> None:
+    """An option that takes a value, given last or before another option, is refused by
+    name (it was bash's "$2: unbound variable", exit 1, before)."""
+    takes = ("--source", "--constraints", "--prefix", "--user", "--nvpmodel")
+    for opt in (*takes, "--archive-to", "--archive-on", "--archive-keep"):
+        for argv in ([opt], [opt, "--dry-run"]):
+            r = run("bash", str(JETSON / "setup.sh"), "--dry-run", *argv)
+            assert r.returncode == 2 and f"setup.sh: {opt} needs a value" in r.stderr, r.stderr
+    r = run("bash", str(JETSON / "setup.sh"), "--dry-run", "--archive-every", "1")
+    assert r.returncode == 2 and "unknown option --archive-every" in r.stderr
+
+
 def test_setup_prints_each_command_it_runs(tmp_path: Path) -> None:
     """Each command setup.sh runs for real is printed first, as in --dry-run: the Ansible
     base role reads its changed state (`install -D`, `useradd`, `keygen`) from those lines
