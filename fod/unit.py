@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="COLSxROWS",
         help="cut each frame into tiles, one model call each, as model.tiles (default 1x1)",
     )
-    p.add_argument("--tile-overlap", type=int, default=32, help="px, as model.tile_overlap")
+    p.add_argument(
+        "--tile-overlap", type=non_negative_int, default=32, help="px, as model.tile_overlap"
+    )
     p.add_argument(
         "--mirror",
         action="store_true",

@@ -363,6 +363,9 @@ def test_fod_bench_tiles_on_camera_sized_frames(bundle, tmp_path, capsys) -> Non
     with pytest.raises(SystemExit):  # argparse: a grid out of range
         main([*args, "--tiles", "9x1"])
     assert "each 1-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # gaps between the tiles: a config no line can load
+        main([*args, "--tiles", "2x2", "--frame-size", "640x512", "--tile-overlap", "-8"])
+    assert "--tile-overlap: expected an integer >= 0, got -8" in capsys.readouterr().err
     assert main([*args, "--frame-size", "640x512", "--source", "file:x.avi"]) != 0
     assert "--frame-size is for synthetic frames" in capsys.readouterr().err
 
