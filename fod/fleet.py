@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from edge.logsink import say
-from fod.args import add_max_age, add_switch, positive_number
+from fod.args import add_max_age, add_switch, non_negative_number, positive_number
 
 if TYPE_CHECKING:
     from edge.outputs_record import DrivenOutputs
@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=STATE, help=f"state folder (default {STATE})")
     p.add_argument("--config", type=Path, default=CONFIG, help=f"line config (default {CONFIG})")
     p.add_argument("--public-key", type=Path, help="the fleet's key (default: model.public_key)")
-    p.add_argument("--settle", type=float, default=20.0, help="seconds healthy after restart")
+    p.add_argument(
+        "--settle",
+        type=non_negative_number,  # NaN or inf: a probe that never ends, the rollout hung
+        default=20.0,
+        help="seconds healthy after restart (0: one probe)",
+    )
     p.add_argument(
         "--constraints",
         type=Path,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from fod.args import positive_int
+from fod.args import positive_int, positive_number
 
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "demo"
 
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", type=Path, required=True, help="line config TOML (see edge/line.example.toml)"
     )
     p.add_argument(
-        "--rate", type=float, help="timer triggers per minute when there is no trigger pin"
+        "--rate",
+        type=positive_number,  # NaN, 0 or a negative rate: a period that never waits, a storm
+        help="timer triggers per minute when there is no trigger pin",
     )
     p.add_argument(
         "--max-containers", type=positive_int, help="stop after this many (commissioning, tests)"

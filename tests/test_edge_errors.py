@@ -198,6 +198,25 @@ def test_rollback_is_refused_unless_asked(tmp_path: Path) -> None:
     check_rollback({"name": "line", "version": "2026.11.10"}, tmp_path, False)  # newer: fine
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--rate", "nan"], "--rate: expected a finite number > 0, got 'nan'"),
+        (["run", "--rate", "-60"], "--rate: expected a finite number > 0, got '-60'"),
+        (["run", "--rate", "0"], "--rate: expected a finite number > 0, got '0'"),
+        (["rollout", "--bundle", "b", "--settle", "nan"], "--settle: expected a finite number"),
+        (["rollout", "--bundle", "b", "--settle", "inf"], "--settle: expected a finite number"),
+    ],
+)
+def test_numbers_that_would_storm_or_hang_are_refused(argv, message, tmp_path, capsys) -> None:
+    """A timer rate that is not a positive number gave `fod run` a period that never
+    waits (a storm of triggers); a NaN or infinite settle time, a rollout whose health
+    probe never ends. Refused before any file is read."""
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--config", str(tmp_path / "none.toml")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_simulate_refuses_bad_overrides_and_reused_output(
     bundle: Path, small_set: Path, tmp_path: Path, capsys
 ) -> None:
