@@ -214,3 +214,60 @@ def test_a_gate_energised_with_no_pulse_puts_the_containers_at_it_on_record(
     assert rows["c1"][0] == "reject" and rows["c1"][1] != "gate_uncertain"
     assert any("gate stuck energised while no pulse was on" in r for r in reasons), reasons
     assert any("c0 may have passed" in r for r in reasons), reasons
+
+
+class _Crash(BaseException):
+    """What escapes any `except Exception`: the pulse thread's stage takes it as a crash."""
+
+
+@pytest.mark.parametrize("wiring", ["accept", "reject"])
+def test_a_pulse_thread_crash_whose_off_write_fails_puts_the_held_gate_on_record(
+    bundle: Path, tmp_path: Path, wiring: str
+) -> None:
+    """The pulse thread crashes inside c0's pulse (the gate on), and the off write its crash
+    handler makes - the only one before the thread restarts - fails, and goes on failing
+    for 0.8 s: the output stays energised through c1's gate time, 0.4 s later, and is off
+    again before c2's. The restarted thread must take that gate as unsure, write it off
+    again until it goes, and put c1 on record as possibly passed with the alarm, as it does
+    for a pulse's own failed off; judged by the gate model from the pin history."""
+    accept = wiring == "accept"
+    cfg, f, gate, pulsed, quiet = _line(bundle, tmp_path, wiring, FailingOffPin)
+    cfg = dataclasses.replace(cfg, gpio=dataclasses.replace(cfg.gpio, pulse_ms=100.0))
+    delay = cfg.gpio.delay_ms / 1000
+    with line_runtime(cfg, f) as rt:
+        p, crashed = rt.io.pulses, []
+        real = p._due_while_on
+
+        def in_pulse(on_since: float) -> Any:
+            if not crashed and p._on is not None and p._on.tag == "c0":
+                crashed.append(time.monotonic())
+                raise _Crash("injected: the pulse thread crashes inside c0's pulse")
+            return real(on_since)
+
+        p._due_while_on = in_pulse  # type: ignore[method-assign]
+        gate.clear_states()
+        t_clear = time.monotonic()
+        gate.fail_s = 0.8  # from the next off write: the crash handler's
+        ts = _submit_at(rt, (0.0, 0.4, 1.2), [pulsed, quiet, quiet])
+        assert rt.drain(10) and rt.io.pulses.wait_idle(delay + 5)
+        assert _wait_for(lambda: not gate.state, delay + 5)
+        time.sleep(0.2)
+        rt.drain(5)
+        on, reasons = pin_intervals(gate, t_clear), rt.alarm_reasons
+    assert crashed
+    rows = _rows(tmp_path)
+    ((_, b),) = on
+    assert ts[1] + delay < b < ts[2] + delay - 0.1, (on, ts)  # held over c1's gate only
+    cs, summary = _judged(on, rows, ts, cfg)
+    assert [c.passed for c in cs] == ([True, True, False] if accept else [False, False, True])
+    # c0's pulse was cut short by the crash: accept wiring, the controller latched its edge
+    # (passed, on record so); reject wiring, an ejector's cut-short blast may not have
+    # ejected it, so it stays on record at its worst (passed), where the gate model, which
+    # samples the level, reads it ejected: the one disagreement, on the safe side.
+    assert rows["c0"][:2] == ("accept", "gpio_error") and "crashed" in rows["c0"][2]
+    assert summary["audit_disagrees"] == (0 if accept else 1), (on, rows)
+    assert rows["c1"][:2] == ("accept", "gate_uncertain") and "off write failed" in rows["c1"][2]
+    assert rows["c2"][0] == ("reject" if accept else "accept") and rows["c2"][1] != "gate_uncertain"
+    assert any("stage pulses crashed" in r for r in reasons), reasons
+    if accept:
+        assert any("c1 may have passed" in r for r in reasons), reasons
