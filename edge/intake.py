@@ -29,7 +29,7 @@ from typing import Callable, Optional, Tuple
 
 from .config import LineConfig
 from .gpio import LineIO
-from .jobs import InFlight, Job
+from .jobs import InFlight, Job, Outcome
 from .metrics import RuntimeMetrics
 from .recorder import Recorder
 from .triggers import Triggers
@@ -136,10 +136,13 @@ class Intake:
 
     def _failed(self, job: Job, c: Optional[InFlight], exc: Exception) -> None:
         """`submit` raised: the container is rejected on record (put on the books first if
-        it was not, with its reject pulse armed), and the alarm goes up."""
+        it was not, with its reject pulse armed), and the alarm goes up. Where its reject
+        pulse cannot be armed (reject wiring), nothing ejects it: a second row says it passed."""
         cid, reason = job.container_id, f"the trigger handler failed: {exc!r}"
         log.error("container %s: %s", cid, reason, exc_info=exc)
+        alarm = reason
         try:
+            unarmed: Optional[Exception] = None
             if c is None:  # not on the books: its reject pulse (reject wiring), then its row
                 t = job.trigger_t
                 if not isinstance(t, float) or not math.isfinite(t) or t > self.clock():
@@ -147,9 +150,14 @@ class Intake:
                 armed = None
                 try:
                     armed = self.io.arm(cid, job.trigger_t)
-                except Exception:  # reject wiring: nothing fires for it (the alarm below)
+                except Exception as e:  # reject wiring: nothing fires for it
                     log.exception("container %s: arming its reject pulse failed", cid)
+                    unarmed = e
                 self.undecided.open(InFlight(job, job.trigger_t, armed))
             self.undecided.fail(job, "thread_crash", reason)
+            if unarmed is not None and self.reject_wiring:
+                alarm = f"its reject pulse could not be armed ({unarmed!r}): PASSED the gate"
+                stub = Outcome(cid, job.trigger_t, True, "", None, job.truth)
+                self.recorder.amend(stub, "gpio_error", alarm, passed=True)
         finally:
-            self.raise_alarm(f"container {cid}: {reason}")
+            self.raise_alarm(f"container {cid}: {alarm}")

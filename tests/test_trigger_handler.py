@@ -21,6 +21,7 @@ from edge.intake import Intake
 from edge.runtime import Job, Runtime
 from edge.simulate import pin_intervals
 
+from .gate_run import gated
 from .test_recorder import _wait_for
 from .test_runtime import _cfg, _frames, _rows
 
@@ -104,6 +105,40 @@ def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
     rows = _rows(tmp_path)
     assert rows["c0"][:2] == ("reject", "thread_crash") and "trigger handler" in rows["c0"][2]
     assert rows["c1"][:2] == ("accept", None)
+
+
+def test_a_reject_pulse_that_cannot_be_armed_is_on_record_as_passed(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """Reject wiring: arming c0's reject pulse raises, and so does the trigger handler's
+    second try. No pulse ejects c0: the gate pin stays off at its gate time, so it passes,
+    and its last row must say so (before, its only row said rejected, `thread_crash`), with
+    the alarm pin up; c1 is released at its own gate time."""
+    cfg = _accepting_line(bundle, tmp_path, "reject")
+    f = MockFactory()
+    escaped: List[BaseException] = []
+    delay = cfg.gpio.delay_ms / 1000
+    with frozen_heap(), line_runtime(cfg, f) as rt:
+        for _ in range(2):  # the handler's arm, then its second try
+            _fail_once(rt.io, "arm", lambda cid, t: cid == "c0")
+        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+        gate.clear_states()
+        t_clear = time.monotonic()
+        t0, t1 = _two_containers(rt, f, escaped)
+        assert rt.drain(10)
+        assert _wait_for(lambda: time.monotonic() > t1 + delay + 0.3, delay + 1)
+        on = pin_intervals(gate, t_clear)
+        assert _wait_for(lambda: alarm.state, 2), "the alarm pin stayed off"
+        assert rt.drain(10)
+        reasons = rt.alarm_reasons
+    assert (rt.counts["reject"], rt.counts["passed_unaccepted"], rt.counts["accept"]) == (0, 1, 1)
+    assert escaped == [] and on == []  # no pulse: c0 and c1 both passed the gate
+    physical = gated({"c0": t0, "c1": t1}, on, delay, cfg.gpio.pulse_ms / 1000, "reject")
+    assert physical["c0"].passed and physical["c1"].passed
+    rows = _rows(tmp_path)
+    assert rows["c0"][:2] == ("accept", "gpio_error") and "PASSED the gate" in rows["c0"][2]
+    assert rows["c1"][:2] == ("accept", None)
+    assert any("c0: its reject pulse could not be armed" in r for r in reasons), reasons
 
 
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
