@@ -62,6 +62,32 @@ def require_qdq_opset(model: onnx.ModelProto, path: Path) -> None:
         )
 
 
+# Ops only a quantized graph has: Q/DQ pairs (TensorRT's INT8) or integer kernels (ORT's).
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+    }
+)
+
+
+def require_float(model: onnx.ModelProto, path: Path) -> None:
+    """FodError where `model` is quantized already (a bundle's INT8 model given for the
+    FP32 one): the quantizer would run its whole calibration pass, then write a graph ONNX
+    Runtime refuses (duplicate node names), named by a temporary path."""
+    n = sum(node.op_type in QUANTIZED_OPS for node in model.graph.node)
+    if n:
+        raise FodError(
+            f"{path}: already quantized ({n} quantize, dequantize or integer nodes): "
+            "calibrate the FP32 ONNX that `fod export` wrote"
+        )
+
+
 class StreamingReader(CalibrationDataReader):
     """Feeds calibration inputs one at a time from a generator factory: 500 letterboxed
     1280x800 frames would be 6 GB as float32, so nothing is held.

@@ -17,7 +17,12 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
 
     from calibration.latency import ort_latency
     from calibration.noise import NoiseConfig
-    from calibration.quantize import StreamingReader, quantize_qdq, require_qdq_opset
+    from calibration.quantize import (
+        StreamingReader,
+        quantize_qdq,
+        require_float,
+        require_qdq_opset,
+    )
     from calibration.report import build_report, write_report
     from calibration.trt_cache import write_cache
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -29,7 +34,9 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     from training.evaluation import evaluate_onnx, require_classes
 
     info = OnnxRuntimeBackend(args.onnx).info  # validates inputs, outputs and metadata
-    require_qdq_opset(onnx.load(str(args.onnx), load_external_data=False), args.onnx)
+    graph = onnx.load(str(args.onnx), load_external_data=False)
+    require_float(graph, args.onnx)
+    require_qdq_opset(graph, args.onnx)
     data = open_images(args.data)  # a COCO set, or a line's unlabelled recordings
     if isinstance(data, ImageFolder) and args.val is None:
         raise DataError(

@@ -54,3 +54,22 @@ def test_calibrate_names_an_old_opset_before_its_pass(
     err = capsys.readouterr().err
     assert f"{old}: ONNX opset 11: per-channel INT8" in err and "fod export" in err
     assert not out.exists()
+
+
+def test_calibrate_names_a_model_quantized_already_before_its_pass(
+    small_set: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A bundle's INT8 model given for the FP32 one: before, the whole pass ran, then ONNX
+    Runtime refused the graph the quantizer wrote, named by a temporary path."""
+    int8 = Path(__file__).resolve().parents[1] / "models" / "demo" / "model.int8-cpu.onnx"
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the calibration pass ran")
+
+    monkeypatch.setattr(calibration.quantize, "quantize_qdq", no_pass)
+    out = tmp_path / "int8"
+    argv = ["calibrate", "--onnx", str(int8), "--data", str(small_set), "--out", str(out)]
+    assert main([*argv, "--images", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{int8}: already quantized (" in err and "FP32 ONNX that `fod export` wrote" in err
+    assert not out.exists()
