@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -73,6 +73,24 @@ def _two_containers(rt: Runtime, f: MockFactory, escaped: List[BaseException]) -
     return times
 
 
+def _faulty_pair(rt: Runtime, f: MockFactory, cfg: LineConfig) -> Tuple[float, float, list]:
+    """c0 (whose handler a test made fail) and c1 through `_two_containers`, until past
+    c1's gate time -> their edge times and the gate pin's on-intervals. The alarm pin must
+    be up and no exception escaped the handler: the next edge was still handled."""
+    escaped: List[BaseException] = []
+    delay = cfg.gpio.delay_ms / 1000
+    gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
+    gate.clear_states()
+    t_clear = time.monotonic()
+    t0, t1 = _two_containers(rt, f, escaped)
+    assert rt.drain(10)
+    assert _wait_for(lambda: time.monotonic() > t1 + delay + 0.3, delay + 1)
+    on = pin_intervals(gate, t_clear)
+    assert _wait_for(lambda: alarm.state, 2), "the alarm pin stayed off"
+    assert escaped == []
+    return t0, t1, on
+
+
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
 def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
     bundle: Path, tmp_path: Path, wiring: str
@@ -84,22 +102,13 @@ def test_a_trigger_handler_that_raises_rejects_its_container_at_the_gate(
     the same pin, is released at its own gate time."""
     cfg = _accepting_line(bundle, tmp_path, wiring)
     f = MockFactory()
-    escaped: List[BaseException] = []
     delay = cfg.gpio.delay_ms / 1000
     with frozen_heap(), line_runtime(cfg, f) as rt:
         if wiring == "accept":
             _fail_once(rt.triggers, "add", lambda t, cid: cid == "c0")
         else:
             _fail_once(rt.io, "arm", lambda cid, t: cid == "c0")
-        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
-        gate.clear_states()
-        t_clear = time.monotonic()
-        t0, t1 = _two_containers(rt, f, escaped)
-        assert rt.drain(10)
-        assert _wait_for(lambda: time.monotonic() > t1 + delay + 0.3, delay + 1)
-        on = pin_intervals(gate, t_clear)
-        assert _wait_for(lambda: alarm.state, 2), "the alarm pin stayed off"
-    assert escaped == []  # the handler took the fault: the next edge is still handled
+        t0, t1, on = _faulty_pair(rt, f, cfg)
     gate_at = t0 if wiring == "reject" else t1  # the one pulse: c0's reject or c1's accept
     assert len(on) == 1 and abs(on[0][0] - (gate_at + delay)) < 0.2, (on, gate_at + delay)
     rows = _rows(tmp_path)
@@ -116,23 +125,15 @@ def test_a_reject_pulse_that_cannot_be_armed_is_on_record_as_passed(
     the alarm pin up; c1 is released at its own gate time."""
     cfg = _accepting_line(bundle, tmp_path, "reject")
     f = MockFactory()
-    escaped: List[BaseException] = []
     delay = cfg.gpio.delay_ms / 1000
     with frozen_heap(), line_runtime(cfg, f) as rt:
         for _ in range(2):  # the handler's arm, then its second try
             _fail_once(rt.io, "arm", lambda cid, t: cid == "c0")
-        gate, alarm = f.pin(cfg.gpio.ejector_pin), f.pin(cfg.gpio.alarm_pin)
-        gate.clear_states()
-        t_clear = time.monotonic()
-        t0, t1 = _two_containers(rt, f, escaped)
-        assert rt.drain(10)
-        assert _wait_for(lambda: time.monotonic() > t1 + delay + 0.3, delay + 1)
-        on = pin_intervals(gate, t_clear)
-        assert _wait_for(lambda: alarm.state, 2), "the alarm pin stayed off"
+        t0, t1, on = _faulty_pair(rt, f, cfg)
         assert rt.drain(10)
         reasons = rt.alarm_reasons
     assert (rt.counts["reject"], rt.counts["passed_unaccepted"], rt.counts["accept"]) == (0, 1, 1)
-    assert escaped == [] and on == []  # no pulse: c0 and c1 both passed the gate
+    assert on == []  # no pulse: c0 and c1 both passed the gate
     physical = gated({"c0": t0, "c1": t1}, on, delay, cfg.gpio.pulse_ms / 1000, "reject")
     assert physical["c0"].passed and physical["c1"].passed
     rows = _rows(tmp_path)
