@@ -19,6 +19,7 @@ from .errors import FodError
 from .gpio import GpioConfig
 from .postprocess import PostprocessConfig
 from .preprocess import parse_grid, tile_windows
+from .sources import source_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +33,8 @@ class ConfigError(FodError):
 
 @dataclass(frozen=True)
 class CameraConfig:
-    source: str = "sim"  # sim | file:<video or PNG folder> | v4l2:<index> | gst:<pipeline>
+    # sim | file:<video or PNG folder> | v4l2:<index or /dev/videoN> | gst:<pipeline>
+    source: str = "sim"
     frames: int = 12  # frames taken of each container after spin-stop
     frame_timeout_ms: float = 200.0  # a frame later than this counts as missing
     mono: bool = False  # monochrome camera: frames stay grey until the backend widens them
@@ -191,6 +193,9 @@ def _check(cfg: LineConfig, source: str) -> None:
         _finite(getattr(cfg, name), name, source)
     if cfg.camera.frames < 1:
         raise ConfigError(f"{source}: camera.frames must be >= 1")
+    problem = None if cfg.camera.source == "sim" else source_problem(cfg.camera.source)
+    if problem is not None:
+        raise ConfigError(f"{source}: camera.source {problem}")
     if cfg.timing.queue_depth < 1:
         raise ConfigError(f"{source}: timing.queue_depth must be >= 1 (0 would be unbounded)")
     if not cfg.gpio.delay_ms > 0 or cfg.gpio.delay_ms > 60_000:

@@ -187,11 +187,27 @@ def appsink_queues(pipeline: str) -> bool:
     return not (drops and props.get("max-buffers") == "1")
 
 
+def source_problem(spec: str) -> Optional[str]:
+    """What is wrong with a camera source's spelling (None: nothing): a `v4l2:` device that
+    is neither an index nor a device path, a `gst:` without a pipeline, an empty path."""
+    kind, _, rest = spec.partition(":")
+    if kind == "v4l2" and not (rest.isdigit() or rest.startswith("/dev/")):
+        return f"{spec!r}: expected a device index (v4l2:0) or path (v4l2:/dev/video0)"
+    if (kind in ("gst", "file") and not rest.strip()) or not spec.strip():
+        return f"{spec!r}: names no {'pipeline' if kind == 'gst' else 'file or folder'}"
+    return None
+
+
 def open_source(spec: str, mono: bool = False) -> CaptureSource | FolderSource:
-    """`file:<video or folder>`, `v4l2:<index>`, `gst:<pipeline>`, or a bare path."""
+    """`file:<video or folder>`, `v4l2:<index or /dev/videoN>`, `gst:<pipeline>`, or a bare
+    path."""
+    problem = source_problem(spec)
+    if problem is not None:
+        raise SourceError(f"camera source {problem}")
     kind, _, rest = spec.partition(":")
     if kind == "v4l2":
-        return CaptureSource(int(rest), cv2.CAP_V4L2, spec, mono, driver_stamps=True)
+        dev: Union[int, str] = int(rest) if rest.isdigit() else rest
+        return CaptureSource(dev, cv2.CAP_V4L2, spec, mono, driver_stamps=True)
     if kind == "gst":
         return CaptureSource(rest, cv2.CAP_GSTREAMER, spec, mono)
     path = Path(rest if kind == "file" else spec)

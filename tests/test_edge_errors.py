@@ -61,6 +61,10 @@ from .test_runtime import _cfg
         ({"camera": {"frames": 0}}, r"camera\.frames must be >= 1"),
         ({"camera": {"frames": 2.5}}, r"camera\.frames must be an integer"),
         ({"camera": {"mono": 1}}, r"camera\.mono must be true or false"),
+        # Before, each of these reached int() or OpenCV at the open: a traceback.
+        ({"camera": {"source": "v4l2:cam0"}}, r"camera\.source 'v4l2:cam0': expected a device"),
+        ({"camera": {"source": "gst:"}}, r"camera\.source 'gst:': names no pipeline"),
+        ({"camera": {"source": "file: "}}, r"camera\.source 'file: ': names no file or folder"),
         ({"audit": {"folder": 5}}, r"audit\.folder must be a path string"),
         ({"decision": {"class_thresholds": 0.5}}, r"decision\.class_thresholds must be a table"),
         ({"model": {"dla_core": -2}}, r"model\.dla_core must be -1 \(the GPU\) or a DLA core"),

@@ -27,7 +27,15 @@ from edge.jobs import Job
 from edge.preflight import OK, WARN, check_camera
 from edge.reference import load_reference
 from edge.simulate import pin_intervals
-from edge.sources import STAMP_SLACK_S, CaptureSource, Frame, driver_time
+from edge.sources import (
+    STAMP_SLACK_S,
+    CaptureSource,
+    Frame,
+    SourceError,
+    driver_time,
+    open_source,
+    source_problem,
+)
 
 from .gate_run import rising_edges
 from .test_reference_rounds import _running_line
@@ -250,3 +258,14 @@ def test_a_queued_frame_cannot_pass_a_defective_container_at_the_gate(
         assert "moving particle" in reason
     else:
         assert (decision, fault, pulses, stale) == ("accept", None, 1, 0)
+
+
+def test_a_v4l2_device_is_an_index_or_a_device_path() -> None:
+    """`v4l2:0` and `v4l2:/dev/video0` both name a V4L2 device (OpenCV opens either); any
+    other spelling is refused by name where it was int()'s traceback."""
+    assert source_problem("v4l2:0") is None and source_problem("v4l2:/dev/video2") is None
+    for spec in ("v4l2:cam0", "v4l2:"):
+        with pytest.raises(SourceError, match=f"camera source '{spec}': expected a device"):
+            open_source(spec)
+    with pytest.raises(SourceError, match="v4l2:/dev/no-such-video: cannot open camera source"):
+        open_source("v4l2:/dev/no-such-video")
