@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from edge.errors import FodError
 from edge.fsutil import atomic_output
+from edge.model_info import QUANTIZED_OPS
 from edge.preprocess import model_input
 
 METHODS = {
@@ -60,20 +61,6 @@ def require_qdq_opset(model: onnx.ModelProto, path: Path) -> None:
             f"{path}: ONNX opset {opset}: per-channel INT8 (Q/DQ, as TensorRT takes it) needs "
             f"opset {QDQ_MIN_OPSET} or later; export it again (fod export, default opset 17)"
         )
-
-
-# Ops only a quantized graph has: Q/DQ pairs (TensorRT's INT8) or integer kernels (ORT's).
-QUANTIZED_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "QLinearConv",
-        "QLinearMatMul",
-        "ConvInteger",
-        "MatMulInteger",
-    }
-)
 
 
 def require_float(model: onnx.ModelProto, path: Path) -> None:

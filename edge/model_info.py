@@ -117,3 +117,53 @@ def read_model_info(path: Path) -> ModelInfo:
     except OSError as e:
         raise FodError(f"{path}: cannot read: {e.strerror}") from None
     return ModelInfo.from_metadata(read_onnx_metadata(data, str(path)), str(path))
+
+
+# Ops only a quantized graph has: Q/DQ pairs (TensorRT's INT8) or integer kernels (ORT's).
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+    }
+)
+_INT_TYPES = {2: "uint8", 3: "int8"}  # TensorProto.DataType of a zero point
+
+
+def quantized_kind(data: bytes, source: str) -> str:
+    """What serialized ONNX bytes hold, from the graph alone (no onnx package): "float"
+    without a quantized op; else the activations' integer type, read off the zero points
+    of its QuantizeLinear nodes - "int8" (symmetric Q/DQ, TensorRT's), "uint8" (ONNX
+    Runtime's CPU model), "mixed", or "unknown" (zero points not initializers)."""
+    ops: List[str] = []
+    zero_points: List[str] = []  # QuantizeLinear's third input; "" where it has none
+    types: Dict[str, int] = {}  # initializer name -> data type
+    try:
+        for number, wire, graph in _fields(data):
+            if number != 7 or wire != 2:  # ModelProto.graph
+                continue
+            for g_number, g_wire, value in _fields(graph):
+                if g_wire != 2:
+                    continue
+                if g_number == 1:  # GraphProto.node: input = 1, op_type = 4
+                    node = list(_fields(value))
+                    op = next((v.decode() for n, w, v in node if n == 4 and w == 2), "")
+                    ops.append(op)
+                    if op == "QuantizeLinear":
+                        inputs = [v.decode() for n, w, v in node if n == 1 and w == 2]
+                        zero_points.append(inputs[2] if len(inputs) > 2 else "")
+                elif g_number == 5:  # GraphProto.initializer: data_type = 2, name = 8
+                    tensor = list(_fields(value))
+                    name = next((v.decode() for n, w, v in tensor if n == 8 and w == 2), "")
+                    types[name] = next((v for n, w, v in tensor if n == 2 and w == 0), 0)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FodError(f"{source}: not a readable ONNX model: {e}") from None
+    if not any(op in QUANTIZED_OPS for op in ops):
+        return "float"
+    # A QuantizeLinear without a zero point quantizes to uint8 (the ONNX default).
+    kinds = {_INT_TYPES.get(types.get(z, -1), "unknown") if z else "uint8" for z in zero_points}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "unknown")

@@ -112,6 +112,21 @@ def run_calibration(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
+# Bundle roles and the model each takes (`quantized_kind`): what `fod calibrate` writes.
+MODEL_ROLES = (
+    ("fp32", "--onnx", "float"),
+    ("int8", "--int8", "int8"),
+    ("int8_cpu", "--int8-cpu", "uint8"),
+)
+MODEL_KINDS = {
+    "float": "a float model (the FP32 ONNX from fod export)",
+    "int8": "an int8 Q/DQ model (fod calibrate's model.int8.onnx, for TensorRT)",
+    "uint8": "a uint8-activation model (fod calibrate's model.int8-cpu.onnx, for ONNX Runtime)",
+    "mixed": "a model with both int8 and uint8 activations",
+    "unknown": "a quantized model whose zero points are not initializers",
+}
+
+
 def bundle_meta(name: str, version: str, files: Dict[str, Path]) -> Dict[str, Any]:
     """Manifest fields: what the unit needs to run the model and what it was measured at.
 
@@ -121,11 +136,23 @@ def bundle_meta(name: str, version: str, files: Dict[str, Path]) -> Dict[str, An
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge.bundle import model_fields, model_mismatches
     from edge.errors import FodError
-    from edge.model_info import read_model_info
+    from edge.model_info import quantized_kind, read_model_info
     from edge.postprocess import PostprocessConfig
     from fod import __version__
 
     models = [files[r] for r in ("fp32", "int8_cpu", "int8") if r in files]
+    for role, flag, kind in MODEL_ROLES:  # a swapped --int8 / --int8-cpu reaches no unit
+        if role in files:
+            try:
+                data = files[role].read_bytes()
+            except OSError as e:
+                raise FodError(f"{files[role]}: cannot read the model: {e}") from None
+            found = quantized_kind(data, str(files[role]))
+            if found != kind:
+                raise FodError(
+                    f"{files[role]}: given as {flag}, which takes {MODEL_KINDS[kind]}; "
+                    f"this is {MODEL_KINDS[found]}"
+                )
     fields = model_fields(OnnxRuntimeBackend(models[0]).info)  # the first loads in full
     for path in models[1:]:
         bad = model_mismatches(read_model_info(path), fields, str(models[0]))

@@ -19,6 +19,7 @@ from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import open_bundle
 from edge.detector import EdgeDetector
 from edge.errors import FodError
+from edge.model_info import quantized_kind
 from edge.preprocess import letterbox
 from fod.cli import main
 from fod.deploy import calibrate_summary
@@ -277,6 +278,39 @@ def test_bundle_round_trip_and_tamper(exported, calibrated: Path, tmp_path: Path
     (missing / "notes.txt").write_text("x")
     with pytest.raises(FodError, match=r"notes\.txt: extra file"), open_bundle(missing):
         pass
+
+
+def _activation_zero_points(path: Path) -> set:
+    """The data types of a graph's QuantizeLinear zero points, read with the onnx package."""
+    m = onnx.load(str(path))
+    types = {i.name: i.data_type for i in m.graph.initializer}
+    return {types[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_each_model_role_takes_its_own_kind(exported, calibrated: Path, tmp_path, capsys):
+    """`quantized_kind` reads what `fod calibrate` wrote as the onnx package does, and
+    `fod bundle make` refuses a model given for another role (the INT8 models swapped, or
+    an INT8 one as the FP32), naming it, before anything is written. Before, a swapped pair
+    was bundled as given: the unit's TensorRT path would have built from the uint8 model,
+    its ONNX Runtime path run the symmetric one."""
+    fp32, int8, cpu = (
+        exported[3],
+        calibrated / "model.int8.onnx",
+        calibrated / "model.int8-cpu.onnx",
+    )
+    assert _activation_zero_points(int8) == {onnx.TensorProto.INT8}
+    assert _activation_zero_points(cpu) == {onnx.TensorProto.UINT8}
+    kinds = [quantized_kind(p.read_bytes(), str(p)) for p in (fp32, int8, cpu)]
+    assert kinds == ["float", "int8", "uint8"]
+    out = tmp_path / "b"
+    for argv, named, why in (
+        (["--onnx", fp32, "--int8", cpu, "--int8-cpu", int8], cpu, "given as --int8, which"),
+        (["--onnx", int8], int8, "given as --onnx, which takes a float model"),
+    ):
+        assert main(["bundle", "make", *map(str, argv), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{named}: {why}" in err, err
+        assert not out.exists()
 
 
 def test_signed_bundle_tar(exported, calibrated: Path, tmp_path: Path, capsys) -> None:

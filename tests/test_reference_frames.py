@@ -10,6 +10,7 @@ from typing import List
 import numpy as np
 import pytest
 
+import edge.model_info
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import open_bundle
 from edge.preflight import OK, check_model
@@ -80,6 +81,13 @@ def test_bundle_make_counts_each_class_by_the_fewest_of_its_models(
 
         monkeypatch.setattr(OnnxRuntimeBackend, "__init__", opened)
         monkeypatch.setattr(OnnxRuntimeBackend, "run", dimmed)
+        # The blind copy stands in for the bundle's FP32 model (the demo ships none).
+        kind = edge.model_info.quantized_kind
+        monkeypatch.setattr(
+            edge.model_info,
+            "quantized_kind",
+            lambda data, source: "float" if source == str(blind) else kind(data, source),
+        )
         argv = ["bundle", "make", "--int8-cpu", str(model), "--reference", str(tmp_path / "set")]
         assert main([*argv, "--reference-images", "4", "--out", str(tmp_path / "one")]) == 0
         assert "judged only in the total" not in capsys.readouterr().err
