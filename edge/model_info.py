@@ -138,7 +138,8 @@ def quantized_kind(data: bytes, source: str) -> str:
     """What serialized ONNX bytes hold, from the graph alone (no onnx package): "float"
     without a quantized op; else the activations' integer type, read off the zero points
     of its QuantizeLinear nodes - "int8" (symmetric Q/DQ, TensorRT's), "uint8" (ONNX
-    Runtime's CPU model), "mixed", or "unknown" (zero points not initializers)."""
+    Runtime's CPU model), "mixed", or "unknown" (no QuantizeLinear whose zero point is an
+    initializer: weights alone quantized, or zero points made by other nodes)."""
     ops: List[str] = []
     zero_points: List[str] = []  # QuantizeLinear's third input; "" where it has none
     types: Dict[str, int] = {}  # initializer name -> data type

@@ -123,7 +123,7 @@ MODEL_KINDS = {
     "int8": "an int8 Q/DQ model (fod calibrate's model.int8.onnx, for TensorRT)",
     "uint8": "a uint8-activation model (fod calibrate's model.int8-cpu.onnx, for ONNX Runtime)",
     "mixed": "a model with both int8 and uint8 activations",
-    "unknown": "a quantized model whose zero points are not initializers",
+    "unknown": "a quantized model of no kind read here (no QuantizeLinear with an initializer)",
 }
 
 
