@@ -107,8 +107,8 @@ def test_setup_installs_the_archive_timer_from_the_fleet_templates(tmp_path: Pat
 def test_setup_names_an_option_given_without_its_value() -> None:
     """An option that takes a value, given last or before another option, is refused by
     name (it was bash's "$2: unbound variable", exit 1, before)."""
-    takes = ("--source", "--constraints", "--prefix", "--user", "--nvpmodel")
-    for opt in (*takes, "--archive-to", "--archive-on", "--archive-keep"):
+    for opt in ("--source", "--constraints", "--prefix", "--user", "--nvpmodel", "--archive-to",
+                "--archive-on", "--archive-keep"):  # fmt: skip
         for argv in ([opt], [opt, "--dry-run"]):
             r = run("bash", str(JETSON / "setup.sh"), "--dry-run", *argv)
             assert r.returncode == 2 and f"setup.sh: {opt} needs a value" in r.stderr, r.stderr

@@ -261,8 +261,9 @@ def test_a_queued_frame_cannot_pass_a_defective_container_at_the_gate(
 
 
 def test_a_v4l2_device_is_an_index_or_a_device_path() -> None:
-    """`v4l2:0` and `v4l2:/dev/video0` both name a V4L2 device (OpenCV opens either); any
-    other spelling is refused by name where it was int()'s traceback."""
+    """`v4l2:0` and `v4l2:/dev/video0` both name a V4L2 device, handed to OpenCV's V4L2
+    backend as an index or a path; any other spelling is refused by name where it was
+    int()'s traceback."""
     assert source_problem("v4l2:0") is None and source_problem("v4l2:/dev/video2") is None
     for spec in ("v4l2:cam0", "v4l2:"):
         with pytest.raises(SourceError, match=f"camera source '{spec}': expected a device"):
