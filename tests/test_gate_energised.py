@@ -27,6 +27,7 @@ from .test_failsafe import _argv
 from .test_gate_feedback import FB
 from .test_gate_hangs import BlockingDevice, _judged, _line, _submit_at
 from .test_recorder import _wait_for
+from .test_release_faults import _Crash, fail_inside_pulse
 from .test_runtime import _cfg, _rows
 
 
@@ -216,10 +217,6 @@ def test_a_gate_energised_with_no_pulse_puts_the_containers_at_it_on_record(
     assert any("c0 may have passed" in r for r in reasons), reasons
 
 
-class _Crash(BaseException):
-    """What escapes any `except Exception`: the pulse thread's stage takes it as a crash."""
-
-
 @pytest.mark.parametrize("wiring", ["accept", "reject"])
 def test_a_pulse_thread_crash_whose_off_write_fails_puts_the_held_gate_on_record(
     bundle: Path, tmp_path: Path, wiring: str
@@ -235,16 +232,7 @@ def test_a_pulse_thread_crash_whose_off_write_fails_puts_the_held_gate_on_record
     cfg = dataclasses.replace(cfg, gpio=dataclasses.replace(cfg.gpio, pulse_ms=100.0))
     delay = cfg.gpio.delay_ms / 1000
     with line_runtime(cfg, f) as rt:
-        p, crashed = rt.io.pulses, []
-        real = p._due_while_on
-
-        def in_pulse(on_since: float) -> Any:
-            if not crashed and p._on is not None and p._on.tag == "c0":
-                crashed.append(time.monotonic())
-                raise _Crash("injected: the pulse thread crashes inside c0's pulse")
-            return real(on_since)
-
-        p._due_while_on = in_pulse  # type: ignore[method-assign]
+        crashed = fail_inside_pulse(rt.io.pulses, "c0", _Crash)
         gate.clear_states()
         t_clear = time.monotonic()
         gate.fail_s = 0.8  # from the next off write: the crash handler's

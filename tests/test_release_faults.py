@@ -8,13 +8,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.app import frozen_heap, line_runtime
 from edge.config import LineConfig
+from edge.pulses import PulseScheduler
 from edge.runtime import Job, Runtime
 from edge.simulate import pin_intervals
 
@@ -135,6 +136,22 @@ class _Crash(BaseException):
     """What escapes any `except Exception`: the pulse thread's stage takes it as a crash."""
 
 
+def fail_inside_pulse(p: PulseScheduler, tag: str, fault: type) -> List[float]:
+    """The pulse thread raises `fault` once, inside `tag`'s pulse with the gate on (where it
+    looks for the pulses riding on it) -> a list that gets the time it did."""
+    failed: List[float] = []
+    real = p._due_while_on
+
+    def in_pulse(on_since: float) -> Any:
+        if not failed and p._on is not None and p._on.tag == tag:
+            failed.append(time.monotonic())
+            raise fault(f"injected: inside {tag}'s pulse")
+        return real(on_since)
+
+    p._due_while_on = in_pulse  # type: ignore[method-assign]
+    return failed
+
+
 @pytest.mark.parametrize("fault", [RuntimeError, _Crash], ids=["error", "crash"])
 def test_an_accept_pulse_that_fails_after_the_gate_went_on_is_on_record_as_passed(
     bundle: Path, tmp_path: Path, fault: type
@@ -147,16 +164,7 @@ def test_an_accept_pulse_that_fails_after_the_gate_went_on_is_on_record_as_passe
     cfg = _line(bundle, tmp_path, "accept")
     f, delay, pulse = MockFactory(), cfg.gpio.delay_ms / 1000, cfg.gpio.pulse_ms / 1000
     with frozen_heap(), line_runtime(cfg, f) as rt:
-        p, failed = rt.io.pulses, []
-        real = p._due_while_on
-
-        def in_pulse(on_since: float):
-            if not failed and p._on is not None and p._on.tag == "c0":
-                failed.append(1)
-                raise fault("injected: inside the pulse")
-            return real(on_since)
-
-        p._due_while_on = in_pulse  # type: ignore[method-assign]
+        failed = fail_inside_pulse(rt.io.pulses, "c0", fault)
         at, on = _gate_run(cfg, f, rt, [("c0", 0.0), ("c1", 0.0)])
     assert failed and len(on) == 2 and abs(on[0][0] - (at["c0"] + delay)) < 0.2, on
     physical = gated(at, on, delay, pulse, "accept")

@@ -3,7 +3,8 @@ row deleted (with or without its `anchor.json`), or its last row's hash rewritte
 runtime goes on with the line - after a cut, a new file links to the anchor, so what was
 done stays visible - but the alarm goes up at start, judged at the alarm pin, with its
 cause in the events, and `verify` names the fault before the restart and, where the
-chain can show it, after."""
+chain can show it, after. A trail the writer cannot read at all (its anchor or newest
+file garbled) keeps the unit from starting, the file named."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import AuditError
+from edge.audit import AuditConfig, AuditError, AuditLog
 from edge.audit_verify import verify
 from edge.events import read_events
 
 from .gate_run import released
+from .test_audit import _write
 from .test_runtime import _cfg
 
 # how -> (SQL on the last file, verify's fault before the restart, the runtime's alarm at
@@ -71,3 +73,29 @@ def test_a_unit_started_on_a_tampered_trail_raises_the_alarm_and_keeps_releasing
         return
     with pytest.raises(AuditError, match=fault_after):  # the new rows hide nothing
         verify(cfg.audit.folder)
+
+
+@pytest.mark.parametrize(
+    "what, spoil",
+    [
+        ("anchor", lambda f: (f / "anchor.json").write_text("{not json")),
+        ("anchor", lambda f: (f / "anchor.json").write_text('{"hash": "00"}')),
+        ("file", lambda f: (f / "audit-000001.db").write_bytes(b"\0" * 4096)),
+    ],
+    ids=["anchor-garbled", "anchor-without-seq", "db-overwritten"],
+)
+def test_a_trail_the_writer_cannot_read_is_refused_naming_the_file(
+    tmp_path: Path, what: str, spoil
+) -> None:
+    """A garbled anchor.json or a newest audit file that is no SQLite database: the writer
+    cannot know where the chain ends, so it refuses to open (the runtime does not start)
+    naming the file, and leaves both as they were for a reviewer."""
+    _write(tmp_path, 3)
+    for stale in tmp_path.glob("audit-000001.db-*"):  # WAL and shared memory: the file alone
+        stale.unlink()
+    spoil(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    name = "anchor.json" if what == "anchor" else "audit-000001.db"
+    with pytest.raises(AuditError, match=rf"{name}: unreadable"):
+        AuditLog(AuditConfig(tmp_path, min_free_bytes=0))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
